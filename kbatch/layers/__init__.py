@@ -8,12 +8,13 @@ import keras
 NAMES = ("batch", "sync_batch", "batch_renorm", "layer", "group", "instance", "none")
 
 
-def get(name, *, momentum=0.99, epsilon=1e-3, groups=8, axis=-1, **kwargs):
+def get(name, /, *, momentum=0.99, epsilon=1e-3, groups=8, axis=-1, **kwargs):
     """A new normalization layer by name: one of `kbatch.layers.NAMES`.
 
     `momentum` is the moving-average momentum of layers that keep moving statistics (use the
     value `kbatch.scaling.rescale` gives for the batch size); layers without moving statistics
-    ignore it. `groups` is the group count of "group". Extra keyword arguments (`name`, ...)
+    ignore it. `groups` is the group count of "group". Extra keyword arguments (the layer's
+    `name`, initializers, ...)
     go to the layer's constructor.
     """
     if name == "batch":
