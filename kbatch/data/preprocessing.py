@@ -1,0 +1,73 @@
+"""Per-example preprocessing for each supported data set: scaling, and augmentation for training.
+
+Training augmentation uses stateless random ops seeded by (run seed, example number), so the
+same example gets the same augmentation under every strategy and after a resume.
+"""
+
+import tensorflow as tf
+
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_SIZE = 224
+
+
+def input_shape(family):
+    return {
+        "mnist1d": (40, 1),
+        "mnist": (28, 28, 1),
+        "cifar10": (32, 32, 3),
+        "cifar100": (32, 32, 3),
+        "imagenet2012": (IMAGENET_SIZE, IMAGENET_SIZE, 3),
+    }[family]
+
+
+def _standardize(image, mean, std):
+    return (tf.cast(image, tf.float32) / 255.0 - mean) / std
+
+
+def _imagenet_eval(image):
+    image = tf.image.resize(image, (256, 256))
+    image = tf.image.central_crop(image, IMAGENET_SIZE / 256)
+    return (image / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+
+
+def eval_fn(family):
+    """`(x, label) -> (x, label)` for evaluation: scaling only."""
+
+    def preprocess(x, label):
+        if family == "mnist1d":
+            x = tf.expand_dims(x, -1)
+        elif family == "mnist":
+            x = tf.cast(x, tf.float32) / 255.0
+        elif family in ("cifar10", "cifar100"):
+            x = _standardize(x, CIFAR_MEAN, CIFAR_STD)
+        else:
+            x = _imagenet_eval(x)
+        return x, label
+
+    return preprocess
+
+
+def train_fn(family, seed):
+    """`(index, (x, label)) -> (x, label)` for training: CIFAR gets pad-4 crop and flip
+    (He et al. 2016), ImageNet a random crop and flip, the others no augmentation."""
+    plain = eval_fn(family)
+
+    def preprocess(index, example):
+        x, label = example
+        example_seed = tf.stack([tf.cast(seed, tf.int64), index])
+        if family in ("cifar10", "cifar100"):
+            x = tf.image.resize_with_crop_or_pad(x, 40, 40)
+            x = tf.image.stateless_random_crop(x, (32, 32, 3), seed=example_seed)
+            x = tf.image.stateless_random_flip_left_right(x, seed=example_seed + 1)
+            return _standardize(x, CIFAR_MEAN, CIFAR_STD), label
+        if family == "imagenet2012":
+            x = tf.image.resize(x, (256, 256))
+            x = tf.image.stateless_random_crop(x, (IMAGENET_SIZE, IMAGENET_SIZE, 3), seed=example_seed)
+            x = tf.image.stateless_random_flip_left_right(x, seed=example_seed + 1)
+            return (x / 255.0 - IMAGENET_MEAN) / IMAGENET_STD, label
+        return plain(x, label)
+
+    return preprocess

@@ -1,0 +1,142 @@
+"""Strategy resolution and global / per-replica batch arithmetic.
+
+`resolve_strategy(name)` turns the config field `strategy` into a `tf.distribute.Strategy`:
+
+  "auto"           a TPU if one is attached, else every GPU, else the CPU
+  "tpu"            the attached TPU (TPU VM or Colab), "tpu:ADDRESS" a remote one
+  "mirrored"       MirroredStrategy over every local GPU (the CPU if there is none)
+  "multiworker"    MultiWorkerMirroredStrategy, the cluster from the TF_CONFIG variable
+  "one_device"     the first GPU, else the CPU
+  "cpu:N"          N logical CPU devices under MirroredStrategy: data parallelism on a laptop
+"""
+
+import json
+import os
+
+import tensorflow as tf
+
+STRATEGIES = ("auto", "tpu", "tpu:ADDRESS", "mirrored", "multiworker", "one_device", "cpu:N")
+
+
+def configure_logical_cpus(count):
+    """Split the host CPU into `count` logical devices (before TensorFlow initializes).
+
+    Returns the number of logical CPUs in use, which is larger than `count` when an earlier call
+    made more (a process that tests `cpu:2` and `cpu:4` configures 4 once and uses the first 2).
+    """
+    physical = tf.config.list_physical_devices("CPU")
+    configured = tf.config.get_logical_device_configuration(physical[0])
+    if configured and len(configured) >= count:
+        return len(configured)
+    try:
+        tf.config.set_logical_device_configuration(
+            physical[0], [tf.config.LogicalDeviceConfiguration()] * count
+        )
+    except RuntimeError as error:
+        raise ValueError(
+            f"strategy 'cpu:{count}' needs {count} logical CPU devices, but TensorFlow was "
+            f"initialized with {len(tf.config.list_logical_devices('CPU'))}: call "
+            f"kbatch.distribute.configure_logical_cpus({count}) before any TensorFlow op."
+        ) from error
+    return count
+
+
+def _tpu_attached():
+    return bool(
+        os.environ.get("TPU_NAME")
+        or os.environ.get("COLAB_TPU_ADDR")
+        or os.path.exists("/dev/accel0")
+        or os.path.exists("/dev/vfio/0")
+    )
+
+
+def _tpu_strategy(address):
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=address)
+    if address not in ("", "local"):
+        tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def read_tf_config():
+    """The TF_CONFIG cluster description, validated; a ValueError names what is wrong."""
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        raise ValueError(
+            "strategy 'multiworker' needs the TF_CONFIG environment variable (JSON with 'cluster' "
+            "and 'task'); start the workers with tools/launch_local.py or set it on each host."
+        )
+    try:
+        tf_config = json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"TF_CONFIG is not valid JSON ({error}): {raw[:200]!r}") from error
+    task = tf_config.get("task") if isinstance(tf_config, dict) else None
+    cluster = tf_config.get("cluster") if isinstance(tf_config, dict) else None
+    if not isinstance(cluster, dict) or not cluster:
+        raise ValueError(f"TF_CONFIG names no 'cluster' (a dict of job name -> addresses): {raw[:200]!r}")
+    if not isinstance(task, dict) or "type" not in task or "index" not in task:
+        raise ValueError(f"TF_CONFIG names no 'task' with 'type' and 'index': {raw[:200]!r}")
+    if task["type"] not in cluster or not 0 <= int(task["index"]) < len(cluster[task["type"]]):
+        raise ValueError(f"TF_CONFIG's task {task} is not in its cluster {cluster}.")
+    return tf_config
+
+
+def resolve_strategy(name="auto"):
+    """A `tf.distribute.Strategy` for the config field `strategy` (see the module docstring)."""
+    if not isinstance(name, str):
+        raise ValueError(f"strategy must be a string, one of {', '.join(STRATEGIES)}; got {name!r}.")
+    if name == "auto":
+        if _tpu_attached():
+            return _tpu_strategy(os.environ.get("TPU_NAME", "local"))
+        if len(tf.config.list_physical_devices("GPU")) > 1:
+            return tf.distribute.MirroredStrategy()
+        return resolve_strategy("one_device")
+    if name == "tpu" or name.startswith("tpu:"):
+        return _tpu_strategy(name.partition(":")[2] or os.environ.get("TPU_NAME", "local"))
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        read_tf_config()
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "one_device":
+        device = "/gpu:0" if tf.config.list_physical_devices("GPU") else "/cpu:0"
+        return tf.distribute.OneDeviceStrategy(device)
+    if name.startswith("cpu:"):
+        count = name.partition(":")[2]
+        if not count.isdigit() or int(count) < 1:
+            raise ValueError(f"strategy 'cpu:N' needs a positive integer N, got {name!r}.")
+        configure_logical_cpus(int(count))
+        return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(int(count))])
+    raise ValueError(f"Unknown strategy {name!r}: choose one of {', '.join(STRATEGIES)}.")
+
+
+def check_strategy_name(name):
+    """Validate the `strategy` field without creating a strategy (nothing is initialized)."""
+    ok = isinstance(name, str) and (
+        name in ("auto", "tpu", "mirrored", "multiworker", "one_device")
+        or name.startswith("tpu:")
+        or (name.startswith("cpu:") and name[4:].isdigit() and int(name[4:]) >= 1)
+    )
+    if not ok:
+        raise ValueError(f"Unknown strategy {name!r}: choose one of {', '.join(STRATEGIES)}.")
+    if name == "multiworker":
+        read_tf_config()
+
+
+def per_replica_batch_size(global_batch_size, num_replicas, accumulation_steps=1):
+    """The micro-batch one replica computes per forward pass.
+
+    global batch = micro-batch x replicas x accumulation steps; a ValueError names the fields
+    when it does not divide.
+    """
+    if isinstance(global_batch_size, bool) or not isinstance(global_batch_size, int) or global_batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive integer (the global batch), got {global_batch_size!r}.")
+    if isinstance(accumulation_steps, bool) or not isinstance(accumulation_steps, int) or accumulation_steps <= 0:
+        raise ValueError(f"accumulation_steps must be a positive integer, got {accumulation_steps!r}.")
+    parts = num_replicas * accumulation_steps
+    if global_batch_size % parts:
+        raise ValueError(
+            f"batch_size={global_batch_size} (global) does not divide by {num_replicas} replicas x "
+            f"accumulation_steps={accumulation_steps} = {parts}; choose a multiple of {parts}."
+        )
+    return global_batch_size // parts
