@@ -1,11 +1,20 @@
 """TFDS input pipelines for classification, distributed with `strategy.distribute_datasets_from_function`.
 
-One dataset function runs per input pipeline (one per worker). Training data is cached (small
-data sets), shuffled with the run's seed, repeated, numbered, sharded by input pipeline, mapped
-(augmentation draws stateless random numbers seeded by the example's number, so every strategy
-sees the same augmented example), batched per replica with `drop_remainder=True` (static shapes
-for TPU) and prefetched. Because the shuffle happens before the shard, global batch t holds the
-same examples under every strategy and worker count: runs at the same global batch match.
+One dataset function runs per input pipeline (one per worker). Training data is one endless
+stream of positions 0, 1, 2, ...; position p is example `index_shuffle(p mod N, seed=(run seed,
+epoch))` of the N training examples, a fresh stateless permutation each epoch. The positions are
+sharded by input pipeline, mapped to their (augmented: the position seeds the stateless random
+ops) examples, batched per replica with `drop_remainder=True` (static shapes for TPU) and
+prefetched.
+
+Two properties follow, and the trainer relies on both:
+- global batch t holds positions [t B, (t + 1) B) under every strategy and worker count: runs at
+  the same global batch see the same examples and match;
+- the stream is a pure function of (seed, position), so a resumed run rebuilds it at the number of
+  examples already seen (`start_example`) instead of checkpointing the iterator (TF's distributed
+  iterators are not checkpointable).
+Data sets too large for memory (ImageNet) use a buffered `shuffle` instead: a resumed run keeps
+its step, but its stream restarts with a fresh shuffle.
 """
 
 import dataclasses
@@ -16,7 +25,7 @@ import tensorflow_datasets as tfds
 from kbatch.data import preprocessing
 
 DATASETS = ("mnist1d", "mnist", "cifar10", "cifar100", "imagenet2012")
-# Data sets small enough to cache in memory and shuffle whole.
+# Data sets small enough to hold in memory: exact, stateless shuffling.
 IN_MEMORY = ("mnist1d", "mnist", "cifar10", "cifar100")
 SHUFFLE_BUFFER = 16384
 
@@ -64,25 +73,42 @@ def _load(name, split, data_dir):
     return tfds.load(name, split=split, data_dir=data_dir, as_supervised=True, shuffle_files=False)
 
 
-def train_dataset_fn(name, global_batch_size, seed, data_dir=None):
+def _in_memory_examples(name, data_dir, start_example, seed):
+    """(position, example) pairs from `start_example` on, each epoch a stateless permutation."""
+    x, y = tfds.as_numpy(tfds.load(name, split="train", data_dir=data_dir, as_supervised=True, batch_size=-1))
+    x, y = tf.constant(x), tf.constant(y)
+    size = len(y)
+
+    def example_at(position):
+        epoch, offset = position // size, position % size
+        index = tf.random.experimental.index_shuffle(
+            offset, seed=tf.stack([tf.cast(seed, tf.int64), epoch]), max_index=size - 1)
+        return position, (tf.gather(x, index), tf.gather(y, index))
+
+    return tf.data.Dataset.range(start_example, 2**62), example_at
+
+
+def train_dataset_fn(name, global_batch_size, seed, data_dir=None, start_example=0):
     """A `dataset_fn(input_context)` yielding per-replica training batches, forever.
 
     Each batch is the per-replica share of one optimizer update (micro-batch x accumulation
-    steps): `input_context.get_per_replica_batch_size(global_batch_size)` examples.
+    steps): `input_context.get_per_replica_batch_size(global_batch_size)` examples. The stream
+    starts after the first `start_example` examples of the run (a multiple of the global batch).
     """
     family = dataset_family(name)
 
     def dataset_fn(input_context):
         per_replica = input_context.get_per_replica_batch_size(global_batch_size)
-        dataset = _load(name, "train", data_dir)
-        if family in IN_MEMORY:
-            dataset = dataset.cache()
-        buffer = dataset.cardinality() if family == "mnist1d" else SHUFFLE_BUFFER
-        dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True).repeat()
-        dataset = dataset.enumerate()
-        dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+        shard = (input_context.num_input_pipelines, input_context.input_pipeline_id)
         augment = preprocessing.train_fn(family, seed)
-        dataset = dataset.map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        if family in IN_MEMORY:
+            positions, example_at = _in_memory_examples(name, data_dir, start_example, seed)
+            dataset = positions.shard(*shard).map(
+                lambda p: augment(*example_at(p)), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        else:
+            examples = _load(name, "train", data_dir).shuffle(SHUFFLE_BUFFER, seed=seed).repeat()
+            dataset = examples.enumerate(start_example).shard(*shard).map(
+                augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         dataset = dataset.batch(per_replica, drop_remainder=True)
         return dataset.prefetch(tf.data.AUTOTUNE)
 

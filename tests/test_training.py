@@ -1,0 +1,80 @@
+"""The training loop end to end: what a run writes, and runs on different strategies that agree."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import kbatch
+from kbatch.training import train
+
+
+def _weights(model_dir):
+    return keras.models.load_model(os.path.join(model_dir, "model.keras")).get_weights()
+
+
+def test_a_run_writes_config_result_model_and_tensorboard_logs(make_config):
+    config = make_config(target_accuracy=0.5)
+    result = train(config, verbose=False)
+    files = set(os.listdir(config.model_dir))
+    assert {"config.json", "result.json", "model.keras", "train", "eval", "examples", "checkpoints"} <= files
+    saved = json.load(open(os.path.join(config.model_dir, "result.json")))
+    assert saved == json.loads(json.dumps(result))
+    steps_per_epoch = 4000 // 128
+    assert result["steps"] == 2 * steps_per_epoch
+    assert result["examples_seen"] == 2 * steps_per_epoch * 128
+    assert result["wall_seconds"] > 0
+    assert result["best_eval_accuracy"] == max(e["eval_accuracy"] for e in result["history"])
+    assert result["final_eval_accuracy"] == result["history"][-1]["eval_accuracy"]
+    first = next(e for e in result["history"] if e["eval_accuracy"] >= 0.5)
+    assert (result["steps_to_target"], result["examples_to_target"]) == (first["step"], first["step"] * 128)
+    assert json.load(open(os.path.join(config.model_dir, "config.json")))["batch_size"] == 128
+    # The saved model is the trained one: its test accuracy is the final eval accuracy.
+    model = keras.models.load_model(os.path.join(config.model_dir, "model.keras"))
+    import tensorflow_datasets as tfds
+    x, y = tfds.as_numpy(tfds.load("mnist1d/original", split="test", as_supervised=True, batch_size=-1))
+    accuracy = np.mean(np.argmax(model.predict(x[..., None], verbose=0), -1) == y)
+    assert accuracy == pytest.approx(result["final_eval_accuracy"], abs=1e-6)
+
+
+def test_target_never_reached_leaves_the_target_fields_empty(make_config):
+    result = train(make_config(num_epochs=1, warmup_epochs=0.0, target_accuracy=1.0), verbose=False)
+    assert result["steps_to_target"] is None and result["examples_to_target"] is None
+
+
+def test_default_config_learns_mnist1d(make_config):
+    # Two epochs of the small set already beat chance (10%) by far.
+    assert train(make_config(), verbose=False)["final_eval_accuracy"] > 0.6
+
+
+@pytest.mark.parametrize("norm", ["layer", "none"])
+def test_one_device_and_cpu2_end_with_the_same_weights(make_config, norm):
+    one = make_config(norm=norm, num_epochs=1)
+    two = make_config(norm=norm, num_epochs=1, strategy="cpu:2")
+    train(one, verbose=False)
+    train(two, verbose=False)
+    for a, b in zip(_weights(one.model_dir), _weights(two.model_dir)):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_tensorboard_logs_learning_rate_and_batch_size_per_step(make_config):
+    import tensorflow as tf
+    config = make_config(num_epochs=1, warmup_epochs=0.5)
+    train(config, verbose=False)
+    train_dir = os.path.join(config.model_dir, "train")
+    values = {}
+    for name in os.listdir(train_dir):
+        for event in tf.compat.v1.train.summary_iterator(os.path.join(train_dir, name)):
+            for value in event.summary.value:
+                values.setdefault(value.tag, {})[event.step] = float(tf.make_ndarray(value.tensor))
+    steps = 4000 // 128
+    assert sorted(values["learning_rate"]) == list(range(1, steps + 1))
+    assert set(values["global_batch_size"].values()) == {128.0}
+    # Warmup: the rate rises linearly from 0 over the first half epoch (the step logged is the
+    # update's number; its rate is the schedule at the count of updates before it).
+    warmup = round(0.5 * steps)
+    peak = 0.05
+    for step in range(1, warmup + 1):
+        assert values["learning_rate"][step] == pytest.approx(peak * (step - 1) / warmup, rel=1e-5)
