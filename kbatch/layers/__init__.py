@@ -1,11 +1,20 @@
 """Normalization layers and the factory the models use to pick one by name.
 
-Keras's own layers wherever Keras has them; kbatch adds what Keras 3 dropped or never had.
+Keras's own layers wherever Keras has them; kbatch adds what Keras 3 dropped or never had:
+ghost batch norm, switchable norm, and averaging per-replica moving statistics.
 """
 
 import keras
 
-NAMES = ("batch", "sync_batch", "batch_renorm", "layer", "group", "instance", "none")
+from kbatch.layers.ghost_batch_norm import GhostBatchNormalization
+from kbatch.layers.group_norm import GroupNormalization
+from kbatch.layers.moving_stats import average_moving_statistics
+from kbatch.layers.switchable_norm import SwitchableNormalization
+
+NAMES = (
+    "batch", "sync_batch", "batch_renorm", "ghost_batch", "layer", "group", "instance",
+    "switchable", "none",
+)
 
 
 def get(name, /, *, momentum=0.99, epsilon=1e-3, groups=8, axis=-1, **kwargs):
@@ -13,9 +22,9 @@ def get(name, /, *, momentum=0.99, epsilon=1e-3, groups=8, axis=-1, **kwargs):
 
     `momentum` is the moving-average momentum of layers that keep moving statistics (use the
     value `kbatch.scaling.rescale` gives for the batch size); layers without moving statistics
-    ignore it. `groups` is the group count of "group". Extra keyword arguments (the layer's
-    `name`, initializers, ...)
-    go to the layer's constructor.
+    ignore it. `groups` is the group count of "group" (it must divide the channels: checked when
+    the layer is built). "ghost_batch" needs `virtual_batch_size=`; "switchable" takes `modes=`.
+    Extra keyword arguments (`name`, ...) go to the layer's constructor.
     """
     if name == "batch":
         return keras.layers.BatchNormalization(axis=axis, momentum=momentum, epsilon=epsilon, **kwargs)
@@ -27,12 +36,21 @@ def get(name, /, *, momentum=0.99, epsilon=1e-3, groups=8, axis=-1, **kwargs):
         return keras.layers.BatchNormalization(
             axis=axis, momentum=momentum, epsilon=epsilon, renorm=True, **kwargs
         )
+    if name == "ghost_batch":
+        if "virtual_batch_size" not in kwargs:
+            raise ValueError(
+                "norm 'ghost_batch' needs virtual_batch_size= (examples per ghost batch, a "
+                "positive integer; the per-replica micro-batch size keeps accumulation exact)."
+            )
+        return GhostBatchNormalization(axis=axis, momentum=momentum, epsilon=epsilon, **kwargs)
     if name == "layer":
         return keras.layers.LayerNormalization(axis=axis, epsilon=epsilon, **kwargs)
     if name == "group":
-        return keras.layers.GroupNormalization(groups=groups, axis=axis, epsilon=epsilon, **kwargs)
+        return GroupNormalization(groups=groups, axis=axis, epsilon=epsilon, **kwargs)
     if name == "instance":
         return keras.layers.GroupNormalization(groups=-1, axis=axis, epsilon=epsilon, **kwargs)
+    if name == "switchable":
+        return SwitchableNormalization(axis=axis, momentum=momentum, epsilon=epsilon, **kwargs)
     if name == "none":
         return keras.layers.Identity(**kwargs)
     raise ValueError(f"Unknown norm {name!r}: choose one of {', '.join(NAMES)}.")

@@ -1,0 +1,22 @@
+"""Group normalization (Wu & He 2018) that says which argument is wrong when groups don't fit."""
+
+import keras
+
+
+@keras.saving.register_keras_serializable(package="kbatch")
+class GroupNormalization(keras.layers.GroupNormalization):
+    """`keras.layers.GroupNormalization`, whose build error names `groups` and the channel count.
+
+    Keras's own message for 8 groups over 12 channels reads "Number of groups (8) must be a
+    multiple of the number of channels (12)"; this one names the argument and its valid values.
+    """
+
+    def build(self, input_shape):
+        channels = input_shape[self.axis]
+        if self.groups != -1 and channels is not None and channels % self.groups:
+            divisors = [d for d in range(1, channels + 1) if channels % d == 0]
+            raise ValueError(
+                f"groups={self.groups} must divide the number of channels ({channels}, axis "
+                f"{self.axis} of input shape {input_shape}); choose groups from {divisors}."
+            )
+        super().build(input_shape)

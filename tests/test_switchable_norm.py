@@ -1,0 +1,181 @@
+"""Switchable normalization (Luo et al. 2018) against Keras's BN, LN and IN layers and NumPy."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kbatch.layers import SwitchableNormalization
+
+ATOL = 1e-5
+FORCED = -1e4  # softmax weight exp(-1e4) is exactly 0 in float32
+
+
+def _data(shape, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=shape) * rng.uniform(0.5, 3.0, size=shape[-1]) + rng.normal(size=shape[-1])).astype("float32")
+
+
+def _switchable(shape, modes=("batch", "layer", "instance"), momentum=0.9, logits=None):
+    layer = SwitchableNormalization(modes=modes, momentum=momentum)
+    layer.build(shape)
+    rng = np.random.default_rng(1)
+    layer.gamma.assign(rng.uniform(0.5, 2.0, shape[-1]))
+    layer.beta.assign(rng.normal(size=shape[-1]))
+    if logits is not None:
+        layer.mean_logits.assign(logits[0])
+        layer.variance_logits.assign(logits[1])
+    return layer
+
+
+def _force(modes, mode):
+    logits = [0.0 if m == mode else FORCED for m in modes]
+    return logits, logits
+
+
+def _keras_reference(mode, shape, gamma, beta):
+    """That mode's Keras layer with the same per-channel gamma and beta."""
+    if mode == "batch":
+        layer = keras.layers.BatchNormalization(momentum=0.9)
+    elif mode == "layer":  # the paper's LN: every axis but the batch
+        layer = keras.layers.LayerNormalization(axis=list(range(1, len(shape))))
+    else:
+        layer = keras.layers.GroupNormalization(groups=-1)
+    layer.build(shape)
+    layer.gamma.assign(np.broadcast_to(gamma, layer.gamma.shape))
+    layer.beta.assign(np.broadcast_to(beta, layer.beta.shape))
+    return layer
+
+
+CASES = [
+    ("batch", (8, 5)), ("batch", (8, 6, 3)), ("batch", (8, 4, 3, 2)),
+    ("layer", (8, 5)), ("layer", (8, 6, 3)), ("layer", (8, 4, 3, 2)),
+    ("instance", (8, 6, 3)), ("instance", (8, 4, 3, 2)),
+]
+
+
+@pytest.mark.parametrize("mode, shape", CASES)
+def test_logits_forced_to_one_mode_equal_that_keras_layer(mode, shape):
+    modes = ("batch", "layer") if len(shape) == 2 else ("batch", "layer", "instance")
+    layer = _switchable(shape, modes, logits=_force(modes, mode))
+    reference = _keras_reference(mode, shape, layer.gamma.numpy(), layer.beta.numpy())
+    for step in range(2):
+        x = _data(shape, seed=step)
+        np.testing.assert_allclose(layer(x, training=True), reference(x, training=True), atol=ATOL)
+    if mode == "batch":  # the moving statistics and inference are BatchNormalization's
+        np.testing.assert_allclose(layer.moving_mean, reference.moving_mean, atol=ATOL)
+        np.testing.assert_allclose(layer.moving_variance, reference.moving_variance, atol=ATOL)
+        x = _data(shape, seed=7)
+        np.testing.assert_allclose(layer(x, training=False), reference(x, training=False), atol=ATOL)
+
+
+def test_mixture_is_the_papers_formula():
+    shape = (6, 4, 5, 3)
+    rng = np.random.default_rng(2)
+    mean_logits, variance_logits = rng.normal(size=3), rng.normal(size=3)
+    layer = _switchable(shape, logits=(mean_logits, variance_logits))
+    x = _data(shape).astype("float64")
+
+    def softmax(z):
+        return np.exp(z) / np.exp(z).sum()
+
+    # Luo et al. 2018, eq. 3: IN over (H, W), LN over (H, W, C), BN over (N, H, W).
+    axes = [(0, 1, 2), (1, 2, 3), (1, 2)]
+    mean = sum(w * x.mean(axis=a, keepdims=True) for w, a in zip(softmax(mean_logits), axes))
+    variance = sum(w * x.var(axis=a, keepdims=True) for w, a in zip(softmax(variance_logits), axes))
+    expected = layer.gamma.numpy() * (x - mean) / np.sqrt(variance + layer.epsilon) + layer.beta.numpy()
+    np.testing.assert_allclose(layer(x.astype("float32"), training=True), expected, atol=ATOL)
+
+
+def test_importance_is_the_softmax_of_each_set_of_logits():
+    shape = (4, 5, 3)
+    layer = _switchable(shape)
+    uniform = {"batch": 1 / 3, "layer": 1 / 3, "instance": 1 / 3}
+    for key in ("mean", "variance"):
+        assert layer.importance()[key] == pytest.approx(uniform)
+    layer.mean_logits.assign([0.0, np.log(2.0), np.log(5.0)])
+    layer.variance_logits.assign([np.log(3.0), 0.0, FORCED])
+    importance = layer.importance()
+    assert importance["mean"] == pytest.approx({"batch": 1 / 8, "layer": 2 / 8, "instance": 5 / 8})
+    assert importance["variance"] == pytest.approx({"batch": 0.75, "layer": 0.25, "instance": 0.0})
+
+
+def test_importance_logits_get_gradients():
+    shape = (8, 6, 3)
+    layer = _switchable(shape, logits=([0.3, -0.2, 0.1], [-0.1, 0.4, 0.0]))
+    x = tf.constant(_data(shape))
+    with tf.GradientTape() as tape:
+        # Weighting by x makes the loss depend on the mixture (mean(y) alone would not).
+        loss = tf.reduce_mean(layer(x, training=True) * x)
+    mean_grad, variance_grad = tape.gradient(loss, [layer.mean_logits.value, layer.variance_logits.value])
+    assert np.abs(mean_grad.numpy()).max() > 1e-4 and np.abs(variance_grad.numpy()).max() > 1e-4
+
+
+def test_inference_does_not_depend_on_other_examples():
+    shape = (8, 6, 3)
+    layer = _switchable(shape, momentum=0.5, logits=([0.5, 0.1, -0.3], [0.2, -0.4, 0.3]))
+    for step in range(3):
+        layer(_data(shape, seed=step), training=True)
+    x, others = _data(shape, seed=5), _data(shape, seed=6)
+    alone = layer(x[:1], training=False)
+    with_others = layer(np.concatenate([x[:1], others]), training=False)[:1]
+    np.testing.assert_allclose(alone, with_others, atol=ATOL)
+
+
+@keras.saving.register_keras_serializable(package="kbatch_tests")
+class _SwitchableNet(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = keras.layers.Conv1D(4, 3)
+        self.norm = SwitchableNormalization(modes=("batch", "layer"), momentum=0.5)
+
+    def call(self, x, training=None):
+        return self.norm(self.conv(x), training=training)
+
+
+@pytest.mark.parametrize("kind", ["functional", "subclassed"])
+def test_keras_file_round_trip(kind, tmp_path):
+    if kind == "functional":
+        inputs = keras.Input((7, 2))
+        outputs = SwitchableNormalization(modes=("batch", "layer"), momentum=0.5)(keras.layers.Conv1D(4, 3)(inputs))
+        model = keras.Model(inputs, outputs)
+    else:
+        model = _SwitchableNet()
+        model(np.zeros((2, 7, 2), "float32"))
+    norm = [layer for layer in model._flatten_layers() if isinstance(layer, SwitchableNormalization)][0]
+    norm.mean_logits.assign([0.7, -0.2])
+    x = _data((6, 7, 2))
+    model(x, training=True)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras")
+    loaded_norm = [layer for layer in loaded._flatten_layers() if isinstance(layer, SwitchableNormalization)][0]
+    assert loaded_norm.modes == ("batch", "layer")
+    assert loaded_norm.importance() == norm.importance()
+    np.testing.assert_array_equal(loaded(x, training=False), model(x, training=False))
+    np.testing.assert_array_equal(loaded(x, training=True), model(x, training=True))
+
+
+def test_unknown_batch_dimension_in_tf_function_and_xla():
+    shape = (8, 4, 3, 2)
+    logits = ([0.5, 0.1, -0.3], [0.2, -0.4, 0.3])
+    eager, compiled = _switchable(shape, logits=logits), _switchable(shape, logits=logits)
+    step = tf.function(
+        lambda x: compiled(x, training=True),
+        input_signature=[tf.TensorSpec((None,) + shape[1:], tf.float32)],
+        jit_compile=True,
+    )
+    for batch_size in (8, 5):
+        x = _data((batch_size,) + shape[1:], seed=batch_size)
+        np.testing.assert_allclose(step(tf.constant(x)), eager(x, training=True), atol=ATOL)
+        np.testing.assert_allclose(compiled.moving_variance, eager.moving_variance, atol=ATOL)
+
+
+@pytest.mark.parametrize("modes", [("batch", "group"), (), ("layer", "layer"), "weight"])
+def test_bad_modes(modes):
+    with pytest.raises(ValueError, match="modes"):
+        SwitchableNormalization(modes=modes)
+
+
+def test_instance_mode_needs_a_spatial_axis():
+    with pytest.raises(ValueError, match="instance"):
+        SwitchableNormalization()(keras.Input((5,)))
