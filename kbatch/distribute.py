@@ -81,16 +81,29 @@ def read_tf_config():
     return tf_config
 
 
+_RESOLVED = {}
+
+
 def resolve_strategy(name="auto"):
-    """A `tf.distribute.Strategy` for the config field `strategy` (see the module docstring)."""
+    """A `tf.distribute.Strategy` for the config field `strategy` (see the module docstring).
+
+    One strategy per name per process: a notebook or a sweep that trains several times reuses
+    it (a TPU system is initialized once; collective-op keys of two MirroredStrategy objects
+    in one process would collide)."""
     if not isinstance(name, str):
         raise ValueError(f"strategy must be a string, one of {', '.join(STRATEGIES)}; got {name!r}.")
+    if name not in _RESOLVED:
+        _RESOLVED[name] = _create_strategy(name)
+    return _RESOLVED[name]
+
+
+def _create_strategy(name):
     if name == "auto":
         if _tpu_attached():
             return _tpu_strategy(os.environ.get("TPU_NAME", "local"))
         if len(tf.config.list_physical_devices("GPU")) > 1:
             return tf.distribute.MirroredStrategy()
-        return resolve_strategy("one_device")
+        return _create_strategy("one_device")
     if name == "tpu" or name.startswith("tpu:"):
         return _tpu_strategy(name.partition(":")[2] or os.environ.get("TPU_NAME", "local"))
     if name == "mirrored":
@@ -106,7 +119,11 @@ def resolve_strategy(name="auto"):
         if not count.isdigit() or int(count) < 1:
             raise ValueError(f"strategy 'cpu:N' needs a positive integer N, got {name!r}.")
         configure_logical_cpus(int(count))
-        return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(int(count))])
+        # Reduce through one device rather than with collective ops: strategies over different
+        # CPU counts can then live in one process (their collective group keys would collide).
+        return tf.distribute.MirroredStrategy(
+            [f"/cpu:{i}" for i in range(int(count))], cross_device_ops=tf.distribute.ReductionToOneDevice()
+        )
     raise ValueError(f"Unknown strategy {name!r}: choose one of {', '.join(STRATEGIES)}.")
 
 

@@ -14,7 +14,7 @@ kbatch.distribute.configure_logical_cpus(4)
 
 def small_config(model_dir, **overrides):
     """The default config, shrunk to seconds: mnist1d/original, a narrow run, one device."""
-    from configs import mnist1d_cnn
+    from kbatch.configs import mnist1d_cnn
 
     config = mnist1d_cnn.get_config()
     config.dataset = "mnist1d/original"

@@ -69,7 +69,8 @@ def test_model_dir_with_a_users_files_is_refused(make_config, tmp_path):
     folder = tmp_path / "mine"
     folder.mkdir()
     (folder / "notes.txt").write_text("precious")
-    config = make_config(model_dir=str(folder))
+    config = make_config()
+    config.model_dir = str(folder)
     with pytest.raises(ValueError, match="holds files that are not a kbatch run"):
         train(config, verbose=False)
     assert os.listdir(folder) == ["notes.txt"] and (folder / "notes.txt").read_text() == "precious"

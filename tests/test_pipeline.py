@@ -28,7 +28,8 @@ def test_per_replica_batch_under_cpu2_is_half_the_global_batch_with_static_shape
         assert [x.shape for x in xs] == [(32, 40, 1), (32, 40, 1)]
         assert [y.shape for y in ys] == [(32,), (32,)]
     dataset = data.distribute(strategy, data.train_dataset_fn("mnist1d/original", 64, 7))
-    assert dataset.element_spec[0].shape.as_list() == [32, 40, 1]  # drop_remainder: static for TPU
+    # drop_remainder: every replica's batch has a static shape, as TPUs need.
+    assert [spec.shape.as_list() for spec in dataset.element_spec[0]._value_specs] == [[32, 40, 1]] * 2
 
 
 def test_global_batch_t_holds_the_same_examples_under_one_device_and_cpu2():

@@ -53,19 +53,15 @@ class DatasetInfo:
 
 
 def describe(name, data_dir=None):
-    """Sizes, input shape and class count of a data set (prepares it on first use)."""
+    """Sizes, input shape and class count of a data set (MNIST-1D is generated on first use)."""
     family = dataset_family(name)
-    builder = tfds.builder(name, data_dir=data_dir)
-    if family == "mnist1d":
-        builder.download_and_prepare()  # generated locally; a no-op once it exists
-    splits = builder.info.splits
     eval_split = "validation" if family == "imagenet2012" else "test"
     return DatasetInfo(
         name=name,
-        num_train_examples=splits["train"].num_examples,
-        num_eval_examples=splits[eval_split].num_examples,
+        num_train_examples=int(_load(name, "train", data_dir).cardinality()),
+        num_eval_examples=int(_load(name, eval_split, data_dir).cardinality()),
         input_shape=preprocessing.input_shape(family),
-        num_classes=builder.info.features["label"].num_classes,
+        num_classes=tfds.builder(name, data_dir=data_dir).info.features["label"].num_classes,
     )
 
 
@@ -75,9 +71,9 @@ def _load(name, split, data_dir):
 
 def _in_memory_examples(name, data_dir, start_example, seed):
     """(position, example) pairs from `start_example` on, each epoch a stateless permutation."""
-    x, y = tfds.as_numpy(tfds.load(name, split="train", data_dir=data_dir, as_supervised=True, batch_size=-1))
-    x, y = tf.constant(x), tf.constant(y)
-    size = len(y)
+    examples = _load(name, "train", data_dir)
+    size = int(examples.cardinality())
+    x, y = examples.batch(size).get_single_element()
 
     def example_at(position):
         epoch, offset = position // size, position % size

@@ -5,6 +5,12 @@ import keras
 from kbatch import layers
 
 
+# Norms that subtract a per-channel mean, which makes a convolution's bias redundant. Layer and
+# group norm normalize across channels: they keep the bias (without it, the constant stretches of
+# an MNIST-1D signal give exactly-zero normalized outputs sitting on the ReLU's kink).
+PER_CHANNEL_MEAN_NORMS = ("batch", "sync_batch", "batch_renorm", "ghost_batch", "instance", "switchable")
+
+
 def mnist1d_cnn(num_classes=10, input_shape=(40, 1), norm="batch", norm_kwargs=None, width=32):
     """Three convolutions (width, 2 width, 4 width channels; the last two stride 2), each
     followed by the norm and a ReLU, then a linear classifier on the flattened features.
@@ -18,7 +24,7 @@ def mnist1d_cnn(num_classes=10, input_shape=(40, 1), norm="batch", norm_kwargs=N
     for index, (channels, stride) in enumerate([(width, 1), (2 * width, 2), (4 * width, 2)]):
         x = keras.layers.Conv1D(
             channels, 5 if index == 0 else 3, strides=stride, padding="same",
-            use_bias=norm == "none", name=f"conv{index + 1}",
+            use_bias=norm not in PER_CHANNEL_MEAN_NORMS, name=f"conv{index + 1}",
         )(x)
         x = layers.get(norm, name=f"norm{index + 1}", **norm_kwargs)(x)
         x = keras.layers.ReLU(name=f"relu{index + 1}")(x)

@@ -54,7 +54,10 @@ def validate(config):
     scaling.scaling_exponent(config.lr_scaling)
     _choice(config, "decay", DECAYS)
     distribute.check_strategy_name(config.strategy)
-    distribute.per_replica_batch_size(config.batch_size, 1, config.accumulation_steps)
+    # The replica count is known now for cpu:N; for the others it is checked again once the
+    # strategy exists (still before anything is written).
+    known_replicas = int(config.strategy[4:]) if config.strategy.startswith("cpu:") else 1
+    distribute.per_replica_batch_size(config.batch_size, known_replicas, config.accumulation_steps)
     if isinstance(config.seed, bool) or not isinstance(config.seed, int):
         raise ValueError(f"config.seed must be an integer, got {config.seed!r}.")
     target = config.target_accuracy

@@ -75,6 +75,10 @@ def make_train_step(model, optimizer, *, global_batch_size, accumulation_steps=1
             if clip is not None:
                 factor = tf.minimum(1.0, clip / tf.maximum(grad_norm, 1e-12))
                 grads = [g * tf.cast(factor, g.dtype) for g in grads]
+            # Collectives must start in the same order on every replica: the optimizer's sum
+            # comes after this one.
+            with tf.control_dependencies([grad_norm]):
+                grads = [tf.identity(g) for g in grads]
         optimizer.apply(grads, variables)
         count = tf.cast(tf.shape(labels)[0], tf.float32)
         return tf.stack([loss_sum, correct, count, grad_norm, learning_rate])
