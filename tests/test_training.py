@@ -94,3 +94,35 @@ def test_tensorboard_logs_learning_rate_and_batch_size_per_step(make_config):
     peak = 0.05
     for step in range(1, warmup + 1):
         assert values["learning_rate"][step] == pytest.approx(peak * (step - 1) / warmup, rel=1e-5)
+
+
+def test_batch_norm_runs_end_with_one_set_of_moving_statistics_for_all_replicas(make_config):
+    """Keras's non-synchronized BN keeps a moving mean per replica; the trainer averages them,
+    so the saved model's statistics are the mean of what the replicas saw."""
+    import tensorflow as tf
+    config = make_config(num_epochs=1, strategy="cpu:2", norm="batch")
+    strategy = kbatch.distribute.resolve_strategy("cpu:2")
+    seen = {}
+
+    def model_fn(info):
+        model = kbatch.models.get("mnist1d_cnn", num_classes=10, input_shape=info.input_shape, norm="batch")
+        seen["model"] = model
+        return model
+
+    train(config, model_fn=model_fn, verbose=False)
+    model = seen["model"]
+    for variable in model.non_trainable_variables:
+        copies = strategy.experimental_local_results(variable.value)
+        np.testing.assert_array_equal(copies[0].numpy(), copies[1].numpy())
+    saved = keras.models.load_model(os.path.join(config.model_dir, "model.keras"))
+    for a, b in zip(saved.non_trainable_variables, model.non_trainable_variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_accumulating_four_micro_batches_equals_the_full_batch_update(make_config):
+    plain = make_config(num_epochs=1)
+    accumulated = make_config(num_epochs=1, accumulation_steps=4)
+    for config in (plain, accumulated):
+        train(config, model_fn=smooth_model, verbose=False)
+    for a, b in zip(_weights(plain.model_dir), _weights(accumulated.model_dir)):
+        np.testing.assert_allclose(b, a, atol=1e-5)

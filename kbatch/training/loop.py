@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 import keras
 
-from kbatch import data, distribute, models, optimizers
+from kbatch import data, distribute, layers, models, optimizers
 from kbatch.training import config_check, recipe, run_dir
 from kbatch.training.step import RECORD_FIELDS, make_eval_loop, make_train_loop, make_train_step
 from kbatch.training.summaries import Progress, Summaries
@@ -188,6 +188,10 @@ def train(config, *, strategy=None, model_fn=None, verbose=True):
             "lr": float(col["learning_rate"][-1]),
             "examples/s": epoch_examples / max(epoch_seconds, 1e-9),
         })
+        if step in eval_points or step % every == 0 or step == total_steps:
+            # Non-synchronized BN keeps one moving mean/variance per replica: evaluate,
+            # checkpoint and save one set, right for the whole data (a collective: every worker).
+            layers.average_moving_statistics(model, strategy)
         if step in eval_points:
             loss_sum, correct, count = evaluate(eval_data).numpy()
             entry = {"step": step, "epoch": step / steps_per_epoch, "examples": step * config.batch_size,
