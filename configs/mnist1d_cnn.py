@@ -38,7 +38,7 @@ def get_config():
     config.strategy = "auto"  # "auto", "tpu", "mirrored", "multiworker", "one_device", "cpu:N"
     config.accumulation_steps = 1
     config.steps_per_loop = 50
-    config.jit_compile = False
+    config.jit_compile = True  # XLA: the whole update on one replica, the gradient on several
     config.mixed_precision = placeholder(str)  # "mixed_bfloat16" on TPU, "mixed_float16" on GPU
     config.deterministic = False
 

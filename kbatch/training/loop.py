@@ -136,7 +136,7 @@ def train(config, *, strategy=None, model_fn=None, verbose=True):
     eval_batch = config.batch_size // config.accumulation_steps
     eval_data = data.distribute(strategy, data.eval_dataset_fn(config.dataset, eval_batch, config.get("data_dir")))
     train_step = make_train_step(
-        model, optimizer, global_batch_size=config.batch_size, accumulation_steps=config.accumulation_steps,
+        strategy, model, optimizer, global_batch_size=config.batch_size, accumulation_steps=config.accumulation_steps,
         clip_global_norm=config.clip_global_norm, log_gradient_norm=config.get("log_gradient_norm", True),
         jit_compile=config.get("jit_compile", False))
     train_loop = make_train_loop(strategy, train_step)

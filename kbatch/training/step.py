@@ -31,7 +31,7 @@ def _sums(labels, logits):
     return tf.reduce_sum(per_example), tf.reduce_sum(correct)
 
 
-def make_train_step(model, optimizer, *, global_batch_size, accumulation_steps=1,
+def make_train_step(strategy, model, optimizer, *, global_batch_size, accumulation_steps=1,
                     clip_global_norm=None, log_gradient_norm=True, jit_compile=False):
     """The replica function of one optimizer update; returns a record of `RECORD_FIELDS` sums."""
     variables = model.trainable_variables
@@ -44,7 +44,7 @@ def make_train_step(model, optimizer, *, global_batch_size, accumulation_steps=1
             loss_sum, correct = _sums(labels, logits)
             loss = loss_sum / global_batch_size
             if model.losses:  # regularizers: one global copy per update, split over the parts
-                parts = tf.distribute.get_strategy().num_replicas_in_sync * accumulation_steps
+                parts = strategy.num_replicas_in_sync * accumulation_steps
                 loss += tf.add_n(model.losses) / parts
             scaled = loss * _loss_scale(optimizer)
         return tape.gradient(scaled, variables), loss_sum, correct
@@ -83,6 +83,10 @@ def make_train_step(model, optimizer, *, global_batch_size, accumulation_steps=1
         count = tf.cast(tf.shape(labels)[0], tf.float32)
         return tf.stack([loss_sum, correct, count, grad_norm, learning_rate])
 
+    if jit_compile and strategy.num_replicas_in_sync == 1:
+        # One replica: no cross-replica sum inside, so XLA can compile the whole update,
+        # optimizer included (as `model.fit(jit_compile=True)` does).
+        return tf.function(train_step, jit_compile=True)
     return train_step
 
 
