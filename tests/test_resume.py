@@ -1,0 +1,92 @@
+"""Exact resume: a run killed with SIGKILL and started again with the same command ends with the
+same weights as an uninterrupted run. And a non-finite loss stops the run without touching the
+last good checkpoint."""
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+import kbatch  # noqa: F401  (registers the layers for load_model)
+from kbatch.training import train
+
+# Two epochs of mnist1d/original at batch 256: 15 steps an epoch, a checkpoint every 4 steps.
+FLAGS = ["--config.dataset=mnist1d/original", "--config.batch_size=256", "--config.base_batch_size=256",
+         "--config.num_epochs=2", "--config.warmup_epochs=0.5", "--config.steps_per_loop=2",
+         "--config.checkpoint_every=4", "--config.strategy=one_device", "--config.deterministic=True",
+         "--config.norm=group"]
+
+
+def _command(model_dir):
+    return [sys.executable, "-m", "kbatch.train", *FLAGS, f"--config.model_dir={model_dir}"]
+
+
+def _weights(model_dir):
+    return keras.models.load_model(os.path.join(model_dir, "model.keras")).get_weights()
+
+
+def _run_and_kill(model_dir, checkpoint_step, delay):
+    """Start the run; SIGKILL it `delay` seconds after checkpoint `checkpoint_step` is written."""
+    process = subprocess.Popen(_command(model_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = os.path.join(model_dir, "checkpoints", f"ckpt-{checkpoint_step}.index")
+    try:
+        deadline = time.time() + 240
+        while not os.path.exists(marker):
+            assert process.poll() is None, "the run ended before it could be killed"
+            assert time.time() < deadline, "no checkpoint in time"
+            time.sleep(0.05)
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait(timeout=30)
+    assert not os.path.exists(os.path.join(model_dir, "result.json")), "the run finished before the kill"
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    model_dir = tmp_path_factory.mktemp("uninterrupted") / "run"
+    subprocess.run(_command(model_dir), check=True, capture_output=True, timeout=300)
+    return _weights(model_dir)
+
+
+@pytest.mark.parametrize("checkpoint_step, delay", [
+    (4, 0.0),   # right after a checkpoint
+    (12, 0.3),  # between checkpoints, inside the first epoch
+    (20, 0.3),  # between checkpoints, inside the second epoch
+])
+def test_killed_and_restarted_run_ends_with_the_uninterrupted_weights(tmp_path, uninterrupted, checkpoint_step, delay):
+    model_dir = tmp_path / "run"
+    _run_and_kill(model_dir, checkpoint_step, delay)
+    restart = subprocess.run(_command(model_dir), check=True, capture_output=True, text=True, timeout=300)
+    # It continued from a checkpoint at or after the kill point, not from scratch.
+    resumed_at = int(restart.stdout.split("resuming at step ")[1].split(";")[0])
+    assert checkpoint_step <= resumed_at < 30
+    for a, b in zip(uninterrupted, _weights(model_dir)):
+        np.testing.assert_array_equal(b, a)
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(make_config):
+    # Warmup from 0 to an absurd rate: the first updates are sane, then the loss overflows.
+    config = make_config(num_epochs=1, optimizer="sgd", base_learning_rate=1e6, warmup_epochs=0.9,
+                         checkpoint_every=1, steps_per_loop=1, norm="none")
+    with pytest.raises(FloatingPointError, match=r"loss is (nan|inf) at step (\d+).*last good checkpoint.*ckpt-(\d+)") as error:
+        train(config, verbose=False)
+    bad_step = int(error.value.args[0].split("at step ")[1].split(":")[0])
+    checkpoints = sorted(glob.glob(os.path.join(config.model_dir, "checkpoints", "ckpt-*.index")))
+    last = max(int(p.split("ckpt-")[1].split(".")[0]) for p in checkpoints)
+    assert last < bad_step
+    assert f"ckpt-{last}" in str(error.value)
+    # The kept checkpoint holds finite weights.
+    import tensorflow as tf
+    reader = tf.train.load_checkpoint(os.path.join(config.model_dir, "checkpoints", f"ckpt-{last}"))
+    for name in reader.get_variable_to_shape_map():
+        value = reader.get_tensor(name)
+        if np.issubdtype(np.asarray(value).dtype, np.floating):
+            assert np.all(np.isfinite(value)), name
