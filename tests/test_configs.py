@@ -14,8 +14,12 @@ CONFIGS = sorted(p.stem for p in (pathlib.Path(__file__).resolve().parents[1] / 
 
 
 @pytest.mark.parametrize("name", CONFIGS)
-def test_config_validates(name):
-    validate(importlib.import_module(f"kbatch.configs.{name}").get_config())
+def test_shipped_config_is_accepted_and_a_broken_copy_is_refused(name):
+    config = importlib.import_module(f"kbatch.configs.{name}").get_config()
+    assert validate(config) is None
+    config.batch_size = 0
+    with pytest.raises(ValueError, match="config.batch_size must be a positive integer"):
+        validate(config)
 
 
 def test_cifar10_resnet20_trains_on_mock_data_and_is_the_paper_model(tmp_path):
