@@ -1,73 +1,354 @@
-"""Learning-rate schedules Keras lacks, as `keras.optimizers.schedules.LearningRateSchedule`s.
+"""Learning-rate and batch-size schedules Keras lacks.
 
-The `step` argument of every schedule here counts optimizer updates (`optimizer.iterations`);
-kbatch's trainer applies one update per global batch, accumulated micro-batches included.
+- `Warmup`: a linear ramp in front of any Keras schedule or constant.
+- `BatchSizeSchedule`: the global batch size, and optionally the learning rate, as
+  piecewise-constant functions of epochs, with constructors for the rules in the literature.
+- `PhasedSchedule`: a Keras schedule of optimizer steps that follows a rate given over epochs
+  while the batch size, and so the number of steps per epoch, changes between phases.
 """
+
+import bisect
+import collections
+import math
+import numbers
 
 import keras
 from keras import ops
 
+from kbatch import scaling
+
+_Schedule = keras.optimizers.schedules.LearningRateSchedule
+
+
+def _schedule_or_float(name, value):
+    if isinstance(value, dict):
+        value = keras.saving.deserialize_keras_object(value)
+    if isinstance(value, _Schedule):
+        return value
+    return scaling._real(name, value, low=0)
+
+
+def _serialize(value):
+    return keras.saving.serialize_keras_object(value) if isinstance(value, _Schedule) else value
+
 
 def _value(schedule_or_float, step):
-    if isinstance(schedule_or_float, keras.optimizers.schedules.LearningRateSchedule):
-        return schedule_or_float(step)
+    if isinstance(schedule_or_float, _Schedule):
+        return ops.cast(schedule_or_float(step), "float32")
     return ops.convert_to_tensor(schedule_or_float, dtype="float32")
 
 
 @keras.saving.register_keras_serializable(package="kbatch")
-class Warmup(keras.optimizers.schedules.LearningRateSchedule):
+class Warmup(_Schedule):
     """Gradual warmup (Goyal et al. 2017, section 2.2) in front of any schedule.
 
     For `step < warmup_steps` the rate ramps linearly from `initial_learning_rate` to the value
     `after` has at the end of warmup; from then on it is `after`. The ramp ends exactly on that
-    value, so the schedule is continuous.
+    value, so the schedule is continuous, and it is monotone when `after` is.
 
     Args:
       after: a float, or any Keras schedule (CosineDecay, PiecewiseConstantDecay, a kbatch or a
         user schedule) to follow after warmup.
-      warmup_steps: length of the ramp in optimizer updates (0 means no warmup).
+      warmup_steps: length of the ramp (0 means no warmup), in the unit `step` counts: optimizer
+        updates when the optimizer calls it, epochs when a `PhasedSchedule` does.
       initial_learning_rate: the rate at step 0.
       offset: if True (the default), `after` is indexed from the end of warmup
         (`after(step - warmup_steps)`), so a decay schedule's full length follows the warmup;
         if False, `after` is indexed from step 0 (`after(step)`), so warmup overlays the
-        beginning of `after`, the convention of `keras.optimizers.schedules.CosineDecay`.
+        beginning of `after` (right for boundaries given from the start of training).
     """
 
     def __init__(self, after, warmup_steps, initial_learning_rate=0.0, offset=True, name="Warmup"):
         super().__init__()
-        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be a non-negative integer, got {warmup_steps!r}.")
-        if initial_learning_rate < 0:
-            raise ValueError(
-                f"initial_learning_rate must be non-negative, got {initial_learning_rate!r}."
-            )
-        if isinstance(after, dict):
-            after = keras.saving.deserialize_keras_object(after)
-        self.after = after
-        self.warmup_steps = warmup_steps
-        self.initial_learning_rate = float(initial_learning_rate)
+        self.after = _schedule_or_float("after", after)
+        self.warmup_steps = scaling._real("warmup_steps", warmup_steps, low=0)
+        self.initial_learning_rate = scaling._real("initial_learning_rate", initial_learning_rate, low=0)
         self.offset = bool(offset)
         self.name = name
 
     def __call__(self, step):
         step = ops.cast(step, "float32")
-        warmup = float(self.warmup_steps)
+        warmup = self.warmup_steps
         after_step = ops.maximum(step - warmup, 0.0) if self.offset else step
-        if self.warmup_steps == 0:
+        if warmup == 0:
             return _value(self.after, after_step)
-        target = _value(self.after, 0.0 if self.offset else warmup)
+        end = ops.zeros_like(step) if self.offset else ops.full_like(step, warmup)
+        target = _value(self.after, end)
         fraction = ops.minimum(step / warmup, 1.0)
         ramp = self.initial_learning_rate + fraction * (target - self.initial_learning_rate)
         return ops.where(step < warmup, ramp, _value(self.after, after_step))
 
     def get_config(self):
-        after = self.after
-        if isinstance(after, keras.optimizers.schedules.LearningRateSchedule):
-            after = keras.saving.serialize_keras_object(after)
         return {
-            "after": after,
+            "after": _serialize(self.after),
             "warmup_steps": self.warmup_steps,
             "initial_learning_rate": self.initial_learning_rate,
             "offset": self.offset,
+            "name": self.name,
+        }
+
+
+Phase = collections.namedtuple(
+    "Phase", "start_epoch end_epoch batch_size learning_rate start_step num_steps")
+Phase.__doc__ = """One phase of a `BatchSizeSchedule`: epochs [start_epoch, end_epoch) at one global
+batch size. `learning_rate` is None when the schedule has none; `start_step` and `num_steps`
+(optimizer updates) are None unless `phases` was given `num_examples`."""
+
+
+def _positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    return int(value)
+
+
+def _examples_at(epoch, num_examples):
+    """The number of examples that `epoch` epochs make, rounded up (float noise rounded away)."""
+    exact = epoch * num_examples
+    nearest = round(exact)
+    return nearest if abs(exact - nearest) <= 1e-9 * max(1.0, exact) else math.ceil(exact)
+
+
+@keras.saving.register_keras_serializable(package="kbatch")
+class BatchSizeSchedule:
+    """The global batch size, and optionally the learning rate, as piecewise-constant functions
+    of epochs.
+
+    Phase i covers epochs [boundaries[i-1], boundaries[i]) (the first starts at 0, the last never
+    ends) and trains at global batch `batch_sizes[i]` and, where given, rate `learning_rates[i]`.
+    Its steps are counted on one stream of examples: phase i takes as many batches as it needs
+    to reach its end boundary, the last batch may run past it, and the next phase starts where
+    that batch ended. So after any step, epochs = examples seen / examples per epoch, exactly.
+
+    It is not a Keras `LearningRateSchedule` (the trainer reads its phases); `PhasedSchedule` is
+    the optimizer's rate for it. Registered, so it serializes with `get_config` / `from_config`.
+
+    Args:
+      batch_sizes: one positive integer per phase.
+      boundaries: the epochs where phases change, positive and strictly increasing;
+        `len(batch_sizes) - 1` of them.
+      learning_rates: None, or one non-negative rate per phase.
+    """
+
+    def __init__(self, batch_sizes, boundaries=(), learning_rates=None):
+        batch_sizes = [_positive_int(f"batch_sizes[{i}]", b) for i, b in enumerate(batch_sizes)]
+        boundaries = [scaling._real(f"boundaries[{i}]", b, low=0, low_open=True) for i, b in enumerate(boundaries)]
+        if not batch_sizes or len(boundaries) != len(batch_sizes) - 1:
+            raise ValueError(
+                f"boundaries must have one entry fewer than batch_sizes (a boundary between phases), "
+                f"got {len(boundaries)} boundaries for {len(batch_sizes)} batch sizes.")
+        if any(b >= c for b, c in zip(boundaries, boundaries[1:])):
+            raise ValueError(f"boundaries must be strictly increasing epochs, got {boundaries}.")
+        if learning_rates is not None:
+            learning_rates = [scaling._real(f"learning_rates[{i}]", r, low=0) for i, r in enumerate(learning_rates)]
+            if len(learning_rates) != len(batch_sizes):
+                raise ValueError(f"learning_rates must have one entry per phase ({len(batch_sizes)}), "
+                                 f"got {len(learning_rates)}.")
+        self.batch_sizes, self.boundaries, self.learning_rates = batch_sizes, boundaries, learning_rates
+
+    def _phase(self, epoch):
+        epoch = scaling._real("epoch", epoch, low=0)
+        return bisect.bisect_right(self.boundaries, epoch)
+
+    def batch_size(self, epoch):
+        """The global batch size at `epoch` (a boundary belongs to the phase it starts)."""
+        return self.batch_sizes[self._phase(epoch)]
+
+    def learning_rate(self, epoch):
+        """The learning rate at `epoch`; a ValueError if the schedule has no learning rates."""
+        if self.learning_rates is None:
+            raise ValueError("this BatchSizeSchedule has no learning_rates.")
+        return self.learning_rates[self._phase(epoch)]
+
+    def phases(self, num_epochs, num_examples=None):
+        """The phases that start before `num_epochs`, the last one cut at `num_epochs`.
+
+        With `num_examples` (training examples per epoch), each phase also says its first
+        optimizer step and its number of steps; their sum is the run's number of updates.
+        A phase can have 0 steps when the previous phase's last batch ran past it.
+        """
+        num_epochs = scaling._real("num_epochs", num_epochs, low=0, low_open=True)
+        starts = self._starts(num_examples) if num_examples is not None else None
+        phases = []
+        for i, batch in enumerate(self.batch_sizes):
+            begin = self.boundaries[i - 1] if i else 0.0
+            if begin >= num_epochs:
+                break
+            end = min(self.boundaries[i], num_epochs) if i < len(self.boundaries) else num_epochs
+            start_step = num_steps = None
+            if starts is not None:
+                start_step, start_example = starts[i]
+                num_steps = max(0, -(-(_examples_at(end, num_examples) - start_example) // batch))
+            rate = self.learning_rates[i] if self.learning_rates is not None else None
+            phases.append(Phase(begin, end, batch, rate, start_step, num_steps))
+        return phases
+
+    def _starts(self, num_examples):
+        """(first step, examples seen before it) of every phase."""
+        num_examples = _positive_int("num_examples", num_examples)
+        step, seen, starts = 0, 0, []
+        for i, batch in enumerate(self.batch_sizes):
+            starts.append((step, seen))
+            if i < len(self.boundaries):
+                steps = max(0, -(-(_examples_at(self.boundaries[i], num_examples) - seen) // batch))
+                step, seen = step + steps, seen + steps * batch
+        return starts
+
+    def check_divisible(self, num_replicas, accumulation_steps=1, num_epochs=None):
+        """The per-replica micro-batch of every phase (of those before `num_epochs`, if given);
+        a ValueError naming the first phase whose global batch does not divide by
+        `num_replicas * accumulation_steps`."""
+        parts = _positive_int("num_replicas", num_replicas) * _positive_int("accumulation_steps", accumulation_steps)
+        count = len(self.phases(num_epochs)) if num_epochs is not None else len(self.batch_sizes)
+        for i, batch in enumerate(self.batch_sizes[:count]):
+            if batch % parts:
+                begin = self.boundaries[i - 1] if i else 0
+                end = self.boundaries[i] if i < len(self.boundaries) else "end"
+                raise ValueError(
+                    f"batch schedule phase {i} (epochs {begin}-{end}): global batch {batch} does not "
+                    f"divide by {num_replicas} replicas x accumulation_steps={accumulation_steps} = "
+                    f"{parts}; use batch sizes that are multiples of {parts} "
+                    f"(BatchSizeSchedule.from_step_decay(..., multiple_of={parts}) rounds to them).")
+        return [batch // parts for batch in self.batch_sizes[:count]]
+
+    def decay_twin(self, rule="linear", batch_size=None):
+        """The same training at one fixed batch (default: the first phase's): each phase's rate
+        moved to that batch by `rule`, so both see the same lr / B (linear) or lr**2 / B (sqrt),
+        lr**(1/alpha) / B in general, in every epoch (Smith et al. 2018's equivalence)."""
+        if self.learning_rates is None:
+            raise ValueError("decay_twin needs a BatchSizeSchedule with learning_rates.")
+        twin = self.batch_sizes[0] if batch_size is None else _positive_int("batch_size", batch_size)
+        rates = [scaling.scale_learning_rate(r, b, twin, rule) for r, b in zip(self.learning_rates, self.batch_sizes)]
+        return type(self)([twin] * len(self.batch_sizes), self.boundaries, rates)
+
+    @classmethod
+    def step_decay(cls, learning_rate, batch_size, boundaries, factor):
+        """A step schedule at a fixed batch: the rate is divided by `factor` at each boundary
+        (Goyal et al. 2017 on ImageNet: factor 10 at epochs 30, 60, 80)."""
+        learning_rate = scaling._real("learning_rate", learning_rate, low=0)
+        factor = scaling._real("factor", factor, low=1, low_open=True)
+        rates = [learning_rate / factor**i for i in range(len(boundaries) + 1)]
+        return cls([batch_size] * len(rates), boundaries, rates)
+
+    @classmethod
+    def from_step_decay(cls, learning_rate, batch_size, boundaries, factor, max_batch_size=None,
+                        rule="linear", multiple_of=1):
+        """Smith et al. 2018, "Don't Decay the Learning Rate, Increase the Batch Size".
+
+        Where `step_decay(learning_rate, batch_size, boundaries, factor)` divides the rate by
+        `factor`, multiply the batch instead: phase i trains at B_i = batch_size * factor**(i/alpha)
+        (rounded to a multiple of `multiple_of`, at most `max_batch_size`) and at the decayed rate
+        moved from `batch_size` to B_i by `rule`. Until the cap the rate stays `learning_rate`;
+        after it the rate decays instead. Every phase keeps the step schedule's lr**(1/alpha) / B
+        (lr / B for the linear rule, lr**2 / B for "sqrt"); `decay_twin(rule)` is that schedule.
+        """
+        alpha = scaling.scaling_exponent(rule)
+        if alpha <= 0:
+            raise ValueError(f"rule must grow the rate with the batch (alpha > 0), got {rule!r}.")
+        learning_rate = scaling._real("learning_rate", learning_rate, low=0)
+        factor = scaling._real("factor", factor, low=1, low_open=True)
+        batch_size, multiple_of = _positive_int("batch_size", batch_size), _positive_int("multiple_of", multiple_of)
+        cap = math.inf if max_batch_size is None else _positive_int("max_batch_size", max_batch_size)
+        for name, value in (("batch_size", batch_size), ("max_batch_size", cap)):
+            if value != math.inf and value % multiple_of:
+                raise ValueError(f"{name}={value} must be a multiple of multiple_of={multiple_of}.")
+        if cap < batch_size:
+            raise ValueError(f"max_batch_size={max_batch_size} must be at least batch_size={batch_size}.")
+        batches, rates = [], []
+        for i in range(len(boundaries) + 1):
+            grown = multiple_of * max(1, round(batch_size * factor ** (i / alpha) / multiple_of))
+            batches.append(int(min(grown, cap)))
+            rates.append(scaling.scale_learning_rate(learning_rate / factor**i, batch_size, batches[-1], rule))
+        return cls(batches, boundaries, rates)
+
+    @classmethod
+    def scaled(cls, learning_rate, base_batch_size, batch_sizes, boundaries=(), rule="linear"):
+        """A batch that changes by phase, with the rate moved to each phase's batch by `rule`:
+        lr_i = learning_rate * (B_i / base_batch_size)**alpha. "linear" keeps lr / B constant
+        (the noise scale lr N / B of Smith & Le 2018); "sqrt" keeps the update variance
+        lr**2 / B constant, i.e. B_i = B_0 (lr_i / lr_0)**2 (Krizhevsky 2014; Malladi et al. 2022
+        for Adam)."""
+        rates = [scaling.scale_learning_rate(learning_rate, base_batch_size, b, rule) for b in batch_sizes]
+        return cls(batch_sizes, boundaries, rates)
+
+    def get_config(self):
+        return {"batch_sizes": list(self.batch_sizes), "boundaries": list(self.boundaries),
+                "learning_rates": None if self.learning_rates is None else list(self.learning_rates)}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        return f"{type(self).__name__}(**{self.get_config()})"
+
+
+@keras.saving.register_keras_serializable(package="kbatch")
+class PhasedSchedule(_Schedule):
+    """The optimizer's learning rate when the batch size changes between phases.
+
+    `step` counts optimizer updates (`optimizer.iterations`), one per global batch whatever its
+    size (accumulated micro-batches are one update). The update at `step` in phase p (first step
+    s_p, examples seen before it e_p, batch B_p) starts at epoch
+        epoch(step) = (e_p + (step - s_p) * B_p) / num_examples,
+    the phases counted as in `BatchSizeSchedule.phases`. The rate is
+        epoch_schedule(epoch(step)) * learning_rates[p]
+    where `epoch_schedule` is a float or any Keras schedule indexed by (fractional) epochs, e.g.
+    `Warmup(CosineDecay(peak, decay_steps=num_epochs - 5), warmup_steps=5)`, and the factor
+    `learning_rates[p]` is there only if `batch_schedule` has learning rates (then give
+    `epoch_schedule` peak 1, e.g. `Warmup(1.0, 5, offset=False)`). The phase is found from
+    the integer step, so a rate change lands exactly on the phase's first update.
+
+    Args:
+      batch_schedule: a `BatchSizeSchedule`, or an int for one global batch size throughout.
+      num_examples: training examples per epoch.
+      epoch_schedule: a float or an epoch-indexed Keras schedule (default 1.0).
+    """
+
+    def __init__(self, batch_schedule, num_examples, epoch_schedule=1.0, name="PhasedSchedule"):
+        super().__init__()
+        if isinstance(batch_schedule, dict):
+            batch_schedule = keras.saving.deserialize_keras_object(batch_schedule)
+        if isinstance(batch_schedule, numbers.Integral) and not isinstance(batch_schedule, bool):
+            batch_schedule = BatchSizeSchedule([_positive_int("batch_schedule", batch_schedule)])
+        if not isinstance(batch_schedule, BatchSizeSchedule):
+            raise ValueError(f"batch_schedule must be a BatchSizeSchedule or a positive integer, "
+                             f"got {batch_schedule!r}.")
+        self.batch_schedule = batch_schedule
+        self.num_examples = _positive_int("num_examples", num_examples)
+        self.epoch_schedule = _schedule_or_float("epoch_schedule", epoch_schedule)
+        self.name = name
+        rates = batch_schedule.learning_rates or [1.0] * len(batch_schedule.batch_sizes)
+        self._phases = [(step, seen / self.num_examples, batch / self.num_examples, rate)
+                        for (step, seen), batch, rate in
+                        zip(batch_schedule._starts(self.num_examples), batch_schedule.batch_sizes, rates)]
+
+    def _epoch_and_rate(self, step):
+        # Phases are found in the step's own dtype: exact for integer steps of any size.
+        step = ops.convert_to_tensor(step)
+        epoch = rate = None
+        for start, start_epoch, epochs_per_step, phase_rate in self._phases:
+            start = ops.cast(start, step.dtype)
+            phase_epoch = start_epoch + ops.cast(step - start, "float32") * epochs_per_step
+            phase_rate = ops.full_like(phase_epoch, phase_rate)
+            if epoch is None:
+                epoch, rate = phase_epoch, phase_rate
+            else:
+                inside = step >= start
+                epoch, rate = ops.where(inside, phase_epoch, epoch), ops.where(inside, phase_rate, rate)
+        return epoch, rate
+
+    def epoch(self, step):
+        """The epoch (examples seen / examples per epoch) at which the update `step` starts."""
+        return self._epoch_and_rate(step)[0]
+
+    def __call__(self, step):
+        epoch, rate = self._epoch_and_rate(step)
+        return _value(self.epoch_schedule, epoch) * rate
+
+    def get_config(self):
+        return {
+            "batch_schedule": keras.saving.serialize_keras_object(self.batch_schedule),
+            "num_examples": self.num_examples,
+            "epoch_schedule": _serialize(self.epoch_schedule),
             "name": self.name,
         }

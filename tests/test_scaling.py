@@ -1,0 +1,180 @@
+"""kbatch.scaling: the scaling rules against their closed forms, their composition, the stability
+and Chebyshev helpers against simulations, and the errors for bad input."""
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from kbatch import scaling
+
+FAST = settings(max_examples=50, deadline=None)
+batches = st.integers(min_value=1, max_value=2**16)
+rules = st.one_of(st.sampled_from(["linear", "sqrt", "none"]), st.floats(-1.0, 2.0))
+EXPONENT = {"linear": 1.0, "sqrt": 0.5, "none": 0.0}
+
+
+@FAST
+@given(lr=st.floats(1e-4, 10.0), b0=batches, b1=batches, rule=rules)
+def test_scale_learning_rate_is_lr_times_k_to_the_rule_exponent(lr, b0, b1, rule):
+    alpha = EXPONENT.get(rule, rule)
+    assert scaling.scale_learning_rate(lr, b0, b1, rule) == pytest.approx(lr * (b1 / b0) ** alpha, rel=1e-12)
+
+
+@FAST
+@given(lr=st.floats(1e-4, 10.0), b0=batches, b1=batches, b2=batches, rule=rules)
+def test_scaling_is_multiplicative(lr, b0, b1, b2, rule):
+    via_b1 = scaling.scale_learning_rate(scaling.scale_learning_rate(lr, b0, b1, rule), b1, b2, rule)
+    assert via_b1 == pytest.approx(scaling.scale_learning_rate(lr, b0, b2, rule), rel=1e-9)
+
+
+def test_linear_rule_reproduces_goyal_imagenet_numbers():
+    # Goyal et al. 2017: 0.1 per 256 images, so 3.2 at 8k.
+    assert scaling.scale_learning_rate(0.1, 256, 8192) == pytest.approx(3.2)
+    assert scaling.scale_learning_rate(0.1, 256, 8192, "sqrt") == pytest.approx(0.1 * math.sqrt(32))
+
+
+SGD = scaling.Recipe(batch_size=64, learning_rate=0.05, num_epochs=12, warmup_epochs=2, weight_decay=5e-4,
+                     momentum=0.9, ema_momentum=0.999, bn_momentum=0.99)
+ADAM = dataclasses.replace(SGD, adaptive=True, momentum=0.0, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
+                           weight_decay=0.05)
+
+
+def test_rescale_sgd_recipe_closed_form():
+    k = 4096 / 64
+    new = scaling.rescale(SGD, 4096)
+    assert new.batch_size == 4096
+    assert new.learning_rate == pytest.approx(0.05 * k)           # Goyal: linear
+    assert new.momentum == SGD.momentum                           # Goyal: momentum kept
+    assert new.weight_decay == pytest.approx(SGD.weight_decay)    # linear: lr*wd*steps per epoch fixed
+    assert new.bn_momentum == pytest.approx(0.99**64)             # Busbridge: rho**k
+    assert new.ema_momentum == pytest.approx(0.999**64)
+    assert (new.num_epochs, new.warmup_epochs) == (SGD.num_epochs, SGD.warmup_epochs)
+    # Adam's fields are left alone for a non-adaptive recipe.
+    assert (new.beta_1, new.beta_2, new.epsilon) == (SGD.beta_1, SGD.beta_2, SGD.epsilon)
+
+
+def test_rescale_adam_recipe_follows_the_square_root_rule():
+    k = 16.0
+    new = scaling.rescale(ADAM, 64 * 16)
+    assert new.learning_rate == pytest.approx(0.05 * math.sqrt(k))  # Malladi et al.
+    assert new.epsilon == pytest.approx(1e-8 / math.sqrt(k))
+    assert new.beta_1 == pytest.approx(0.9**k)
+    assert new.beta_2 == pytest.approx(0.999**k)
+    # beta**k agrees with Malladi's 1 - k (1 - beta) to first order where k (1 - beta) is small.
+    assert 1 - new.beta_2 == pytest.approx(k * (1 - 0.999), rel=0.01)
+    assert new.weight_decay == pytest.approx(0.05 * math.sqrt(k))  # lr * wd grows by k
+    assert new.bn_momentum == pytest.approx(0.99**k)
+
+
+def test_rescale_keeps_weight_decay_per_epoch_for_every_rule():
+    # Shrink per epoch = steps per epoch * lr * wd, steps per epoch = N / B.
+    n = 48000
+    for rule in ("linear", "sqrt", "none", 0.75):
+        new = scaling.rescale(SGD, 1024, rule=rule)
+        assert n / new.batch_size * new.learning_rate * new.weight_decay == pytest.approx(
+            n / SGD.batch_size * SGD.learning_rate * SGD.weight_decay)
+
+
+def test_rescaled_ema_has_the_same_memory_in_examples():
+    # A constant input fed to an EMA: after N examples at batch B the remaining weight of the
+    # initial value is rho**(N/B); rescaling must keep it.
+    n = 4096
+    new = scaling.rescale(SGD, 512)
+    old_weight = SGD.bn_momentum ** (n / SGD.batch_size)
+    value = 1.0
+    for _ in range(n // new.batch_size):
+        value = new.bn_momentum * value + (1 - new.bn_momentum) * 0.0
+    assert value == pytest.approx(old_weight, rel=1e-9)
+
+
+@FAST
+@given(b1=batches, b2=batches, adaptive=st.booleans(), rule=st.sampled_from([None, "linear", "sqrt", 0.3]))
+def test_rescale_is_multiplicative(b1, b2, adaptive, rule):
+    recipe = dataclasses.replace(SGD, adaptive=adaptive)
+    twice = scaling.rescale(scaling.rescale(recipe, b1, rule), b2, rule)
+    once = scaling.rescale(recipe, b2, rule)
+    for field in dataclasses.fields(scaling.Recipe):
+        a, b = getattr(twice, field.name), getattr(once, field.name)
+        assert a == pytest.approx(b, rel=1e-9, abs=1e-300), field.name
+
+
+def test_warmup_epochs_anchored_on_goyal():
+    # 0 epochs at 256, 5 epochs at 8k (five doublings), one more per further doubling.
+    assert scaling.warmup_epochs(256, 256, 0.0) == 0.0
+    assert scaling.warmup_epochs(8192, 256, 0.0) == pytest.approx(5.0)
+    assert scaling.warmup_epochs(16384, 256, 0.0) == pytest.approx(6.0)
+    assert scaling.warmup_epochs(8192, 256, 5.0, epochs_per_doubling=0) == 5.0  # Goyal's fixed 5
+
+
+@FAST
+@given(b0=batches, b1=batches, b2=batches, base=st.floats(0, 3), per=st.floats(0, 2))
+def test_warmup_epochs_grows_with_log_batch_and_is_capped(b0, b1, b2, base, per):
+    lo, hi = sorted((b1, b2))
+    w_lo = scaling.warmup_epochs(lo, b0, base, epochs_per_doubling=per)
+    w_hi = scaling.warmup_epochs(hi, b0, base, epochs_per_doubling=per)
+    assert 0 <= w_lo <= w_hi
+    assert w_hi == pytest.approx(max(0.0, base + per * math.log2(hi / b0)), abs=1e-12)
+    capped = scaling.warmup_epochs(hi, b0, base, epochs_per_doubling=per, num_epochs=20, max_fraction=0.25)
+    assert capped == pytest.approx(min(w_hi, max(5.0, base)), abs=1e-12)
+
+
+def _quadratic_descent(lr, curvature, momentum, steps=400):
+    """|x| after heavy-ball gradient descent (Keras's form) on f(x) = curvature * x**2 / 2."""
+    x, v = 1.0, 0.0
+    for _ in range(steps):
+        v = momentum * v - lr * curvature * x
+        x = x + v
+    return abs(x)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.5, 0.9])
+@pytest.mark.parametrize("sharpness", [0.5, 3.0, 40.0])
+def test_max_stable_learning_rate_is_the_divergence_threshold(sharpness, momentum):
+    limit = scaling.max_stable_learning_rate(sharpness, momentum)
+    assert _quadratic_descent(limit * 0.98, sharpness, momentum) < 1.0
+    assert _quadratic_descent(limit * 1.02, sharpness, momentum) > 1.0
+
+
+def test_min_batch_size_closed_form_and_chebyshev_guarantee():
+    assert scaling.min_batch_size(1.0, 0.1, 0.95) == 2000  # 1 / (0.01 * 0.05)
+    assert scaling.min_batch_size(2.5, 0.5, 0.9) == 100
+    assert scaling.min_batch_size(0.0, 0.1) == 1
+    # Simulated: per-example gradients in 3 dimensions with total variance 3; the batch the bound
+    # gives misses by `tolerance` no more often than 1 - confidence.
+    rng = np.random.default_rng(0)
+    n = scaling.min_batch_size(3.0, 0.5, confidence=0.8)
+    means = rng.standard_normal((4000, n, 3)).mean(axis=1)
+    miss = np.mean(np.linalg.norm(means, axis=1) >= 0.5)
+    assert miss <= 0.2
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda: scaling.scale_learning_rate(0.1, 0, 256), "base_batch_size"),
+    (lambda: scaling.scale_learning_rate(0.1, 256, -8), "batch_size"),
+    (lambda: scaling.scale_learning_rate(0.1, 256, float("nan")), "batch_size"),
+    (lambda: scaling.scale_learning_rate(float("nan"), 256, 512), "base_lr"),
+    (lambda: scaling.scale_learning_rate(-0.1, 256, 512), "base_lr"),
+    (lambda: scaling.scale_learning_rate(0.1, 256, 512, "cubic"), "rule"),
+    (lambda: scaling.scale_learning_rate(0.1, 256, 512, float("inf")), "rule"),
+    (lambda: scaling.rescale(SGD, 0), "batch_size"),
+    (lambda: scaling.rescale(SGD, 512, rule="quadratic"), "rule"),
+    (lambda: scaling.rescale({"batch_size": 64}, 512), "recipe"),
+    (lambda: dataclasses.replace(SGD, warmup_epochs=12), "warmup_epochs"),
+    (lambda: dataclasses.replace(SGD, batch_size=0), "batch_size"),
+    (lambda: dataclasses.replace(SGD, bn_momentum=1.5), "bn_momentum"),
+    (lambda: dataclasses.replace(SGD, beta_2=float("nan")), "beta_2"),
+    (lambda: dataclasses.replace(SGD, epsilon=0.0), "epsilon"),
+    (lambda: scaling.warmup_epochs(0, 256, 1.0), "batch_size"),
+    (lambda: scaling.warmup_epochs(512, 256, 10.0, num_epochs=8), "base_warmup_epochs"),
+    (lambda: scaling.warmup_epochs(512, 256, 1.0, epochs_per_doubling=-1), "epochs_per_doubling"),
+    (lambda: scaling.max_stable_learning_rate(0.0), "sharpness"),
+    (lambda: scaling.max_stable_learning_rate(1.0, momentum=1.0), "momentum"),
+    (lambda: scaling.min_batch_size(1.0, 0.0), "tolerance"),
+    (lambda: scaling.min_batch_size(1.0, 0.1, confidence=1.0), "confidence"),
+])
+def test_bad_input_is_a_value_error_naming_the_argument(call, name):
+    with pytest.raises(ValueError, match=name):
+        call()
