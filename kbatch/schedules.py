@@ -193,6 +193,21 @@ class BatchSizeSchedule:
                 step, seen = step + steps, seen + steps * batch
         return starts
 
+    def examples_seen(self, step, num_examples):
+        """The examples the first `step` updates consume (where a resumed input stream starts)."""
+        if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
+            raise ValueError(f"step must be a non-negative integer, got {step!r}.")
+        starts = self._starts(num_examples)
+        phase = max(i for i, (start, _) in enumerate(starts) if start <= step)  # the last phase started
+        start, seen = starts[phase]
+        return seen + (int(step) - start) * self.batch_sizes[phase]
+
+    def step_at(self, epoch, num_examples):
+        """The first update that starts at or after `epoch` (for evaluations and warmup in steps)."""
+        phase = self._phase(epoch)
+        start, seen = self._starts(num_examples)[phase]
+        return start + max(0, -(-(_examples_at(epoch, num_examples) - seen) // self.batch_sizes[phase]))
+
     def check_divisible(self, num_replicas, accumulation_steps=1, num_epochs=None):
         """The per-replica micro-batch of every phase (of those before `num_epochs`, if given);
         a ValueError naming the first phase whose global batch does not divide by

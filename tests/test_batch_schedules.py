@@ -55,6 +55,13 @@ def test_phases_and_phased_schedule_match_the_simulation(case):
         assert phase.num_steps == int(np.sum(phase_of == i))
         assert phase.start_step == int(np.sum(phase_of < i))
     assert phases[-1].end_epoch == float(num_epochs)
+    # Where a resumed stream starts, and the first update at or after an epoch.
+    seen = np.cumsum([0] + [u[2] for u in updates])
+    for step in range(0, len(updates) + 1, max(1, len(updates) // 7)):
+        assert schedule.examples_seen(step, num_examples) == seen[step]
+    for epoch in [Fraction(q, 8) for q in range(0, 8 * int(num_epochs))]:
+        first = next((i for i, u in enumerate(updates) if u[0] >= epoch), len(updates))
+        assert schedule.step_at(float(epoch), num_examples) == first
     # The optimizer's schedule: the epoch each update starts at, and its phase's rate.
     lr = schedules.PhasedSchedule(schedule, num_examples)
     steps = tf.range(len(updates) + 5)
@@ -234,6 +241,8 @@ def test_serialization_round_trip_and_subclass():
     (lambda: Schedule([64]).phases(0), "num_epochs"),
     (lambda: Schedule([64]).phases(2, num_examples=0), "num_examples"),
     (lambda: Schedule([64]).check_divisible(0), "num_replicas"),
+    (lambda: Schedule([64]).examples_seen(-1, 100), "step"),
+    (lambda: Schedule([64]).step_at(-1.0, 100), "epoch"),
     (lambda: Schedule.step_decay(0.1, 128, [30], factor=1), "factor"),
     (lambda: Schedule.from_step_decay(0.1, 128, [30], factor=0.5), "factor"),
     (lambda: Schedule.from_step_decay(0.1, 0, [30], factor=5), "batch_size"),
