@@ -1,35 +1,101 @@
-"""Optimizers for large batches, and a factory that builds one from a config or a name."""
+"""Optimizers for large batches (LARS, which Keras lacks), and a factory from a config or a name.
+
+Every optimizer the factory builds leaves biases and normalization parameters out of weight decay
+(and LARS out of layer adaptation) unless told otherwise. Keras's optimizers decide by the
+variable's name; call `apply_exclusions(optimizer, model)` once the model is built so that
+patterns naming a layer or a path (`stage3_block1_conv1`, `dense_1/bias$`) work too.
+"""
+
+import numbers
 
 import keras
 
-NAMES = ("sgd", "momentum", "nesterov", "adam", "adamw")
+from kbatch.optimizers.exclusions import DEFAULT_EXCLUDE, PATTERNS_ATTRIBUTE, apply_exclusions
+from kbatch.optimizers.exclusions import check_patterns, short_name
+from kbatch.optimizers.lars import LARS
+
+__all__ = ["DEFAULT_EXCLUDE", "LARS", "NAMES", "apply_exclusions", "build", "short_name"]
+
+NAMES = ("sgd", "momentum", "nesterov", "lars", "lamb", "adamw", "adam")
+
+# Config fields `build` reads, with the value used when neither the call nor the config sets one.
+_DEFAULTS = {
+    "momentum": 0.9,
+    "weight_decay": 0.0,
+    "nesterov": False,
+    "trust_coefficient": 0.001,
+    "exclude_from_weight_decay": DEFAULT_EXCLUDE,
+    "exclude_from_layer_adaptation": None,
+    "beta_1": 0.9,
+    "beta_2": 0.999,
+    "epsilon": None,  # each optimizer's own default: 0 for LARS, 1e-7 for Adam, AdamW, Lamb
+}
 
 
-def build(config_or_name, learning_rate, *, momentum=0.9, weight_decay=0.0, **kwargs):
-    """A new Keras optimizer by name (one of `kbatch.optimizers.NAMES`) or from a config.
+def _settings(config, overrides):
+    """Each field: the keyword argument if given (not None), else the config's, else the default."""
+    settings = {}
+    for field, default in _DEFAULTS.items():
+        value = overrides.get(field)
+        if value is None and config is not None:
+            value = config.get(field)
+        settings[field] = default if value is None else value
+    return settings
 
-    A config (anything with an `optimizer` attribute, e.g. an `ml_collections.ConfigDict`)
-    supplies `optimizer`, and `momentum` and `weight_decay` where it has them.
-    `learning_rate` is a float or a Keras schedule.
+
+def build(config_or_name, learning_rate, *, momentum=None, weight_decay=None, nesterov=None,
+          trust_coefficient=None, exclude_from_weight_decay=None,
+          exclude_from_layer_adaptation=None, beta_1=None, beta_2=None, epsilon=None, **kwargs):
+    """A new optimizer: one of `NAMES`, given by name or by a config's `optimizer` field.
+
+    A config (an `ml_collections.ConfigDict` or a dict) supplies, where it has them and they are
+    not None, the fields `optimizer`, `momentum` (0.9), `weight_decay` (0.0), `nesterov` (False;
+    for "momentum" and "lars"; the name "nesterov" is SGD with it on), `trust_coefficient` (0.001, LARS),
+    `exclude_from_weight_decay` (`DEFAULT_EXCLUDE`: biases and normalization parameters),
+    `exclude_from_layer_adaptation` (LARS; None: the same as weight decay), `beta_1`, `beta_2`
+    (Adam, AdamW, Lamb) and `epsilon` (LARS's trust-ratio epsilon, or Adam's). A keyword argument
+    that is not None wins over the config. `learning_rate` is a float or a Keras schedule; other
+    keyword arguments (`global_clipnorm`, `use_ema`, ...) go to the optimizer.
+
+    `weight_decay` is LARS's L2 term inside the trust ratio for "lars", Keras's decoupled decay
+    (w -= lr * weight_decay * w each step) for the others. "sgd" has no momentum.
     """
-    if isinstance(config_or_name, str):
-        name = config_or_name
+    config = None if isinstance(config_or_name, str) else config_or_name
+    name = config_or_name if config is None else config.get("optimizer")
+    if name not in NAMES:
+        raise ValueError(f"Unknown optimizer {name!r} (config field `optimizer`): choose one of "
+                         f"{', '.join(NAMES)}.")
+    s = _settings(config, dict(
+        momentum=momentum, weight_decay=weight_decay, nesterov=nesterov,
+        trust_coefficient=trust_coefficient, exclude_from_weight_decay=exclude_from_weight_decay,
+        exclude_from_layer_adaptation=exclude_from_layer_adaptation, beta_1=beta_1,
+        beta_2=beta_2, epsilon=epsilon))
+    excluded = check_patterns(s["exclude_from_weight_decay"], "exclude_from_weight_decay")
+    if isinstance(s["weight_decay"], bool) or not isinstance(s["weight_decay"], numbers.Real) \
+            or s["weight_decay"] < 0:
+        raise ValueError(f"weight_decay must be a number >= 0; got {s['weight_decay']!r}.")
+    if s["epsilon"] is not None:
+        kwargs["epsilon"] = s["epsilon"]
+    if name == "lars":
+        return LARS(learning_rate, momentum=s["momentum"], nesterov=bool(s["nesterov"]),
+                    weight_decay=s["weight_decay"], trust_coefficient=s["trust_coefficient"],
+                    exclude_from_weight_decay=excluded,
+                    exclude_from_layer_adaptation=s["exclude_from_layer_adaptation"], **kwargs)
+    decay = s["weight_decay"] or None
+    if name in ("sgd", "momentum", "nesterov"):
+        optimizer = keras.optimizers.SGD(
+            learning_rate, momentum=0.0 if name == "sgd" else float(s["momentum"]),
+            nesterov=name == "nesterov" or (name == "momentum" and bool(s["nesterov"])),
+            weight_decay=decay, **kwargs)
     else:
-        config = config_or_name
-        name = config.optimizer
-        momentum = config.get("momentum", momentum)
-        weight_decay = config.get("weight_decay", weight_decay)
-    decay = weight_decay or None
-    if name == "sgd":
-        return keras.optimizers.SGD(learning_rate, weight_decay=decay, **kwargs)
-    if name == "momentum":
-        return keras.optimizers.SGD(learning_rate, momentum=momentum, weight_decay=decay, **kwargs)
-    if name == "nesterov":
-        return keras.optimizers.SGD(
-            learning_rate, momentum=momentum, nesterov=True, weight_decay=decay, **kwargs
-        )
-    if name == "adam":
-        return keras.optimizers.Adam(learning_rate, weight_decay=decay, **kwargs)
-    if name == "adamw":
-        return keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay, **kwargs)
-    raise ValueError(f"Unknown optimizer {name!r}: choose one of {', '.join(NAMES)}.")
+        cls = {"lamb": keras.optimizers.Lamb, "adamw": keras.optimizers.AdamW,
+               "adam": keras.optimizers.Adam}[name]
+        if name == "adamw":
+            decay = s["weight_decay"]  # AdamW requires a number; 0 turns the decay off
+        optimizer = cls(learning_rate, beta_1=s["beta_1"], beta_2=s["beta_2"], weight_decay=decay,
+                        **kwargs)
+    # Short-name matching now (enough for the defaults under model.fit); `apply_exclusions`
+    # re-reads the patterns and adds the variables they match by path.
+    setattr(optimizer, PATTERNS_ATTRIBUTE, excluded)
+    optimizer.exclude_from_weight_decay(var_names=list(excluded) or None)
+    return optimizer

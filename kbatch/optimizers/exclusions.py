@@ -1,0 +1,117 @@
+"""Which variables an optimizer leaves out of weight decay (and LARS out of layer adaptation).
+
+A pattern is a substring or a regular expression; a variable matches it when the pattern occurs
+in, or `re.search` finds it in, the variable's path (`dense_1/bias`,
+`stage1_block1_norm1/gamma`) or its short name (`bias`). Keras's own
+`exclude_from_weight_decay(var_names=...)` searches the name of whatever variable object reaches
+its check: the short name `bias` on JAX (a layer's name then silently matches nothing), TF's
+`dense_1/bias:0` on TensorFlow (an end-anchored pattern such as `dense_1/bias$` then silently
+matches nothing). `apply_exclusions` hands Keras the matching variables themselves instead.
+
+Biases and normalization parameters are left out of weight decay by default (Goyal et al. 2017,
+section 5.1; You et al. 2017 for LARS): `DEFAULT_EXCLUDE` matches the trainable variables of every
+normalization layer in `kbatch.layers` (Keras's BatchNormalization, LayerNormalization and
+GroupNormalization, ghost BN, switchable norm) and every layer's `bias`.
+"""
+
+import re
+
+import keras
+
+
+
+def short_name(name):
+    """A pattern for the variables called `name`: `bias` matches `bias`, `dense/bias` and TF's
+    `dense/bias:0` (what Keras's own check sees), not `unbiased/kernel` or `bias_block/kernel`."""
+    return rf"(^|/){re.escape(name)}(:\d+)?$"
+
+
+DEFAULT_EXCLUDE = tuple(
+    short_name(name)
+    # mean_logits, variance_logits: SwitchableNormalization's mixing weights.
+    for name in ("bias", "gamma", "beta", "mean_logits", "variance_logits")
+)
+
+# Set on Keras optimizers by `kbatch.optimizers.build`, read by `apply_exclusions`.
+PATTERNS_ATTRIBUTE = "_kbatch_exclude_from_weight_decay"
+
+
+def check_patterns(patterns, argument):
+    """`patterns` as a tuple of strings (None -> (), one string -> one pattern); a ValueError
+    naming `argument` if one is not a string or not a valid regular expression."""
+    if patterns is None:
+        return ()
+    if isinstance(patterns, str):
+        patterns = (patterns,)
+    checked = []
+    for pattern in patterns:
+        if not isinstance(pattern, str):
+            raise ValueError(
+                f"{argument} must be a list of variable-name substrings or regular expressions; "
+                f"got {pattern!r} ({type(pattern).__name__}) in {patterns!r}."
+            )
+        try:
+            re.compile(pattern)
+        except re.error as error:
+            raise ValueError(
+                f"{argument}: {pattern!r} is not a valid regular expression ({error}). "
+                f"Escape special characters, e.g. {re.escape(pattern)!r}."
+            ) from None
+        checked.append(pattern)
+    return tuple(checked)
+
+
+def variable_names(variable):
+    """(path, short name) of a Keras variable, or of a `tf.Variable` (`dense/kernel:0`)."""
+    path = getattr(variable, "path", None) or str(variable.name).split(":")[0]
+    return path, path.rsplit("/", 1)[-1]
+
+
+def matches(patterns, variable):
+    """Whether any pattern occurs in, or is found by `re.search` in, the path or short name."""
+    names = variable_names(variable)
+    return any(
+        pattern in name or re.search(pattern, name) is not None
+        for pattern in patterns
+        for name in names
+    )
+
+
+def select(patterns, variables):
+    """The variables that match one of `patterns`."""
+    return [variable for variable in variables if matches(patterns, variable)]
+
+
+def _variables_of(model_or_variables):
+    if isinstance(model_or_variables, keras.layers.Layer):
+        return model_or_variables.trainable_variables
+    return list(model_or_variables)
+
+
+def apply_exclusions(optimizer, model_or_variables, exclude_from_weight_decay=None):
+    """Make `optimizer` skip weight decay on the variables the patterns match by *path*.
+
+    Call it once the model is built and before the first training step (what to decay is decided
+    when the step is traced). `exclude_from_weight_decay` defaults to the patterns
+    `kbatch.optimizers.build` gave a Keras optimizer (else `DEFAULT_EXCLUDE`); LARS matches its
+    own patterns by path already, so it is only given patterns passed here (they then also leave
+    adaptation unless LARS has `exclude_from_layer_adaptation`). A `LossScaleOptimizer` is
+    unwrapped. Returns the paths of the variables excluded from weight decay.
+    """
+    while isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        optimizer = optimizer.inner_optimizer
+    variables = _variables_of(model_or_variables)
+    is_lars = hasattr(optimizer, "weight_decay_excluded")
+    if exclude_from_weight_decay is None and is_lars:
+        patterns = None
+    elif exclude_from_weight_decay is None:
+        patterns = getattr(optimizer, PATTERNS_ATTRIBUTE, DEFAULT_EXCLUDE)
+    else:
+        patterns = check_patterns(exclude_from_weight_decay, "exclude_from_weight_decay")
+    if patterns is not None:
+        # Keras replaces both lists on every call: give the short-name patterns again too.
+        optimizer.exclude_from_weight_decay(var_list=select(patterns, variables),
+                                            var_names=None if is_lars else list(patterns) or None)
+    if is_lars:
+        return [variable_names(v)[0] for v in variables if optimizer.weight_decay_excluded(v)]
+    return [variable_names(v)[0] for v in select(patterns, variables)]
