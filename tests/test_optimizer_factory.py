@@ -36,6 +36,15 @@ def test_each_name_builds_its_optimizer_with_the_settings():
             assert config[key] == pytest.approx(value), (name, key)
 
 
+def test_resolve_checks_a_config_without_building_anything():
+    config = ml_collections.ConfigDict(dict(optimizer="lars", momentum=0.8, weight_decay=None,
+                                            exclude_from_weight_decay=["bias", "stage3_"]))
+    name, settings = optimizers.resolve(config, trust_coefficient=0.01)
+    assert name == "lars"
+    assert settings == dict(optimizers.DEFAULTS, momentum=0.8, trust_coefficient=0.01,
+                            exclude_from_weight_decay=("bias", "stage3_"))
+
+
 def test_a_config_supplies_the_fields_and_keywords_win():
     config = ml_collections.ConfigDict(dict(
         optimizer="lars", momentum=0.5, weight_decay=2e-4, nesterov=True, trust_coefficient=0.02,
@@ -189,7 +198,12 @@ def test_lars_config_can_keep_adaptation_on_norm_parameters():
      r"nesterov, lars, lamb, adamw, adam"),
     (lambda: optimizers.build(ml_collections.ConfigDict(dict(optimizer="Lars")), 0.1),
      "Unknown optimizer 'Lars'"),
-    (lambda: optimizers.build("momentum", 0.1, weight_decay=-1.0), "weight_decay must be a number >= 0"),
+    (lambda: optimizers.build("momentum", 0.1, weight_decay=-1.0), "weight_decay must be >= 0"),
+    (lambda: optimizers.build("momentum", 0.1, momentum=1.0), r"momentum must be in \[0.0, 1.0\)"),
+    (lambda: optimizers.build("adam", 0.1, beta_2=1.5), r"beta_2 must be in \[0.0, 1.0\)"),
+    (lambda: optimizers.resolve(dict(optimizer="lars", nesterov="yes")), "nesterov must be True or False"),
+    (lambda: optimizers.resolve(dict(optimizer="lars", trust_coefficient=-1)), "trust_coefficient must be >= 0"),
+    (lambda: optimizers.resolve("adamw", epsilon=-1e-8), "epsilon must be >= 0"),
     (lambda: optimizers.build("adamw", 0.1, exclude_from_weight_decay=["bias("]),
      r"exclude_from_weight_decay: 'bias\(' is not a valid regular expression"),
     (lambda: optimizers.build("lars", -0.1), "learning_rate must be >= 0"),

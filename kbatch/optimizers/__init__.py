@@ -6,41 +6,63 @@ variable's name; call `apply_exclusions(optimizer, model)` once the model is bui
 patterns naming a layer or a path (`stage3_block1_conv1`, `dense_1/bias$`) work too.
 """
 
-import numbers
-
 import keras
 
 from kbatch.optimizers.exclusions import DEFAULT_EXCLUDE, PATTERNS_ATTRIBUTE, apply_exclusions
 from kbatch.optimizers.exclusions import check_patterns, short_name
-from kbatch.optimizers.lars import LARS
+from kbatch.optimizers.lars import LARS, check_real
 
-__all__ = ["DEFAULT_EXCLUDE", "LARS", "NAMES", "apply_exclusions", "build", "short_name"]
+__all__ = ["DEFAULT_EXCLUDE", "LARS", "NAMES", "apply_exclusions", "build", "resolve",
+           "short_name"]
 
 NAMES = ("sgd", "momentum", "nesterov", "lars", "lamb", "adamw", "adam")
 
 # Config fields `build` reads, with the value used when neither the call nor the config sets one.
-_DEFAULTS = {
+DEFAULTS = {
     "momentum": 0.9,
     "weight_decay": 0.0,
     "nesterov": False,
     "trust_coefficient": 0.001,
     "exclude_from_weight_decay": DEFAULT_EXCLUDE,
-    "exclude_from_layer_adaptation": None,
+    "exclude_from_layer_adaptation": None,  # LARS: the weight-decay exclusions
     "beta_1": 0.9,
     "beta_2": 0.999,
     "epsilon": None,  # each optimizer's own default: 0 for LARS, 1e-7 for Adam, AdamW, Lamb
 }
 
 
-def _settings(config, overrides):
-    """Each field: the keyword argument if given (not None), else the config's, else the default."""
-    settings = {}
-    for field, default in _DEFAULTS.items():
+def resolve(config_or_name, **overrides):
+    """(name, settings): the optimizer name and the `DEFAULTS` fields, validated.
+
+    Each field is the keyword argument if given and not None, else the config's if it has the
+    field and it is not None, else the default. It creates no TensorFlow state, so a config can be
+    checked before anything starts; a ValueError names the field and what is allowed.
+    """
+    config = None if isinstance(config_or_name, str) else config_or_name
+    name = config_or_name if config is None else config.get("optimizer")
+    if name not in NAMES:
+        raise ValueError(f"Unknown optimizer {name!r} (config field `optimizer`): choose one of "
+                         f"{', '.join(NAMES)}.")
+    unknown = set(overrides) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"Unknown optimizer setting(s) {sorted(unknown)}: choose from {list(DEFAULTS)}.")
+    s = {}
+    for field, default in DEFAULTS.items():
         value = overrides.get(field)
         if value is None and config is not None:
             value = config.get(field)
-        settings[field] = default if value is None else value
-    return settings
+        s[field] = default if value is None else value
+    for field, high in (("momentum", 1.0), ("beta_1", 1.0), ("beta_2", 1.0),
+                        ("weight_decay", None), ("trust_coefficient", None)):
+        s[field] = check_real(field, s[field], high=high)
+    if s["epsilon"] is not None:
+        s["epsilon"] = check_real("epsilon", s["epsilon"])
+    if not isinstance(s["nesterov"], bool):
+        raise ValueError(f"nesterov must be True or False; got {s['nesterov']!r}.")
+    for field in ("exclude_from_weight_decay", "exclude_from_layer_adaptation"):
+        if s[field] is not None:
+            s[field] = check_patterns(s[field], field)
+    return name, s
 
 
 def build(config_or_name, learning_rate, *, momentum=None, weight_decay=None, nesterov=None,
@@ -50,42 +72,35 @@ def build(config_or_name, learning_rate, *, momentum=None, weight_decay=None, ne
 
     A config (an `ml_collections.ConfigDict` or a dict) supplies, where it has them and they are
     not None, the fields `optimizer`, `momentum` (0.9), `weight_decay` (0.0), `nesterov` (False;
-    for "momentum" and "lars"; the name "nesterov" is SGD with it on), `trust_coefficient` (0.001, LARS),
-    `exclude_from_weight_decay` (`DEFAULT_EXCLUDE`: biases and normalization parameters),
-    `exclude_from_layer_adaptation` (LARS; None: the same as weight decay), `beta_1`, `beta_2`
-    (Adam, AdamW, Lamb) and `epsilon` (LARS's trust-ratio epsilon, or Adam's). A keyword argument
-    that is not None wins over the config. `learning_rate` is a float or a Keras schedule; other
-    keyword arguments (`global_clipnorm`, `use_ema`, ...) go to the optimizer.
+    for "momentum" and "lars"; the name "nesterov" is SGD with it on), `trust_coefficient`
+    (0.001, LARS), `exclude_from_weight_decay` (`DEFAULT_EXCLUDE`: biases and normalization
+    parameters), `exclude_from_layer_adaptation` (LARS; None: the same as weight decay), `beta_1`,
+    `beta_2` (Adam, AdamW, Lamb) and `epsilon` (LARS's trust-ratio epsilon, or Adam's). A keyword
+    argument that is not None wins over the config (see `resolve`). `learning_rate` is a float or
+    a Keras schedule; other keyword arguments (`global_clipnorm`, `use_ema`, ...) go to the
+    optimizer.
 
     `weight_decay` is LARS's L2 term inside the trust ratio for "lars", Keras's decoupled decay
     (w -= lr * weight_decay * w each step) for the others. "sgd" has no momentum.
     """
-    config = None if isinstance(config_or_name, str) else config_or_name
-    name = config_or_name if config is None else config.get("optimizer")
-    if name not in NAMES:
-        raise ValueError(f"Unknown optimizer {name!r} (config field `optimizer`): choose one of "
-                         f"{', '.join(NAMES)}.")
-    s = _settings(config, dict(
-        momentum=momentum, weight_decay=weight_decay, nesterov=nesterov,
+    name, s = resolve(
+        config_or_name, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov,
         trust_coefficient=trust_coefficient, exclude_from_weight_decay=exclude_from_weight_decay,
         exclude_from_layer_adaptation=exclude_from_layer_adaptation, beta_1=beta_1,
-        beta_2=beta_2, epsilon=epsilon))
-    excluded = check_patterns(s["exclude_from_weight_decay"], "exclude_from_weight_decay")
-    if isinstance(s["weight_decay"], bool) or not isinstance(s["weight_decay"], numbers.Real) \
-            or s["weight_decay"] < 0:
-        raise ValueError(f"weight_decay must be a number >= 0; got {s['weight_decay']!r}.")
+        beta_2=beta_2, epsilon=epsilon)
+    excluded = s["exclude_from_weight_decay"]
     if s["epsilon"] is not None:
         kwargs["epsilon"] = s["epsilon"]
     if name == "lars":
-        return LARS(learning_rate, momentum=s["momentum"], nesterov=bool(s["nesterov"]),
+        return LARS(learning_rate, momentum=s["momentum"], nesterov=s["nesterov"],
                     weight_decay=s["weight_decay"], trust_coefficient=s["trust_coefficient"],
                     exclude_from_weight_decay=excluded,
                     exclude_from_layer_adaptation=s["exclude_from_layer_adaptation"], **kwargs)
     decay = s["weight_decay"] or None
     if name in ("sgd", "momentum", "nesterov"):
         optimizer = keras.optimizers.SGD(
-            learning_rate, momentum=0.0 if name == "sgd" else float(s["momentum"]),
-            nesterov=name == "nesterov" or (name == "momentum" and bool(s["nesterov"])),
+            learning_rate, momentum=0.0 if name == "sgd" else s["momentum"],
+            nesterov=name == "nesterov" or (name == "momentum" and s["nesterov"]),
             weight_decay=decay, **kwargs)
     else:
         cls = {"lamb": keras.optimizers.Lamb, "adamw": keras.optimizers.AdamW,

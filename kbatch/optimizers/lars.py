@@ -20,12 +20,13 @@ from keras import ops
 from kbatch.optimizers import exclusions
 
 
-def _check_real(name, value, *, low=0.0, high=None):
+def check_real(name, value, *, low=0.0, high=None):
+    """`value` as a float; a ValueError naming `name` unless it is a number in [low, high)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"LARS {name} must be a real number; got {value!r}.")
+        raise ValueError(f"{name} must be a real number; got {value!r}.")
     if value < low or (high is not None and value >= high):
         allowed = f"in [{low}, {high})" if high is not None else f">= {low}"
-        raise ValueError(f"LARS {name} must be {allowed}; got {value!r}.")
+        raise ValueError(f"{name} must be {allowed}; got {value!r}.")
     return float(value)
 
 
@@ -76,15 +77,15 @@ class LARS(keras.optimizers.Optimizer):
         **kwargs,
     ):
         if isinstance(learning_rate, numbers.Real):
-            learning_rate = _check_real("learning_rate", learning_rate)
+            learning_rate = check_real("LARS learning_rate", learning_rate)
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
-        self.momentum = _check_real("momentum", momentum, high=1.0)
+        self.momentum = check_real("LARS momentum", momentum, high=1.0)
         if not isinstance(nesterov, bool):
             raise ValueError(f"LARS nesterov must be True or False; got {nesterov!r}.")
         self.nesterov = nesterov
-        self.weight_decay = _check_real("weight_decay", weight_decay)
-        self.trust_coefficient = _check_real("trust_coefficient", trust_coefficient)
-        self.epsilon = _check_real("epsilon", epsilon)
+        self.weight_decay = check_real("LARS weight_decay", weight_decay)
+        self.trust_coefficient = check_real("LARS trust_coefficient", trust_coefficient)
+        self.epsilon = check_real("LARS epsilon", epsilon)
         self._decay_patterns = exclusions.check_patterns(
             exclude_from_weight_decay, "exclude_from_weight_decay"
         )
