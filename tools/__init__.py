@@ -1,0 +1,1 @@
+"""Command-line tools (absl scripts) that live beside the package, not in it."""

@@ -1,0 +1,191 @@
+"""Start N multi-worker training processes on this machine, the way N hosts would run them.
+
+  python tools/launch_local.py --workers=2 -- \\
+      kbatch-train --config=configs/mnist1d_cnn.py --config.strategy=multiworker
+
+Everything after `--` is the worker command, run once per worker. Each worker gets its own
+`TF_CONFIG` (the cluster of N workers on free ports of 127.0.0.1, and its own task index; worker 0
+is the chief), runs in its own process group, and has each line of its stdout / stderr printed
+with a `[worker i] ` prefix. The launcher exits with the largest exit code of the workers. As
+soon as one worker fails, the others are stopped (SIGTERM to their whole process group, SIGKILL
+after `--grace_s`): a multi-worker job with a dead worker would otherwise wait in its next
+collective op forever. `--timeout_s` stops everything past that many seconds (exit code 124);
+Ctrl-C stops everything (exit code 130). Nothing is left running.
+
+On real machines there is no launcher: set TF_CONFIG on each host and run the same command there
+(docs/distributed.md).
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+from absl import app, flags
+
+TIMEOUT_EXIT_CODE = 124  # as coreutils' `timeout`
+INTERRUPT_EXIT_CODE = 130  # as a shell after Ctrl-C
+POLL_SECONDS = 0.05
+
+
+def free_ports(count, host="127.0.0.1"):
+    """`count` distinct ports that are free on `host` now (all held open until all are chosen)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((host, 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def tf_configs(ports, host="127.0.0.1"):
+    """One TF_CONFIG dict per worker: the same cluster, each its own task index."""
+    cluster = {"worker": [f"{host}:{port}" for port in ports]}
+    return [{"cluster": cluster, "task": {"type": "worker", "index": i}} for i in range(len(ports))]
+
+
+def exit_code(returncode):
+    """A shell-style exit code: a process killed by signal N (returncode -N) counts as 128 + N."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+class _Printer:
+    """Copies a worker's stream to ours line by line, with its prefix (one line at a time)."""
+
+    lock = threading.Lock()
+
+    def __init__(self, pipe, prefix, out):
+        self.thread = threading.Thread(target=self._copy, args=(pipe, prefix, out), daemon=True)
+        self.thread.start()
+
+    def _copy(self, pipe, prefix, out):
+        with pipe:
+            for raw in iter(pipe.readline, b""):
+                line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+                with self.lock:
+                    out.write(f"{prefix}{line}\n")
+                    out.flush()
+
+
+def _signal_group(process, sig):
+    try:
+        os.killpg(process.pid, sig)  # the worker started its own group: pgid == pid
+    except (ProcessLookupError, PermissionError):
+        pass  # the whole group has exited already
+
+
+def stop(processes, grace_s):
+    """SIGTERM to every worker's process group, SIGKILL to what is left after `grace_s`."""
+    for process in processes:
+        _signal_group(process, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for process in processes:
+        try:
+            process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    for process in processes:  # the leader may be gone while its children live on
+        _signal_group(process, signal.SIGKILL)
+    for process in processes:
+        process.wait()
+
+
+def launch(command, workers, timeout_s=None, env=None, grace_s=5.0, stdout=None, stderr=None,
+           host="127.0.0.1"):
+    """Run `command` (a list of strings) as `workers` multi-worker processes; return the exit code.
+
+    Args:
+      command: the worker command, the same for every worker (it reads TF_CONFIG).
+      workers: the number of workers, >= 1.
+      timeout_s: stop everything after this many seconds and return 124; None: no limit.
+      env: extra environment variables for the workers (on top of this process's environment).
+      grace_s: seconds between SIGTERM and SIGKILL when workers are stopped.
+      stdout, stderr: where the prefixed lines go (default: this process's streams).
+
+    Returns the largest exit code of the workers that exited on their own (a worker killed by
+    signal N counts as 128 + N), 124 after a timeout, 130 after Ctrl-C.
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers!r}.")
+    if not command or not all(isinstance(part, str) for part in command):
+        raise ValueError(f"command must be a non-empty list of strings, got {command!r}.")
+    if timeout_s is not None and not timeout_s > 0:
+        raise ValueError(f"timeout_s must be a positive number of seconds or None, got {timeout_s!r}.")
+    stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
+    processes, printers = [], []
+    started = time.monotonic()
+
+    def say(message):
+        with _Printer.lock:
+            stderr.write(f"[launcher] {message}\n")
+            stderr.flush()
+
+    try:
+        for index, tf_config in enumerate(tf_configs(free_ports(workers, host), host)):
+            worker_env = {**os.environ, **(env or {}), "TF_CONFIG": json.dumps(tf_config),
+                          "PYTHONUNBUFFERED": "1"}
+            process = subprocess.Popen(command, env=worker_env, stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, start_new_session=True)
+            processes.append(process)
+            printers += [_Printer(process.stdout, f"[worker {index}] ", stdout),
+                         _Printer(process.stderr, f"[worker {index}] ", stderr)]
+        while True:
+            codes = [process.poll() for process in processes]
+            failed = [(i, exit_code(c)) for i, c in enumerate(codes) if c not in (None, 0)]
+            if failed:
+                running = [i for i, c in enumerate(codes) if c is None]
+                for i, code in failed:
+                    say(f"worker {i} exited with code {code}; stopping workers {running}.")
+                result = max(code for _, code in failed)
+                break
+            if all(c == 0 for c in codes):
+                result = 0
+                break
+            if timeout_s is not None and time.monotonic() - started > timeout_s:
+                say(f"timeout: {timeout_s} s passed; stopping all workers.")
+                result = TIMEOUT_EXIT_CODE
+                break
+            time.sleep(POLL_SECONDS)
+    except KeyboardInterrupt:
+        say("interrupted; stopping all workers.")
+        result = INTERRUPT_EXIT_CODE
+    finally:
+        stop(processes, grace_s)
+        deadline = time.monotonic() + grace_s  # a pipe held open by an escaped child ends here
+        for printer in printers:
+            printer.thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    return result
+
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer("workers", 2, "Number of worker processes.", lower_bound=1)
+flags.DEFINE_float("timeout_s", None, "Stop all workers after this many seconds (exit code 124).")
+flags.DEFINE_float("grace_s", 5.0, "Seconds between SIGTERM and SIGKILL when stopping workers.")
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM to the launcher stops the workers as Ctrl-C does
+
+
+def main(argv):
+    command = argv[1:]
+    if not command:
+        raise app.UsageError("Give the worker command after `--`, e.g. -- kbatch-train --config.strategy=multiworker")
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return launch(command, FLAGS.workers, timeout_s=FLAGS.timeout_s, grace_s=FLAGS.grace_s)
+    except OSError as error:  # the command does not exist or cannot be run
+        print(f"[launcher] cannot start {command[0]!r}: {error}", file=sys.stderr)
+        return 127
+
+
+if __name__ == "__main__":
+    app.run(main)
