@@ -31,6 +31,10 @@ def _sums(labels, logits):
     return tf.reduce_sum(per_example), tf.reduce_sum(correct)
 
 
+def _has_synchronized_layers(model):
+    return any(getattr(layer, "synchronized", False) for layer in model._flatten_layers())
+
+
 def make_train_step(strategy, model, optimizer, *, global_batch_size, accumulation_steps=1,
                     clip_global_norm=None, log_gradient_norm=True, jit_compile=False):
     """The replica function of one optimizer update; returns a record of `RECORD_FIELDS` sums."""
@@ -49,7 +53,11 @@ def make_train_step(strategy, model, optimizer, *, global_batch_size, accumulati
             scaled = loss * _loss_scale(optimizer)
         return tape.gradient(scaled, variables), loss_sum, correct
 
-    micro_gradients = tf.function(micro_gradients, jit_compile=jit_compile)
+    # A forward pass that talks to the other replicas (synchronized batch norm) may not sit in
+    # a nested tf.function or a graph loop: TF's `merge_call` refuses both.
+    cross_replica_forward = strategy.num_replicas_in_sync > 1 and _has_synchronized_layers(model)
+    if not cross_replica_forward:
+        micro_gradients = tf.function(micro_gradients, jit_compile=jit_compile)
 
     def train_step(batch):
         x, labels = batch
@@ -61,7 +69,8 @@ def make_train_step(strategy, model, optimizer, *, global_batch_size, accumulati
             ys = tf.reshape(labels, [accumulation_steps, micro])
             grads = [tf.zeros_like(v) for v in variables]
             loss_sum, correct = tf.constant(0.0), tf.constant(0.0)
-            for i in tf.range(accumulation_steps):
+            micro_steps = range(accumulation_steps) if cross_replica_forward else tf.range(accumulation_steps)
+            for i in micro_steps:
                 micro_grads, micro_loss, micro_correct = micro_gradients(xs[i], ys[i])
                 grads = [g + m for g, m in zip(grads, micro_grads)]
                 loss_sum += micro_loss
