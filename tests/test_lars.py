@@ -1,5 +1,6 @@
 """LARS (You et al. 2017) against a NumPy transcription of its four steps, against Keras's SGD when
-adaptation is off, in `model.fit`, under a 2-replica MirroredStrategy, and through a `.keras` file."""
+adaptation is off, in `model.fit`, under a 2-replica MirroredStrategy (a custom loop and
+kbatch's trainer), and through a `.keras` file."""
 
 import re
 
@@ -9,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 import kbatch
+from kbatch.training import train
 from kbatch.optimizers import LARS
 
 SHAPES = {  # path -> shape: a conv kernel, a dense kernel, a bias, norm parameters, a scalar
@@ -216,6 +218,38 @@ def test_two_replicas_give_the_one_device_update_at_the_same_global_batch():
     for path in one_trust:
         np.testing.assert_allclose(two_trust[path], one_trust[path], rtol=1e-5)
     assert one_trust["net/hidden/kernel"] != 1.0 and one_trust["net/hidden/bias"] == 1.0
+
+
+def smooth_model(info):
+    """Layer norm and tanh: replicas sum in another order (rounding, 1e-7), and without ReLU kinks
+    such differences stay at rounding level, so equality can be asserted."""
+    inputs = keras.Input(info.input_shape)
+    x = keras.layers.Conv1D(16, 5, strides=2, padding="same", name="conv")(inputs)
+    x = keras.layers.LayerNormalization(name="norm")(x)
+    x = keras.layers.Activation("tanh")(x)
+    x = keras.layers.Flatten()(x)
+    return keras.Model(inputs, keras.layers.Dense(info.num_classes, name="head")(x))
+
+
+def test_in_the_trainer_two_replicas_end_with_the_one_device_weights(make_config, monkeypatch):
+    built = []  # the optimizer of each run, as the trainer builds it
+    build = kbatch.optimizers.build
+    monkeypatch.setattr(kbatch.optimizers, "build", lambda *a, **k: built.append(build(*a, **k)) or built[-1])
+    runs = [make_config(num_epochs=1, optimizer="lars", base_learning_rate=2.0, trust_coefficient=0.01,
+                        weight_decay=1e-3, strategy=strategy) for strategy in ("one_device", "cpu:2")]
+    for config in runs:
+        assert train(config, model_fn=smooth_model, verbose=False)["steps"] >= 20
+    one, two = (keras.models.load_model(f"{c.model_dir}/model.keras") for c in runs)
+    for a, b in zip(one.get_weights(), two.get_weights()):
+        np.testing.assert_allclose(b, a, atol=1e-5)
+    # The trust ratios come from the all-reduced gradient: the same on one device and two.
+    assert [type(o) for o in built] == [LARS, LARS]
+    one_trust, two_trust = built[0].trust_ratios(), built[1].trust_ratios()
+    assert one_trust.keys() == two_trust.keys()
+    for path in one_trust:
+        np.testing.assert_allclose(two_trust[path], one_trust[path], rtol=1e-4, err_msg=path)
+    assert one_trust["conv/kernel"] != 1.0 and one_trust["head/kernel"] != 1.0
+    assert one_trust["norm/gamma"] == one_trust["head/bias"] == 1.0
 
 
 def test_saved_model_keeps_the_lars_config_and_slots(tmp_path):
