@@ -306,3 +306,19 @@ def test_a_subclass_can_change_the_trust_ratio():
 def test_bad_arguments_are_refused_with_the_argument_named(argument, value, message):
     with pytest.raises(ValueError, match=message):
         LARS(**{argument: value})
+
+
+def test_trust_ratio_stats_summarize_the_adapted_variables_only():
+    rng = np.random.default_rng(5)
+    variables = make_variables(rng)
+    optimizer = LARS(1.0, weight_decay=0.05, trust_coefficient=0.02,
+                     exclude_from_weight_decay=["bias", "^norm/"])
+    run(optimizer, variables, make_gradients(rng, steps=2))
+    ratios = optimizer.trust_ratios()
+    adapted = [ratios[p] for p in SHAPES if not excluded(["bias", "^norm/"], p)]
+    assert len(adapted) == len(SHAPES) - 3
+    assert optimizer.trust_ratio_stats() == pytest.approx(
+        {"min": np.min(adapted), "median": np.median(adapted), "max": np.max(adapted)}, rel=1e-7)
+    nothing = LARS(1.0, exclude_from_layer_adaptation=[".*"])
+    run(nothing, variables, make_gradients(rng, steps=1))
+    assert nothing.trust_ratio_stats() == {}

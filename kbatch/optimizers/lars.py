@@ -15,6 +15,7 @@ Norms are L2 over the whole variable, and g in step 2 already holds the decay te
 import numbers
 
 import keras
+import numpy as np
 from keras import ops
 
 from kbatch.optimizers import exclusions
@@ -60,7 +61,8 @@ class LARS(keras.optimizers.Optimizer):
             weight decay (including those excluded by Keras's `exclude_from_weight_decay()`).
         **kwargs: Keras's optimizer arguments (`global_clipnorm`, `use_ema`, `name`, ...).
 
-    After a step, `trust_ratios()` gives {variable path: last trust ratio}.
+    After a step, `trust_ratios()` gives {variable path: last trust ratio}, and
+    `trust_ratio_stats()` their min, median and max over the adapted variables.
     """
 
     def __init__(
@@ -163,6 +165,18 @@ class LARS(keras.optimizers.Optimizer):
             exclusions.variable_names(variable)[0]: float(ops.convert_to_numpy(ratio))
             for variable, ratio in zip(self._trainable_variables, self.trust_ratio_variables)
         }
+
+    def trust_ratio_stats(self):
+        """{"min", "median", "max"} of the last trust ratios of the variables LARS adapts (not
+        excluded from layer adaptation), for a trainer's logs; {} if it adapts none."""
+        ratios = self.trust_ratios()
+        adapted = [ratios[exclusions.variable_names(v)[0]] for v in self._trainable_variables
+                   if not self.layer_adaptation_excluded(v)]
+        if not adapted:
+            return {}
+        adapted = np.array(adapted)
+        return {"min": float(adapted.min()), "median": float(np.median(adapted)),
+                "max": float(adapted.max())}
 
     def get_config(self):
         config = super().get_config()
