@@ -5,9 +5,10 @@ The values are those of Google's MLPerf Training v0.6 ResNet-50 submission on a 
 implementations/tpu-v3-1024-resnet/resnet/lars_util.py): global batch 32,768, LARS (You et al.
 2017) with momentum 0.9, weight decay 1e-4, trust coefficient 0.001 (TF's LARSOptimizer
 default), epsilon 1e-5, biases and BN parameters skipped; peak learning rate 31.2 reached by a
-linear warmup over 25 epochs, then polynomial decay of power 2 to zero; 2,983 steps (76.3 epochs);
-bfloat16; target 75.9% top-1 (MLPerf's threshold). The submission also used label smoothing 0.1,
-which kbatch's loss does not have.
+linear warmup over 25 epochs, then polynomial decay of power 2 to 0 (MLPerf: to 1e-4); 2,983
+steps (76.3 epochs); bfloat16; target 75.9% top-1 (MLPerf's threshold). The submission also used
+label smoothing 0.1, which kbatch's loss does not have, and TF 1's LARSOptimizer, whose trust
+ratio divides by ||g|| + wd ||w|| where kbatch's divides by ||g + wd w|| (docs/optimizers.md).
 
   kbatch-train --config=configs/imagenet_resnet50_lars.py --config.data_dir=gs://... \
       --config.strategy=tpu

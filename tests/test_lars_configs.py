@@ -16,7 +16,7 @@ IMAGENET_TRAIN = 1_281_167
 
 def mlperf_learning_rate(step, peak, warmup_steps, total_steps, power):
     """MLPerf's LARS schedule (lars_util.poly_rate_schedule): a linear ramp from 0 to the peak,
-    then peak * (1 - progress) ** power down to 0 at the last step."""
+    then peak * (1 - progress) ** power down to 0 at the last step (MLPerf ends at 1e-4)."""
     if step < warmup_steps:
         return peak * step / warmup_steps
     return peak * (1 - min(step - warmup_steps, total_steps - warmup_steps) / (total_steps - warmup_steps)) ** power
