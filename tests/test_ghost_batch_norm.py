@@ -186,3 +186,49 @@ def test_bad_virtual_batch_size(virtual_batch_size):
 def test_synchronized_is_rejected():
     with pytest.raises(ValueError, match="synchronized"):
         GhostBatchNormalization(4, synchronized=True)
+
+
+def _trained_weights(make_config, strategy, norm, **norm_kwargs):
+    """Train Conv -> `norm` -> tanh -> Dense for one epoch with kbatch's trainer; the saved weights."""
+    from kbatch import layers
+    from kbatch.training import train
+
+    def model_fn(info):
+        inputs = keras.Input(info.input_shape)
+        x = keras.layers.Conv1D(16, 5, strides=2, padding="same", use_bias=False)(inputs)
+        x = layers.get(norm, momentum=0.9, **norm_kwargs)(x)
+        x = keras.layers.Activation("tanh")(x)  # keeps rounding differences at rounding level
+        return keras.Model(inputs, keras.layers.Dense(info.num_classes)(keras.layers.Flatten()(x)))
+
+    config = make_config(num_epochs=1, strategy=strategy, batch_size=128)
+    assert train(config, model_fn=model_fn, verbose=False)["steps"] >= 20
+    model = keras.models.load_model(f"{config.model_dir}/model.keras")
+    return [w.numpy() for w in model.trainable_variables + model.non_trainable_variables]
+
+
+def _assert_same_weights(a, b, atol):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x, y, atol=atol)
+
+
+def test_trainer_on_cpu2_with_ghost_batches_equals_one_device(make_config):
+    """Ghost batches are cut per replica: under cpu:2 in kbatch's trainer, ghost batches of 32
+    train the same weights and moving statistics as on one device (the replicas' moving
+    statistics averaged at the end)."""
+    _assert_same_weights(
+        _trained_weights(make_config, "cpu:2", "ghost_batch", virtual_batch_size=32),
+        _trained_weights(make_config, "one_device", "ghost_batch", virtual_batch_size=32),
+        atol=1e-5,
+    )
+
+
+def test_one_device_ghost_batch_of_the_replica_batch_is_data_parallel_batch_norm(make_config):
+    """Keras's BN under cpu:2 normalizes each replica's 64 examples alone; one device with ghost
+    batches of 64 does the same, so it trains the same weights and, since the trainer averages
+    the replicas' moving statistics, the same moving mean and variance."""
+    _assert_same_weights(
+        _trained_weights(make_config, "cpu:2", "batch"),
+        _trained_weights(make_config, "one_device", "ghost_batch", virtual_batch_size=64),
+        atol=1e-5,
+    )

@@ -179,3 +179,49 @@ def test_bad_modes(modes):
 def test_instance_mode_needs_a_spatial_axis():
     with pytest.raises(ValueError, match="instance"):
         SwitchableNormalization()(keras.Input((5,)))
+
+
+def _train(make_config, strategy, modes):
+    """Conv -> SwitchableNormalization(modes) -> tanh -> Dense, one epoch in kbatch's trainer."""
+    from kbatch.training import train
+
+    seen = {}
+
+    def model_fn(info):
+        inputs = keras.Input(info.input_shape)
+        x = keras.layers.Conv1D(16, 5, strides=2, padding="same", use_bias=False)(inputs)
+        x = SwitchableNormalization(modes=modes, momentum=0.9)(x)
+        x = keras.layers.Activation("tanh")(x)  # keeps rounding differences at rounding level
+        seen["model"] = keras.Model(inputs, keras.layers.Dense(info.num_classes)(keras.layers.Flatten()(x)))
+        return seen["model"]
+
+    config = make_config(num_epochs=1, strategy=strategy, batch_size=128)
+    assert train(config, model_fn=model_fn, verbose=False)["steps"] >= 20
+    return seen["model"], keras.models.load_model(f"{config.model_dir}/model.keras")
+
+
+def test_trainer_on_cpu2_without_batch_statistics_equals_one_device(make_config):
+    """Layer and instance statistics are per example, so splitting the batch over two replicas
+    changes nothing: cpu:2 trains the weights and importance logits one device trains."""
+    _, two = _train(make_config, "cpu:2", ("layer", "instance"))
+    _, one = _train(make_config, "one_device", ("layer", "instance"))
+    for a, b in zip(two.weights, one.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
+    norm = [layer for layer in two.layers if isinstance(layer, SwitchableNormalization)][0]
+    assert abs(norm.importance()["mean"]["layer"] - 0.5) > 1e-4  # the logits did train
+
+
+def test_trainer_on_cpu2_ends_with_one_set_of_moving_statistics(make_config):
+    """With the batch mode each replica updates its own copy of the moving statistics; the
+    trainer leaves every replica's copy equal, and that is what the saved model holds."""
+    import kbatch
+
+    strategy = kbatch.distribute.resolve_strategy("cpu:2")
+    model, saved = _train(make_config, "cpu:2", ("batch", "layer", "instance"))
+    norm = [layer for layer in model.layers if isinstance(layer, SwitchableNormalization)][0]
+    for variable in (norm.moving_mean, norm.moving_variance):
+        copies = strategy.experimental_local_results(variable.value)
+        assert len(copies) == 2
+        np.testing.assert_array_equal(copies[0].numpy(), copies[1].numpy())
+    for a, b in zip(saved.non_trainable_variables, model.non_trainable_variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())

@@ -39,30 +39,13 @@ class GhostBatchNormalization(keras.layers.BatchNormalization):
     Args:
         virtual_batch_size: positive int, examples per ghost batch (per replica: each replica
             cuts its own batch).
-        axis, momentum, epsilon, center, scale, *_initializer, *_regularizer, *_constraint:
+        axis, momentum, epsilon; center, scale, *_initializer, *_regularizer, *_constraint (keywords):
             as `keras.layers.BatchNormalization`. `synchronized` and `renorm` are not
             supported (a ghost batch lives on one replica).
         mask: as BatchNormalization, masked positions do not count in the statistics.
     """
 
-    def __init__(
-        self,
-        virtual_batch_size,
-        axis=-1,
-        momentum=0.99,
-        epsilon=1e-3,
-        center=True,
-        scale=True,
-        beta_initializer="zeros",
-        gamma_initializer="ones",
-        moving_mean_initializer="zeros",
-        moving_variance_initializer="ones",
-        beta_regularizer=None,
-        gamma_regularizer=None,
-        beta_constraint=None,
-        gamma_constraint=None,
-        **kwargs,
-    ):
+    def __init__(self, virtual_batch_size, axis=-1, momentum=0.99, epsilon=1e-3, **kwargs):
         if (
             isinstance(virtual_batch_size, bool)
             or not isinstance(virtual_batch_size, numbers.Integral)
@@ -77,22 +60,9 @@ class GhostBatchNormalization(keras.layers.BatchNormalization):
                 "GhostBatchNormalization supports neither synchronized=True nor renorm=True: "
                 "each ghost batch is normalized on its own replica with its own statistics."
             )
-        super().__init__(
-            axis=axis,
-            momentum=momentum,
-            epsilon=epsilon,
-            center=center,
-            scale=scale,
-            beta_initializer=beta_initializer,
-            gamma_initializer=gamma_initializer,
-            moving_mean_initializer=moving_mean_initializer,
-            moving_variance_initializer=moving_variance_initializer,
-            beta_regularizer=beta_regularizer,
-            gamma_regularizer=gamma_regularizer,
-            beta_constraint=beta_constraint,
-            gamma_constraint=gamma_constraint,
-            **kwargs,
-        )
+        # center, scale and the initializers, regularizers and constraints are
+        # BatchNormalization's own arguments, checked and serialized by it.
+        super().__init__(axis=axis, momentum=momentum, epsilon=epsilon, **kwargs)
         self.virtual_batch_size = int(virtual_batch_size)
 
     def build(self, input_shape):
