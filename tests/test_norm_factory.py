@@ -63,3 +63,42 @@ def test_unknown_name_lists_the_choices():
 def test_unknown_switchable_mode():
     with pytest.raises(ValueError, match="modes"):
         layers.get("switchable", modes=("batch", "group"))
+
+
+@keras.saving.register_keras_serializable(package="kbatch_tests")
+class _TaggedGhost(layers.GhostBatchNormalization):
+    """A user's subclass with one more constructor argument."""
+
+    def __init__(self, tag, **kwargs):
+        super().__init__(**kwargs)
+        self.tag = tag
+
+    def get_config(self):
+        return {**super().get_config(), "tag": self.tag}
+
+
+@keras.saving.register_keras_serializable(package="kbatch_tests")
+class _TaggedSwitchable(layers.SwitchableNormalization):
+    def __init__(self, tag, **kwargs):
+        super().__init__(**kwargs)
+        self.tag = tag
+
+    def get_config(self):
+        return {**super().get_config(), "tag": self.tag}
+
+
+@pytest.mark.parametrize("make", [
+    lambda: _TaggedGhost("g", virtual_batch_size=2, momentum=0.5),
+    lambda: _TaggedSwitchable("s", momentum=0.5),
+])
+def test_user_subclasses_round_trip_through_a_keras_file(make, tmp_path):
+    inputs = keras.Input((5, 4))
+    norm = make()
+    model = keras.Model(inputs, norm(inputs))
+    x = np.random.default_rng(2).normal(size=(6, 5, 4)).astype("float32")
+    model(x, training=True)  # moves the moving statistics
+    model.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras")
+    (clone,) = [layer for layer in loaded.layers if type(layer) is type(norm)]
+    assert clone.tag == norm.tag and clone.get_config() == norm.get_config()
+    np.testing.assert_array_equal(loaded(x, training=False), model(x, training=False))
