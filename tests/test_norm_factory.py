@@ -65,26 +65,23 @@ def test_unknown_switchable_mode():
         layers.get("switchable", modes=("batch", "group"))
 
 
-@keras.saving.register_keras_serializable(package="kbatch_tests")
-class _TaggedGhost(layers.GhostBatchNormalization):
-    """A user's subclass with one more constructor argument."""
+def _tagged(base):
+    """A user's subclass of `base` with one more constructor argument."""
 
-    def __init__(self, tag, **kwargs):
-        super().__init__(**kwargs)
-        self.tag = tag
+    @keras.saving.register_keras_serializable(package="kbatch_tests", name=f"Tagged{base.__name__}")
+    class Tagged(base):
+        def __init__(self, tag, **kwargs):
+            super().__init__(**kwargs)
+            self.tag = tag
 
-    def get_config(self):
-        return {**super().get_config(), "tag": self.tag}
+        def get_config(self):
+            return {**super().get_config(), "tag": self.tag}
+
+    return Tagged
 
 
-@keras.saving.register_keras_serializable(package="kbatch_tests")
-class _TaggedSwitchable(layers.SwitchableNormalization):
-    def __init__(self, tag, **kwargs):
-        super().__init__(**kwargs)
-        self.tag = tag
-
-    def get_config(self):
-        return {**super().get_config(), "tag": self.tag}
+_TaggedGhost = _tagged(layers.GhostBatchNormalization)
+_TaggedSwitchable = _tagged(layers.SwitchableNormalization)
 
 
 @pytest.mark.parametrize("make", [
