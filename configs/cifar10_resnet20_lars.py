@@ -22,9 +22,7 @@ def get_config():
     config.base_learning_rate = 31.2 * 8192 / 32768
     config.lr_scaling = "linear"
     config.warmup_epochs = 30.0
-    # Power 2 as MLPerf: decay = "polynomial" once kbatch.training.recipe has it; "linear"
-    # (power 1) until then.
-    config.decay = "linear"
+    config.decay = "polynomial"  # power 2, as MLPerf
     config.decay_power = 2.0
     config.num_epochs = 180
     config.optimizer = "lars"
@@ -32,5 +30,5 @@ def get_config():
     config.weight_decay = 1e-4
     config.trust_coefficient = 0.001
     config.epsilon = 0.0
-    config.steps_per_loop = 6  # one epoch: 50,000 // 8,192
+    config.steps_per_loop = 7  # one epoch: ceil(50,000 / 8,192)
     return config

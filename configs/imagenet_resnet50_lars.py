@@ -33,13 +33,11 @@ def get_config():
     config.base_learning_rate = 31.2
     config.lr_scaling = "linear"
     config.warmup_epochs = 25.0
-    # MLPerf decays with power 2: decay = "polynomial" once kbatch.training.recipe has it;
-    # "linear" (power 1) until then.
-    config.decay = "linear"
+    config.decay = "polynomial"
     config.decay_power = 2.0
-    # 39 steps per epoch at 32,768: 77 epochs are 3,003 steps, the first whole epoch count
+    # 77 epochs are ceil(77 * 1,281,167 / 32,768) = 3,011 steps, the first whole epoch count
     # that covers MLPerf's 2,983.
-    config.num_epochs = -(-MLPERF_STEPS // (IMAGENET_TRAIN_EXAMPLES // config.batch_size))
+    config.num_epochs = -(-MLPERF_STEPS * config.batch_size // IMAGENET_TRAIN_EXAMPLES)
     config.optimizer = "lars"
     config.momentum = 0.9
     config.weight_decay = 1e-4

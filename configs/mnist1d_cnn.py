@@ -27,7 +27,21 @@ def get_config():
     config.base_learning_rate = 0.05
     config.lr_scaling = "linear"  # "linear", "sqrt", "none", or an exponent alpha: lr * (B/B0)**alpha
     config.warmup_epochs = 1.0
-    config.decay = "cosine"  # "cosine", "linear", "constant"
+    config.decay = "cosine"  # "cosine", "linear", "polynomial", "step", "constant"
+    config.decay_power = 2.0  # "polynomial": (1 - progress)**decay_power after warmup
+    config.decay_boundaries = ()  # "step": epochs where the LR is divided by decay_factor
+    config.decay_factor = 10.0
+    # Rescale the rest of the recipe from base_batch_size to each phase's batch (kbatch.scaling.
+    # rescale): BN momentum -> bn_momentum**(B/B0), weight decay, Adam's betas and epsilon.
+    config.rescale_recipe = True
+    # Batch-size phases: global batch batch_sizes[i] from epoch batch_boundaries[i] on (the LR of
+    # each moved from the base batch by lr_scaling), e.g. (2, 4) and (1024, 4096). Or, with
+    # decay="step", anneal_batch=True multiplies the batch by decay_factor at decay_boundaries
+    # instead of dividing the LR (Smith et al. 2018), up to max_batch_size, then decays the LR.
+    config.batch_boundaries = ()
+    config.batch_sizes = ()
+    config.anneal_batch = False
+    config.max_batch_size = placeholder(int)
     config.num_epochs = 8
     config.optimizer = "momentum"
     config.momentum = 0.9
@@ -46,8 +60,7 @@ def get_config():
     config.seed = 0
     config.model_dir = placeholder(str)  # default: runs/<model>-<dataset>-b<batch>-<time>
     config.evals_per_epoch = 1
-    config.target_accuracy = placeholder(float)
-    config.target_accuracy = 0.95
+    config.target_accuracy = 0.95  # result.json says when eval accuracy first reached it (None: never)
     config.checkpoint_every = 0  # optimizer steps; 0 = once per epoch
     config.log_gradient_norm = True
     return config

@@ -2,6 +2,9 @@
 
   kbatch-train                                         # the default: configs/mnist1d_cnn.py
   kbatch-train --config=configs/mnist1d_cnn.py --config.batch_size=1024 --config.strategy=cpu:2
+
+Exit codes: 0 done, 2 bad config (nothing written), 42 preempted (a checkpoint was saved: run the
+same command again to resume).
 """
 
 import os
@@ -19,7 +22,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Experiment 
 def _run(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    from kbatch.training import train  # after flag parsing: --help stays fast
+    from kbatch.training import preemption, train  # after flag parsing: --help stays fast
 
     # tf.data warns on every distributed dataset that options moved into the graph: noise here.
     warnings.filterwarnings("ignore", message="To make it possible to preserve tf.data options")
@@ -29,6 +32,9 @@ def _run(argv):
     except ValueError as error:  # bad config: one clear line, not a traceback
         print(f"kbatch-train: {error}", file=sys.stderr)
         return 2
+    except preemption.Preempted as stop:  # a cluster manager restarts on this code
+        print(f"kbatch-train: {stop}", file=sys.stderr)
+        return preemption.RESTART_EXIT_CODE
     return 0
 
 

@@ -32,6 +32,29 @@ def test_bad_field_is_named_and_nothing_is_written(make_config, field, value, me
     assert not os.path.exists(config.model_dir)
 
 
+@pytest.mark.parametrize("overrides, message", [
+    (dict(decay="step", decay_boundaries=(1.5, 0.5)), r"config.decay_boundaries must be strictly increasing"),
+    (dict(decay="step", decay_boundaries=(3.0,)), r"config.decay_boundaries\[0\]=3.0 must be an epoch in \(0, num_epochs=2\)"),
+    (dict(decay="step"), r'config.decay="step" needs config.decay_boundaries'),
+    (dict(decay="step", decay_boundaries=(1.0,), decay_factor=0.5), "config.decay_factor must be a number > 1.0"),
+    (dict(decay="polynomial", decay_power=0.0), "config.decay_power must be a number > 0"),
+    (dict(batch_boundaries=(1.0,), batch_sizes=()), r"config.batch_sizes \(0 entries\) must have one global batch"),
+    (dict(batch_boundaries=(1.0,), batch_sizes=(0,)), "config.batch_sizes must be a tuple of positive integers"),
+    (dict(anneal_batch=True), r'config.anneal_batch=True .* needs config.decay="step"'),
+    (dict(decay="step", decay_boundaries=(1.0,), anneal_batch=True, lr_scaling="none"),
+     "config.anneal_batch=True needs an lr_scaling that grows"),
+    (dict(decay="step", decay_boundaries=(1.0,), anneal_batch=True, max_batch_size=64),
+     "config.max_batch_size must be None or an integer >= batch_size=128"),
+    (dict(strategy="cpu:2", batch_boundaries=(1.0,), batch_sizes=(257,)),
+     r"batch schedule phase 1 \(epochs 1.0-end\): global batch 257 does not divide by 2 replicas"),
+])
+def test_bad_schedule_fields_are_named_and_nothing_is_written(make_config, overrides, message):
+    config = make_config(**overrides)
+    with pytest.raises(ValueError, match=message):
+        train(config, verbose=False)
+    assert not os.path.exists(config.model_dir)
+
+
 def test_global_batch_that_does_not_divide_by_the_replicas(make_config):
     config = make_config(strategy="cpu:4", batch_size=130)
     with pytest.raises(ValueError, match=r"batch_size=130 \(global\) does not divide by 4 replicas"):

@@ -3,6 +3,7 @@ same weights as an uninterrupted run. And a non-finite loss stops the run withou
 last good checkpoint."""
 
 import glob
+import json
 import os
 import signal
 import subprocess
@@ -23,17 +24,22 @@ FLAGS = ["--config.dataset=mnist1d/original", "--config.batch_size=256", "--conf
          "--config.norm=group"]
 
 
-def _command(model_dir):
-    return [sys.executable, "-m", "kbatch.train", *FLAGS, f"--config.model_dir={model_dir}"]
+# The same run with the batch doubled after epoch 1: 16 updates at 256 (4,096 examples), then 8 at
+# 512; checkpoint 20 is inside the second phase.
+PHASED = ["--config.batch_boundaries=(1.0,)", "--config.batch_sizes=(512,)"]
+
+
+def _command(model_dir, extra=()):
+    return [sys.executable, "-m", "kbatch.train", *FLAGS, *extra, f"--config.model_dir={model_dir}"]
 
 
 def _weights(model_dir):
     return keras.models.load_model(os.path.join(model_dir, "model.keras")).get_weights()
 
 
-def _run_and_kill(model_dir, checkpoint_step, delay):
+def _run_and_kill(model_dir, checkpoint_step, delay, extra=()):
     """Start the run; SIGKILL it `delay` seconds after checkpoint `checkpoint_step` is written."""
-    process = subprocess.Popen(_command(model_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(_command(model_dir, extra), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     marker = os.path.join(model_dir, "checkpoints", f"ckpt-{checkpoint_step}.index")
     try:
         deadline = time.time() + 240
@@ -68,6 +74,42 @@ def test_killed_and_restarted_run_ends_with_the_uninterrupted_weights(tmp_path, 
     # It continued from a checkpoint at or after the kill point, not from scratch.
     resumed_at = int(restart.stdout.split("resuming at step ")[1].split(";")[0])
     assert checkpoint_step <= resumed_at < 30
+    for a, b in zip(uninterrupted, _weights(model_dir)):
+        np.testing.assert_array_equal(b, a)
+
+
+def test_run_killed_in_its_second_batch_phase_resumes_in_that_phase(tmp_path):
+    reference, model_dir = tmp_path / "uninterrupted", tmp_path / "run"
+    subprocess.run(_command(reference, PHASED), check=True, capture_output=True, timeout=300)
+    _run_and_kill(model_dir, 20, 0.0, PHASED)
+    restart = subprocess.run(_command(model_dir, PHASED), check=True, capture_output=True, text=True, timeout=300)
+    assert "resuming at step 20" in restart.stdout
+    assert json.load(open(os.path.join(model_dir, "result.json")))["batch_sizes"] == [256, 512]
+    for a, b in zip(_weights(reference), _weights(model_dir)):
+        np.testing.assert_array_equal(b, a)
+
+
+def test_sigterm_saves_where_it_lands_exits_42_and_the_same_command_resumes_exactly(tmp_path, uninterrupted):
+    """Preemption: TF's PreemptionCheckpointHandler catches SIGTERM; kbatch saves after the next
+    loop call, wherever that is, and exits with the restart code."""
+    model_dir = tmp_path / "run"
+    process = subprocess.Popen(_command(model_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 240
+        while not os.path.exists(os.path.join(model_dir, "checkpoints", "ckpt-8.index")):
+            assert process.poll() is None and time.time() < deadline, "no checkpoint in time"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 42, stderr
+    saved = sorted(int(p.split("ckpt-")[1].split(".")[0]) for p in glob.glob(str(model_dir / "checkpoints" / "*.index")))
+    preempted_at = int(stderr.split("checkpoint of step ")[1].split()[0])
+    assert saved[-1] == preempted_at and 8 < preempted_at < 30
+    assert not os.path.exists(model_dir / "result.json")
+    restart = subprocess.run(_command(model_dir), check=True, capture_output=True, text=True, timeout=300)
+    assert f"resuming at step {preempted_at};" in restart.stdout
     for a, b in zip(uninterrupted, _weights(model_dir)):
         np.testing.assert_array_equal(b, a)
 

@@ -1,6 +1,7 @@
 """The training loop end to end: what a run writes, and runs on different strategies that agree."""
 
 import json
+import math
 import os
 
 import keras
@@ -22,9 +23,10 @@ def test_a_run_writes_config_result_model_and_tensorboard_logs(make_config):
     assert {"config.json", "result.json", "model.keras", "train", "eval", "examples", "checkpoints"} <= files
     saved = json.load(open(os.path.join(config.model_dir, "result.json")))
     assert saved == json.loads(json.dumps(result))
-    steps_per_epoch = 4000 // 128
-    assert result["steps"] == 2 * steps_per_epoch
-    assert result["examples_seen"] == 2 * steps_per_epoch * 128
+    # Two epochs of one continuous stream: the updates it takes to see 2 x 4,000 examples.
+    assert result["steps"] == math.ceil(2 * 4000 / 128)
+    assert result["examples_seen"] == result["steps"] * 128
+    assert result["batch_sizes"] == [128]
     assert result["wall_seconds"] > 0
     assert result["best_eval_accuracy"] == max(e["eval_accuracy"] for e in result["history"])
     assert result["final_eval_accuracy"] == result["history"][-1]["eval_accuracy"]
@@ -85,15 +87,16 @@ def test_tensorboard_logs_learning_rate_and_batch_size_per_step(make_config):
         for event in tf.compat.v1.train.summary_iterator(os.path.join(train_dir, name)):
             for value in event.summary.value:
                 values.setdefault(value.tag, {})[event.step] = float(tf.make_ndarray(value.tensor))
-    steps = 4000 // 128
+    steps = math.ceil(4000 / 128)
     assert sorted(values["learning_rate"]) == list(range(1, steps + 1))
     assert set(values["global_batch_size"].values()) == {128.0}
-    # Warmup: the rate rises linearly from 0 over the first half epoch (the step logged is the
-    # update's number; its rate is the schedule at the count of updates before it).
-    warmup = round(0.5 * steps)
+    # Warmup: the rate rises linearly from 0 over the first half epoch, 2,000 examples (the step
+    # logged is the update's number; its rate is the schedule at the examples seen before it).
     peak = 0.05
-    for step in range(1, warmup + 1):
-        assert values["learning_rate"][step] == pytest.approx(peak * (step - 1) / warmup, rel=1e-5)
+    for step in range(1, steps + 1):
+        epochs = (step - 1) * 128 / 4000
+        if epochs < 0.5:
+            assert values["learning_rate"][step] == pytest.approx(peak * epochs / 0.5, rel=1e-5)
 
 
 def test_batch_norm_runs_end_with_one_set_of_moving_statistics_for_all_replicas(make_config):

@@ -4,9 +4,9 @@ field and what is allowed, raised before TensorFlow is initialized or `model_dir
 import numbers
 
 from kbatch import data, distribute, layers, models, optimizers, scaling
+from kbatch.training import recipe
 
 MIXED_PRECISION = (None, "float32", "mixed_float16", "mixed_bfloat16")
-DECAYS = ("cosine", "linear", "constant")
 
 
 def _positive_int(config, field):
@@ -52,7 +52,10 @@ def validate(config):
             f"config.num_epochs={config.num_epochs}."
         )
     scaling.scaling_exponent(config.lr_scaling)
-    _choice(config, "decay", DECAYS)
+    _choice(config, "decay", recipe.DECAYS)
+    _check_decay_and_batch_phases(config)
+    optimizers.resolve(config)
+    recipe.base_recipe(config)  # the recipe's fields (bn_momentum, Adam's betas) in range
     distribute.check_strategy_name(config.strategy)
     # The replica count is known now for cpu:N; for the others it is checked again once the
     # strategy exists (still before anything is written).
@@ -71,6 +74,57 @@ def validate(config):
         )
     _choice(config, "mixed_precision", MIXED_PRECISION)
     _number(config, "clip_global_norm", allow_none=True, strict=True)
+
+
+def _epochs(config, field):
+    """A tuple of positive, strictly increasing epochs, all before `num_epochs`."""
+    value = config.get(field, ())
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
+        raise ValueError(f"config.{field} must be a tuple of epochs, got {value!r}.")
+    for i, epoch in enumerate(value):
+        if isinstance(epoch, bool) or not isinstance(epoch, numbers.Real) or not 0 < epoch < config.num_epochs:
+            raise ValueError(f"config.{field}[{i}]={epoch!r} must be an epoch in (0, num_epochs={config.num_epochs}).")
+    if any(a >= b for a, b in zip(value, value[1:])):
+        raise ValueError(f"config.{field} must be strictly increasing (sorted epochs), got {tuple(value)}.")
+    return tuple(value)
+
+
+def _check_decay_and_batch_phases(config):
+    decay_boundaries = _epochs(config, "decay_boundaries")
+    batch_boundaries = _epochs(config, "batch_boundaries")
+    batch_sizes = config.get("batch_sizes", ())
+    if isinstance(batch_sizes, (str, bytes)) or not hasattr(batch_sizes, "__len__") or any(
+            isinstance(b, bool) or not isinstance(b, int) or b <= 0 for b in batch_sizes):
+        raise ValueError(f"config.batch_sizes must be a tuple of positive integers, got {batch_sizes!r}.")
+    if len(batch_sizes) != len(batch_boundaries):
+        raise ValueError(
+            f"config.batch_sizes ({len(batch_sizes)} entries) must have one global batch per epoch in "
+            f"config.batch_boundaries ({len(batch_boundaries)}): batch_sizes[i] is used from "
+            f"batch_boundaries[i] on.")
+    if config.decay == "step":
+        if not decay_boundaries:
+            raise ValueError('config.decay="step" needs config.decay_boundaries (epochs where the LR drops).')
+        _number(config, "decay_factor", minimum=1.0, strict=True)
+        if batch_boundaries:
+            raise ValueError('config.batch_boundaries cannot be combined with config.decay="step": use '
+                             'config.anneal_batch=True to grow the batch at the decay boundaries, or another decay.')
+    if config.decay == "polynomial":
+        _number(config, "decay_power", strict=True)
+    if config.get("anneal_batch", False):
+        if config.decay != "step":
+            raise ValueError(f'config.anneal_batch=True grows the batch where a step decay would cut the LR: '
+                             f'it needs config.decay="step", got {config.decay!r}.')
+        if scaling.scaling_exponent(config.lr_scaling) <= 0:
+            raise ValueError(f"config.anneal_batch=True needs an lr_scaling that grows the LR with the batch, "
+                             f"got {config.lr_scaling!r}.")
+        maximum = config.get("max_batch_size")
+        if maximum is not None and (isinstance(maximum, bool) or not isinstance(maximum, int)
+                                    or maximum < config.batch_size):
+            raise ValueError(f"config.max_batch_size must be None or an integer >= batch_size="
+                             f"{config.batch_size}, got {maximum!r}.")
+    for field in ("rescale_recipe", "anneal_batch"):
+        if not isinstance(config.get(field, False), bool):
+            raise ValueError(f"config.{field} must be True or False, got {config[field]!r}.")
 
 
 REQUIRED = (

@@ -1,10 +1,12 @@
 """`train(config)`: the whole run, from a validated config to `result.json`.
 
 config -> strategy -> data -> model -> optimizer and schedule -> steps -> summaries and results.
-The loop calls `steps_per_loop` updates per `tf.function` call, stopping early at evaluation and
-checkpoint points. The checkpoint holds the model, the optimizer and the step; the input stream is
+The loop calls `steps_per_loop` updates per `tf.function` call, stopping early at evaluation,
+checkpoint and batch-size phase changes (`plan.Plan`); each phase has its own input stream and
+traced step, at its global batch. The checkpoint holds the model, the optimizer and the step; the input stream is
 a pure function of the seed and the examples seen, rebuilt at that point on resume. So a killed
-run started again with the same command continues exactly where the last checkpoint left it.
+run started again with the same command continues exactly where the last checkpoint left it, in
+the right phase. On SIGTERM or a maintenance notice it saves first (`preemption`).
 """
 
 import datetime
@@ -18,7 +20,8 @@ import tensorflow as tf
 import keras
 
 from kbatch import data, distribute, layers, models, optimizers
-from kbatch.training import config_check, recipe, run_dir
+from kbatch.training import config_check, preemption, recipe, run_dir
+from kbatch.training.plan import Plan
 from kbatch.training.step import RECORD_FIELDS, make_eval_loop, make_train_loop, make_train_step
 from kbatch.training.summaries import Progress, Summaries
 
@@ -28,14 +31,6 @@ HISTORY_FILE = "history.json"
 def default_model_dir(config):
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     return os.path.join("runs", f"{config.model}-{config.dataset.replace('/', '_')}-b{config.batch_size}-{stamp}")
-
-
-def _evaluation_steps(steps_per_epoch, num_epochs, evals_per_epoch):
-    points = set()
-    for epoch in range(num_epochs):
-        for j in range(1, evals_per_epoch + 1):
-            points.add(epoch * steps_per_epoch + max(1, round(j * steps_per_epoch / evals_per_epoch)))
-    return points
 
 
 class _History:
@@ -56,7 +51,7 @@ class _History:
         run_dir.write_json(self.path, {"evals": self.evals, "wall_seconds": wall_seconds})
 
 
-def _result(config, history, step, batch_size, replicas, wall_seconds):
+def _result(config, history, step, examples_seen, plan, replicas, wall_seconds):
     evals = history.evals
     best = max(evals, key=lambda e: e["eval_accuracy"]) if evals else None
     result = {
@@ -65,9 +60,10 @@ def _result(config, history, step, batch_size, replicas, wall_seconds):
         "best_eval_accuracy": best["eval_accuracy"] if best else None,
         "best_eval_step": best["step"] if best else None,
         "steps": step,
-        "examples_seen": step * batch_size,
+        "examples_seen": examples_seen,
         "epochs": config.num_epochs,
-        "global_batch_size": batch_size,
+        "global_batch_size": config.batch_size,
+        "batch_sizes": [phase.batch_size for phase in plan.phases],
         "num_replicas": replicas,
         "accumulation_steps": config.accumulation_steps,
         "wall_seconds": wall_seconds,
@@ -93,8 +89,14 @@ def train(config, *, strategy=None, model_fn=None, verbose=True):
       config: an `ml_collections.ConfigDict` (or dict) with the fields of configs/mnist1d_cnn.py.
       strategy: a `tf.distribute.Strategy` to use instead of resolving `config.strategy`.
       model_fn: `model_fn(dataset_info) -> keras.Model` mapping inputs to logits, to train a
-        model of your own instead of `config.model`.
+        model of your own instead of `config.model`. Its normalization layers' momenta are
+        taken as given at `config.base_batch_size` (and rescaled, with `rescale_recipe`).
       verbose: print progress (a Keras progress bar per epoch and one line per evaluation).
+
+    Raises:
+      ValueError: a bad config field, before anything is written.
+      preemption.Preempted: the machine is going away; a checkpoint was saved, and the same
+        call resumes from it.
     """
     config = ml_collections.ConfigDict(config) if isinstance(config, dict) else config
     config_check.validate(config)
@@ -107,12 +109,15 @@ def train(config, *, strategy=None, model_fn=None, verbose=True):
     replicas = strategy.num_replicas_in_sync
     distribute.per_replica_batch_size(config.batch_size, replicas, config.accumulation_steps)
     info = data.describe(config.dataset, config.get("data_dir"))
-    steps_per_epoch = info.num_train_examples // config.batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(
-            f"config.batch_size={config.batch_size} is larger than the {info.num_train_examples} "
-            f"training examples of {config.dataset}."
-        )
+    num_examples = info.num_train_examples
+    batches = recipe.batch_schedule(config, multiple_of=replicas * config.accumulation_steps)
+    batches.check_divisible(replicas, config.accumulation_steps, config.num_epochs)
+    plan = Plan.make(batches, num_examples, config.num_epochs, config.evals_per_epoch, config.checkpoint_every)
+    for phase in plan.phases:
+        if phase.batch_size > num_examples:
+            raise ValueError(
+                f"config.batch_size: a global batch of {phase.batch_size} is larger than the "
+                f"{num_examples} training examples of {config.dataset}.")
     chief = run_dir.is_chief(strategy)
     write_dir = run_dir.writable_dir(config.model_dir, strategy)
     if chief:
@@ -121,13 +126,17 @@ def train(config, *, strategy=None, model_fn=None, verbose=True):
 
     keras.mixed_precision.set_global_policy(config.mixed_precision or "float32")
     keras.utils.set_random_seed(config.seed)
+    first_recipe = recipe.phase_recipe(config, plan.phases[0].batch_size)
     with strategy.scope():
         if model_fn is not None:
             model = model_fn(info)
         else:
             model = models.get(config.model, num_classes=info.num_classes, input_shape=info.input_shape,
                                norm=config.norm, norm_kwargs=recipe.norm_kwargs(config))
-        optimizer = optimizers.build(config, recipe.learning_rate_schedule(config, steps_per_epoch))
+        base_momenta = recipe.moving_average_momenta(model)
+        optimizer = optimizers.build(config, recipe.learning_rate_schedule(config, num_examples, batches),
+                                     **recipe.optimizer_settings(first_recipe))
+        optimizers.apply_exclusions(optimizer, model)
         if config.mixed_precision == "mixed_float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(model.trainable_variables)
@@ -135,12 +144,18 @@ def train(config, *, strategy=None, model_fn=None, verbose=True):
 
     eval_batch = config.batch_size // config.accumulation_steps
     eval_data = data.distribute(strategy, data.eval_dataset_fn(config.dataset, eval_batch, config.get("data_dir")))
-    train_step = make_train_step(
-        strategy, model, optimizer, global_batch_size=config.batch_size, accumulation_steps=config.accumulation_steps,
-        clip_global_norm=config.clip_global_norm, log_gradient_norm=config.get("log_gradient_norm", True),
-        jit_compile=config.get("jit_compile", False))
-    train_loop = make_train_loop(strategy, train_step)
     evaluate = make_eval_loop(strategy, model)
+
+    def start_phase(phase, step):
+        """The input stream and the compiled loop of `phase`, from update `step` on."""
+        recipe.apply(config, phase.batch_size, base_momenta, optimizer)
+        train_step = make_train_step(
+            strategy, model, optimizer, global_batch_size=phase.batch_size,
+            accumulation_steps=config.accumulation_steps, clip_global_norm=config.clip_global_norm,
+            log_gradient_norm=config.get("log_gradient_norm", True), jit_compile=config.get("jit_compile", False))
+        stream = data.train_dataset_fn(config.dataset, phase.batch_size, config.seed, config.get("data_dir"),
+                                       start_example=batches.examples_seen(step, num_examples))
+        return iter(data.distribute(strategy, stream)), make_train_loop(strategy, train_step)
 
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, trained_steps=trained_steps)
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(write_dir, "checkpoints"), max_to_keep=3)
@@ -149,69 +164,78 @@ def train(config, *, strategy=None, model_fn=None, verbose=True):
         checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         history.load(int(trained_steps.numpy()))
     step = int(trained_steps.numpy())
-    iterator = iter(data.distribute(strategy, data.train_dataset_fn(
-        config.dataset, config.batch_size, config.seed, config.get("data_dir"), start_example=step * config.batch_size)))
 
-    total_steps = config.num_epochs * steps_per_epoch
-    eval_points = _evaluation_steps(steps_per_epoch, config.num_epochs, config.evals_per_epoch)
-    every = config.checkpoint_every or steps_per_epoch
     summaries = Summaries(config.model_dir, enabled=chief)
     progress = Progress(config.num_epochs, enabled=verbose and chief)
     if verbose and chief:
         state = f"resuming at step {step}" if resuming and step else "starting"
-        print(f"kbatch: {state}; {replicas} replica(s), global batch {config.batch_size}, "
-              f"{steps_per_epoch} steps/epoch, {total_steps} steps. TensorBoard: "
-              f"tensorboard --logdir {config.model_dir}", flush=True)
+        sizes = " -> ".join(str(p.batch_size) for p in plan.phases)
+        print(f"kbatch: {state}; {replicas} replica(s), global batch {sizes}, {plan.total_steps} steps "
+              f"in {config.num_epochs} epochs. TensorBoard: tensorboard --logdir {config.model_dir}", flush=True)
     started = time.time()
     wall_before = history.wall_seconds
+
+    def save(checkpoint_number):
+        history.save(wall_before + time.time() - started)
+        manager.save(checkpoint_number=checkpoint_number)
+
+    phase = shown_epoch = None
     epoch_examples, epoch_seconds = 0, 0.0
-    while step < total_steps:
-        epoch, in_epoch = divmod(step, steps_per_epoch)
-        if in_epoch == 0 or epoch_examples == 0:
-            progress.start_epoch(epoch, steps_per_epoch)
-        next_eval = min(p for p in eval_points if p > step)
-        next_checkpoint = (step // every + 1) * every
-        num_steps = min(config.steps_per_loop, next_eval - step, next_checkpoint - step, total_steps - step)
-        loop_start = time.time()
-        records = train_loop(iterator, tf.constant(num_steps, tf.int32)).numpy()
-        seconds = time.time() - loop_start
-        _check_finite(records, step, manager.latest_checkpoint)
-        summaries.write_steps(records, step, step * config.batch_size, config.batch_size)
-        step += num_steps
-        trained_steps.assign(step)
-        epoch_examples += num_steps * config.batch_size
-        epoch_seconds += seconds
-        col = {name: records[:, i] for i, name in enumerate(RECORD_FIELDS)}
-        progress.update(step - epoch * steps_per_epoch, {
-            "loss": float(col["loss_sum"].sum() / col["count"].sum()),
-            "acc": float(col["correct"].sum() / col["count"].sum()),
-            "lr": float(col["learning_rate"][-1]),
-            "examples/s": epoch_examples / max(epoch_seconds, 1e-9),
-        })
-        if step in eval_points or step % every == 0 or step == total_steps:
-            # Non-synchronized BN keeps one moving mean/variance per replica: evaluate,
-            # checkpoint and save one set, right for the whole data (a collective: every worker).
-            layers.average_moving_statistics(model, strategy)
-        if step in eval_points:
-            loss_sum, correct, count = evaluate(eval_data).numpy()
-            entry = {"step": step, "epoch": step / steps_per_epoch, "examples": step * config.batch_size,
-                     "eval_loss": float(loss_sum / count), "eval_accuracy": float(correct / count),
-                     "learning_rate": float(col["learning_rate"][-1]), "global_batch_size": config.batch_size,
-                     "examples_per_second": epoch_examples / max(epoch_seconds, 1e-9)}
-            history.evals.append(entry)
-            summaries.write_eval(step, {"loss": entry["eval_loss"], "accuracy": entry["eval_accuracy"]})
-            summaries.write_throughput(step, entry["examples_per_second"])
-            progress.end_epoch(
-                f"  step {step}: eval loss {entry['eval_loss']:.4f}, eval accuracy {entry['eval_accuracy']:.4f}, "
-                f"lr {entry['learning_rate']:.4g}, {entry['examples_per_second']:,.0f} examples/s")
-        if step % every == 0 or step == total_steps:
-            history.save(wall_before + time.time() - started)
-            manager.save(checkpoint_number=step)
-        if step % steps_per_epoch == 0:
-            epoch_examples, epoch_seconds = 0, 0.0
+    with preemption.handler(strategy, manager, save, lambda: step) as watcher:
+        while step < plan.total_steps:
+            if plan.phase_at(step) is not phase:
+                phase = plan.phase_at(step)
+                iterator, train_loop = start_phase(phase, step)
+            epoch = plan.epoch_at(step)
+            epoch_start, epoch_end = plan.epoch_starts[epoch], plan.epoch_starts[epoch + 1]
+            if epoch != shown_epoch:
+                progress.start_epoch(epoch, epoch_end - epoch_start)
+                shown_epoch, epoch_examples, epoch_seconds = epoch, 0, 0.0
+            num_steps = plan.next_stop(step, config.steps_per_loop)
+            loop_start = time.time()
+            records = train_loop(iterator, tf.constant(num_steps, tf.int32)).numpy()
+            seconds = time.time() - loop_start
+            _check_finite(records, step, manager.latest_checkpoint)
+            summaries.write_steps(records, step, batches.examples_seen(step, num_examples), phase.batch_size)
+            step += num_steps
+            trained_steps.assign(step)
+            summaries.write_trust_ratios(step, optimizer)
+            epoch_examples += num_steps * phase.batch_size
+            epoch_seconds += seconds
+            col = {name: records[:, i] for i, name in enumerate(RECORD_FIELDS)}
+            throughput = epoch_examples / max(epoch_seconds, 1e-9)
+            progress.update(step - epoch_start, {
+                "loss": float(col["loss_sum"].sum() / col["count"].sum()),
+                "acc": float(col["correct"].sum() / col["count"].sum()),
+                "lr": float(col["learning_rate"][-1]),
+                "batch": phase.batch_size,
+                "examples/s": throughput,
+            })
+            evaluating, checkpointing = step in plan.eval_points, step in plan.checkpoint_points
+            if evaluating or checkpointing:
+                # Non-synchronized BN keeps one moving mean/variance per replica: evaluate,
+                # checkpoint and save one set, right for the whole data (a collective: every worker).
+                layers.average_moving_statistics(model, strategy)
+            if evaluating:
+                loss_sum, correct, count = evaluate(eval_data).numpy()
+                examples = batches.examples_seen(step, num_examples)
+                entry = {"step": step, "epoch": examples / num_examples, "examples": examples,
+                         "eval_loss": float(loss_sum / count), "eval_accuracy": float(correct / count),
+                         "learning_rate": float(col["learning_rate"][-1]), "global_batch_size": phase.batch_size,
+                         "examples_per_second": throughput}
+                history.evals.append(entry)
+                summaries.write_eval(step, {"loss": entry["eval_loss"], "accuracy": entry["eval_accuracy"]})
+                summaries.write_throughput(step, throughput)
+                progress.end_epoch(
+                    f"  step {step}: eval loss {entry['eval_loss']:.4f}, eval accuracy {entry['eval_accuracy']:.4f}, "
+                    f"lr {entry['learning_rate']:.4g}, batch {phase.batch_size}, {throughput:,.0f} examples/s")
+            if checkpointing:
+                save(step)
+            if watcher is not None:
+                watcher.save_checkpoint_if_preempted(checkpoint_number=step)
 
     wall_seconds = wall_before + time.time() - started
-    result = _result(config, history, step, config.batch_size, replicas, wall_seconds)
+    result = _result(config, history, step, batches.examples_seen(step, num_examples), plan, replicas, wall_seconds)
     if chief:
         model.save(os.path.join(config.model_dir, run_dir.MODEL_FILE))
         run_dir.write_json(os.path.join(config.model_dir, run_dir.RESULT_FILE), result)

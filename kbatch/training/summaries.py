@@ -1,7 +1,7 @@
 """TensorBoard scalars and the console progress line.
 
 Scalars are written per optimizer update (loss, accuracy, learning rate, global gradient norm,
-global batch size) against the update count, and the learning rate and batch size also against
+global batch size) against the update count, LARS's trust ratios once per loop call, and the learning rate and batch size also against
 examples seen (`examples/` run), where runs of different batch sizes line up.
 """
 
@@ -54,6 +54,16 @@ class Summaries:
             self.eval.flush()
         self.train.flush()
         self.examples.flush()
+
+    def write_trust_ratios(self, step, optimizer):
+        """LARS's min / median / max trust ratio of the last update (nothing for others)."""
+        while isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            optimizer = optimizer.inner_optimizer
+        if not self.enabled or not hasattr(optimizer, "trust_ratio_stats"):
+            return
+        with self.train.as_default():
+            for name, value in optimizer.trust_ratio_stats().items():
+                tf.summary.scalar(f"trust_ratio/{name}", value, step=step)
 
     def write_throughput(self, step, examples_per_second):
         if self.enabled:
