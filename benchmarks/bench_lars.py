@@ -7,7 +7,7 @@ the median of the per-pair ratios. LARS runs as `kbatch.optimizers.build` makes 
 in the gradient, biases and BN parameters excluded, a trust ratio per remaining variable. Prints
 ms/update of each and the ratio LARS / SGD (goal: under 1.15).
 
-  python benchmarks/bench_lars.py --model=resnet20 --steps=200 --repeats=5
+  python benchmarks/bench_lars.py --model=resnet20 --steps=200 --repeats=5 [--context_batch=128]
 """
 
 import os
@@ -26,15 +26,39 @@ MODEL = flags.DEFINE_enum("model", "resnet20", ["resnet20", "resnet56", "resnet5
 STEPS = flags.DEFINE_integer("steps", 200, "Timed updates per measurement (one tf.function call).")
 REPEATS = flags.DEFINE_integer("repeats", 5, "Interleaved measurements of each.")
 JIT = flags.DEFINE_bool("jit_compile", False, "XLA-compile the update loop.")
+CONTEXT_BATCH = flags.DEFINE_integer(
+    "context_batch", 0, "If > 0, also time one forward and backward pass at this batch size, to "
+    "put LARS's extra time per update in proportion to a training step.")
 
 INPUT_SHAPES = {"resnet20": (32, 32, 3), "resnet56": (32, 32, 3), "resnet50": (224, 224, 3)}
 
 
-def _variables():
+def _model():
     keras.utils.set_random_seed(0)
-    model = kbatch.models.get(MODEL.value, num_classes=10 if MODEL.value != "resnet50" else 1000,
-                              input_shape=INPUT_SHAPES[MODEL.value])
-    return model.trainable_variables
+    return kbatch.models.get(MODEL.value, num_classes=10 if MODEL.value != "resnet50" else 1000,
+                             input_shape=INPUT_SHAPES[MODEL.value])
+
+
+def time_gradient(model, batch_size):
+    """Median seconds of one forward and backward pass (the rest of a training step)."""
+    rng = np.random.default_rng(2)
+    x = tf.constant(rng.normal(size=(batch_size, *INPUT_SHAPES[MODEL.value])).astype("float32"))
+    y = tf.constant(rng.integers(0, model.output_shape[-1], size=batch_size))
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    @tf.function(jit_compile=JIT.value)
+    def gradient():
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True))
+        return tf.add_n([tf.reduce_sum(g) for g in tape.gradient(loss, model.trainable_variables)])
+
+    gradient().numpy()
+    seconds = []
+    for _ in range(REPEATS.value):
+        start = time.perf_counter()
+        gradient().numpy()
+        seconds.append(time.perf_counter() - start)
+    return float(np.median(seconds))
 
 
 def make_timer(name, variables):
@@ -63,7 +87,13 @@ def make_timer(name, variables):
 
 def main(argv):
     del argv
-    variables = _variables()
+    for flag in (STEPS, REPEATS):
+        if flag.value <= 0:
+            raise app.UsageError(f"--{flag.name} must be a positive integer, got {flag.value}.")
+    if CONTEXT_BATCH.value < 0:
+        raise app.UsageError(f"--context_batch must be 0 (off) or a batch size > 0, got {CONTEXT_BATCH.value}.")
+    model = _model()
+    variables = model.trainable_variables
     size = sum(int(np.prod(v.shape)) for v in variables)
     timers = {"sgd_momentum": make_timer("momentum", variables), "lars": make_timer("lars", variables)}
     times = {name: [] for name in timers}
@@ -80,6 +110,12 @@ def main(argv):
           f"jit_compile={JIT.value}, {STEPS.value} updates x {REPEATS.value} repeats: "
           f"SGD momentum {sgd:.3f} ms/update, LARS {lars:.3f} ms/update, ratio LARS/SGD "
           f"{ratio:.2f} (medians)")
+    if CONTEXT_BATCH.value:
+        gradient = 1e3 * time_gradient(model, CONTEXT_BATCH.value)
+        step = gradient + sgd  # a training step with SGD momentum: the gradient, then the update
+        print(f"one forward and backward pass at batch {CONTEXT_BATCH.value}: {gradient:.1f} ms, so a "
+              f"training step with SGD momentum takes {step:.1f} ms; LARS adds {lars - sgd:.3f} ms, "
+              f"{100 * (lars - sgd) / step:.2f}% of it")
 
 
 if __name__ == "__main__":

@@ -162,11 +162,11 @@ def main(argv):
     rows = read_rows(CSV.value)
     finished = {row_key(r) for r in rows}
     for i, entry in enumerate(entries, 1):
-        config = make_config(*entry)
         name = f"[{i}/{len(entries)}] {entry[0]} batch {entry[1]} base_lr {entry[2]:g} warmup {entry[3]:g}"
-        if row_key(config) in finished:
+        if (DATASET.value, *entry, EPOCHS.value) in finished:
             print(f"{name}: already in {CSV.value}, skipped", flush=True)
             continue
+        config = make_config(*entry)
         print(f"{name}: training ({config.model_dir})", flush=True)
         row = run_one(config)
         new = not os.path.exists(CSV.value)
