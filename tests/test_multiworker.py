@@ -84,7 +84,7 @@ def test_kbatch_train_on_two_workers_through_the_launcher(tmp_path):
     assert not [name for name in os.listdir(worker_tmp) if name.startswith("kbatch-worker-0-")]
     assert "[worker 0] kbatch: done." in out and "[worker 1] kbatch:" not in out
     result = json.load(open(model_dir / "result.json"))
-    steps = 4000 // 128
+    steps = -(-4000 // 128)  # one epoch: the updates that see all 4,000 examples
     assert (result["steps"], result["examples_seen"], result["num_replicas"]) == (steps, steps * 128, 2)
     import tensorflow_datasets as tfds
     x, y = tfds.as_numpy(tfds.load("mnist1d/original", split="test", as_supervised=True, batch_size=-1))

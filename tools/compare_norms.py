@@ -84,10 +84,11 @@ def parse_settings(norms, batch_sizes, num_epochs, warmup_epochs, virtual_batch_
 
 def run_config(base, norm, batch, dataset, num_epochs, warmup_epochs, virtual_batch_size, runs_dir, train_examples):
     config = base.copy_and_resolve_references()
-    steps_per_epoch = train_examples // batch
+    steps_per_epoch = -(-train_examples // batch)  # an epoch: all examples, the last batch runs past
+    # rescale_recipe=False: BN momentum 0.9 at every batch, as docs/results/norms.md was measured.
     config.update(norm=norm, batch_size=batch, dataset=dataset, num_epochs=num_epochs,
                   warmup_epochs=warmup_epochs, target_accuracy=None, checkpoint_every=0,
-                  steps_per_loop=steps_per_epoch, model_dir=os.path.join(runs_dir, f"{norm}-b{batch}"))
+                  rescale_recipe=False, steps_per_loop=steps_per_epoch, model_dir=os.path.join(runs_dir, f"{norm}-b{batch}"))
     if norm == "ghost_batch":
         config.virtual_batch_size = virtual_batch_size
     return config
