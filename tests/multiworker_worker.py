@@ -13,22 +13,9 @@ import json
 import os
 import sys
 
-import keras
 import ml_collections
 
-
-def smooth_model(info):
-    """Conv1D -> LayerNormalization -> tanh -> Dense: no batch statistics, no ReLU kink.
-
-    Runs on different strategies sum the same numbers in a different order (float32 rounding,
-    about 1e-7); a smooth activation keeps such differences at that level, where a ReLU can flip
-    a unit and make them grow, so equal weights can be asserted."""
-    inputs = keras.Input(info.input_shape)
-    x = keras.layers.Conv1D(16, 5, strides=2, padding="same")(inputs)
-    x = keras.layers.LayerNormalization()(x)
-    x = keras.layers.Activation("tanh")(x)
-    x = keras.layers.Flatten()(x)
-    return keras.Model(inputs, keras.layers.Dense(info.num_classes)(x))
+from smooth_model import smooth_model
 
 
 def main(config_json, other_model_dir=None):

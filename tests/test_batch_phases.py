@@ -14,6 +14,7 @@ import tensorflow as tf
 import kbatch  # noqa: F401  (registers the layers for load_model)
 from kbatch.configs import mnist1d_cnn
 from kbatch.training import recipe, train
+from smooth_model import smooth_model
 
 N = 4000  # mnist1d/original training examples
 
@@ -33,15 +34,6 @@ def _cosine_shape(epoch, warmup, num_epochs):
     if epoch < warmup:
         return epoch / warmup
     return 0.5 * (1 + math.cos(math.pi * (epoch - warmup) / (num_epochs - warmup)))
-
-
-def _smooth_model(info):
-    inputs = keras.Input(info.input_shape)
-    x = keras.layers.Conv1D(16, 5, strides=2, padding="same")(inputs)
-    x = keras.layers.LayerNormalization()(x)
-    x = keras.layers.Activation("tanh")(x)
-    x = keras.layers.Flatten()(x)
-    return keras.Model(inputs, keras.layers.Dense(info.num_classes)(x))
 
 
 def test_the_batch_grows_at_the_boundary_and_the_lr_follows_its_phase(make_config):
@@ -68,7 +60,7 @@ def test_the_batch_grows_at_the_boundary_and_the_lr_follows_its_phase(make_confi
 def test_phased_runs_on_one_device_and_cpu2_end_with_the_same_weights(make_config):
     runs = [make_config(batch_boundaries=(1.0,), batch_sizes=(256,), strategy=s) for s in ("one_device", "cpu:2")]
     for config in runs:
-        train(config, model_fn=_smooth_model, verbose=False)
+        train(config, model_fn=smooth_model, verbose=False)
     weights = [keras.models.load_model(os.path.join(c.model_dir, "model.keras")).get_weights() for c in runs]
     for a, b in zip(*weights):
         np.testing.assert_allclose(b, a, atol=1e-5)

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 import kbatch
 from kbatch.training import train
-from test_training import smooth_model
+from smooth_model import smooth_model
 
 
 def test_keras_per_replica_clipping_is_not_global_clipping():

@@ -10,6 +10,7 @@ import pytest
 
 import kbatch
 from kbatch.training import train
+from smooth_model import smooth_model
 
 
 def _weights(model_dir):
@@ -49,20 +50,6 @@ def test_target_never_reached_leaves_the_target_fields_empty(make_config):
 def test_default_config_learns_mnist1d(make_config):
     # Two epochs of the small set already beat chance (10%) by far.
     assert train(make_config(), verbose=False)["final_eval_accuracy"] > 0.6
-
-
-def smooth_model(info):
-    """A user's model (the `model_fn` path) with layer norm and a smooth activation.
-
-    Runs on different strategies sum the same numbers in a different order, so they differ by
-    float32 rounding (1e-7). Through ReLU kinks such differences can flip a unit on or off and
-    grow; with a smooth activation they stay at rounding level, so equality can be asserted."""
-    inputs = keras.Input(info.input_shape)
-    x = keras.layers.Conv1D(16, 5, strides=2, padding="same")(inputs)
-    x = keras.layers.LayerNormalization()(x)
-    x = keras.layers.Activation("tanh")(x)
-    x = keras.layers.Flatten()(x)
-    return keras.Model(inputs, keras.layers.Dense(info.num_classes)(x))
 
 
 @pytest.mark.parametrize("optimizer", ["momentum", "adam"])
