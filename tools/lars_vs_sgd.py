@@ -14,8 +14,7 @@ that a trainer that rescales the recipe itself does not do it a second time.
 
 One row per run is appended to `--csv`, its numbers those of the run's `result.json`; runs
 already in the CSV are skipped, so a stopped sweep started again resumes. `--plot` draws the best
-and the final eval accuracy against batch size, for each optimizer the best over the learning
-rates and warmups tried.
+and the final eval accuracy against batch size, a line per optimizer and base learning rate.
 
   nice -n 10 python tools/lars_vs_sgd.py --csv=docs/results/lars.csv \
       --runs=momentum:4096:0.05,lars:4096:0.2 --plot=docs/results/lars.png
@@ -39,7 +38,7 @@ EPOCHS = flags.DEFINE_integer("num_epochs", 8, "Epochs per run.")
 TRUST = flags.DEFINE_float("trust_coefficient", 0.001, "LARS's trust coefficient.")
 STRATEGY = flags.DEFINE_string("strategy", "one_device", "config.strategy.")
 
-OPTIMIZERS = {"momentum": "SGD momentum, linear scaling + warmup", "lars": "LARS"}
+OPTIMIZERS = {"momentum": "SGD momentum", "lars": "LARS"}
 KEY = ("dataset", "optimizer", "batch_size", "base_learning_rate", "warmup_epochs", "num_epochs")
 FIELDS = (*KEY, "peak_learning_rate", "bn_momentum", "trust_coefficient", "steps",
           "final_eval_accuracy", "best_eval_accuracy", "wall_seconds", "model_dir")
@@ -120,32 +119,39 @@ def run_one(config):
 
 
 def plot(rows, png_path):
-    """Best and final eval accuracy vs batch size, per optimizer the best row of each batch."""
+    """Best and final eval accuracy vs batch size: a line per optimizer and base learning rate
+    (the best warmup of each batch), coloured by optimizer."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), sharey=True)
+    markers = "os^vDP"
     for ax, metric in zip(axes, ("best_eval_accuracy", "final_eval_accuracy")):
-        for optimizer, label in OPTIMIZERS.items():
-            top = {}  # batch -> highest `metric` over the learning rates and warmups tried
-            for r in rows:
-                if r["optimizer"] == optimizer:
-                    b = int(r["batch_size"])
-                    top[b] = max(top.get(b, 0.0), float(r[metric]))
-            batches = sorted(top)
-            ax.plot(batches, [top[b] for b in batches], "o-", label=label)
+        for color, (optimizer, label) in zip(("C0", "C1"), OPTIMIZERS.items()):
+            rates = sorted({float(r["base_learning_rate"]) for r in rows if r["optimizer"] == optimizer}, reverse=True)
+            for marker, rate in zip(markers, rates):
+                top = {}  # batch -> highest `metric` over the warmups tried
+                for r in rows:
+                    if r["optimizer"] == optimizer and float(r["base_learning_rate"]) == rate:
+                        b = int(r["batch_size"])
+                        top[b] = max(top.get(b, 0.0), float(r[metric]))
+                batches = sorted(top)
+                ax.plot(batches, [top[b] for b in batches], marker=marker, color=color,
+                        alpha=1.0 if len(batches) > 1 else 0.6, label=f"{label}, lr {rate:g} at batch 128")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("global batch size")
-        ax.set_title(metric.replace("_", " ") + " (best LR per batch)", fontsize=9)
+        ax.set_title(metric.replace("_", " "), fontsize=9)
         ax.grid(alpha=0.3)
-    epochs = sorted({r["num_epochs"] for r in rows})
+    epochs = sorted({str(r["num_epochs"]) for r in rows})
     datasets = sorted({r["dataset"] for r in rows})
     axes[0].set_ylabel(f"eval accuracy, {'/'.join(epochs)} epochs")
-    axes[0].legend(fontsize=8)
-    fig.suptitle(f"{', '.join(datasets)}: MNIST-1D CNN, LARS vs SGD momentum", fontsize=10)
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=7)
+    fig.suptitle(f"{', '.join(datasets)}: MNIST-1D CNN, LARS vs SGD momentum, warmup, rates moved "
+                 "by the linear rule", fontsize=10)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     fig.savefig(png_path, dpi=110)
 
 
