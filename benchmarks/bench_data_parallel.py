@@ -77,12 +77,14 @@ def measure(strategy_name, batch_size):
     per_call = STEPS_PER_LOOP.value
     calls = max(1, -(-EXAMPLES.value // (batch_size * per_call)))
     loop(iterator, tf.constant(per_call)).numpy()  # trace, compile, warm up
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for _ in range(calls):
         loop(iterator, tf.constant(per_call)).numpy()
-    seconds = time.perf_counter() - start
-    return {"examples_per_s": calls * per_call * batch_size / seconds, "seconds": seconds,
-            "steps": calls * per_call, "replicas": strategy.num_replicas_in_sync, **environment()}
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    examples = calls * per_call * batch_size
+    return {"examples_per_s": examples / seconds, "examples_per_cpu_s": examples / cpu_seconds,
+            "seconds": seconds, "steps": calls * per_call, "replicas": strategy.num_replicas_in_sync,
+            **environment()}
 
 
 def _run_case(strategy_name, batch_size):
@@ -103,6 +105,7 @@ def main(argv):
         return
     batches = [int(b) for b in BATCH_SIZES.value]
     rates = {(s, b): [] for s in STRATEGIES.value for b in batches}
+    work = {(s, b): [] for s in STRATEGIES.value for b in batches}
     env = None
     for repeat in range(REPEATS.value):
         for b in batches:
@@ -110,19 +113,28 @@ def main(argv):
                 r = _run_case(s, b)
                 env = env or r
                 rates[s, b].append(r["examples_per_s"])
+                work[s, b].append(r["examples_per_cpu_s"])
                 print(f"repeat {repeat + 1} batch {b:>5} {s:>10} ({r['replicas']} replica(s)): "
-                      f"{r['examples_per_s']:,.0f} examples/s over {r['steps']} steps", flush=True)
+                      f"{r['examples_per_s']:,.0f} examples/s, {r['examples_per_cpu_s']:,.0f} examples per "
+                      f"CPU-second, over {r['steps']} steps", flush=True)
     print(f"\n{MODEL.value} norm={NORM.value}, jit_compile={JIT.value}, steps_per_loop={STEPS_PER_LOOP.value}, "
           f"TF {env['tf_version']}; cores this process may use: {env['cores_allowed']} (os.cpu_count "
           f"{env['cpu_count']}); TF intra-op threads {env['intra_op_threads']}, inter-op threads "
           f"{env['inter_op_threads']} (0 = TensorFlow's default, one per core)")
+    for title, table in (("examples/s (wall clock)", rates), ("examples per CPU-second (all threads, "
+                                                              "less sensitive to other jobs)", work)):
+        _print_table(title, table, batches)
+
+
+def _print_table(title, table, batches):
     base = STRATEGIES.value[0]
-    print(f"{'batch':>6} " + " ".join(f"{s + ' ex/s':>16}" for s in STRATEGIES.value)
-          + "".join(f" {s + ' / ' + base:>22}" for s in STRATEGIES.value[1:]) + f"  (median of {REPEATS.value})")
+    print(f"\n{title}, median of {REPEATS.value}")
+    print(f"{'batch':>6} " + " ".join(f"{s:>12}" for s in STRATEGIES.value)
+          + "".join(f" {s + ' / ' + base:>20}" for s in STRATEGIES.value[1:]))
     for b in batches:
-        med = {s: float(np.median(rates[s, b])) for s in STRATEGIES.value}
-        print(f"{b:>6} " + " ".join(f"{med[s]:>16,.0f}" for s in STRATEGIES.value)
-              + "".join(f" {med[s] / med[base]:>22.2f}" for s in STRATEGIES.value[1:]))
+        med = {s: float(np.median(table[s, b])) for s in STRATEGIES.value}
+        print(f"{b:>6} " + " ".join(f"{med[s]:>12,.0f}" for s in STRATEGIES.value)
+              + "".join(f" {med[s] / med[base]:>20.2f}" for s in STRATEGIES.value[1:]))
 
 
 if __name__ == "__main__":
