@@ -4,11 +4,13 @@ CPU) vs `cpu:2` (MirroredStrategy over 2 logical CPU devices) at the same global
 Each measurement runs in its own process (logical devices must be configured before
 TensorFlow initializes), the strategies interleaved in repeats so machine noise hits both
 alike. The data is one synthetic in-memory batch repeated, so the figures are the step's own
-cost, not the input pipeline's. The script also prints the CPU cores the process may use and
-TensorFlow's thread-pool settings: the logical devices of `cpu:N` share the process's one
-intra-op thread pool, sized to the cores, which the one-device run already uses in full. On a
-host without more cores or accelerators than that pool, `cpu:2` therefore measures the cost of
-splitting the batch across replicas and summing their gradients, not a speedup.
+cost, not the input pipeline's. Besides examples/s (wall clock) it reports examples per
+CPU-second of the process (all threads), steadier on a machine shared with other jobs, and the
+CPU cores the process may use and TensorFlow's thread-pool settings: the logical devices of
+`cpu:N` share the process's one intra-op thread pool, sized to the cores, which the one-device
+run already uses. So `cpu:2` adds no hardware: it measures the cost of splitting the batch
+across replicas and summing their gradients, and how much idle core time two replicas side by
+side fill in (docs/distributed.md has the figures and the reading).
 
   python benchmarks/bench_data_parallel.py --batch_sizes=256,1024,4096 --repeats=3
   python benchmarks/bench_data_parallel.py --model=resnet20 --batch_sizes=256 --examples=8192
