@@ -1,7 +1,8 @@
 """Multi-worker training: two local workers started by tools/launch_local.py, each a process with
 its own TF_CONFIG, train under MultiWorkerMirroredStrategy and end with the weights of a
-one-device run at the same global batch; only the chief writes the run's files; a missing or
-broken TF_CONFIG is refused before anything is written.
+one-device run at the same global batch; only the chief writes the run's files; a stopped run
+started again resumes on every worker from the chief's checkpoint; a missing or broken TF_CONFIG
+is refused before anything is written.
 
 The equality runs use the smooth user model of tests/multiworker_worker.py (layer norm, tanh):
 measured here, the default CNN with group norm and ReLU ends 4e-7 from the one-device run with
@@ -12,8 +13,10 @@ import io
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
+import time
 
 import keras
 import numpy as np
@@ -67,7 +70,7 @@ def test_two_workers_end_with_the_weights_of_one_device(make_config, tmp_path, o
     # needed a temporary folder (for its copy of the collective checkpoint).
     assert set(os.listdir(config.model_dir)) == CHIEF_FILES
     assert not other_model_dir.exists()
-    assert not [name for name in os.listdir(worker_tmp) if name.startswith("kbatch-worker-0-")]
+    assert not os.listdir(worker_tmp)  # and worker 1 removed its folder at the end
 
 
 def test_kbatch_train_on_two_workers_through_the_launcher(tmp_path):
@@ -81,7 +84,7 @@ def test_kbatch_train_on_two_workers_through_the_launcher(tmp_path):
     worker_tmp, out = _launch_two_workers(command, tmp_path)
 
     assert set(os.listdir(model_dir)) == CHIEF_FILES
-    assert not [name for name in os.listdir(worker_tmp) if name.startswith("kbatch-worker-0-")]
+    assert not os.listdir(worker_tmp)
     assert "[worker 0] kbatch: done." in out and "[worker 1] kbatch:" not in out
     result = json.load(open(model_dir / "result.json"))
     steps = -(-4000 // 128)  # one epoch: the updates that see all 4,000 examples
@@ -91,6 +94,47 @@ def test_kbatch_train_on_two_workers_through_the_launcher(tmp_path):
     model = keras.models.load_model(model_dir / "model.keras")
     accuracy = np.mean(np.argmax(model.predict(x[..., None], verbose=0), -1) == y)
     assert accuracy == pytest.approx(result["final_eval_accuracy"], abs=1e-6)
+
+
+def test_stopped_two_worker_run_resumes_on_both_workers_and_ends_as_if_never_stopped(tmp_path):
+    """SIGTERM to the launcher after checkpoint 8 stops both workers (they save through the
+    preemption handler); the same command then resumes every worker from the chief's checkpoint
+    (a non-chief's own folder is new at each start) and ends bitwise equal to an uninterrupted run."""
+    def command(model_dir):  # 2 epochs of mnist1d/original at batch 256: 32 updates, a checkpoint every 4
+        return [sys.executable, "-m", "kbatch.train", "--config.strategy=multiworker",
+                "--config.dataset=mnist1d/original", "--config.batch_size=256", "--config.base_batch_size=256",
+                "--config.num_epochs=2", "--config.warmup_epochs=0.5", "--config.steps_per_loop=2",
+                "--config.checkpoint_every=4", "--config.deterministic=True", "--config.norm=group",
+                f"--config.model_dir={model_dir}"]
+
+    (tmp_path / "reference").mkdir()
+    _launch_two_workers(command(tmp_path / "reference" / "run"), tmp_path / "reference")
+    model_dir, worker_tmp = tmp_path / "run", tmp_path / "worker_tmp"
+    worker_tmp.mkdir()
+    launcher = subprocess.Popen(
+        [sys.executable, str(ROOT / "tools" / "launch_local.py"), "--workers=2", f"--timeout_s={TIMEOUT_S}",
+         "--grace_s=30", "--", *command(model_dir)],
+        env={**os.environ, "TMPDIR": str(worker_tmp)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + TIMEOUT_S
+        while not (model_dir / "checkpoints" / "ckpt-8.index").exists():
+            assert launcher.poll() is None and time.time() < deadline, "no checkpoint 8 in time"
+            time.sleep(0.05)
+        launcher.send_signal(signal.SIGTERM)
+        _, stderr = launcher.communicate(timeout=60)
+    finally:
+        launcher.kill()
+    assert not (model_dir / "result.json").exists(), "the run ended before it was stopped"
+    assert "[worker 1] kbatch-train: preempted" in stderr, stderr[-3000:]
+
+    (tmp_path / "restart").mkdir()
+    _, out = _launch_two_workers(command(model_dir), tmp_path / "restart")
+    resumed_at = int(out.split("[worker 0] kbatch: resuming at step ")[1].split(";")[0])
+    assert 8 <= resumed_at < 32
+    assert json.load(open(model_dir / "result.json"))["steps"] == 32
+    for a, b in zip(_weights(tmp_path / "reference" / "run"), _weights(model_dir)):
+        np.testing.assert_array_equal(b, a)
+    assert not os.listdir(worker_tmp) and not os.listdir(tmp_path / "restart" / "worker_tmp")
 
 
 @pytest.mark.parametrize("tf_config, message", [

@@ -12,6 +12,7 @@ the right phase. On SIGTERM or a maintenance notice it saves first (`preemption`
 import datetime
 import json
 import os
+import shutil
 import time
 
 import ml_collections
@@ -40,9 +41,11 @@ class _History:
         self.path = os.path.join(directory, HISTORY_FILE)
         self.evals, self.wall_seconds = [], 0.0
 
-    def load(self, restored_step):
-        if os.path.exists(self.path):
-            with open(self.path) as f:
+    def load(self, restored_step, directory):
+        """The evaluations up to `restored_step` saved in `directory` (the chief's model_dir)."""
+        path = os.path.join(directory, HISTORY_FILE)
+        if os.path.exists(path):
+            with open(path) as f:
                 saved = json.load(f)
             self.evals = [e for e in saved["evals"] if e["step"] <= restored_step]
             self.wall_seconds = saved["wall_seconds"]
@@ -160,9 +163,12 @@ def train(config, *, strategy=None, model_fn=None, verbose=True):
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, trained_steps=trained_steps)
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(write_dir, "checkpoints"), max_to_keep=3)
     history = _History(write_dir)
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        history.load(int(trained_steps.numpy()))
+    # Every worker restores the chief's checkpoint: a non-chief worker writes to a fresh temporary
+    # folder each start, and workers resuming from different steps would wait on each other forever.
+    latest = tf.train.latest_checkpoint(os.path.join(config.model_dir, "checkpoints"))
+    if latest:
+        checkpoint.restore(latest).assert_existing_objects_matched()
+        history.load(int(trained_steps.numpy()), config.model_dir)
     step = int(trained_steps.numpy())
 
     summaries = Summaries(config.model_dir, enabled=chief)
@@ -181,58 +187,62 @@ def train(config, *, strategy=None, model_fn=None, verbose=True):
 
     phase = shown_epoch = None
     epoch_examples, epoch_seconds = 0, 0.0
-    with preemption.handler(strategy, manager, save, lambda: step) as watcher:
-        while step < plan.total_steps:
-            if plan.phase_at(step) is not phase:
-                phase = plan.phase_at(step)
-                iterator, train_loop = start_phase(phase, step)
-            epoch = plan.epoch_at(step)
-            epoch_start, epoch_end = plan.epoch_starts[epoch], plan.epoch_starts[epoch + 1]
-            if epoch != shown_epoch:
-                progress.start_epoch(epoch, epoch_end - epoch_start)
-                shown_epoch, epoch_examples, epoch_seconds = epoch, 0, 0.0
-            num_steps = plan.next_stop(step, config.steps_per_loop)
-            loop_start = time.time()
-            records = train_loop(iterator, tf.constant(num_steps, tf.int32)).numpy()
-            seconds = time.time() - loop_start
-            _check_finite(records, step, manager.latest_checkpoint)
-            summaries.write_steps(records, step, batches.examples_seen(step, num_examples), phase.batch_size)
-            step += num_steps
-            trained_steps.assign(step)
-            summaries.write_trust_ratios(step, optimizer)
-            epoch_examples += num_steps * phase.batch_size
-            epoch_seconds += seconds
-            col = {name: records[:, i] for i, name in enumerate(RECORD_FIELDS)}
-            throughput = epoch_examples / max(epoch_seconds, 1e-9)
-            progress.update(step - epoch_start, {
-                "loss": float(col["loss_sum"].sum() / col["count"].sum()),
-                "acc": float(col["correct"].sum() / col["count"].sum()),
-                "lr": float(col["learning_rate"][-1]),
-                "batch": phase.batch_size,
-                "examples/s": throughput,
-            })
-            evaluating, checkpointing = step in plan.eval_points, step in plan.checkpoint_points
-            if evaluating or checkpointing:
-                # Non-synchronized BN keeps one moving mean/variance per replica: evaluate,
-                # checkpoint and save one set, right for the whole data (a collective: every worker).
-                layers.average_moving_statistics(model, strategy)
-            if evaluating:
-                loss_sum, correct, count = evaluate(eval_data).numpy()
-                examples = batches.examples_seen(step, num_examples)
-                entry = {"step": step, "epoch": examples / num_examples, "examples": examples,
-                         "eval_loss": float(loss_sum / count), "eval_accuracy": float(correct / count),
-                         "learning_rate": float(col["learning_rate"][-1]), "global_batch_size": phase.batch_size,
-                         "examples_per_second": throughput}
-                history.evals.append(entry)
-                summaries.write_eval(step, {"loss": entry["eval_loss"], "accuracy": entry["eval_accuracy"]})
-                summaries.write_throughput(step, throughput)
-                progress.end_epoch(
-                    f"  step {step}: eval loss {entry['eval_loss']:.4f}, eval accuracy {entry['eval_accuracy']:.4f}, "
-                    f"lr {entry['learning_rate']:.4g}, batch {phase.batch_size}, {throughput:,.0f} examples/s")
-            if checkpointing:
-                save(step)
-            if watcher is not None:
-                watcher.save_checkpoint_if_preempted(checkpoint_number=step)
+    try:
+        with preemption.handler(strategy, manager, save, lambda: step) as watcher:
+            while step < plan.total_steps:
+                if plan.phase_at(step) is not phase:
+                    phase = plan.phase_at(step)
+                    iterator, train_loop = start_phase(phase, step)
+                epoch = plan.epoch_at(step)
+                epoch_start, epoch_end = plan.epoch_starts[epoch], plan.epoch_starts[epoch + 1]
+                if epoch != shown_epoch:
+                    progress.start_epoch(epoch, epoch_end - epoch_start)
+                    shown_epoch, epoch_examples, epoch_seconds = epoch, 0, 0.0
+                num_steps = plan.next_stop(step, config.steps_per_loop)
+                loop_start = time.time()
+                records = train_loop(iterator, tf.constant(num_steps, tf.int32)).numpy()
+                seconds = time.time() - loop_start
+                _check_finite(records, step, manager.latest_checkpoint)
+                summaries.write_steps(records, step, batches.examples_seen(step, num_examples), phase.batch_size)
+                step += num_steps
+                trained_steps.assign(step)
+                summaries.write_trust_ratios(step, optimizer)
+                epoch_examples += num_steps * phase.batch_size
+                epoch_seconds += seconds
+                col = {name: records[:, i] for i, name in enumerate(RECORD_FIELDS)}
+                throughput = epoch_examples / max(epoch_seconds, 1e-9)
+                progress.update(step - epoch_start, {
+                    "loss": float(col["loss_sum"].sum() / col["count"].sum()),
+                    "acc": float(col["correct"].sum() / col["count"].sum()),
+                    "lr": float(col["learning_rate"][-1]),
+                    "batch": phase.batch_size,
+                    "examples/s": throughput,
+                })
+                evaluating, checkpointing = step in plan.eval_points, step in plan.checkpoint_points
+                if evaluating or checkpointing:
+                    # Non-synchronized BN keeps one moving mean/variance per replica: evaluate,
+                    # checkpoint and save one set, right for the whole data (a collective: every worker).
+                    layers.average_moving_statistics(model, strategy)
+                if evaluating:
+                    loss_sum, correct, count = evaluate(eval_data).numpy()
+                    examples = batches.examples_seen(step, num_examples)
+                    entry = {"step": step, "epoch": examples / num_examples, "examples": examples,
+                             "eval_loss": float(loss_sum / count), "eval_accuracy": float(correct / count),
+                             "learning_rate": float(col["learning_rate"][-1]), "global_batch_size": phase.batch_size,
+                             "examples_per_second": throughput}
+                    history.evals.append(entry)
+                    summaries.write_eval(step, {"loss": entry["eval_loss"], "accuracy": entry["eval_accuracy"]})
+                    summaries.write_throughput(step, throughput)
+                    progress.end_epoch(
+                        f"  step {step}: eval loss {entry['eval_loss']:.4f}, "
+                        f"eval accuracy {entry['eval_accuracy']:.4f}, lr {entry['learning_rate']:.4g}, batch {phase.batch_size}, {throughput:,.0f} examples/s")
+                if checkpointing:
+                    save(step)
+                if watcher is not None:
+                    watcher.save_checkpoint_if_preempted(checkpoint_number=step)
+    finally:
+        if not chief:  # a worker's own checkpoints serve only the collective saves; the chief's are the run's
+            shutil.rmtree(write_dir, ignore_errors=True)
 
     wall_seconds = wall_before + time.time() - started
     result = _result(config, history, step, batches.examples_seen(step, num_examples), plan, replicas, wall_seconds)
