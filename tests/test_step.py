@@ -1,0 +1,56 @@
+"""kbatch's update against Keras's own: `make_train_step` + `make_train_loop` on one device take
+the same steps as `model.train_on_batch` (same model, optimizer, batches): the same losses, the
+same weights and the same BatchNormalization moving statistics afterwards."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import keras
+
+from kbatch import models
+from kbatch.training.step import RECORD_FIELDS, make_train_loop, make_train_step
+
+BATCH, STEPS = 64, 5
+
+
+def _model():
+    return models.get("mnist1d_cnn", num_classes=10, input_shape=(40, 1), norm="batch",
+                      norm_kwargs={"momentum": 0.5})
+
+
+def _optimizer():
+    return keras.optimizers.SGD(0.05, momentum=0.9)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_train_step_takes_the_steps_of_keras_train_on_batch(jit_compile):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(STEPS * BATCH, 40, 1)).astype(np.float32)
+    y = np.argmax(x[:, :10, 0], axis=1).astype(np.int64)  # a rule the model can start to learn
+
+    keras.utils.set_random_seed(3)
+    reference = _model()
+    initial = reference.get_weights()
+    reference.compile(_optimizer(), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    expected_losses = [float(reference.train_on_batch(x[i * BATCH:(i + 1) * BATCH], y[i * BATCH:(i + 1) * BATCH]))
+                       for i in range(STEPS)]
+
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    with strategy.scope():
+        model = _model()
+        model.set_weights(initial)
+        optimizer = _optimizer()
+        optimizer.build(model.trainable_variables)
+    loop = make_train_loop(strategy, make_train_step(strategy, model, optimizer, global_batch_size=BATCH,
+                                                     jit_compile=jit_compile))
+    batches = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH)
+    records = loop(iter(strategy.experimental_distribute_dataset(batches)), tf.constant(STEPS)).numpy()
+
+    loss_sum, count = records[:, RECORD_FIELDS.index("loss_sum")], records[:, RECORD_FIELDS.index("count")]
+    np.testing.assert_allclose(loss_sum / count, expected_losses, rtol=1e-5)
+    assert expected_losses[-1] < expected_losses[0]  # the steps did something
+    moved = 0
+    for variable, got, want, start in zip(model.weights, model.get_weights(), reference.get_weights(), initial):
+        np.testing.assert_allclose(got, want, atol=2e-5, err_msg=variable.path)
+        moved += not np.allclose(want, start)
+    assert moved == len(initial)  # kernels, biases, BN scales, offsets and moving statistics all moved
