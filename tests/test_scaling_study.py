@@ -21,7 +21,7 @@ B0 = 100
 def _run(directory, *extra):
     flags = ["--dataset=mnist1d/original", "--variants=c,e", "--multipliers=1,4", f"--base_batch_size={B0}",
              "--base_learning_rate=0.1", "--num_epochs=1", "--epochs_per_doubling=0.125", "--evals_per_epoch=4",
-             "--target_accuracy=0.2", f"--anneal_batch_size={B0}", "--anneal_boundaries=0.5",
+             "--target_accuracy=0.2", "--late_target_accuracy=0.4", f"--anneal_batch_size={B0}", "--anneal_boundaries=0.5",
              f"--runs_dir={directory / 'runs'}", f"--csv={directory / 's.csv'}",
              f"--markdown={directory / 's.md'}", f"--plot={directory / 's.png'}", *extra]
     env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
@@ -81,6 +81,25 @@ def test_efficiency_is_steps_times_batch_against_the_variants_1x_row(sweep):
         assert float(base["efficiency"]) == 1.0
     assert checked >= 2
     assert rows["step_decay", ""]["efficiency"] == rows["anneal_batch", ""]["efficiency"] == ""
+
+
+def test_late_target_is_read_from_each_runs_evaluation_history(sweep):
+    directory, _ = sweep
+    rows = {(r["variant"], r["multiplier"]): r for r in _rows(directory)}
+    reached = 0
+    for (variant, multiplier), row in rows.items():
+        with open(os.path.join(row["model_dir"], "result.json")) as f:
+            history = json.load(f)["history"]
+        expected = [e["step"] for e in history if e["eval_accuracy"] >= 0.4][:1]
+        assert ([int(row["steps_to_late_target"])] if row["steps_to_late_target"] else []) == expected
+        assert float(row["late_target_accuracy"]) == 0.4
+        reached += bool(expected)
+        base = rows.get((variant, "1"))
+        if multiplier and expected and base["steps_to_late_target"]:
+            assert float(row["late_efficiency"]) == pytest.approx(
+                int(base["steps_to_late_target"]) * B0 / (expected[0] * int(row["batch_size"])))
+    assert reached >= 2
+    assert "Scaling efficiency at 40%" in (directory / "s.md").read_text()
 
 
 def test_variants_set_the_rule_warmup_and_recipe(sweep):
@@ -148,6 +167,7 @@ def test_refuses_to_overwrite_then_rereads_the_finished_runs(sweep):
     ("--multipliers=4,16", "--multipliers"),
     ("--multipliers=1,x", "--multipliers"),
     ("--warmup_epochs=1", "--warmup_epochs"),
+    ("--late_target_accuracy=1.5", "--late_target_accuracy"),
     ("--target_accuracy=1.5", "--target_accuracy"),
     ("--anneal_boundaries=0.5,0.25", "--anneal_boundaries"),
     ("--anneal_factor=1", "--anneal_factor"),

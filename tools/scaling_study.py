@@ -14,7 +14,10 @@ W(B) is `kbatch.scaling.warmup_epochs(B, B0, --warmup_epochs, epochs_per_doublin
 weight decay at every batch (`rescale_recipe=False`); (e) lets the trainer rescale them. Every
 run has the same epoch budget and evaluates `--evals_per_epoch` times an epoch, so steps to
 `--target_accuracy` are resolved to 1/evals_per_epoch of an epoch at every batch. The scaling
-efficiency of a run is steps(B0) B0 / (steps(B) B), steps(B0) the variant's own 1x run.
+efficiency of a run is steps(B0) B0 / (steps(B) B), steps(B0) the variant's own 1x run. It is
+also given for `--late_target_accuracy`, read from each run's evaluation history: the batch beyond
+which more examples per step stop saving steps grows as the loss falls (McCandlish et al. 2018),
+so a target late in training scales further than an early one.
 At 1x the variants are one run when their warmups agree (k = 1: no rule moves anything); it is
 trained once, with lr_scaling="none" and rescale_recipe=False, and shared.
 
@@ -25,7 +28,7 @@ With `--anneal_batch_size`, two more runs (Smith et al. 2018): a step decay of t
 Each run lives in `--runs_dir/<its settings>`; a finished run (result.json there, same config) is
 read, not trained again, so a stopped sweep continues where it stopped. Writes --csv (one row per
 run, the numbers of its result.json, plus the efficiency), --markdown (the tables) and --plot
-(steps to target vs batch on log-log axes with ideal scaling; final accuracy vs batch), and
+(steps to each target vs batch on log-log axes with ideal scaling; final accuracy vs batch), and
 refuses to overwrite them unless --overwrite.
 
   nice -n 10 python tools/scaling_study.py --csv=docs/results/scaling.csv \
@@ -68,6 +71,8 @@ _PER_DOUBLING = flags.DEFINE_float("epochs_per_doubling", 1.0, "Warmup epochs ad
                                    "of the batch (variants c-e), capped at num_epochs / 4.")
 _EVALS = flags.DEFINE_integer("evals_per_epoch", 8, "Evaluations per epoch.")
 _TARGET = flags.DEFINE_float("target_accuracy", 0.97, "Test accuracy whose first step is counted.")
+_LATE_TARGET = flags.DEFINE_float("late_target_accuracy", 0.99, "A second, later target, read from "
+                                  "the runs' evaluation histories (changing it retrains nothing).")
 _ANNEAL_BATCH = flags.DEFINE_integer("anneal_batch_size", 0, "First batch of the annealing pair "
                                      "(0: no pair).")
 _ANNEAL_BOUNDARIES = flags.DEFINE_list("anneal_boundaries", [], "Epochs where the LR is divided "
@@ -84,7 +89,7 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace existing --csv/--mar
 FIELDS = ("variant", "multiplier", "batch_size", "batch_sizes", "lr_scaling", "peak_learning_rate",
           "warmup_epochs", "rescale_recipe", "num_epochs", "steps", "final_eval_accuracy",
           "best_eval_accuracy", "target_accuracy", "steps_to_target", "epochs_to_target", "efficiency",
-          "wall_seconds", "model_dir")
+          "late_target_accuracy", "steps_to_late_target", "late_efficiency", "wall_seconds", "model_dir")
 
 
 def _positive_ints(flag, values):
@@ -116,6 +121,8 @@ def parse_settings(settings, outputs, overwrite):
     if s["evals_per_epoch"] <= 0 or not 0 < s["target_accuracy"] <= 1:
         raise ValueError(f"--evals_per_epoch={s['evals_per_epoch']} must be positive and "
                          f"--target_accuracy={s['target_accuracy']} in (0, 1].")
+    if not 0 < s["late_target_accuracy"] <= 1:
+        raise ValueError(f"--late_target_accuracy={s['late_target_accuracy']}: give a number in (0, 1].")
     if s["anneal_batch_size"] < 0:
         raise ValueError(f"--anneal_batch_size={s['anneal_batch_size']}: give 0 (no pair) or a batch.")
     if s["anneal_batch_size"]:
@@ -201,7 +208,12 @@ def run_one(config):
     return train(config, verbose=False)
 
 
-def make_row(variant, multiplier, config, result):
+def first_step_at(history, accuracy):
+    """The first evaluated step whose test accuracy is at least `accuracy`; None if none is."""
+    return next((e["step"] for e in history if e["eval_accuracy"] >= accuracy), None)
+
+
+def make_row(variant, multiplier, config, result, late_target):
     from kbatch.training import recipe
 
     return {
@@ -211,19 +223,21 @@ def make_row(variant, multiplier, config, result):
         "rescale_recipe": config.rescale_recipe, "num_epochs": config.num_epochs, "steps": result["steps"],
         "final_eval_accuracy": result["final_eval_accuracy"], "best_eval_accuracy": result["best_eval_accuracy"],
         "target_accuracy": result["target_accuracy"], "steps_to_target": result["steps_to_target"],
-        "epochs_to_target": result["epochs_to_target"], "efficiency": None,
+        "epochs_to_target": result["epochs_to_target"], "efficiency": None, "late_target_accuracy": late_target,
+        "steps_to_late_target": first_step_at(result["history"], late_target), "late_efficiency": None,
         "wall_seconds": round(result["wall_seconds"], 1), "model_dir": config.model_dir,
     }
 
 
 def add_efficiency(rows):
     """efficiency = steps(B0) B0 / (steps(B) B), steps to target, B0 the variant's 1x row; None
-    where either did not reach the target."""
+    where either did not reach the target. The same for the late target."""
     base = {r["variant"]: r for r in rows if r["multiplier"] == 1}
     for r in rows:
         b0 = base.get(r["variant"])
-        if b0 and b0["steps_to_target"] and r["steps_to_target"]:
-            r["efficiency"] = b0["steps_to_target"] * b0["batch_size"] / (r["steps_to_target"] * r["batch_size"])
+        for steps, efficiency in (("steps_to_target", "efficiency"), ("steps_to_late_target", "late_efficiency")):
+            if b0 and b0[steps] and r[steps]:
+                r[efficiency] = b0[steps] * b0["batch_size"] / (r[steps] * r["batch_size"])
     return rows
 
 
@@ -238,14 +252,16 @@ def _cell(value, fmt):
     return "-" if value is None else format(value, fmt)
 
 
-def markdown_tables(rows, variants, multipliers, target):
+def markdown_tables(rows, variants, multipliers, target, late_target):
     by_key = {(r["variant"], r["multiplier"]): r for r in rows}
     batches = [by_key[variants[0], m]["batch_size"] for m in multipliers]
     head = " | ".join(f"{m}x ({b})" for m, b in zip(multipliers, batches))
     lines = []
     for title, field, fmt in ((f"Final test accuracy (%)", "final_eval_accuracy", ".1f"),
                               (f"Steps to {100 * target:g}% test accuracy (- : not reached)", "steps_to_target", "d"),
-                              ("Scaling efficiency steps(B0) B0 / (steps(B) B)", "efficiency", ".2f")):
+                              ("Scaling efficiency steps(B0) B0 / (steps(B) B)", "efficiency", ".2f"),
+                              (f"Steps to {100 * late_target:g}% test accuracy", "steps_to_late_target", "d"),
+                              (f"Scaling efficiency at {100 * late_target:g}%", "late_efficiency", ".2f")):
         lines += [f"{title}:", "", f"| variant | {head} |", "|---|" + "---:|" * len(multipliers)]
         for v in variants:
             values = [by_key[v, m][field] for m in multipliers]
@@ -273,25 +289,28 @@ def plot(path, rows, variants, multipliers, title):
 
     by_key = {(r["variant"], r["multiplier"]): r for r in rows}
     batches = [by_key[variants[0], m]["batch_size"] for m in multipliers]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.4))
-    base = by_key[variants[0], 1]["steps_to_target"]
-    if base:
-        left.plot(batches, [base * batches[0] / b for b in batches], "k--", lw=1, label="ideal: steps(B0) B0 / B")
+    fig, (early, late, right) = plt.subplots(1, 3, figsize=(15, 4.4))
+    for ax, field, accuracy in ((early, "steps_to_target", rows[0]["target_accuracy"]),
+                                (late, "steps_to_late_target", rows[0]["late_target_accuracy"])):
+        base = by_key[variants[0], 1][field]
+        if base:
+            ax.plot(batches, [base * batches[0] / b for b in batches], "k--", lw=1, label="ideal: steps(B0) B0 / B")
+        for i, v in enumerate(variants):
+            points = [(b, by_key[v, m][field]) for m, b in zip(multipliers, batches)]
+            points = [(b, steps) for b, steps in points if steps]
+            ax.plot([b for b, _ in points], [steps for _, steps in points], "o-", color=f"C{i}", label=VARIANTS[v][3])
+        ax.set_yscale("log")
+        ax.set_ylabel(f"steps to {100 * accuracy:g}% test accuracy (missing: not reached)")
     for i, v in enumerate(variants):
-        points = [(b, by_key[v, m]["steps_to_target"]) for m, b in zip(multipliers, batches)]
-        points = [(b, s) for b, s in points if s]
-        left.plot([b for b, _ in points], [s for _, s in points], "o-", color=f"C{i}", label=VARIANTS[v][3])
         right.plot(batches, [100 * by_key[v, m]["final_eval_accuracy"] for m in multipliers], "o-",
                    color=f"C{i}", label=VARIANTS[v][3])
-    left.set_yscale("log")
-    left.set_ylabel(f"steps to {100 * rows[0]['target_accuracy']:g}% test accuracy (missing: not reached)")
     right.set_ylabel("final test accuracy (%)")
-    for ax in (left, right):
+    for ax in (early, late, right):
         ax.set_xscale("log", base=2)
         ax.set_xticks(batches, [str(b) for b in batches])
         ax.set_xlabel("global batch size")
         ax.grid(alpha=0.3, which="both")
-    left.legend(fontsize=7)
+    early.legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -304,7 +323,8 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     outputs = {"csv": _CSV.value, "markdown": _MARKDOWN.value, "plot": _PLOT.value}
     names = ("variants", "multipliers", "base_batch_size", "base_learning_rate", "dataset", "num_epochs",
-             "warmup_epochs", "epochs_per_doubling", "evals_per_epoch", "target_accuracy", "anneal_batch_size",
+             "warmup_epochs", "epochs_per_doubling", "evals_per_epoch", "target_accuracy", "late_target_accuracy",
+             "anneal_batch_size",
              "anneal_boundaries", "anneal_factor", "anneal_max_batch_size", "strategy", "runs_dir")
     base = _CONFIG.value
     try:
@@ -332,7 +352,7 @@ def main(argv):
         shared = config.model_dir in done
         result = done[config.model_dir] if shared else run_one(config)
         done[config.model_dir] = result
-        rows.append(make_row(variant, multiplier, config, result))
+        rows.append(make_row(variant, multiplier, config, result, s["late_target_accuracy"]))
         r = rows[-1]
         print(f"[{index}/{len(jobs)}] {variant} batch={r['batch_sizes']} lr={r['peak_learning_rate']:.4g} "
               f"warmup={r['warmup_epochs']:.3g}: final {r['final_eval_accuracy']:.4f}, "
@@ -341,7 +361,8 @@ def main(argv):
     sweep = add_efficiency([r for r in rows if r["variant"] in VARIANTS])
     write_csv(outputs["csv"], rows)
     with open(outputs["markdown"], "w") as f:
-        f.write(markdown_tables(rows, s["variants"], s["multipliers"], s["target_accuracy"]))
+        f.write(markdown_tables(rows, s["variants"], s["multipliers"], s["target_accuracy"],
+                                s["late_target_accuracy"]))
     title = (f"{base.model} on {s['dataset']}, {s['num_epochs']} epochs, LR {s['base_learning_rate']:g} at "
              f"batch {s['base_batch_size']}, warmup W0={s['warmup_epochs']:g} + {s['epochs_per_doubling']:g}"
              f"/doubling (<= E/4), {s['evals_per_epoch']} evals/epoch")
