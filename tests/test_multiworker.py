@@ -16,7 +16,6 @@ import pathlib
 import signal
 import subprocess
 import sys
-import time
 
 import keras
 import numpy as np
@@ -24,6 +23,7 @@ import pytest
 
 from kbatch.training import train
 from multiworker_worker import smooth_model
+from stop_run import signal_at_checkpoint
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -115,15 +115,7 @@ def test_stopped_two_worker_run_resumes_on_both_workers_and_ends_as_if_never_sto
         [sys.executable, str(ROOT / "tools" / "launch_local.py"), "--workers=2", f"--timeout_s={TIMEOUT_S}",
          "--grace_s=30", "--", *command(model_dir)],
         env={**os.environ, "TMPDIR": str(worker_tmp)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + TIMEOUT_S
-        while not (model_dir / "checkpoints" / "ckpt-8.index").exists():
-            assert launcher.poll() is None and time.time() < deadline, "no checkpoint 8 in time"
-            time.sleep(0.05)
-        launcher.send_signal(signal.SIGTERM)
-        _, stderr = launcher.communicate(timeout=60)
-    finally:
-        launcher.kill()
+    _, stderr = signal_at_checkpoint(launcher, model_dir, 8, signal.SIGTERM, timeout_s=TIMEOUT_S)
     assert not (model_dir / "result.json").exists(), "the run ended before it was stopped"
     assert "[worker 1] kbatch-train: preempted" in stderr, stderr[-3000:]
 

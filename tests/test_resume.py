@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import keras
 import numpy as np
@@ -16,6 +15,7 @@ import pytest
 
 import kbatch  # noqa: F401  (registers the layers for load_model)
 from kbatch.training import train
+from stop_run import signal_at_checkpoint
 
 # Two epochs of mnist1d/original at batch 256: 15 steps an epoch, a checkpoint every 4 steps.
 FLAGS = ["--config.dataset=mnist1d/original", "--config.batch_size=256", "--config.base_batch_size=256",
@@ -40,18 +40,7 @@ def _weights(model_dir):
 def _run_and_kill(model_dir, checkpoint_step, delay, extra=()):
     """Start the run; SIGKILL it `delay` seconds after checkpoint `checkpoint_step` is written."""
     process = subprocess.Popen(_command(model_dir, extra), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    marker = os.path.join(model_dir, "checkpoints", f"ckpt-{checkpoint_step}.index")
-    try:
-        deadline = time.time() + 240
-        while not os.path.exists(marker):
-            assert process.poll() is None, "the run ended before it could be killed"
-            assert time.time() < deadline, "no checkpoint in time"
-            time.sleep(0.05)
-        time.sleep(delay)
-        process.send_signal(signal.SIGKILL)
-    finally:
-        process.kill()
-        process.wait(timeout=30)
+    signal_at_checkpoint(process, model_dir, checkpoint_step, signal.SIGKILL, delay=delay)
     assert not os.path.exists(os.path.join(model_dir, "result.json")), "the run finished before the kill"
 
 
@@ -94,15 +83,7 @@ def test_sigterm_saves_where_it_lands_exits_42_and_the_same_command_resumes_exac
     loop call, wherever that is, and exits with the restart code."""
     model_dir = tmp_path / "run"
     process = subprocess.Popen(_command(model_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 240
-        while not os.path.exists(os.path.join(model_dir, "checkpoints", "ckpt-8.index")):
-            assert process.poll() is None and time.time() < deadline, "no checkpoint in time"
-            time.sleep(0.05)
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=60)
-    finally:
-        process.kill()
+    _, stderr = signal_at_checkpoint(process, model_dir, 8, signal.SIGTERM)
     assert process.returncode == 42, stderr
     saved = sorted(int(p.split("ckpt-")[1].split(".")[0]) for p in glob.glob(str(model_dir / "checkpoints" / "*.index")))
     preempted_at = int(stderr.split("checkpoint of step ")[1].split()[0])
