@@ -122,6 +122,17 @@ def test_refuses_to_overwrite_then_overwrites_from_the_finished_runs(sweep):
     assert open(directory / "norms.csv", "rb").read() == before["csv"]
 
 
+def test_a_run_folder_of_other_settings_is_refused_not_read(sweep):
+    """`<norm>-b<batch>` does not name the epochs: a finished 1-epoch run must not stand in for
+    a 2-epoch one. Refused before any run, the outputs untouched."""
+    directory, _, _ = sweep
+    before = {k: open(p, "rb").read() for k, p in _outputs(directory).items()}
+    refused = _run(*_flags(directory, num_epochs=2), "--overwrite")
+    assert refused.returncode == 2 and "holds a run with a different config" in refused.stderr
+    assert "num_epochs: 1 -> 2" in refused.stderr
+    assert before == {k: open(p, "rb").read() for k, p in _outputs(directory).items()}
+
+
 @pytest.mark.parametrize("flag, message", [
     ("--norms=batch,weight", "--norms"),
     ("--batch_sizes=0,8", "--batch_sizes"),

@@ -162,6 +162,22 @@ def test_refuses_to_overwrite_then_rereads_the_finished_runs(sweep):
     assert (directory / "s.csv").read_bytes() == before  # read back from result.json, not retrained
 
 
+def test_a_run_folder_of_other_settings_is_refused_before_any_run(sweep):
+    directory, _ = sweep
+    before = (directory / "s.csv").read_bytes()
+    runs = directory / "runs"
+    # Give the 1x run's folder the config of another sweep, as a reused --runs_dir would.
+    folder = next(p for p in runs.iterdir() if p.name.startswith(f"b{B0}-"))
+    saved = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**saved, "seed": 7}))
+    try:
+        refused = _run(directory, "--overwrite")
+    finally:
+        (folder / "config.json").write_text(json.dumps(saved))
+    assert refused.returncode == 2 and "holds a run with a different config" in refused.stderr
+    assert (directory / "s.csv").read_bytes() == before
+
+
 @pytest.mark.parametrize("flag, message", [
     ("--variants=c,f", "--variants"),
     ("--multipliers=4,16", "--multipliers"),

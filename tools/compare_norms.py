@@ -11,8 +11,9 @@ One replica, so the batch size is the per-replica batch the norm's statistics se
   --markdown  a table of final test accuracy (norm x batch size) and one of the importance weights;
   --plot      final test accuracy vs batch size, one line per norm.
 
-Each run lives in `--runs_dir/<norm>-b<batch>`; a run whose result.json is already there is read,
-not trained again, so a stopped sweep continues where it stopped. The output files are never
+Each run lives in `--runs_dir/<norm>-b<batch>`; a finished run of the same config there is read,
+not trained again, so a stopped sweep continues where it stopped (a folder holding a run of other
+settings is refused before any run). The output files are never
 overwritten unless --overwrite is given.
 
   nice -n 10 python tools/compare_norms.py --csv=docs/results/norms.csv \
@@ -20,7 +21,6 @@ overwritten unless --overwrite is given.
 """
 
 import csv
-import json
 import os
 import sys
 import time
@@ -110,13 +110,10 @@ def run_one(config):
     """Train (or read the finished run in config.model_dir) and return its CSV row."""
     import keras
 
-    from kbatch.training import recipe, train
+    from kbatch.training import recipe, run_dir, train
 
-    result_path = os.path.join(config.model_dir, "result.json")
-    if os.path.exists(result_path):
-        with open(result_path) as f:
-            result = json.load(f)
-    else:
+    result = run_dir.finished_result(config)
+    if result is None:
         keras.backend.clear_session()
         result = train(config, verbose=False)
     row = {
@@ -195,17 +192,21 @@ def main(argv):
         if batches[-1] > info.num_train_examples:
             raise ValueError(f"--batch_sizes: {batches[-1]} is larger than the {info.num_train_examples} "
                              f"training examples of --dataset={_DATASET.value}.")
+        from kbatch.training import run_dir
+
+        jobs = [(n, b, run_config(_CONFIG.value, n, b, _DATASET.value, _EPOCHS.value, _WARMUP.value,
+                                  _VIRTUAL.value, _RUNS_DIR.value, info.num_train_examples))
+                for n in norms for b in batches]
+        for _, _, config in jobs:  # a run folder holding another config is refused before any run
+            run_dir.check(config.model_dir, config)
     except ValueError as error:
         print(f"compare_norms: {error}", file=sys.stderr)
         return 2
     import warnings
 
     warnings.filterwarnings("ignore", message="To make it possible to preserve tf.data options")
-    jobs = [(n, b) for n in norms for b in batches]
     rows, started = [], time.time()
-    for index, (norm, batch) in enumerate(jobs, 1):
-        config = run_config(_CONFIG.value, norm, batch, _DATASET.value, _EPOCHS.value, _WARMUP.value,
-                            _VIRTUAL.value, _RUNS_DIR.value, info.num_train_examples)
+    for index, (norm, batch, config) in enumerate(jobs, 1):
         row = run_one(config)
         rows.append(row)
         elapsed = time.time() - started

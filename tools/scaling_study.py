@@ -36,8 +36,6 @@ refuses to overwrite them unless --overwrite.
 """
 
 import csv
-import json
-import math
 import os
 import sys
 import time
@@ -200,10 +198,9 @@ def run_one(config):
 
     from kbatch.training import run_dir, train
 
-    path = os.path.join(config.model_dir, run_dir.RESULT_FILE)
-    if run_dir.check(config.model_dir, config) and os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
+    finished = run_dir.finished_result(config)
+    if finished is not None:
+        return finished
     keras.backend.clear_session()
     return train(config, verbose=False)
 
@@ -330,14 +327,15 @@ def main(argv):
     try:
         s = parse_settings({n: flags.FLAGS[n].value for n in names}, outputs, _OVERWRITE.value)
         from kbatch import data
-        from kbatch.training import config_check
+        from kbatch.training import config_check, run_dir
 
         info = data.describe(s["dataset"], base.get("data_dir"))
         jobs = [(v, m, sweep_config(base, s, v, m)) for v in s["variants"] for m in s["multipliers"]]
         if s["anneal_batch_size"]:
             jobs += [(name, None, anneal_config(base, s, name == "anneal_batch")) for name in ANNEAL]
-        for _, _, config in jobs:  # every run's config checked before any run
+        for _, _, config in jobs:  # every run's config, and its folder, checked before any run
             config_check.validate(config)
+            run_dir.check(config.model_dir, config)
             if config.batch_size > info.num_train_examples:
                 raise ValueError(f"batch {config.batch_size} is larger than the {info.num_train_examples} "
                                  f"training examples of --dataset={s['dataset']}.")

@@ -49,6 +49,16 @@ def check(model_dir, config):
     return True
 
 
+def finished_result(config):
+    """The result of a finished run of `config` in its `model_dir`, or None if there is none yet
+    (`check` refuses a folder holding a different run)."""
+    path = os.path.join(config.model_dir, RESULT_FILE)
+    if check(config.model_dir, config) and os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    return None
+
+
 def is_chief(strategy):
     """Whether this process writes the run's files (always, outside multi-worker training)."""
     resolver = getattr(strategy, "cluster_resolver", None)
