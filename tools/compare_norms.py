@@ -30,6 +30,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+import study_output  # noqa: E402  (tools/ is the script's own folder, first on sys.path)
+
 DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "..", "kbatch", "configs", "mnist1d_cnn.py")
 NORMS = ("batch", "sync_batch", "batch_renorm", "ghost_batch", "layer", "group", "instance",
          "switchable", "none")  # kbatch.layers.NAMES, without importing TensorFlow to check flags
@@ -74,11 +76,7 @@ def parse_settings(norms, batch_sizes, num_epochs, warmup_epochs, virtual_batch_
     if num_epochs <= 0 or not 0 <= warmup_epochs < num_epochs:
         raise ValueError(f"--num_epochs={num_epochs} must be positive and --warmup_epochs="
                          f"{warmup_epochs} in [0, num_epochs).")
-    for flag, path in outputs.items():
-        if not path:
-            raise ValueError(f"--{flag} is required.")
-        if os.path.exists(path) and not overwrite:
-            raise ValueError(f"--{flag}={path} exists: refusing to overwrite it (pass --overwrite).")
+    study_output.refuse_existing(outputs, overwrite)
     return list(norms), batches
 
 
@@ -166,12 +164,9 @@ def plot(path, rows, norms, batches, title):
     fig, ax = plt.subplots(figsize=(6, 4))
     for norm in norms:
         ax.plot(batches, [100 * by_key[norm, b]["final_eval_accuracy"] for b in batches], "o-", label=norm)
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(batches, [str(b) for b in batches])
-    ax.set_xlabel("per-replica batch size (1 replica, LR by the linear rule)")
+    study_output.batch_size_axis(ax, batches, "per-replica batch size (1 replica, LR by the linear rule)")
     ax.set_ylabel("final test accuracy (%)")
     ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

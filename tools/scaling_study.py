@@ -45,6 +45,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+import study_output  # noqa: E402  (tools/ is the script's own folder, first on sys.path)
+
 DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "..", "kbatch", "configs", "mnist1d_cnn.py")
 VARIANTS = {  # name: (lr_scaling, warmup, rescale_recipe, label)
     "a": ("none", False, False, "(a) no LR scaling"),
@@ -137,11 +139,7 @@ def parse_settings(settings, outputs, overwrite):
         if s["anneal_max_batch_size"] is not None and s["anneal_max_batch_size"] < s["anneal_batch_size"]:
             raise ValueError(f"--anneal_max_batch_size={s['anneal_max_batch_size']} is below "
                              f"--anneal_batch_size={s['anneal_batch_size']}.")
-    for flag, path in outputs.items():
-        if not path:
-            raise ValueError(f"--{flag} is required.")
-        if os.path.exists(path) and not overwrite:
-            raise ValueError(f"--{flag}={path} exists: refusing to overwrite it (pass --overwrite).")
+    study_output.refuse_existing(outputs, overwrite)
     return s
 
 
@@ -254,7 +252,7 @@ def markdown_tables(rows, variants, multipliers, target, late_target):
     batches = [by_key[variants[0], m]["batch_size"] for m in multipliers]
     head = " | ".join(f"{m}x ({b})" for m, b in zip(multipliers, batches))
     lines = []
-    for title, field, fmt in ((f"Final test accuracy (%)", "final_eval_accuracy", ".1f"),
+    for title, field, fmt in (("Final test accuracy (%)", "final_eval_accuracy", ".1f"),
                               (f"Steps to {100 * target:g}% test accuracy (- : not reached)", "steps_to_target", "d"),
                               ("Scaling efficiency steps(B0) B0 / (steps(B) B)", "efficiency", ".2f"),
                               (f"Steps to {100 * late_target:g}% test accuracy", "steps_to_late_target", "d"),
@@ -303,10 +301,7 @@ def plot(path, rows, variants, multipliers, title):
                    color=f"C{i}", label=VARIANTS[v][3])
     right.set_ylabel("final test accuracy (%)")
     for ax in (early, late, right):
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(batches, [str(b) for b in batches])
-        ax.set_xlabel("global batch size")
-        ax.grid(alpha=0.3, which="both")
+        study_output.batch_size_axis(ax, batches, "global batch size")
     early.legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()

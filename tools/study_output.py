@@ -1,0 +1,24 @@
+"""What the batch-size study tools (compare_norms, scaling_study) share about their output files:
+the refusal to overwrite a table or plot a person made, and the batch-size axis of their plots.
+
+Kept free of TensorFlow, so a bad flag is reported before TensorFlow starts."""
+
+import os
+
+
+def refuse_existing(outputs, overwrite):
+    """ValueError naming the flag if an output path (a dict flag -> path) is empty, or exists
+    and `overwrite` is False."""
+    for flag, path in outputs.items():
+        if not path:
+            raise ValueError(f"--{flag} is required.")
+        if os.path.exists(path) and not overwrite:
+            raise ValueError(f"--{flag}={path} exists: refusing to overwrite it (pass --overwrite).")
+
+
+def batch_size_axis(ax, batches, label):
+    """A log2 x axis with a tick at each batch size tried."""
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(batches, [str(b) for b in batches])
+    ax.set_xlabel(label)
+    ax.grid(alpha=0.3, which="both")
