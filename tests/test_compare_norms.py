@@ -7,8 +7,6 @@ import csv
 import json
 import os
 import re
-import subprocess
-import sys
 
 import keras
 import matplotlib.image
@@ -16,15 +14,13 @@ import numpy as np
 import pytest
 
 from kbatch.layers import SwitchableNormalization
+from run_tool import run_tool
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NORMS, BATCHES = ("batch", "switchable"), (512, 1024)
 
 
 def _run(*flags):
-    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, os.path.join(REPO, "tools", "compare_norms.py"), *flags],
-                          capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
+    return run_tool("compare_norms.py", flags)
 
 
 def _outputs(directory):

@@ -7,14 +7,13 @@ import csv
 import json
 import math
 import os
-import subprocess
-import sys
 
 import keras
 import matplotlib.image
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from run_tool import run_tool
+
 RUNS = "momentum:1024:0.05:0,lars:1024:0.5:0.5"  # one epoch of mnist1d/original (4,000 examples)
 
 
@@ -23,9 +22,7 @@ def _run(directory, runs=RUNS, plot=True):
              f"--csv={directory / 'lars.csv'}", f"--model_root={directory / 'runs'}"]
     if plot:
         flags.append(f"--plot={directory / 'lars.png'}")
-    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, os.path.join(REPO, "tools", "lars_vs_sgd.py"), *flags],
-                          capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
+    return run_tool("lars_vs_sgd.py", flags)
 
 
 def _rows(directory):

@@ -9,12 +9,11 @@ import json
 import math
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from run_tool import run_tool
+
 B0 = 100
 
 
@@ -24,9 +23,7 @@ def _run(directory, *extra):
              "--target_accuracy=0.2", "--late_target_accuracy=0.4", f"--anneal_batch_size={B0}", "--anneal_boundaries=0.5",
              f"--runs_dir={directory / 'runs'}", f"--csv={directory / 's.csv'}",
              f"--markdown={directory / 's.md'}", f"--plot={directory / 's.png'}", *extra]
-    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, os.path.join(REPO, "tools", "scaling_study.py"), *flags],
-                          capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
+    return run_tool("scaling_study.py", flags)
 
 
 def _rows(directory):
@@ -143,7 +140,7 @@ def test_markdown_shows_the_rows(sweep):
     line = re.search(r"^\| \(e\) linear \+ warmup \+ rescaled recipe \|(.*)\|$", text, re.MULTILINE)
     cells = [float(c) for c in line.group(1).split("|")]
     assert cells == pytest.approx([100 * float(rows["e", m]["final_eval_accuracy"]) for m in ("1", "4")], abs=0.051)
-    assert re.search(rf"^\| anneal_batch \| 100 400 \| 0.1 \| 25 \|", text, re.MULTILINE)
+    assert re.search(r"^\| anneal_batch \| 100 400 \| 0.1 \| 25 \|", text, re.MULTILINE)
 
 
 def test_plot_is_a_png(sweep):
