@@ -140,7 +140,7 @@ def test_batch_annealing_run_needs_fewer_updates_for_the_same_rate_to_batch_rati
     derived = anneal.decay_twin()
     assert (derived.batch_sizes, derived.boundaries) == (twin.batch_sizes, twin.boundaries)
     np.testing.assert_allclose(derived.learning_rates, twin.learning_rates, rtol=1e-12)
-    anneal_lr, twin_lr = schedules.PhasedSchedule(anneal, n), schedules.PhasedSchedule(twin, n)
+    anneal_lr = schedules.PhasedSchedule(anneal, n)
     total = sum(p.num_steps for p in anneal.phases(200, n))
     steps = tf.range(total)
     epochs = np.asarray(anneal_lr.epoch(steps), np.float64)

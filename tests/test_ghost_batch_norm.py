@@ -96,7 +96,7 @@ def _gradients(model, x, y):
 
 
 def test_accumulating_micro_batches_is_ghost_batch_norm_not_batch_norm():
-    batch_size, micro, k = 16, 4, 4
+    batch_size, micro = 16, 4
     keras.utils.set_random_seed(0)
     bn_model = _tiny_model(keras.layers.BatchNormalization())
     ghost_model = _tiny_model(GhostBatchNormalization(micro))

@@ -89,7 +89,6 @@ def test_tensorboard_logs_learning_rate_and_batch_size_per_step(make_config):
 def test_batch_norm_runs_end_with_one_set_of_moving_statistics_for_all_replicas(make_config):
     """Keras's non-synchronized BN keeps a moving mean per replica; the trainer averages them,
     so the saved model's statistics are the mean of what the replicas saw."""
-    import tensorflow as tf
     config = make_config(num_epochs=1, strategy="cpu:2", norm="batch")
     strategy = kbatch.distribute.resolve_strategy("cpu:2")
     seen = {}
