@@ -28,6 +28,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
+import study_output  # noqa: E402  (tools/ is the script's own folder, first on sys.path)
+
 RUNS = flags.DEFINE_list("runs", [], "optimizer:batch:base_learning_rate[:warmup_epochs] entries; "
                          "optimizer is momentum or lars, the learning rate is at batch 128.")
 CSV = flags.DEFINE_string("csv", "docs/results/lars.csv", "One row per run is appended here.")
@@ -128,6 +130,7 @@ def plot(rows, png_path):
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), sharey=True)
     markers = "os^vDP"
+    all_batches = sorted({int(r["batch_size"]) for r in rows})
     for ax, metric in zip(axes, ("best_eval_accuracy", "final_eval_accuracy")):
         for color, (optimizer, label) in zip(("C0", "C1"), OPTIMIZERS.items()):
             rates = sorted({float(r["base_learning_rate"]) for r in rows if r["optimizer"] == optimizer}, reverse=True)
@@ -140,10 +143,8 @@ def plot(rows, png_path):
                 batches = sorted(top)
                 ax.plot(batches, [top[b] for b in batches], marker=marker, color=color,
                         alpha=1.0 if len(batches) > 1 else 0.6, label=f"{label}, lr {rate:g} at batch 128")
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("global batch size")
+        study_output.batch_size_axis(ax, all_batches, "global batch size")
         ax.set_title(metric.replace("_", " "), fontsize=9)
-        ax.grid(alpha=0.3)
     epochs = sorted({str(r["num_epochs"]) for r in rows})
     datasets = sorted({r["dataset"] for r in rows})
     axes[0].set_ylabel(f"eval accuracy, {'/'.join(epochs)} epochs")

@@ -1,5 +1,6 @@
-"""What the batch-size study tools (compare_norms, scaling_study) share about their output files:
-the refusal to overwrite a table or plot a person made, and the batch-size axis of their plots.
+"""What the batch-size study tools share about their output files: the refusal to overwrite a
+table or plot a person made (compare_norms, scaling_study), and the batch-size axis of their plots
+(those two and lars_vs_sgd).
 
 Kept free of TensorFlow, so a bad flag is reported before TensorFlow starts."""
 
