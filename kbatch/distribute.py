@@ -8,12 +8,20 @@
   "multiworker"    MultiWorkerMirroredStrategy, the cluster from the TF_CONFIG variable
   "one_device"     the first GPU, else the CPU
   "cpu:N"          N logical CPU devices under MirroredStrategy: data parallelism on a laptop
+
+`per_replica_batch_size(global_batch_size, num_replicas, accumulation_steps)` is
+`kbatch.ledger.per_replica_batch_size`, re-exported here.
 """
 
 import json
 import os
 
 import tensorflow as tf
+
+from kbatch.ledger import per_replica_batch_size
+
+__all__ = ["STRATEGIES", "configure_logical_cpus", "per_replica_batch_size",
+           "read_tf_config", "resolve_strategy"]
 
 STRATEGIES = ("auto", "tpu", "tpu:ADDRESS", "mirrored", "multiworker", "one_device", "cpu:N")
 
@@ -125,35 +133,3 @@ def _create_strategy(name):
             [f"/cpu:{i}" for i in range(int(count))], cross_device_ops=tf.distribute.ReductionToOneDevice()
         )
     raise ValueError(f"Unknown strategy {name!r}: choose one of {', '.join(STRATEGIES)}.")
-
-
-def check_strategy_name(name):
-    """Validate the `strategy` field without creating a strategy (nothing is initialized)."""
-    ok = isinstance(name, str) and (
-        name in ("auto", "tpu", "mirrored", "multiworker", "one_device")
-        or name.startswith("tpu:")
-        or (name.startswith("cpu:") and name[4:].isdigit() and int(name[4:]) >= 1)
-    )
-    if not ok:
-        raise ValueError(f"Unknown strategy {name!r}: choose one of {', '.join(STRATEGIES)}.")
-    if name == "multiworker":
-        read_tf_config()
-
-
-def per_replica_batch_size(global_batch_size, num_replicas, accumulation_steps=1):
-    """The micro-batch one replica computes per forward pass.
-
-    global batch = micro-batch x replicas x accumulation steps; a ValueError names the fields
-    when it does not divide.
-    """
-    if isinstance(global_batch_size, bool) or not isinstance(global_batch_size, int) or global_batch_size <= 0:
-        raise ValueError(f"batch_size must be a positive integer (the global batch), got {global_batch_size!r}.")
-    if isinstance(accumulation_steps, bool) or not isinstance(accumulation_steps, int) or accumulation_steps <= 0:
-        raise ValueError(f"accumulation_steps must be a positive integer, got {accumulation_steps!r}.")
-    parts = num_replicas * accumulation_steps
-    if global_batch_size % parts:
-        raise ValueError(
-            f"batch_size={global_batch_size} (global) does not divide by {num_replicas} replicas x "
-            f"accumulation_steps={accumulation_steps} = {parts}; choose a multiple of {parts}."
-        )
-    return global_batch_size // parts

@@ -10,24 +10,14 @@ import math
 import numbers
 from typing import Optional
 
-RULES = ("linear", "sqrt", "none")
+from kbatch import checks
 
-
-def _real(name, value, *, low=None, low_open=False, high=None, high_open=True):
-    """`value` as a float, or a ValueError naming `name` and the allowed interval."""
-    ok = not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
-    ok = ok and (low is None or (value > low if low_open else value >= low))
-    ok = ok and (high is None or (value < high if high_open else value <= high))
-    if not ok:
-        left = "(" if low_open else "["
-        right = ")" if high_open else "]"
-        interval = f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
-        raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}.")
-    return float(value)
+_EXPONENTS = {"linear": 1.0, "sqrt": 0.5, "none": 0.0}
+RULES = tuple(_EXPONENTS)
 
 
 def _batch(name, value):
-    return _real(name, value, low=0, low_open=True)
+    return checks.real(name, value, low=0, low_open=True)
 
 
 def scaling_exponent(rule):
@@ -38,16 +28,11 @@ def scaling_exponent(rule):
     for Adam, Malladi et al. 2022), "none" alpha = 0, and a real number is used as alpha itself.
     """
     if isinstance(rule, str):
-        if rule == "linear":
-            return 1.0
-        if rule == "sqrt":
-            return 0.5
-        if rule == "none":
-            return 0.0
-        raise ValueError(f"rule must be one of {RULES} or a real exponent, got {rule!r}.")
-    if isinstance(rule, bool) or not isinstance(rule, numbers.Real) or not math.isfinite(rule):
-        raise ValueError(f"rule must be one of {RULES} or a real exponent, got {rule!r}.")
-    return float(rule)
+        if rule in _EXPONENTS:
+            return _EXPONENTS[rule]
+    elif not isinstance(rule, bool) and isinstance(rule, numbers.Real) and math.isfinite(rule):
+        return float(rule)
+    checks.fail("rule", rule, "one of " + ", ".join(repr(r) for r in RULES) + ", or a real exponent")
 
 
 def scale_learning_rate(base_lr, base_batch_size, batch_size, rule="linear"):
@@ -56,7 +41,7 @@ def scale_learning_rate(base_lr, base_batch_size, batch_size, rule="linear"):
     lr = base_lr * (batch_size / base_batch_size) ** alpha, alpha given by `rule`
     (see `scaling_exponent`). Multiplicative: scaling B0 -> B1 -> B2 equals B0 -> B2.
     """
-    base_lr = _real("base_lr", base_lr, low=0)
+    base_lr = checks.real("base_lr", base_lr, low=0)
     k = _batch("batch_size", batch_size) / _batch("base_batch_size", base_batch_size)
     return base_lr * k ** scaling_exponent(rule)
 
@@ -86,25 +71,32 @@ class Recipe:
     bn_momentum: float = 0.99
 
     def __post_init__(self):
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, numbers.Integral) \
-                or self.batch_size <= 0:
-            raise ValueError(f"Recipe.batch_size must be a positive integer, got {self.batch_size!r}.")
-        _real("Recipe.learning_rate", self.learning_rate, low=0)
-        _real("Recipe.num_epochs", self.num_epochs, low=0, low_open=True)
-        _real("Recipe.warmup_epochs", self.warmup_epochs, low=0)
+        checks.positive_int("Recipe.batch_size", self.batch_size)
+        checks.real("Recipe.learning_rate", self.learning_rate, low=0)
+        checks.real("Recipe.num_epochs", self.num_epochs, low=0, low_open=True)
+        checks.real("Recipe.warmup_epochs", self.warmup_epochs, low=0)
         if self.warmup_epochs >= self.num_epochs:
-            raise ValueError(
-                f"Recipe.warmup_epochs={self.warmup_epochs} must be shorter than "
-                f"Recipe.num_epochs={self.num_epochs} (a warmup longer than training)."
-            )
-        _real("Recipe.weight_decay", self.weight_decay, low=0)
+            checks.fail("Recipe.warmup_epochs", self.warmup_epochs,
+                        f"shorter than Recipe.num_epochs={self.num_epochs} (a warmup longer than training)")
+        checks.real("Recipe.weight_decay", self.weight_decay, low=0)
         for name in ("momentum", "beta_1", "beta_2", "bn_momentum"):
-            _real(f"Recipe.{name}", getattr(self, name), low=0, high=1)
-        if self.ema_momentum is not None:
-            _real("Recipe.ema_momentum", self.ema_momentum, low=0, high=1)
-        _real("Recipe.epsilon", self.epsilon, low=0, low_open=True)
-        if not isinstance(self.adaptive, bool):
-            raise ValueError(f"Recipe.adaptive must be True or False, got {self.adaptive!r}.")
+            checks.real(f"Recipe.{name}", getattr(self, name), low=0, high=1, high_open=True)
+        checks.real("Recipe.ema_momentum", self.ema_momentum, low=0, high=1, high_open=True, allow_none=True)
+        checks.real("Recipe.epsilon", self.epsilon, low=0, low_open=True)
+        checks.boolean("Recipe.adaptive", self.adaptive)
+
+
+def rescale_momentum(momentum, base_batch_size, batch_size):
+    """The momentum of an exponential moving average at `batch_size` that keeps the memory, in
+    examples, that `momentum` has at `base_batch_size`: momentum ** (batch_size / base_batch_size).
+
+    Busbridge et al. 2023, "How to Scale Your EMA": an average updated once per step with
+    rho <- rho**k at k times the batch forgets at the same rate per example seen. It is the
+    rule for BatchNormalization's moving statistics (its `momentum`) and for an optimizer's
+    weight EMA (`ema_momentum`). Multiplicative: B0 -> B1 -> B2 equals B0 -> B2.
+    """
+    momentum = checks.real("momentum", momentum, low=0, high=1)
+    return momentum ** (_batch("batch_size", batch_size) / _batch("base_batch_size", base_batch_size))
 
 
 def rescale(recipe, batch_size, rule=None):
@@ -124,9 +116,9 @@ def rescale(recipe, batch_size, rule=None):
       are true averages (gain 1), so their memory is kept in examples. kbatch uses beta**k, which
       equals 1 - k (1 - beta) to first order in k (1 - beta), composes exactly, and stays in
       [0, 1) where the linear form turns negative (beta_1 = 0.9 beyond k = 10).
-    - ema_momentum, bn_momentum -> rho**k: Busbridge et al. 2023, "How to Scale Your EMA". An
-      exponential moving average updated once per step keeps the same memory in examples.
-      (BatchNormalization's moving statistics are such an average.)
+    - ema_momentum, bn_momentum -> rho**k (`rescale_momentum`): Busbridge et al. 2023, "How to
+      Scale Your EMA". An exponential moving average updated once per step keeps the same memory
+      in examples. (BatchNormalization's moving statistics are such an average.)
     - weight_decay -> weight_decay * k**(1 - alpha): Keras shrinks weights by lr * wd per step, so
       the shrink per epoch, (steps per epoch) * lr * wd, stays fixed. Unchanged under the linear
       rule (as Goyal et al. keep it), times sqrt(k) under the square-root rule.
@@ -136,21 +128,20 @@ def rescale(recipe, batch_size, rule=None):
     Every rule is multiplicative, so rescaling B0 -> B1 -> B2 equals B0 -> B2.
     """
     if not isinstance(recipe, Recipe):
-        raise ValueError(f"recipe must be a kbatch.scaling.Recipe, got {type(recipe).__name__}.")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size <= 0:
-        raise ValueError(f"batch_size must be a positive integer (the global batch), got {batch_size!r}.")
+        checks.fail("recipe", recipe, "a kbatch.scaling.Recipe")
+    batch_size = checks.positive_int("batch_size", batch_size)
     if rule is None:
         rule = "sqrt" if recipe.adaptive else "linear"
     alpha = scaling_exponent(rule)
     k = batch_size / recipe.batch_size
     changes = dict(
-        batch_size=int(batch_size),
+        batch_size=batch_size,
         learning_rate=scale_learning_rate(recipe.learning_rate, recipe.batch_size, batch_size, rule),
         weight_decay=recipe.weight_decay * k ** (1.0 - alpha),
-        bn_momentum=recipe.bn_momentum**k,
+        bn_momentum=rescale_momentum(recipe.bn_momentum, recipe.batch_size, batch_size),
     )
     if recipe.ema_momentum is not None:
-        changes["ema_momentum"] = recipe.ema_momentum**k
+        changes["ema_momentum"] = rescale_momentum(recipe.ema_momentum, recipe.batch_size, batch_size)
     if recipe.adaptive:
         changes.update(beta_1=recipe.beta_1**k, beta_2=recipe.beta_2**k, epsilon=recipe.epsilon / math.sqrt(k))
     return dataclasses.replace(recipe, **changes)
@@ -171,18 +162,16 @@ def warmup_epochs(batch_size, base_batch_size, base_warmup_epochs, *, epochs_per
     measures it.
     """
     k = _batch("batch_size", batch_size) / _batch("base_batch_size", base_batch_size)
-    base = _real("base_warmup_epochs", base_warmup_epochs, low=0)
-    per_doubling = _real("epochs_per_doubling", epochs_per_doubling, low=0)
+    base = checks.real("base_warmup_epochs", base_warmup_epochs, low=0)
+    per_doubling = checks.real("epochs_per_doubling", epochs_per_doubling, low=0)
     grown = max(0.0, base + per_doubling * math.log2(k))
     if num_epochs is None:
         return grown
-    num_epochs = _real("num_epochs", num_epochs, low=0, low_open=True)
-    fraction = _real("max_fraction", max_fraction, low=0, high=1, high_open=False)
+    num_epochs = checks.real("num_epochs", num_epochs, low=0, low_open=True)
+    fraction = checks.real("max_fraction", max_fraction, low=0, high=1)
     if base >= num_epochs:
-        raise ValueError(
-            f"base_warmup_epochs={base_warmup_epochs} must be shorter than num_epochs={num_epochs} "
-            f"(a warmup longer than training)."
-        )
+        checks.fail("base_warmup_epochs", base_warmup_epochs,
+                    f"shorter than num_epochs={num_epochs} (a warmup longer than training)")
     return min(grown, max(fraction * num_epochs, base))
 
 
@@ -192,8 +181,8 @@ def max_stable_learning_rate(sharpness, momentum=0.0):
     momentum m (Keras's SGD; Cohen et al. 2021, "Gradient Descent on Neural Networks Typically
     Occurs at the Edge of Stability", section 2 and appendix).
     """
-    sharpness = _real("sharpness", sharpness, low=0, low_open=True)
-    momentum = _real("momentum", momentum, low=0, high=1)
+    sharpness = checks.real("sharpness", sharpness, low=0, low_open=True)
+    momentum = checks.real("momentum", momentum, low=0, high=1, high_open=True)
     return (2.0 + 2.0 * momentum) / sharpness
 
 
@@ -206,9 +195,9 @@ def min_batch_size(grad_variance, tolerance, confidence=0.95):
     parameters (the trace of the covariance; McCandlish et al. 2018 call it tr(Sigma)), and
     `tolerance` is eps in the same norm: P(||mean of n - g|| >= eps) <= sigma^2 / (n eps^2).
     """
-    variance = _real("grad_variance", grad_variance, low=0)
-    tolerance = _real("tolerance", tolerance, low=0, low_open=True)
-    delta = 1.0 - _real("confidence", confidence, low=0, low_open=True, high=1)
+    variance = checks.real("grad_variance", grad_variance, low=0)
+    tolerance = checks.real("tolerance", tolerance, low=0, low_open=True)
+    delta = 1.0 - checks.real("confidence", confidence, low=0, low_open=True, high=1, high_open=True)
     bound = variance / (tolerance**2 * delta)
     # Shave float noise (1 - 0.95 is 0.050000000000000044) so exact bounds do not round up.
     return max(1, math.ceil(bound * (1.0 - 1e-12)))

@@ -15,7 +15,8 @@ import numbers
 import keras
 from keras import ops
 
-from kbatch import scaling
+from kbatch import checks, scaling
+from kbatch.ledger import StepLedger, check_phases, phase_epochs
 
 _Schedule = keras.optimizers.schedules.LearningRateSchedule
 
@@ -25,7 +26,7 @@ def _schedule_or_float(name, value):
         value = keras.saving.deserialize_keras_object(value)
     if isinstance(value, _Schedule):
         return value
-    return scaling._real(name, value, low=0)
+    return checks.real(name, value, low=0)
 
 
 def _serialize(value):
@@ -61,8 +62,8 @@ class Warmup(_Schedule):
     def __init__(self, after, warmup_steps, initial_learning_rate=0.0, offset=True, name="Warmup"):
         super().__init__()
         self.after = _schedule_or_float("after", after)
-        self.warmup_steps = scaling._real("warmup_steps", warmup_steps, low=0)
-        self.initial_learning_rate = scaling._real("initial_learning_rate", initial_learning_rate, low=0)
+        self.warmup_steps = checks.real("warmup_steps", warmup_steps, low=0)
+        self.initial_learning_rate = checks.real("initial_learning_rate", initial_learning_rate, low=0)
         self.offset = bool(offset)
         self.name = name
 
@@ -95,19 +96,6 @@ batch size. `learning_rate` is None when the schedule has none; `start_step` and
 (optimizer updates) are None unless `phases` was given `num_examples`."""
 
 
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-    return int(value)
-
-
-def _examples_at(epoch, num_examples):
-    """The number of examples that `epoch` epochs make, rounded up (float noise rounded away)."""
-    exact = epoch * num_examples
-    nearest = round(exact)
-    return nearest if abs(exact - nearest) <= 1e-9 * max(1.0, exact) else math.ceil(exact)
-
-
 @keras.saving.register_keras_serializable(package="kbatch")
 class BatchSizeSchedule:
     """The global batch size, and optionally the learning rate, as piecewise-constant functions
@@ -117,7 +105,8 @@ class BatchSizeSchedule:
     ends) and trains at global batch `batch_sizes[i]` and, where given, rate `learning_rates[i]`.
     Its steps are counted on one stream of examples: phase i takes as many batches as it needs
     to reach its end boundary, the last batch may run past it, and the next phase starts where
-    that batch ended. So after any step, epochs = examples seen / examples per epoch, exactly.
+    that batch ended. So after any step, epochs = examples seen / examples per epoch, exactly
+    (`ledger(num_examples)` does that arithmetic: `kbatch.ledger.StepLedger`).
 
     It is not a Keras `LearningRateSchedule` (the trainer reads its phases); `PhasedSchedule` is
     the optimizer's rate for it. Registered, so it serializes with `get_config` / `from_config`.
@@ -130,24 +119,16 @@ class BatchSizeSchedule:
     """
 
     def __init__(self, batch_sizes, boundaries=(), learning_rates=None):
-        batch_sizes = [_positive_int(f"batch_sizes[{i}]", b) for i, b in enumerate(batch_sizes)]
-        boundaries = [scaling._real(f"boundaries[{i}]", b, low=0, low_open=True) for i, b in enumerate(boundaries)]
-        if not batch_sizes or len(boundaries) != len(batch_sizes) - 1:
-            raise ValueError(
-                f"boundaries must have one entry fewer than batch_sizes (a boundary between phases), "
-                f"got {len(boundaries)} boundaries for {len(batch_sizes)} batch sizes.")
-        if any(b >= c for b, c in zip(boundaries, boundaries[1:])):
-            raise ValueError(f"boundaries must be strictly increasing epochs, got {boundaries}.")
+        batch_sizes, boundaries = check_phases(batch_sizes, boundaries)
         if learning_rates is not None:
-            learning_rates = [scaling._real(f"learning_rates[{i}]", r, low=0) for i, r in enumerate(learning_rates)]
+            learning_rates = [checks.real(f"learning_rates[{i}]", r, low=0) for i, r in enumerate(learning_rates)]
             if len(learning_rates) != len(batch_sizes):
-                raise ValueError(f"learning_rates must have one entry per phase ({len(batch_sizes)}), "
-                                 f"got {len(learning_rates)}.")
+                checks.fail("learning_rates", learning_rates,
+                            f"a list of one rate per phase ({len(batch_sizes)} phases)")
         self.batch_sizes, self.boundaries, self.learning_rates = batch_sizes, boundaries, learning_rates
 
     def _phase(self, epoch):
-        epoch = scaling._real("epoch", epoch, low=0)
-        return bisect.bisect_right(self.boundaries, epoch)
+        return bisect.bisect_right(self.boundaries, checks.real("epoch", epoch, low=0))
 
     def batch_size(self, epoch):
         """The global batch size at `epoch` (a boundary belongs to the phase it starts)."""
@@ -159,6 +140,11 @@ class BatchSizeSchedule:
             raise ValueError("this BatchSizeSchedule has no learning_rates.")
         return self.learning_rates[self._phase(epoch)]
 
+    def ledger(self, num_examples):
+        """The `kbatch.ledger.StepLedger` of this schedule over epochs of `num_examples` examples:
+        updates <-> examples seen <-> epochs <-> phases."""
+        return StepLedger(self.batch_sizes, self.boundaries, num_examples)
+
     def phases(self, num_epochs, num_examples=None):
         """The phases that start before `num_epochs`, the last one cut at `num_epochs`.
 
@@ -166,54 +152,34 @@ class BatchSizeSchedule:
         optimizer step and its number of steps; their sum is the run's number of updates.
         A phase can have 0 steps when the previous phase's last batch ran past it.
         """
-        num_epochs = scaling._real("num_epochs", num_epochs, low=0, low_open=True)
-        starts = self._starts(num_examples) if num_examples is not None else None
-        phases = []
-        for i, batch in enumerate(self.batch_sizes):
-            begin = self.boundaries[i - 1] if i else 0.0
-            if begin >= num_epochs:
-                break
-            end = min(self.boundaries[i], num_epochs) if i < len(self.boundaries) else num_epochs
-            start_step = num_steps = None
-            if starts is not None:
-                start_step, start_example = starts[i]
-                num_steps = max(0, -(-(_examples_at(end, num_examples) - start_example) // batch))
-            rate = self.learning_rates[i] if self.learning_rates is not None else None
-            phases.append(Phase(begin, end, batch, rate, start_step, num_steps))
-        return phases
-
-    def _starts(self, num_examples):
-        """(first step, examples seen before it) of every phase."""
-        num_examples = _positive_int("num_examples", num_examples)
-        step, seen, starts = 0, 0, []
-        for i, batch in enumerate(self.batch_sizes):
-            starts.append((step, seen))
-            if i < len(self.boundaries):
-                steps = max(0, -(-(_examples_at(self.boundaries[i], num_examples) - seen) // batch))
-                step, seen = step + steps, seen + steps * batch
-        return starts
+        epochs = phase_epochs(self.boundaries, num_epochs)
+        starts = counts = [None] * len(epochs)
+        if num_examples is not None:
+            step_ledger = self.ledger(num_examples)
+            starts = [start.step for start in step_ledger.phase_starts]
+            counts = step_ledger.phase_steps(num_epochs)
+        rates = self.learning_rates or [None] * len(self.batch_sizes)
+        return [Phase(begin, end, batch, rate, start, count)
+                for (begin, end), batch, rate, start, count
+                in zip(epochs, self.batch_sizes, rates, starts, counts)]
 
     def examples_seen(self, step, num_examples):
         """The examples the first `step` updates consume (where a resumed input stream starts)."""
-        if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
-            raise ValueError(f"step must be a non-negative integer, got {step!r}.")
-        starts = self._starts(num_examples)
-        phase = max(i for i, (start, _) in enumerate(starts) if start <= step)  # the last phase started
-        start, seen = starts[phase]
-        return seen + (int(step) - start) * self.batch_sizes[phase]
+        return self.ledger(num_examples).examples_seen(step)
 
     def step_at(self, epoch, num_examples):
         """The first update that starts at or after `epoch` (for evaluations and warmup in steps)."""
-        phase = self._phase(epoch)
-        start, seen = self._starts(num_examples)[phase]
-        return start + max(0, -(-(_examples_at(epoch, num_examples) - seen) // self.batch_sizes[phase]))
+        return self.ledger(num_examples).step_at(epoch)
 
     def check_divisible(self, num_replicas, accumulation_steps=1, num_epochs=None):
         """The per-replica micro-batch of every phase (of those before `num_epochs`, if given);
         a ValueError naming the first phase whose global batch does not divide by
         `num_replicas * accumulation_steps`."""
-        parts = _positive_int("num_replicas", num_replicas) * _positive_int("accumulation_steps", accumulation_steps)
-        count = len(self.phases(num_epochs)) if num_epochs is not None else len(self.batch_sizes)
+        parts = checks.positive_int("num_replicas", num_replicas) * checks.positive_int(
+            "accumulation_steps", accumulation_steps)
+        count = len(self.batch_sizes)
+        if num_epochs is not None:
+            count = len(phase_epochs(self.boundaries, num_epochs))
         for i, batch in enumerate(self.batch_sizes[:count]):
             if batch % parts:
                 begin = self.boundaries[i - 1] if i else 0
@@ -231,7 +197,7 @@ class BatchSizeSchedule:
         lr**(1/alpha) / B in general, in every epoch (Smith et al. 2018's equivalence)."""
         if self.learning_rates is None:
             raise ValueError("decay_twin needs a BatchSizeSchedule with learning_rates.")
-        twin = self.batch_sizes[0] if batch_size is None else _positive_int("batch_size", batch_size)
+        twin = self.batch_sizes[0] if batch_size is None else checks.positive_int("batch_size", batch_size)
         rates = [scaling.scale_learning_rate(r, b, twin, rule) for r, b in zip(self.learning_rates, self.batch_sizes)]
         return type(self)([twin] * len(self.batch_sizes), self.boundaries, rates)
 
@@ -239,8 +205,8 @@ class BatchSizeSchedule:
     def step_decay(cls, learning_rate, batch_size, boundaries, factor):
         """A step schedule at a fixed batch: the rate is divided by `factor` at each boundary
         (Goyal et al. 2017 on ImageNet: factor 10 at epochs 30, 60, 80)."""
-        learning_rate = scaling._real("learning_rate", learning_rate, low=0)
-        factor = scaling._real("factor", factor, low=1, low_open=True)
+        learning_rate = checks.real("learning_rate", learning_rate, low=0)
+        factor = checks.real("factor", factor, low=1, low_open=True)
         rates = [learning_rate / factor**i for i in range(len(boundaries) + 1)]
         return cls([batch_size] * len(rates), boundaries, rates)
 
@@ -258,16 +224,17 @@ class BatchSizeSchedule:
         """
         alpha = scaling.scaling_exponent(rule)
         if alpha <= 0:
-            raise ValueError(f"rule must grow the rate with the batch (alpha > 0), got {rule!r}.")
-        learning_rate = scaling._real("learning_rate", learning_rate, low=0)
-        factor = scaling._real("factor", factor, low=1, low_open=True)
-        batch_size, multiple_of = _positive_int("batch_size", batch_size), _positive_int("multiple_of", multiple_of)
-        cap = math.inf if max_batch_size is None else _positive_int("max_batch_size", max_batch_size)
+            checks.fail("rule", rule, "a rule that grows the rate with the batch (alpha > 0)")
+        learning_rate = checks.real("learning_rate", learning_rate, low=0)
+        factor = checks.real("factor", factor, low=1, low_open=True)
+        batch_size = checks.positive_int("batch_size", batch_size)
+        multiple_of = checks.positive_int("multiple_of", multiple_of)
+        cap = math.inf if max_batch_size is None else checks.positive_int("max_batch_size", max_batch_size)
         for name, value in (("batch_size", batch_size), ("max_batch_size", cap)):
             if value != math.inf and value % multiple_of:
-                raise ValueError(f"{name}={value} must be a multiple of multiple_of={multiple_of}.")
+                checks.fail(name, value, f"a multiple of multiple_of={multiple_of}")
         if cap < batch_size:
-            raise ValueError(f"max_batch_size={max_batch_size} must be at least batch_size={batch_size}.")
+            checks.fail("max_batch_size", max_batch_size, f"at least batch_size={batch_size}")
         batches, rates = [], []
         for i in range(len(boundaries) + 1):
             grown = multiple_of * max(1, round(batch_size * factor ** (i / alpha) / multiple_of))
@@ -324,18 +291,17 @@ class PhasedSchedule(_Schedule):
         if isinstance(batch_schedule, dict):
             batch_schedule = keras.saving.deserialize_keras_object(batch_schedule)
         if isinstance(batch_schedule, numbers.Integral) and not isinstance(batch_schedule, bool):
-            batch_schedule = BatchSizeSchedule([_positive_int("batch_schedule", batch_schedule)])
+            batch_schedule = BatchSizeSchedule([checks.positive_int("batch_schedule", batch_schedule)])
         if not isinstance(batch_schedule, BatchSizeSchedule):
-            raise ValueError(f"batch_schedule must be a BatchSizeSchedule or a positive integer, "
-                             f"got {batch_schedule!r}.")
+            checks.fail("batch_schedule", batch_schedule, "a BatchSizeSchedule or a positive integer")
         self.batch_schedule = batch_schedule
-        self.num_examples = _positive_int("num_examples", num_examples)
+        self.num_examples = checks.positive_int("num_examples", num_examples)
         self.epoch_schedule = _schedule_or_float("epoch_schedule", epoch_schedule)
         self.name = name
         rates = batch_schedule.learning_rates or [1.0] * len(batch_schedule.batch_sizes)
-        self._phases = [(step, seen / self.num_examples, batch / self.num_examples, rate)
-                        for (step, seen), batch, rate in
-                        zip(batch_schedule._starts(self.num_examples), batch_schedule.batch_sizes, rates)]
+        starts = batch_schedule.ledger(self.num_examples).phase_starts
+        self._phases = [(start.step, start.examples / self.num_examples, batch / self.num_examples, rate)
+                        for start, batch, rate in zip(starts, batch_schedule.batch_sizes, rates)]
 
     def _epoch_and_rate(self, step):
         # Phases are found in the step's own dtype: exact for integer steps of any size.

@@ -179,8 +179,29 @@ def test_unknown_batch_dimension_in_tf_function_and_xla():
 
 @pytest.mark.parametrize("virtual_batch_size", [0, -4, 2.5, True, None])
 def test_bad_virtual_batch_size(virtual_batch_size):
-    with pytest.raises(ValueError, match="virtual_batch_size"):
+    message = rf"virtual_batch_size={virtual_batch_size!r}: must be a positive integer\."
+    with pytest.raises(ValueError, match=message):
         GhostBatchNormalization(virtual_batch_size)
+
+
+@pytest.mark.parametrize("argument, value, allowed", [
+    ("momentum", 1.5, r"in \[0, 1\]"), ("momentum", -0.5, r"in \[0, 1\]"),
+    ("momentum", float("nan"), r"in \[0, 1\]"), ("momentum", "0.9", r"in \[0, 1\]"),
+    ("epsilon", -1.0, "> 0"), ("epsilon", 0.0, "> 0"), ("epsilon", float("inf"), "> 0"),
+])
+def test_momentum_and_epsilon_out_of_range_are_refused(argument, value, allowed):
+    with pytest.raises(ValueError, match=rf"{argument}={value!r}: must be a finite number {allowed}\."):
+        GhostBatchNormalization(4, **{argument: value})
+
+
+@pytest.mark.parametrize("momentum", [0.0, 1.0])
+def test_momentum_at_the_ends_of_its_range_is_accepted(momentum):
+    assert GhostBatchNormalization(4, momentum=momentum).momentum == momentum
+
+
+def test_the_batch_axis_is_refused():
+    with pytest.raises(ValueError, match=r"axis=0: must be a feature axis, not the batch axis 0"):
+        GhostBatchNormalization(4, axis=0)(keras.Input((5, 3)))
 
 
 def test_synchronized_is_rejected():

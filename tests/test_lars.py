@@ -292,20 +292,33 @@ def test_a_subclass_can_change_the_trust_ratio():
 
 
 @pytest.mark.parametrize("argument, value, message", [
-    ("learning_rate", -0.1, "learning_rate must be >= 0"),
-    ("momentum", 1.0, r"momentum must be in \[0.0, 1.0\)"),
-    ("momentum", -0.1, r"momentum must be in \[0.0, 1.0\)"),
-    ("trust_coefficient", -1e-3, "trust_coefficient must be >= 0"),
-    ("weight_decay", -1e-4, "weight_decay must be >= 0"),
-    ("epsilon", -1.0, "epsilon must be >= 0"),
-    ("nesterov", "yes", "nesterov must be True or False"),
-    ("exclude_from_weight_decay", ["bias", "norm(["], "exclude_from_weight_decay: 'norm\\(\\[' is not a valid regular expression"),
-    ("exclude_from_layer_adaptation", ["[gamma"], "exclude_from_layer_adaptation: '\\[gamma' is not a valid"),
-    ("exclude_from_weight_decay", [3], "exclude_from_weight_decay must be a list of"),
+    ("learning_rate", -0.1, "learning_rate=-0.1: must be a finite number >= 0"),
+    ("learning_rate", float("nan"), "learning_rate=nan: must be a finite number >= 0"),
+    ("learning_rate", float("inf"), "learning_rate=inf: must be a finite number >= 0"),
+    ("momentum", 1.0, r"momentum=1.0: must be a finite number in \[0, 1\)"),
+    ("momentum", -0.1, r"momentum=-0.1: must be a finite number in \[0, 1\)"),
+    ("momentum", float("nan"), r"momentum=nan: must be a finite number in \[0, 1\)"),
+    ("trust_coefficient", -1e-3, "trust_coefficient=-0.001: must be a finite number >= 0"),
+    ("weight_decay", -1e-4, "weight_decay=-0.0001: must be a finite number >= 0"),
+    ("epsilon", -1.0, "epsilon=-1.0: must be a finite number >= 0"),
+    ("nesterov", "yes", "nesterov='yes': must be True or False"),
+    ("exclude_from_weight_decay", ["bias", "norm(["],
+     r"exclude_from_weight_decay=\['bias', 'norm\(\['\]: must be valid regular expressions; 'norm\(\[' is not"),
+    ("exclude_from_layer_adaptation", ["[gamma"], r"exclude_from_layer_adaptation=\['\[gamma'\]: must be valid"),
+    ("exclude_from_weight_decay", [3], r"exclude_from_weight_decay=\[3\]: must be a list of .*3 \(int\) is not"),
 ])
 def test_bad_arguments_are_refused_with_the_argument_named(argument, value, message):
     with pytest.raises(ValueError, match=message):
         LARS(**{argument: value})
+
+
+@pytest.mark.parametrize("learning_rate", [
+    0.0, 3, keras.optimizers.schedules.CosineDecay(0.1, 100), lambda: 0.1])
+def test_a_finite_rate_a_schedule_or_a_callable_is_accepted(learning_rate):
+    optimizer = LARS(learning_rate)
+    variable = keras.Variable(np.ones(2, "float32"), name="kernel")
+    optimizer.apply([tf.ones(2)], [variable])
+    assert np.isfinite(variable.numpy()).all()
 
 
 def test_trust_ratio_stats_summarize_the_adapted_variables_only():

@@ -1,10 +1,13 @@
-"""`kbatch.layers.get`: every name builds the layer it promises, bad input gets a clear error."""
+"""`kbatch.layers.get`: every name builds the layer it promises, bad input gets a clear error, and
+`kbatch.layers.registry` says what each built layer does."""
 
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
-from kbatch import layers
+from kbatch import layers, models
+from kbatch.layers import registry
 
 KWARGS = {"ghost_batch": {"virtual_batch_size": 2}}
 
@@ -44,25 +47,115 @@ def test_group_is_keras_group_normalization():
 
 
 def test_groups_that_do_not_divide_the_channels():
-    with pytest.raises(ValueError, match=r"groups=8 must divide the number of channels \(12"):
+    with pytest.raises(ValueError, match=r"groups=8: must be a divisor of the number of channels \(12.*"
+                                         r"one of \[1, 2, 3, 4, 6, 12\]"):
         layers.get("group", groups=8)(keras.Input((5, 12)))
 
 
 def test_ghost_batch_needs_a_virtual_batch_size():
     with pytest.raises(ValueError, match="virtual_batch_size"):
         layers.get("ghost_batch")
-    with pytest.raises(ValueError, match="virtual_batch_size"):
+    with pytest.raises(ValueError, match="virtual_batch_size=0: must be a positive integer"):
         layers.get("ghost_batch", virtual_batch_size=0)
 
 
 def test_unknown_name_lists_the_choices():
-    with pytest.raises(ValueError, match="ghost_batch.*switchable"):
+    with pytest.raises(ValueError, match="norm='weight': must be one of 'batch', .*'ghost_batch'.*'switchable'"):
         layers.get("weight")
 
 
 def test_unknown_switchable_mode():
-    with pytest.raises(ValueError, match="modes"):
+    with pytest.raises(ValueError, match=r"modes=\('batch', 'group'\): must be a non-empty sequence of distinct "
+                                         r"names from 'batch', 'layer', 'instance'"):
         layers.get("switchable", modes=("batch", "group"))
+
+
+@pytest.mark.parametrize("name", layers.NAMES)
+@pytest.mark.parametrize("argument, value, allowed", [
+    ("momentum", 1.5, r"in \[0, 1\]"), ("momentum", -0.1, r"in \[0, 1\]"),
+    ("momentum", float("nan"), r"in \[0, 1\]"), ("epsilon", 0.0, "> 0"), ("epsilon", -1.0, "> 0"),
+])
+def test_every_name_refuses_a_momentum_or_epsilon_out_of_range(name, argument, value, allowed):
+    """Keras's BatchNormalization takes momentum=1.5 silently; every name refuses it alike."""
+    with pytest.raises(ValueError, match=rf"{argument}={value!r}: must be a finite number {allowed}\."):
+        layers.get(name, **{argument: value}, **KWARGS.get(name, {}))
+
+
+@pytest.mark.parametrize("name", layers.NAMES)
+def test_momentum_and_epsilon_at_the_ends_of_their_range_are_accepted(name):
+    for momentum in (0.0, 1.0):
+        layers.get(name, momentum=momentum, epsilon=1e-12, **KWARGS.get(name, {}))
+
+
+def _built(name, shape=(4, 6, 16)):
+    layer = layers.get(name, **KWARGS.get(name, {}))
+    layer.build(shape)
+    return layer
+
+
+@pytest.mark.parametrize("name", layers.NAMES)
+def test_registry_says_which_layers_keep_moving_statistics_and_a_gamma(name):
+    facts, layer = registry.facts(name), _built(name)
+    assert facts.moving_statistics == bool(layer.non_trainable_weights)
+    assert all("moving" in w.path or "renorm" in w.path for w in layer.non_trainable_weights)
+    assert facts.gamma == any(w.path.endswith("/gamma") for w in layer.trainable_weights)
+
+
+@pytest.mark.parametrize("name", layers.NAMES)
+def test_registry_says_which_layers_use_the_other_examples_of_the_batch(name):
+    """Batch statistics tie example 0's output to the rest of its batch: through its gradient
+    (batch renorm's forward pass cancels them, its gradient does not)."""
+    rng = np.random.default_rng(3)
+    x = tf.constant(rng.normal(size=(4, 6, 16)).astype("float32"))
+    weights = rng.normal(size=(6, 16)).astype("float32")
+    layer = _built(name)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = tf.reduce_sum(layer(x, training=True)[0] * weights)
+    others = tape.gradient(loss, x).numpy()[1:]
+    assert registry.facts(name).batch_statistics == (np.abs(others).max() > 1e-6)
+
+
+def _bias_gradient(layer):
+    """The gradient of a loss on the layer's training output with respect to a per-channel bias
+    added to its input (a convolution's bias)."""
+    rng = np.random.default_rng(4)
+    x = tf.constant(rng.normal(size=(4, 6, 16)).astype("float32"))
+    weights = rng.normal(size=(4, 6, 16)).astype("float32")
+    bias = tf.Variable(np.linspace(-2.0, 2.0, 16, dtype="float32"))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(layer(x + bias, training=True) * weights)
+    return tape.gradient(loss, bias).numpy()
+
+
+@pytest.mark.parametrize("name", [n for n in layers.NAMES if n != "switchable"])
+def test_registry_says_which_layers_make_a_per_channel_bias_redundant(name):
+    """A norm that subtracts a per-channel mean subtracts the bias with it: the bias gets no
+    gradient (so a convolution before it needs none)."""
+    redundant = np.abs(_bias_gradient(_built(name))).max() < 1e-4
+    assert registry.facts(name).per_channel_mean == redundant
+
+
+def test_switchable_counts_as_per_channel_its_batch_and_instance_means_are():
+    """Switchable mixes in the layer mean too (its learned weight lets a bias count a little);
+    the registry counts it with its per-channel modes, as the models did before it existed."""
+    assert registry.facts("switchable").per_channel_mean
+    only_per_channel = layers.get("switchable", modes=("batch", "instance"))
+    assert np.abs(_bias_gradient(only_per_channel)).max() < 1e-4
+
+
+def test_registry_names_are_the_factory_names_and_unknown_is_refused():
+    assert registry.NAMES == layers.NAMES == tuple(registry.FACTS)
+    with pytest.raises(ValueError, match="norm='weight': must be one of"):
+        registry.facts("weight")
+
+
+@pytest.mark.parametrize("name", layers.NAMES)
+def test_mnist1d_cnn_drops_the_conv_bias_exactly_for_per_channel_means(name):
+    model = models.get("mnist1d_cnn", num_classes=10, input_shape=(40, 1), norm=name,
+                       norm_kwargs=KWARGS.get(name))
+    for index in (1, 2, 3):
+        assert model.get_layer(f"conv{index}").use_bias == (not registry.facts(name).per_channel_mean)
 
 
 def _tagged(base):

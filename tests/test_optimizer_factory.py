@@ -161,6 +161,14 @@ def test_apply_exclusions_unwraps_loss_scaling_and_takes_explicit_patterns():
     np.testing.assert_allclose(moved["body/bias"][1], moved["body/bias"][0] * (1 - LR * WD), rtol=1e-6)
 
 
+def test_unwrap_returns_the_optimizer_that_updates():
+    inner = optimizers.build("lars", LR)
+    assert optimizers.unwrap(inner) is inner
+    twice = keras.optimizers.LossScaleOptimizer(keras.optimizers.LossScaleOptimizer(inner))
+    assert optimizers.unwrap(twice) is inner
+    assert optimizers.unwrap(keras.optimizers.LossScaleOptimizer(inner)) is inner
+
+
 def test_patterns_given_to_apply_exclusions_add_to_lars_own():
     model = small_model()
     optimizer = optimizers.build("lars", LR, weight_decay=WD, trust_coefficient=TC)
@@ -194,20 +202,25 @@ def test_lars_config_can_keep_adaptation_on_norm_parameters():
 
 @pytest.mark.parametrize("call, message", [
     (lambda: optimizers.build("rmsprop", 0.1),
-     r"Unknown optimizer 'rmsprop' \(config field `optimizer`\): choose one of sgd, momentum, "
-     r"nesterov, lars, lamb, adamw, adam"),
+     r"optimizer='rmsprop': must be one of 'sgd', 'momentum', 'nesterov', 'lars', 'lamb', 'adamw', 'adam'\."),
     (lambda: optimizers.build(ml_collections.ConfigDict(dict(optimizer="Lars")), 0.1),
-     "Unknown optimizer 'Lars'"),
-    (lambda: optimizers.build("momentum", 0.1, weight_decay=-1.0), "weight_decay must be >= 0"),
-    (lambda: optimizers.build("momentum", 0.1, momentum=1.0), r"momentum must be in \[0.0, 1.0\)"),
-    (lambda: optimizers.build("adam", 0.1, beta_2=1.5), r"beta_2 must be in \[0.0, 1.0\)"),
-    (lambda: optimizers.resolve(dict(optimizer="lars", nesterov="yes")), "nesterov must be True or False"),
-    (lambda: optimizers.resolve(dict(optimizer="lars", trust_coefficient=-1)), "trust_coefficient must be >= 0"),
-    (lambda: optimizers.resolve("adamw", epsilon=-1e-8), "epsilon must be >= 0"),
+     "optimizer='Lars': must be one of"),
+    (lambda: optimizers.build("momentum", 0.1, weight_decay=-1.0),
+     "weight_decay=-1.0: must be a finite number >= 0"),
+    (lambda: optimizers.build("momentum", 0.1, weight_decay=float("inf")), "weight_decay=inf: must be a finite"),
+    (lambda: optimizers.build("momentum", 0.1, momentum=1.0),
+     r"momentum=1.0: must be a finite number in \[0, 1\)"),
+    (lambda: optimizers.build("momentum", 0.1, momentum=float("nan")),
+     r"momentum=nan: must be a finite number in \[0, 1\)"),
+    (lambda: optimizers.build("adam", 0.1, beta_2=1.5), r"beta_2=1.5: must be a finite number in \[0, 1\)"),
+    (lambda: optimizers.resolve(dict(optimizer="lars", nesterov="yes")), "nesterov='yes': must be True or False"),
+    (lambda: optimizers.resolve(dict(optimizer="lars", trust_coefficient=-1)),
+     "trust_coefficient=-1: must be a finite number >= 0"),
+    (lambda: optimizers.resolve("adamw", epsilon=-1e-8), "epsilon=-1e-08: must be a finite number >= 0, or None"),
     (lambda: optimizers.build("adamw", 0.1, exclude_from_weight_decay=["bias("]),
-     r"exclude_from_weight_decay: 'bias\(' is not a valid regular expression"),
-    (lambda: optimizers.build("lars", -0.1), "learning_rate must be >= 0"),
-    (lambda: optimizers.build("lars", 0.1, momentum=1.5), r"momentum must be in \[0.0, 1.0\)"),
+     r"exclude_from_weight_decay=\['bias\('\]: must be valid regular expressions; 'bias\(' is not"),
+    (lambda: optimizers.build("lars", -0.1), "learning_rate=-0.1: must be a finite number >= 0"),
+    (lambda: optimizers.build("lars", 0.1, momentum=1.5), r"momentum=1.5: must be a finite number in \[0, 1\)"),
     (lambda: optimizers.build(dict(optimizer="lars", exclude_from_layer_adaptation=["(gamma"]), 0.1),
      "exclude_from_layer_adaptation"),
 ])

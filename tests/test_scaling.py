@@ -91,6 +91,33 @@ def test_rescaled_ema_has_the_same_memory_in_examples():
 
 
 @FAST
+@given(momentum=st.floats(0.0, 1.0), b0=st.integers(1, 512), multiple=st.integers(1, 16))
+def test_rescale_momentum_keeps_the_ema_memory_in_examples(momentum, b0, multiple):
+    """Busbridge et al. 2023: an EMA stepped once per batch of B = multiple * B0 with the rescaled
+    momentum leaves the initial value the weight the base EMA leaves it after as many examples."""
+    b1 = multiple * b0
+    rescaled = scaling.rescale_momentum(momentum, b0, b1)
+    assert 0.0 <= rescaled <= 1.0
+    base, large = 1.0, 1.0
+    for _ in range(multiple):  # b1 examples at the base batch
+        base *= momentum
+    large *= rescaled  # the same b1 examples in one large batch
+    assert large == pytest.approx(base, rel=1e-9, abs=1e-300)
+
+
+@FAST
+@given(momentum=st.floats(0.5, 1.0), b0=st.integers(1, 512), b1=st.integers(1, 512), b2=st.integers(1, 512))
+def test_rescale_momentum_is_multiplicative_and_rescale_uses_it(momentum, b0, b1, b2):
+    # Momenta of 0.5 and up, batch ratios up to 512: no step underflows to 0 (0.5**512 ~ 1e-154).
+    via_b1 = scaling.rescale_momentum(scaling.rescale_momentum(momentum, b0, b1), b1, b2)
+    assert via_b1 == pytest.approx(scaling.rescale_momentum(momentum, b0, b2), rel=1e-9)
+    assert scaling.rescale_momentum(momentum, b0, b0) == momentum
+    new = scaling.rescale(SGD, b1)
+    assert new.bn_momentum == scaling.rescale_momentum(SGD.bn_momentum, SGD.batch_size, b1)
+    assert new.ema_momentum == scaling.rescale_momentum(SGD.ema_momentum, SGD.batch_size, b1)
+
+
+@FAST
 @given(b1=batches, b2=batches, adaptive=st.booleans(), rule=st.sampled_from([None, "linear", "sqrt", 0.3]))
 def test_rescale_is_multiplicative(b1, b2, adaptive, rule):
     recipe = dataclasses.replace(SGD, adaptive=adaptive)
@@ -151,30 +178,50 @@ def test_min_batch_size_closed_form_and_chebyshev_guarantee():
     assert miss <= 0.2
 
 
-@pytest.mark.parametrize("call, name", [
-    (lambda: scaling.scale_learning_rate(0.1, 0, 256), "base_batch_size"),
-    (lambda: scaling.scale_learning_rate(0.1, 256, -8), "batch_size"),
-    (lambda: scaling.scale_learning_rate(0.1, 256, float("nan")), "batch_size"),
-    (lambda: scaling.scale_learning_rate(float("nan"), 256, 512), "base_lr"),
-    (lambda: scaling.scale_learning_rate(-0.1, 256, 512), "base_lr"),
-    (lambda: scaling.scale_learning_rate(0.1, 256, 512, "cubic"), "rule"),
-    (lambda: scaling.scale_learning_rate(0.1, 256, 512, float("inf")), "rule"),
-    (lambda: scaling.rescale(SGD, 0), "batch_size"),
-    (lambda: scaling.rescale(SGD, 512, rule="quadratic"), "rule"),
-    (lambda: scaling.rescale({"batch_size": 64}, 512), "recipe"),
-    (lambda: dataclasses.replace(SGD, warmup_epochs=12), "warmup_epochs"),
-    (lambda: dataclasses.replace(SGD, batch_size=0), "batch_size"),
-    (lambda: dataclasses.replace(SGD, bn_momentum=1.5), "bn_momentum"),
-    (lambda: dataclasses.replace(SGD, beta_2=float("nan")), "beta_2"),
-    (lambda: dataclasses.replace(SGD, epsilon=0.0), "epsilon"),
-    (lambda: scaling.warmup_epochs(0, 256, 1.0), "batch_size"),
-    (lambda: scaling.warmup_epochs(512, 256, 10.0, num_epochs=8), "base_warmup_epochs"),
-    (lambda: scaling.warmup_epochs(512, 256, 1.0, epochs_per_doubling=-1), "epochs_per_doubling"),
-    (lambda: scaling.max_stable_learning_rate(0.0), "sharpness"),
-    (lambda: scaling.max_stable_learning_rate(1.0, momentum=1.0), "momentum"),
-    (lambda: scaling.min_batch_size(1.0, 0.0), "tolerance"),
-    (lambda: scaling.min_batch_size(1.0, 0.1, confidence=1.0), "confidence"),
+RULE = r"must be one of 'linear', 'sqrt', 'none', or a real exponent\."
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: scaling.scale_learning_rate(0.1, 0, 256), "base_batch_size=0: must be a finite number > 0"),
+    (lambda: scaling.scale_learning_rate(0.1, 256, -8), "batch_size=-8: must be a finite number > 0"),
+    (lambda: scaling.scale_learning_rate(0.1, 256, float("nan")), "batch_size=nan: must be a finite number > 0"),
+    (lambda: scaling.scale_learning_rate(float("nan"), 256, 512), "base_lr=nan: must be a finite number >= 0"),
+    (lambda: scaling.scale_learning_rate(-0.1, 256, 512), "base_lr=-0.1: must be a finite number >= 0"),
+    (lambda: scaling.scale_learning_rate(0.1, 256, 512, "cubic"), "rule='cubic': " + RULE),
+    (lambda: scaling.scale_learning_rate(0.1, 256, 512, float("inf")), "rule=inf: " + RULE),
+    (lambda: scaling.scaling_exponent(True), "rule=True: " + RULE),
+    (lambda: scaling.rescale(SGD, 0), "batch_size=0: must be a positive integer"),
+    (lambda: scaling.rescale(SGD, 512, rule="quadratic"), "rule='quadratic': " + RULE),
+    (lambda: scaling.rescale({"batch_size": 64}, 512),
+     r"recipe=\{'batch_size': 64\}: must be a kbatch.scaling.Recipe"),
+    (lambda: dataclasses.replace(SGD, warmup_epochs=12),
+     r"Recipe.warmup_epochs=12: must be shorter than Recipe.num_epochs=\S+ \(a warmup longer than training\)"),
+    (lambda: dataclasses.replace(SGD, batch_size=0), "Recipe.batch_size=0: must be a positive integer"),
+    (lambda: dataclasses.replace(SGD, bn_momentum=1.5),
+     r"Recipe.bn_momentum=1.5: must be a finite number in \[0, 1\)"),
+    (lambda: dataclasses.replace(SGD, beta_2=float("nan")),
+     r"Recipe.beta_2=nan: must be a finite number in \[0, 1\)"),
+    (lambda: dataclasses.replace(SGD, ema_momentum=1.0),
+     r"Recipe.ema_momentum=1.0: must be a finite number in \[0, 1\), or None"),
+    (lambda: dataclasses.replace(SGD, epsilon=0.0), "Recipe.epsilon=0.0: must be a finite number > 0"),
+    (lambda: dataclasses.replace(SGD, adaptive=1), "Recipe.adaptive=1: must be True or False"),
+    (lambda: scaling.warmup_epochs(0, 256, 1.0), "batch_size=0: must be a finite number > 0"),
+    (lambda: scaling.warmup_epochs(512, 256, 10.0, num_epochs=8),
+     r"base_warmup_epochs=10.0: must be shorter than num_epochs=8.0 \(a warmup longer than training\)"),
+    (lambda: scaling.warmup_epochs(512, 256, 1.0, epochs_per_doubling=-1),
+     "epochs_per_doubling=-1: must be a finite number >= 0"),
+    (lambda: scaling.warmup_epochs(512, 256, 1.0, num_epochs=8, max_fraction=1.5),
+     r"max_fraction=1.5: must be a finite number in \[0, 1\]"),
+    (lambda: scaling.max_stable_learning_rate(0.0), "sharpness=0.0: must be a finite number > 0"),
+    (lambda: scaling.max_stable_learning_rate(1.0, momentum=1.0),
+     r"momentum=1.0: must be a finite number in \[0, 1\)"),
+    (lambda: scaling.min_batch_size(1.0, 0.0), "tolerance=0.0: must be a finite number > 0"),
+    (lambda: scaling.min_batch_size(1.0, 0.1, confidence=1.0),
+     r"confidence=1.0: must be a finite number in \(0, 1\)"),
+    (lambda: scaling.rescale_momentum(1.5, 128, 256), r"momentum=1.5: must be a finite number in \[0, 1\]"),
+    (lambda: scaling.rescale_momentum(0.9, 0, 256), "base_batch_size=0: must be a finite number > 0"),
+    (lambda: scaling.rescale_momentum(0.9, 128, float("nan")), "batch_size=nan: must be a finite number > 0"),
 ])
-def test_bad_input_is_a_value_error_naming_the_argument(call, name):
-    with pytest.raises(ValueError, match=name):
+def test_bad_input_is_a_value_error_naming_the_argument_and_the_allowed_values(call, message):
+    with pytest.raises(ValueError, match=message):
         call()

@@ -151,17 +151,20 @@ def test_subclass_round_trips_through_a_saved_model(tmp_path):
     np.testing.assert_allclose(optimizer_rates(loaded.optimizer, steps), 0.5 * base, rtol=1e-6)
 
 
-@pytest.mark.parametrize("call, name", [
-    (lambda: schedules.Warmup(0.1, -1), "warmup_steps"),
-    (lambda: schedules.Warmup(0.1, float("nan")), "warmup_steps"),
-    (lambda: schedules.Warmup(0.1, 10, initial_learning_rate=-0.1), "initial_learning_rate"),
-    (lambda: schedules.Warmup("cosine", 10), "after"),
-    (lambda: schedules.Warmup(float("inf"), 10), "after"),
-    (lambda: schedules.PhasedSchedule(BATCH, 0), "num_examples"),
-    (lambda: schedules.PhasedSchedule([64, 128], 100), "batch_schedule"),
-    (lambda: schedules.PhasedSchedule(-64, 100), "batch_schedule"),
-    (lambda: schedules.PhasedSchedule(64, 100, epoch_schedule=-1.0), "epoch_schedule"),
+@pytest.mark.parametrize("call, message", [
+    (lambda: schedules.Warmup(0.1, -1), "warmup_steps=-1: must be a finite number >= 0"),
+    (lambda: schedules.Warmup(0.1, float("nan")), "warmup_steps=nan: must be a finite number >= 0"),
+    (lambda: schedules.Warmup(0.1, 10, initial_learning_rate=-0.1),
+     "initial_learning_rate=-0.1: must be a finite number >= 0"),
+    (lambda: schedules.Warmup("cosine", 10), "after='cosine': must be a finite number >= 0"),
+    (lambda: schedules.Warmup(float("inf"), 10), "after=inf: must be a finite number >= 0"),
+    (lambda: schedules.PhasedSchedule(BATCH, 0), "num_examples=0: must be a positive integer"),
+    (lambda: schedules.PhasedSchedule([64, 128], 100),
+     r"batch_schedule=\[64, 128\]: must be a BatchSizeSchedule or a positive integer"),
+    (lambda: schedules.PhasedSchedule(-64, 100), "batch_schedule=-64: must be a positive integer"),
+    (lambda: schedules.PhasedSchedule(64, 100, epoch_schedule=-1.0),
+     "epoch_schedule=-1.0: must be a finite number >= 0"),
 ])
-def test_bad_input_is_a_value_error_naming_the_argument(call, name):
-    with pytest.raises(ValueError, match=name):
+def test_bad_input_is_a_value_error_naming_the_argument_and_the_allowed_values(call, message):
+    with pytest.raises(ValueError, match=message):
         call()

@@ -1,5 +1,7 @@
 """Switchable normalization (Luo et al. 2018) against Keras's BN, LN and IN layers and NumPy."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -172,13 +174,36 @@ def test_unknown_batch_dimension_in_tf_function_and_xla():
 
 @pytest.mark.parametrize("modes", [("batch", "group"), (), ("layer", "layer"), "weight"])
 def test_bad_modes(modes):
-    with pytest.raises(ValueError, match="modes"):
+    shown = re.escape(repr(tuple(modes) if not isinstance(modes, str) else (modes,)))
+    with pytest.raises(ValueError, match=rf"modes={shown}: must be a non-empty sequence of distinct names from "
+                                         r"'batch', 'layer', 'instance'\."):
         SwitchableNormalization(modes=modes)
 
 
 def test_instance_mode_needs_a_spatial_axis():
-    with pytest.raises(ValueError, match="instance"):
+    with pytest.raises(ValueError, match=r"modes=\('batch', 'layer', 'instance'\): must be without 'instance' "
+                                         r"for input shape \(None, 5\).*use modes=\('batch', 'layer'\)"):
         SwitchableNormalization()(keras.Input((5,)))
+
+
+@pytest.mark.parametrize("argument, value, allowed", [
+    ("momentum", 1.5, r"in \[0, 1\]"), ("momentum", -0.5, r"in \[0, 1\]"),
+    ("momentum", float("nan"), r"in \[0, 1\]"), ("momentum", None, r"in \[0, 1\]"),
+    ("epsilon", -1.0, "> 0"), ("epsilon", 0.0, "> 0"), ("epsilon", float("nan"), "> 0"),
+])
+def test_momentum_and_epsilon_out_of_range_are_refused(argument, value, allowed):
+    with pytest.raises(ValueError, match=rf"{argument}={value!r}: must be a finite number {allowed}\."):
+        SwitchableNormalization(**{argument: value})
+
+
+@pytest.mark.parametrize("momentum", [0.0, 1.0])
+def test_momentum_at_the_ends_of_its_range_is_accepted(momentum):
+    assert SwitchableNormalization(momentum=momentum).momentum == momentum
+
+
+def test_the_batch_axis_is_refused():
+    with pytest.raises(ValueError, match=r"axis=0: must be a feature axis, not the batch axis 0"):
+        SwitchableNormalization(axis=0)(keras.Input((5, 3)))
 
 
 def _train(make_config, strategy, modes):

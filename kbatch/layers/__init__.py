@@ -6,15 +6,17 @@ ghost batch norm, switchable norm, and averaging per-replica moving statistics.
 
 import keras
 
+from kbatch import checks
+from kbatch.layers import registry
 from kbatch.layers.ghost_batch_norm import GhostBatchNormalization
 from kbatch.layers.group_norm import GroupNormalization
 from kbatch.layers.moving_stats import average_moving_statistics
 from kbatch.layers.switchable_norm import SwitchableNormalization
 
-NAMES = (
-    "batch", "sync_batch", "batch_renorm", "ghost_batch", "layer", "group", "instance",
-    "switchable", "none",
-)
+__all__ = ["GhostBatchNormalization", "GroupNormalization", "NAMES", "SwitchableNormalization",
+           "average_moving_statistics", "get", "registry"]
+
+NAMES = registry.NAMES
 
 
 def get(name, /, *, momentum=0.99, epsilon=1e-3, groups=8, axis=-1, **kwargs):
@@ -22,10 +24,15 @@ def get(name, /, *, momentum=0.99, epsilon=1e-3, groups=8, axis=-1, **kwargs):
 
     `momentum` is the moving-average momentum of layers that keep moving statistics (use the
     value `kbatch.scaling.rescale` gives for the batch size); layers without moving statistics
-    ignore it. `groups` is the group count of "group" (it must divide the channels: checked when
+    ignore it; it must be in [0, 1] and `epsilon` > 0 for every name (Keras's own layers do not
+    check). `groups` is the group count of "group" (it must divide the channels: checked when
     the layer is built). "ghost_batch" needs `virtual_batch_size=`; "switchable" takes `modes=`.
-    Extra keyword arguments (`name`, ...) go to the layer's constructor.
+    Extra keyword arguments (`name`, ...) go to the layer's constructor. What each name does
+    (moving statistics, a gamma, ...): `kbatch.layers.registry`.
     """
+    checks.choice("norm", name, NAMES)
+    momentum = checks.real("momentum", momentum, low=0, high=1)
+    epsilon = checks.real("epsilon", epsilon, low=0, low_open=True)
     if name == "batch":
         return keras.layers.BatchNormalization(axis=axis, momentum=momentum, epsilon=epsilon, **kwargs)
     if name == "sync_batch":
@@ -51,6 +58,4 @@ def get(name, /, *, momentum=0.99, epsilon=1e-3, groups=8, axis=-1, **kwargs):
         return keras.layers.GroupNormalization(groups=-1, axis=axis, epsilon=epsilon, **kwargs)
     if name == "switchable":
         return SwitchableNormalization(axis=axis, momentum=momentum, epsilon=epsilon, **kwargs)
-    if name == "none":
-        return keras.layers.Identity(**kwargs)
-    raise ValueError(f"Unknown norm {name!r}: choose one of {', '.join(NAMES)}.")
+    return keras.layers.Identity(**kwargs)

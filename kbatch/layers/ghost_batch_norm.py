@@ -6,10 +6,10 @@ subclass of `keras.layers.BatchNormalization`, so inference, weights, checkpoint
 `get_config()` are Keras's own.
 """
 
-import numbers
-
 import keras
 from keras import ops
+
+from kbatch import checks
 
 
 @keras.saving.register_keras_serializable(package="kbatch")
@@ -39,22 +39,17 @@ class GhostBatchNormalization(keras.layers.BatchNormalization):
     Args:
         virtual_batch_size: positive int, examples per ghost batch (per replica: each replica
             cuts its own batch).
-        axis, momentum, epsilon; center, scale, *_initializer, *_regularizer, *_constraint (keywords):
+        momentum: in [0, 1]; epsilon: > 0.
+        axis; center, scale, *_initializer, *_regularizer, *_constraint (keywords):
             as `keras.layers.BatchNormalization`. `synchronized` and `renorm` are not
             supported (a ghost batch lives on one replica).
         mask: as BatchNormalization, masked positions do not count in the statistics.
     """
 
     def __init__(self, virtual_batch_size, axis=-1, momentum=0.99, epsilon=1e-3, **kwargs):
-        if (
-            isinstance(virtual_batch_size, bool)
-            or not isinstance(virtual_batch_size, numbers.Integral)
-            or virtual_batch_size <= 0
-        ):
-            raise ValueError(
-                f"virtual_batch_size must be a positive integer (examples per ghost batch), "
-                f"got {virtual_batch_size!r}."
-            )
+        virtual_batch_size = checks.positive_int("virtual_batch_size", virtual_batch_size)
+        momentum = checks.real("momentum", momentum, low=0, high=1)
+        epsilon = checks.real("epsilon", epsilon, low=0, low_open=True)
         if kwargs.get("synchronized") or kwargs.get("renorm"):
             raise ValueError(
                 "GhostBatchNormalization supports neither synchronized=True nor renorm=True: "
@@ -63,14 +58,11 @@ class GhostBatchNormalization(keras.layers.BatchNormalization):
         # center, scale and the initializers, regularizers and constraints are
         # BatchNormalization's own arguments, checked and serialized by it.
         super().__init__(axis=axis, momentum=momentum, epsilon=epsilon, **kwargs)
-        self.virtual_batch_size = int(virtual_batch_size)
+        self.virtual_batch_size = virtual_batch_size
 
     def build(self, input_shape):
         if self.axis % len(input_shape) == 0:
-            raise ValueError(
-                f"GhostBatchNormalization axis must be a feature axis, not the batch axis 0; "
-                f"got axis={self.axis} for input shape {input_shape}."
-            )
+            checks.fail("axis", self.axis, f"a feature axis, not the batch axis 0 (input shape {input_shape})")
         super().build(input_shape)
 
     def call(self, inputs, training=None, mask=None):

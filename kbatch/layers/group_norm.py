@@ -2,6 +2,8 @@
 
 import keras
 
+from kbatch import checks
+
 
 @keras.saving.register_keras_serializable(package="kbatch")
 class GroupNormalization(keras.layers.GroupNormalization):
@@ -15,8 +17,6 @@ class GroupNormalization(keras.layers.GroupNormalization):
         channels = input_shape[self.axis]
         if self.groups != -1 and channels is not None and channels % self.groups:
             divisors = [d for d in range(1, channels + 1) if channels % d == 0]
-            raise ValueError(
-                f"groups={self.groups} must divide the number of channels ({channels}, axis "
-                f"{self.axis} of input shape {input_shape}); choose groups from {divisors}."
-            )
+            checks.fail("groups", self.groups, f"a divisor of the number of channels ({channels}, axis "
+                        f"{self.axis} of input shape {input_shape}): one of {divisors}")
         super().build(input_shape)

@@ -8,6 +8,8 @@ from keras import initializers
 from keras import ops
 from keras import regularizers
 
+from kbatch import checks
+
 MODES = ("batch", "layer", "instance")
 
 
@@ -56,14 +58,12 @@ class SwitchableNormalization(keras.layers.Layer):
         modes = (modes,) if isinstance(modes, str) else tuple(modes)
         unknown = [mode for mode in modes if mode not in MODES]
         if not modes or unknown or len(set(modes)) != len(modes):
-            raise ValueError(
-                f"modes must be a non-empty sequence of distinct names from {MODES}; "
-                f"got {modes!r}."
-            )
+            checks.fail("modes", modes, "a non-empty sequence of distinct names from "
+                        + ", ".join(repr(m) for m in MODES))
         self.axis = int(axis)
         self.modes = modes
-        self.momentum = float(momentum)
-        self.epsilon = float(epsilon)
+        self.momentum = checks.real("momentum", momentum, low=0, high=1)
+        self.epsilon = checks.real("epsilon", epsilon, low=0, low_open=True)
         self.center = center
         self.scale = scale
         self.beta_initializer = initializers.get(beta_initializer)
@@ -79,18 +79,13 @@ class SwitchableNormalization(keras.layers.Layer):
         rank = len(input_shape)
         channel = self.axis % rank
         if channel == 0:
-            raise ValueError(
-                f"SwitchableNormalization axis must be a feature axis, not the batch axis 0; "
-                f"got axis={self.axis} for input shape {input_shape}."
-            )
+            checks.fail("axis", self.axis, f"a feature axis, not the batch axis 0 (input shape {input_shape})")
         if "instance" in self.modes and rank < 3:
-            raise ValueError(
-                f"modes contains 'instance', but input shape {input_shape} has no spatial axis "
-                f"to normalize an instance over (rank {rank}); use modes=('batch', 'layer')."
-            )
+            checks.fail("modes", self.modes, f"without 'instance' for input shape {input_shape}: it has "
+                        f"no spatial axis to normalize an instance over; use modes=('batch', 'layer')")
         channels = input_shape[channel]
         if channels is None:
-            raise ValueError(f"The channel axis {self.axis} of {input_shape} must be defined.")
+            checks.fail("axis", self.axis, f"an axis of defined size (input shape {input_shape})")
         self._axes = {
             "batch": [a for a in range(rank) if a != channel],
             "layer": list(range(1, rank)),

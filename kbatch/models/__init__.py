@@ -4,6 +4,7 @@ A user's own model plugs in where these do: the trainer takes any `keras.Model` 
 batch of inputs to logits.
 """
 
+from kbatch import checks
 from kbatch.models.mnist1d_cnn import mnist1d_cnn
 from kbatch.models.resnet import cifar_resnet, resnet50
 
@@ -13,11 +14,10 @@ NAMES = ("mnist1d_cnn", "resnet20", "resnet32", "resnet56", "resnet50")
 def get(name, *, num_classes, input_shape, norm="batch", norm_kwargs=None):
     """A new model by name (one of `kbatch.models.NAMES`); `norm` is a `kbatch.layers.get` name
     and `norm_kwargs` its arguments (BN momentum, groups, virtual batch size)."""
+    checks.choice("model", name, NAMES)
     kwargs = dict(num_classes=num_classes, input_shape=tuple(input_shape), norm=norm, norm_kwargs=norm_kwargs)
     if name == "mnist1d_cnn":
         return mnist1d_cnn(**kwargs)
     if name in ("resnet20", "resnet32", "resnet56"):
         return cifar_resnet(int(name[len("resnet"):]), **kwargs)
-    if name == "resnet50":
-        return resnet50(**kwargs)
-    raise ValueError(f"Unknown model {name!r}: choose one of {', '.join(NAMES)}.")
+    return resnet50(**kwargs)

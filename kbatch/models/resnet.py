@@ -8,7 +8,8 @@ ImageNet results (Goyal et al. 2017; You et al. 2017; MLPerf).
 
 import keras
 
-from kbatch import layers
+from kbatch import checks, layers
+from kbatch.layers import registry
 
 
 def _conv(filters, kernel, stride, name):
@@ -35,7 +36,7 @@ def _basic_block(x, filters, stride, norm, norm_kwargs, name):
 def cifar_resnet(depth=20, num_classes=10, input_shape=(32, 32, 3), norm="batch", norm_kwargs=None):
     """CIFAR ResNet-`depth` (depth = 6n + 2: 20, 32, 44, 56, 110)."""
     if (depth - 2) % 6:
-        raise ValueError(f"CIFAR ResNet depth must be 6n + 2 (20, 32, 44, 56, 110), got {depth}.")
+        checks.fail("depth", depth, "6n + 2 (20, 32, 44, 56, 110)")
     norm_kwargs = dict(norm_kwargs or {})
     blocks = (depth - 2) // 6
     inputs = keras.Input(input_shape)
@@ -62,7 +63,7 @@ def _bottleneck(x, filters, stride, norm, norm_kwargs, name):
     y = _conv(4 * filters, 1, 1, f"{name}_conv3")(y)
     # Zero-initialized last gamma (Goyal et al. 2017, section 5.1): each block starts as identity.
     last_norm_kwargs = dict(norm_kwargs)
-    if norm in ("batch", "sync_batch", "batch_renorm", "ghost_batch", "layer", "group", "instance"):
+    if registry.facts(norm).gamma:
         last_norm_kwargs["gamma_initializer"] = "zeros"
     y = layers.get(norm, name=f"{name}_norm3", **last_norm_kwargs)(y)
     if stride != 1 or x.shape[-1] != 4 * filters:

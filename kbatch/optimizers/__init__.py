@@ -8,12 +8,14 @@ patterns naming a layer or a path (`stage3_block1_conv1`, `dense_1/bias$`) work 
 
 import keras
 
+from kbatch import checks
 from kbatch.optimizers.exclusions import DEFAULT_EXCLUDE, PATTERNS_ATTRIBUTE, apply_exclusions
 from kbatch.optimizers.exclusions import check_patterns, short_name
-from kbatch.optimizers.lars import LARS, check_real
+from kbatch.optimizers.lars import LARS
+from kbatch.optimizers.loss_scale import unwrap
 
-__all__ = ["DEFAULT_EXCLUDE", "LARS", "NAMES", "apply_exclusions", "build", "resolve",
-           "short_name"]
+__all__ = ["DEFAULT_EXCLUDE", "LARS", "NAMES", "apply_exclusions", "build", "check_patterns",
+           "resolve", "short_name", "unwrap"]
 
 NAMES = ("sgd", "momentum", "nesterov", "lars", "lamb", "adamw", "adam")
 
@@ -40,9 +42,7 @@ def resolve(config_or_name, **overrides):
     """
     config = None if isinstance(config_or_name, str) else config_or_name
     name = config_or_name if config is None else config.get("optimizer")
-    if name not in NAMES:
-        raise ValueError(f"Unknown optimizer {name!r} (config field `optimizer`): choose one of "
-                         f"{', '.join(NAMES)}.")
+    checks.choice("optimizer", name, NAMES)
     unknown = set(overrides) - set(DEFAULTS)
     if unknown:
         raise ValueError(f"Unknown optimizer setting(s) {sorted(unknown)}: choose from {list(DEFAULTS)}.")
@@ -52,13 +52,12 @@ def resolve(config_or_name, **overrides):
         if value is None and config is not None:
             value = config.get(field)
         s[field] = default if value is None else value
-    for field, high in (("momentum", 1.0), ("beta_1", 1.0), ("beta_2", 1.0),
-                        ("weight_decay", None), ("trust_coefficient", None)):
-        s[field] = check_real(field, s[field], high=high)
-    if s["epsilon"] is not None:
-        s["epsilon"] = check_real("epsilon", s["epsilon"])
-    if not isinstance(s["nesterov"], bool):
-        raise ValueError(f"nesterov must be True or False; got {s['nesterov']!r}.")
+    for field in ("momentum", "beta_1", "beta_2"):
+        s[field] = checks.real(field, s[field], low=0, high=1, high_open=True)
+    for field in ("weight_decay", "trust_coefficient"):
+        s[field] = checks.real(field, s[field], low=0)
+    s["epsilon"] = checks.real("epsilon", s["epsilon"], low=0, allow_none=True)
+    checks.boolean("nesterov", s["nesterov"])
     for field in ("exclude_from_weight_decay", "exclude_from_layer_adaptation"):
         if s[field] is not None:
             s[field] = check_patterns(s[field], field)

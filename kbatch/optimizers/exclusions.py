@@ -18,6 +18,8 @@ import re
 
 import keras
 
+from kbatch import checks
+from kbatch.optimizers import loss_scale
 
 
 def short_name(name):
@@ -41,24 +43,27 @@ def check_patterns(patterns, argument):
     naming `argument` if one is not a string or not a valid regular expression."""
     if patterns is None:
         return ()
+    given = patterns
     if isinstance(patterns, str):
         patterns = (patterns,)
-    checked = []
     for pattern in patterns:
         if not isinstance(pattern, str):
-            raise ValueError(
-                f"{argument} must be a list of variable-name substrings or regular expressions; "
-                f"got {pattern!r} ({type(pattern).__name__}) in {patterns!r}."
-            )
-        try:
-            re.compile(pattern)
-        except re.error as error:
-            raise ValueError(
-                f"{argument}: {pattern!r} is not a valid regular expression ({error}). "
-                f"Escape special characters, e.g. {re.escape(pattern)!r}."
-            ) from None
-        checked.append(pattern)
-    return tuple(checked)
+            checks.fail(argument, given, "a list of variable-name substrings or regular expressions; "
+                                         f"{pattern!r} ({type(pattern).__name__}) is not a string")
+        problem = _regex_error(pattern)
+        if problem:
+            checks.fail(argument, given, f"valid regular expressions; {pattern!r} is not ({problem}): "
+                                         f"escape special characters, e.g. {re.escape(pattern)!r}")
+    return tuple(patterns)
+
+
+def _regex_error(pattern):
+    """What `re` finds wrong with `pattern`, or None if it compiles."""
+    try:
+        re.compile(pattern)
+    except re.error as error:
+        return str(error)
+    return None
 
 
 def variable_names(variable):
@@ -98,8 +103,7 @@ def apply_exclusions(optimizer, model_or_variables, exclude_from_weight_decay=No
     adaptation unless LARS has `exclude_from_layer_adaptation`). A `LossScaleOptimizer` is
     unwrapped. Returns the paths of the variables excluded from weight decay.
     """
-    while isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-        optimizer = optimizer.inner_optimizer
+    optimizer = loss_scale.unwrap(optimizer)
     variables = _variables_of(model_or_variables)
     is_lars = hasattr(optimizer, "weight_decay_excluded")
     if exclude_from_weight_decay is None and is_lars:

@@ -18,17 +18,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from kbatch import checks
 from kbatch.optimizers import exclusions
-
-
-def check_real(name, value, *, low=0.0, high=None):
-    """`value` as a float; a ValueError naming `name` unless it is a number in [low, high)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a real number; got {value!r}.")
-    if value < low or (high is not None and value >= high):
-        allowed = f"in [{low}, {high})" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be {allowed}; got {value!r}.")
-    return float(value)
 
 
 def _sum_of_squares(x):
@@ -79,15 +70,13 @@ class LARS(keras.optimizers.Optimizer):
         **kwargs,
     ):
         if isinstance(learning_rate, numbers.Real):
-            learning_rate = check_real("LARS learning_rate", learning_rate)
+            learning_rate = checks.real("learning_rate", learning_rate, low=0)
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
-        self.momentum = check_real("LARS momentum", momentum, high=1.0)
-        if not isinstance(nesterov, bool):
-            raise ValueError(f"LARS nesterov must be True or False; got {nesterov!r}.")
-        self.nesterov = nesterov
-        self.weight_decay = check_real("LARS weight_decay", weight_decay)
-        self.trust_coefficient = check_real("LARS trust_coefficient", trust_coefficient)
-        self.epsilon = check_real("LARS epsilon", epsilon)
+        self.momentum = checks.real("momentum", momentum, low=0, high=1, high_open=True)
+        self.nesterov = checks.boolean("nesterov", nesterov)
+        self.weight_decay = checks.real("weight_decay", weight_decay, low=0)
+        self.trust_coefficient = checks.real("trust_coefficient", trust_coefficient, low=0)
+        self.epsilon = checks.real("epsilon", epsilon, low=0)
         self._decay_patterns = exclusions.check_patterns(
             exclude_from_weight_decay, "exclude_from_weight_decay"
         )

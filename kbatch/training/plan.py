@@ -2,41 +2,43 @@
 
 An epoch is `num_examples` examples of one continuous input stream, so a run of `num_epochs`
 epochs at global batch B takes ceil(num_epochs * num_examples / B) updates; with several phases
-each takes the updates it needs to reach its end boundary (`BatchSizeSchedule.phases`). Every
-point is a count of updates done: "evaluate at epoch 1.5" is the first update count whose
-examples reach 1.5 epochs.
+each takes the updates it needs to reach its end boundary. The arithmetic is the schedule's
+`kbatch.ledger.StepLedger`. Every point is a count of updates done: "evaluate at epoch 1.5" is
+the first update count whose examples reach 1.5 epochs.
 """
 
 import bisect
 import dataclasses
 
+from kbatch.ledger import StepLedger
+
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """Built by `Plan.make`; every field counts optimizer updates."""
+    """Built by `Plan.make`; every field but `ledger` counts optimizer updates."""
 
     phases: tuple  # the schedule's `Phase`s that have updates
     total_steps: int
     epoch_starts: tuple  # update count at the start of each epoch, and the total at the end
     eval_points: tuple  # sorted
     checkpoint_points: tuple  # sorted
+    ledger: StepLedger = dataclasses.field(repr=False, compare=False)  # examples_seen(step), epoch(step)
 
     @classmethod
     def make(cls, schedule, num_examples, num_epochs, evals_per_epoch, checkpoint_every):
         """`schedule`: a `BatchSizeSchedule`; `checkpoint_every`: updates (0: each epoch's end)."""
+        ledger = schedule.ledger(num_examples)
         phases = tuple(p for p in schedule.phases(num_epochs, num_examples) if p.num_steps)
-        total = sum(p.num_steps for p in phases)
-
-        def steps_at(epoch):
-            return min(total, schedule.step_at(epoch, num_examples))
-
-        epoch_starts = tuple(steps_at(e) for e in range(num_epochs)) + (total,)
-        evals = {steps_at(e + j / evals_per_epoch) for e in range(num_epochs) for j in range(1, evals_per_epoch + 1)}
+        total = ledger.total_steps(num_epochs)  # = ledger.step_at(num_epochs): no point lies past it
+        epoch_starts = tuple(ledger.step_at(e) for e in range(num_epochs + 1))
+        evals = {ledger.step_at(e + j / evals_per_epoch)
+                 for e in range(num_epochs) for j in range(1, evals_per_epoch + 1)}
         if checkpoint_every:
             checkpoints = set(range(checkpoint_every, total, checkpoint_every)) | {total}
         else:
             checkpoints = set(epoch_starts[1:])
-        return cls(phases, total, epoch_starts, tuple(sorted(evals - {0})), tuple(sorted(checkpoints - {0})))
+        return cls(phases, total, epoch_starts, tuple(sorted(evals - {0})), tuple(sorted(checkpoints - {0})),
+                   ledger)
 
     def phase_at(self, step):
         """The phase that the update after `step` updates belongs to."""
