@@ -42,7 +42,8 @@ def measure(case):
     import tensorflow as tf
 
     import kbatch
-    from kbatch.training.step import make_train_loop, make_train_step
+    from kbatch.training import Classification
+    from kbatch.training.tf_step import make_train_loop, make_train_step
 
     batch, k = CASES[case]
     strategy = kbatch.distribute.resolve_strategy("one_device")
@@ -55,14 +56,14 @@ def measure(case):
     labels = tf.random.stateless_uniform([batch], seed=[0, 2], maxval=10, dtype=tf.int64)
     dataset = tf.data.Dataset.from_tensors((images, labels)).repeat()
     iterator = iter(strategy.experimental_distribute_dataset(dataset))
-    step = make_train_step(strategy, model, optimizer, global_batch_size=batch, accumulation_steps=k,
+    step = make_train_step(strategy, model, optimizer, Classification(), global_batch_size=batch, accumulation_steps=k,
                            log_gradient_norm=False, jit_compile=False)
     loop = make_train_loop(strategy, step)
-    loop(iterator, tf.constant(1)).numpy()  # trace, allocate the optimizer's slots, warm up
+    loop(iterator, tf.constant(1))["loss"].numpy()  # trace, allocate the optimizer's slots, warm up
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset VmHWM to the current resident set
     before = _status_kib("VmRSS")
-    loop(iterator, tf.constant(STEPS.value)).numpy()
+    loop(iterator, tf.constant(STEPS.value))["loss"].numpy()
     return before / 1024, _status_kib("VmHWM") / 1024
 
 

@@ -60,7 +60,8 @@ def measure(strategy_name, batch_size):
     import tensorflow as tf
 
     import kbatch
-    from kbatch.training.step import make_train_loop, make_train_step
+    from kbatch.training import Classification
+    from kbatch.training.tf_step import make_train_loop, make_train_step
 
     strategy = kbatch.distribute.resolve_strategy(strategy_name)
     shape = SHAPES[MODEL.value]
@@ -73,15 +74,15 @@ def measure(strategy_name, batch_size):
     y = tf.random.stateless_uniform([batch_size], seed=[0, 2], maxval=10, dtype=tf.int64)
     dataset = tf.data.Dataset.from_tensors((x, y)).repeat().prefetch(2)
     iterator = iter(strategy.experimental_distribute_dataset(dataset))
-    step = make_train_step(strategy, model, optimizer, global_batch_size=batch_size,
+    step = make_train_step(strategy, model, optimizer, Classification(), global_batch_size=batch_size,
                            log_gradient_norm=False, jit_compile=JIT.value)
     loop = make_train_loop(strategy, step)
     per_call = STEPS_PER_LOOP.value
     calls = max(1, -(-EXAMPLES.value // (batch_size * per_call)))
-    loop(iterator, tf.constant(per_call)).numpy()  # trace, compile, warm up
+    loop(iterator, tf.constant(per_call))["loss"].numpy()  # trace, compile, warm up
     start, cpu_start = time.perf_counter(), time.process_time()
     for _ in range(calls):
-        loop(iterator, tf.constant(per_call)).numpy()
+        loop(iterator, tf.constant(per_call))["loss"].numpy()
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     examples = calls * per_call * batch_size
     return {"examples_per_s": examples / seconds, "examples_per_cpu_s": examples / cpu_seconds,

@@ -1,12 +1,17 @@
 """kbatch's training loop vs plain `model.fit`: same model, data, batch size and optimizer.
 
-Both train the MNIST-1D CNN on mnist1d/large from the same in-memory tensors, interleaved in
-repeats so machine noise hits both alike, and the script prints examples/s of each and the ratio.
+Both train the MNIST-1D CNN on mnist1d/large, interleaved in repeats so machine noise hits both
+alike, and the script prints examples/s of each and the ratio. kbatch's side is a real run
+(`build_run` of the default config on one device): its input stream, its compiled loops, and the
+actions every loop ends with (the finiteness check and the per-update TensorBoard scalars; no
+evaluation or checkpoint, which `model.fit` does not do either). `model.fit` reads the same
+examples from in-memory tensors.
 
   python benchmarks/bench_loop_vs_fit.py --batch_size=256 --steps=300 --repeats=3
 """
 
 import os
+import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -17,7 +22,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import kbatch  # noqa: E402
-from kbatch.training.step import make_train_loop, make_train_step  # noqa: E402
+from kbatch.configs import mnist1d_cnn  # noqa: E402
+from kbatch.training import actions, build_run  # noqa: E402
 
 FLAGS = flags.DEFINE_integer("batch_size", 256, "Global batch size.")
 STEPS = flags.DEFINE_integer("steps", 300, "Timed optimizer steps per measurement.")
@@ -49,31 +55,31 @@ def time_fit(batch_size, steps, jit):
     return steps * batch_size / (time.perf_counter() - start)
 
 
-def time_kbatch(batch_size, steps, jit):
-    strategy = kbatch.distribute.resolve_strategy("one_device")
-    with strategy.scope():
-        model = _model()
-        optimizer = keras.optimizers.SGD(0.1, momentum=0.9)
-        optimizer.build(model.trainable_variables)
-    step = make_train_step(strategy, model, optimizer, global_batch_size=batch_size, log_gradient_norm=False, jit_compile=jit)
-    loop = make_train_loop(strategy, step)
-    iterator = iter(strategy.experimental_distribute_dataset(_data(batch_size)))
-    loop(iterator, tf.constant(STEPS_PER_LOOP.value)).numpy()  # trace and warm up
+def time_kbatch(batch_size, steps, jit, model_dir):
+    config = mnist1d_cnn.get_config()
+    config.update(batch_size=batch_size, base_batch_size=batch_size, base_learning_rate=0.1, warmup_epochs=0.0,
+                  decay="constant", weight_decay=0.0, strategy="one_device", jit_compile=jit,
+                  steps_per_loop=STEPS_PER_LOOP.value, model_dir=model_dir)
+    run = build_run(config)
+    every_loop = [actions.CheckFinite(), actions.LogSteps()]
+    run.run_loop()  # trace and warm up
     start = time.perf_counter()
     done = 0
     while done < steps:
-        n = min(STEPS_PER_LOOP.value, steps - done)
-        loop(iterator, tf.constant(n)).numpy()
-        done += n
-    return steps * batch_size / (time.perf_counter() - start)
+        loop = run.run_loop()
+        for action in every_loop:
+            action.after_loop(run, loop)
+        done += loop.num_steps
+    return done * batch_size / (time.perf_counter() - start)
 
 
 def main(argv):
     del argv
     fit, ours = [], []
+    folder = tempfile.mkdtemp(prefix="bench_loop_vs_fit-")
     for repeat in range(REPEATS.value):
         fit.append(time_fit(FLAGS.value, STEPS.value, JIT.value))
-        ours.append(time_kbatch(FLAGS.value, STEPS.value, JIT.value))
+        ours.append(time_kbatch(FLAGS.value, STEPS.value, JIT.value, os.path.join(folder, f"run{repeat}")))
         print(f"repeat {repeat + 1}: model.fit {fit[-1]:,.0f} examples/s, kbatch {ours[-1]:,.0f} examples/s", flush=True)
     f, k = np.median(fit), np.median(ours)
     print(f"batch {FLAGS.value}, jit_compile={JIT.value}, steps_per_loop={STEPS_PER_LOOP.value}: "

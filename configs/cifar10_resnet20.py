@@ -7,11 +7,11 @@ moved to the run's global batch by the linear scaling rule with 5 epochs of warm
   kbatch-train --config=configs/cifar10_resnet20.py --config.batch_size=1024 --config.strategy=auto
 """
 
-from kbatch.configs import mnist1d_cnn
+from kbatch.configs import base
 
 
 def get_config():
-    config = mnist1d_cnn.get_config()
+    config = base.get_config()
     config.dataset = "cifar10"
     config.model = "resnet20"
     config.norm = "batch"

@@ -14,14 +14,14 @@ ratio divides by ||g|| + wd ||w|| where kbatch's divides by ||g + wd w|| (docs/o
       --config.strategy=tpu
 """
 
-from kbatch.configs import mnist1d_cnn
+from kbatch.configs import base
 
 IMAGENET_TRAIN_EXAMPLES = 1_281_167
 MLPERF_STEPS = 2983
 
 
 def get_config():
-    config = mnist1d_cnn.get_config()
+    config = base.get_config()
     config.dataset = "imagenet2012"
     config.model = "resnet50"  # v1.5, zero-initialized last gamma per block
     config.norm = "batch"

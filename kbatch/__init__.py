@@ -3,14 +3,24 @@
 Importing kbatch registers its Keras serializables (so `keras.models.load_model` can read a
 `model.keras` written by the trainer) and its TFDS builders (so `tfds.load("mnist1d/large")`
 works offline).
+`kbatch.training.train(config)` is the trainer.
+
+Imported before TensorFlow, kbatch hides TensorFlow's C++ INFO lines (XLA service start-up,
+dataset buffer sizes, one per compiled cluster) by setting `TF_CPP_MIN_LOG_LEVEL=1` unless you
+set it yourself; C++ warnings and errors still show.
 """
 
-from kbatch import data
-from kbatch import distribute
-from kbatch import layers
-from kbatch import models
-from kbatch import optimizers
-from kbatch import scaling
-from kbatch import schedules
+import os as _os
+
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+from kbatch import data  # noqa: E402
+from kbatch import distribute  # noqa: E402
+from kbatch import layers  # noqa: E402
+from kbatch import models  # noqa: E402
+from kbatch import optimizers  # noqa: E402
+from kbatch import scaling  # noqa: E402
+from kbatch import schedules  # noqa: E402
+from kbatch import training  # noqa: E402
 
 __version__ = "0.1.0"

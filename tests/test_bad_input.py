@@ -9,21 +9,21 @@ from kbatch.training import train
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("strategy", "gpu:9", "Unknown strategy 'gpu:9'"),
-    ("strategy", "cpu:0", "Unknown strategy 'cpu:0'"),
-    ("dataset", "svhn", "Unknown dataset 'svhn'"),
-    ("model", "vgg", r"config.model='vgg' is not one of"),
-    ("norm", "weight", r"config.norm='weight' is not one of"),
-    ("optimizer", "rmsprop", r"config.optimizer='rmsprop' is not one of"),
-    ("batch_size", 0, "config.batch_size must be a positive integer"),
-    ("batch_size", -64, "config.batch_size must be a positive integer"),
-    ("base_batch_size", 0, "config.base_batch_size must be a positive integer"),
-    ("accumulation_steps", 0, "accumulation_steps must be a positive integer"),
-    ("lr_scaling", "cubic", "rule must be one of"),
-    ("warmup_epochs", 5.0, "config.warmup_epochs=5.0 must be shorter than config.num_epochs=2"),
-    ("mixed_precision", "float16", r"config.mixed_precision='float16' is not one of"),
-    ("target_accuracy", 1.5, "config.target_accuracy must be None or in"),
-    ("clip_global_norm", -1.0, "config.clip_global_norm must be a number > 0"),
+    ("strategy", "gpu:9", r"config.strategy='gpu:9': must be one of auto, tpu"),
+    ("strategy", "cpu:0", r"config.strategy='cpu:0': must be one of .*cpu:N"),
+    ("dataset", "svhn", r"config.dataset='svhn': must be a TFDS name of mnist1d"),
+    ("model", "vgg", r"config.model='vgg': must be one of 'mnist1d_cnn'"),
+    ("norm", "weight", r"config.norm='weight': must be one of 'batch'"),
+    ("optimizer", "rmsprop", r"config.optimizer='rmsprop': must be one of 'sgd'"),
+    ("batch_size", 0, "config.batch_size=0: must be a positive integer"),
+    ("batch_size", -64, "config.batch_size=-64: must be a positive integer"),
+    ("base_batch_size", 0, "config.base_batch_size=0: must be a positive integer"),
+    ("accumulation_steps", 0, "config.accumulation_steps=0: must be a positive integer"),
+    ("lr_scaling", "cubic", r"config.lr_scaling='cubic': must be one of 'linear', 'sqrt', 'none', or a real exponent"),
+    ("warmup_epochs", 5.0, "config.warmup_epochs=5.0: must be shorter than config.num_epochs=2"),
+    ("mixed_precision", "float16", r"config.mixed_precision='float16': must be one of None, 'float32'"),
+    ("target_accuracy", 1.5, r"config.target_accuracy=1.5: must be a finite number in \(0, 1\], or None"),
+    ("clip_global_norm", -1.0, "config.clip_global_norm=-1.0: must be a finite number > 0, or None"),
 ])
 def test_bad_field_is_named_and_nothing_is_written(make_config, field, value, message):
     config = make_config(**{field: value})
@@ -33,18 +33,18 @@ def test_bad_field_is_named_and_nothing_is_written(make_config, field, value, me
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (dict(decay="step", decay_boundaries=(1.5, 0.5)), r"config.decay_boundaries must be strictly increasing"),
-    (dict(decay="step", decay_boundaries=(3.0,)), r"config.decay_boundaries\[0\]=3.0 must be an epoch in \(0, num_epochs=2\)"),
+    (dict(decay="step", decay_boundaries=(1.5, 0.5)), r"config.decay_boundaries=\(1.5, 0.5\): must be strictly increasing"),
+    (dict(decay="step", decay_boundaries=(3.0,)), r"config.decay_boundaries\[0\]=3.0: must be an epoch in \(0, num_epochs=2\)"),
     (dict(decay="step"), r'config.decay="step" needs config.decay_boundaries'),
-    (dict(decay="step", decay_boundaries=(1.0,), decay_factor=0.5), "config.decay_factor must be a number > 1.0"),
-    (dict(decay="polynomial", decay_power=0.0), "config.decay_power must be a number > 0"),
+    (dict(decay="step", decay_boundaries=(1.0,), decay_factor=0.5), "config.decay_factor=0.5: must be a finite number > 1"),
+    (dict(decay="polynomial", decay_power=0.0), "config.decay_power=0.0: must be a finite number > 0"),
     (dict(batch_boundaries=(1.0,), batch_sizes=()), r"config.batch_sizes \(0 entries\) must have one global batch"),
-    (dict(batch_boundaries=(1.0,), batch_sizes=(0,)), "config.batch_sizes must be a tuple of positive integers"),
+    (dict(batch_boundaries=(1.0,), batch_sizes=(0,)), r"config.batch_sizes\[0\]=0: must be a positive integer"),
     (dict(anneal_batch=True), r'config.anneal_batch=True .* needs config.decay="step"'),
     (dict(decay="step", decay_boundaries=(1.0,), anneal_batch=True, lr_scaling="none"),
      "config.anneal_batch=True needs an lr_scaling that grows"),
     (dict(decay="step", decay_boundaries=(1.0,), anneal_batch=True, max_batch_size=64),
-     "config.max_batch_size must be None or an integer >= batch_size=128"),
+     "config.max_batch_size=64: must be None or an integer >= batch_size=128"),
     (dict(strategy="cpu:2", batch_boundaries=(1.0,), batch_sizes=(257,)),
      r"batch schedule phase 1 \(epochs 1.0-end\): global batch 257 does not divide by 2 replicas"),
 ])
@@ -99,12 +99,49 @@ def test_model_dir_with_a_users_files_is_refused(make_config, tmp_path):
     assert os.listdir(folder) == ["notes.txt"] and (folder / "notes.txt").read_text() == "precious"
 
 
-def test_unknown_config_field_is_refused_by_the_command_line(tmp_path):
+def _kbatch_train(*flags):
     import subprocess
     import sys
-    run = subprocess.run(
-        [sys.executable, "-m", "kbatch.train", "--config.bacth_size=8", f"--config.model_dir={tmp_path}/x"],
-        capture_output=True, text=True, timeout=300)
-    assert run.returncode != 0
-    assert "bacth_size" in run.stderr
+    return subprocess.run([sys.executable, "-m", "kbatch.train", *flags], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("flag, closest", [("--config.bacth_size=8", "batch_size"),
+                                            ("--config.noise_scale_wrong=5", None)])
+def test_unknown_config_field_on_the_command_line_is_one_line_naming_the_closest(tmp_path, flag, closest):
+    run = _kbatch_train(flag, f"--config.model_dir={tmp_path}/x")
+    assert run.returncode == 2
+    field = flag[len("--config."):].split("=")[0]
+    lines = [line for line in run.stderr.splitlines() if line.startswith("kbatch-train")]
+    assert len(lines) == 1 and lines[0].startswith(f"kbatch-train: config.{field}: no such field")
+    assert (f"did you mean {closest}" in lines[0]) if closest else ("did you mean" not in lines[0])
+    assert "Traceback" not in run.stderr
     assert not os.path.exists(tmp_path / "x")
+
+
+def test_unknown_config_field_from_python_names_the_closest(make_config):
+    config = make_config()
+    config.warmup_epoch = 1.0
+    with pytest.raises(ValueError, match=r"config.warmup_epoch: no such field \(did you mean warmup_epochs\b"):
+        train(config, verbose=False)
+    assert not os.path.exists(config.model_dir)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(norm="ghost_batch"), r"config.norm='ghost_batch' needs config.virtual_batch_size"),
+    (dict(norm="group", norm_groups=7), "groups=7"),
+])
+def test_a_config_that_fails_while_the_model_is_built_leaves_no_folder(make_config, overrides, message):
+    config = make_config(**overrides)
+    with pytest.raises(ValueError, match=message):
+        train(config, verbose=False)
+    assert not os.path.exists(config.model_dir)
+    config.update(norm="batch")  # the corrected command then runs in the same folder
+    assert train(config, verbose=False)["steps"] > 0
+
+
+def test_an_lr_scaling_exponent_from_the_command_line_is_a_number():
+    from kbatch.training import resolve
+    from kbatch.configs import mnist1d_cnn
+    config = mnist1d_cnn.get_config()
+    config.lr_scaling = "0.5"  # what --config.lr_scaling=0.5 sets: the field is a string
+    assert resolve(config).lr_scaling == 0.5

@@ -18,7 +18,7 @@ def test_shipped_config_is_accepted_and_a_broken_copy_is_refused(name):
     config = importlib.import_module(f"kbatch.configs.{name}").get_config()
     assert validate(config) is None
     config.batch_size = 0
-    with pytest.raises(ValueError, match="config.batch_size must be a positive integer"):
+    with pytest.raises(ValueError, match=r"config.batch_size=0: must be a positive integer"):
         validate(config)
 
 

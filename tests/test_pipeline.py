@@ -51,12 +51,15 @@ def test_every_training_example_is_seen_once_per_epoch():
 def test_eval_pipeline_passes_every_test_example_exactly_once_under_cpu2():
     strategy = kbatch.distribute.resolve_strategy("cpu:2")
     dataset = data.distribute(strategy, data.eval_dataset_fn("mnist1d/original", 96))  # 1000 % 96 != 0
-    labels = []
-    for _, y in dataset:
+    labels, weights = [], []
+    for _, y, w in dataset:
         labels.extend(np.concatenate([t.numpy() for t in strategy.experimental_local_results(y)]))
+        weights.extend(np.concatenate([t.numpy() for t in strategy.experimental_local_results(w)]))
     reference = [y for _, y in tfds.as_numpy(tfds.load("mnist1d/original", split="test", as_supervised=True))]
-    assert len(labels) == 1000
-    np.testing.assert_array_equal(np.bincount(labels, minlength=10), np.bincount(reference, minlength=10))
+    # Padded with weight-0 examples to 11 full global batches; the weighted labels are the split's.
+    assert len(labels) == 11 * 96 and sorted(set(weights)) == [0.0, 1.0] and sum(weights) == 1000
+    counted = np.bincount(labels, weights=weights, minlength=10)
+    np.testing.assert_array_equal(counted, np.bincount(reference, minlength=10))
 
 
 def test_cifar10_pipeline_augments_with_pad_crop_flip_on_mock_data():
@@ -71,7 +74,7 @@ def test_cifar10_pipeline_augments_with_pad_crop_flip_on_mock_data():
         assert all(t.dtype == tf.float32 for t in local)
         # The crop takes a 32x32 window of the zero-padded 40x40 image: standardized zeros appear
         # at the borders of shifted images, which the un-augmented eval images never have.
-        eval_x, _ = next(iter(data.distribute(strategy, data.eval_dataset_fn("cifar10", 32))))
+        eval_x, _, _ = next(iter(data.distribute(strategy, data.eval_dataset_fn("cifar10", 32))))
         padded_value = (0.0 - np.array(kbatch.data.preprocessing.CIFAR_MEAN)) / kbatch.data.preprocessing.CIFAR_STD
         train = np.concatenate([t.numpy() for t in local])
         plain = np.concatenate([t.numpy() for t in strategy.experimental_local_results(eval_x)])

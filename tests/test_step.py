@@ -1,4 +1,4 @@
-"""kbatch's update against Keras's own: `make_train_step` + `make_train_loop` on one device take
+"""kbatch's update against Keras's own: the TensorFlow backend's step and loop on one device take
 the same steps as `model.train_on_batch` (same model, optimizer, batches): the same losses, the
 same weights and the same BatchNormalization moving statistics afterwards."""
 
@@ -8,7 +8,8 @@ import tensorflow as tf
 import keras
 
 from kbatch import models
-from kbatch.training.step import RECORD_FIELDS, make_train_loop, make_train_step
+from kbatch.training import Classification
+from kbatch.training.tf_step import make_train_loop, make_train_step
 
 BATCH, STEPS = 64, 5
 
@@ -41,13 +42,13 @@ def test_train_step_takes_the_steps_of_keras_train_on_batch(jit_compile):
         model.set_weights(initial)
         optimizer = _optimizer()
         optimizer.build(model.trainable_variables)
-    loop = make_train_loop(strategy, make_train_step(strategy, model, optimizer, global_batch_size=BATCH,
-                                                     jit_compile=jit_compile))
+    step = make_train_step(strategy, model, optimizer, Classification(), global_batch_size=BATCH,
+                           jit_compile=jit_compile)
     batches = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH)
-    records = loop(iter(strategy.experimental_distribute_dataset(batches)), tf.constant(STEPS)).numpy()
+    records = make_train_loop(strategy, step)(iter(strategy.experimental_distribute_dataset(batches)),
+                                              tf.constant(STEPS))
 
-    loss_sum, count = records[:, RECORD_FIELDS.index("loss_sum")], records[:, RECORD_FIELDS.index("count")]
-    np.testing.assert_allclose(loss_sum / count, expected_losses, rtol=1e-5)
+    np.testing.assert_allclose(records["loss"].numpy() / records["count"].numpy(), expected_losses, rtol=1e-5)
     assert expected_losses[-1] < expected_losses[0]  # the steps did something
     moved = 0
     for variable, got, want, start in zip(model.weights, model.get_weights(), reference.get_weights(), initial):

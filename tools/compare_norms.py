@@ -31,11 +31,11 @@ from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 import study_output  # noqa: E402  (tools/ is the script's own folder, first on sys.path)
+from kbatch.layers import registry  # noqa: E402
+from kbatch.layers.switchable_norm import MODES  # noqa: E402  (its modes, in its order)
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "..", "kbatch", "configs", "mnist1d_cnn.py")
-NORMS = ("batch", "sync_batch", "batch_renorm", "ghost_batch", "layer", "group", "instance",
-         "switchable", "none")  # kbatch.layers.NAMES, without importing TensorFlow to check flags
-MODES = ("batch", "layer", "instance")  # SwitchableNormalization's modes, in its order
+NORMS = registry.NAMES
 
 _CONFIG = config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Base config; every run overrides "
                                           "norm, batch_size, dataset, num_epochs, warmup_epochs.")
@@ -108,7 +108,7 @@ def run_one(config):
     """Train (or read the finished run in config.model_dir) and return its CSV row."""
     import keras
 
-    from kbatch.training import recipe, run_dir, train
+    from kbatch.training import lr_schedules, resolve, run_dir, train
 
     result = run_dir.finished_result(config)
     if result is None:
@@ -116,7 +116,7 @@ def run_one(config):
         result = train(config, verbose=False)
     row = {
         "norm": config.norm, "batch_size": config.batch_size,
-        "peak_learning_rate": recipe.peak_learning_rate(config), "num_epochs": config.num_epochs,
+        "peak_learning_rate": lr_schedules.peak_learning_rate(resolve(config)), "num_epochs": config.num_epochs,
         "steps": result["steps"], "final_eval_accuracy": result["final_eval_accuracy"],
         "best_eval_accuracy": result["best_eval_accuracy"], "wall_seconds": round(result["wall_seconds"], 1),
         "model_dir": config.model_dir,

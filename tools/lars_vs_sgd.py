@@ -82,6 +82,7 @@ def read_rows(path):
 
 
 def make_config(optimizer, batch, base_lr, warmup):
+    from kbatch import scaling
     from kbatch.configs import mnist1d_cnn
 
     config = mnist1d_cnn.get_config()
@@ -91,7 +92,7 @@ def make_config(optimizer, batch, base_lr, warmup):
                                          f"{optimizer}-b{batch}-lr{base_lr:g}-w{warmup:g}-e{EPOCHS.value}"))
     # BN's moving averages keep their memory in examples (Busbridge et al. 2023); set here, so
     # the trainer must not rescale it again.
-    config.bn_momentum = config.bn_momentum ** (batch / config.base_batch_size)
+    config.bn_momentum = scaling.rescale_momentum(config.bn_momentum, config.base_batch_size, batch)
     config.rescale_recipe = False
     if optimizer == "lars":
         config.trust_coefficient = TRUST.value
@@ -102,7 +103,7 @@ def run_one(config):
     """Train one config; the CSV row, its numbers read back from the run's result.json."""
     import keras
 
-    from kbatch.training import recipe, train
+    from kbatch.training import lr_schedules, resolve, train
 
     keras.backend.clear_session()
     train(config, verbose=False)
@@ -111,7 +112,7 @@ def run_one(config):
     return {
         "dataset": config.dataset, "optimizer": config.optimizer, "batch_size": config.batch_size,
         "base_learning_rate": config.base_learning_rate, "warmup_epochs": config.warmup_epochs,
-        "num_epochs": config.num_epochs, "peak_learning_rate": recipe.peak_learning_rate(config),
+        "num_epochs": config.num_epochs, "peak_learning_rate": lr_schedules.peak_learning_rate(resolve(config)),
         "bn_momentum": config.bn_momentum,
         "trust_coefficient": config.trust_coefficient if config.optimizer == "lars" else "",
         "steps": result["steps"], "final_eval_accuracy": result["final_eval_accuracy"],

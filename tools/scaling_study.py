@@ -209,12 +209,12 @@ def first_step_at(history, accuracy):
 
 
 def make_row(variant, multiplier, config, result, late_target):
-    from kbatch.training import recipe
+    from kbatch.training import lr_schedules, resolve
 
     return {
         "variant": variant, "multiplier": multiplier, "batch_size": config.batch_size,
         "batch_sizes": " ".join(map(str, result["batch_sizes"])), "lr_scaling": config.lr_scaling,
-        "peak_learning_rate": recipe.peak_learning_rate(config), "warmup_epochs": config.warmup_epochs,
+        "peak_learning_rate": lr_schedules.peak_learning_rate(resolve(config)), "warmup_epochs": config.warmup_epochs,
         "rescale_recipe": config.rescale_recipe, "num_epochs": config.num_epochs, "steps": result["steps"],
         "final_eval_accuracy": result["final_eval_accuracy"], "best_eval_accuracy": result["best_eval_accuracy"],
         "target_accuracy": result["target_accuracy"], "steps_to_target": result["steps_to_target"],
@@ -322,14 +322,14 @@ def main(argv):
     try:
         s = parse_settings({n: flags.FLAGS[n].value for n in names}, outputs, _OVERWRITE.value)
         from kbatch import data
-        from kbatch.training import config_check, run_dir
+        from kbatch.training import run_dir, validate
 
         info = data.describe(s["dataset"], base.get("data_dir"))
         jobs = [(v, m, sweep_config(base, s, v, m)) for v in s["variants"] for m in s["multipliers"]]
         if s["anneal_batch_size"]:
             jobs += [(name, None, anneal_config(base, s, name == "anneal_batch")) for name in ANNEAL]
         for _, _, config in jobs:  # every run's config, and its folder, checked before any run
-            config_check.validate(config)
+            validate(config)
             run_dir.check(config.model_dir, config)
             if config.batch_size > info.num_train_examples:
                 raise ValueError(f"batch {config.batch_size} is larger than the {info.num_train_examples} "

@@ -23,22 +23,9 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from kbatch.data import preprocessing
+from kbatch.data.names import IN_MEMORY, dataset_family
 
-DATASETS = ("mnist1d", "mnist", "cifar10", "cifar100", "imagenet2012")
-# Data sets small enough to hold in memory: exact, stateless shuffling.
-IN_MEMORY = ("mnist1d", "mnist", "cifar10", "cifar100")
 SHUFFLE_BUFFER = 16384
-
-
-def dataset_family(name):
-    """The base name of a TFDS name: "mnist1d/large" -> "mnist1d"; ValueError if not supported."""
-    family = name.split("/")[0].split(":")[0] if isinstance(name, str) else None
-    if family not in DATASETS:
-        raise ValueError(
-            f"Unknown dataset {name!r}: choose one of {', '.join(DATASETS)} "
-            "(with a TFDS config where it has several, e.g. 'mnist1d/large')."
-        )
-    return family
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,18 +99,27 @@ def train_dataset_fn(name, global_batch_size, seed, data_dir=None, start_example
 
 
 def eval_dataset_fn(name, global_batch_size, data_dir=None):
-    """A `dataset_fn(input_context)` yielding per-replica eval batches, one pass, nothing dropped."""
+    """A `dataset_fn(input_context)` yielding per-replica eval batches `(x, y, weight)`, one pass.
+
+    Every example is evaluated exactly once with weight 1, whatever the replica count: the split
+    is padded with weight-0 copies of its first example up to a multiple of the global batch, so
+    every replica gets a full batch at every step (static shapes, as TPUs need, and no replica
+    with an empty batch), and weighted sums over the padded set are the sums over the split.
+    """
     family = dataset_family(name)
     split = "validation" if family == "imagenet2012" else "test"
 
     def dataset_fn(input_context):
         per_replica = input_context.get_per_replica_batch_size(global_batch_size)
-        dataset = _load(name, split, data_dir)
+        examples = _load(name, split, data_dir).map(preprocessing.eval_fn(family), num_parallel_calls=tf.data.AUTOTUNE)
+        weighted = examples.map(lambda x, y: (x, y, tf.constant(1.0)))
+        padding = -int(examples.cardinality()) % global_batch_size
+        blank = examples.take(1).map(lambda x, y: (x, y, tf.constant(0.0))).repeat(padding)
+        dataset = weighted.concatenate(blank)
         if family in IN_MEMORY:
             dataset = dataset.cache()
         dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
-        dataset = dataset.map(preprocessing.eval_fn(family), num_parallel_calls=tf.data.AUTOTUNE)
-        return dataset.batch(per_replica, drop_remainder=False).prefetch(tf.data.AUTOTUNE)
+        return dataset.batch(per_replica, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
     return dataset_fn
 

@@ -1,4 +1,12 @@
-"""The distributed training loop: steps, accumulation, evaluation, checkpoints, summaries."""
+"""The runner: a run built from a config (`build_run`), its actions, tasks and the config schema.
 
-from kbatch.training.config_check import validate
-from kbatch.training.loop import train
+    result = kbatch.training.train(config, task=..., actions=[...], callbacks=[...])
+"""
+
+from kbatch.training.action import Action
+from kbatch.training.runner import LoopOutput, Run, build_run, train
+from kbatch.training.schema import Settings, resolve, validate
+from kbatch.training.tasks import Classification, Task
+
+__all__ = ["Action", "Classification", "LoopOutput", "Run", "Settings", "Task", "build_run", "resolve", "train",
+           "validate"]

@@ -6,22 +6,27 @@ In multi-worker training only the chief writes to `model_dir`; the other workers
 (required) checkpoint copies into a temporary folder of their own.
 """
 
+import datetime
 import json
 import os
 import tempfile
+
+from kbatch.training import schema
 
 CONFIG_FILE = "config.json"
 RESULT_FILE = "result.json"
 MODEL_FILE = "model.keras"
 
 
-def config_dict(config):
-    """The config as plain JSON data (what config.json holds)."""
-    return json.loads(config.to_json_best_effort(sort_keys=True))
+def default_model_dir(settings):
+    """`runs/<model>-<dataset>-b<batch>-<time>`."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return os.path.join("runs", f"{settings.model}-{settings.dataset.replace('/', '_')}-b{settings.batch_size}-{stamp}")
 
 
 def check(model_dir, config):
-    """Raise a ValueError if `model_dir` holds something this run must not touch.
+    """Raise a ValueError if `model_dir` holds something this run must not touch; `config` is
+    the run's config (a ConfigDict, a dict or `Settings`), compared as `config.json` holds it.
 
     Returns True if it holds an earlier run of the same config (to be resumed)."""
     if not os.path.exists(model_dir):
@@ -38,7 +43,7 @@ def check(model_dir, config):
         return False
     with open(saved_path) as f:
         saved = json.load(f)
-    current = config_dict(config)
+    current = json.loads(json.dumps(schema.as_json(schema.resolve(config))))
     if saved != current:
         changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
         details = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed[:6])
@@ -52,8 +57,9 @@ def check(model_dir, config):
 def finished_result(config):
     """The result of a finished run of `config` in its `model_dir`, or None if there is none yet
     (`check` refuses a folder holding a different run)."""
-    path = os.path.join(config.model_dir, RESULT_FILE)
-    if check(config.model_dir, config) and os.path.exists(path):
+    settings = schema.resolve(config)
+    path = os.path.join(settings.model_dir, RESULT_FILE)
+    if check(settings.model_dir, settings) and os.path.exists(path):
         with open(path) as f:
             return json.load(f)
     return None

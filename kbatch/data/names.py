@@ -1,0 +1,27 @@
+"""The data sets kbatch serves, by TFDS name (no TensorFlow needed to check one)."""
+
+from kbatch import checks
+
+DATASETS = ("mnist1d", "mnist", "cifar10", "cifar100", "imagenet2012")
+# Data sets small enough to hold in memory: exact, stateless shuffling.
+IN_MEMORY = ("mnist1d", "mnist", "cifar10", "cifar100")
+
+
+def dataset_family(name):
+    """The base name of a TFDS name: "mnist1d/large" -> "mnist1d"; ValueError if not supported."""
+    family = name.split("/")[0].split(":")[0] if isinstance(name, str) else None
+    if family not in DATASETS:
+        raise ValueError(
+            f"Unknown dataset {name!r}: choose one of {', '.join(DATASETS)} "
+            "(with a TFDS config where it has several, e.g. 'mnist1d/large')."
+        )
+    return family
+
+
+def check_dataset(name, value):
+    """The config check of `dataset`: `value` if `dataset_family` knows it."""
+    family = value.split("/")[0].split(":")[0] if isinstance(value, str) else None
+    if family not in DATASETS:
+        checks.fail(name, value, f"a TFDS name of {', '.join(DATASETS)} (with its config where it has "
+                                 "several, e.g. 'mnist1d/large')")
+    return value

@@ -1,0 +1,119 @@
+"""The actions every run takes after each compiled loop of updates, one small class per job
+(see `kbatch.training.action.Action` for the hooks), in the order `standard()` lists them."""
+
+import contextlib
+
+import numpy as np
+
+from kbatch import optimizers
+from kbatch.training.action import Action
+from kbatch.training.callbacks import KerasCallbacks
+from kbatch.training.progress import Progress
+
+__all__ = ["Action", "AverageMovingStatistics", "CheckFinite", "Checkpoint", "Evaluate", "KerasCallbacks",
+           "LogSteps", "Progress", "WatchPreemption", "standard"]
+
+
+class CheckFinite(Action):
+    """Stop with a FloatingPointError at the first update whose loss is not finite, naming the
+    last checkpoint (kept as it was)."""
+
+    def after_loop(self, run, loop):
+        losses = loop.records["loss"]
+        bad = np.flatnonzero(~np.isfinite(losses))
+        if bad.size:
+            raise FloatingPointError(
+                f"The training loss is {losses[bad[0]]} at step {loop.first_step + bad[0] + 1}: stopping. "
+                f"The last good checkpoint, kept as it was, is {run.backend.latest_checkpoint or '(none yet)'}.")
+
+
+class LogSteps(Action):
+    """TensorBoard, one point per update: the task's values, the learning rate, the global batch
+    and gradient norm against the update count (`train/`), the learning rate and batch against
+    examples seen (`examples/`); LARS's trust ratios once per loop."""
+
+    def after_loop(self, run, loop):
+        records, count, batch = loop.records, loop.records["count"], loop.phase.batch_size
+        values = [name for name in records if name not in ("count", "grad_norm", "learning_rate")]
+        first_example = run.plan.ledger.examples_seen(loop.first_step)
+        for i in range(loop.num_steps):
+            step, lr = loop.first_step + i + 1, records["learning_rate"][i]
+            point = {name: records[name][i] / count[i] for name in values}
+            point.update(learning_rate=lr, global_batch_size=batch)
+            if np.isfinite(records["grad_norm"][i]):
+                point["gradient_norm"] = records["grad_norm"][i]
+            run.backend.summaries.scalars("train", step, point)
+            run.backend.summaries.scalars("examples", first_example + i * batch,
+                                          {"learning_rate": lr, "global_batch_size": batch})
+        inner = optimizers.unwrap(run.optimizer)
+        if hasattr(inner, "trust_ratio_stats"):
+            stats = inner.trust_ratio_stats()
+            run.backend.summaries.scalars("train", loop.last_step, {f"trust_ratio/{k}": v for k, v in stats.items()})
+
+
+class AverageMovingStatistics(Action):
+    """Before an evaluation or a checkpoint, one set of moving statistics on every replica:
+    non-synchronized BN keeps one per replica (a collective: every worker takes part)."""
+
+    def after_loop(self, run, loop):
+        if run.step in run.plan.eval_points or run.step in run.plan.checkpoint_points:
+            run.backend.average_moving_statistics()
+
+
+class Evaluate(Action):
+    """At each evaluation point: one pass over the evaluation split, appended to the history,
+    written to TensorBoard (`eval/`), and left on the loop as `loop.eval_logs`; with the
+    training throughput since the last evaluation."""
+
+    def __init__(self):
+        self._examples, self._seconds = 0, 0.0
+
+    def after_loop(self, run, loop):
+        self._examples += loop.num_steps * loop.phase.batch_size
+        self._seconds += loop.seconds
+        if run.step not in run.plan.eval_points:
+            return
+        sums = run.backend.evaluate()
+        count = sums.pop("count")
+        examples = run.plan.ledger.examples_seen(run.step)
+        entry = {"step": run.step, "epoch": examples / run.info.num_train_examples, "examples": examples,
+                 **{f"eval_{name}": value / count for name, value in sums.items()},
+                 "learning_rate": float(loop.records["learning_rate"][-1]),
+                 "global_batch_size": loop.phase.batch_size,
+                 "examples_per_second": self._examples / max(self._seconds, 1e-9)}
+        self._examples, self._seconds = 0, 0.0
+        run.history.evals.append(entry)
+        run.backend.summaries.scalars("eval", run.step, {name: value / count for name, value in sums.items()})
+        run.backend.summaries.scalars("train", run.step, {"examples_per_second": entry["examples_per_second"]})
+        run.backend.summaries.flush()
+        loop.eval_logs = entry
+
+
+class Checkpoint(Action):
+    """At each checkpoint point: the model, optimizer and step, with the history beside them."""
+
+    def after_loop(self, run, loop):
+        if run.step in run.plan.checkpoint_points:
+            run.save(run.step)
+
+
+class WatchPreemption(Action):
+    """On SIGTERM or a maintenance notice: save where the run is, then raise `Preempted`."""
+
+    def __init__(self):
+        self._stack = contextlib.ExitStack()
+
+    def begin(self, run):
+        self._check = self._stack.enter_context(run.backend.preemption(run.save, lambda: run.step))
+
+    def after_loop(self, run, loop):
+        self._check(run.step)
+
+    def close(self, run):
+        self._stack.close()
+
+
+def standard(verbose=True):
+    """The actions every run takes, in order."""
+    return [CheckFinite(), LogSteps(), AverageMovingStatistics(), Evaluate(), Progress(verbose), Checkpoint(),
+            WatchPreemption()]

@@ -1,0 +1,61 @@
+"""The checks of config fields against each other, once each field is valid on its own.
+
+Each raises a ValueError naming the fields that disagree, before anything starts or is written.
+"""
+
+from kbatch import ledger, scaling
+
+
+def check(settings):
+    """Raise a ValueError for the first pair of `settings` fields that disagree."""
+    s = settings
+    if s.warmup_epochs >= s.num_epochs:
+        raise ValueError(f"config.warmup_epochs={s.warmup_epochs}: must be shorter than "
+                         f"config.num_epochs={s.num_epochs}.")
+    for field in ("decay_boundaries", "batch_boundaries"):
+        _check_epochs(s, field)
+    _check_decay(s)
+    _check_batch_phases(s)
+    if s.norm == "ghost_batch" and s.virtual_batch_size is None:
+        raise ValueError("config.norm='ghost_batch' needs config.virtual_batch_size (examples per ghost "
+                         "batch; it must divide the per-replica micro-batch).")
+    # The replica count is known now for cpu:N; for the others it is checked again once the
+    # strategy exists (still before anything is written).
+    replicas = int(s.strategy[4:]) if s.strategy.startswith("cpu:") else 1
+    ledger.per_replica_batch_size(s.batch_size, replicas, s.accumulation_steps)
+
+
+def _check_epochs(s, field):
+    value = getattr(s, field)
+    for i, epoch in enumerate(value):
+        if not epoch < s.num_epochs:
+            raise ValueError(f"config.{field}[{i}]={epoch!r}: must be an epoch in (0, num_epochs={s.num_epochs}).")
+    if any(a >= b for a, b in zip(value, value[1:])):
+        raise ValueError(f"config.{field}={value}: must be strictly increasing (sorted epochs).")
+
+
+def _check_decay(s):
+    if s.decay == "step":
+        if not s.decay_boundaries:
+            raise ValueError('config.decay="step" needs config.decay_boundaries (epochs where the LR drops).')
+        if s.batch_boundaries:
+            raise ValueError('config.batch_boundaries cannot be combined with config.decay="step": use '
+                             'config.anneal_batch=True to grow the batch at the decay boundaries, or another decay.')
+    if s.anneal_batch:
+        if s.decay != "step":
+            raise ValueError(f'config.anneal_batch=True grows the batch where a step decay would cut the LR: '
+                             f'it needs config.decay="step", got {s.decay!r}.')
+        if scaling.scaling_exponent(s.lr_scaling) <= 0:
+            raise ValueError(f"config.anneal_batch=True needs an lr_scaling that grows the LR with the batch, "
+                             f"got {s.lr_scaling!r}.")
+        if s.max_batch_size is not None and s.max_batch_size < s.batch_size:
+            raise ValueError(f"config.max_batch_size={s.max_batch_size}: must be None or an integer >= "
+                             f"batch_size={s.batch_size}.")
+
+
+def _check_batch_phases(s):
+    if len(s.batch_sizes) != len(s.batch_boundaries):
+        raise ValueError(
+            f"config.batch_sizes ({len(s.batch_sizes)} entries) must have one global batch per epoch in "
+            f"config.batch_boundaries ({len(s.batch_boundaries)}): batch_sizes[i] is used from "
+            f"batch_boundaries[i] on.")

@@ -1,0 +1,68 @@
+"""A run's evaluations so far (`history.json`, beside the checkpoints, so a resumed run keeps
+them) and its `result.json`."""
+
+import json
+import os
+
+from kbatch.training import run_dir
+
+HISTORY_FILE = "history.json"
+
+
+class History:
+    """`evals`: one dict per evaluation (step, epoch, examples, eval_<metric>, learning rate,
+    global batch, examples/s); `wall_seconds`: training time before this process started."""
+
+    def __init__(self, directory):
+        self.path = os.path.join(directory, HISTORY_FILE)
+        self.evals, self.wall_seconds = [], 0.0
+
+    def load(self, restored_step, directory):
+        """The evaluations up to `restored_step` saved in `directory` (the chief's model_dir)."""
+        path = os.path.join(directory, HISTORY_FILE)
+        if os.path.exists(path):
+            with open(path) as f:
+                saved = json.load(f)
+            self.evals = [e for e in saved["evals"] if e["step"] <= restored_step]
+            self.wall_seconds = saved["wall_seconds"]
+
+    def save(self, wall_seconds):
+        run_dir.write_json(self.path, {"evals": self.evals, "wall_seconds": wall_seconds})
+
+
+def result(run, wall_seconds):
+    """What `result.json` holds: final and best evaluation (best by the task's `monitor`), the
+    steps, examples and epochs to `target_accuracy` (read against `monitor`), and the history."""
+    s, task, evals = run.settings, run.task, run.history.evals
+    monitor = f"eval_{task.monitor}"
+    best = None
+    for entry in evals:
+        if best is None or task.better(entry[monitor], best[monitor]):
+            best = entry
+    final = evals[-1] if evals else {}
+    metrics = sorted({k[len("eval_"):] for e in evals for k in e if k.startswith("eval_")}) or [task.monitor, "loss"]
+    out = {f"final_eval_{m}": final.get(f"eval_{m}") for m in metrics}
+    out.update({
+        f"best_eval_{task.monitor}": best[monitor] if best else None,
+        "best_eval_step": best["step"] if best else None,
+        "monitor": task.monitor,
+        "steps": run.step,
+        "examples_seen": run.plan.ledger.examples_seen(run.step),
+        "epochs": s.num_epochs,
+        "global_batch_size": s.batch_size,
+        "batch_sizes": [phase.batch_size for phase in run.plan.phases],
+        "num_replicas": run.backend.num_replicas,
+        "accumulation_steps": s.accumulation_steps,
+        "wall_seconds": wall_seconds,
+        "target_accuracy": s.target_accuracy,
+        "steps_to_target": None,
+        "examples_to_target": None,
+        "epochs_to_target": None,
+        "history": evals,
+    })
+    if s.target_accuracy is not None:
+        reached = [e for e in evals if task.reached(e[monitor], s.target_accuracy)]
+        if reached:
+            out.update(steps_to_target=reached[0]["step"], examples_to_target=reached[0]["examples"],
+                       epochs_to_target=reached[0]["epoch"])
+    return out

@@ -1,0 +1,208 @@
+"""A run: everything a training needs, built once from a config, then driven loop by loop.
+
+    run = build_run(config)              # checks, strategy, data, model, optimizer, plan, restore
+    result = run.train(actions=[...], callbacks=[keras.callbacks.EarlyStopping(...)])
+
+`Run.train` drives the updates to the next point of the `Plan` (an evaluation, a checkpoint, a
+batch-size phase change, or `steps_per_loop` updates: one compiled call), then hands the
+loop's records to each action in turn (`kbatch.training.actions`: check, log, evaluate,
+checkpoint, preemption, progress, then the user's actions and Keras callbacks). The backend
+(`tf_backend.TensorFlowBackend`) is the only part that knows TensorFlow.
+"""
+
+import dataclasses
+import os
+import time
+
+import keras
+
+from kbatch import ledger, models, optimizers
+from kbatch.training import actions as actions_lib
+from kbatch.training import apply_recipe, history, lr_schedules, recipe, run_dir, schema
+from kbatch.training.plan import Plan
+from kbatch.training.tasks import Classification
+
+
+@dataclasses.dataclass
+class LoopOutput:
+    """One compiled loop's updates: `records` holds, per update, the task's values summed over
+    the global batch, `count`, `grad_norm` and `learning_rate`. `eval_logs` is set by the
+    `Evaluate` action when the loop ended at an evaluation point."""
+
+    first_step: int
+    num_steps: int
+    phase: object
+    records: dict
+    seconds: float
+    eval_logs: dict = None
+
+    @property
+    def last_step(self):
+        return self.first_step + self.num_steps
+
+    def mean(self, name):
+        """The loop's mean of a task value over its examples."""
+        return float(self.records[name].sum() / self.records["count"].sum())
+
+    def train_logs(self):
+        """{value name: mean over the loop} for every task value (loss, accuracy, ...)."""
+        return {name: self.mean(name) for name in self.records if name not in ("count", "grad_norm", "learning_rate")}
+
+
+def _backend(settings, strategy):
+    from kbatch.training import tf_backend  # the one module that imports TensorFlow
+
+    return tf_backend.TensorFlowBackend(settings, strategy)
+
+
+def _check_plan(settings, batches, replicas, info):
+    batches.check_divisible(replicas, settings.accumulation_steps, settings.num_epochs)
+    plan = Plan.make(batches, info.num_train_examples, settings.num_epochs, settings.evals_per_epoch,
+                     settings.checkpoint_every)
+    for phase in plan.phases:
+        if phase.batch_size > info.num_train_examples:
+            raise ValueError(f"config.batch_size: a global batch of {phase.batch_size} is larger than the "
+                             f"{info.num_train_examples} training examples of {settings.dataset}.")
+    return plan
+
+
+def _build_model_and_optimizer(settings, info, batches, model_fn):
+    """The model (mapping inputs to the task's outputs) and its optimizer, at the first phase's recipe."""
+    if model_fn is not None:
+        model = model_fn(info)
+    else:
+        model = models.get(settings.model, num_classes=info.num_classes, input_shape=info.input_shape,
+                           norm=settings.norm, norm_kwargs=recipe.norm_kwargs(settings))
+    first = recipe.phase_recipe(settings, batches.batch_sizes[0])
+    optimizer = optimizers.build(
+        recipe.optimizer_config(settings),
+        lr_schedules.learning_rate_schedule(settings, info.num_train_examples, batches),
+        **recipe.optimizer_settings(first))
+    optimizers.apply_exclusions(optimizer, model)
+    if settings.mixed_precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return model, optimizer
+
+
+def build_run(config, strategy=None, model_fn=None, task=None):
+    """A `Run` of `config`, restored from its last checkpoint if `model_dir` holds one.
+
+    Args:
+      config: an `ml_collections.ConfigDict`, a dict or `Settings` (fields: `schema.FIELDS`).
+      strategy: a `tf.distribute.Strategy` to use instead of resolving `config.strategy`.
+      model_fn: `model_fn(dataset_info) -> keras.Model` mapping inputs to the task's outputs
+        (logits by default), to train a model of your own. Its normalization layers' momenta are
+        taken as given at `base_batch_size` (and rescaled, with `rescale_recipe`).
+      task: a `kbatch.training.Task` (default: `Classification`).
+
+    Raises a ValueError naming the field on bad input; nothing is written to `model_dir` until
+    everything is built (then its `config.json`).
+    """
+    settings = schema.resolve(config)
+    if settings.model_dir is None:
+        settings = dataclasses.replace(settings, model_dir=run_dir.default_model_dir(settings))
+    resuming = run_dir.check(settings.model_dir, settings)
+    backend = _backend(settings, strategy)
+    replicas = backend.num_replicas
+    ledger.per_replica_batch_size(settings.batch_size, replicas, settings.accumulation_steps)
+    info = backend.describe_data()
+    batches = lr_schedules.batch_schedule(settings, multiple_of=replicas * settings.accumulation_steps)
+    plan = _check_plan(settings, batches, replicas, info)
+    keras.mixed_precision.set_global_policy(settings.mixed_precision or "float32")
+    keras.utils.set_random_seed(settings.seed)
+    task = task or Classification()
+    with backend.scope():
+        model, optimizer = _build_model_and_optimizer(settings, info, batches, model_fn)
+        backend.attach(model, optimizer, task)
+    run = Run(settings, backend, task, info, model, optimizer, plan, resuming)
+    if backend.is_chief:
+        os.makedirs(settings.model_dir, exist_ok=True)
+        run_dir.write_json(os.path.join(settings.model_dir, run_dir.CONFIG_FILE), schema.as_json(settings))
+    return run
+
+
+class Run:
+    """A built run (see `build_run`): its settings, backend, task, model, optimizer, plan,
+    evaluation history and the number of updates done (`step`)."""
+
+    def __init__(self, settings, backend, task, info, model, optimizer, plan, resuming):
+        self.settings, self.backend, self.task, self.info = settings, backend, task, info
+        self.model, self.optimizer, self.plan, self.resuming = model, optimizer, plan, resuming
+        self.momenta = apply_recipe.moving_average_momenta(model)
+        self.history = history.History(backend.write_dir)
+        self.step = backend.restore()
+        if self.step:
+            self.history.load(self.step, settings.model_dir)
+        self._phase = self._loop = None
+        self._started = time.time()
+
+    def wall_seconds(self):
+        """Training time so far, earlier processes of this run included."""
+        return self.history.wall_seconds + time.time() - self._started
+
+    def save(self, step):
+        """A checkpoint at `step`, with the evaluation history beside it."""
+        self.history.save(self.wall_seconds())
+        self.backend.save(step)
+
+    def run_loop(self):
+        """Updates up to the plan's next stop, in one compiled call; a `LoopOutput`."""
+        phase = self.plan.phase_at(self.step)
+        if phase is not self._phase:
+            apply_recipe.apply_phase(self.settings, phase.batch_size, self.momenta, self.optimizer)
+            self._loop = self.backend.start_phase(phase, self.plan.ledger.examples_seen(self.step))
+            self._phase = phase
+        num_steps = self.plan.next_stop(self.step, self.settings.steps_per_loop)
+        started = time.perf_counter()
+        records = self._loop(num_steps)
+        loop = LoopOutput(self.step, num_steps, phase, records, time.perf_counter() - started)
+        self.step += num_steps
+        return loop
+
+    def train(self, actions=(), callbacks=(), verbose=True):
+        """Train to the end of the plan (or until a callback sets `model.stop_training`), then
+        write `model.keras` and `result.json`; returns the result.
+
+        `actions` run after the standard ones (`actions_lib.standard(verbose)`), and
+        `callbacks` (`keras.callbacks.Callback`s) after those."""
+        every = [*actions_lib.standard(verbose), *actions, actions_lib.KerasCallbacks(callbacks)]
+        self.model.stop_training = False
+        try:
+            for action in every:
+                action.begin(self)
+            while self.step < self.plan.total_steps and not self.model.stop_training:
+                loop = self.run_loop()
+                for action in every:
+                    action.after_loop(self, loop)
+            result = self.finish()
+        finally:
+            for action in reversed(every):
+                action.close(self)
+            self.backend.close()
+        for action in every:
+            action.end(self, result)
+        return result
+
+    def finish(self):
+        """The result; on the chief also `model.keras` and `result.json` in `model_dir`."""
+        self.backend.average_moving_statistics()  # a collective: every worker takes part
+        result = history.result(self, self.wall_seconds())
+        if self.backend.is_chief:
+            self.model.save(os.path.join(self.settings.model_dir, run_dir.MODEL_FILE))
+            run_dir.write_json(os.path.join(self.settings.model_dir, run_dir.RESULT_FILE), result)
+        return result
+
+
+def train(config, *, strategy=None, model_fn=None, task=None, actions=(), callbacks=(), verbose=True):
+    """Train as `config` says and return the result (also written to `model_dir/result.json`).
+
+    `build_run(config, strategy, model_fn, task).train(actions, callbacks, verbose)`: see those.
+
+    Raises:
+      ValueError: a bad config field, before anything is written.
+      kbatch.training.preemption.Preempted: the machine is going away; a checkpoint was saved,
+        and the same call resumes from it.
+      FloatingPointError: the loss stopped being finite; the last good checkpoint is named.
+    """
+    run = build_run(config, strategy=strategy, model_fn=model_fn, task=task)
+    return run.train(actions=actions, callbacks=callbacks, verbose=verbose)

@@ -1,0 +1,237 @@
+"""The config fields: one table of (name, default, check, doc) that every part reads.
+
+`defaults()` is the config every experiment file starts from (`configs/base.py`); `resolve(config)`
+checks every field and the fields against each other, fills in the defaults, and returns the
+frozen `Settings` the run is built from (below that point no module reads a config); the
+README's field table is `markdown_table()` (tests/test_schema.py checks the two are the same).
+A bad value is one line naming the field: `config.batch_size=0: must be a positive integer.`
+Pure Python: nothing here imports TensorFlow.
+
+  python -m kbatch.training.schema      # prints the README's field table
+"""
+
+import dataclasses
+import difflib
+
+import ml_collections
+from ml_collections.config_dict import placeholder
+
+from kbatch import checks, layers, models, optimizers, scaling
+from kbatch.data.names import check_dataset
+from kbatch.training import cross_checks
+
+DECAYS = ("cosine", "linear", "polynomial", "step", "constant")
+MIXED_PRECISION = (None, "float32", "mixed_float16", "mixed_bfloat16")
+BACKENDS = ("tensorflow",)
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """One config field. `check(name, value)` returns the value as the run uses it (or raises
+    the one-line ValueError); `kind` is the type a None default is a placeholder of, so that
+    `--config.FIELD=VALUE` can set it."""
+
+    name: str
+    default: object
+    check: object
+    doc: str
+    kind: type = None
+
+
+def _choice(allowed):
+    return lambda name, value: checks.choice(name, value, allowed)
+
+
+def _real(**bounds):
+    return lambda name, value: checks.real(name, value, **bounds)
+
+
+def _optional_positive_int(name, value):
+    return None if value is None else checks.positive_int(name, value)
+
+
+def _non_negative_int(name, value):
+    return checks.integer(name, value, low=0)
+
+
+def _lr_scaling(name, value):
+    """A rule name or an exponent; a number given on the command line arrives as a string."""
+    if isinstance(value, str) and value not in scaling.RULES:
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    try:
+        scaling.scaling_exponent(value)
+    except ValueError:
+        checks.fail(name, value, "one of 'linear', 'sqrt', 'none', or a real exponent alpha")
+    return value if isinstance(value, str) else float(value)
+
+
+def _epochs(name, value):
+    """A tuple of positive epochs (checked against num_epochs and sorted in `cross_checks`)."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
+        checks.fail(name, value, "a tuple of epochs")
+    return tuple(checks.real(f"{name}[{i}]", e, low=0, low_open=True) for i, e in enumerate(value))
+
+
+def _batch_sizes(name, value):
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
+        checks.fail(name, value, "a tuple of positive integers")
+    return tuple(checks.positive_int(f"{name}[{i}]", b) for i, b in enumerate(value))
+
+
+def _patterns(name, value):
+    return None if value is None else optimizers.check_patterns(value, name)
+
+
+def _target(name, value):
+    return checks.real(name, value, low=0, high=1, low_open=True, allow_none=True)
+
+
+def _text_or_none(name, value):
+    return checks.text(name, value, allow_none=True)
+
+
+STRATEGIES = ("auto", "tpu", "tpu:ADDRESS", "mirrored", "multiworker", "one_device", "cpu:N")
+
+
+def _strategy(name, value):
+    ok = isinstance(value, str) and (
+        value in ("auto", "tpu", "mirrored", "multiworker", "one_device") or value.startswith("tpu:")
+        or (value.startswith("cpu:") and value[4:].isdigit() and int(value[4:]) >= 1))
+    if not ok:
+        checks.fail(name, value, "one of " + ", ".join(STRATEGIES))
+    return value
+
+
+_F = Field
+FIELDS = (
+    # Data and model.
+    _F("dataset", "mnist1d/large", check_dataset, "TFDS name: `mnist1d/large`, `mnist1d/original`, `mnist`, "
+       "`cifar10`, `cifar100`, `imagenet2012`"),
+    _F("data_dir", None, _text_or_none, "TFDS data folder (None: TFDS's default)", str),
+    _F("model", "mnist1d_cnn", _choice(models.NAMES), "`mnist1d_cnn`, `resnet20`, `resnet32`, `resnet56` "
+       "(CIFAR, He et al. 2016), `resnet50`"),
+    _F("norm", "batch", _choice(layers.NAMES), "any `kbatch.layers.get` name"),
+    _F("bn_momentum", 0.9, _real(low=0, high=1), "moving-average momentum of the norms that keep "
+       "moving statistics, at `base_batch_size`"),
+    _F("norm_groups", 8, checks.positive_int, "groups of `norm=group`"),
+    _F("virtual_batch_size", None, _optional_positive_int, "examples per ghost batch (`norm=ghost_batch`)", int),
+    # The recipe, given at base_batch_size.
+    _F("batch_size", 256, checks.positive_int, "the **global** batch: micro-batch x replicas x "
+       "`accumulation_steps`"),
+    _F("base_batch_size", 128, checks.positive_int, "the batch the recipe is given at"),
+    _F("base_learning_rate", 0.05, _real(low=0), "the learning rate at `base_batch_size`"),
+    _F("lr_scaling", "linear", _lr_scaling, "how the LR moves with the batch: `linear`, `sqrt`, `none`, "
+       "or an exponent alpha (lr x (B/B0)^alpha)"),
+    _F("rescale_recipe", True, checks.boolean, "the rest of the recipe follows the batch too "
+       "(`kbatch.scaling.rescale`): BN momentum^(B/B0), weight decay, Adam's betas and epsilon"),
+    _F("warmup_epochs", 1.0, _real(low=0), "linear warmup, in epochs"),
+    _F("decay", "cosine", _choice(DECAYS), "after warmup: " + ", ".join(f"`{d}`" for d in DECAYS)),
+    _F("decay_power", 2.0, _real(low=0, low_open=True), "`decay=polynomial`: (1 - progress)^power"),
+    _F("decay_boundaries", (), _epochs, "`decay=step`: epochs where the LR is divided by `decay_factor`"),
+    _F("decay_factor", 10.0, _real(low=1, low_open=True), "`decay=step`: the LR's divisor at each boundary"),
+    _F("batch_boundaries", (), _epochs, "batch-size phases: `batch_sizes[i]` from epoch "
+       "`batch_boundaries[i]` on, each with its scaled LR"),
+    _F("batch_sizes", (), _batch_sizes, "the global batch of each phase after the first"),
+    _F("anneal_batch", False, checks.boolean, "with `decay=step`: grow the batch where the LR would drop "
+       "(Smith et al. 2018)"),
+    _F("max_batch_size", None, _optional_positive_int, "`anneal_batch`: the largest batch", int),
+    _F("num_epochs", 8, checks.positive_int, "epochs of training (an epoch is N examples of one stream)"),
+    # The optimizer.
+    _F("optimizer", "momentum", _choice(optimizers.NAMES), ", ".join(f"`{n}`" for n in optimizers.NAMES)),
+    _F("momentum", 0.9, _real(low=0, high=1, high_open=True), "heavy-ball momentum (SGD, LARS)"),
+    _F("nesterov", False, checks.boolean, "Nesterov momentum (`momentum`, `lars`)"),
+    _F("weight_decay", 5e-4, _real(low=0), "LARS's L2 term, Keras's decoupled decay for the others"),
+    _F("trust_coefficient", 0.001, _real(low=0), "LARS's eta"),
+    _F("beta_1", 0.9, _real(low=0, high=1, high_open=True), "Adam, AdamW, Lamb"),
+    _F("beta_2", 0.999, _real(low=0, high=1, high_open=True), "Adam, AdamW, Lamb"),
+    _F("epsilon", None, _real(low=0, allow_none=True), "LARS's trust-ratio epsilon or Adam's "
+       "(None: the optimizer's own)", float),
+    _F("exclude_from_weight_decay", None, _patterns, "variable-path patterns left out of weight decay "
+       "(None: biases and norm parameters)", tuple),
+    _F("exclude_from_layer_adaptation", None, _patterns, "LARS: patterns left out of the trust ratio "
+       "(None: the weight-decay exclusions)", tuple),
+    _F("clip_global_norm", None, _real(low=0, low_open=True, allow_none=True), "clip the **all-reduced** "
+       "gradient to this global norm (Keras clips per replica)", float),
+    # Distribution and the loop.
+    _F("backend", "tensorflow", _choice(BACKENDS), "the runner's backend"),
+    _F("strategy", "auto", _strategy, "`auto`, `tpu`, `tpu:ADDRESS`, `mirrored`, `multiworker`, "
+       "`one_device`, `cpu:N`"),
+    _F("accumulation_steps", 1, checks.positive_int, "micro-batches per update, summed in the step"),
+    _F("steps_per_loop", 50, checks.positive_int, "updates per compiled loop call"),
+    _F("jit_compile", True, checks.boolean, "XLA: the whole update on one replica, the gradient on several"),
+    _F("mixed_precision", None, _choice(MIXED_PRECISION), "`mixed_bfloat16` (TPU) or `mixed_float16` "
+       "(GPU, with loss scaling)", str),
+    _F("deterministic", False, checks.boolean, "TensorFlow's op determinism"),
+    # Outputs.
+    _F("seed", 0, checks.integer, "seeds the weights and the input stream"),
+    _F("model_dir", None, _text_or_none, "where the run writes (None: `runs/<model>-<dataset>-b<batch>-<time>`)",
+       str),
+    _F("evals_per_epoch", 1, checks.positive_int, "evaluations per epoch"),
+    _F("target_accuracy", 0.95, _target, "`result.json` says when the eval metric first reached it (None: "
+       "never)", float),
+    _F("checkpoint_every", 0, _non_negative_int, "updates between checkpoints (0: each epoch's end)"),
+    _F("log_gradient_norm", True, checks.boolean, "log the global gradient norm every update"),
+)
+NAMES = tuple(f.name for f in FIELDS)
+_BY_NAME = {f.name: f for f in FIELDS}
+
+Settings = dataclasses.make_dataclass("Settings", NAMES, frozen=True)
+Settings.__doc__ = """A config, checked and completed: one attribute per field of `FIELDS`.
+Build one with `resolve(config)`; `dataclasses.asdict(settings)` is what `config.json` holds."""
+
+
+def defaults():
+    """A new ConfigDict with every field at its default (placeholders where the default is None)."""
+    config = ml_collections.ConfigDict()
+    for f in FIELDS:
+        setattr(config, f.name, placeholder(f.kind) if f.default is None else f.default)
+    return config
+
+
+def unknown_field_message(name):
+    """The one line for a field that does not exist, with the closest known names."""
+    close = difflib.get_close_matches(name, NAMES, n=3, cutoff=0.6)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    return f"config.{name}: no such field{hint}; the fields are listed in the README and kbatch.training.schema."
+
+
+def resolve(config):
+    """The `Settings` of `config` (a ConfigDict, a dict, or Settings): a ValueError naming the
+    first unknown or bad field, or the first pair of fields that disagree."""
+    if isinstance(config, Settings):
+        return config
+    values = dict(config.items()) if hasattr(config, "items") else dict(config)
+    for name in values:
+        if name not in _BY_NAME:
+            raise ValueError(unknown_field_message(name))
+    resolved = {}
+    for f in FIELDS:
+        resolved[f.name] = f.check(f"config.{f.name}", values.get(f.name, f.default))
+    settings = Settings(**resolved)
+    cross_checks.check(settings)
+    return settings
+
+
+def validate(config):
+    """Raise a ValueError naming the first bad field of `config`; returns nothing."""
+    resolve(config)
+
+
+def as_json(settings):
+    """The settings as plain JSON data (what `config.json` holds): tuples become lists."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(settings).items()}
+
+
+def markdown_table():
+    """The README's field table."""
+    rows = ["| field | default | meaning |", "| --- | --- | --- |"]
+    for f in FIELDS:
+        rows.append(f"| `{f.name}` | `{f.default!r}` | {f.doc} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown_table(), end="")

@@ -1,0 +1,118 @@
+"""The TensorFlow backend: what the runner asks of `tf.distribute`, in one place.
+
+The runner (`kbatch.training.runner`) calls only these methods; a second backend (Keras on JAX)
+provides the same ones:
+
+  num_replicas, is_chief            the data-parallel layout, and whether this process writes
+  describe_data()                   a `DatasetInfo` (sizes, input shape, classes)
+  scope()                           where the model and optimizer are created
+  start_phase(phase, start_example) -> loop(num_steps): {field: [num_steps] numpy array}
+  evaluate()                        {field: sum over the evaluation split} (and `count`)
+  average_moving_statistics()       one set of BN moving statistics on every replica
+  restore() -> step, save(step)     checkpoints of the model, optimizer and step
+  latest_checkpoint                 the newest checkpoint's path, or None
+  preemption(save)                  a context yielding `check(step)`: save and stop if preempted
+  summaries                         a `Summaries` writer for TensorBoard
+  close()                           remove what only this process needed
+"""
+
+import contextlib
+import os
+import shutil
+
+import tensorflow as tf
+
+from kbatch import data, distribute, layers
+from kbatch.training import preemption, run_dir, tf_step
+from kbatch.training.summaries import Summaries
+
+
+class TensorFlowBackend:
+    """One run's `tf.distribute` strategy, input streams, compiled loops and checkpoints."""
+
+    def __init__(self, settings, strategy=None):
+        if settings.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        self.settings = settings
+        self.strategy = strategy or distribute.resolve_strategy(settings.strategy)
+        self.num_replicas = self.strategy.num_replicas_in_sync
+        self.is_chief = run_dir.is_chief(self.strategy)
+        self.summaries = Summaries(settings.model_dir, enabled=self.is_chief)
+        self.write_dir = None  # where this process writes checkpoints: set by `attach`
+
+    def describe_data(self):
+        return data.describe(self.settings.dataset, self.settings.data_dir)
+
+    def scope(self):
+        return self.strategy.scope()
+
+    def attach(self, model, optimizer, task):
+        """The model, optimizer and task this backend trains; builds the optimizer's slots and
+        the checkpoint (call inside `scope()`, once)."""
+        self.model, self.optimizer, self.task = model, optimizer, task
+        optimizer.build(model.trainable_variables)
+        self._trained_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="trained_steps")
+        self._checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, trained_steps=self._trained_steps)
+        # On the chief, `model_dir/checkpoints`; elsewhere a temporary folder (a worker's saves
+        # take part in the collective and are thrown away).
+        self.write_dir = run_dir.writable_dir(self.settings.model_dir, self.strategy)
+        self._manager = tf.train.CheckpointManager(
+            self._checkpoint, os.path.join(self.write_dir, "checkpoints"), max_to_keep=3)
+
+    def restore(self):
+        """The step of the chief's newest checkpoint, restored (0 when there is none). Every worker
+        restores the chief's: workers resuming from different steps would wait on each other."""
+        latest = tf.train.latest_checkpoint(os.path.join(self.settings.model_dir, "checkpoints"))
+        if latest:
+            self._checkpoint.restore(latest).assert_existing_objects_matched()
+        return int(self._trained_steps.numpy())
+
+    def save(self, step):
+        self._trained_steps.assign(step)
+        self._manager.save(checkpoint_number=step)
+
+    @property
+    def latest_checkpoint(self):
+        return self._manager.latest_checkpoint
+
+    def start_phase(self, phase, start_example):
+        """`loop(num_steps)` over the input stream of `phase` from `start_example` on, traced anew
+        (the recipe's Python numbers, BN momenta among them, are read now)."""
+        s = self.settings
+        step = tf_step.make_train_step(
+            self.strategy, self.model, self.optimizer, self.task, global_batch_size=phase.batch_size,
+            accumulation_steps=s.accumulation_steps, clip_global_norm=s.clip_global_norm,
+            log_gradient_norm=s.log_gradient_norm, jit_compile=s.jit_compile)
+        compiled = tf_step.make_train_loop(self.strategy, step)
+        stream = data.train_dataset_fn(s.dataset, phase.batch_size, s.seed, s.data_dir, start_example=start_example)
+        iterator = iter(data.distribute(self.strategy, stream))
+
+        def loop(num_steps):
+            records = compiled(iterator, tf.constant(num_steps, tf.int32))
+            return {name: value.numpy() for name, value in records.items()}
+
+        return loop
+
+    def evaluate(self):
+        if not hasattr(self, "_evaluate"):
+            s = self.settings
+            eval_batch = s.batch_size // s.accumulation_steps
+            self._eval_data = data.distribute(self.strategy, data.eval_dataset_fn(s.dataset, eval_batch, s.data_dir))
+            self._evaluate = tf_step.make_eval_loop(self.strategy, self.model, self.task)
+        return {name: float(value) for name, value in self._evaluate(self._eval_data).items()}
+
+    def average_moving_statistics(self):
+        layers.average_moving_statistics(self.model, self.strategy)
+
+    @contextlib.contextmanager
+    def preemption(self, save, current_step):
+        """Yields `check(step)`, which saves (with `save`) and raises `Preempted` once the machine
+        is going away (TensorFlow's PreemptionCheckpointHandler watches)."""
+        with preemption.handler(self.strategy, self._manager, save, current_step) as watcher:
+            yield (lambda step: watcher.save_checkpoint_if_preempted(checkpoint_number=step)) if watcher else (
+                lambda step: None)
+
+    def close(self):
+        self.summaries.flush()
+        if not self.is_chief and self.write_dir:
+            shutil.rmtree(self.write_dir, ignore_errors=True)
