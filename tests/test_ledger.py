@@ -10,19 +10,9 @@ from hypothesis import given, settings, strategies as st
 
 from kbatch import distribute, ledger
 from kbatch.ledger import StepLedger
+from stream_walk import walk
 
 FAST = settings(max_examples=60, deadline=None)
-
-
-def walk(batch_sizes, boundaries, num_examples, num_epochs):
-    """Each update takes the batch of the phase its first example falls in; the stream goes on
-    until `num_epochs` epochs are seen. Returns (examples seen before it, phase) per update."""
-    seen, updates = 0, []
-    while Fraction(seen, num_examples) < num_epochs:
-        phase = sum(Fraction(seen, num_examples) >= b for b in boundaries)
-        updates.append((seen, phase))
-        seen += batch_sizes[phase]
-    return updates
 
 
 @st.composite

@@ -9,18 +9,9 @@ from hypothesis import given, settings, strategies as st
 
 from kbatch.schedules import BatchSizeSchedule
 from kbatch.training.plan import Plan
+from stream_walk import walk
 
 FAST = settings(max_examples=60, deadline=None)
-
-
-def walk(batch_sizes, boundaries, num_examples, num_epochs):
-    """Examples seen before each update, and its phase (the phase its first example falls in)."""
-    seen, updates = 0, []
-    while Fraction(seen, num_examples) < num_epochs:
-        phase = sum(Fraction(seen, num_examples) >= b for b in boundaries)
-        updates.append((seen, phase))
-        seen += batch_sizes[phase]
-    return updates
 
 
 def first_count_reaching(updates, examples):
