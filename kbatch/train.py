@@ -2,14 +2,16 @@
 
   kbatch-train                                         # the default: configs/mnist1d_cnn.py
   kbatch-train --config=configs/mnist1d_cnn.py --config.batch_size=1024 --config.strategy=cpu:2
+  kbatch-train --config=configs/cifar10_resnet20.py --check     # check the config, run nothing
 
 It prints kbatch's own lines and the warnings that matter; `--verbosity=0` (absl's flag) brings
 back TensorFlow's and TFDS's INFO logging. (TensorFlow 2.21 prints three C++ lines when it is
 imported, before its logging is set up: no setting hides them.)
 
-Exit codes: 0 done, 2 bad input (a config field, a flag; nothing written), 3 diverged (the loss
-stopped being finite; the last good checkpoint is named), 42 preempted (a checkpoint was saved:
-run the same command again to resume).
+Exit codes (`kbatch.training.stops`): 0 done (or already finished), 2 bad input (a config field,
+a flag, a damaged file; nothing written), 3 diverged (the loss or a weight stopped being finite;
+the last good checkpoint is named), 42 preempted (SIGTERM or a maintenance notice; a checkpoint
+was saved: run the same command again to resume), 130 interrupted (Ctrl-C; likewise).
 """
 
 import logging
@@ -24,7 +26,7 @@ from ml_collections import config_flags
 
 # configs/ ships inside the package as kbatch/configs, so the default works from any install.
 DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "mnist1d_cnn.py")
-BAD_INPUT, DIVERGED = 2, 3
+BAD_INPUT = 2  # kbatch.training.stops.BAD_INPUT, without importing kbatch before the flags
 
 
 def _verbose(argv):
@@ -40,16 +42,35 @@ def _bad_flag(argv, error):
         match = re.match(r"--config\.([A-Za-z_][\w.]*)", arg)
         if match and match.group(1).split(".")[0] not in schema.NAMES:
             return schema.unknown_field_message(match.group(1))
+    for arg in argv[1:]:
+        path = arg.partition("=")[2]
+        if arg.startswith("--config=") and not os.path.isfile(path):
+            return f"--config={path}: no such config file."
+    if "get_config" in str(error):
+        return f"--config: the file has no get_config() returning a config ({str(error).splitlines()[0]})."
     return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+def _help():
+    """`--help`: how to run it, then every config field with its default."""
+    from kbatch.training import schema
+
+    print(__doc__.strip(), "\n\nConfig fields (--config.FIELD=VALUE):", sep="")
+    for field in schema.FIELDS:
+        print(f"  {field.name:<30} {field.default!r:<18} {re.sub(r'[`*]', '', field.doc)}")
+    sys.exit(0)
 
 
 def _parse(argv):
     """The `--config` flag (defined here: ml_collections reads the command line's overrides as
     it loads the default config) and absl's flag parsing, with one line and exit code 2
     instead of a traceback."""
+    if any(arg in ("-h", "--help", "--helpshort", "-?") for arg in argv[1:]):
+        _help()
     try:
         if "config" not in flags.FLAGS:
             config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Experiment config file.")
+            flags.DEFINE_bool("check", False, "Check the config (every field) and exit, running and writing nothing.")
         rest = flags.FLAGS(argv)
         flags.FLAGS.config.keys()  # a config file that does not load fails here, not in training
     except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError) as error:
@@ -63,30 +84,24 @@ def _parse(argv):
 
 def _run(argv):
     if len(argv) > 1:
-        print(f"kbatch-train: unexpected arguments {' '.join(argv[1:])}: settings go in --config.FIELD=VALUE",
-              file=sys.stderr)
-        return BAD_INPUT
-    from kbatch.training import preemption, train  # after flag parsing: --help stays fast
+        raise ValueError(f"unexpected arguments {' '.join(argv[1:])}: settings go in --config.FIELD=VALUE")
+    from kbatch.training import resolve_settings, train  # after flag parsing: --help stays fast
 
+    if flags.FLAGS.check:
+        s = resolve_settings(flags.FLAGS.config)
+        print(f"kbatch-train: the config is valid: {s.model} on {s.dataset}, global batch {s.batch_size}, "
+              f"{s.num_epochs} epochs, strategy {s.strategy}, model_dir {s.model_dir} (nothing was run or written).")
+        return 0
     # tf.data warns on every distributed dataset that options moved into the graph: noise here.
     warnings.filterwarnings("ignore", message="To make it possible to preserve tf.data options")
-
-    try:
-        train(flags.FLAGS.config)
-    except ValueError as error:  # bad config: one clear line, not a traceback
-        print(f"kbatch-train: {error}", file=sys.stderr)
-        return BAD_INPUT
-    except FloatingPointError as error:
-        print(f"kbatch-train: {error}", file=sys.stderr)
-        return DIVERGED
-    except preemption.Preempted as stop:  # a cluster manager restarts on this code
-        print(f"kbatch-train: {stop}", file=sys.stderr)
-        return preemption.RESTART_EXIT_CODE
+    train(flags.FLAGS.config)
     return 0
 
 
 def main():
-    app.run(_run, flags_parser=_parse)
+    from kbatch.training import stops
+
+    app.run(stops.reporting("kbatch-train", _run), flags_parser=_parse)
 
 
 if __name__ == "__main__":

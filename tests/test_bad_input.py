@@ -2,6 +2,8 @@
 written to model_dir; a model_dir holding another run or a user's files is never written into."""
 
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -100,8 +102,6 @@ def test_model_dir_with_a_users_files_is_refused(make_config, tmp_path):
 
 
 def _kbatch_train(*flags):
-    import subprocess
-    import sys
     return subprocess.run([sys.executable, "-m", "kbatch.train", *flags], capture_output=True, text=True, timeout=300)
 
 
@@ -145,3 +145,25 @@ def test_an_lr_scaling_exponent_from_the_command_line_is_a_number():
     config = mnist1d_cnn.get_config()
     config.lr_scaling = "0.5"  # what --config.lr_scaling=0.5 sets: the field is a string
     assert resolve(config).lr_scaling == 0.5
+
+
+@pytest.mark.parametrize("config_file, message", [
+    ("nothere.py", "--config=nothere.py: no such config file."),
+    ("not_a_config.py", "--config: the file has no get_config() returning a config"),
+])
+def test_a_config_file_that_does_not_load_is_one_line(tmp_path, config_file, message):
+    (tmp_path / "not_a_config.py").write_text("x = 1\n")
+    run = subprocess.run([sys.executable, "-m", "kbatch.train", f"--config={config_file}"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2
+    lines = [line for line in run.stderr.splitlines() if line.startswith("kbatch-train")]
+    assert len(lines) == 1 and lines[0].startswith(f"kbatch-train: {message}") and "Traceback" not in run.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_help_shows_every_field_and_exits_0():
+    from kbatch.training import schema
+    run = subprocess.run([sys.executable, "-m", "kbatch.train", "--help"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0
+    shown = [line.split()[0] for line in run.stdout.splitlines() if line.startswith("  ") and line.split()]
+    assert [name for name in shown if name in schema.NAMES] == list(schema.NAMES)

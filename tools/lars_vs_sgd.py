@@ -32,7 +32,8 @@ import study_output  # noqa: E402  (tools/ is the script's own folder, first on 
 
 RUNS = flags.DEFINE_list("runs", [], "optimizer:batch:base_learning_rate[:warmup_epochs] entries; "
                          "optimizer is momentum or lars, the learning rate is at batch 128.")
-CSV = flags.DEFINE_string("csv", "docs/results/lars.csv", "One row per run is appended here.")
+CSV = flags.DEFINE_string("csv", None, "One row per run is appended here (required: no tool writes into the "
+                          "repository unless told to).", required=True)
 PLOT = flags.DEFINE_string("plot", None, "Draw accuracy vs batch size from --csv into this PNG.")
 MODEL_ROOT = flags.DEFINE_string("model_root", "/tmp/lars_vs_sgd", "Run directories go under this.")
 DATASET = flags.DEFINE_string("dataset", "mnist1d/large", "config.dataset.")
@@ -194,4 +195,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from kbatch.training import stops
+
+    app.run(stops.reporting("lars_vs_sgd", main))

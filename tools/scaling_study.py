@@ -365,4 +365,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from kbatch.training import stops
+
+    app.run(stops.reporting("scaling_study", main))

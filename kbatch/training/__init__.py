@@ -4,9 +4,10 @@
 """
 
 from kbatch.training.action import Action
-from kbatch.training.runner import LoopOutput, Run, build_run, train
+from kbatch.training.runner import LoopOutput, Run, build_run, resolve_settings, train
 from kbatch.training.schema import Settings, resolve, validate
 from kbatch.training.tasks import Classification, Task
 
-__all__ = ["Action", "Classification", "LoopOutput", "Run", "Settings", "Task", "build_run", "resolve", "train",
+__all__ = ["Action", "Classification", "LoopOutput", "Run", "Settings", "Task", "build_run", "resolve", "resolve_settings",
+           "train",
            "validate"]

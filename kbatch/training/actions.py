@@ -2,6 +2,8 @@
 (see `kbatch.training.action.Action` for the hooks), in the order `standard()` lists them."""
 
 import contextlib
+import signal
+import threading
 
 import numpy as np
 
@@ -9,9 +11,21 @@ from kbatch import optimizers
 from kbatch.training.action import Action
 from kbatch.training.callbacks import KerasCallbacks
 from kbatch.training.progress import Progress
+from kbatch.training.stops import Interrupted
 
 __all__ = ["Action", "AverageMovingStatistics", "CheckFinite", "Checkpoint", "Evaluate", "KerasCallbacks",
-           "LogSteps", "Progress", "WatchPreemption", "standard"]
+           "LogSteps", "Progress",
+           "WatchInterrupt", "WatchPreemption", "standard"]
+
+
+def diverged(run, what):
+    """The one-line FloatingPointError of a run that stopped being finite: what happened, the last
+    good checkpoint, and how to continue from it."""
+    latest = run.backend.latest_checkpoint
+    return FloatingPointError(
+        f"{what}: stopping. The last good checkpoint, kept as it was, is {latest or '(none yet)'}. To go on "
+        f"{'from it' if latest else 'from the start'} at a lower learning rate: the same command with "
+        f"--config.model_dir={run.settings.model_dir} --config.base_learning_rate=<lower>.")
 
 
 class CheckFinite(Action):
@@ -22,9 +36,7 @@ class CheckFinite(Action):
         losses = loop.records["loss"]
         bad = np.flatnonzero(~np.isfinite(losses))
         if bad.size:
-            raise FloatingPointError(
-                f"The training loss is {losses[bad[0]]} at step {loop.first_step + bad[0] + 1}: stopping. "
-                f"The last good checkpoint, kept as it was, is {run.backend.latest_checkpoint or '(none yet)'}.")
+            raise diverged(run, f"The training loss is {losses[bad[0]]} at step {loop.first_step + bad[0] + 1}")
 
 
 class LogSteps(Action):
@@ -90,10 +102,14 @@ class Evaluate(Action):
 
 
 class Checkpoint(Action):
-    """At each checkpoint point: the model, optimizer and step, with the history beside them."""
+    """At each checkpoint point: the model, optimizer and step, with the history beside them;
+    never a checkpoint with a weight or optimizer slot that is not finite (an update can make
+    one infinite while its loss was still finite)."""
 
     def after_loop(self, run, loop):
         if run.step in run.plan.checkpoint_points:
+            if not run.backend.all_finite():
+                raise diverged(run, f"A weight or optimizer slot is not finite after step {run.step}")
             run.save(run.step)
 
 
@@ -113,7 +129,34 @@ class WatchPreemption(Action):
         self._stack.close()
 
 
+class WatchInterrupt(Action):
+    """Ctrl-C: finish the loop under way, save, and raise `Interrupted` (a second Ctrl-C stops
+    at once). Signal handlers can only be set on the main thread: elsewhere nothing watches."""
+
+    def __init__(self):
+        self._previous, self._pressed = None, False
+
+    def begin(self, run):
+        # Several workers would each see Ctrl-C after a different loop, and a save is a
+        # collective: there it stops at once, as before, and resumes from the last checkpoint.
+        if threading.current_thread() is threading.main_thread() and not run.backend.multi_worker:
+            self._previous = signal.signal(signal.SIGINT, self._press)
+
+    def _press(self, signum, frame):
+        signal.signal(signal.SIGINT, self._previous)
+        self._pressed = True
+
+    def after_loop(self, run, loop):
+        if self._pressed:
+            run.save(run.step)
+            raise Interrupted(run.step, run.backend.latest_checkpoint)
+
+    def close(self, run):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
 def standard(verbose=True):
     """The actions every run takes, in order."""
     return [CheckFinite(), LogSteps(), AverageMovingStatistics(), Evaluate(), Progress(verbose), Checkpoint(),
-            WatchPreemption()]
+            WatchPreemption(), WatchInterrupt()]

@@ -1,7 +1,6 @@
 """A run's evaluations so far (`history.json`, beside the checkpoints, so a resumed run keeps
 them) and its `result.json`."""
 
-import json
 import os
 
 from kbatch.training import run_dir
@@ -21,8 +20,7 @@ class History:
         """The evaluations up to `restored_step` saved in `directory` (the chief's model_dir)."""
         path = os.path.join(directory, HISTORY_FILE)
         if os.path.exists(path):
-            with open(path) as f:
-                saved = json.load(f)
+            saved = run_dir.read_json(path)
             self.evals = [e for e in saved["evals"] if e["step"] <= restored_step]
             self.wall_seconds = saved["wall_seconds"]
 

@@ -5,8 +5,8 @@ on one's own machines (a cluster manager, `kill`, the launcher), maintenance eve
 VMs, preemption notices on TPU pods; in multi-worker training it agrees with the other workers on
 the update after which all of them save. kbatch hands it the run's own CheckpointManager and a
 save function that also writes the evaluation history, so the run resumes from the preemption
-point with the same command, and turns its exit into a `Preempted` error that `kbatch-train`
-reports with exit code `RESTART_EXIT_CODE`.
+point with the same command, and turns its exit into a `stops.Preempted` error that `kbatch-train`
+reports with exit code 42 (`stops.PREEMPTED`).
 """
 
 import contextlib
@@ -15,17 +15,7 @@ import threading
 
 import tensorflow as tf
 
-RESTART_EXIT_CODE = 42  # what TensorFlow's handler exits with on Borg: "restart me"
-
-
-class Preempted(Exception):
-    """Training stopped after saving a checkpoint because the machine is going away."""
-
-    def __init__(self, step, checkpoint):
-        super().__init__(f"preempted: checkpoint of step {step} saved at {checkpoint}; run the same "
-                         f"command again to resume.")
-        self.step, self.checkpoint = step, checkpoint
-
+from kbatch.training import stops
 
 @contextlib.contextmanager
 def handler(strategy, manager, save, current_step):
@@ -48,13 +38,25 @@ def handler(strategy, manager, save, current_step):
         return
 
     def stop():
-        raise Preempted(current_step(), manager.latest_checkpoint)
+        raise stops.Preempted(current_step(), manager.latest_checkpoint)
 
     previous = signal.getsignal(signal.SIGTERM)
     config = tf.distribute.experimental.TerminationConfig(
         exit_fn=stop, save_fn=lambda checkpoint_number: save(checkpoint_number))
+    watcher = None
     try:
-        yield tf.distribute.experimental.PreemptionCheckpointHandler(
+        watcher = tf.distribute.experimental.PreemptionCheckpointHandler(
             strategy.cluster_resolver, manager, termination_config=config)
+        yield watcher
     finally:
         signal.signal(signal.SIGTERM, previous)
+        _stop_watching(watcher)
+
+
+def _stop_watching(watcher):
+    """Stop the handler's watcher threads now, while every worker is still there. TensorFlow stops
+    them only when the handler is garbage-collected, and a worker whose peers have exited by then
+    ends a successful run with `Exception in thread PeerTerminationWatcher ... Socket closed`."""
+    for stop in ("_stop_cluster_wise_termination_watcher_thread", "_stop_poll_termination_signal_thread"):
+        if watcher is not None and hasattr(watcher, stop):  # private in TF 2.21: absent elsewhere
+            getattr(watcher, stop)()

@@ -19,7 +19,9 @@ class Progress(Action):
         self.enabled = self.enabled and run.backend.is_chief
         if not self.enabled:
             return
-        state = f"resuming at step {run.step}" if run.resuming and run.step else "starting"
+        state = f"resuming at step {run.step}" if run.changed is not None and run.step else "starting"
+        if run.changed:
+            state += " with " + ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in run.changed.items())
         sizes = " -> ".join(str(p.batch_size) for p in run.plan.phases)
         print(f"kbatch: {state}; {run.backend.num_replicas} replica(s), global batch {sizes}, "
               f"{run.plan.total_steps} steps in {run.settings.num_epochs} epochs. "

@@ -6,7 +6,7 @@ In multi-worker training only the chief writes to `model_dir`; the other workers
 (required) checkpoint copies into a temporary folder of their own.
 """
 
-import datetime
+import hashlib
 import json
 import os
 import tempfile
@@ -19,18 +19,34 @@ MODEL_FILE = "model.keras"
 
 
 def default_model_dir(settings):
-    """`runs/<model>-<dataset>-b<batch>-<time>`."""
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return os.path.join("runs", f"{settings.model}-{settings.dataset.replace('/', '_')}-b{settings.batch_size}-{stamp}")
+    """`runs/<model>-<dataset>-b<batch>-<config hash>`: the same config, the same folder, so the
+    same command run again resumes (or finds the run finished); another config, another folder."""
+    fields = {k: v for k, v in schema.as_json(settings).items() if k not in schema.MAY_CHANGE_ON_RESUME}
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:8]
+    name = f"{settings.model}-{settings.dataset.replace('/', '_')}-b{settings.batch_size}-{digest}"
+    return os.path.join("runs", name)
+
+
+def read_json(path):
+    """The JSON in `path`; a ValueError naming the file when it is not readable JSON."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path} is not readable ({error}): it was damaged or not written by kbatch; "
+                         "move it away to start afresh.") from None
 
 
 def check(model_dir, config):
     """Raise a ValueError if `model_dir` holds something this run must not touch; `config` is
     the run's config (a ConfigDict, a dict or `Settings`), compared as `config.json` holds it.
 
-    Returns True if it holds an earlier run of the same config (to be resumed)."""
+    Returns None when there is no earlier run to resume, else {field: (saved, now)} for the fields
+    that changed since (those of `schema.MAY_CHANGE_ON_RESUME`; `model_dir` itself is not
+    compared, so a moved folder is the same run): {} when nothing changed."""
     if not os.path.exists(model_dir):
-        return False
+        _check_creatable(model_dir)
+        return None
     if not os.path.isdir(model_dir):
         raise ValueError(f"config.model_dir={model_dir!r} exists and is not a directory.")
     saved_path = os.path.join(model_dir, CONFIG_FILE)
@@ -40,18 +56,29 @@ def check(model_dir, config):
                 f"config.model_dir={model_dir!r} holds files that are not a kbatch run; "
                 "choose an empty or new directory."
             )
-        return False
-    with open(saved_path) as f:
-        saved = json.load(f)
-    current = json.loads(json.dumps(schema.as_json(schema.resolve(config))))
-    if saved != current:
-        changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
-        details = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed[:6])
+        return None
+    saved, current = read_json(saved_path), json.loads(json.dumps(schema.as_json(schema.resolve(config))))
+    changed = {k: (saved.get(k), current.get(k)) for k in sorted(set(saved) | set(current))
+               if k != "model_dir" and saved.get(k) != current.get(k)}
+    fixed = [k for k in changed if k not in schema.MAY_CHANGE_ON_RESUME]
+    if fixed:
+        details = ", ".join(f"{k}: {changed[k][0]!r} -> {changed[k][1]!r}" for k in fixed[:6])
         raise ValueError(
             f"config.model_dir={model_dir!r} holds a run with a different config ({details}); "
-            "refusing to mix them: choose another model_dir."
-        )
-    return True
+            "refusing to mix them: choose another model_dir (a resumed run may change only "
+            f"{', '.join(schema.MAY_CHANGE_ON_RESUME)}).")
+    return changed
+
+
+def _check_creatable(model_dir):
+    """A ValueError unless `model_dir` can be made: its nearest existing parent is a folder."""
+    parent = os.path.dirname(os.path.abspath(model_dir))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ValueError(f"config.model_dir={model_dir!r} cannot be made: {parent!r} is a file.")
+    if not os.access(parent, os.W_OK):
+        raise ValueError(f"config.model_dir={model_dir!r} cannot be made: {parent!r} is not writable.")
 
 
 def finished_result(config):
@@ -59,9 +86,8 @@ def finished_result(config):
     (`check` refuses a folder holding a different run)."""
     settings = schema.resolve(config)
     path = os.path.join(settings.model_dir, RESULT_FILE)
-    if check(settings.model_dir, settings) and os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
+    if check(settings.model_dir, settings) is not None and os.path.exists(path):
+        return read_json(path)
     return None
 
 
@@ -87,8 +113,19 @@ def writable_dir(model_dir, strategy):
 
 def write_json(path, payload):
     """Write JSON atomically: a reader never sees half a file."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
+    write_atomically(path, lambda tmp: _dump(payload, tmp))
+
+
+def _dump(payload, path):
+    with open(path, "w") as f:
         json.dump(payload, f, indent=2, sort_keys=True)
         f.write("\n")
+
+
+def write_atomically(path, write):
+    """`write(tmp)` writes the file under a temporary name beside `path`, which then replaces
+    `path` in one step: a kill at any point leaves the old file or the new one, never half."""
+    base, ext = os.path.splitext(path)
+    tmp = f"{base}.partial{ext}"  # the extension kept: Keras checks it when it saves a model
+    write(tmp)
     os.replace(tmp, path)

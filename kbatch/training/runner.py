@@ -84,6 +84,14 @@ def _build_model_and_optimizer(settings, info, batches, model_fn):
     return model, optimizer
 
 
+def resolve_settings(config):
+    """`schema.resolve(config)`, with the default `model_dir` filled in."""
+    settings = schema.resolve(config)
+    if settings.model_dir is None:
+        settings = dataclasses.replace(settings, model_dir=run_dir.default_model_dir(settings))
+    return settings
+
+
 def build_run(config, strategy=None, model_fn=None, task=None):
     """A `Run` of `config`, restored from its last checkpoint if `model_dir` holds one.
 
@@ -98,10 +106,8 @@ def build_run(config, strategy=None, model_fn=None, task=None):
     Raises a ValueError naming the field on bad input; nothing is written to `model_dir` until
     everything is built (then its `config.json`).
     """
-    settings = schema.resolve(config)
-    if settings.model_dir is None:
-        settings = dataclasses.replace(settings, model_dir=run_dir.default_model_dir(settings))
-    resuming = run_dir.check(settings.model_dir, settings)
+    settings = resolve_settings(config)
+    changed = run_dir.check(settings.model_dir, settings)
     backend = _backend(settings, strategy)
     replicas = backend.num_replicas
     ledger.per_replica_batch_size(settings.batch_size, replicas, settings.accumulation_steps)
@@ -114,7 +120,7 @@ def build_run(config, strategy=None, model_fn=None, task=None):
     with backend.scope():
         model, optimizer = _build_model_and_optimizer(settings, info, batches, model_fn)
         backend.attach(model, optimizer, task)
-    run = Run(settings, backend, task, info, model, optimizer, plan, resuming)
+    run = Run(settings, backend, task, info, model, optimizer, plan, changed)
     if backend.is_chief:
         os.makedirs(settings.model_dir, exist_ok=True)
         run_dir.write_json(os.path.join(settings.model_dir, run_dir.CONFIG_FILE), schema.as_json(settings))
@@ -123,11 +129,12 @@ def build_run(config, strategy=None, model_fn=None, task=None):
 
 class Run:
     """A built run (see `build_run`): its settings, backend, task, model, optimizer, plan,
-    evaluation history and the number of updates done (`step`)."""
+    evaluation history and the number of updates done (`step`). `changed` is None for a new run,
+    else the fields changed since the run in `model_dir` was started ({} for none)."""
 
-    def __init__(self, settings, backend, task, info, model, optimizer, plan, resuming):
+    def __init__(self, settings, backend, task, info, model, optimizer, plan, changed):
         self.settings, self.backend, self.task, self.info = settings, backend, task, info
-        self.model, self.optimizer, self.plan, self.resuming = model, optimizer, plan, resuming
+        self.model, self.optimizer, self.plan, self.changed = model, optimizer, plan, changed
         self.momenta = apply_recipe.moving_average_momenta(model)
         self.history = history.History(backend.write_dir)
         self.step = backend.restore()
@@ -188,7 +195,7 @@ class Run:
         self.backend.average_moving_statistics()  # a collective: every worker takes part
         result = history.result(self, self.wall_seconds())
         if self.backend.is_chief:
-            self.model.save(os.path.join(self.settings.model_dir, run_dir.MODEL_FILE))
+            run_dir.write_atomically(os.path.join(self.settings.model_dir, run_dir.MODEL_FILE), self.model.save)
             run_dir.write_json(os.path.join(self.settings.model_dir, run_dir.RESULT_FILE), result)
         return result
 
@@ -200,9 +207,19 @@ def train(config, *, strategy=None, model_fn=None, task=None, actions=(), callba
 
     Raises:
       ValueError: a bad config field, before anything is written.
-      kbatch.training.preemption.Preempted: the machine is going away; a checkpoint was saved,
+      kbatch.training.stops.Preempted: the machine is going away; a checkpoint was saved,
         and the same call resumes from it.
       FloatingPointError: the loss stopped being finite; the last good checkpoint is named.
+      kbatch.training.stops.Interrupted: Ctrl-C; a checkpoint was saved, the same call resumes.
+
+    A finished run in `model_dir` is not run again: its result is returned as it is.
     """
-    run = build_run(config, strategy=strategy, model_fn=model_fn, task=task)
+    settings = resolve_settings(config)
+    finished = run_dir.finished_result(settings)
+    if finished is not None:  # the same command again: the results stay as they are
+        if verbose:
+            print(f"kbatch: this run is finished; its results are in {settings.model_dir} (left as they are).",
+                  flush=True)
+        return finished
+    run = build_run(settings, strategy=strategy, model_fn=model_fn, task=task)
     return run.train(actions=actions, callbacks=callbacks, verbose=verbose)

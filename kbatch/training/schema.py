@@ -12,6 +12,7 @@ Pure Python: nothing here imports TensorFlow.
 
 import dataclasses
 import difflib
+import os
 
 import ml_collections
 from ml_collections.config_dict import placeholder
@@ -93,6 +94,11 @@ def _text_or_none(name, value):
     return checks.text(name, value, allow_none=True)
 
 
+def _folder(name, value):
+    """A path, or None; a trailing slash and `a/./b` are the same folder as `a/b`."""
+    return None if value is None else os.path.normpath(checks.text(name, value))
+
+
 STRATEGIES = ("auto", "tpu", "tpu:ADDRESS", "mirrored", "multiworker", "one_device", "cpu:N")
 
 
@@ -167,7 +173,7 @@ FIELDS = (
     _F("deterministic", False, checks.boolean, "TensorFlow's op determinism"),
     # Outputs.
     _F("seed", 0, checks.integer, "seeds the weights and the input stream"),
-    _F("model_dir", None, _text_or_none, "where the run writes (None: `runs/<model>-<dataset>-b<batch>-<time>`)",
+    _F("model_dir", None, _folder, "where the run writes (None: `runs/<model>-<dataset>-b<batch>-<config hash>`)",
        str),
     _F("evals_per_epoch", 1, checks.positive_int, "evaluations per epoch"),
     _F("target_accuracy", 0.95, _target, "`result.json` says when the eval metric first reached it (None: "
@@ -176,6 +182,12 @@ FIELDS = (
     _F("log_gradient_norm", True, checks.boolean, "log the global gradient norm every update"),
 )
 NAMES = tuple(f.name for f in FIELDS)
+# What a resumed run may change: how it is run and watched, and the learning rate from the
+# resumed step on (to continue a diverged run from its last good checkpoint at a lower rate).
+# Anything else would make the checkpoint mean another run.
+MAY_CHANGE_ON_RESUME = ("base_learning_rate", "clip_global_norm", "steps_per_loop", "jit_compile",
+                        "deterministic", "evals_per_epoch", "checkpoint_every", "target_accuracy",
+                        "log_gradient_norm", "model_dir")
 _BY_NAME = {f.name: f for f in FIELDS}
 
 Settings = dataclasses.make_dataclass("Settings", NAMES, frozen=True)

@@ -4,12 +4,14 @@ The runner (`kbatch.training.runner`) calls only these methods; a second backend
 provides the same ones:
 
   num_replicas, is_chief            the data-parallel layout, and whether this process writes
+  multi_worker                      whether several processes train together
   describe_data()                   a `DatasetInfo` (sizes, input shape, classes)
   scope()                           where the model and optimizer are created
   start_phase(phase, start_example) -> loop(num_steps): {field: [num_steps] numpy array}
   evaluate()                        {field: sum over the evaluation split} (and `count`)
   average_moving_statistics()       one set of BN moving statistics on every replica
   restore() -> step, save(step)     checkpoints of the model, optimizer and step
+  all_finite()                      whether every weight and optimizer slot is finite
   latest_checkpoint                 the newest checkpoint's path, or None
   preemption(save)                  a context yielding `check(step)`: save and stop if preempted
   summaries                         a `Summaries` writer for TensorBoard
@@ -20,6 +22,7 @@ import contextlib
 import os
 import shutil
 
+import numpy as np
 import tensorflow as tf
 
 from kbatch import data, distribute, layers
@@ -37,6 +40,7 @@ class TensorFlowBackend:
         self.strategy = strategy or distribute.resolve_strategy(settings.strategy)
         self.num_replicas = self.strategy.num_replicas_in_sync
         self.is_chief = run_dir.is_chief(self.strategy)
+        self.multi_worker = bool(getattr(getattr(self.strategy, "cluster_resolver", None), "task_type", None))
         self.summaries = Summaries(settings.model_dir, enabled=self.is_chief)
         self.write_dir = None  # where this process writes checkpoints: set by `attach`
 
@@ -56,16 +60,42 @@ class TensorFlowBackend:
         # On the chief, `model_dir/checkpoints`; elsewhere a temporary folder (a worker's saves
         # take part in the collective and are thrown away).
         self.write_dir = run_dir.writable_dir(self.settings.model_dir, self.strategy)
-        self._manager = tf.train.CheckpointManager(
-            self._checkpoint, os.path.join(self.write_dir, "checkpoints"), max_to_keep=3)
+        self._manager = self._new_manager()
+
+    def _new_manager(self):
+        return tf.train.CheckpointManager(self._checkpoint, os.path.join(self.write_dir, "checkpoints"), max_to_keep=3)
 
     def restore(self):
-        """The step of the chief's newest checkpoint, restored (0 when there is none). Every worker
-        restores the chief's: workers resuming from different steps would wait on each other."""
-        latest = tf.train.latest_checkpoint(os.path.join(self.settings.model_dir, "checkpoints"))
-        if latest:
-            self._checkpoint.restore(latest).assert_existing_objects_matched()
+        """The step of the chief's newest intact checkpoint, restored (0 when there is none). A
+        damaged one is skipped, saying so, and no longer listed in the state file (it stays on
+        disk); a ValueError when every one is damaged. Every worker restores the chief's: workers
+        resuming from different steps would wait on each other."""
+        directory = os.path.join(self.settings.model_dir, "checkpoints")
+        state = tf.train.get_checkpoint_state(directory)
+        listed = list(state.all_model_checkpoint_paths) if state else []
+        intact = list(listed)
+        while intact:
+            try:
+                self._checkpoint.restore(intact[-1]).assert_existing_objects_matched()
+                break
+            except (tf.errors.OpError, ValueError, AssertionError, IndexError) as error:  # IndexError: truncated
+                print(f"kbatch: checkpoint {intact[-1]} is damaged ({type(error).__name__}: "
+                      f"{str(error).splitlines()[0][:120]}); trying the one before.", flush=True)
+                intact.pop()
+        if listed and not intact:
+            raise ValueError(f"config.model_dir={self.settings.model_dir!r}: none of its checkpoints is intact; "
+                             "move the folder away to start afresh.")
+        if len(intact) < len(listed) and self.is_chief:
+            # TensorFlow's preemption handler restores the newest listed checkpoint itself.
+            tf.compat.v1.train.update_checkpoint_state(directory, intact[-1], all_model_checkpoint_paths=intact)
+            self._manager = self._new_manager()
         return int(self._trained_steps.numpy())
+
+    def all_finite(self):
+        """Whether every weight and optimizer variable is finite (what a checkpoint may hold)."""
+        variables = [*self.model.weights, *self.optimizer.variables]
+        return all(np.isfinite(v.numpy()).all() for v in variables
+                   if np.issubdtype(np.dtype(v.dtype), np.floating))
 
     def save(self, step):
         self._trained_steps.assign(step)
