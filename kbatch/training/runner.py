@@ -168,10 +168,13 @@ class Run:
 
     def train(self, actions=(), callbacks=(), verbose=True):
         """Train to the end of the plan (or until a callback sets `model.stop_training`), then
-        write `model.keras` and `result.json`; returns the result.
+        write `model.keras` and `result.json`; returns the result (a finished run's, untouched).
 
         `actions` run after the standard ones (`actions_lib.standard(verbose)`), and
         `callbacks` (`keras.callbacks.Callback`s) after those."""
+        finished = os.path.join(self.settings.model_dir, run_dir.RESULT_FILE)
+        if self.step >= self.plan.total_steps and os.path.exists(finished):
+            return run_dir.read_json(finished)  # a finished run is left as it is
         every = [*actions_lib.standard(verbose), *actions, actions_lib.KerasCallbacks(callbacks)]
         self.model.stop_training = False
         try:

@@ -124,6 +124,7 @@ class TensorFlowBackend:
         return loop
 
     def evaluate(self):
+        """The task's values summed over the evaluation split, and `count` (built on first use)."""
         if not hasattr(self, "_evaluate"):
             s = self.settings
             eval_batch = s.batch_size // s.accumulation_steps
