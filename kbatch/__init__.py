@@ -2,7 +2,8 @@
 
 Importing kbatch registers its Keras serializables (so `keras.models.load_model` can read a
 `model.keras` written by the trainer) and its TFDS builders (so `tfds.load("mnist1d/large")`
-works offline).
+works offline). It needs Keras, not TensorFlow: without TensorFlow (Keras on JAX) the
+`tf.distribute` and TFDS parts are left out, and `kbatch.data.numpy_source` serves the data.
 `kbatch.training.train(config)` is the trainer.
 
 Imported before TensorFlow, kbatch hides TensorFlow's C++ INFO lines (XLA service start-up,
@@ -15,7 +16,10 @@ import os as _os
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 from kbatch import data  # noqa: E402
-from kbatch import distribute  # noqa: E402
+from kbatch.frameworks import HAS_TENSORFLOW  # noqa: E402
+
+if HAS_TENSORFLOW:
+    from kbatch import distribute  # noqa: F401
 from kbatch import layers  # noqa: E402
 from kbatch import models  # noqa: E402
 from kbatch import optimizers  # noqa: E402

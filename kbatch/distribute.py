@@ -58,11 +58,22 @@ def _tpu_attached():
     )
 
 
+TPU_PIN = "tensorflow-tpu==2.19.1"  # TensorFlow's last TPU release (Keras's requirements-tensorflow-tpu.txt)
+
+
 def _tpu_strategy(address):
-    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=address)
-    if address not in ("", "local"):
-        tf.config.experimental_connect_to_cluster(resolver)
-    tf.tpu.experimental.initialize_tpu_system(resolver)
+    """TPUStrategy on the TPU at `address`; a one-line ValueError where this TensorFlow cannot
+    reach one (TensorFlow's TPU support ended with `TPU_PIN`; Keras on JAX is the live path)."""
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=address)
+        if address not in ("", "local"):
+            tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, RuntimeError, NotImplementedError, tf.errors.OpError) as error:
+        raise ValueError(
+            f"config.strategy: TensorFlow {tf.__version__} cannot reach a TPU ({str(error).splitlines()[0][:120]}). "
+            f"Train on the TPU with Keras on JAX (KERAS_BACKEND=jax kbatch-train --config.backend=jax), or "
+            f"install TensorFlow's last TPU release: pip install {TPU_PIN}.") from None
     return tf.distribute.TPUStrategy(resolver)
 
 

@@ -167,3 +167,19 @@ def test_help_shows_every_field_and_exits_0():
     assert run.returncode == 0
     shown = [line.split()[0] for line in run.stdout.splitlines() if line.startswith("  ") and line.split()]
     assert [name for name in shown if name in schema.NAMES] == list(schema.NAMES)
+
+
+def test_a_tpu_strategy_without_a_tpu_tensorflow_points_to_jax_and_the_pin(make_config, monkeypatch):
+    """TensorFlow 2.21 has no TPU support. The resolver is replaced by one that fails as a
+    resolver without a TPU does: the real one would look for a TPU over the network."""
+    import tensorflow as tf
+
+    def no_tpu(tpu=None):
+        raise ValueError("Please provide a TPU Name to connect to.")
+
+    monkeypatch.setattr(tf.distribute.cluster_resolver, "TPUClusterResolver", no_tpu)
+    config = make_config(strategy="tpu:kbatch-test-tpu")
+    with pytest.raises(ValueError, match=r"config.strategy: TensorFlow .* cannot reach a TPU \(Please provide .*"
+                                         r"--config.backend=jax.*tensorflow-tpu==2.19.1"):
+        train(config, verbose=False)
+    assert not os.path.exists(config.model_dir)

@@ -1,11 +1,9 @@
-"""Input pipelines over TensorFlow Datasets, and the offline MNIST-1D builder (registered on import)."""
+"""Input pipelines over TensorFlow Datasets and the offline MNIST-1D builder (registered on import,
+where TensorFlow is installed); `numpy_source` serves MNIST-1D without TensorFlow."""
 
-from kbatch.data.mnist1d import Mnist1d
-from kbatch.data.names import DATASETS, dataset_family
-from kbatch.data.pipeline import (
-    DatasetInfo,
-    describe,
-    distribute,
-    eval_dataset_fn,
-    train_dataset_fn,
-)
+from kbatch.data.names import DATASETS, DatasetInfo, dataset_family
+from kbatch.frameworks import HAS_TENSORFLOW
+
+if HAS_TENSORFLOW:
+    from kbatch.data.mnist1d import Mnist1d
+    from kbatch.data.pipeline import describe, distribute, eval_dataset_fn, train_dataset_fn

@@ -1,7 +1,8 @@
 """MNIST-1D (Greydanus 2020) as a TensorFlow Datasets builder, generated locally.
 
 The `mnist1d` package's `make_dataset` draws the examples from ten 1-D templates with a fixed
-seed, so the data set is made on this machine and nothing is downloaded. Importing `kbatch.data`
+seed (`kbatch.data.numpy_source.make_mnist1d`, which the NumPy source uses too), so the data set
+is made on this machine and nothing is downloaded. Importing `kbatch.data`
 registers the builder: `tfds.load("mnist1d/large")`.
 
 Configs:
@@ -11,17 +12,16 @@ Configs:
 """
 
 import dataclasses
-import random
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-SEQUENCE_LENGTH = 40
+from kbatch.data.numpy_source import MNIST1D_CONFIGS, SEQUENCE_LENGTH, make_mnist1d
 
 
 @dataclasses.dataclass
 class Mnist1dConfig(tfds.core.BuilderConfig):
-    """How many examples to draw, which fraction is for training, and the generator's seed."""
+    """How many examples are drawn, which fraction is for training, and the generator's seed."""
 
     num_examples: int = 5000
     train_fraction: float = 0.8
@@ -34,13 +34,11 @@ class Mnist1d(tfds.core.GeneratorBasedBuilder):
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Generated with mnist1d.data.make_dataset (Greydanus 2020)."}
     BUILDER_CONFIGS = [
-        Mnist1dConfig(name="original", description="The published benchmark: 4,000 train / 1,000 test."),
-        Mnist1dConfig(
-            name="large",
-            description="70,000 examples (60,000 train / 10,000 test) for batch-size studies.",
-            num_examples=70000,
-            train_fraction=6 / 7,
-        ),
+        Mnist1dConfig(name=name, description=description, num_examples=MNIST1D_CONFIGS[name][0],
+                      train_fraction=MNIST1D_CONFIGS[name][1], seed=MNIST1D_CONFIGS[name][2])
+        for name, description in (
+            ("original", "The published benchmark: 4,000 train / 1,000 test."),
+            ("large", "70,000 examples (60,000 train / 10,000 test) for batch-size studies."))
     ]
 
     def _info(self):
@@ -59,26 +57,11 @@ class Mnist1d(tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager):
         del dl_manager  # generated locally: nothing to download
-        data = self._make()
+        data = make_mnist1d(self.builder_config.name)
         return {
             "train": self._generate_examples(data["x"], data["y"]),
             "test": self._generate_examples(data["x_test"], data["y_test"]),
         }
-
-    def _make(self):
-        from mnist1d.data import get_dataset_args, make_dataset
-
-        args = get_dataset_args()
-        args.num_samples = self.builder_config.num_examples
-        args.train_split = self.builder_config.train_fraction
-        args.seed = self.builder_config.seed
-        # make_dataset seeds the global `random` and `np.random`; leave the caller's state as it was.
-        python_state, numpy_state = random.getstate(), np.random.get_state()
-        try:
-            return make_dataset(args)
-        finally:
-            random.setstate(python_state)
-            np.random.set_state(numpy_state)
 
     def _generate_examples(self, signals, labels):
         for index, (signal, label) in enumerate(zip(signals, labels)):

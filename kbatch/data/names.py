@@ -1,10 +1,24 @@
-"""The data sets kbatch serves, by TFDS name (no TensorFlow needed to check one)."""
+"""The data sets kbatch serves, by TFDS name, and what a run needs to know of one (no TensorFlow
+needed)."""
+
+import dataclasses
 
 from kbatch import checks
 
 DATASETS = ("mnist1d", "mnist", "cifar10", "cifar100", "imagenet2012")
 # Data sets small enough to hold in memory: exact, stateless shuffling.
 IN_MEMORY = ("mnist1d", "mnist", "cifar10", "cifar100")
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What the trainer and the models need to know of a data set."""
+
+    name: str
+    num_train_examples: int
+    num_eval_examples: int
+    input_shape: tuple
+    num_classes: int
 
 
 def dataset_family(name):

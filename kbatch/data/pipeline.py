@@ -17,26 +17,13 @@ Data sets too large for memory (ImageNet) use a buffered `shuffle` instead: a re
 its step, but its stream restarts with a fresh shuffle.
 """
 
-import dataclasses
-
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from kbatch.data import preprocessing
-from kbatch.data.names import IN_MEMORY, dataset_family
+from kbatch.data.names import IN_MEMORY, DatasetInfo, dataset_family
 
 SHUFFLE_BUFFER = 16384
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-    """What the trainer and the models need to know of a data set."""
-
-    name: str
-    num_train_examples: int
-    num_eval_examples: int
-    input_shape: tuple
-    num_classes: int
 
 
 def describe(name, data_dir=None):

@@ -7,9 +7,8 @@ function, and an assignment with `aggregation=NONE` in replica context writes on
 replica's own copy: every replica tracks the statistics of its own shard of the data, the
 copies diverge, and reading the variable outside `strategy.run` (evaluation, `get_weights()`,
 `model.save`, checkpoints) gives replica 0's copy alone.
+(It imports TensorFlow when called: the layers themselves run without it.)
 """
-
-import tensorflow as tf
 
 
 def average_moving_statistics(model, strategy=None):
@@ -24,6 +23,8 @@ def average_moving_statistics(model, strategy=None):
     the global batch; the average of the moving variances is the mean per-replica variance (the
     quantity each replica normalized by in training).
     """
+    import tensorflow as tf
+
     strategy = strategy or tf.distribute.get_strategy()
     variables = [v for v in model.non_trainable_variables if tf.as_dtype(v.dtype).is_floating]
     if strategy.num_replicas_in_sync == 1 or not variables:

@@ -19,6 +19,9 @@ def check(settings):
     if s.norm == "ghost_batch" and s.virtual_batch_size is None:
         raise ValueError("config.norm='ghost_batch' needs config.virtual_batch_size (examples per ghost "
                          "batch; it must divide the per-replica micro-batch).")
+    if s.backend == "jax" and s.mixed_precision == "mixed_float16":
+        raise ValueError("config.mixed_precision='mixed_float16' needs loss scaling, which the JAX backend does not "
+                         "do: use 'mixed_bfloat16' (TPU, recent GPUs) with config.backend='jax'.")
     # The replica count is known now for cpu:N; for the others it is checked again once the
     # strategy exists (still before anything is written).
     replicas = int(s.strategy[4:]) if s.strategy.startswith("cpu:") else 1

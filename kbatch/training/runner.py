@@ -50,7 +50,12 @@ class LoopOutput:
 
 
 def _backend(settings, strategy):
-    from kbatch.training import tf_backend  # the one module that imports TensorFlow
+    """The backend of `settings.backend`, imported only when it is used (TensorFlow or JAX)."""
+    if settings.backend == "jax":
+        from kbatch.training import jax_backend
+
+        return jax_backend.JaxBackend(settings, strategy)
+    from kbatch.training import tf_backend
 
     return tf_backend.TensorFlowBackend(settings, strategy)
 

@@ -23,7 +23,7 @@ from kbatch.training import cross_checks
 
 DECAYS = ("cosine", "linear", "polynomial", "step", "constant")
 MIXED_PRECISION = (None, "float32", "mixed_float16", "mixed_bfloat16")
-BACKENDS = ("tensorflow",)
+BACKENDS = ("tensorflow", "jax")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,7 +162,8 @@ FIELDS = (
     _F("clip_global_norm", None, _real(low=0, low_open=True, allow_none=True), "clip the **all-reduced** "
        "gradient to this global norm (Keras clips per replica)", float),
     # Distribution and the loop.
-    _F("backend", "tensorflow", _choice(BACKENDS), "the runner's backend"),
+    _F("backend", "tensorflow", _choice(BACKENDS), "`tensorflow` (`tf.distribute`) or `jax` (`keras.distribution`, "
+       "with `KERAS_BACKEND=jax`)"),
     _F("strategy", "auto", _strategy, "`auto`, `tpu`, `tpu:ADDRESS`, `mirrored`, `multiworker`, "
        "`one_device`, `cpu:N`"),
     _F("accumulation_steps", 1, checks.positive_int, "micro-batches per update, summed in the step"),

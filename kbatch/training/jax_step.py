@@ -1,0 +1,90 @@
+"""The JAX backend's step: one update as a pure function of the state, `jax.jit`-compiled over a
+`keras.distribution.DataParallel` mesh.
+
+The state is (trainable, non-trainable, optimizer variables). The batch arrives sharded along
+the mesh's batch axis and the program is written for the global batch: XLA inserts the
+cross-device sums, so the gradient is that of the mean loss over the global batch, and batch
+statistics (BatchNormalization) are the global batch's. With `accumulation_steps` k the batch is
+split into k micro-batches, taken one after the other (`lax.scan`, so one micro-batch's
+activations are alive at a time), their gradients of sum(loss) / global batch added: exactly the
+full batch's gradient for a model without batch statistics. The gradient is clipped to
+`clip_global_norm` as a whole, and the optimizer applies one update (`stateless_apply`).
+A step's record is the TensorFlow step's: the task's values summed, `count`, `grad_norm`,
+`learning_rate`.
+"""
+
+import jax
+import jax.numpy as jnp
+import keras
+
+
+def _sums(task, labels, outputs, weights=None):
+    values = task.per_example(labels, outputs)
+    if weights is None:
+        return {name: jnp.sum(v.astype("float32")) for name, v in values.items()}
+    return {name: jnp.sum(v.astype("float32") * weights) for name, v in values.items()}
+
+
+def _gradient_fn(model, task, global_batch_size, accumulation_steps):
+    def loss(trainable, non_trainable, x, labels):
+        outputs, non_trainable, losses = model.stateless_call(trainable, non_trainable, x, training=True,
+                                                              return_losses=True)
+        sums = _sums(task, labels, outputs)
+        total = sums["loss"] / global_batch_size
+        if losses:  # regularizers: one copy per update, split over the micro-batches
+            total = total + sum(losses) / accumulation_steps
+        return total, (sums, non_trainable)
+
+    return jax.grad(loss, has_aux=True)
+
+
+def _accumulate(gradient, trainable, non_trainable, x, labels, k):
+    """Summed gradients and sums of k micro-batches, one after the other."""
+    xs = x.reshape((k, x.shape[0] // k) + x.shape[1:])
+    ys = labels.reshape((k, labels.shape[0] // k) + labels.shape[1:])
+
+    def micro(carry, batch):
+        grads, sums, non_trainable = carry
+        micro_grads, (micro_sums, non_trainable) = gradient(trainable, non_trainable, *batch)
+        grads = jax.tree.map(jnp.add, grads, micro_grads)
+        return (grads, jax.tree.map(jnp.add, sums, micro_sums), non_trainable), None
+
+    first_grads, (first_sums, non_trainable) = gradient(trainable, non_trainable, xs[0], ys[0])
+    (grads, sums, non_trainable), _ = jax.lax.scan(micro, (first_grads, first_sums, non_trainable), (xs[1:], ys[1:]))
+    return grads, sums, non_trainable
+
+
+def make_train_step(model, optimizer, task, *, global_batch_size, accumulation_steps=1, clip_global_norm=None):
+    """`step(state, x, labels) -> (state, record)`, jitted, the state's buffers donated."""
+    gradient = _gradient_fn(model, task, global_batch_size, accumulation_steps)
+    clip = float(clip_global_norm) if clip_global_norm else None
+
+    def step(state, x, labels):
+        trainable, non_trainable, optimizer_variables = state
+        if accumulation_steps == 1:
+            grads, (sums, non_trainable) = gradient(trainable, non_trainable, x, labels)
+        else:
+            grads, sums, non_trainable = _accumulate(gradient, trainable, non_trainable, x, labels,
+                                                     accumulation_steps)
+        grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g.astype("float32"))) for g in grads))
+        if clip is not None:
+            factor = jnp.minimum(1.0, clip / jnp.maximum(grad_norm, 1e-12))
+            grads = [g * factor.astype(g.dtype) for g in grads]
+        with keras.StatelessScope(state_mapping=list(zip(optimizer.variables, optimizer_variables))):
+            learning_rate = jnp.asarray(optimizer.learning_rate, "float32")
+        trainable, optimizer_variables = optimizer.stateless_apply(optimizer_variables, grads, trainable)
+        record = {**sums, "count": jnp.asarray(labels.shape[0], "float32"), "grad_norm": grad_norm,
+                  "learning_rate": learning_rate}
+        return (trainable, non_trainable, optimizer_variables), record
+
+    return jax.jit(step, donate_argnums=0)
+
+
+def make_eval_step(model, task):
+    """`evaluate(trainable, non_trainable, x, labels, weights) -> sums` (and `count`), jitted."""
+
+    def evaluate(trainable, non_trainable, x, labels, weights):
+        outputs, _ = model.stateless_call(trainable, non_trainable, x, training=False)
+        return {**_sums(task, labels, outputs, weights), "count": jnp.sum(weights)}
+
+    return jax.jit(evaluate)

@@ -1,0 +1,56 @@
+"""Runs under Keras on JAX for tests/test_jax_backend.py (which runs on TensorFlow):
+
+  python tests/jax_worker.py train MODEL_DIR JSON_OVERRIDES   # kbatch's runner, the smooth model
+  python tests/jax_worker.py steps IN.npz OUT.npz             # jax_step updates from given weights
+
+Start it with KERAS_BACKEND=jax (and XLA_FLAGS=--xla_force_host_platform_device_count=N).
+"""
+
+import json
+import sys
+
+import keras
+import numpy as np
+
+from smooth_model import smooth_model
+
+assert keras.backend.backend() == "jax", "start with KERAS_BACKEND=jax"
+
+
+def train(model_dir, overrides):
+    from kbatch.training import train as run
+
+    config = {"dataset": "mnist1d/original", "backend": "jax", "batch_size": 128, "base_batch_size": 128,
+              "num_epochs": 1, "warmup_epochs": 0.5, "steps_per_loop": 10, "model_dir": model_dir,
+              **json.loads(overrides)}
+    print(json.dumps({k: v for k, v in run(config, model_fn=smooth_model, verbose=False).items() if k != "history"}))
+
+
+def steps(source, target):
+    """The updates of `make_train_step` on the batches of `source`, from its weights."""
+    import jax
+    from kbatch.data.names import DatasetInfo
+    from kbatch.training import Classification, jax_step
+
+    saved = np.load(source)
+    xs, ys = saved["xs"], saved["ys"]
+    distribution = keras.distribution.DataParallel(devices=jax.devices())
+    with distribution.scope():
+        model = smooth_model(DatasetInfo("given", 0, 0, xs.shape[2:], 10))
+        model.set_weights([saved[f"w{i}"] for i in range(len(model.weights))])
+        optimizer = keras.optimizers.SGD(float(saved["learning_rate"]), momentum=0.9)
+        optimizer.build(model.trainable_variables)
+    step = jax_step.make_train_step(model, optimizer, Classification(), global_batch_size=xs.shape[1],
+                                    accumulation_steps=int(saved["accumulation_steps"]))
+    state = ([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables],
+             [v.value for v in optimizer.variables])
+    losses = []
+    for x, y in zip(xs, ys):
+        x, y = (jax.device_put(a, distribution.get_data_layout(a.shape).backend_layout) for a in (x, y))
+        state, record = step(state, x, y)
+        losses.append(float(record["loss"]) / float(record["count"]))
+    np.savez(target, losses=np.array(losses), **{f"w{i}": np.asarray(w) for i, w in enumerate(state[0])})
+
+
+if __name__ == "__main__":
+    {"train": train, "steps": steps}[sys.argv[1]](*sys.argv[2:])

@@ -1,0 +1,134 @@
+"""The JAX backend (Keras on JAX, `keras.distribution.DataParallel`), run in subprocesses with
+KERAS_BACKEND=jax and N host CPU devices: it agrees with itself across device counts and
+accumulation, with the TensorFlow step on the same batches, resumes bitwise after SIGKILL, and
+runs where TensorFlow cannot be imported. The smooth model keeps float rounding from growing."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kbatch.data.names import DatasetInfo
+from kbatch.training import Classification
+from kbatch.training.tf_step import make_train_loop, make_train_step
+from smooth_model import smooth_model
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+
+def _env(devices):
+    return {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": f"{HERE.parent}{os.pathsep}{HERE}",
+            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+
+
+def _jax(devices, *args, timeout=300):
+    run = subprocess.run([sys.executable, str(HERE / "jax_worker.py"), *args], env=_env(devices),
+                         capture_output=True, text=True, timeout=timeout)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run.stdout
+
+
+def _weights(model_dir):
+    return keras.models.load_model(os.path.join(model_dir, "model.keras")).get_weights()
+
+
+def test_one_device_four_devices_and_four_micro_batches_end_with_the_same_weights(tmp_path):
+    runs = {"1 device": (1, {}), "4 devices": (4, {}), "4 micro-batches": (1, {"accumulation_steps": 4})}
+    results = {}
+    for name, (devices, overrides) in runs.items():
+        line = _jax(devices, "train", str(tmp_path / name), json.dumps(overrides)).strip().splitlines()[-1]
+        results[name] = json.loads(line)
+    assert results["4 devices"]["num_replicas"] == 4 and results["1 device"]["num_replicas"] == 1
+    assert results["1 device"]["steps"] == 32 and results["1 device"]["final_eval_accuracy"] > 0.15  # chance: 0.1
+    reference = _weights(tmp_path / "1 device")
+    for name in ("4 devices", "4 micro-batches"):
+        for a, b in zip(reference, _weights(tmp_path / name)):
+            np.testing.assert_allclose(b, a, atol=1e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("accumulation_steps", [1, 2])
+def test_the_jax_step_takes_the_tensorflow_steps_on_the_same_batches(tmp_path, accumulation_steps):
+    steps, batch, rate = 4, 64, 0.05
+    rng = np.random.default_rng(1)
+    xs = rng.normal(size=(steps, batch, 40, 1)).astype(np.float32)
+    ys = np.argmax(xs[:, :, :10, 0], axis=-1).astype(np.int32)
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    with strategy.scope():
+        keras.utils.set_random_seed(4)
+        model = smooth_model(DatasetInfo("given", 0, 0, (40, 1), 10))
+        initial = model.get_weights()
+        optimizer = keras.optimizers.SGD(rate, momentum=0.9)
+        optimizer.build(model.trainable_variables)
+    step = make_train_step(strategy, model, optimizer, Classification(), global_batch_size=batch,
+                           accumulation_steps=accumulation_steps, log_gradient_norm=False)
+    batches = tf.data.Dataset.from_tensor_slices((xs.reshape(-1, 40, 1), ys.reshape(-1))).batch(batch)
+    records = make_train_loop(strategy, step)(iter(strategy.experimental_distribute_dataset(batches)),
+                                              tf.constant(steps))
+    np.savez(tmp_path / "in.npz", xs=xs, ys=ys, learning_rate=rate, accumulation_steps=accumulation_steps,
+             **{f"w{i}": w for i, w in enumerate(initial)})
+    _jax(2, "steps", str(tmp_path / "in.npz"), str(tmp_path / "out.npz"))
+    got = np.load(tmp_path / "out.npz")
+    np.testing.assert_allclose(got["losses"], records["loss"].numpy() / records["count"].numpy(), rtol=1e-5)
+    for i, want in enumerate(model.get_weights()):
+        np.testing.assert_allclose(got[f"w{i}"], want, atol=1e-5)
+        assert not np.allclose(want, initial[i])  # the steps moved every weight
+
+
+FLAGS = ["--config.backend=jax", "--config.dataset=mnist1d/original", "--config.batch_size=256",
+         "--config.base_batch_size=256", "--config.num_epochs=2", "--config.warmup_epochs=0.5",
+         "--config.steps_per_loop=2", "--config.checkpoint_every=4", "--config.norm=group"]
+
+
+def _kbatch_train(model_dir):
+    return [sys.executable, "-m", "kbatch.train", *FLAGS, f"--config.model_dir={model_dir}"]
+
+
+def test_a_jax_run_killed_after_a_checkpoint_resumes_bitwise(tmp_path):
+    whole = subprocess.run(_kbatch_train(tmp_path / "whole"), env=_env(2), capture_output=True, text=True, timeout=300)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    process = subprocess.Popen(_kbatch_train(tmp_path / "killed"), env=_env(2), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while not (tmp_path / "killed" / "checkpoints" / "ckpt-12.npz").exists():
+            assert process.poll() is None and time.time() < deadline, "no checkpoint 12"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+    assert not (tmp_path / "killed" / "result.json").exists()
+    again = subprocess.run(_kbatch_train(tmp_path / "killed"), env=_env(2), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "resuming at step" in again.stdout, again.stderr[-2000:]
+    for a, b in zip(_weights(tmp_path / "whole"), _weights(tmp_path / "killed")):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_kbatch_trains_on_jax_where_tensorflow_cannot_be_imported(tmp_path):
+    script = (
+        "import sys; sys.modules['tensorflow'] = None; sys.modules['tensorflow_datasets'] = None\n"
+        "import kbatch, json\n"
+        f"result = kbatch.training.train({{'backend': 'jax', 'dataset': 'mnist1d/original', 'num_epochs': 1, "
+        f"'warmup_epochs': 0.5, 'model_dir': {str(tmp_path / 'run')!r}}}, verbose=False)\n"
+        "assert not [m for m in sys.modules if m.startswith('tensorflow') and sys.modules[m] is not None]\n"
+        "print(json.dumps(result['final_eval_accuracy']))\n")
+    run = subprocess.run([sys.executable, "-c", script], env=_env(2), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert 0.1 < float(run.stdout.strip().splitlines()[-1]) <= 1.0
+    assert {"config.json", "result.json", "model.keras", "train", "eval", "checkpoints"} <= set(os.listdir(tmp_path / "run"))
+
+
+def test_a_jax_config_under_keras_on_tensorflow_is_one_line(make_config):
+    from kbatch.training import train
+    config = make_config(backend="jax")
+    with pytest.raises(ValueError, match=r"config.backend='jax' needs Keras on JAX.*KERAS_BACKEND=jax"):
+        train(config, verbose=False)
+    assert not os.path.exists(config.model_dir)
