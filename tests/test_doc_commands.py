@@ -34,6 +34,7 @@ def _check_kbatch_train(args):
     run = subprocess.run([sys.executable, "-m", "kbatch.train", *args, "--check"], cwd=ROOT, capture_output=True,
                          text=True, timeout=300)
     assert run.returncode == 0 and "the config is valid" in run.stdout, run.stderr[-1500:]
+    return True
 
 
 def _check_script_flags(script, args):
@@ -43,6 +44,7 @@ def _check_script_flags(script, args):
     named = {arg[2:].split("=")[0] for arg in args if arg.startswith("--")}
     assert defined, helped.stderr[-1500:]
     assert named <= defined, f"{script} has no flag {sorted(named - defined)}"
+    return True
 
 
 def test_the_pages_have_commands():
@@ -53,11 +55,12 @@ def test_the_pages_have_commands():
 def test_a_documented_command_is_valid(page, command):
     words = shlex.split(command)
     if words[0] == "kbatch-train":
-        return _check_kbatch_train(words[1:])
+        assert _check_kbatch_train(words[1:])
+        return
     script, args = words[1], words[2:]
     if "--" in args:  # the launcher: its own flags, then the command it starts
         inner = args[args.index("--") + 1:]
         args = args[:args.index("--")]
         if inner[0] == "kbatch-train":
-            _check_kbatch_train(inner[1:])
-    _check_script_flags(script, args)
+            assert _check_kbatch_train(inner[1:])
+    assert _check_script_flags(script, args)

@@ -84,7 +84,9 @@ def test_every_name_refuses_a_momentum_or_epsilon_out_of_range(name, argument, v
 @pytest.mark.parametrize("name", layers.NAMES)
 def test_momentum_and_epsilon_at_the_ends_of_their_range_are_accepted(name):
     for momentum in (0.0, 1.0):
-        layers.get(name, momentum=momentum, epsilon=1e-12, **KWARGS.get(name, {}))
+        layer = layers.get(name, momentum=momentum, epsilon=1e-12, **KWARGS.get(name, {}))
+        assert getattr(layer, "momentum", momentum) == momentum  # layers without moving statistics have none
+        assert getattr(layer, "epsilon", 1e-12) == pytest.approx(1e-12)
 
 
 def _built(name, shape=(4, 6, 16)):
