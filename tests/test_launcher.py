@@ -176,7 +176,7 @@ def test_ctrl_c_stops_every_worker(worker):
             assert time.monotonic() < deadline and process.poll() is None, "the workers never started"
             time.sleep(0.05)
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=15) == 130
+        assert process.wait(timeout=55) == 130  # under the launcher's own 60 s; 15 s timed out under CI load
         assert "interrupted" in process.stderr.read()
         assert _none_running(worker.pids())
     finally:
