@@ -180,6 +180,9 @@ def main(argv):
     if not command:
         raise app.UsageError("Give the worker command after `--`, e.g. -- kbatch-train --config.strategy=multiworker")
     signal.signal(signal.SIGTERM, _interrupt)
+    # A shell without job control starts a background command (`launch_local.py ... &`) with
+    # SIGINT ignored, and Python then keeps it ignored: Ctrl-C must stop the workers all the same.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return launch(command, FLAGS.workers, timeout_s=FLAGS.timeout_s, grace_s=FLAGS.grace_s)
     except OSError as error:  # the command does not exist or cannot be run
