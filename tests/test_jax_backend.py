@@ -124,6 +124,12 @@ def test_kbatch_trains_on_jax_where_tensorflow_cannot_be_imported(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     assert 0.1 < float(run.stdout.strip().splitlines()[-1]) <= 1.0
     assert {"config.json", "result.json", "model.keras", "train", "eval", "checkpoints"} <= set(os.listdir(tmp_path / "run"))
+    # TensorBoard's event files, written without TensorFlow, read back by TensorFlow: a point per update.
+    steps = set()
+    for name in os.listdir(tmp_path / "run" / "train"):
+        for event in tf.compat.v1.train.summary_iterator(str(tmp_path / "run" / "train" / name)):
+            steps |= {event.step for value in event.summary.value if value.tag == "learning_rate"}
+    assert steps == set(range(1, 4000 // 256 + 2))
 
 
 def test_a_jax_config_under_keras_on_tensorflow_is_one_line(make_config):

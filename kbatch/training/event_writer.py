@@ -1,5 +1,6 @@
-"""TensorBoard event files without TensorFlow (the JAX backend's writer), through TensorBoard's
-own `EventFileWriter`: the same `scalars(group, step, values)` / `flush()` as `Summaries`."""
+"""TensorBoard event files, one writer per group (`train/`, `eval/`, `examples/`) under
+`model_dir`: `GroupWriters` is what both backends' writers share; `EventWriter` writes without
+TensorFlow (the JAX backend), through TensorBoard's own `EventFileWriter`."""
 
 import os
 import time
@@ -8,8 +9,10 @@ from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
 
-class EventWriter:
-    """One event file per group under `model_dir`; a no-op when disabled."""
+class GroupWriters:
+    """`scalars(group, step, values)` writes {name: value} at `step`, opening the group's writer
+    on first use; a no-op when disabled (non-chief processes). Subclasses say how to `_open` a
+    writer for a folder and `_write` one point."""
 
     def __init__(self, model_dir, enabled=True):
         self.model_dir, self.enabled, self._writers = model_dir, enabled, {}
@@ -18,11 +21,21 @@ class EventWriter:
         if not self.enabled:
             return
         if group not in self._writers:
-            self._writers[group] = EventFileWriter(os.path.join(self.model_dir, group))
-        summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=name, simple_value=float(value))
-                                             for name, value in values.items()])
-        self._writers[group].add_event(event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
+            self._writers[group] = self._open(os.path.join(self.model_dir, group))
+        self._write(self._writers[group], step, values)
 
     def flush(self):
         for writer in self._writers.values():
             writer.flush()
+
+
+class EventWriter(GroupWriters):
+    """Event files without TensorFlow."""
+
+    def _open(self, folder):
+        return EventFileWriter(folder)
+
+    def _write(self, writer, step, values):
+        summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=name, simple_value=float(value))
+                                             for name, value in values.items()])
+        writer.add_event(event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
