@@ -1,15 +1,43 @@
 """Test setup: 4 logical CPU devices (so `cpu:2` and `cpu:4` run in one process) and small,
-fast configs on the locally generated MNIST-1D."""
+fast configs on the locally generated MNIST-1D.
+
+Under `KERAS_BACKEND=jax` (tests/test_components_jax.py runs the component tests so) the 4
+devices are JAX host devices instead. Tests marked `tensorflow_only` or `jax_only` state what
+only that backend does (tf.distribute's per-replica BN, JAX's global-batch BN, ...): each backend's
+run deselects the other's, so each runs exactly where it means something.
+"""
 
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if os.environ.get("KERAS_BACKEND") == "jax":
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
 
+import keras  # noqa: E402
 import pytest  # noqa: E402
 
 import kbatch  # noqa: E402
 
-kbatch.distribute.configure_logical_cpus(4)
+if keras.backend.backend() == "tensorflow":
+    kbatch.distribute.configure_logical_cpus(4)
+
+
+BACKEND_MARKERS = {"tensorflow_only": "tensorflow", "jax_only": "jax"}
+
+
+def pytest_configure(config):
+    for marker, backend in BACKEND_MARKERS.items():
+        config.addinivalue_line("markers", f"{marker}: states what Keras on {backend} does; runs only there")
+
+
+def pytest_collection_modifyitems(config, items):
+    backend = keras.backend.backend()
+    other = [item for item in items
+             if any(item.get_closest_marker(m) and b != backend for m, b in BACKEND_MARKERS.items())]
+    if other:
+        config.hook.pytest_deselected(items=other)
+        items[:] = [item for item in items if item not in other]
 
 
 def small_config(model_dir, **overrides):
@@ -26,6 +54,7 @@ def small_config(model_dir, **overrides):
     config.strategy = "one_device"
     config.model_dir = str(model_dir)
     config.deterministic = True
+    config.backend = "jax" if keras.backend.backend() == "jax" else "tensorflow"
     for key, value in overrides.items():
         config[key] = value
     return config

@@ -6,7 +6,6 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-import tensorflow as tf
 import keras
 from hypothesis import given, settings, strategies as st
 
@@ -64,7 +63,7 @@ def test_phases_and_phased_schedule_match_the_simulation(case):
         assert schedule.step_at(float(epoch), num_examples) == first
     # The optimizer's schedule: the epoch each update starts at, and its phase's rate.
     lr = schedules.PhasedSchedule(schedule, num_examples)
-    steps = tf.range(len(updates) + 5)
+    steps = keras.ops.arange(len(updates) + 5)
     epochs = np.array([float(u[0]) for u in updates])
     np.testing.assert_allclose(np.asarray(lr.epoch(steps))[:len(updates)], epochs, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(np.asarray(lr(steps))[:len(updates)], [u[3] for u in updates], rtol=1e-6)
@@ -94,13 +93,13 @@ def test_rate_changes_exactly_at_the_phase_start_on_imagenet_scale():
     lr = schedules.PhasedSchedule(schedule, 1281167)
     for phase, previous in zip(schedule.phases(90, 1281167)[1:], schedule.learning_rates):
         start = phase.start_step
-        got = np.asarray(lr(tf.constant([start - 1, start], tf.int64)))
+        got = np.asarray(lr(keras.ops.convert_to_tensor([start - 1, start], "int64")))
         np.testing.assert_allclose(got, [previous, phase.learning_rate], rtol=1e-6)
     # Steps past 2**24, where float32 no longer holds every integer.
     tiny = Schedule([1, 2], [20], [0.5, 0.25])
     start = tiny.phases(30, 1_000_000)[1].start_step
     assert start == 20_000_000
-    got = np.asarray(schedules.PhasedSchedule(tiny, 1_000_000)(tf.constant([start - 1, start], tf.int64)))
+    got = np.asarray(schedules.PhasedSchedule(tiny, 1_000_000)(keras.ops.convert_to_tensor([start - 1, start], "int64")))
     np.testing.assert_allclose(got, [0.5, 0.25])
 
 
@@ -142,7 +141,7 @@ def test_batch_annealing_run_needs_fewer_updates_for_the_same_rate_to_batch_rati
     np.testing.assert_allclose(derived.learning_rates, twin.learning_rates, rtol=1e-12)
     anneal_lr = schedules.PhasedSchedule(anneal, n)
     total = sum(p.num_steps for p in anneal.phases(200, n))
-    steps = tf.range(total)
+    steps = keras.ops.arange(total)
     epochs = np.asarray(anneal_lr.epoch(steps), np.float64)
     batches = np.array([anneal.batch_size(e) for e in epochs])
     # Every annealing update sees the lr / B the twin has at the same epoch.

@@ -3,8 +3,8 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
+from backend_ops import compiled_training_call, gradients
 from kbatch.layers import GhostBatchNormalization
 
 ATOL = 1e-5
@@ -90,9 +90,7 @@ def _tiny_model(norm):
 
 
 def _gradients(model, x, y):
-    with tf.GradientTape() as tape:
-        loss = tf.reduce_mean(tf.square(model(x, training=True) - y))
-    return [g.numpy() for g in tape.gradient(loss, model.trainable_variables)]
+    return gradients(model, x, lambda outputs: keras.ops.mean(keras.ops.square(outputs - y)))[1]
 
 
 def test_accumulating_micro_batches_is_ghost_batch_norm_not_batch_norm():
@@ -162,17 +160,14 @@ def test_keras_file_round_trip(kind, tmp_path):
     np.testing.assert_array_equal(loaded(x, training=True), model(x, training=True))
 
 
-def test_unknown_batch_dimension_in_tf_function_and_xla():
+def test_compiled_for_any_batch_size_as_eager():
+    """XLA with an unknown batch dimension (TensorFlow) or retraced per batch size (JAX)."""
     shape = (8, 5, 3)
     eager, compiled = _pair(4, shape)[0], _pair(4, shape)[0]
-    step = tf.function(
-        lambda x: compiled(x, training=True),
-        input_signature=[tf.TensorSpec((None,) + shape[1:], tf.float32)],
-        jit_compile=True,
-    )
+    step = compiled_training_call(compiled, shape[1:])
     for batch_size in (8, 6):  # 6: a last ghost batch of 2
         x = _data((batch_size,) + shape[1:], seed=batch_size)
-        np.testing.assert_allclose(step(tf.constant(x)), eager(x, training=True), atol=ATOL)
+        np.testing.assert_allclose(step(x), eager(x, training=True), atol=ATOL)
         np.testing.assert_allclose(compiled.moving_mean, eager.moving_mean, atol=ATOL)
         np.testing.assert_allclose(compiled.moving_variance, eager.moving_variance, atol=ATOL)
 
@@ -244,6 +239,7 @@ def test_trainer_on_cpu2_with_ghost_batches_equals_one_device(make_config):
     )
 
 
+@pytest.mark.tensorflow_only
 def test_one_device_ghost_batch_of_the_replica_batch_is_data_parallel_batch_norm(make_config):
     """Keras's BN under cpu:2 normalizes each replica's 64 examples alone; one device with ghost
     batches of 64 does the same, so it trains the same weights and, since the trainer averages
@@ -251,5 +247,17 @@ def test_one_device_ghost_batch_of_the_replica_batch_is_data_parallel_batch_norm
     _assert_same_weights(
         _trained_weights(make_config, "cpu:2", "batch"),
         _trained_weights(make_config, "one_device", "ghost_batch", virtual_batch_size=64),
+        atol=1e-5,
+    )
+
+
+@pytest.mark.jax_only
+def test_on_jax_data_parallel_batch_norm_is_one_device_batch_norm(make_config):
+    """On JAX the jitted step sees the whole global batch sharded over the devices, so Keras's
+    BN under cpu:2 normalizes all 128 examples together, as on one device (it is synchronized
+    BN); ghost batches of 64 are then what gives tf.distribute's per-replica statistics."""
+    _assert_same_weights(
+        _trained_weights(make_config, "cpu:2", "batch"),
+        _trained_weights(make_config, "one_device", "batch"),
         atol=1e-5,
     )

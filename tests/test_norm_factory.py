@@ -4,8 +4,8 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
+from backend_ops import gradients
 from kbatch import layers, models
 from kbatch.layers import registry
 
@@ -26,7 +26,8 @@ def test_names_map_to_the_promised_layers():
     assert type(layers.get("batch", momentum=0.9, epsilon=1e-5)) is keras.layers.BatchNormalization
     assert layers.get("batch", momentum=0.9).momentum == 0.9
     assert layers.get("batch", epsilon=1e-5).epsilon == 1e-5
-    assert layers.get("sync_batch").synchronized
+    # On JAX plain BN sees the global batch already (test_sync_batch_on_jax_reduces_over_all_devices).
+    assert layers.get("sync_batch").synchronized is (keras.backend.backend() == "tensorflow")
     assert layers.get("batch_renorm").renorm
     ghost = layers.get("ghost_batch", virtual_batch_size=8, momentum=0.9)
     assert isinstance(ghost, layers.GhostBatchNormalization) and ghost.virtual_batch_size == 8
@@ -108,26 +109,20 @@ def test_registry_says_which_layers_use_the_other_examples_of_the_batch(name):
     """Batch statistics tie example 0's output to the rest of its batch: through its gradient
     (batch renorm's forward pass cancels them, its gradient does not)."""
     rng = np.random.default_rng(3)
-    x = tf.constant(rng.normal(size=(4, 6, 16)).astype("float32"))
+    x = rng.normal(size=(4, 6, 16)).astype("float32")
     weights = rng.normal(size=(6, 16)).astype("float32")
-    layer = _built(name)
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        loss = tf.reduce_sum(layer(x, training=True)[0] * weights)
-    others = tape.gradient(loss, x).numpy()[1:]
+    others = gradients(_built(name), x, lambda y: keras.ops.sum(y[0] * weights))[0][1:]
     assert registry.facts(name).batch_statistics == (np.abs(others).max() > 1e-6)
 
 
 def _bias_gradient(layer):
     """The gradient of a loss on the layer's training output with respect to a per-channel bias
-    added to its input (a convolution's bias)."""
+    added to its input (a convolution's bias): the input gradient summed over all but channels."""
     rng = np.random.default_rng(4)
-    x = tf.constant(rng.normal(size=(4, 6, 16)).astype("float32"))
+    x = rng.normal(size=(4, 6, 16)).astype("float32")
     weights = rng.normal(size=(4, 6, 16)).astype("float32")
-    bias = tf.Variable(np.linspace(-2.0, 2.0, 16, dtype="float32"))
-    with tf.GradientTape() as tape:
-        loss = tf.reduce_sum(layer(x + bias, training=True) * weights)
-    return tape.gradient(loss, bias).numpy()
+    x = x + np.linspace(-2.0, 2.0, 16, dtype="float32")
+    return gradients(layer, x, lambda y: keras.ops.sum(y * weights))[0].sum(axis=(0, 1))
 
 
 @pytest.mark.parametrize("name", [n for n in layers.NAMES if n != "switchable"])
@@ -194,3 +189,22 @@ def test_user_subclasses_round_trip_through_a_keras_file(make, tmp_path):
     (clone,) = [layer for layer in loaded.layers if type(layer) is type(norm)]
     assert clone.tag == norm.tag and clone.get_config() == norm.get_config()
     np.testing.assert_array_equal(loaded(x, training=False), model(x, training=False))
+
+
+@pytest.mark.jax_only
+def test_sync_batch_on_jax_reduces_over_all_devices():
+    """On JAX, "sync_batch" is Keras's plain BN: inside a jitted call on a batch sharded over the
+    4 host devices it normalizes with the whole batch's mean and variance (NumPy's)."""
+    import jax
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    x = (np.random.default_rng(7).normal(size=(16, 5)) * np.arange(1, 17)[:, None]).astype("float32")
+    layer = layers.get("sync_batch", epsilon=1e-3)
+    layer.build(x.shape)
+    mesh = Mesh(np.array(jax.devices()), ("batch",))
+    assert len(mesh.devices) == 4
+    sharded = jax.device_put(x, NamedSharding(mesh, PartitionSpec("batch")))
+    call = jax.jit(lambda t, n, x: layer.stateless_call(t, n, x, training=True)[0])
+    got = call([v.value for v in layer.trainable_variables], [v.value for v in layer.non_trainable_variables], sharded)
+    expected = (x - x.mean(axis=0)) / np.sqrt(x.var(axis=0) + 1e-3)
+    np.testing.assert_allclose(np.asarray(got), expected, atol=1e-5)

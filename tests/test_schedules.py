@@ -1,13 +1,13 @@
 """Warmup and PhasedSchedule as Keras schedules: warmup's shape against its definition and against
-Keras's own CosineDecay warmup, int and float steps under tf.function and XLA, serialization,
+Keras's own CosineDecay warmup, int and float steps compiled (tf.function and XLA, or jax.jit), serialization,
 a saved .keras model's optimizer, and subclassing."""
 
 import numpy as np
 import pytest
-import tensorflow as tf
 import keras
 from hypothesis import given, settings, strategies as st
 
+from backend_ops import COMPILE_MODES, STEP_DTYPES, compiled
 from kbatch import schedules
 
 FAST = settings(max_examples=50, deadline=None)
@@ -17,12 +17,12 @@ Polynomial = keras.optimizers.schedules.PolynomialDecay
 
 def values(schedule, steps):
     """The schedule at every step, evaluated one scalar step at a time."""
-    return np.array([float(schedule(tf.constant(s, tf.float32))) for s in steps])
+    return np.array([float(schedule(keras.ops.convert_to_tensor(s, "float32"))) for s in steps])
 
 
 def vector_values(schedule, steps):
     """The schedule at every step in one call (kbatch's schedules are elementwise)."""
-    return np.asarray(schedule(tf.constant(np.asarray(steps, np.float32))))
+    return np.asarray(schedule(keras.ops.convert_to_tensor(np.asarray(steps, np.float32))))
 
 
 afters = st.one_of(
@@ -43,7 +43,7 @@ def test_warmup_is_monotone_continuous_and_reaches_after_exactly(after, warmup, 
     assert np.all(np.diff(lr) >= -1e-6)                                   # monotone
     target = after_at(0 if offset else warmup)
     assert lr[warmup] == pytest.approx(target, rel=1e-6)                  # reaches `after`
-    just_before = float(schedule(tf.constant(warmup - 1e-3)))
+    just_before = float(schedule(keras.ops.convert_to_tensor(warmup - 1e-3)))
     assert just_before == pytest.approx(target, abs=1e-3 * abs(target - initial) / warmup + 1e-6)
     # The ramp is the straight line from `initial` to the target.
     ramp = initial + steps[:warmup] / warmup * (target - initial)
@@ -77,17 +77,19 @@ def all_schedules():
 
 
 @pytest.mark.parametrize("schedule", all_schedules(), ids=lambda s: type(s).__name__)
-def test_int_and_float_steps_in_tf_function_and_xla(schedule):
+def test_int_and_float_steps_compiled(schedule):
+    """tf.function with and without XLA on TensorFlow, jax.jit on JAX; int and float steps."""
     steps = [0, 1, 3, 10, 46, 47, 93, 94, 95, 200]
     eager = values(schedule, steps)
-    for jit in (False, True):
-        compiled = tf.function(lambda s: schedule(s), jit_compile=jit)
-        for dtype in (tf.int32, tf.int64, tf.float32):
-            got = [float(compiled(tf.constant(s, dtype))) for s in steps]
-            np.testing.assert_allclose(got, eager, rtol=1e-6, atol=1e-7, err_msg=f"jit={jit} {dtype}")
+    for mode in COMPILE_MODES[1:]:
+        compiled_schedule = compiled(lambda s: schedule(s), mode)
+        for dtype in STEP_DTYPES:
+            got = [float(compiled_schedule(keras.ops.convert_to_tensor(s, dtype))) for s in steps]
+            np.testing.assert_allclose(got, eager, rtol=1e-6, atol=1e-7, err_msg=f"{mode} {dtype}")
     # An optimizer's own step variable, as the trainer passes it.
-    iterations = tf.Variable(94, dtype=tf.int64)
-    assert float(tf.function(lambda: schedule(iterations), jit_compile=True)()) == pytest.approx(eager[7], rel=1e-6, abs=1e-7)
+    iterations = keras.Variable(94, dtype=STEP_DTYPES[-2])
+    got = float(compiled(lambda: schedule(iterations), COMPILE_MODES[-1])())
+    assert got == pytest.approx(eager[7], rel=1e-6, abs=1e-7)
 
 
 @pytest.mark.parametrize("schedule", all_schedules(), ids=lambda s: type(s).__name__)

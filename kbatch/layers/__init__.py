@@ -36,8 +36,12 @@ def get(name, /, *, momentum=0.99, epsilon=1e-3, groups=8, axis=-1, **kwargs):
     if name == "batch":
         return keras.layers.BatchNormalization(axis=axis, momentum=momentum, epsilon=epsilon, **kwargs)
     if name == "sync_batch":
+        # On JAX the jitted step sees the whole global batch (sharded over the devices), so
+        # Keras's plain BatchNormalization already reduces over it: that is synchronized BN, and
+        # Keras accepts synchronized=True only on TensorFlow.
+        synchronized = keras.backend.backend() == "tensorflow"
         return keras.layers.BatchNormalization(
-            axis=axis, momentum=momentum, epsilon=epsilon, synchronized=True, **kwargs
+            axis=axis, momentum=momentum, epsilon=epsilon, synchronized=synchronized, **kwargs
         )
     if name == "batch_renorm":
         return keras.layers.BatchNormalization(

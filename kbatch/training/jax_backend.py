@@ -1,8 +1,9 @@
 """The JAX backend: Keras on JAX over `keras.distribution.DataParallel`, the live TPU path (and a
 GPU one), with the TensorFlow backend's methods (see `tf_backend` for the list).
 
-Data parallel over every local device (TPU cores, GPUs, or N host CPUs forced with
-`XLA_FLAGS=--xla_force_host_platform_device_count=N`). The state lives on the devices between
+Data parallel over the devices `config.strategy` names, with the TensorFlow backend's meaning:
+`auto`/`tpu`/`mirrored` every device (TPU cores, GPUs), `one_device` the first, `cpu:N` N host
+CPUs (forced with `XLA_FLAGS=--xla_force_host_platform_device_count=N`). The state lives on the devices between
 loops and is written back to the Keras variables after each loop, so the model, evaluation and
 `model.keras` see the trained weights. Input comes from `kbatch.data.numpy_source` (no
 TensorFlow needed). Checkpoints are `checkpoints/ckpt-<step>.npz` (every weight and optimizer
@@ -29,6 +30,22 @@ from kbatch.training.event_writer import EventWriter
 KEEP = 3  # checkpoints kept, as the TensorFlow backend's CheckpointManager
 
 
+def select_devices(strategy):
+    """The devices `config.strategy` names on JAX; a one-line error for what JAX does otherwise."""
+    if strategy in ("auto", "tpu", "mirrored"):
+        return jax.devices()
+    if strategy == "one_device":
+        return jax.devices()[:1]
+    if strategy.startswith("cpu:"):
+        count, cpus = int(strategy[4:]), jax.devices("cpu")
+        if len(cpus) < count:
+            raise ValueError(f"config.strategy={strategy!r} needs {count} host CPU devices, and JAX has {len(cpus)}: "
+                             f"start Python with XLA_FLAGS=--xla_force_host_platform_device_count={count}.")
+        return cpus[:count]
+    raise ValueError(f"config.strategy={strategy!r}: with config.backend='jax' must be auto, tpu, mirrored, "
+                     "one_device or cpu:N (several hosts join through jax.distributed.initialize(), then auto).")
+
+
 class JaxBackend:
     """One run's device mesh, input stream, compiled step and checkpoints."""
 
@@ -39,7 +56,7 @@ class JaxBackend:
         if strategy is not None:
             raise ValueError("config.backend='jax' takes no tf.distribute strategy: it uses every local device.")
         self.settings = settings
-        self.devices = jax.devices()
+        self.devices = select_devices(settings.strategy)
         self.distribution = keras.distribution.DataParallel(devices=self.devices)
         self.num_replicas, self.is_chief, self.multi_worker = len(self.devices), jax.process_index() == 0, False
         self.summaries = EventWriter(settings.model_dir, enabled=self.is_chief)
