@@ -138,3 +138,34 @@ def test_a_jax_config_under_keras_on_tensorflow_is_one_line(make_config):
     with pytest.raises(ValueError, match=r"config.backend='jax' needs Keras on JAX.*KERAS_BACKEND=jax"):
         train(config, verbose=False)
     assert not os.path.exists(config.model_dir)
+
+
+def test_mixed_bfloat16_on_jax_computes_in_bfloat16_and_keeps_float32_weights(tmp_path):
+    """mixed_bfloat16 (the TPU policy) on JAX: layers compute in bfloat16 (so the weights are not
+    the float32 run's), the variables stay float32, and 32 updates land near the float32 run
+    (bfloat16 keeps 8 mantissa bits: about 0.4% per rounding)."""
+    results = {}
+    for name, policy in (("float32", None), ("bfloat16", "mixed_bfloat16")):
+        line = _jax(1, "train", str(tmp_path / name), json.dumps({"mixed_precision": policy}))
+        results[name] = json.loads(line.strip().splitlines()[-1])
+    model = keras.models.load_model(tmp_path / "bfloat16" / "model.keras")
+    assert {layer.dtype_policy.name for layer in model.layers[1:]} == {"mixed_bfloat16"}
+    assert all(w.dtype == "float32" for w in model.weights)
+    reference = _weights(tmp_path / "float32")
+    assert any(not np.array_equal(a, b) for a, b in zip(reference, model.get_weights()))
+    for a, b in zip(reference, model.get_weights()):
+        np.testing.assert_allclose(b, a, atol=0.03)
+    assert results["bfloat16"]["final_eval_loss"] == pytest.approx(results["float32"]["final_eval_loss"], rel=0.02)
+
+
+def test_the_strategy_names_the_devices_on_jax_too(tmp_path):
+    """cpu:N and one_device mean on JAX what they mean on TensorFlow; more CPUs than JAX has is one line."""
+    for strategy, replicas in (("cpu:2", 2), ("one_device", 1), ("auto", 4)):
+        line = _jax(4, "train", str(tmp_path / strategy), json.dumps({"strategy": strategy}))
+        assert json.loads(line.strip().splitlines()[-1])["num_replicas"] == replicas, strategy
+    run = subprocess.run([sys.executable, str(HERE / "jax_worker.py"), "train", str(tmp_path / "eight"),
+                          json.dumps({"strategy": "cpu:8"})], env=_env(4), capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0
+    assert ("config.strategy='cpu:8' needs 8 host CPU devices, and JAX has 4: start Python with "
+            "XLA_FLAGS=--xla_force_host_platform_device_count=8.") in run.stderr
+    assert not (tmp_path / "eight").exists()
