@@ -7,11 +7,16 @@ position p is example `permutation(seed, epoch)[p mod N]` with epoch = p // N, s
 pure function of (seed, examples seen) and a resumed run rebuilds it where it stopped. (The
 permutation is NumPy's, not TensorFlow's `index_shuffle`: the two backends see the same examples
 per epoch in different orders.) Evaluation batches are padded to whole global batches with
-weight-0 examples, so every example counts once.
+weight-0 examples, so every example counts once. The generated arrays are kept in
+`$KBATCH_CACHE_DIR` (default `~/.cache/kbatch`), so only the first run pays for generating them
+(mnist1d/large: about 30 s here), as TFDS keeps its prepared copy for the TensorFlow backend.
 """
 
 import functools
+import importlib.metadata
+import os
 import random
+import zipfile
 
 import numpy as np
 
@@ -38,6 +43,36 @@ def make_mnist1d(config):
         np.random.set_state(numpy_state)
 
 
+SPLITS = ("x", "y", "x_test", "y_test")
+
+
+def cache_path(config):
+    """Where the arrays of MNIST-1D `config` are kept (the generator's version in the name)."""
+    root = os.environ.get("KBATCH_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "kbatch")
+    return os.path.join(root, f"mnist1d-{config}-{importlib.metadata.version('mnist1d')}.npz")
+
+
+def cached_mnist1d(config):
+    """`make_mnist1d(config)`'s arrays, read from `cache_path(config)`, or generated and written
+    there whole (a damaged file is generated again; an unwritable folder only costs the time)."""
+    path = cache_path(config)
+    try:
+        with np.load(path) as saved:
+            return {split: saved[split] for split in SPLITS}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
+        pass
+    data = make_mnist1d(config)
+    arrays = {split: np.asarray(data[split]) for split in SPLITS}
+    partial = f"{path}.partial-{os.getpid()}.npz"
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        np.savez(partial, **arrays)
+        os.replace(partial, path)
+    except OSError:
+        pass
+    return arrays
+
+
 @functools.lru_cache(maxsize=2)
 def _arrays(name):
     family = dataset_family(name)
@@ -45,7 +80,7 @@ def _arrays(name):
     if family != "mnist1d" or config not in MNIST1D_CONFIGS:
         raise ValueError(f"config.dataset={name!r}: without TensorFlow only "
                          f"{', '.join('mnist1d/' + c for c in MNIST1D_CONFIGS)} can be read (TFDS serves the others).")
-    data = make_mnist1d(config)
+    data = cached_mnist1d(config)
     as_inputs = lambda x: np.asarray(x, np.float32)[..., None]  # noqa: E731  (one channel, as the TFDS pipeline)
     return (as_inputs(data["x"]), np.asarray(data["y"], np.int32),
             as_inputs(data["x_test"]), np.asarray(data["y_test"], np.int32))
