@@ -1,6 +1,7 @@
 """Runs under Keras on JAX for tests/test_jax_backend.py (which runs on TensorFlow):
 
   python tests/jax_worker.py train MODEL_DIR JSON_OVERRIDES   # kbatch's runner, the smooth model
+                                                              # ("model_fn": "linear" for softmax regression)
   python tests/jax_worker.py steps IN.npz OUT.npz             # jax_step updates from given weights
 
 Start it with KERAS_BACKEND=jax (and XLA_FLAGS=--xla_force_host_platform_device_count=N).
@@ -12,7 +13,7 @@ import sys
 import keras
 import numpy as np
 
-from smooth_model import smooth_model
+from smooth_model import linear_model, smooth_model
 
 assert keras.backend.backend() == "jax", "start with KERAS_BACKEND=jax"
 
@@ -23,7 +24,8 @@ def train(model_dir, overrides):
     config = {"dataset": "mnist1d/original", "backend": "jax", "batch_size": 128, "base_batch_size": 128,
               "num_epochs": 1, "warmup_epochs": 0.5, "steps_per_loop": 10, "model_dir": model_dir,
               **json.loads(overrides)}
-    print(json.dumps({k: v for k, v in run(config, model_fn=smooth_model, verbose=False).items() if k != "history"}))
+    model_fn = {"smooth": smooth_model, "linear": linear_model}[config.pop("model_fn", "smooth")]
+    print(json.dumps({k: v for k, v in run(config, model_fn=model_fn, verbose=False).items() if k != "history"}))
 
 
 def steps(source, target):

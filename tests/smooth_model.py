@@ -16,3 +16,9 @@ def smooth_model(info):
     x = keras.layers.Activation("tanh")(x)
     x = keras.layers.Flatten()(x)
     return keras.Model(inputs, keras.layers.Dense(info.num_classes)(x))
+
+
+def linear_model(info):
+    """Softmax regression (Flatten -> Dense): its per-example gradients have a closed form."""
+    inputs = keras.Input(info.input_shape)
+    return keras.Model(inputs, keras.layers.Dense(info.num_classes)(keras.layers.Flatten()(inputs)))

@@ -8,13 +8,14 @@ import threading
 import numpy as np
 
 from kbatch import optimizers
+from kbatch.diagnostics import noise_scale
 from kbatch.training.action import Action
 from kbatch.training.callbacks import KerasCallbacks
 from kbatch.training.progress import Progress
 from kbatch.training.stops import Interrupted
 
 __all__ = ["Action", "AverageMovingStatistics", "CheckFinite", "Checkpoint", "Evaluate", "KerasCallbacks",
-           "LogSteps", "Progress",
+           "LogSteps", "MeasureNoiseScale", "Progress",
            "WatchInterrupt", "WatchPreemption", "standard"]
 
 
@@ -46,7 +47,7 @@ class LogSteps(Action):
 
     def after_loop(self, run, loop):
         records, count, batch = loop.records, loop.records["count"], loop.phase.batch_size
-        values = [name for name in records if name not in ("count", "grad_norm", "learning_rate")]
+        values = loop.task_values()
         first_example = run.plan.ledger.examples_seen(loop.first_step)
         for i in range(loop.num_steps):
             step, lr = loop.first_step + i + 1, records["learning_rate"][i]
@@ -61,6 +62,39 @@ class LogSteps(Action):
         if hasattr(inner, "trust_ratio_stats"):
             stats = inner.trust_ratio_stats()
             run.backend.summaries.scalars("train", loop.last_step, {f"trust_ratio/{k}": v for k, v in stats.items()})
+
+
+class MeasureNoiseScale(Action):
+    """With `noise_scale_every` N > 0: takes in every update's squared gradient norms (the global
+    batch's and its parts', from the step's record), and every N updates logs the gradient noise
+    scale B_simple, |G|^2, tr(Sigma), the temperature lr / B and B / B_simple to TensorBoard
+    (`noise/`) and to the history (`result.json`'s `noise_scale`). Its averages are saved with
+    every checkpoint, so a resumed run goes on with them."""
+
+    def begin(self, run):
+        s = run.settings
+        self.every = s.noise_scale_every
+        if self.every:
+            self.parts = run.backend.noise_parts()[0]
+            self.estimate = noise_scale.NoiseScale(s.noise_scale_decay, run.history.state.get("noise_scale"))
+
+    def after_loop(self, run, loop):
+        if not self.every:
+            return
+        records, batch = loop.records, loop.phase.batch_size
+        for i in range(loop.num_steps):
+            self.estimate.update(records[noise_scale.RECORD][i], records["grad_norm"][i] ** 2,
+                                 batch / self.parts, batch)
+            step = loop.first_step + i + 1
+            if step % self.every == 0:
+                b_simple = self.estimate.simple
+                point = {"b_simple": b_simple, "gradient_sq": self.estimate.gradient_sq,
+                         "trace_sigma": self.estimate.trace,
+                         "temperature": float(records["learning_rate"][i]) / batch,
+                         "batch_over_b_simple": batch / b_simple if b_simple > 0 else float("nan")}
+                run.backend.summaries.scalars("noise", step, point)
+                run.history.noise_scale.append({"step": step, "global_batch_size": batch, **point})
+        run.history.state["noise_scale"] = self.estimate.state()
 
 
 class AverageMovingStatistics(Action):
@@ -158,5 +192,5 @@ class WatchInterrupt(Action):
 
 def standard(verbose=True):
     """The actions every run takes, in order."""
-    return [CheckFinite(), LogSteps(), AverageMovingStatistics(), Evaluate(), Progress(verbose), Checkpoint(),
+    return [CheckFinite(), LogSteps(), MeasureNoiseScale(), AverageMovingStatistics(), Evaluate(), Progress(verbose), Checkpoint(),
             WatchPreemption(), WatchInterrupt()]

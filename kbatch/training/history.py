@@ -10,11 +10,13 @@ HISTORY_FILE = "history.json"
 
 class History:
     """`evals`: one dict per evaluation (step, epoch, examples, eval_<metric>, learning rate,
-    global batch, examples/s); `wall_seconds`: training time before this process started."""
+    global batch, examples/s); `noise_scale`: one dict per noise-scale point (step, b_simple, ...);
+    `state`: what the diagnostics need to go on exactly after a resume; `wall_seconds`: training
+    time before this process started."""
 
     def __init__(self, directory):
         self.path = os.path.join(directory, HISTORY_FILE)
-        self.evals, self.wall_seconds = [], 0.0
+        self.evals, self.noise_scale, self.state, self.wall_seconds = [], [], {}, 0.0
 
     def load(self, restored_step, directory):
         """The evaluations up to `restored_step` saved in `directory` (the chief's model_dir)."""
@@ -22,10 +24,12 @@ class History:
         if os.path.exists(path):
             saved = run_dir.read_json(path)
             self.evals = [e for e in saved["evals"] if e["step"] <= restored_step]
-            self.wall_seconds = saved["wall_seconds"]
+            self.noise_scale = [p for p in saved.get("noise_scale", []) if p["step"] <= restored_step]
+            self.state, self.wall_seconds = saved.get("state", {}), saved["wall_seconds"]
 
     def save(self, wall_seconds):
-        run_dir.write_json(self.path, {"evals": self.evals, "wall_seconds": wall_seconds})
+        run_dir.write_json(self.path, {"evals": self.evals, "noise_scale": self.noise_scale, "state": self.state,
+                                       "wall_seconds": wall_seconds})
 
 
 def result(run, wall_seconds):
@@ -57,6 +61,7 @@ def result(run, wall_seconds):
         "examples_to_target": None,
         "epochs_to_target": None,
         "history": evals,
+        "noise_scale": run.history.noise_scale,
     })
     if s.target_accuracy is not None:
         reached = [e for e in evals if task.reached(e[monitor], s.target_accuracy)]

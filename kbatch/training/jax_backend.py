@@ -63,6 +63,12 @@ class JaxBackend:
         self.write_dir = settings.model_dir
         self._checkpoints = os.path.join(settings.model_dir, "checkpoints")
 
+    def noise_parts(self):
+        """(parts, halves): the micro-batches the noise scale compares with the whole batch (the
+        jitted step sees the global batch, so the devices' shares are not separate gradients)."""
+        k = self.settings.accumulation_steps
+        return (2, True) if k == 1 else (k, False)
+
     def describe_data(self):
         return numpy_source.describe(self.settings.dataset)
 
@@ -90,7 +96,8 @@ class JaxBackend:
     def start_phase(self, phase, start_example):
         s = self.settings
         step = jax_step.make_train_step(self.model, self.optimizer, self.task, global_batch_size=phase.batch_size,
-                                        accumulation_steps=s.accumulation_steps, clip_global_norm=s.clip_global_norm)
+                                        accumulation_steps=s.accumulation_steps, clip_global_norm=s.clip_global_norm,
+                                        measure_noise=s.noise_scale_every > 0)
         stream = numpy_source.TrainStream(s.dataset, phase.batch_size, s.seed, start_example)
 
         def loop(num_steps):

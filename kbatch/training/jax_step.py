@@ -10,12 +10,16 @@ activations are alive at a time), their gradients of sum(loss) / global batch ad
 full batch's gradient for a model without batch statistics. The gradient is clipped to
 `clip_global_norm` as a whole, and the optimizer applies one update (`stateless_apply`).
 A step's record is the TensorFlow step's: the task's values summed, `count`, `grad_norm`,
-`learning_rate`.
+`learning_rate`, and with `measure_noise` `small_grad_sq`, the mean squared gradient norm of the
+micro-batches (of the two halves of the batch without accumulation: the devices' shares are not
+separate gradients here).
 """
 
 import jax
 import jax.numpy as jnp
 import keras
+
+from kbatch.diagnostics import noise_scale
 
 
 def _sums(task, labels, outputs, weights=None):
@@ -38,24 +42,32 @@ def _gradient_fn(model, task, global_batch_size, accumulation_steps):
     return jax.grad(loss, has_aux=True)
 
 
+def _squared_norm(grads):
+    return sum(jnp.sum(jnp.square(g.astype("float32"))) for g in grads)
+
+
 def _accumulate(gradient, trainable, non_trainable, x, labels, k):
-    """Summed gradients and sums of k micro-batches, one after the other."""
+    """Summed gradients, sums and gradients' squared norms of k micro-batches, one after the other."""
     xs = x.reshape((k, x.shape[0] // k) + x.shape[1:])
     ys = labels.reshape((k, labels.shape[0] // k) + labels.shape[1:])
 
     def micro(carry, batch):
-        grads, sums, non_trainable = carry
+        grads, sums, squares, non_trainable = carry
         micro_grads, (micro_sums, non_trainable) = gradient(trainable, non_trainable, *batch)
         grads = jax.tree.map(jnp.add, grads, micro_grads)
-        return (grads, jax.tree.map(jnp.add, sums, micro_sums), non_trainable), None
+        return (grads, jax.tree.map(jnp.add, sums, micro_sums), squares + _squared_norm(micro_grads), non_trainable), None
 
     first_grads, (first_sums, non_trainable) = gradient(trainable, non_trainable, xs[0], ys[0])
-    (grads, sums, non_trainable), _ = jax.lax.scan(micro, (first_grads, first_sums, non_trainable), (xs[1:], ys[1:]))
-    return grads, sums, non_trainable
+    carry = (first_grads, first_sums, _squared_norm(first_grads), non_trainable)
+    (grads, sums, squares, non_trainable), _ = jax.lax.scan(micro, carry, (xs[1:], ys[1:]))
+    return grads, sums, squares, non_trainable
 
 
-def make_train_step(model, optimizer, task, *, global_batch_size, accumulation_steps=1, clip_global_norm=None):
+def make_train_step(model, optimizer, task, *, global_batch_size, accumulation_steps=1, clip_global_norm=None,
+                    measure_noise=False):
     """`step(state, x, labels) -> (state, record)`, jitted, the state's buffers donated."""
+    if measure_noise and accumulation_steps == 1:
+        accumulation_steps = 2  # the two halves
     gradient = _gradient_fn(model, task, global_batch_size, accumulation_steps)
     clip = float(clip_global_norm) if clip_global_norm else None
 
@@ -64,8 +76,10 @@ def make_train_step(model, optimizer, task, *, global_batch_size, accumulation_s
         if accumulation_steps == 1:
             grads, (sums, non_trainable) = gradient(trainable, non_trainable, x, labels)
         else:
-            grads, sums, non_trainable = _accumulate(gradient, trainable, non_trainable, x, labels,
-                                                     accumulation_steps)
+            grads, sums, squares, non_trainable = _accumulate(gradient, trainable, non_trainable, x, labels,
+                                                              accumulation_steps)
+            if measure_noise:  # a micro-batch's gradient is k x its share of the global one
+                sums = {**sums, noise_scale.RECORD: squares * accumulation_steps}
         grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g.astype("float32"))) for g in grads))
         if clip is not None:
             factor = jnp.minimum(1.0, clip / jnp.maximum(grad_norm, 1e-12))

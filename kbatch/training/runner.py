@@ -17,10 +17,14 @@ import time
 import keras
 
 from kbatch import ledger, models, optimizers
+from kbatch.diagnostics import noise_scale
 from kbatch.training import actions as actions_lib
 from kbatch.training import apply_recipe, history, lr_schedules, recipe, run_dir, schema
 from kbatch.training.plan import Plan
 from kbatch.training.tasks import Classification
+
+
+NOT_TASK_VALUES = ("count", "grad_norm", "learning_rate", noise_scale.RECORD)
 
 
 @dataclasses.dataclass
@@ -44,9 +48,13 @@ class LoopOutput:
         """The loop's mean of a task value over its examples."""
         return float(self.records[name].sum() / self.records["count"].sum())
 
+    def task_values(self):
+        """The names of the task's values among the records (loss, accuracy, ...)."""
+        return [name for name in self.records if name not in NOT_TASK_VALUES]
+
     def train_logs(self):
-        """{value name: mean over the loop} for every task value (loss, accuracy, ...)."""
-        return {name: self.mean(name) for name in self.records if name not in ("count", "grad_norm", "learning_rate")}
+        """{value name: mean over the loop} for every task value."""
+        return {name: self.mean(name) for name in self.task_values()}
 
 
 def _backend(settings, strategy):
@@ -89,6 +97,16 @@ def _build_model_and_optimizer(settings, info, batches, model_fn):
     return model, optimizer
 
 
+def _check_halves(settings, backend):
+    """2 if the noise scale splits each replica's batch into halves (their batch must be even), else 1."""
+    if not settings.noise_scale_every or not backend.noise_parts()[1]:
+        return 1
+    if settings.batch_size % (2 * backend.num_replicas):
+        raise ValueError(f"config.batch_size={settings.batch_size}: with noise_scale_every each replica's batch "
+                         f"is split in two halves, so it must be a multiple of {2 * backend.num_replicas}.")
+    return 2
+
+
 def resolve_settings(config):
     """`schema.resolve(config)`, with the default `model_dir` filled in."""
     settings = schema.resolve(config)
@@ -116,8 +134,9 @@ def build_run(config, strategy=None, model_fn=None, task=None):
     backend = _backend(settings, strategy)
     replicas = backend.num_replicas
     ledger.per_replica_batch_size(settings.batch_size, replicas, settings.accumulation_steps)
+    halves = _check_halves(settings, backend)
     info = backend.describe_data()
-    batches = lr_schedules.batch_schedule(settings, multiple_of=replicas * settings.accumulation_steps)
+    batches = lr_schedules.batch_schedule(settings, multiple_of=replicas * settings.accumulation_steps * halves)
     plan = _check_plan(settings, batches, replicas, info)
     keras.mixed_precision.set_global_policy(settings.mixed_precision or "float32")
     keras.utils.set_random_seed(settings.seed)
@@ -125,6 +144,12 @@ def build_run(config, strategy=None, model_fn=None, task=None):
     with backend.scope():
         model, optimizer = _build_model_and_optimizer(settings, info, batches, model_fn)
         backend.attach(model, optimizer, task)
+    if halves == 2 and any("moving_mean" in v.path for v in model.non_trainable_variables):
+        raise ValueError(
+            f"config.noise_scale_every={settings.noise_scale_every}: here it compares the two halves of each batch, "
+            "which would give this model's batch normalization half batches: set accumulation_steps >= 2 (each "
+            "micro-batch is then its own BN batch, as it is without the noise scale), train on several replicas "
+            "(TensorFlow), or use a norm without batch statistics.")
     run = Run(settings, backend, task, info, model, optimizer, plan, changed)
     if backend.is_chief:
         os.makedirs(settings.model_dir, exist_ok=True)

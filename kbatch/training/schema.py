@@ -181,6 +181,11 @@ FIELDS = (
        "never)", float),
     _F("checkpoint_every", 0, _non_negative_int, "updates between checkpoints (0: each epoch's end)"),
     _F("log_gradient_norm", True, checks.boolean, "log the global gradient norm every update"),
+    # Diagnostics (docs/diagnostics.md).
+    _F("noise_scale_every", 0, _non_negative_int, "updates between points of the gradient noise scale "
+       "B_simple (0: off); measured in the step, at no extra pass"),
+    _F("noise_scale_decay", 0.99, _real(low=0, high=1, high_open=True), "moving-average decay of the noise "
+       "scale's two estimates"),
 )
 NAMES = tuple(f.name for f in FIELDS)
 # What a resumed run may change: how it is run and watched, and the learning rate from the

@@ -44,6 +44,12 @@ class TensorFlowBackend:
         self.summaries = Summaries(settings.model_dir, enabled=self.is_chief)
         self.write_dir = None  # where this process writes checkpoints: set by `attach`
 
+    def noise_parts(self):
+        """(parts, halves): how many gradients of a part of the global batch the noise scale
+        compares with the whole (replicas x micro-batches), and whether that splits one batch."""
+        parts, _ = tf_step.noise_parts(self.num_replicas, self.settings.accumulation_steps)
+        return parts, self.num_replicas * self.settings.accumulation_steps == 1
+
     def describe_data(self):
         return data.describe(self.settings.dataset, self.settings.data_dir)
 
@@ -112,7 +118,7 @@ class TensorFlowBackend:
         step = tf_step.make_train_step(
             self.strategy, self.model, self.optimizer, self.task, global_batch_size=phase.batch_size,
             accumulation_steps=s.accumulation_steps, clip_global_norm=s.clip_global_norm,
-            log_gradient_norm=s.log_gradient_norm, jit_compile=s.jit_compile)
+            log_gradient_norm=s.log_gradient_norm, jit_compile=s.jit_compile, measure_noise=s.noise_scale_every > 0)
         compiled = tf_step.make_train_loop(self.strategy, step)
         stream = data.train_dataset_fn(s.dataset, phase.batch_size, s.seed, s.data_dir, start_example=start_example)
         iterator = iter(data.distribute(self.strategy, stream))

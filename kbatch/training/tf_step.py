@@ -11,11 +11,16 @@ One optimizer update (`train_step`, run on every replica by `strategy.run`):
      one step per global batch whatever the accumulation.
 
 A step's record is a dict: each of the task's values summed over the global batch, `count`
-(examples), `grad_norm` (NaN when not measured) and `learning_rate`.
+(examples), `grad_norm` (NaN when not measured) and `learning_rate`; with `measure_noise`, also
+`small_grad_sq`, the mean over the update's parts (replicas x micro-batches; the two halves of the
+batch when there is one part) of each part's squared gradient norm, for the noise scale
+(`kbatch.diagnostics.noise_scale`).
 """
 
 import tensorflow as tf
 import keras
+
+from kbatch.diagnostics import noise_scale
 
 SHARED = ("grad_norm", "learning_rate")  # the same on every replica; every other record field adds up
 
@@ -61,12 +66,24 @@ def _cross_replica_forward(strategy, model):
     return strategy.num_replicas_in_sync > 1 and _has_synchronized_layers(model)
 
 
+def squared_norm(grads):
+    return tf.add_n([tf.reduce_sum(tf.square(tf.cast(g, tf.float32))) for g in grads])
+
+
+def noise_parts(replicas, accumulation_steps):
+    """The parts whose gradients the noise scale compares with the whole: (parts, micro-batches
+    per replica); one replica without accumulation is split into two halves."""
+    k = 2 if replicas * accumulation_steps == 1 else accumulation_steps
+    return replicas * k, k
+
+
 def _accumulate(micro_gradients, x, labels, variables, accumulation_steps, python_loop):
-    """The summed gradients and sums of `accumulation_steps` micro-batches, one at a time."""
+    """The summed gradients and sums of `accumulation_steps` micro-batches, one at a time, and
+    the sum of the micro-batch gradients' squared norms."""
     micro = tf.shape(x)[0] // accumulation_steps
     xs = tf.reshape(x, tf.concat([[accumulation_steps, micro], tf.shape(x)[1:]], 0))
     ys = tf.reshape(labels, tf.concat([[accumulation_steps, micro], tf.shape(labels)[1:]], 0))
-    grads, sums = [tf.zeros_like(v) for v in variables], None
+    grads, sums, squares = [tf.zeros_like(v) for v in variables], None, tf.constant(0.0)
     for i in range(accumulation_steps) if python_loop else tf.range(accumulation_steps):
         # One micro-batch at a time: without this dependency TF runs up to 10 loop iterations
         # at once (they are independent), with 10 micro-batches' activations in memory,
@@ -74,15 +91,19 @@ def _accumulate(micro_gradients, x, labels, variables, accumulation_steps, pytho
         with tf.control_dependencies(grads):
             micro_grads, micro_sums = micro_gradients(xs[i], ys[i])
         grads = [g + m for g, m in zip(grads, micro_grads)]
+        squares += squared_norm(micro_grads)
         sums = micro_sums if sums is None else {k: sums[k] + v for k, v in micro_sums.items()}
-    return grads, sums
+    return grads, sums, squares
 
 
 def make_train_step(strategy, model, optimizer, task, *, global_batch_size, accumulation_steps=1,
-                    clip_global_norm=None, log_gradient_norm=True, jit_compile=False):
+                    clip_global_norm=None, log_gradient_norm=True, jit_compile=False, measure_noise=False):
     """The replica function of one optimizer update; returns its record (a dict)."""
     variables = model.trainable_variables
     clip = float(clip_global_norm) if clip_global_norm else None
+    if measure_noise:
+        parts, accumulation_steps = noise_parts(strategy.num_replicas_in_sync, accumulation_steps)
+        log_gradient_norm = True
     micro_gradients = _micro_gradients_fn(strategy, model, optimizer, task, global_batch_size,
                                           accumulation_steps, jit_compile)
     python_loop = _cross_replica_forward(strategy, model)
@@ -91,8 +112,11 @@ def make_train_step(strategy, model, optimizer, task, *, global_batch_size, accu
         x, labels = batch
         if accumulation_steps == 1:
             grads, sums = micro_gradients(x, labels)
+            squares = squared_norm(grads) if measure_noise else None
         else:
-            grads, sums = _accumulate(micro_gradients, x, labels, variables, accumulation_steps, python_loop)
+            grads, sums, squares = _accumulate(micro_gradients, x, labels, variables, accumulation_steps, python_loop)
+        if measure_noise:  # a part's gradient is parts x its share of the global one; summed over replicas
+            sums[noise_scale.RECORD] = squares * parts / tf.square(_loss_scale(optimizer))
         grad_norm = tf.constant(float("nan"))
         if clip is not None or log_gradient_norm:
             total = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, grads)
