@@ -91,3 +91,36 @@ def apply_gradients(optimizer, variables, gradient_steps, mode):
 
 def _values(variables):
     return [v.value for v in variables]
+
+
+def dense_hessian(model, loss_fn, x, y):
+    """The whole Hessian of `loss_fn(y, model(x, training=False))` in the model's flattened
+    trainable weights, as a float64 NumPy matrix: a Jacobian of the gradient (TensorFlow) or
+    `jax.hessian` (JAX), formed densely, independently of Hessian-vector products."""
+    shapes = [tuple(v.shape) for v in model.trainable_variables]
+    sizes = [int(np.prod(s)) for s in shapes]
+    flat = np.concatenate([np.ravel(np.asarray(v.value)) for v in model.trainable_variables]).astype("float32")
+
+    def unflatten(vector, split):
+        return [split(piece, shape) for piece, shape in zip(_pieces(vector, sizes), shapes)]
+
+    non_trainable = _values(model.non_trainable_variables)
+    if BACKEND == "tensorflow":
+        weights = tf.Variable(flat)
+        with tf.GradientTape() as outer:
+            with tf.GradientTape() as inner:
+                outputs, _ = model.stateless_call(unflatten(weights, tf.reshape), non_trainable, x, training=False)
+                loss = loss_fn(y, outputs)
+            gradient = inner.gradient(loss, weights)
+        return np.asarray(outer.jacobian(gradient, weights), np.float64)
+
+    def loss(vector):
+        outputs, _ = model.stateless_call(unflatten(vector, jax.numpy.reshape), non_trainable, x, training=False)
+        return loss_fn(y, outputs)
+
+    return np.asarray(jax.hessian(loss)(flat), np.float64)
+
+
+def _pieces(vector, sizes):
+    offsets = np.cumsum([0, *sizes])
+    return [vector[a:b] for a, b in zip(offsets[:-1], offsets[1:])]

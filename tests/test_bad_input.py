@@ -106,7 +106,7 @@ def _kbatch_train(*flags):
 
 
 @pytest.mark.parametrize("flag, closest", [("--config.bacth_size=8", "batch_size"),
-                                            ("--config.noise_scale_wrong=5", None)])
+                                            ("--config.qqq_unheard_of=5", None)])
 def test_unknown_config_field_on_the_command_line_is_one_line_naming_the_closest(tmp_path, flag, closest):
     run = _kbatch_train(flag, f"--config.model_dir={tmp_path}/x")
     assert run.returncode == 2

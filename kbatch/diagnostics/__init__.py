@@ -1,5 +1,7 @@
-"""Why a batch size works or breaks, measured: the gradient noise scale (`noise_scale`)."""
+"""Why a batch size works or breaks, measured: the gradient noise scale (`noise_scale`) and
+the sharpness of the loss (`hessian.sharpness`)."""
 
 from kbatch.diagnostics.noise_scale import NoiseScale, unbiased_estimates
+from kbatch.diagnostics.hessian import hessian_vector_product, sharpness
 
-__all__ = ["NoiseScale", "unbiased_estimates"]
+__all__ = ["NoiseScale", "hessian_vector_product", "sharpness", "unbiased_estimates"]

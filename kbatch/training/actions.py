@@ -5,17 +5,18 @@ import contextlib
 import signal
 import threading
 
+import keras
 import numpy as np
 
 from kbatch import optimizers
-from kbatch.diagnostics import noise_scale
+from kbatch.diagnostics import hessian, noise_scale
 from kbatch.training.action import Action
 from kbatch.training.callbacks import KerasCallbacks
 from kbatch.training.progress import Progress
 from kbatch.training.stops import Interrupted
 
 __all__ = ["Action", "AverageMovingStatistics", "CheckFinite", "Checkpoint", "Evaluate", "KerasCallbacks",
-           "LogSteps", "MeasureNoiseScale", "Progress",
+           "LogSteps", "MeasureNoiseScale", "MeasureSharpness", "Progress",
            "WatchInterrupt", "WatchPreemption", "standard"]
 
 
@@ -135,6 +136,44 @@ class Evaluate(Action):
         loop.eval_logs = entry
 
 
+class MeasureSharpness(Action):
+    """With `sharpness_every` N > 0: at every N-th evaluation, the sharpness lambda_max
+    (`kbatch.diagnostics.sharpness`) of the task's loss on the first `PROBE_EXAMPLES` examples of
+    the evaluation split, and lr x lambda_max beside the bound past which heavy-ball SGD diverges
+    on a quadratic, 2 + 2 x momentum (Cohen et al. 2021; for SGD only: Adam's preconditioning and
+    LARS's trust ratios move it). Logged to TensorBoard (`diagnostics/`) and the
+    history (`result.json`'s `sharpness`); a warning line each time lr x lambda_max crosses it."""
+
+    PROBE_EXAMPLES = 1024
+
+    def __init__(self, verbose=True):
+        self.verbose, self._above = verbose, False
+
+    def begin(self, run):
+        self.every, self._batch = run.settings.sharpness_every, None
+
+    def after_loop(self, run, loop):
+        if not self.every or loop.eval_logs is None or len(run.history.evals) % self.every:
+            return
+        if self._batch is None:
+            self._batch = run.backend.probe_batch(self.PROBE_EXAMPLES)
+        task = run.task
+        value = hessian.sharpness(run.model, lambda y, out: keras.ops.mean(task.per_example(y, out)["loss"]), self._batch)
+        lr = float(loop.records["learning_rate"][-1])
+        inner = optimizers.unwrap(run.optimizer)
+        bound = 2.0 + 2.0 * float(inner.momentum) if type(inner).__name__ == "SGD" else None
+        entry = {"step": run.step, "sharpness": value, "lr_times_sharpness": lr * value, "stability_bound": bound}
+        run.history.sharpness.append(entry)
+        run.backend.summaries.scalars("diagnostics", run.step, {k: v for k, v in entry.items()
+                                                                if k != "step" and v is not None})
+        above = bound is not None and lr * value > bound
+        if above and not self._above and self.verbose and run.backend.is_chief:
+            print(f"kbatch: warning: lr x sharpness = {lr * value:.3g} at step {run.step} is past the stability "
+                  f"bound {bound:.3g} (2 + 2 x momentum; Cohen et al. 2021): the loss may oscillate or diverge. A "
+                  "lower learning rate or a longer warmup keeps it below.", flush=True)
+        self._above = above
+
+
 class Checkpoint(Action):
     """At each checkpoint point: the model, optimizer and step, with the history beside them;
     never a checkpoint with a weight or optimizer slot that is not finite (an update can make
@@ -192,5 +231,5 @@ class WatchInterrupt(Action):
 
 def standard(verbose=True):
     """The actions every run takes, in order."""
-    return [CheckFinite(), LogSteps(), MeasureNoiseScale(), AverageMovingStatistics(), Evaluate(), Progress(verbose), Checkpoint(),
-            WatchPreemption(), WatchInterrupt()]
+    return [CheckFinite(), LogSteps(), MeasureNoiseScale(), AverageMovingStatistics(), Evaluate(),
+            MeasureSharpness(verbose), Progress(verbose), Checkpoint(), WatchPreemption(), WatchInterrupt()]

@@ -122,6 +122,12 @@ class JaxBackend:
                 totals[name] = totals.get(name, 0.0) + float(value)
         return totals
 
+    def probe_batch(self, size):
+        """The first `size` examples of the evaluation split (fewer if it has fewer), as NumPy
+        `(x, y)`: the fixed batch the diagnostics measure on."""
+        x, y, weights = numpy_source.eval_batches(self.settings.dataset, size)[0]
+        return x[weights > 0], y[weights > 0]
+
     def average_moving_statistics(self):
         """Nothing to do: under DataParallel every variable is one array (replicated)."""
 

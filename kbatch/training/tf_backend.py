@@ -138,6 +138,14 @@ class TensorFlowBackend:
             self._evaluate = tf_step.make_eval_loop(self.strategy, self.model, self.task)
         return {name: float(value) for name, value in self._evaluate(self._eval_data).items()}
 
+    def probe_batch(self, size):
+        """The first `size` examples of the evaluation split (fewer if it has fewer), as NumPy
+        `(x, y)`: the fixed batch the diagnostics measure on."""
+        dataset = data.eval_dataset_fn(self.settings.dataset, size, self.settings.data_dir)(tf.distribute.InputContext())
+        x, y, weights = next(iter(dataset))
+        keep = weights.numpy() > 0
+        return x.numpy()[keep], y.numpy()[keep]
+
     def average_moving_statistics(self):
         layers.average_moving_statistics(self.model, self.strategy)
 
