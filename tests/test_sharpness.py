@@ -75,7 +75,7 @@ def test_a_warning_line_when_lr_times_sharpness_crosses_the_bound(make_config, m
 
     config = make_config(sharpness_every=1, num_epochs=3, base_learning_rate=0.1, momentum=0.9)
     values = iter([1.0, 1000.0, 2000.0])  # lr x lambda: below the bound 3.8, then past it (one warning)
-    monkeypatch.setattr(hessian, "sharpness", lambda *args, **kwargs: next(values))
+    monkeypatch.setattr(hessian, "top_eigenvalue", lambda *args, **kwargs: next(values))
     result = train(config, model_fn=linear_model, verbose=True)
     warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("kbatch: warning")]
     step = result["sharpness"][1]["step"]

@@ -111,6 +111,16 @@ def eval_dataset_fn(name, global_batch_size, data_dir=None):
     return dataset_fn
 
 
+def first_eval_examples(name, count, data_dir=None):
+    """The first `count` examples of the evaluation split, preprocessed for evaluation, as NumPy
+    `(x, y)` (fewer if the split has fewer): a fixed batch for the diagnostics."""
+    family = dataset_family(name)
+    split = "validation" if family == "imagenet2012" else "test"
+    examples = _load(name, split, data_dir).map(preprocessing.eval_fn(family)).take(count).batch(count)
+    x, y = next(iter(examples))
+    return x.numpy(), y.numpy()
+
+
 def distribute(strategy, dataset_fn):
     """The distributed dataset of `dataset_fn`, one input pipeline per worker."""
     return strategy.distribute_datasets_from_function(dataset_fn)

@@ -38,21 +38,26 @@ def _hvp_tensorflow(model, loss_fn, x, y):
 def _hvp_jax(model, loss_fn, x, y):
     import jax
 
-    trainable = [v.value for v in model.trainable_variables]
-    non_trainable = [v.value for v in model.non_trainable_variables]
-
-    def loss(weights):
-        outputs, _ = model.stateless_call(weights, non_trainable, x, training=False)
+    def loss(trainable, non_trainable):
+        outputs, _ = model.stateless_call(trainable, non_trainable, x, training=False)
         return loss_fn(y, outputs)
 
     gradient = jax.grad(loss)
-    hvp = jax.jit(lambda weights, vector: jax.jvp(gradient, (weights,), (vector,))[1])
-    return lambda vector: [np.asarray(h, np.float64) for h in hvp(trainable, [np.float32(v) for v in vector])]
+    hvp = jax.jit(lambda trainable, non_trainable, vector: jax.jvp(
+        lambda w: gradient(w, non_trainable), (trainable,), (vector,))[1])
+
+    def product(vector):  # at the model's weights as they are now
+        trainable = [v.value for v in model.trainable_variables]
+        non_trainable = [v.value for v in model.non_trainable_variables]
+        return [np.asarray(h, np.float64) for h in hvp(trainable, non_trainable, [np.float32(v) for v in vector])]
+
+    return product
 
 
 def hessian_vector_product(model, loss_fn, batch):
-    """`hvp(vector) -> H @ vector` at the model's current weights, vectors as lists of arrays
-    shaped like `model.trainable_variables`; H is the Hessian of `loss_fn(y, model(x))`."""
+    """`hvp(vector) -> H @ vector` at the model's weights as they are when it is called (build it
+    once, call it as training goes on), vectors as lists of arrays shaped like
+    `model.trainable_variables`; H is the Hessian of `loss_fn(y, model(x, training=False))`."""
     x, y = batch
     make = _hvp_jax if keras.backend.backend() == "jax" else _hvp_tensorflow
     return make(model, loss_fn, x, y)
@@ -60,17 +65,22 @@ def hessian_vector_product(model, loss_fn, batch):
 
 def sharpness(model, loss_fn, batch, *, iterations=50, tolerance=1e-4, seed=0):
     """lambda_max of the Hessian of `loss_fn(y, model(x, training=False))` at the model's
-    weights, `batch` an `(x, y)` pair and `loss_fn` a Keras loss (or any `f(y_true, y_pred)`).
+    weights, `batch` an `(x, y)` pair and `loss_fn` a Keras loss (or any `f(y_true, y_pred)`):
+    `top_eigenvalue` of `hessian_vector_product(model, loss_fn, batch)`."""
+    hvp = hessian_vector_product(model, loss_fn, batch)
+    return top_eigenvalue(hvp, [v.shape for v in model.trainable_variables], iterations=iterations,
+                          tolerance=tolerance, seed=seed)
 
-    Power iteration from a seeded random direction, until the Rayleigh quotient moves by less than
-    `tolerance` (relative) or after `iterations` HVPs. It finds the eigenvalue of largest
-    magnitude, returned with its sign (early in training it can be negative).
-    """
+
+def top_eigenvalue(hvp, shapes, *, iterations=50, tolerance=1e-4, seed=0):
+    """The eigenvalue of largest magnitude of the symmetric operator `hvp` on lists of arrays of
+    `shapes`, with its sign (early in training the loss's can be negative), by power iteration
+    from a seeded random direction: until the Rayleigh quotient moves by less than `tolerance`
+    (relative) or after `iterations` products."""
     iterations = checks.positive_int("iterations", iterations)
     tolerance = checks.real("tolerance", tolerance, low=0)
-    hvp = hessian_vector_product(model, loss_fn, batch)
     rng = np.random.default_rng(seed)
-    vector = [rng.normal(size=v.shape) for v in model.trainable_variables]
+    vector = [rng.normal(size=shape) for shape in shapes]
     eigenvalue = None
     for _ in range(iterations):
         norm = np.sqrt(sum(np.sum(v * v) for v in vector))

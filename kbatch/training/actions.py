@@ -150,15 +150,16 @@ class MeasureSharpness(Action):
         self.verbose, self._above = verbose, False
 
     def begin(self, run):
-        self.every, self._batch = run.settings.sharpness_every, None
+        self.every, self._hvp = run.settings.sharpness_every, None
 
     def after_loop(self, run, loop):
         if not self.every or loop.eval_logs is None or len(run.history.evals) % self.every:
             return
-        if self._batch is None:
-            self._batch = run.backend.probe_batch(self.PROBE_EXAMPLES)
-        task = run.task
-        value = hessian.sharpness(run.model, lambda y, out: keras.ops.mean(task.per_example(y, out)["loss"]), self._batch)
+        if self._hvp is None:  # built (and traced) once; it reads the weights as they are
+            task = run.task
+            loss = lambda y, out: keras.ops.mean(task.per_example(y, out)["loss"])  # noqa: E731
+            self._hvp = hessian.hessian_vector_product(run.model, loss, run.backend.probe_batch(self.PROBE_EXAMPLES))
+        value = hessian.top_eigenvalue(self._hvp, [v.shape for v in run.model.trainable_variables])
         lr = float(loop.records["learning_rate"][-1])
         inner = optimizers.unwrap(run.optimizer)
         bound = 2.0 + 2.0 * float(inner.momentum) if type(inner).__name__ == "SGD" else None

@@ -46,7 +46,7 @@ def _squared_norm(grads):
     return sum(jnp.sum(jnp.square(g.astype("float32"))) for g in grads)
 
 
-def _accumulate(gradient, trainable, non_trainable, x, labels, k):
+def _accumulate(gradient, trainable, non_trainable, x, labels, k, unroll=False):
     """Summed gradients, sums and gradients' squared norms of k micro-batches, one after the other."""
     xs = x.reshape((k, x.shape[0] // k) + x.shape[1:])
     ys = labels.reshape((k, labels.shape[0] // k) + labels.shape[1:])
@@ -59,15 +59,16 @@ def _accumulate(gradient, trainable, non_trainable, x, labels, k):
 
     first_grads, (first_sums, non_trainable) = gradient(trainable, non_trainable, xs[0], ys[0])
     carry = (first_grads, first_sums, _squared_norm(first_grads), non_trainable)
-    (grads, sums, squares, non_trainable), _ = jax.lax.scan(micro, carry, (xs[1:], ys[1:]))
+    (grads, sums, squares, non_trainable), _ = jax.lax.scan(micro, carry, (xs[1:], ys[1:]), unroll=unroll)
     return grads, sums, squares, non_trainable
 
 
 def make_train_step(model, optimizer, task, *, global_batch_size, accumulation_steps=1, clip_global_norm=None,
                     measure_noise=False):
     """`step(state, x, labels) -> (state, record)`, jitted, the state's buffers donated."""
-    if measure_noise and accumulation_steps == 1:
-        accumulation_steps = 2  # the two halves
+    halves = measure_noise and accumulation_steps == 1
+    if halves:
+        accumulation_steps = 2  # the two halves, unrolled (a loop of 2 is slow on XLA:CPU)
     gradient = _gradient_fn(model, task, global_batch_size, accumulation_steps)
     clip = float(clip_global_norm) if clip_global_norm else None
 
@@ -77,7 +78,7 @@ def make_train_step(model, optimizer, task, *, global_batch_size, accumulation_s
             grads, (sums, non_trainable) = gradient(trainable, non_trainable, x, labels)
         else:
             grads, sums, squares, non_trainable = _accumulate(gradient, trainable, non_trainable, x, labels,
-                                                              accumulation_steps)
+                                                              accumulation_steps, unroll=halves)
             if measure_noise:  # a micro-batch's gradient is k x its share of the global one
                 sums = {**sums, noise_scale.RECORD: squares * accumulation_steps}
         grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g.astype("float32"))) for g in grads))

@@ -141,10 +141,7 @@ class TensorFlowBackend:
     def probe_batch(self, size):
         """The first `size` examples of the evaluation split (fewer if it has fewer), as NumPy
         `(x, y)`: the fixed batch the diagnostics measure on."""
-        dataset = data.eval_dataset_fn(self.settings.dataset, size, self.settings.data_dir)(tf.distribute.InputContext())
-        x, y, weights = next(iter(dataset))
-        keep = weights.numpy() > 0
-        return x.numpy()[keep], y.numpy()[keep]
+        return data.first_eval_examples(self.settings.dataset, size, self.settings.data_dir)
 
     def average_moving_statistics(self):
         layers.average_moving_statistics(self.model, self.strategy)
