@@ -100,3 +100,17 @@ def test_b_simple_on_jax_with_4_devices_matches_the_closed_form(tmp_path):
     assert summary["num_replicas"] == 4
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     _check_against_the_exact_answer(tmp_path / "run", result)
+
+
+def test_the_critical_batch_fit_recovers_mcCandlish_curve():
+    from kbatch.diagnostics import fit_critical_batch
+
+    s_min, e_min = 120.0, 60_000.0
+    batches = np.array([32, 64, 256, 1024, 4096])
+    steps = s_min + e_min / batches  # (S / S_min - 1)(E / E_min - 1) = 1 with E = B S
+    np.testing.assert_allclose(((steps / s_min) - 1) * ((batches * steps / e_min) - 1), 1.0)
+    fit = fit_critical_batch(batches, steps)
+    assert fit.s_min == pytest.approx(s_min) and fit.e_min == pytest.approx(e_min)
+    assert fit.b_crit == pytest.approx(500.0)
+    with pytest.raises(ValueError, match=r"need steps at two or more batch sizes"):
+        fit_critical_batch([64, 64], [10, 12])
