@@ -16,7 +16,7 @@ from kbatch.training.progress import Progress
 from kbatch.training.stops import Interrupted
 
 __all__ = ["Action", "AverageMovingStatistics", "CheckFinite", "Checkpoint", "Evaluate", "KerasCallbacks",
-           "LogSteps", "MeasureNoiseScale", "MeasureSharpness", "Progress",
+           "LogSteps", "MeasureNoiseScale", "MeasureSharpness", "Progress", "ReportLossSpikes",
            "WatchInterrupt", "WatchPreemption", "standard"]
 
 
@@ -63,6 +63,28 @@ class LogSteps(Action):
         if hasattr(inner, "trust_ratio_stats"):
             stats = inner.trust_ratio_stats()
             run.backend.summaries.scalars("train", loop.last_step, {f"trust_ratio/{k}": v for k, v in stats.items()})
+
+
+class ReportLossSpikes(Action):
+    """With `loss_spike_guard`: each update whose step the guard scaled (`spike_guard`) goes to
+    TensorBoard (`train/loss_spike_factor`), to the history (`result.json`'s `loss_spikes`) and,
+    on the console, to one line per loop that had any."""
+
+    def __init__(self, verbose=True):
+        self.verbose = verbose
+
+    def after_loop(self, run, loop):
+        factors = loop.records.get("spike_factor")
+        if factors is None:
+            return
+        spikes = [(loop.first_step + i + 1, float(f)) for i, f in enumerate(factors) if f < 1.0]
+        for step, factor in spikes:
+            run.history.loss_spikes.append({"step": step, "factor": factor})
+            run.backend.summaries.scalars("train", step, {"loss_spike_factor": factor})
+        if spikes and self.verbose and run.backend.is_chief:
+            listed = ", ".join(f"step {step} x{factor:.2f}" for step, factor in spikes[:5])
+            print(f"kbatch: loss spike guard scaled {len(spikes)} update(s): {listed}"
+                  f"{' ...' if len(spikes) > 5 else ''}", flush=True)
 
 
 class MeasureNoiseScale(Action):
@@ -232,5 +254,5 @@ class WatchInterrupt(Action):
 
 def standard(verbose=True):
     """The actions every run takes, in order."""
-    return [CheckFinite(), LogSteps(), MeasureNoiseScale(), AverageMovingStatistics(), Evaluate(),
-            MeasureSharpness(verbose), Progress(verbose), Checkpoint(), WatchPreemption(), WatchInterrupt()]
+    return [CheckFinite(), LogSteps(), ReportLossSpikes(verbose), MeasureNoiseScale(), AverageMovingStatistics(),
+            Evaluate(), MeasureSharpness(verbose), Progress(verbose), Checkpoint(), WatchPreemption(), WatchInterrupt()]

@@ -19,6 +19,9 @@ def check(settings):
     if s.norm == "ghost_batch" and s.virtual_batch_size is None:
         raise ValueError("config.norm='ghost_batch' needs config.virtual_batch_size (examples per ghost "
                          "batch; it must divide the per-replica micro-batch).")
+    if s.loss_spike_guard is not None and s.optimizer not in ("sgd", "momentum", "nesterov"):
+        raise ValueError(f"config.loss_spike_guard={s.loss_spike_guard}: scales the update's gradient, which is its "
+                         f"learning rate only for SGD (sgd, momentum, nesterov); {s.optimizer} normalizes it away.")
     if s.backend == "jax" and s.mixed_precision == "mixed_float16":
         raise ValueError("config.mixed_precision='mixed_float16' needs loss scaling, which the JAX backend does not "
                          "do: use 'mixed_bfloat16' (TPU, recent GPUs) with config.backend='jax'.")

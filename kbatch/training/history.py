@@ -11,13 +11,14 @@ HISTORY_FILE = "history.json"
 class History:
     """`evals`: one dict per evaluation (step, epoch, examples, eval_<metric>, learning rate,
     global batch, examples/s); `noise_scale`: one dict per noise-scale point (step, b_simple, ...); `sharpness`: one per
-    sharpness measurement;
+    sharpness measurement; `loss_spikes`: one per update the loss-spike guard scaled;
     `state`: what the diagnostics need to go on exactly after a resume; `wall_seconds`: training
     time before this process started."""
 
     def __init__(self, directory):
         self.path = os.path.join(directory, HISTORY_FILE)
-        self.evals, self.noise_scale, self.sharpness, self.state, self.wall_seconds = [], [], [], {}, 0.0
+        self.evals, self.noise_scale, self.sharpness, self.loss_spikes = [], [], [], []
+        self.state, self.wall_seconds = {}, 0.0
 
     def load(self, restored_step, directory):
         """The evaluations up to `restored_step` saved in `directory` (the chief's model_dir)."""
@@ -27,11 +28,12 @@ class History:
             self.evals = [e for e in saved["evals"] if e["step"] <= restored_step]
             self.noise_scale = [p for p in saved.get("noise_scale", []) if p["step"] <= restored_step]
             self.sharpness = [p for p in saved.get("sharpness", []) if p["step"] <= restored_step]
+            self.loss_spikes = [p for p in saved.get("loss_spikes", []) if p["step"] <= restored_step]
             self.state, self.wall_seconds = saved.get("state", {}), saved["wall_seconds"]
 
     def save(self, wall_seconds):
         run_dir.write_json(self.path, {"evals": self.evals, "noise_scale": self.noise_scale, "sharpness": self.sharpness,
-                                       "state": self.state,
+                                       "loss_spikes": self.loss_spikes, "state": self.state,
                                        "wall_seconds": wall_seconds})
 
 
@@ -66,6 +68,7 @@ def result(run, wall_seconds):
         "history": evals,
         "noise_scale": run.history.noise_scale,
         "sharpness": run.history.sharpness,
+        "loss_spikes": run.history.loss_spikes,
     })
     if s.target_accuracy is not None:
         reached = [e for e in evals if task.reached(e[monitor], s.target_accuracy)]

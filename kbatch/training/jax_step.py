@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import keras
 
 from kbatch.diagnostics import noise_scale
+from kbatch.training import spike_guard as guard_lib
 
 
 def _sums(task, labels, outputs, weights=None):
@@ -64,8 +65,11 @@ def _accumulate(gradient, trainable, non_trainable, x, labels, k, unroll=False):
 
 
 def make_train_step(model, optimizer, task, *, global_batch_size, accumulation_steps=1, clip_global_norm=None,
-                    measure_noise=False):
-    """`step(state, x, labels) -> (state, record)`, jitted, the state's buffers donated."""
+                    measure_noise=False, spike_guard=(None, None)):
+    """`step(state, x, labels) -> (state, record)`, jitted, the state's buffers donated.
+    `spike_guard`: (k, the optimizer variables of `spike_guard.add_statistics`), or k None."""
+    spike_threshold, spike_statistics = spike_guard
+    spike_slots = [next(i for i, v in enumerate(optimizer.variables) if v is s) for s in spike_statistics or ()]
     halves = measure_noise and accumulation_steps == 1
     if halves:
         accumulation_steps = 2  # the two halves, unrolled (a loop of 2 is slow on XLA:CPU)
@@ -87,9 +91,18 @@ def make_train_step(model, optimizer, task, *, global_batch_size, accumulation_s
             grads = [g * factor.astype(g.dtype) for g in grads]
         with keras.StatelessScope(state_mapping=list(zip(optimizer.variables, optimizer_variables))):
             learning_rate = jnp.asarray(optimizer.learning_rate, "float32")
+        guarded = {}
+        if spike_threshold:
+            factor, new = guard_lib.guard(sums["loss"] / global_batch_size,
+                                          [optimizer_variables[i] for i in spike_slots], spike_threshold)
+            grads, guarded = [g * factor.astype(g.dtype) for g in grads], {"spike_factor": factor}
         trainable, optimizer_variables = optimizer.stateless_apply(optimizer_variables, grads, trainable)
+        if spike_threshold:
+            optimizer_variables = list(optimizer_variables)
+            for i, value in zip(spike_slots, new):
+                optimizer_variables[i] = value
         record = {**sums, "count": jnp.asarray(labels.shape[0], "float32"), "grad_norm": grad_norm,
-                  "learning_rate": learning_rate}
+                  "learning_rate": learning_rate, **guarded}
         return (trainable, non_trainable, optimizer_variables), record
 
     return jax.jit(step, donate_argnums=0)

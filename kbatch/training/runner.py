@@ -24,7 +24,7 @@ from kbatch.training.plan import Plan
 from kbatch.training.tasks import Classification
 
 
-NOT_TASK_VALUES = ("count", "grad_norm", "learning_rate", noise_scale.RECORD)
+NOT_TASK_VALUES = ("count", "grad_norm", "learning_rate", "spike_factor", noise_scale.RECORD)
 
 
 @dataclasses.dataclass

@@ -186,6 +186,8 @@ FIELDS = (
        "B_simple (0: off); measured in the step, at no extra pass"),
     _F("noise_scale_decay", 0.99, _real(low=0, high=1, high_open=True), "moving-average decay of the noise "
        "scale's two estimates"),
+    _F("loss_spike_guard", None, _real(low=0, low_open=True, allow_none=True), "k: an update whose loss is more "
+       "than k standard deviations above the running mean takes a step scaled by k / z (SGD; None: off)", float),
     _F("sharpness_every", 0, _non_negative_int, "evaluations between measurements of the sharpness lambda_max "
        "on a fixed evaluation batch (0: off)"),
 )

@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from kbatch import data, distribute, layers
-from kbatch.training import preemption, run_dir, tf_step
+from kbatch.training import preemption, run_dir, spike_guard, tf_step
 from kbatch.training.summaries import Summaries
 
 
@@ -62,7 +62,12 @@ class TensorFlowBackend:
         self.model, self.optimizer, self.task = model, optimizer, task
         optimizer.build(model.trainable_variables)
         self._trained_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="trained_steps")
-        self._checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, trained_steps=self._trained_steps)
+        guarded = {}
+        if self.settings.loss_spike_guard:
+            self._spike_statistics = spike_guard.add_statistics(optimizer)
+            guarded = {"loss_spike": list(self._spike_statistics)}
+        self._checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, trained_steps=self._trained_steps,
+                                               **guarded)
         # On the chief, `model_dir/checkpoints`; elsewhere a temporary folder (a worker's saves
         # take part in the collective and are thrown away).
         self.write_dir = run_dir.writable_dir(self.settings.model_dir, self.strategy)
@@ -118,7 +123,8 @@ class TensorFlowBackend:
         step = tf_step.make_train_step(
             self.strategy, self.model, self.optimizer, self.task, global_batch_size=phase.batch_size,
             accumulation_steps=s.accumulation_steps, clip_global_norm=s.clip_global_norm,
-            log_gradient_norm=s.log_gradient_norm, jit_compile=s.jit_compile, measure_noise=s.noise_scale_every > 0)
+            log_gradient_norm=s.log_gradient_norm, jit_compile=s.jit_compile, measure_noise=s.noise_scale_every > 0,
+            spike_guard=(s.loss_spike_guard, getattr(self, "_spike_statistics", None)))
         compiled = tf_step.make_train_loop(self.strategy, step)
         stream = data.train_dataset_fn(s.dataset, phase.batch_size, s.seed, s.data_dir, start_example=start_example)
         iterator = iter(data.distribute(self.strategy, stream))

@@ -21,8 +21,9 @@ import tensorflow as tf
 import keras
 
 from kbatch.diagnostics import noise_scale
+from kbatch.training import spike_guard as guard_lib
 
-SHARED = ("grad_norm", "learning_rate")  # the same on every replica; every other record field adds up
+SHARED = ("grad_norm", "learning_rate", "spike_factor")  # the same on every replica; every other record field adds up
 
 
 def _loss_scale(optimizer):
@@ -97,8 +98,11 @@ def _accumulate(micro_gradients, x, labels, variables, accumulation_steps, pytho
 
 
 def make_train_step(strategy, model, optimizer, task, *, global_batch_size, accumulation_steps=1,
-                    clip_global_norm=None, log_gradient_norm=True, jit_compile=False, measure_noise=False):
-    """The replica function of one optimizer update; returns its record (a dict)."""
+                    clip_global_norm=None, log_gradient_norm=True, jit_compile=False, measure_noise=False,
+                    spike_guard=(None, None)):
+    """The replica function of one optimizer update; returns its record (a dict). `spike_guard`:
+    (k, the variables of `spike_guard.add_statistics`), or k None for no guard."""
+    spike_threshold, spike_statistics = spike_guard
     variables = model.trainable_variables
     clip = float(clip_global_norm) if clip_global_norm else None
     halves = measure_noise and strategy.num_replicas_in_sync * accumulation_steps == 1
@@ -131,15 +135,29 @@ def make_train_step(strategy, model, optimizer, task, *, global_batch_size, accu
             with tf.control_dependencies([grad_norm]):
                 grads = [tf.identity(g) for g in grads]
         learning_rate = tf.cast(optimizer.learning_rate, tf.float32)
+        guarded = {}
+        if spike_threshold:
+            with tf.control_dependencies([grad_norm]):  # the collectives in one order on every replica
+                loss_sum = tf.identity(sums["loss"])
+            grads, guarded = _guard(loss_sum, grads, global_batch_size, spike_threshold, spike_statistics)
         optimizer.apply(grads, variables)
         return {**sums, "count": tf.cast(tf.shape(labels)[0], tf.float32), "grad_norm": grad_norm,
-                "learning_rate": learning_rate}
+                "learning_rate": learning_rate, **guarded}
 
     if jit_compile and strategy.num_replicas_in_sync == 1:
         # One replica: no cross-replica sum inside, so XLA can compile the whole update,
         # optimizer included (as `model.fit(jit_compile=True)` does).
         return tf.function(train_step, jit_compile=True)
     return train_step
+
+
+def _guard(loss_sum, grads, global_batch_size, threshold, statistics):
+    """The loss-spike guard's scaled gradients and record (`kbatch.training.spike_guard`)."""
+    total = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, loss_sum)
+    factor, new = guard_lib.guard(total / global_batch_size, [v.value for v in statistics], threshold)
+    for variable, value in zip(statistics, new):
+        variable.assign(value)
+    return [g * tf.cast(factor, g.dtype) for g in grads], {"spike_factor": factor}
 
 
 def _reduce(strategy, per_replica):
