@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ElementTree
 HERE = pathlib.Path(__file__).resolve().parent
 COMPONENT_TESTS = ("test_lars.py", "test_schedules.py", "test_batch_schedules.py", "test_ghost_batch_norm.py",
                    "test_switchable_norm.py", "test_norm_factory.py", "test_optimizer_factory.py", "test_sharpness.py",
-                   "test_spike_guard.py")
+                   "test_spike_guard.py", "test_adaptive_batch.py")
 
 
 def test_the_component_tests_pass_under_keras_on_jax(tmp_path):

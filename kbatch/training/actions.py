@@ -16,7 +16,7 @@ from kbatch.training.progress import Progress
 from kbatch.training.stops import Interrupted
 
 __all__ = ["Action", "AverageMovingStatistics", "CheckFinite", "Checkpoint", "Evaluate", "KerasCallbacks",
-           "LogSteps", "MeasureNoiseScale", "MeasureSharpness", "Progress", "ReportLossSpikes",
+           "AdaptBatchSize", "LogSteps", "MeasureNoiseScale", "MeasureSharpness", "Progress", "ReportLossSpikes",
            "WatchInterrupt", "WatchPreemption", "standard"]
 
 
@@ -118,6 +118,33 @@ class MeasureNoiseScale(Action):
                 run.backend.summaries.scalars("noise", step, point)
                 run.history.noise_scale.append({"step": step, "global_batch_size": batch, **point})
         run.history.state["noise_scale"] = self.estimate.state()
+        loop.b_simple = self.estimate.simple
+
+
+class AdaptBatchSize(Action):
+    """With `batch_schedule="adaptive"`: at the end of each epoch but the last, double the global
+    batch (up to `max_batch_size`) if the noise scale B_simple is above it (McCandlish et al. 2018:
+    below B_simple a larger batch still cuts the updates nearly in proportion), the rate moved by
+    `lr_scaling` (`Run.adapt`). The decisions are kept with the checkpoints, so a resumed run
+    follows them exactly, and each is one console line."""
+
+    def __init__(self, verbose=True):
+        self.verbose = verbose
+
+    def after_loop(self, run, loop):
+        s = run.settings
+        epoch_ends = run.plan.epoch_starts[1:-1]
+        if s.batch_schedule != "adaptive" or run.step not in epoch_ends:
+            return
+        batch, b_simple = loop.phase.batch_size, loop.b_simple
+        if not (b_simple > batch and 2 * batch <= min(s.max_batch_size, run.info.num_train_examples)):
+            return
+        epoch = epoch_ends.index(run.step) + 1
+        before = float(loop.records["learning_rate"][-1])
+        run.adapt([*run.history.state.get("adaptive_batch", []), {"epoch": epoch, "batch": 2 * batch, "step": run.step}])
+        if self.verbose and run.backend.is_chief:
+            print(f"kbatch: adaptive batch: B_simple {b_simple:,.0f} > batch {batch} at epoch {epoch}: the batch doubles "
+                  f"to {2 * batch} (lr by the {s.lr_scaling} rule; was {before:.4g})", flush=True)
 
 
 class AverageMovingStatistics(Action):
@@ -254,5 +281,5 @@ class WatchInterrupt(Action):
 
 def standard(verbose=True):
     """The actions every run takes, in order."""
-    return [CheckFinite(), LogSteps(), ReportLossSpikes(verbose), MeasureNoiseScale(), AverageMovingStatistics(),
-            Evaluate(), MeasureSharpness(verbose), Progress(verbose), Checkpoint(), WatchPreemption(), WatchInterrupt()]
+    return [CheckFinite(), LogSteps(), ReportLossSpikes(verbose), MeasureNoiseScale(), AdaptBatchSize(verbose),
+            AverageMovingStatistics(), Evaluate(), MeasureSharpness(verbose), Progress(verbose), Checkpoint(), WatchPreemption(), WatchInterrupt()]

@@ -19,6 +19,8 @@ def check(settings):
     if s.norm == "ghost_batch" and s.virtual_batch_size is None:
         raise ValueError("config.norm='ghost_batch' needs config.virtual_batch_size (examples per ghost "
                          "batch; it must divide the per-replica micro-batch).")
+    if s.batch_schedule == "adaptive":
+        _check_adaptive(s)
     if s.loss_spike_guard is not None and s.optimizer not in ("sgd", "momentum", "nesterov"):
         raise ValueError(f"config.loss_spike_guard={s.loss_spike_guard}: scales the update's gradient, which is its "
                          f"learning rate only for SGD (sgd, momentum, nesterov); {s.optimizer} normalizes it away.")
@@ -57,6 +59,18 @@ def _check_decay(s):
         if s.max_batch_size is not None and s.max_batch_size < s.batch_size:
             raise ValueError(f"config.max_batch_size={s.max_batch_size}: must be None or an integer >= "
                              f"batch_size={s.batch_size}.")
+
+
+def _check_adaptive(s):
+    if not s.noise_scale_every:
+        raise ValueError("config.batch_schedule='adaptive' reads the noise scale: set config.noise_scale_every "
+                         "(updates between its points, e.g. 10).")
+    if s.max_batch_size is None or s.max_batch_size < 2 * s.batch_size:
+        raise ValueError(f"config.batch_schedule='adaptive' doubles the batch up to config.max_batch_size, which "
+                         f"must be at least 2 x batch_size={2 * s.batch_size} (it is {s.max_batch_size}).")
+    if s.batch_boundaries or s.anneal_batch:
+        raise ValueError("config.batch_schedule='adaptive' chooses the phases itself: leave config.batch_boundaries "
+                         "empty and config.anneal_batch off.")
 
 
 def _check_batch_phases(s):

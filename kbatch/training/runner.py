@@ -31,7 +31,7 @@ NOT_TASK_VALUES = ("count", "grad_norm", "learning_rate", "spike_factor", noise_
 class LoopOutput:
     """One compiled loop's updates: `records` holds, per update, the task's values summed over
     the global batch, `count`, `grad_norm` and `learning_rate`. `eval_logs` is set by the
-    `Evaluate` action when the loop ended at an evaluation point."""
+    `Evaluate` action when the loop ended at an evaluation point; `b_simple` by `MeasureNoiseScale`."""
 
     first_step: int
     num_steps: int
@@ -39,6 +39,7 @@ class LoopOutput:
     records: dict
     seconds: float
     eval_logs: dict = None
+    b_simple: float = float("nan")  # the noise scale after this loop (set by MeasureNoiseScale)
 
     @property
     def last_step(self):
@@ -171,7 +172,24 @@ class Run:
         if self.step:
             self.history.load(self.step, settings.model_dir)
         self._phase = self._loop = None
+        decisions = [d for d in self.history.state.get("adaptive_batch", []) if d["step"] <= self.step]
+        if decisions:  # a resumed adaptive run: the phases it chose, exactly
+            self.adapt(decisions)
         self._started = time.time()
+
+    def adapt(self, decisions):
+        """Re-plan with the adaptive batch's `decisions` ([{"epoch", "batch", "step"}], in order):
+        phase i + 1 trains at decisions[i]'s batch from its epoch on, its rate moved by `lr_scaling`.
+        The plan and the optimizer's rate schedule are rebuilt; the past keeps its steps and rates."""
+        s = dataclasses.replace(self.settings, batch_boundaries=tuple(float(d["epoch"]) for d in decisions),
+                                batch_sizes=tuple(int(d["batch"]) for d in decisions))
+        halves = _check_halves(s, self.backend)
+        batches = lr_schedules.batch_schedule(s, multiple_of=self.backend.num_replicas * s.accumulation_steps * halves)
+        self.plan = _check_plan(s, batches, self.backend.num_replicas, self.info)
+        optimizers.unwrap(self.optimizer).learning_rate = lr_schedules.learning_rate_schedule(
+            s, self.info.num_train_examples, batches)
+        self.history.state["adaptive_batch"] = list(decisions)
+        self._phase = None  # the next loop starts the new phase (a new compiled step)
 
     def wall_seconds(self):
         """Training time so far, earlier processes of this run included."""

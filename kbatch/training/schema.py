@@ -143,7 +143,10 @@ FIELDS = (
     _F("batch_sizes", (), _batch_sizes, "the global batch of each phase after the first"),
     _F("anneal_batch", False, checks.boolean, "with `decay=step`: grow the batch where the LR would drop "
        "(Smith et al. 2018)"),
-    _F("max_batch_size", None, _optional_positive_int, "`anneal_batch`: the largest batch", int),
+    _F("max_batch_size", None, _optional_positive_int, "`anneal_batch`, `batch_schedule=adaptive`: the largest "
+       "batch", int),
+    _F("batch_schedule", "fixed", _choice(("fixed", "adaptive")), "`adaptive`: double the batch at an epoch's end "
+       "while the noise scale B_simple is above it (needs `noise_scale_every`, `max_batch_size`)"),
     _F("num_epochs", 8, checks.positive_int, "epochs of training (an epoch is N examples of one stream)"),
     # The optimizer.
     _F("optimizer", "momentum", _choice(optimizers.NAMES), ", ".join(f"`{n}`" for n in optimizers.NAMES)),

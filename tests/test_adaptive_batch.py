@@ -1,0 +1,69 @@
+"""batch_schedule="adaptive": at each epoch's end the global batch doubles while the measured noise
+scale B_simple is above it (softmax regression on mnist1d/original, whose B_simple is about 70 at
+the start), up to max_batch_size; the learning rate follows the linear rule; a run stopped part
+way and resumed follows the phases it chose to the same weights, bit for bit."""
+
+import re
+
+import keras
+import numpy as np
+import pytest
+
+from kbatch.training import build_run, train
+from smooth_model import linear_model
+
+ADAPTIVE = dict(batch_size=32, base_batch_size=32, base_learning_rate=0.05, decay="constant", warmup_epochs=0.0,
+                num_epochs=5, batch_schedule="adaptive", max_batch_size=256, noise_scale_every=5,
+                noise_scale_decay=0.95, norm="none")
+
+
+class StopAfterEpoch(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epoch:
+            self.model.stop_training = True
+
+
+def test_the_batch_doubles_while_the_noise_scale_is_above_it(make_config, capsys):
+    config = make_config(**ADAPTIVE)
+    result = train(config, model_fn=linear_model, verbose=True)
+    lines = [re.match(r"kbatch: adaptive batch: B_simple ([\d,]+) > batch (\d+) at epoch (\d+): the batch doubles "
+                      r"to (\d+)", line) for line in capsys.readouterr().out.splitlines()]
+    decisions = [m for m in lines if m]
+    assert decisions, "the batch never grew"
+    sizes = [32] + [int(m.group(4)) for m in decisions]
+    assert result["batch_sizes"] == sizes and sizes == [32 * 2**i for i in range(len(sizes))]
+    assert max(sizes) <= 256
+    for m in decisions:
+        assert float(m.group(1).replace(",", "")) > int(m.group(2)) and 1 <= int(m.group(3)) < 5
+    for entry in result["history"]:  # the linear rule, with a constant decay: lr / B stays 0.05 / 32
+        assert entry["learning_rate"] / entry["global_batch_size"] == pytest.approx(0.05 / 32, rel=1e-5)
+
+
+def test_a_resumed_run_follows_the_phases_it_chose(make_config):
+    whole = make_config(**ADAPTIVE)
+    reference = train(whole, model_fn=linear_model, verbose=False)
+    assert len(reference["batch_sizes"]) >= 2
+    stopped = make_config(**ADAPTIVE)
+    build_run(stopped, model_fn=linear_model).train(callbacks=[StopAfterEpoch(3)], verbose=False)
+    resumed = build_run(stopped, model_fn=linear_model)
+    assert resumed.step > 0 and resumed.plan.phases[-1].batch_size >= 64
+    result = resumed.train(verbose=False)
+    assert result["batch_sizes"] == reference["batch_sizes"] and result["steps"] == reference["steps"]
+    weights = [keras.models.load_model(f"{c.model_dir}/model.keras").get_weights() for c in (whole, stopped)]
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(noise_scale_every=0), r"config.batch_schedule='adaptive' reads the noise scale: set config.noise_scale_every"),
+    (dict(max_batch_size=48), r"must be at least 2 x batch_size=64 \(it is 48\)"),
+    (dict(batch_boundaries=(2.0,), batch_sizes=(64,)), r"chooses the phases itself"),
+])
+def test_bad_adaptive_configs_are_one_line(make_config, overrides, message):
+    config = make_config(**{**ADAPTIVE, **overrides})
+    with pytest.raises(ValueError, match=message):
+        train(config, model_fn=linear_model, verbose=False)
