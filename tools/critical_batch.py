@@ -17,7 +17,7 @@ import os
 
 from absl import app, flags
 
-from study_output import batch_size_axis, refuse_existing  # tools/ is the script's own folder, first on sys.path
+from study_output import batch_size_axis, log_over_epochs, refuse_existing  # tools/ is the script's own folder, first on sys.path
 
 SCALING_CSV = flags.DEFINE_string("scaling_csv", "docs/results/scaling.csv", "tools/scaling_study.py's CSV.")
 VARIANTS = flags.DEFINE_list("variants", ["a", "b", "c", "d", "e"], "Variants of the study to take the best of.")
@@ -89,11 +89,7 @@ def plot(fits, result, path):
     points = result["noise_scale"]
     epochs = [p["step"] * p["global_batch_size"] / (result["examples_seen"] / result["epochs"]) for p in points]
     right.plot(epochs, [p["b_simple"] for p in points], color="black", label="B_simple (noise run)")
-    right.set_yscale("log")
-    right.set_xlabel("epoch")
-    right.set_ylabel("batch size")
-    right.grid(alpha=0.3, which="both")
-    right.legend(fontsize=8)
+    log_over_epochs(right, "batch size")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
 

@@ -13,7 +13,7 @@ import os
 
 from absl import app, flags
 
-from study_output import batch_size_axis, refuse_existing  # tools/ is the script's own folder, first on sys.path
+from study_output import batch_size_axis, log_over_epochs, refuse_existing  # tools/ is the script's own folder, first on sys.path
 
 RUNS = flags.DEFINE_list("runs", None, "model_dirs of finished runs (trained with sharpness_every > 0).")
 MARKDOWN = flags.DEFINE_string("markdown", None, "The table (markdown) to write.")
@@ -93,11 +93,7 @@ def plot(rows, path):
     bounds = {r["bound"] for r in rows if r["bound"] is not None}
     for bound in bounds:
         right.axhline(bound, ls="--", color="gray", label=f"bound 2 + 2m = {bound:.2f}")
-    right.set_yscale("log")
-    right.set_xlabel("epoch")
-    right.set_ylabel("lr x lambda_max")
-    right.grid(alpha=0.3, which="both")
-    right.legend(fontsize=7)
+    log_over_epochs(right, "lr x lambda_max")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
 

@@ -1,6 +1,7 @@
 """What the batch-size study tools share about their output files: the refusal to overwrite a
-table or plot a person made (compare_norms, scaling_study), and the batch-size axis of their plots
-(those two and lars_vs_sgd).
+table or plot a person made (compare_norms, scaling_study, critical_batch, sharpness_report), the
+batch-size axis of their plots (and lars_vs_sgd's), and the log axis over epochs of the
+diagnostics' plots.
 
 Kept free of TensorFlow, so a bad flag is reported before TensorFlow starts."""
 
@@ -15,6 +16,15 @@ def refuse_existing(outputs, overwrite):
             raise ValueError(f"--{flag} is required.")
         if os.path.exists(path) and not overwrite:
             raise ValueError(f"--{flag}={path} exists: refusing to overwrite it (pass --overwrite).")
+
+
+def log_over_epochs(ax, ylabel):
+    """A log y axis against epochs, with a grid and a legend (the diagnostics' plots over training)."""
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
 
 
 def batch_size_axis(ax, batches, label):
