@@ -33,7 +33,7 @@ def _verbose(argv):
     return any(re.match(r"--?v(erbosity)?(=|$)", arg) for arg in argv[1:])
 
 
-def _bad_flag(argv, error):
+def bad_flag_message(argv, error):
     """The one line for a command line that does not parse: an unknown config field named with
     its closest known fields, else the parser's own message."""
     from kbatch.training import schema
@@ -61,25 +61,43 @@ def _help():
     sys.exit(0)
 
 
+def one_line_parser(program, define_flags=None):
+    """An absl `flags_parser` for `program`: a command line that does not parse (a misspelled
+    `--config.FIELD`, a missing config file, a bad flag value) is one line `program: ...` on
+    stderr and exit code 2, not a traceback; INFO logging is off unless `--verbosity` is given.
+    `define_flags()` defines the flags that read the command line as they are defined (an
+    ml_collections `--config` file and its `--config.FIELD` overrides)."""
+
+    def parse(argv):
+        try:
+            if define_flags and "config" not in flags.FLAGS:
+                define_flags()
+            rest = flags.FLAGS(argv)
+            if "config" in flags.FLAGS:
+                flags.FLAGS.config.keys()  # a config file that does not load fails here, not in training
+        except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError) as error:
+            print(f"{program}: {bad_flag_message(argv, error)}", file=sys.stderr)
+            sys.exit(BAD_INPUT)
+        if not _verbose(argv):
+            absl_logging.set_verbosity(absl_logging.WARNING)
+            logging.getLogger("tensorflow").setLevel(logging.WARNING)
+        return rest
+
+    return parse
+
+
 def _parse(argv):
     """The `--config` flag (defined here: ml_collections reads the command line's overrides as
     it loads the default config) and absl's flag parsing, with one line and exit code 2
     instead of a traceback."""
     if any(arg in ("-h", "--help", "--helpshort", "-?") for arg in argv[1:]):
         _help()
-    try:
-        if "config" not in flags.FLAGS:
-            config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Experiment config file.")
-            flags.DEFINE_bool("check", False, "Check the config (every field) and exit, running and writing nothing.")
-        rest = flags.FLAGS(argv)
-        flags.FLAGS.config.keys()  # a config file that does not load fails here, not in training
-    except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError) as error:
-        print(f"kbatch-train: {_bad_flag(argv, error)}", file=sys.stderr)
-        sys.exit(BAD_INPUT)
-    if not _verbose(argv):
-        absl_logging.set_verbosity(absl_logging.WARNING)
-        logging.getLogger("tensorflow").setLevel(logging.WARNING)
-    return rest
+    return one_line_parser("kbatch-train", _define_flags)(argv)
+
+
+def _define_flags():
+    config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Experiment config file.")
+    flags.DEFINE_bool("check", False, "Check the config (every field) and exit, running and writing nothing.")
 
 
 def _run(argv):

@@ -28,8 +28,7 @@ def log_over_epochs(ax, ylabel):
 
 
 def batch_size_axis(ax, batches, label):
-    """A log2 x axis with a tick at each batch size tried."""
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(batches, [str(b) for b in batches])
-    ax.set_xlabel(label)
-    ax.grid(alpha=0.3, which="both")
+    """A log2 x axis with a tick at each batch size tried (`kbatch.study.plots.batch_axis`)."""
+    from kbatch.study.plots import batch_axis
+
+    batch_axis(ax, batches, label)

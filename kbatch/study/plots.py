@@ -1,0 +1,146 @@
+"""The sweep's figure, after Shallue et al. 2019 (Fig. 1): steps and examples to each target
+against batch size on log-log axes, each series with its perfect-scaling line through its
+smallest batch (steps halve when the batch doubles; examples stay the same), and the final
+accuracy against batch size. A series is one setting of every varied field but the batch.
+"""
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from kbatch.study import lr_search, report  # noqa: E402
+
+
+def series(table, axes):
+    """{label: rows sorted by batch}: the rows grouped by every varied field but `batch_size`."""
+    others = [a for a in axes if a != "batch_size"]
+    groups = {}
+    for row in table:
+        label = ", ".join(f"{a}={report._cell(row[a])}" for a in others) or "all"
+        groups.setdefault(label, []).append(row)
+    return {label: sorted(rows, key=lambda r: r["batch_size"]) for label, rows in groups.items()}
+
+
+def batch_axis(ax, batches, label="global batch size"):
+    """A log2 batch axis with a tick at each batch tried."""
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(batches, [str(b) for b in batches])
+    ax.set_xlabel(label)
+    ax.grid(alpha=0.3, which="both")
+
+
+def _to_target(ax, groups, column, per_step, theory=None):
+    """One panel of steps (per_step) or examples to a target, with perfect-scaling lines."""
+    for i, (label, rows) in enumerate(groups.items()):
+        points = [(r["batch_size"], r[column]) for r in rows if r[column]]
+        if not points:
+            continue
+        ax.plot(*zip(*points), "o-", color=f"C{i % 10}", label=label)
+        b0, y0 = points[0]
+        ideal = [y0 * b0 / b if per_step else y0 for b, _ in points]
+        ax.plot([b for b, _ in points], ideal, "--", color=f"C{i % 10}", lw=0.8, alpha=0.6)
+    for name, curve in (theory or {}).items():
+        batches = sorted(curve)
+        ax.plot(batches, [curve[b] if per_step else curve[b] * b for b in batches], "k:", lw=1.5, label=name)
+    ax.set_yscale("log")
+
+
+def plot_sweep(path, table, axes, targets, title, theory=None):
+    """Write the figure to `path` (PNG). `theory` maps a label to {batch: steps} curves (the NQM's),
+    drawn dotted beside the first target's measurements."""
+    groups = series(table, axes)
+    batches = sorted({r["batch_size"] for r in table})
+    fig, grid = plt.subplots(len(targets), 3, figsize=(15, 4.2 * len(targets)), squeeze=False)
+    for t, target in enumerate(targets):
+        steps, examples = report.target_columns(target)
+        curve = theory if t == 0 else None
+        _to_target(grid[t][0], groups, steps, True, curve)
+        _to_target(grid[t][1], groups, examples, False, curve)
+        grid[t][0].set_ylabel(f"steps to {100 * target:g}% test accuracy")
+        grid[t][1].set_ylabel(f"examples to {100 * target:g}% test accuracy")
+    for t, column in enumerate(["final_eval_accuracy", "best_eval_accuracy"][:len(targets)]):
+        for i, (label, rows) in enumerate(groups.items()):
+            points = [(r["batch_size"], 100 * r[column]) for r in rows if r[column] is not None]
+            if points:
+                grid[t][2].plot(*zip(*points), "o-", color=f"C{i % 10}", label=label)
+        grid[t][2].set_ylabel(f"{column.replace('_', ' ')} (%)")
+    for ax in grid.flat:
+        batch_axis(ax, batches)
+    if len(targets) > 2:
+        for ax in grid[2:, 2]:
+            ax.axis("off")
+    grid[0][0].legend(fontsize=7, title="dashed: perfect scaling", title_fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+REGIME_SHADES = {"perfect": "#d9f0d3", "diminishing": "#fee8c8", "none": "#f4cccc"}
+
+
+def _lr_panel(ax, table, best, fits, fields):
+    """Every point (batch, peak rate): reached the target (filled), not (open), failed (x); the
+    best rate per batch joined, with its fitted power law."""
+    for i, (group, by_batch) in enumerate(best.items()):
+        color = f"C{i % 10}"
+        mine = [r for r in table if tuple(r[f] for f in fields) == group]
+        done = [r for r in mine if r["state"] == "finished"]
+        ax.scatter([r["batch_size"] for r in done], [r["peak_learning_rate"] for r in done], s=18,
+                   facecolors="none", edgecolors=color, alpha=0.6)
+        failed = [r for r in mine if r["state"] in ("failed", "diverged")]
+        ax.scatter([r["batch_size"] for r in failed], [r["peak_learning_rate"] for r in failed], marker="x",
+                   color=color, alpha=0.6)
+        batches = list(by_batch)
+        ax.plot(batches, [by_batch[b]["peak_learning_rate"] for b in batches], "o-", color=color,
+                label=f"{', '.join(map(str, group))}: alpha {_alpha_text(fits[group])}")
+    ax.set_yscale("log")
+    ax.set_ylabel("peak learning rate (o: tried, x: diverged or failed)")
+
+
+def _alpha_text(fit):
+    alpha, error = fit
+    if alpha is None:
+        return "-"
+    return f"{alpha:.2f}" + (f" ± {error:.2f}" if error is not None else "")
+
+
+def _steps_panel(ax, best, column, theory):
+    """Steps to the target at the best rate, with perfect scaling and the regimes shaded."""
+    for i, (group, by_batch) in enumerate(best.items()):
+        curve = {b: r[column] for b, r in by_batch.items()}
+        b0 = min(curve)
+        ax.plot(list(curve), list(curve.values()), "o-", color=f"C{i % 10}", label=", ".join(map(str, group)))
+        ax.plot(list(curve), [curve[b0] * b0 / b for b in curve], "--", color=f"C{i % 10}", lw=0.8, alpha=0.6)
+        if i == 0:
+            for small, large, name in lr_search.regimes(curve):
+                ax.axvspan(small, large, color=REGIME_SHADES[name], alpha=0.5, lw=0)
+    for name, curve in (theory or {}).items():
+        ax.plot(sorted(curve), [curve[b] for b in sorted(curve)], "k:", lw=1.5, label=name)
+    ax.set_yscale("log")
+
+
+def plot_lr_search(path, table, fields, target, fits, title, theory=None):
+    """The LR search's figure: the rates tried and the best per batch with alpha; steps to `target`
+    at the best rate (regimes shaded for the first group: green perfect scaling, orange diminishing
+    returns, red none); the final accuracy at the best rate by final accuracy."""
+    column = report.target_columns(target)[0]
+    by_steps = lr_search.best_rows(table, fields, column)
+    by_final = lr_search.best_rows(table, fields, "final_eval_accuracy")
+    fig, (rates, steps, final) = plt.subplots(1, 3, figsize=(16, 4.6))
+    _lr_panel(rates, table, by_steps, fits, fields)
+    _steps_panel(steps, by_steps, column, theory)
+    steps.set_ylabel(f"steps to {100 * target:g}% at the best rate (dashed: perfect scaling)")
+    for i, (group, by_batch) in enumerate(by_final.items()):
+        final.plot(list(by_batch), [100 * r["final_eval_accuracy"] for r in by_batch.values()], "o-",
+                   color=f"C{i % 10}", label=", ".join(map(str, group)))
+    final.set_ylabel("final test accuracy at the best rate (%)")
+    batches = sorted({r["batch_size"] for r in table})
+    for ax in (rates, steps, final):
+        batch_axis(ax, batches)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,128 @@
+"""The learning rate searched at every batch size (kbatch.study.lr_search), on the sweep engine of
+tools/sweep.py (every flag of it works here too: --config, --sweep_dir, --grid, --targets,
+--processes, --report_only, --retry_failed, --output_prefix, --overwrite).
+
+  python tools/lr_search.py --sweep_dir=/tmp/lr_search --config.dataset=mnist1d/original \
+      --config.num_epochs=2 --batch_sizes=64,256,1024 --lrs=momentum:0.025,0.05,0.1 --wildcards=1
+
+Each --lrs entry OPTIMIZER:RATE,RATE,... gives rates at the config's base_batch_size B0; with the
+linear rule each is the line lr = (RATE / B0) B across the batch sizes. --wildcards more rates
+per optimizer and batch are drawn log-uniformly from [min/2, 2 max] of its rates (seeded by
+--seed). Besides the sweep's report it writes lr_search.md (the best rate per batch by steps to
+the first target and by final accuracy, edge-of-range warnings, the fitted alpha of
+lr* ~ B^alpha with its standard error, the regimes) and lr_search.png into --sweep_dir, and to
+--output_prefix_lr.md / _lr.png when --output_prefix is given.
+"""
+
+import os
+import sys
+
+from absl import app, flags
+
+import sweep  # noqa: E402  (tools/ is the script's own folder, first on sys.path; its flags come too)
+
+_BATCHES = flags.DEFINE_list("batch_sizes", [], "Global batch sizes to search the rate at.")
+_LRS = flags.DEFINE_multi_string("lrs", [], "OPTIMIZER:RATE,RATE,... rates at base_batch_size; repeat per optimizer.")
+_WILDCARDS = flags.DEFINE_integer("wildcards", 0, "Random rates per optimizer and batch, off the lines.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the wildcard rates.")
+
+
+def parse_rates(entries):
+    """{optimizer: [rates]} from the --lrs entries; a ValueError naming the entry."""
+    rates = {}
+    for entry in entries:
+        optimizer, _, values = entry.partition(":")
+        try:
+            numbers = [float(v) for v in values.split(",")]
+        except ValueError:
+            numbers = []
+        if not optimizer or not numbers or min(numbers) <= 0 or optimizer in rates:
+            raise ValueError(f"--lrs={entry}: write OPTIMIZER:RATE,RATE,... with positive rates, once per optimizer.")
+        rates[optimizer] = numbers
+    if not rates and not sweep._REPORT_ONLY.value:
+        raise ValueError("--lrs: give at least one OPTIMIZER:RATE,... (the grid is empty).")
+    return rates
+
+
+def parse_batches(values):
+    try:
+        batches = sorted(int(v) for v in values)
+    except ValueError:
+        batches = []
+    if (not batches and not sweep._REPORT_ONLY.value) or any(b <= 0 for b in batches) or len(set(batches)) < len(batches):
+        raise ValueError(f"--batch_sizes={','.join(values)}: give distinct positive batch sizes (the grid is empty).")
+    return batches
+
+
+def summary_markdown(table, fields, target, fits, summary):
+    from kbatch.study import lr_search
+
+    lines = [f"Best peak learning rate per batch (by steps to {100 * target:g}%, and by final accuracy); "
+             "* marks a rate at the edge of the range searched there:", "",
+             "| group | batch | rate by steps | steps | rate by final | final (%) |", "|---|---:|---:|---:|---:|---:|"]
+    for row in summary:
+        rate_steps, rate_final = _rate(row["rate_by_steps"], row["edge_by_steps"]), _rate(row["rate_by_final"], row["edge_by_final"])
+        final = f"{100 * row['final_eval_accuracy']:.2f}" if row["final_eval_accuracy"] is not None else "-"
+        lines.append(f"| {', '.join(map(str, row['group']))} | {row['batch_size']} | {rate_steps} | "
+                     f"{row['steps'] or '-'} | {rate_final} | {final} |")
+    lines += ["", "| group | alpha (lr* ~ B^alpha, by steps) | regimes (per doubling of the batch) |", "|---|---|---|"]
+    column = f"steps_to_{target:g}"
+    for group, by_batch in lr_search.best_rows(table, fields, column).items():
+        shown = ", ".join(f"{a}-{b} {name}" for a, b, name in lr_search.regimes({b: r[column] for b, r in by_batch.items()}))
+        lines.append(f"| {', '.join(map(str, group))} | {_alpha(fits[group])} | {shown or '-'} |")
+    return "\n".join(lines) + "\n"
+
+
+def _rate(rate, edge):
+    return "-" if not rate else f"{rate:.4g}" + ("*" if edge else "")
+
+
+def _alpha(fit):
+    alpha, error = fit
+    return "-" if alpha is None else f"{alpha:.2f}" + (f" ± {error:.2f}" if error is not None else "")
+
+
+def analyse(built, targets, table, extra):
+    """lr_search.md and .png for the first target; returns the fitted exponents."""
+    from kbatch.study import lr_search, plots
+
+    fields = [a for a in built.axes if a not in ("batch_size", lr_search.RATE)] or ["optimizer"]
+    target, column = targets[0], f"steps_to_{targets[0]:g}"
+    fits = {group: lr_search.fit_exponent(list(by_batch), [r["peak_learning_rate"] for r in by_batch.values()])
+            for group, by_batch in lr_search.best_rows(table, fields, column).items()}
+    text = summary_markdown(table, fields, target, fits, lr_search.summary_rows(table, fields, target))
+    title = f"LR search: {built.base['model']} on {built.base['dataset']}, {built.base['num_epochs']} epochs"
+    for prefix in [os.path.join(built.sweep_dir, "lr_search")] + ([extra] if extra else []):
+        with open(prefix + ".md", "w") as f:
+            f.write(text)
+        plots.plot_lr_search(prefix + ".png", table, fields, target, fits, title)
+    print(text, end="", flush=True)
+    return fits
+
+
+def main(argv):
+    from kbatch.study import lr_search, runs
+
+    if len(argv) > 1:
+        raise ValueError(f"unexpected arguments {' '.join(argv[1:])}")
+    rates, batches = parse_rates(_LRS.value), parse_batches(_BATCHES.value)
+    if flags.FLAGS.config.lr_scaling != "linear":
+        raise ValueError(f"config.lr_scaling={flags.FLAGS.config.lr_scaling!r}: the search walks the lines lr = cB, "
+                         "so it needs 'linear'.")
+    if _WILDCARDS.value < 0:
+        raise ValueError(f"--wildcards={_WILDCARDS.value}: give 0 or more.")
+    extra = sweep.outputs(sweep._PREFIX.value and sweep._PREFIX.value + "_lr", {"markdown": ".md", "plot": ".png"})
+    try:
+        built, targets, table = sweep.run(lr_search.points(rates, batches, _WILDCARDS.value, _SEED.value))
+    except runs.SweepStopped as stop:
+        print(f"lr_search: {stop}", file=sys.stderr)
+        return 130
+    analyse(built, targets, table, extra and sweep._PREFIX.value + "_lr")
+    return 0
+
+
+if __name__ == "__main__":
+    from kbatch.train import one_line_parser
+    from kbatch.training import stops
+
+    app.run(stops.reporting("lr_search", main), flags_parser=one_line_parser("lr_search", sweep.define_config))

@@ -1,0 +1,172 @@
+"""Run a sweep of one config, any fields, each point in its own model_dir under --sweep_dir, and
+report it (kbatch.study): a CSV with one row per point, a markdown table, a PNG (steps and
+examples to each target against batch size, log-log, with perfect scaling; final accuracy), and
+TensorBoard HParams summaries (`tensorboard --logdir SWEEP_DIR/tensorboard`).
+
+  python tools/sweep.py --sweep_dir=/tmp/sweep --config.dataset=mnist1d/original \
+      --config.num_epochs=2 --grid=batch_size=64,256,1024 --grid=optimizer=momentum,lars
+
+  python tools/sweep.py --sweep_dir=/tmp/sweep --report_only --targets=0.9,0.95
+
+Each --grid axis is FIELD=VALUE[,VALUE...]; the points are every combination. `--spec=FILE.py`
+reads a sweep written down: a file defining SWEEP = {"overrides": {...}, "grid": {...},
+"points": [{...}, ...], "targets": [...]} (a point is a dict of overrides; --grid axes are
+combined with the spec's). Every point's config is checked before the first run. The same
+command again continues a stopped sweep: finished points are read back, a cut-short point
+resumes from its checkpoint, a failed or diverged one is left as recorded (--retry_failed runs
+it again). A folder holding another sweep is refused. The report goes into --sweep_dir
+(report.csv, report.md, report.png), and also to --output_prefix.csv, .md and .png when given
+(refused if they exist, unless --overwrite).
+"""
+
+import os
+import runpy
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+import study_output  # noqa: E402  (tools/ is the script's own folder, first on sys.path)
+
+DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "..", "kbatch", "configs", "mnist1d_cnn.py")
+_SWEEP_DIR = flags.DEFINE_string("sweep_dir", None, "The sweep's folder: its points' runs, its report.")
+_GRID = flags.DEFINE_multi_string("grid", [], "An axis FIELD=VALUE[,VALUE...]; repeat for more axes.")
+_SPEC = flags.DEFINE_string("spec", None, "A Python file defining SWEEP (see the docstring).")
+_TARGETS = flags.DEFINE_list("targets", [], "Test accuracies to count steps to (default: the spec's, "
+                             "else the base config's target_accuracy).")
+_PROCESSES = flags.DEFINE_integer("processes", 1, "Points trained at a time (1: in this process).")
+_REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Report the sweep in --sweep_dir as it is; train nothing.")
+_RETRY = flags.DEFINE_bool("retry_failed", False, "Train failed and diverged points again.")
+_PREFIX = flags.DEFINE_string("output_prefix", None, "Also write the report to PREFIX.csv, PREFIX.md, PREFIX.png.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace existing --output_prefix files.")
+SUFFIXES = {"csv": ".csv", "markdown": ".md", "plot": ".png"}
+
+
+def define_config():
+    """--config (defined as the command line is parsed: it reads its --config.FIELD overrides)."""
+    config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "The base config every point overrides.")
+
+
+def read_spec(path):
+    """The SWEEP dict of a spec file, its keys checked."""
+    if not os.path.isfile(path):
+        raise ValueError(f"--spec={path}: no such file.")
+    spec = runpy.run_path(path).get("SWEEP")
+    allowed = {"overrides", "grid", "points", "targets"}
+    if not isinstance(spec, dict) or set(spec) - allowed:
+        raise ValueError(f"--spec={path}: must define SWEEP, a dict with keys from {', '.join(sorted(allowed))}.")
+    return spec
+
+
+def parse_targets(values, default):
+    try:
+        targets = [float(v) for v in values] if values else list(default)
+    except ValueError:
+        targets = []
+    if not targets or not all(0 < t <= 1 for t in targets):
+        raise ValueError(f"--targets={','.join(map(str, values))}: give test accuracies in (0, 1].")
+    return targets
+
+
+def build_sweep(points=()):
+    """The Sweep of the flags (and --spec, and `points`, override dicts a tool adds) and its report
+    targets; a ValueError naming the flag."""
+    from kbatch.study import grid, sweep
+
+    if not _SWEEP_DIR.value:
+        raise ValueError("--sweep_dir is required.")
+    if _REPORT_ONLY.value:
+        opened = sweep.Sweep.open(_SWEEP_DIR.value)
+        return opened, parse_targets(_TARGETS.value, [opened.base["target_accuracy"] or 0.95])
+    spec = read_spec(_SPEC.value) if _SPEC.value else {}
+    base = flags.FLAGS.config.copy_and_resolve_references()
+    for field, value in spec.get("overrides", {}).items():
+        grid.check_field(field, "spec overrides")
+        base[field] = value
+    axes = dict(spec.get("grid", {}))
+    axes.update(grid.parse_axis(text) for text in _GRID.value)
+    built = sweep.Sweep(_SWEEP_DIR.value, base, grid.expand(axes, list(spec.get("points", [])) + list(points)))
+    return built, parse_targets(_TARGETS.value, spec.get("targets", [base.target_accuracy or 0.95]))
+
+
+def check_datasets(built):
+    """Every point's config, its folder, and its batch against its data set's size."""
+    from kbatch import data
+
+    sizes = {}
+
+    def train_examples(dataset, data_dir):
+        if (dataset, data_dir) not in sizes:
+            sizes[dataset, data_dir] = data.describe(dataset, data_dir).num_train_examples
+        return sizes[dataset, data_dir]
+
+    built.check(train_examples)
+
+
+def outputs(prefix, suffixes=SUFFIXES):
+    """{kind: path} of the files an --output_prefix names, refused if they exist unless --overwrite."""
+    if not prefix:
+        return {}
+    paths = {kind: prefix + suffix for kind, suffix in suffixes.items()}
+    study_output.refuse_existing(paths, _OVERWRITE.value)
+    return paths
+
+
+def write_report(built, targets, extra):
+    """report.csv, .md and .png in the sweep folder (and `extra`'s paths), and the HParams; the rows."""
+    from kbatch.study import plots, report
+
+    table = report.rows(built, targets)
+    title = f"{built.base['model']} on {built.base['dataset']}, {built.base['num_epochs']} epochs: {len(table)} points"
+    for out in [{k: os.path.join(built.sweep_dir, "report" + s) for k, s in SUFFIXES.items()}, extra]:
+        if out:
+            report.write_csv(out["csv"], table)
+            with open(out["markdown"], "w") as f:
+                f.write(report.markdown_table(table, built.axes, targets))
+            plots.plot_sweep(out["plot"], table, built.axes, targets, title)
+    report.write_hparams(os.path.join(built.sweep_dir, "tensorboard"), table, built.axes, targets)
+    states = [r["state"] for r in table]
+    print(f"sweep: {', '.join(f'{states.count(s)} {s}' for s in dict.fromkeys(states))}; report in "
+          f"{built.sweep_dir}{' and ' + _PREFIX.value + '.*' if extra else ''}; HParams: tensorboard --logdir "
+          f"{os.path.join(built.sweep_dir, 'tensorboard')}", flush=True)
+    return table
+
+
+def run(points=()):
+    """Check everything, train what is still to run, report; the sweep, its targets and rows."""
+    import warnings
+
+    from kbatch.study import runs
+
+    warnings.filterwarnings("ignore", message="To make it possible to preserve tf.data options")
+    if _PROCESSES.value < 1:
+        raise ValueError(f"--processes={_PROCESSES.value}: give a positive number.")
+    extra = outputs(_PREFIX.value)
+    built, targets = build_sweep(points)
+    if not _REPORT_ONLY.value:
+        check_datasets(built)
+        built.write_manifest()
+        runs.run_sweep(built, _PROCESSES.value, _RETRY.value, log=lambda line: print(line, flush=True))
+    return built, targets, write_report(built, targets, extra)
+
+
+def main(argv):
+    from kbatch.study import runs
+
+    if len(argv) > 1:
+        raise ValueError(f"unexpected arguments {' '.join(argv[1:])}")
+    try:
+        run()
+    except runs.SweepStopped as stop:
+        print(f"sweep: {stop}", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    from kbatch.train import one_line_parser
+    from kbatch.training import stops
+
+    app.run(stops.reporting("sweep", main), flags_parser=one_line_parser("sweep", define_config))
