@@ -42,8 +42,13 @@ def _check_script_flags(script, args):
                             timeout=300)
     defined = set(re.findall(r"--(?:\[no\])?(\w+):", helped.stdout + helped.stderr))
     named = {arg[2:].split("=")[0] for arg in args if arg.startswith("--")}
+    fields = {name.partition(".")[2] for name in named if name.startswith("config.")}
     assert defined, helped.stderr[-1500:]
-    assert named <= defined, f"{script} has no flag {sorted(named - defined)}"
+    assert named - {f"config.{f}" for f in fields} <= defined, f"{script} has no flag {sorted(named - defined)}"
+    from kbatch.training import schema
+
+    assert not fields or "config" in defined, f"{script} has no --config flag"
+    assert fields <= set(schema.NAMES), f"{script}: no config field {sorted(fields - set(schema.NAMES))}"
     return True
 
 

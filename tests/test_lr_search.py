@@ -2,12 +2,13 @@
 off it, the best rate per batch, the fitted exponent against NumPy's own least squares, the
 regimes of Shallue et al. on curves built to have them, and the tool end to end."""
 
+import json
 import math
 
 import numpy as np
 import pytest
 
-from kbatch.study import grid, lr_search
+from kbatch.study import grid, lr_search, nqm, theory
 from run_tool import run_tool
 
 
@@ -65,11 +66,13 @@ def test_the_tool_searches_reports_alpha_and_refuses_bad_input(tmp_path):
     base = ["--config.dataset=mnist1d/original", "--config.num_epochs=1", "--config.warmup_epochs=0",
             "--config.strategy=one_device", "--config.evals_per_epoch=2"]
     flags = [f"--sweep_dir={sweep_dir}", *base, "--batch_sizes=256,1024", "--lrs=momentum:0.05,0.2",
-             "--wildcards=1", "--targets=0.25", f"--output_prefix={tmp_path / 'out'}"]
+             "--wildcards=1", "--targets=0.15", f"--output_prefix={tmp_path / 'out'}",
+             f"--theory_run={_theory_run(tmp_path / 'theory')}"]
     run = run_tool("lr_search.py", flags, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     text = (tmp_path / "out_lr.md").read_text()
     assert "| momentum | 256 |" in text and "| momentum | 1024 |" in text and "alpha" in text
+    assert "NQM (momentum), lambda_max 18, B_simple 350, fitted at B=256" in text
     for suffix in (".csv", ".md", ".png", "_lr.png"):
         assert (tmp_path / f"out{suffix}").stat().st_size > 200
     assert (sweep_dir / "lr_search.md").read_text() == text
@@ -82,3 +85,30 @@ def test_the_tool_searches_reports_alpha_and_refuses_bad_input(tmp_path):
     foreign = run_tool("lr_search.py", [f"--sweep_dir={sweep_dir}", *base, "--config.seed=1", "--batch_sizes=256",
                                         "--lrs=momentum:0.05"])
     assert foreign.returncode == 2 and "belongs to another sweep" in foreign.stderr.strip().splitlines()[-1]
+
+
+def _theory_run(folder, reached_step=8):
+    """A finished run's result.json with sharpness and noise-scale points (as MeasureSharpness and
+    MeasureNoiseScale write them) and the step where it reached 25%."""
+    history = [{"step": s, "epoch": s / 16, "eval_accuracy": 0.1 + 0.2 * (s >= reached_step), "eval_loss": 2.0 - s / 16}
+               for s in (4, 8, 12, 16)]
+    folder.mkdir()
+    (folder / "result.json").write_text(json.dumps({
+        "history": history, "sharpness": [{"step": s, "sharpness": 10.0 + s} for s in (4, 8, 16)],
+        "noise_scale": [{"step": s, "b_simple": 50.0 * s} for s in (2, 7, 12)]}))
+    return folder
+
+
+def test_the_theory_run_is_read_where_it_reached_the_target(tmp_path):
+    result = json.loads((_theory_run(tmp_path / "run") / "result.json").read_text())
+    assert theory.run_measurements(result, 0.25) == (18.0, 350.0, 1.5)  # step 8: sharpness at 8, noise at 7
+    with pytest.raises(ValueError, match="never reached"):
+        theory.run_measurements(result, 0.9)
+
+
+def test_the_calibrated_nqm_takes_the_measured_steps_at_the_smallest_batch():
+    model = nqm.fit(top_curvature=20.0, b_simple=300.0, initial_loss=2.0, dims=200)
+    measured = {64: 400, 256: 150, 1024: 90}
+    curve, target = theory.predicted_curve(model, "sgd", measured)
+    assert curve[64] <= 400 < nqm.best_steps(model, "sgd", 64, target * 0.999)[0]  # the lowest target reached in time
+    assert curve == {b: nqm.best_steps(model, "sgd", b, target)[0] for b in measured}

@@ -25,6 +25,9 @@ _BATCHES = flags.DEFINE_list("batch_sizes", [], "Global batch sizes to search th
 _LRS = flags.DEFINE_multi_string("lrs", [], "OPTIMIZER:RATE,RATE,... rates at base_batch_size; repeat per optimizer.")
 _WILDCARDS = flags.DEFINE_integer("wildcards", 0, "Random rates per optimizer and batch, off the lines.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the wildcard rates.")
+_THEORY_RUN = flags.DEFINE_string("theory_run", None, "model_dir of a finished run with sharpness and noise-scale "
+                                  "points: the noisy quadratic model fitted to it is drawn beside SGD-momentum's curve.")
+THEORY_OPTIMIZERS = {"sgd": "sgd", "momentum": "momentum", "nesterov": "momentum"}
 
 
 def parse_rates(entries):
@@ -45,8 +48,9 @@ def parse_rates(entries):
 
 
 def parse_batches(values):
+    """The batch sizes in the order given (the order they are trained in)."""
     try:
-        batches = sorted(int(v) for v in values)
+        batches = [int(v) for v in values]
     except ValueError:
         batches = []
     if (not batches and not sweep._REPORT_ONLY.value) or any(b <= 0 for b in batches) or len(set(batches)) < len(batches):
@@ -82,20 +86,64 @@ def _alpha(fit):
     return "-" if alpha is None else f"{alpha:.2f}" + (f" ± {error:.2f}" if error is not None else "")
 
 
-def analyse(built, targets, table, extra):
+def theory_result(target):
+    """The --theory_run's result.json, its measurements at `target` checked (None without one)."""
+    from kbatch.study import theory
+    from kbatch.training import run_dir
+
+    if not _THEORY_RUN.value:
+        return None
+    path = os.path.join(_THEORY_RUN.value, run_dir.RESULT_FILE)
+    if not os.path.exists(path):
+        raise ValueError(f"--theory_run={_THEORY_RUN.value}: no result.json there: give a finished run's model_dir.")
+    result = run_dir.read_json(path)
+    try:
+        theory.run_measurements(result, target)
+    except ValueError as error:
+        raise ValueError(f"--theory_run={_THEORY_RUN.value}: {error}") from None
+    return result
+
+
+def theory_curves(result, target, fields, best):
+    """{label: {batch: steps}}: the NQM fitted to `result`, calibrated at the smallest batch of each
+    group whose optimizer it models; and the markdown lines comparing them."""
+    from kbatch.study import theory
+
+    if result is None or "optimizer" not in fields:
+        return {}, []
+    model = theory.fitted_to_run(result, target)
+    top, b_simple, _ = theory.run_measurements(result, target)
+    curves, lines = {}, []
+    for group, by_batch in best.items():
+        optimizer = THEORY_OPTIMIZERS.get(group[fields.index("optimizer")])
+        if optimizer is None or len(by_batch) < 2:
+            continue
+        measured = {b: r[f"steps_to_{target:g}"] for b, r in by_batch.items()}
+        curve, _ = theory.predicted_curve(model, optimizer, measured)
+        label = f"NQM ({optimizer}), lambda_max {top:.3g}, B_simple {b_simple:,.0f}, fitted at B={min(measured)}"
+        curves[label] = curve
+        lines += [f"{label}:", "", "| batch | measured steps | NQM steps |", "|---:|---:|---:|"]
+        lines += [f"| {b} | {measured[b]} | {curve.get(b, '-')} |" for b in sorted(measured)] + [""]
+    return curves, lines
+
+
+def analyse(built, targets, table, extra, theory_run):
     """lr_search.md and .png for the first target; returns the fitted exponents."""
     from kbatch.study import lr_search, plots
 
     fields = [a for a in built.axes if a not in ("batch_size", lr_search.RATE)] or ["optimizer"]
     target, column = targets[0], f"steps_to_{targets[0]:g}"
+    best = lr_search.best_rows(table, fields, column)
     fits = {group: lr_search.fit_exponent(list(by_batch), [r["peak_learning_rate"] for r in by_batch.values()])
-            for group, by_batch in lr_search.best_rows(table, fields, column).items()}
+            for group, by_batch in best.items()}
+    curves, theory_lines = theory_curves(theory_run, target, fields, best)
     text = summary_markdown(table, fields, target, fits, lr_search.summary_rows(table, fields, target))
+    text += "\n".join(["", *theory_lines]) if theory_lines else ""
     title = f"LR search: {built.base['model']} on {built.base['dataset']}, {built.base['num_epochs']} epochs"
     for prefix in [os.path.join(built.sweep_dir, "lr_search")] + ([extra] if extra else []):
         with open(prefix + ".md", "w") as f:
             f.write(text)
-        plots.plot_lr_search(prefix + ".png", table, fields, target, fits, title)
+        plots.plot_lr_search(prefix + ".png", table, fields, target, fits, title, curves)
     print(text, end="", flush=True)
     return fits
 
@@ -112,12 +160,13 @@ def main(argv):
     if _WILDCARDS.value < 0:
         raise ValueError(f"--wildcards={_WILDCARDS.value}: give 0 or more.")
     extra = sweep.outputs(sweep._PREFIX.value and sweep._PREFIX.value + "_lr", {"markdown": ".md", "plot": ".png"})
+    theory_run = theory_result(sweep.parse_targets(sweep._TARGETS.value, [flags.FLAGS.config.target_accuracy or 0.95])[0])
     try:
         built, targets, table = sweep.run(lr_search.points(rates, batches, _WILDCARDS.value, _SEED.value))
     except runs.SweepStopped as stop:
         print(f"lr_search: {stop}", file=sys.stderr)
         return 130
-    analyse(built, targets, table, extra and sweep._PREFIX.value + "_lr")
+    analyse(built, targets, table, extra and sweep._PREFIX.value + "_lr", theory_run)
     return 0
 
 
