@@ -25,14 +25,18 @@ def _rows(path):
         return list(csv.DictReader(f))
 
 
+SPEC = 'SWEEP = {"grid": {"base_learning_rate": [0.05, 1e6]}, "targets": [0.3, 0.4]}\n'
+
+
 @pytest.fixture(scope="module")
 def tiny_sweep(tmp_path_factory):
-    """2 batch sizes x 2 rates, one of which diverges, in 2 worker processes."""
-    sweep_dir = tmp_path_factory.mktemp("sweep") / "s"
-    run = run_tool("sweep.py", [f"--sweep_dir={sweep_dir}", *BASE, "--grid=batch_size=128,512",
-                                "--grid=base_learning_rate=0.05,1e6", "--targets=0.3,0.4", "--processes=2"], timeout=600)
+    """2 batch sizes (--grid) x 2 rates (the spec's axis), one of which diverges, in 2 worker processes."""
+    folder = tmp_path_factory.mktemp("sweep")
+    (folder / "spec.py").write_text(SPEC)
+    flags = [f"--sweep_dir={folder / 's'}", *BASE, f"--spec={folder / 'spec.py'}", "--grid=batch_size=128,512"]
+    run = run_tool("sweep.py", flags + ["--processes=2"], timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    return sweep_dir, run
+    return folder / "s", flags
 
 
 def test_every_point_is_a_row_with_its_config_and_its_own_result(tiny_sweep):
@@ -57,13 +61,12 @@ def test_every_point_is_a_row_with_its_config_and_its_own_result(tiny_sweep):
 
 
 def test_the_diverged_points_are_recorded_and_not_retrained(tiny_sweep):
-    sweep_dir, run = tiny_sweep
+    sweep_dir, flags = tiny_sweep
     failures = sorted(os.listdir(sweep_dir / "failures"))
     assert len(failures) == 2 and all("base_learning_rate=1e+06" in f for f in failures)
     record = json.loads((sweep_dir / "failures" / failures[0]).read_text())
     assert record["state"] == "diverged" and record["error"]
-    again = run_tool("sweep.py", [f"--sweep_dir={sweep_dir}", *BASE, "--grid=batch_size=128,512",
-                                  "--grid=base_learning_rate=0.05,1e6", "--targets=0.3,0.4"])
+    again = run_tool("sweep.py", flags)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "4 already done, 0 to run" in again.stdout
 
@@ -134,6 +137,9 @@ def test_an_empty_grid_an_unknown_field_and_bad_axes_are_one_line(tmp_path):
     assert "config.batchsize" in _refused([f"--sweep_dir={sweep_dir}", "--config.batchsize=3", "--grid=seed=1,2"])
     line = _refused([f"--sweep_dir={sweep_dir}", *BASE, "--grid=batch_size=0,64"])
     assert "point batch_size=0: config.batch_size=0" in line
+    (tmp_path / "spec.py").write_text('SWEEP = {"overrides": {"num_epoch": 2}, "grid": {"seed": [1, 2]}}\n')
+    assert "spec overrides: config.num_epoch: no such field" in _refused(
+        [f"--sweep_dir={sweep_dir}", *BASE, f"--spec={tmp_path / 'spec.py'}"])
     assert not sweep_dir.exists()  # nothing written before everything is checked
 
 
