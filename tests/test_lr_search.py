@@ -112,3 +112,11 @@ def test_the_calibrated_nqm_takes_the_measured_steps_at_the_smallest_batch():
     curve, target = theory.predicted_curve(model, "sgd", measured)
     assert curve[64] <= 400 < nqm.best_steps(model, "sgd", 64, target * 0.999)[0]  # the lowest target reached in time
     assert curve == {b: nqm.best_steps(model, "sgd", b, target)[0] for b in measured}
+
+
+def test_a_long_point_keeps_its_name_when_its_tuples_come_back_as_lists():
+    point = {"decay_boundaries": (2.0, 4.0, 6.0), "batch_sizes": (512, 1024), "optimizer": "lars",
+             "exclude_from_weight_decay": ("bias", "gamma", "beta", "moving"), "base_learning_rate": 0.123456,
+             "warmup_epochs": 2.5, "virtual_batch_size": 16}
+    assert len(grid.run_name(point)) == grid.NAME_LIMIT  # shortened, with a hash of the whole
+    assert grid.run_name(point) == grid.run_name(json.loads(json.dumps(point)))  # as sweep.json holds it

@@ -10,6 +10,7 @@ Nothing here trains.
 import ast
 import hashlib
 import itertools
+import json
 import re
 
 from kbatch.training import schema
@@ -90,7 +91,8 @@ def run_name(overrides):
     text = re.sub(r"[^A-Za-z0-9=,._+-]", "_", text)
     if len(text) <= NAME_LIMIT:
         return text
-    digest = hashlib.sha256(repr(sorted(overrides.items())).encode()).hexdigest()[:10]
+    # JSON, not repr: sweep.json keeps a tuple as a list, and the name must not change on reopening.
+    digest = hashlib.sha256(json.dumps(sorted(overrides.items())).encode()).hexdigest()[:10]
     return f"{text[:NAME_LIMIT - 11]}-{digest}"
 
 
