@@ -113,6 +113,10 @@ def test_a_killed_sweep_continues_where_it_stopped(tmp_path):
     process.wait()
     assert first.exists(), "the first point did not finish in time"
     written = first.stat().st_mtime_ns
+    partial = run_tool("sweep.py", [f"--sweep_dir={sweep_dir}", "--report_only"])
+    assert partial.returncode == 0, partial.stderr[-2000:]
+    states = [r["state"] for r in _rows(sweep_dir / "report.csv")]
+    assert states[0] == "finished" and set(states[1:]) <= {"partial", "pending"}
     again = run_tool("sweep.py", flags)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "1 already done, 2 to run" in again.stdout
