@@ -71,7 +71,7 @@ def test_the_tool_searches_reports_alpha_and_refuses_bad_input(tmp_path):
     run = run_tool("lr_search.py", flags, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     text = (tmp_path / "out_lr.md").read_text()
-    assert "| momentum | 256 |" in text and "| momentum | 1024 |" in text and "alpha" in text
+    assert "| optimizer=momentum | 256 |" in text and "| optimizer=momentum | 1024 |" in text and "alpha" in text
     assert "NQM (momentum), lambda_max 18, B_simple 350, fitted at B=256" in text
     for suffix in (".csv", ".md", ".png", "_lr.png"):
         assert (tmp_path / f"out{suffix}").stat().st_size > 200

@@ -67,13 +67,13 @@ def summary_markdown(table, fields, target, fits, summary):
     for row in summary:
         rate_steps, rate_final = _rate(row["rate_by_steps"], row["edge_by_steps"]), _rate(row["rate_by_final"], row["edge_by_final"])
         final = f"{100 * row['final_eval_accuracy']:.2f}" if row["final_eval_accuracy"] is not None else "-"
-        lines.append(f"| {', '.join(map(str, row['group']))} | {row['batch_size']} | {rate_steps} | "
+        lines.append(f"| {lr_search.group_label(row['group'], fields)} | {row['batch_size']} | {rate_steps} | "
                      f"{row['steps'] or '-'} | {rate_final} | {final} |")
     lines += ["", "| group | alpha (lr* ~ B^alpha, by steps) | regimes (per doubling of the batch) |", "|---|---|---|"]
     column = f"steps_to_{target:g}"
     for group, by_batch in lr_search.best_rows(table, fields, column).items():
         shown = ", ".join(f"{a}-{b} {name}" for a, b, name in lr_search.regimes({b: r[column] for b, r in by_batch.items()}))
-        lines.append(f"| {', '.join(map(str, group))} | {_alpha(fits[group])} | {shown or '-'} |")
+        lines.append(f"| {lr_search.group_label(group, fields)} | {_alpha(fits[group])} | {shown or '-'} |")
     return "\n".join(lines) + "\n"
 
 

@@ -33,6 +33,11 @@ def group_key(row, fields):
     return tuple(row[f] for f in fields)
 
 
+def group_label(group, fields):
+    """`optimizer=lars, warmup_epochs=2.5` for the group key (values of `fields`)."""
+    return ", ".join(f"{f}={v}" for f, v in zip(fields, group))
+
+
 def best_rows(table, fields, column):
     """{group: {batch: row}}: at each batch of each group (one setting of `fields`), the row that
     reached the target of `column` in the fewest steps (ties: the higher final accuracy), or, for

@@ -94,7 +94,7 @@ def _lr_panel(ax, table, best, fits, fields):
                    color=color, alpha=0.6)
         batches = list(by_batch)
         ax.plot(batches, [by_batch[b]["peak_learning_rate"] for b in batches], "o-", color=color,
-                label=f"{', '.join(map(str, group))}: alpha {_alpha_text(fits[group])}")
+                label=f"{lr_search.group_label(group, fields)}: alpha {_alpha_text(fits[group])}")
     ax.set_yscale("log")
     ax.set_ylabel("peak learning rate (o: tried, x: diverged or failed)")
 
@@ -106,12 +106,12 @@ def _alpha_text(fit):
     return f"{alpha:.2f}" + (f" ± {error:.2f}" if error is not None else "")
 
 
-def _steps_panel(ax, best, column, theory):
+def _steps_panel(ax, best, column, fields, theory):
     """Steps to the target at the best rate, with perfect scaling and the regimes shaded."""
     for i, (group, by_batch) in enumerate(best.items()):
         curve = {b: r[column] for b, r in by_batch.items()}
         b0 = min(curve)
-        ax.plot(list(curve), list(curve.values()), "o-", color=f"C{i % 10}", label=", ".join(map(str, group)))
+        ax.plot(list(curve), list(curve.values()), "o-", color=f"C{i % 10}", label=lr_search.group_label(group, fields))
         ax.plot(list(curve), [curve[b0] * b0 / b for b in curve], "--", color=f"C{i % 10}", lw=0.8, alpha=0.6)
         if i == 0:
             for small, large, name in lr_search.regimes(curve):
@@ -130,11 +130,11 @@ def plot_lr_search(path, table, fields, target, fits, title, theory=None):
     by_final = lr_search.best_rows(table, fields, "final_eval_accuracy")
     fig, (rates, steps, final) = plt.subplots(1, 3, figsize=(16, 4.6))
     _lr_panel(rates, table, by_steps, fits, fields)
-    _steps_panel(steps, by_steps, column, theory)
+    _steps_panel(steps, by_steps, column, fields, theory)
     steps.set_ylabel(f"steps to {100 * target:g}% at the best rate (dashed: perfect scaling)")
     for i, (group, by_batch) in enumerate(by_final.items()):
         final.plot(list(by_batch), [100 * r["final_eval_accuracy"] for r in by_batch.values()], "o-",
-                   color=f"C{i % 10}", label=", ".join(map(str, group)))
+                   color=f"C{i % 10}", label=lr_search.group_label(group, fields))
     final.set_ylabel("final test accuracy at the best rate (%)")
     batches = sorted({r["batch_size"] for r in table})
     for ax in (rates, steps, final):
