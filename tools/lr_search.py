@@ -11,7 +11,9 @@ per optimizer and batch are drawn log-uniformly from [min/2, 2 max] of its rates
 --seed). Besides the sweep's report it writes lr_search.md (the best rate per batch by steps to
 the first target and by final accuracy, edge-of-range warnings, the fitted alpha of
 lr* ~ B^alpha with its standard error, the regimes) and lr_search.png into --sweep_dir, and to
---output_prefix_lr.md / _lr.png when --output_prefix is given.
+--output_prefix_lr.md / _lr.png when --output_prefix is given. With --report_only it reports the
+search its flags describe as far as it has run (points not yet trained shown pending), training
+nothing.
 """
 
 import os
@@ -42,7 +44,7 @@ def parse_rates(entries):
         if not optimizer or not numbers or min(numbers) <= 0 or optimizer in rates:
             raise ValueError(f"--lrs={entry}: write OPTIMIZER:RATE,RATE,... with positive rates, once per optimizer.")
         rates[optimizer] = numbers
-    if not rates and not sweep._REPORT_ONLY.value:
+    if not rates:
         raise ValueError("--lrs: give at least one OPTIMIZER:RATE,... (the grid is empty).")
     return rates
 
@@ -53,7 +55,7 @@ def parse_batches(values):
         batches = [int(v) for v in values]
     except ValueError:
         batches = []
-    if (not batches and not sweep._REPORT_ONLY.value) or any(b <= 0 for b in batches) or len(set(batches)) < len(batches):
+    if not batches or any(b <= 0 for b in batches) or len(set(batches)) < len(batches):
         raise ValueError(f"--batch_sizes={','.join(values)}: give distinct positive batch sizes (the grid is empty).")
     return batches
 

@@ -37,7 +37,8 @@ _SPEC = flags.DEFINE_string("spec", None, "A Python file defining SWEEP (see the
 _TARGETS = flags.DEFINE_list("targets", [], "Test accuracies to count steps to (default: the spec's, "
                              "else the base config's target_accuracy).")
 _PROCESSES = flags.DEFINE_integer("processes", 1, "Points trained at a time (1: in this process).")
-_REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Report the sweep in --sweep_dir as it is; train nothing.")
+_REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Train nothing: report the points the flags give, or with "
+                                  "no --grid/--spec every point --sweep_dir holds, as they are.")
 _RETRY = flags.DEFINE_bool("retry_failed", False, "Train failed and diverged points again.")
 _PREFIX = flags.DEFINE_string("output_prefix", None, "Also write the report to PREFIX.csv, PREFIX.md, PREFIX.png.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace existing --output_prefix files.")
@@ -77,7 +78,7 @@ def build_sweep(points=()):
 
     if not _SWEEP_DIR.value:
         raise ValueError("--sweep_dir is required.")
-    if _REPORT_ONLY.value:
+    if _REPORT_ONLY.value and not points and not _GRID.value and not _SPEC.value:  # the whole folder
         opened = sweep.Sweep.open(_SWEEP_DIR.value)
         return opened, parse_targets(_TARGETS.value, [opened.base["target_accuracy"] or 0.95])
     spec = read_spec(_SPEC.value) if _SPEC.value else {}
