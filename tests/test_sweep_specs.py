@@ -250,6 +250,15 @@ def _rows(spec):
         return list(csv.DictReader(f))
 
 
+def _spec_and_csv(spec, sweeps, reference):
+    """The spec's sweep and settings, and its CSV's runs (a run the old tool shared, one row),
+    whose folders are the old tool's own."""
+    made, settings = sweeps[spec]
+    rows = list({r["model_dir"]: r for r in _rows(spec)}.values())
+    assert {os.path.basename(r["model_dir"]) for r in rows} == {r["model_dir"] for r in reference[spec]}
+    return made, settings, rows
+
+
 def _match_one_to_one(spec, made, settings, rows, matches):
     """Each row's run (`matches(row, settings)`) is exactly one point, and every point is one."""
     used = []
@@ -271,9 +280,7 @@ def _peak(row, s):
 
 def test_scaling_points_are_the_csv_runs(sweeps, reference):
     spec = "scaling"
-    made, settings = sweeps[spec]
-    rows = list({r["model_dir"]: r for r in _rows(spec)}.values())  # the shared 1x run is one run
-    assert {os.path.basename(r["model_dir"]) for r in rows} == {r["model_dir"] for r in reference[spec]}
+    made, settings, rows = _spec_and_csv(spec, sweeps, reference)
 
     def matches(row, s):
         phases = [int(b) for b in row["batch_sizes"].split()]
@@ -296,9 +303,7 @@ def test_scaling_points_are_the_csv_runs(sweeps, reference):
 
 def test_lars_points_are_the_csv_runs(sweeps, reference):
     spec = "lars_vs_sgd"
-    made, settings = sweeps[spec]
-    rows = _rows(spec)
-    assert {os.path.basename(r["model_dir"]) for r in rows} == {r["model_dir"] for r in reference[spec]}
+    made, settings, rows = _spec_and_csv(spec, sweeps, reference)
 
     def matches(row, s):
         return (row["dataset"] == s.dataset and row["optimizer"] == s.optimizer
@@ -314,9 +319,7 @@ def test_lars_points_are_the_csv_runs(sweeps, reference):
 
 def test_norms_points_are_the_csv_runs(sweeps, reference):
     spec = "norms"
-    made, settings = sweeps[spec]
-    rows = _rows(spec)
-    assert {os.path.basename(r["model_dir"]) for r in rows} == {r["model_dir"] for r in reference[spec]}
+    made, settings, rows = _spec_and_csv(spec, sweeps, reference)
 
     def matches(row, s):
         return (row["norm"] == s.norm and int(row["batch_size"]) == s.batch_size and _peak(row, s)

@@ -17,7 +17,7 @@ def series(table, axes):
     others = [a for a in axes if a != "batch_size"]
     groups = {}
     for row in table:
-        label = ", ".join(f"{a}={report._cell(row[a])}" for a in others) or "all"
+        label = ", ".join(f"{a}={report.cell_text(row[a])}" for a in others) or "all"
         groups.setdefault(label, []).append(row)
     return {label: sorted(rows, key=lambda r: r["batch_size"]) for label, rows in groups.items()}
 

@@ -58,7 +58,8 @@ def write_csv(path, table):
         writer.writerows({k: "" if v is None else v for k, v in r.items()} for r in table)
 
 
-def _cell(value):
+def cell_text(value):
+    """A value as a table cell: - for None, 4 significant digits for a float."""
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -74,7 +75,7 @@ def markdown_table(table, axes, targets):
     columns.append("wall_seconds")
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in table:
-        lines.append("| " + " | ".join(_cell(row.get(c)) for c in columns) + " |")
+        lines.append("| " + " | ".join(cell_text(row.get(c)) for c in columns) + " |")
     return "\n".join(lines) + "\n"
 
 
