@@ -24,7 +24,7 @@ class SweepStopped(Exception):
     command continues it."""
 
 
-def describe(point, state, record):
+def describe(state, record):
     """One line for a point's outcome."""
     if state == "finished":
         target = record.get("steps_to_target")
@@ -56,7 +56,7 @@ def run_sweep(sweep, processes=1, retry_failed=False, log=print):
     """Train every point still to run: here when `processes` is 1, else in that many worker
     processes at a time. `log` gets one progress line per point."""
     todo = sweep.to_run(retry_failed)
-    for point in todo:  # a retried failure starts afresh from its checkpoint, its record gone
+    for point in todo:  # a retried failure resumes from its last checkpoint, its record removed
         if os.path.exists(sweep.failure_path(point)):
             os.remove(sweep.failure_path(point))
     done = len(sweep.points) - len(todo)
@@ -65,7 +65,7 @@ def run_sweep(sweep, processes=1, retry_failed=False, log=print):
     started = time.time()
 
     def report(index, point, state, record):
-        log(f"[{index}/{len(todo)}] {point.name}: {describe(point, state, record)}; "
+        log(f"[{index}/{len(todo)}] {point.name}: {describe(state, record)}; "
             f"{(time.time() - started) / 60:.1f} min so far")
 
     if processes == 1:
