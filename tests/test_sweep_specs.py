@@ -259,15 +259,15 @@ def _spec_and_csv(spec, sweeps, reference):
     return made, settings, rows
 
 
-def _match_one_to_one(spec, made, settings, rows, matches):
-    """Each row's run (`matches(row, settings)`) is exactly one point, and every point is one."""
+def _point_of_each_row(spec, settings, rows, matches):
+    """The index of the one point each row's run is (`matches(row, settings)`), in row order."""
     used = []
     for row in rows:
         found = [i for i, s in enumerate(settings) if matches(row, s)]
         shown = {k: row[k] for k in list(row)[:9]}
         assert len(found) == 1, f"{spec}: the CSV run {shown} is {len(found)} points"
         used += found
-    assert sorted(used) == list(range(len(made.points))), f"{spec}: points not in the CSV"
+    return used
 
 
 def _float(text):
@@ -298,7 +298,8 @@ def test_scaling_points_are_the_csv_runs(sweeps, reference):
                 and float(row["target_accuracy"]) == s.target_accuracy and s.dataset == "mnist1d/large"
                 and s.evals_per_epoch == 8)  # steps to a target resolved to 1/8 epoch, as measured
 
-    _match_one_to_one(spec, made, settings, rows, matches)
+    used = _point_of_each_row(spec, settings, rows, matches)
+    assert sorted(used) == list(range(len(made.points))), f"{spec}: points not in the CSV"
 
 
 def test_lars_points_are_the_csv_runs(sweeps, reference):
@@ -314,7 +315,8 @@ def test_lars_points_are_the_csv_runs(sweeps, reference):
                 and _float(row["trust_coefficient"]) == (s.trust_coefficient if s.optimizer == "lars" else None)
                 and s.evals_per_epoch == 1)  # "best" is the best of the 8 epoch-end evaluations
 
-    _match_one_to_one(spec, made, settings, rows, matches)
+    used = _point_of_each_row(spec, settings, rows, matches)
+    assert sorted(used) == list(range(len(made.points))), f"{spec}: points not in the CSV"
 
 
 def test_norms_points_are_the_csv_runs(sweeps, reference):
@@ -326,7 +328,8 @@ def test_norms_points_are_the_csv_runs(sweeps, reference):
                 and int(row["num_epochs"]) == s.num_epochs and s.dataset == "mnist1d/original"
                 and not s.rescale_recipe and s.bn_momentum == 0.9 and s.evals_per_epoch == 1)
 
-    _match_one_to_one(spec, made, settings, rows, matches)
+    used = _point_of_each_row(spec, settings, rows, matches)
+    assert sorted(used) == list(range(len(made.points))), f"{spec}: points not in the CSV"
 
 
 def test_norms_loop_calls_are_the_old_ones(sweeps, reference):
