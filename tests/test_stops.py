@@ -1,5 +1,6 @@
 """Each way a run stops short is one line and its own exit code, for kbatch-train and the tools."""
 
+import json
 import pathlib
 import signal
 import subprocess
@@ -32,18 +33,21 @@ def test_a_finished_main_keeps_its_return_value_and_other_errors_are_not_hidden(
         stops.reporting("tool", lambda argv: {}["missing"])(["tool"])
 
 
-def test_a_tool_under_sigterm_saves_and_exits_42_in_one_line(tmp_path):
-    tool = pathlib.Path(__file__).resolve().parents[1] / "tools" / "lars_vs_sgd.py"
-    process = subprocess.Popen(
-        [sys.executable, str(tool), "--runs=momentum:128:0.05", "--dataset=mnist1d/original", "--num_epochs=4",
-         "--strategy=one_device", f"--csv={tmp_path / 'lars.csv'}", f"--model_root={tmp_path / 'runs'}"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in process.stdout:  # "<name>: training (<model_dir>)"
-        if ": training (" in line:
-            model_dir = line.strip().rpartition("(")[2].rstrip(")")
-            break
-    _, stderr = signal_at_checkpoint(process, model_dir, 32, signal.SIGTERM)  # the first epoch's end
+def test_a_sweep_under_sigterm_saves_exits_42_in_one_line_and_continues_the_point(tmp_path):
+    """The point in progress is preempted, not recorded as a failure: the same command trains it
+    again in the same folder (where the trainer resumes from the checkpoint, as test_faults shows)."""
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    command = [sys.executable, str(repo / "tools" / "sweep.py"), f"--sweep_dir={tmp_path / 'sweep'}",
+               "--grid=batch_size=128", "--config.dataset=mnist1d/original", "--config.num_epochs=4",
+               "--config.strategy=one_device"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=repo)
+    model_dir = tmp_path / "sweep" / "runs" / "batch_size=128"
+    _, stderr = signal_at_checkpoint(process, str(model_dir), 32, signal.SIGTERM)  # the first epoch's end
     assert process.returncode == 42, stderr[-2000:]  # the watch saved at the next loop's end
-    (line,) = [line for line in stderr.splitlines() if line.startswith("lars_vs_sgd:")]
+    (line,) = [line for line in stderr.splitlines() if line.startswith("sweep:")]
     assert "preempted: checkpoint of step" in line
-    assert "Traceback" not in stderr and not (tmp_path / "lars.csv").exists()
+    assert "Traceback" not in stderr and not (tmp_path / "sweep" / "failures").exists()
+    again = subprocess.run(command, capture_output=True, text=True, cwd=repo, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "0 already done, 1 to run" in again.stdout and "finished" in again.stdout
+    assert json.loads((model_dir / "result.json").read_text())["steps"] == -(-16000 // 128)  # 4 epochs of 4000

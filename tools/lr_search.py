@@ -167,7 +167,7 @@ def main(argv):
         built, targets, table = sweep.run(lr_search.points(rates, batches, _WILDCARDS.value, _SEED.value))
     except runs.SweepStopped as stop:
         print(f"lr_search: {stop}", file=sys.stderr)
-        return 130
+        return stop.exit_code
     analyse(built, targets, table, extra and sweep._PREFIX.value + "_lr", theory_run)
     return 0
 

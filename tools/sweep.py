@@ -162,7 +162,7 @@ def main(argv):
         run()
     except runs.SweepStopped as stop:
         print(f"sweep: {stop}", file=sys.stderr)
-        return 130
+        return stop.exit_code
     return 0
 
 

@@ -20,8 +20,12 @@ WORKER_POLL_SECONDS = 0.5
 
 
 class SweepStopped(Exception):
-    """A worker was preempted or interrupted (its checkpoint saved): the sweep stops, and the same
-    command continues it."""
+    """A worker was preempted or interrupted (its checkpoint saved): the sweep stops with the
+    worker's exit code (`exit_code`), and the same command continues it."""
+
+    def __init__(self, message, exit_code):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def describe(state, record):
@@ -37,11 +41,13 @@ def train_point(sweep, point):
     """Train one point here; (state, result or failure record). Stops (Ctrl-C, preemption) propagate."""
     import keras
 
-    from kbatch.training import train
+    from kbatch.training import stops, train
 
     keras.backend.clear_session()
     try:
         return "finished", train(point.config, verbose=False)
+    except (stops.Preempted, stops.Interrupted):
+        raise  # its checkpoint is saved: the point resumes when the sweep is run again
     except FloatingPointError as error:
         state, message = "diverged", str(error)
     except ValueError as error:
@@ -110,7 +116,7 @@ def _worker_outcome(sweep, point, worker):
     if state in ("partial", "pending"):
         if worker.returncode in (42, 130):  # preempted or interrupted: it resumes next time
             raise SweepStopped(f"point {point.name}: {error_tail[-1] if error_tail else 'stopped'}; run the same "
-                               "command again to continue the sweep.")
+                               "command again to continue the sweep.", worker.returncode)
         message = error_tail[-1] if error_tail else f"the worker exited with code {worker.returncode}"
         sweep.record_failure(point, "failed", f"exit code {worker.returncode}: {message}")
         state, record = sweep.state(point)
