@@ -1,28 +1,29 @@
-"""tools/critical_batch.py: the fit from a scaling study's CSV (the best variant at each batch)
-recovers a critical batch built into it, B_simple is read where the noise run reached each
-target, and nothing a person made is overwritten."""
+"""tools/critical_batch.py: the fit from a sweep's report CSV (the best row at each batch, among
+those --where keeps) recovers a critical batch built into it, B_simple is read where the noise run
+reached each target, and bad input or a file a person made is refused in one line."""
 
 import csv
 import json
+import re
 
 import pytest
 
 from run_tool import run_tool
 
-FIELDS = ("variant", "batch_size", "target_accuracy", "steps_to_target", "late_target_accuracy",
-          "steps_to_late_target")
+FIELDS = ("name", "state", "optimizer", "batch_size", "steps_to_0.9", "steps_to_0.99")
 
 
 def _study(tmp_path):
-    """Steps S = S_min + E_min / B for the best variant (b), more for a worse one (a)."""
+    """Steps S = S_min + E_min / B for the best optimizer (b); a worse one (a) takes 2x the steps,
+    so its own critical batch is the same and its S_min twice as large."""
     rows = []
     for batch in (64, 256, 1024):
-        for variant, extra in (("a", 50), ("b", 0)):
-            early, late = 100 + 50_000 / batch + extra, 200 + 400_000 / batch + extra
-            rows.append({"variant": variant, "batch_size": batch, "target_accuracy": 0.9,
-                         "steps_to_target": round(early), "late_target_accuracy": 0.99,
-                         "steps_to_late_target": round(late) if batch < 1024 else ""})
-    path = tmp_path / "scaling.csv"
+        for optimizer, factor in (("a", 2), ("b", 1)):
+            early, late = factor * (100 + 50_000 / batch), factor * (200 + 400_000 / batch)
+            rows.append({"name": f"{optimizer}{batch}", "state": "finished", "optimizer": optimizer,
+                         "batch_size": batch, "steps_to_0.9": round(early),
+                         "steps_to_0.99": round(late) if batch < 1024 else ""})
+    path = tmp_path / "sweep.csv"
     with open(path, "w", newline="") as file:
         writer = csv.DictWriter(file, FIELDS)
         writer.writeheader()
@@ -36,15 +37,22 @@ def _study(tmp_path):
     return path, run
 
 
+def _fit_cells(line):
+    """(S_min, B_crit) of a row of the table."""
+    s_min, b_crit = re.search(r"\| (\d+) \| [\d,]+ \| \*\*([\d,]+)\*\*", line).groups()
+    return int(s_min), int(b_crit.replace(",", ""))
+
+
 def test_the_fit_and_the_noise_scale_side_by_side(tmp_path):
     study, noise_run = _study(tmp_path)
-    flags = [f"--scaling_csv={study}", f"--noise_run={noise_run}", f"--markdown={tmp_path / 't.md'}",
+    flags = [f"--sweep_csv={study}", f"--noise_run={noise_run}", f"--markdown={tmp_path / 't.md'}",
              f"--plot={tmp_path / 'p.png'}"]
     run = run_tool("critical_batch.py", flags)
     assert run.returncode == 0, run.stderr[-2000:]
     rows = [line for line in (tmp_path / "t.md").read_text().splitlines() if line.startswith("| 9")]
     early, late = rows
-    assert "| **500** |" in early  # E_min / S_min = 50,000 / 100, from variant b
+    s_min, b_crit = _fit_cells(early)
+    assert s_min == 100 and abs(b_crit - 500) <= 5  # E_min / S_min = 50,000 / 100, from optimizer b (to rounding)
     # 90% is first reached at step 40 (accuracy 0.9): the nearest noise point, step 40, has B_simple 320.
     assert "320 (epoch 1.00)" in early and "| 0.64 |" in early
     assert "64: 6450, 256: 1762" in late  # the 1024 batch never reached 99%: left out of that fit
@@ -54,7 +62,7 @@ def test_the_fit_and_the_noise_scale_side_by_side(tmp_path):
 def test_existing_outputs_are_refused(tmp_path):
     study, noise_run = _study(tmp_path)
     (tmp_path / "t.md").write_text("mine")
-    run = run_tool("critical_batch.py", [f"--scaling_csv={study}", f"--noise_run={noise_run}",
+    run = run_tool("critical_batch.py", [f"--sweep_csv={study}", f"--noise_run={noise_run}",
                                          f"--markdown={tmp_path / 't.md'}", f"--plot={tmp_path / 'p.png'}"])
     assert run.returncode != 0 and "--markdown=" in run.stderr and "refusing to overwrite" in run.stderr
     assert (tmp_path / "t.md").read_text() == "mine" and not (tmp_path / "p.png").exists()
@@ -63,6 +71,31 @@ def test_existing_outputs_are_refused(tmp_path):
 @pytest.mark.parametrize("noise_run", ["", "nowhere"])
 def test_a_noise_run_that_is_not_a_finished_run_is_one_line(tmp_path, noise_run):
     study, _ = _study(tmp_path)
-    run = run_tool("critical_batch.py", [f"--scaling_csv={study}", f"--noise_run={noise_run}",
+    run = run_tool("critical_batch.py", [f"--sweep_csv={study}", f"--noise_run={noise_run}",
                                          f"--markdown={tmp_path / 't.md'}", f"--plot={tmp_path / 'p.png'}"])
     assert run.returncode != 0 and f"--noise_run={noise_run}: must be the model_dir of a finished run" in run.stderr
+
+
+def test_where_keeps_only_the_rows_it_names(tmp_path):
+    study, noise_run = _study(tmp_path)
+    flags = [f"--sweep_csv={study}", f"--noise_run={noise_run}", f"--markdown={tmp_path / 't.md'}",
+             f"--plot={tmp_path / 'p.png'}", "--where=optimizer=a"]
+    run = run_tool("critical_batch.py", flags)
+    assert run.returncode == 0, run.stderr[-2000:]
+    early = next(line for line in (tmp_path / "t.md").read_text().splitlines() if line.startswith("| 90%"))
+    assert "64: 1762, 256: 591, 1024: 298" in early  # 2 (100 + 50,000 / B), rounded
+    s_min, b_crit = _fit_cells(early)
+    assert s_min == 200 and abs(b_crit - 500) <= 5  # S_min doubled, B_crit the same (to rounding)
+
+
+@pytest.mark.parametrize("where, message", [
+    ("optimiser=a", "--where=optimiser=a: the CSV has no column 'optimiser'"),
+    ("optimizer", "--where=optimizer: write FIELD=VALUE"),
+    ("optimizer=adam", "no target reached at two batch sizes or more in the 0 rows kept"),
+])
+def test_a_bad_where_is_one_line_and_writes_nothing(tmp_path, where, message):
+    study, noise_run = _study(tmp_path)
+    run = run_tool("critical_batch.py", [f"--sweep_csv={study}", f"--noise_run={noise_run}", f"--where={where}",
+                                         f"--markdown={tmp_path / 't.md'}", f"--plot={tmp_path / 'p.png'}"])
+    assert run.returncode != 0 and message in run.stderr, run.stderr[-2000:]
+    assert not (tmp_path / "t.md").exists() and not (tmp_path / "p.png").exists()

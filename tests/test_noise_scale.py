@@ -114,3 +114,21 @@ def test_the_critical_batch_fit_recovers_mcCandlish_curve():
     assert fit.b_crit == pytest.approx(500.0)
     with pytest.raises(ValueError, match=r"need steps at two or more batch sizes"):
         fit_critical_batch([64, 64], [10, 12])
+
+
+def test_the_critical_batch_fit_weighs_every_batch_alike_and_keeps_s_min_nonnegative():
+    """10% noise on every point: absolute least squares lets the smallest batches set S_min
+    (np.polyfit gives 16 for a true 50); relative errors recover it. A curve that falls as 1/B
+    throughout has S_min 0 (the constrained optimum, not a negative value) and no critical batch."""
+    from kbatch.diagnostics import fit_critical_batch
+
+    batches = 32.0 * 2 ** np.arange(8)  # 32 ... 4096
+    noise = np.where(np.arange(8) % 2 == 0, 1.1, 0.9)
+    steps = (50.0 + 100_000.0 / batches) * noise
+    assert np.polyfit(1.0 / batches, steps, 1)[1] < 20  # the absolute fit, for contrast
+    fit = fit_critical_batch(batches, steps)
+    assert fit.s_min == pytest.approx(50.0, rel=0.1) and fit.b_crit == pytest.approx(2_000.0, rel=0.1)
+    falling = fit_critical_batch(batches, 100_000.0 / batches * noise)
+    a = 1.0 / (batches * 100_000.0 / batches * noise)  # the 1/B column over the steps
+    assert falling.s_min == 0.0 and falling.b_crit == float("inf")
+    assert falling.e_min == pytest.approx(a.sum() / (a ** 2).sum())  # least squares of the one term

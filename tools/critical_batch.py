@@ -1,44 +1,79 @@
-"""The critical batch two ways (McCandlish et al. 2018): fitted from a scaling study's
-steps-to-target curve, S(B) = S_min + E_min / B, B_crit = E_min / S_min; and predicted by the
-gradient noise scale B_simple measured in a run (`--config.noise_scale_every`), read where that
-run reached the same target. Writes a markdown table and a plot.
+"""The critical batch two ways (McCandlish et al. 2018): fitted from a sweep's steps-to-target
+curve, S(B) = S_min + E_min / B, B_crit = E_min / S_min; and predicted by the gradient noise
+scale B_simple measured in a run (`--config.noise_scale_every`), read where that run reached the
+same target. Writes a markdown table and a plot.
 
-  python tools/critical_batch.py --scaling_csv=docs/results/scaling.csv --noise_run=/tmp/noise_default \
-      --markdown=/tmp/critical_batch.md --plot=/tmp/critical_batch.png
+  python tools/critical_batch.py --sweep_csv=docs/results/batch_study.csv --where=optimizer=lars \
+      --noise_run=/tmp/noise_default --markdown=/tmp/critical_batch.md --plot=/tmp/critical_batch.png
 
-The fit uses, at each batch size, the fewest steps any of `--variants` took (the best recipe
-there, as McCandlish et al. tune the LR per batch); batch sizes where none reached a target are
-left out of that target's fit.
+`--sweep_csv` is the CSV `tools/sweep.py` or `tools/lr_search.py` writes: one row per run, with its
+`batch_size` and a `steps_to_<T>` column per target T. The fit uses, at each batch size, the fewest
+steps any row kept by `--where` took (the best recipe there: McCandlish et al. tune the LR per
+batch); batch sizes where none reached a target are left out of that target's fit.
 """
 
 import csv
 import json
+import math
 import os
 
 from absl import app, flags
 
 from study_output import batch_size_axis, log_over_epochs, refuse_existing  # tools/ is the script's own folder, first on sys.path
 
-SCALING_CSV = flags.DEFINE_string("scaling_csv", "docs/results/scaling.csv", "tools/scaling_study.py's CSV.")
-VARIANTS = flags.DEFINE_list("variants", ["a", "b", "c", "d", "e"], "Variants of the study to take the best of.")
+SWEEP_CSV = flags.DEFINE_string("sweep_csv", "docs/results/batch_study.csv", "A sweep's report CSV.")
+WHERE = flags.DEFINE_multi_string("where", [], "FIELD=VALUE: keep only the rows whose FIELD is VALUE; repeatable.")
 NOISE_RUN = flags.DEFINE_string("noise_run", None, "model_dir of a run trained with noise_scale_every > 0.")
 MARKDOWN = flags.DEFINE_string("markdown", None, "The table (markdown) to write.")
 PLOT = flags.DEFINE_string("plot", None, "The plot (PNG) to write.")
 OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace --markdown and --plot if they exist.")
-TARGETS = {"target_accuracy": "steps_to_target", "late_target_accuracy": "steps_to_late_target"}
+STEPS_PREFIX = "steps_to_"
 
 
-def best_steps(rows, variants):
-    """{target accuracy: {batch: fewest steps to it among `variants`}}."""
+def same_cell(cell, value):
+    """A CSV cell equals a --where value: as text, or as numbers (`1` is `1.0`)."""
+    try:
+        return cell == value or float(cell) == float(value)
+    except ValueError:
+        return False
+
+
+def kept_rows(rows, where):
+    """The rows matching every `FIELD=VALUE` of `where`; a ValueError naming a malformed one or a
+    field the CSV does not have."""
+    for condition in where:
+        field, sep, value = condition.partition("=")
+        if not sep or not field:
+            raise ValueError(f"--where={condition}: write FIELD=VALUE, e.g. optimizer=lars.")
+        if rows and field not in rows[0]:
+            raise ValueError(f"--where={condition}: the CSV has no column {field!r} (it has {', '.join(rows[0])}).")
+        rows = [row for row in rows if same_cell(row[field], value)]
+    return rows
+
+
+def best_steps(rows):
+    """{target accuracy: {batch: fewest steps to it in `rows`}}, a target per steps_to_<T> column."""
     curves = {}
     for row in rows:
-        if row["variant"] not in variants:
-            continue
-        for target_field, steps_field in TARGETS.items():
-            if row[steps_field]:
-                curve = curves.setdefault(float(row[target_field]), {})
+        for column, steps in row.items():
+            if column.startswith(STEPS_PREFIX) and steps:
+                curve = curves.setdefault(float(column[len(STEPS_PREFIX):]), {})
                 batch = int(row["batch_size"])
-                curve[batch] = min(curve.get(batch, float("inf")), int(row[steps_field]))
+                curve[batch] = min(curve.get(batch, float("inf")), int(float(steps)))
+    return curves
+
+
+def read_curves(path, where):
+    """best_steps of the CSV at `path`, rows kept by `where`; a ValueError when there is no file or
+    no target reached at two batch sizes (nothing to fit)."""
+    if not os.path.isfile(path):
+        raise ValueError(f"--sweep_csv={path}: no such file (a sweep's report CSV).")
+    with open(path) as file:
+        rows = kept_rows(list(csv.DictReader(file)), where)
+    curves = best_steps(rows)
+    if not any(len(curve) >= 2 for curve in curves.values()):
+        raise ValueError(f"--sweep_csv={path}: no target reached at two batch sizes or more in the "
+                         f"{len(rows)} rows kept, so there is no curve to fit.")
     return curves
 
 
@@ -61,8 +96,8 @@ def table(fits, noise, run_batch):
         steps = ", ".join(f"{b}: {s}" for b, s in sorted(curve.items()))
         at = noise.get(target)
         measured = f"{at[1]:,.0f} (epoch {at[0]:.2f})" if at else "not reached"
-        ratio = f"{at[1] / fit.b_crit:.2f}" if at else "-"
-        lines.append(f"| {target:.0%} | {steps} | {fit.s_min:,.0f} | {fit.e_min:,.0f} | **{fit.b_crit:,.0f}** | "
+        ratio = f"{at[1] / fit.b_crit:.2f}" if at and math.isfinite(fit.b_crit) else "-"
+        lines.append(f"| {100 * target:g}% | {steps} | {fit.s_min:,.0f} | {fit.e_min:,.0f} | **{fit.b_crit:,.0f}** | "
                      f"{measured} | {ratio} |")
     return "\n".join(lines) + "\n"
 
@@ -77,11 +112,11 @@ def plot(fits, result, path):
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     batches = sorted({b for curve, _ in fits.values() for b in curve})
     for target, (curve, fit) in sorted(fits.items()):
-        line, = left.plot(list(curve), list(curve.values()), "o", label=f"to {target:.0%}")
+        line, = left.plot(list(curve), list(curve.values()), "o", label=f"to {100 * target:g}%")
         grid = np.geomspace(min(batches) / 2, max(batches) * 4, 100)
         left.plot(grid, fit.s_min + fit.e_min / grid, "--", color=line.get_color(),
                   label=f"S_min + E_min/B, B_crit {fit.b_crit:,.0f}")
-        right.axhline(fit.b_crit, ls="--", color=line.get_color(), label=f"B_crit fitted, {target:.0%}")
+        right.axhline(fit.b_crit, ls="--", color=line.get_color(), label=f"B_crit fitted, {100 * target:g}%")
     batch_size_axis(left, batches, "global batch")
     left.set_yscale("log")
     left.set_ylabel("updates to the target")
@@ -103,10 +138,9 @@ def main(argv):
         if not NOISE_RUN.value or not os.path.exists(os.path.join(NOISE_RUN.value, "result.json")):
             raise ValueError(f"--noise_run={NOISE_RUN.value}: must be the model_dir of a finished run (its "
                              "result.json), trained with --config.noise_scale_every > 0.")
+        curves = read_curves(SWEEP_CSV.value, WHERE.value)
     except ValueError as error:
         raise app.UsageError(str(error))
-    with open(SCALING_CSV.value) as file:
-        curves = best_steps(list(csv.DictReader(file)), VARIANTS.value)
     with open(os.path.join(NOISE_RUN.value, "result.json")) as file:
         result = json.load(file)
     fits = {t: (c, fit_critical_batch(list(c), list(c.values()))) for t, c in curves.items() if len(c) >= 2}
