@@ -1,6 +1,6 @@
 """What the batch-size study tools share about their output files: the refusal to overwrite a
-table or plot a person made (compare_norms, scaling_study, critical_batch, sharpness_report), the
-batch-size axis of their plots (and lars_vs_sgd's), and the log axis over epochs of the
+table or plot a person made (critical_batch, sharpness_report, switchable_weights, throughput), the
+batch-size axis of their plots, and the log axis over epochs of the
 diagnostics' plots.
 
 Kept free of TensorFlow, so a bad flag is reported before TensorFlow starts."""

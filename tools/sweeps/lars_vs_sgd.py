@@ -1,5 +1,5 @@
 """LARS vs SGD with momentum at large batch (issue 4), over the sweep engine: the 15 runs of
-docs/results/lars.md (made there by tools/lars_vs_sgd.py), which is its result. The MNIST-1D CNN
+docs/results/lars.md, which is its result. The MNIST-1D CNN
 on mnist1d/large, 8 epochs, learning rates given at batch 128 and moved to each batch by the
 linear rule, 1 epoch of warmup unless said, then cosine decay:
 

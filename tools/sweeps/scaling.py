@@ -1,7 +1,6 @@
 """Scaling rules, warmup and the rescaled recipe across batch sizes (issue 3), over the sweep
-engine: the runs of docs/results/scaling.md (made there by tools/scaling_study.py), which is its
-result. The MNIST-1D CNN on mnist1d/large, 8 epochs, LR 0.05 at batch B0 = 64, at 1x, 4x, 16x
-and 64x B0, for each variant:
+engine: the runs of docs/results/scaling.md, which is its result. The MNIST-1D CNN on
+mnist1d/large, 8 epochs, LR 0.05 at batch B0 = 64, at 1x, 4x, 16x and 64x B0, for each variant:
 
   a  no LR scaling, no warmup                 lr_scaling="none"
   b  linear scaling, no warmup                lr_scaling="linear"         (Goyal et al. 2017)
@@ -15,7 +14,7 @@ rule moves anything (k = 1), so the five variants are one run (lr_scaling="none"
 rescale_recipe=False), listed once. Then the Smith et al. 2018 pair at batch 256 with (e)'s
 recipe: a step decay of the LR by 4 at epochs 4 and 6, and its twin that multiplies the batch
 instead (anneal_batch=True). 18 runs; 8 evaluations an epoch, so steps to 97% and 99% test
-accuracy are resolved to 1/8 epoch. The old tool's scaling efficiency of a run is
+accuracy are resolved to 1/8 epoch. The scaling efficiency of a run to a target T is
 examples_to_T(1x) / examples_to_T(run), from the report's columns.
 
   python tools/sweep.py --spec=tools/sweeps/scaling.py --sweep_dir=/tmp/scaling
@@ -26,7 +25,7 @@ from kbatch import scaling
 BASE_BATCH, BASE_LR, EPOCHS = 64, 0.05, 8
 BASE_WARMUP, EPOCHS_PER_DOUBLING = 0.0, 0.25
 MULTIPLIERS = (1, 4, 16, 64)
-VARIANTS = {  # name: (lr_scaling, warmup, rescale_recipe), as tools/scaling_study.py's
+VARIANTS = {  # name: (lr_scaling, warmup, rescale_recipe)
     "a": ("none", False, False),
     "b": ("linear", False, False),
     "c": ("linear", True, False),
