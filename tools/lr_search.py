@@ -60,7 +60,8 @@ def parse_batches(values):
     return batches
 
 
-def summary_markdown(table, fields, target, fits, summary):
+def summary_markdown(fields, target, best, fits, summary):
+    """The best rates per batch (`summary`), then per group its alpha and regimes (`best`, `fits`)."""
     from kbatch.study import lr_search
 
     lines = [f"Best peak learning rate per batch (by steps to {100 * target:g}%, and by final accuracy); "
@@ -73,7 +74,7 @@ def summary_markdown(table, fields, target, fits, summary):
                      f"{row['steps'] or '-'} | {rate_final} | {final} |")
     lines += ["", "| group | alpha (lr* ~ B^alpha, by steps) | regimes (per doubling of the batch) |", "|---|---|---|"]
     column = f"steps_to_{target:g}"
-    for group, by_batch in lr_search.best_rows(table, fields, column).items():
+    for group, by_batch in best.items():
         shown = ", ".join(f"{a}-{b} {name}" for a, b, name in lr_search.regimes({b: r[column] for b, r in by_batch.items()}))
         lines.append(f"| {lr_search.group_label(group, fields)} | {_alpha(fits[group])} | {shown or '-'} |")
     return "\n".join(lines) + "\n"
@@ -139,7 +140,7 @@ def analyse(built, targets, table, extra, theory_run):
     fits = {group: lr_search.fit_exponent(list(by_batch), [r["peak_learning_rate"] for r in by_batch.values()])
             for group, by_batch in best.items()}
     curves, theory_lines = theory_curves(theory_run, target, fields, best)
-    text = summary_markdown(table, fields, target, fits, lr_search.summary_rows(table, fields, target))
+    text = summary_markdown(fields, target, best, fits, lr_search.summary_rows(table, fields, target))
     text += "\n".join(["", *theory_lines]) if theory_lines else ""
     title = f"LR search: {built.base['model']} on {built.base['dataset']}, {built.base['num_epochs']} epochs"
     for prefix in [os.path.join(built.sweep_dir, "lr_search")] + ([extra] if extra else []):
