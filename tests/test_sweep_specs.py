@@ -21,6 +21,7 @@ from kbatch.training import lr_schedules, schema
 from run_tool import REPO
 
 RESULTS = {  # spec (tools/sweeps/<spec>.py): its results (docs/results/<stem>.csv, <stem>_sweep.json)
+    "lars_vs_sgd": "lars",
     "ghost_batch_norm": "ghost_batch_norm",
 }
 PAGES = {**RESULTS, "ghost_batch_norm": "norms"}  # the page that shows them, docs/results/<page>.md
