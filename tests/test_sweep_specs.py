@@ -21,6 +21,7 @@ from kbatch.training import lr_schedules, schema
 from run_tool import REPO
 
 RESULTS = {  # spec (tools/sweeps/<spec>.py): its results (docs/results/<stem>.csv, <stem>_sweep.json)
+    "scaling": "scaling",
     "lars_vs_sgd": "lars",
     "ghost_batch_norm": "ghost_batch_norm",
 }
