@@ -6,6 +6,9 @@ works offline). It needs Keras, not TensorFlow: without TensorFlow (Keras on JAX
 `tf.distribute` and TFDS parts are left out, and `kbatch.data.numpy_source` serves the data.
 `kbatch.training.train(config)` is the trainer.
 
+`KERAS_BACKEND=auto` is resolved here, before Keras is imported: JAX on a TPU, else TensorFlow
+where it is installed (`kbatch.runtime`; `kbatch.runtime.describe()` says what was picked).
+
 Imported before TensorFlow, kbatch hides TensorFlow's C++ INFO lines (XLA service start-up,
 dataset buffer sizes, one per compiled cluster) by setting `TF_CPP_MIN_LOG_LEVEL=1` unless you
 set it yourself; C++ warnings and errors still show.
@@ -14,6 +17,10 @@ set it yourself; C++ warnings and errors still show.
 import os as _os
 
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+from kbatch import runtime  # noqa: E402  (no Keras inside)
+
+runtime.resolve_keras_backend()
 
 from kbatch import data  # noqa: E402
 from kbatch.frameworks import HAS_TENSORFLOW  # noqa: E402

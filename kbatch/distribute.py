@@ -18,6 +18,7 @@ import os
 
 import tensorflow as tf
 
+from kbatch import runtime
 from kbatch.ledger import per_replica_batch_size
 
 __all__ = ["STRATEGIES", "configure_logical_cpus", "per_replica_batch_size",
@@ -47,15 +48,6 @@ def configure_logical_cpus(count):
             f"kbatch.distribute.configure_logical_cpus({count}) before any TensorFlow op."
         ) from error
     return count
-
-
-def _tpu_attached():
-    return bool(
-        os.environ.get("TPU_NAME")
-        or os.environ.get("COLAB_TPU_ADDR")
-        or os.path.exists("/dev/accel0")
-        or os.path.exists("/dev/vfio/0")
-    )
 
 
 TPU_PIN = "tensorflow-tpu==2.19.1"  # TensorFlow's last TPU release (Keras's requirements-tensorflow-tpu.txt)
@@ -118,7 +110,7 @@ def resolve_strategy(name="auto"):
 
 def _create_strategy(name):
     if name == "auto":
-        if _tpu_attached():
+        if runtime.tpu_attached():
             return _tpu_strategy(os.environ.get("TPU_NAME", "local"))
         if len(tf.config.list_physical_devices("GPU")) > 1:
             return tf.distribute.MirroredStrategy()

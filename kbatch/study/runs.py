@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 
+from kbatch import runtime
 from kbatch.study import sweep as sweep_lib
 
 WORKER_POLL_SECONDS = 0.5
@@ -103,7 +104,8 @@ def _run_in_workers(sweep, todo, processes, report):
 
 
 def _start_worker(sweep, point):
-    env = dict(os.environ, KERAS_BACKEND=point.config.get("backend", "tensorflow"))
+    backend = point.config.get("backend", "tensorflow")
+    env = dict(os.environ, KERAS_BACKEND=runtime.keras_backend() if backend == "auto" else backend)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return subprocess.Popen([sys.executable, "-m", "kbatch.study.runs", sweep.sweep_dir, point.name], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

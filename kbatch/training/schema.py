@@ -17,13 +17,13 @@ import os
 import ml_collections
 from ml_collections.config_dict import placeholder
 
-from kbatch import checks, layers, models, optimizers, scaling
+from kbatch import checks, layers, models, optimizers, runtime, scaling
 from kbatch.data.names import check_dataset
 from kbatch.training import cross_checks
 
 DECAYS = ("cosine", "linear", "polynomial", "step", "constant")
 MIXED_PRECISION = (None, "float32", "mixed_float16", "mixed_bfloat16")
-BACKENDS = ("tensorflow", "jax")
+BACKENDS = ("tensorflow", "jax", "auto")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +45,12 @@ def _choice(allowed):
 
 def _real(**bounds):
     return lambda name, value: checks.real(name, value, **bounds)
+
+
+def _backend(name, value):
+    """`auto` is the backend Keras runs on (`kbatch.runtime`: KERAS_BACKEND=auto picks JAX on a TPU)."""
+    value = checks.choice(name, value, BACKENDS)
+    return runtime.keras_backend() if value == "auto" else value
 
 
 def _optional_positive_int(name, value):
@@ -165,8 +171,8 @@ FIELDS = (
     _F("clip_global_norm", None, _real(low=0, low_open=True, allow_none=True), "clip the **all-reduced** "
        "gradient to this global norm (Keras clips per replica)", float),
     # Distribution and the loop.
-    _F("backend", "tensorflow", _choice(BACKENDS), "`tensorflow` (`tf.distribute`) or `jax` (`keras.distribution`, "
-       "with `KERAS_BACKEND=jax`)"),
+    _F("backend", "tensorflow", _backend, "`tensorflow` (`tf.distribute`), `jax` (`keras.distribution`, "
+       "with `KERAS_BACKEND=jax`), or `auto`: the one Keras runs on (`KERAS_BACKEND=auto`: JAX on a TPU)"),
     _F("strategy", "auto", _strategy, "`auto`, `tpu`, `tpu:ADDRESS`, `mirrored`, `multiworker`, "
        "`one_device`, `cpu:N`"),
     _F("accumulation_steps", 1, checks.positive_int, "micro-batches per update, summed in the step"),
