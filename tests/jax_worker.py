@@ -3,6 +3,8 @@
   python tests/jax_worker.py train MODEL_DIR JSON_OVERRIDES   # kbatch's runner, the smooth model
                                                               # ("model_fn": "linear" for softmax regression)
   python tests/jax_worker.py steps IN.npz OUT.npz             # jax_step updates from given weights
+  python tests/jax_worker.py mock MODEL_DIR JSON_CONFIG N      # kbatch's runner on a config's own model,
+                                                              # under tfds.testing.mock_data(num_examples=N)
 
 Start it with KERAS_BACKEND=jax (and XLA_FLAGS=--xla_force_host_platform_device_count=N).
 """
@@ -26,6 +28,17 @@ def train(model_dir, overrides):
               **json.loads(overrides)}
     model_fn = {"smooth": smooth_model, "linear": linear_model}[config.pop("model_fn", "smooth")]
     print(json.dumps({k: v for k, v in run(config, model_fn=model_fn, verbose=False).items() if k != "history"}))
+
+
+def mock(model_dir, config, num_examples):
+    """kbatch's runner on TFDS mock data (random examples of the real shapes): the config's model."""
+    import tensorflow_datasets as tfds
+
+    from kbatch.training import train as run
+
+    with tfds.testing.mock_data(num_examples=int(num_examples)):
+        result = run({**json.loads(config), "backend": "jax", "model_dir": model_dir}, verbose=False)
+    print(json.dumps({k: v for k, v in result.items() if k != "history"}))
 
 
 def steps(source, target):
@@ -55,4 +68,4 @@ def steps(source, target):
 
 
 if __name__ == "__main__":
-    {"train": train, "steps": steps}[sys.argv[1]](*sys.argv[2:])
+    {"train": train, "steps": steps, "mock": mock}[sys.argv[1]](*sys.argv[2:])

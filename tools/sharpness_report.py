@@ -28,7 +28,7 @@ def train_accuracy(model_dir, dataset):
 
     from kbatch.data import numpy_source
 
-    x, y, _, _ = numpy_source._arrays(dataset)
+    x, y = numpy_source.training_split(dataset)
     model = keras.models.load_model(os.path.join(model_dir, "model.keras"))
     logits = model.predict(x, batch_size=2048, verbose=0)
     return float(np.mean(np.argmax(logits, axis=1) == y))

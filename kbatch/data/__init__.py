@@ -1,5 +1,5 @@
 """Input pipelines over TensorFlow Datasets and the offline MNIST-1D builder (registered on import,
-where TensorFlow is installed); `numpy_source` serves MNIST-1D without TensorFlow."""
+where TensorFlow is installed); `numpy_source` serves the JAX backend (MNIST-1D without TensorFlow)."""
 
 from kbatch.data.names import DATASETS, DatasetInfo, dataset_family
 from kbatch.frameworks import HAS_TENSORFLOW

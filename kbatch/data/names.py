@@ -8,6 +8,10 @@ from kbatch import checks
 DATASETS = ("mnist1d", "mnist", "cifar10", "cifar100", "imagenet2012")
 # Data sets small enough to hold in memory: exact, stateless shuffling.
 IN_MEMORY = ("mnist1d", "mnist", "cifar10", "cifar100")
+# CIFAR's per-channel mean and standard deviation of pixels in [0, 1], shared by the TensorFlow
+# preprocessing and the NumPy source.
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
 
 @dataclasses.dataclass(frozen=True)

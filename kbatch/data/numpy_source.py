@@ -1,15 +1,23 @@
-"""Input without TensorFlow: MNIST-1D as NumPy arrays, for the JAX backend (a TPU VM or a GPU
-machine with Keras and JAX and no TensorFlow).
+"""Input for the JAX backend as NumPy arrays: MNIST-1D without TensorFlow, and the in-memory TFDS
+data sets (mnist, cifar10, cifar100) where TensorFlow Datasets and TensorFlow are installed.
 
-The arrays are the ones the TFDS builder (`kbatch.data.mnist1d`) stores: both call
-`make_mnist1d`. Training data is one endless stream of positions, as in `kbatch.data.pipeline`:
-position p is example `permutation(seed, epoch)[p mod N]` with epoch = p // N, so the stream is a
-pure function of (seed, examples seen) and a resumed run rebuilds it where it stopped. (The
-permutation is NumPy's, not TensorFlow's `index_shuffle`: the two backends see the same examples
-per epoch in different orders.) Evaluation batches are padded to whole global batches with
-weight-0 examples, so every example counts once. The generated arrays are kept in
-`$KBATCH_CACHE_DIR` (default `~/.cache/kbatch`), so only the first run pays for generating them
-(mnist1d/large: about 30 s here), as TFDS keeps its prepared copy for the TensorFlow backend.
+MNIST-1D's arrays are the ones the TFDS builder (`kbatch.data.mnist1d`) stores: both call
+`make_mnist1d`. They are kept in `$KBATCH_CACHE_DIR` (default `~/.cache/kbatch`), so only the
+first run pays for generating them (mnist1d/large: about 30 s here), as TFDS keeps its prepared
+copy for the TensorFlow backend. The TFDS data sets are read whole, once per process, from
+`config.data_dir` (TFDS's default folder if None), and kept as TFDS stores them (uint8 images);
+a batch is preprocessed when it is drawn, as `kbatch.data.preprocessing` does it: mnist scaled
+to [0, 1], CIFAR standardized, and CIFAR's training examples padded to 40x40, cropped back to a
+random 32x32 window and flipped left-right at random.
+
+Training data is one endless stream of positions, as in `kbatch.data.pipeline`: position p is
+example `permutation(seed, epoch)[p mod N]` with epoch = p // N, and its augmentation is drawn
+from (seed, p), so the stream is a pure function of (seed, examples seen) and a resumed run
+rebuilds it where it stopped. (The permutation is NumPy's, not TensorFlow's `index_shuffle`, and
+the crops and flips come from SplitMix64, not TensorFlow's stateless random ops: the two backends
+see the same examples per epoch in different orders, augmented alike in distribution but not bit
+for bit.) Evaluation batches are padded to whole global batches with weight-0 examples, so every
+example counts once.
 """
 
 import functools
@@ -20,7 +28,7 @@ import zipfile
 
 import numpy as np
 
-from kbatch.data.names import DatasetInfo, dataset_family
+from kbatch.data.names import CIFAR_MEAN, CIFAR_STD, DatasetInfo, dataset_family
 
 SEQUENCE_LENGTH = 40
 # name -> (examples drawn, the training fraction, the generator's seed): the builder's configs.
@@ -73,30 +81,122 @@ def cached_mnist1d(config):
     return arrays
 
 
-@functools.lru_cache(maxsize=2)
-def _arrays(name):
-    family = dataset_family(name)
+TFDS_SETS = ("mnist", "cifar10", "cifar100")
+NUM_CLASSES = {"mnist1d": 10, "mnist": 10, "cifar10": 10, "cifar100": 100}
+
+
+def _mnist1d_arrays(name):
+    """(x, y, x_test, y_test) of an MNIST-1D name, x with a channel axis as the TFDS pipeline."""
     config = name.partition("/")[2] or "original"
-    if family != "mnist1d" or config not in MNIST1D_CONFIGS:
-        raise ValueError(f"config.dataset={name!r}: without TensorFlow only "
-                         f"{', '.join('mnist1d/' + c for c in MNIST1D_CONFIGS)} can be read (TFDS serves the others).")
+    if config not in MNIST1D_CONFIGS:
+        raise ValueError(f"config.dataset={name!r}: MNIST-1D has the configs {', '.join(MNIST1D_CONFIGS)}.")
     data = cached_mnist1d(config)
-    as_inputs = lambda x: np.asarray(x, np.float32)[..., None]  # noqa: E731  (one channel, as the TFDS pipeline)
+    as_inputs = lambda x: np.asarray(x, np.float32)[..., None]  # noqa: E731
     return (as_inputs(data["x"]), np.asarray(data["y"], np.int32),
             as_inputs(data["x_test"]), np.asarray(data["y_test"], np.int32))
 
 
-def describe(name):
-    x, _, x_test, _ = _arrays(name)
+def _import_tfds(name):
+    """The `tensorflow_datasets` module, or a one-line ValueError saying how to get it."""
+    try:
+        import tensorflow as tf
+        import tensorflow_datasets as tfds
+    except ImportError:
+        raise ValueError(f"config.dataset={name!r} is read through TensorFlow Datasets, which is not installed: "
+                         "pip install tensorflow-datasets tensorflow (without them the JAX backend reads "
+                         f"{', '.join('mnist1d/' + c for c in MNIST1D_CONFIGS)}).") from None
+    try:  # TensorFlow only reads files here: keep it off the GPUs JAX uses.
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:  # TensorFlow's devices are already set up: leave them.
+        pass
+    return tfds
+
+
+def _tfds_split(tfds, name, split, data_dir):
+    """One split of a TFDS data set, whole, as NumPy (x as stored, y as int32)."""
+    examples = tfds.load(name, split=split, data_dir=data_dir, as_supervised=True, shuffle_files=False)
+    x, y = tfds.as_numpy(examples.batch(len(examples)).get_single_element())
+    return x, y.astype(np.int32)
+
+
+@functools.lru_cache(maxsize=2)
+def _arrays(name, data_dir=None):
+    """(x, y, x_test, y_test) of data set `name` as stored (MNIST-1D: as the model reads it)."""
+    family = dataset_family(name)
+    if family == "mnist1d":
+        return _mnist1d_arrays(name)
+    if family not in TFDS_SETS:
+        raise ValueError(f"config.dataset={name!r}: the JAX backend reads mnist1d, {', '.join(TFDS_SETS)} "
+                         "(data sets held in memory); use the TensorFlow backend for the others.")
+    tfds = _import_tfds(name)
+    return (*_tfds_split(tfds, name, "train", data_dir), *_tfds_split(tfds, name, "test", data_dir))
+
+
+def _standardize_cifar(images):
+    return (images.astype(np.float32) / np.float32(255) - np.float32(CIFAR_MEAN)) / np.float32(CIFAR_STD)
+
+
+def eval_inputs(family, x):
+    """Stored examples `x` of `family` as the model reads them: `preprocessing.eval_fn` in NumPy."""
+    if family == "mnist":
+        return x.astype(np.float32) / np.float32(255)
+    if family in ("cifar10", "cifar100"):
+        return _standardize_cifar(x)
+    return x
+
+
+def random_bits(seed, positions):
+    """64 random bits for each stream position: output `position` of a SplitMix64 generator
+    (Steele et al. 2014) started at `seed`, a pure function of (seed, position)."""
+    state = np.uint64(seed % 2**64) + (positions.astype(np.uint64) + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15)
+    state = (state ^ (state >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    state = (state ^ (state >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return state ^ (state >> np.uint64(31))
+
+
+def _below(bits, n, shift):
+    """Integers in [0, n) from the bits of `bits` above `shift`."""
+    return ((bits >> np.uint64(shift)) % np.uint64(n)).astype(np.int64)
+
+
+def augment_cifar(images, positions, seed):
+    """CIFAR's training augmentation (He et al. 2016) of uint8 `images` at stream `positions`:
+    each zero-padded by 4 pixels to 40x40, cropped to the 32x32 window at a random offset (0 to 8
+    each way) and flipped left-right with probability 1/2, drawn from `random_bits(seed, position)`."""
+    bits = random_bits(seed, positions)
+    top, left, flip = _below(bits, 9, shift=0), _below(bits, 9, shift=8), _below(bits, 2, shift=16)
+    padded = np.pad(images, ((0, 0), (4, 4), (4, 4), (0, 0)))
+    crops = np.stack([image[row:row + 32, col:col + 32] for image, row, col in zip(padded, top, left)])
+    crops[flip == 1] = crops[flip == 1, :, ::-1]
+    return crops
+
+
+def train_inputs(family, x, positions, seed):
+    """Stored examples `x` at stream `positions` as the model trains on them: `preprocessing.train_fn`
+    in NumPy (CIFAR augmented, the others as for evaluation)."""
+    if family in ("cifar10", "cifar100"):
+        return _standardize_cifar(augment_cifar(x, positions, seed))
+    return eval_inputs(family, x)
+
+
+def describe(name, data_dir=None):
+    x, _, x_test, _ = _arrays(name, data_dir)
     return DatasetInfo(name=name, num_train_examples=len(x), num_eval_examples=len(x_test),
-                       input_shape=x.shape[1:], num_classes=10)
+                       input_shape=x.shape[1:], num_classes=NUM_CLASSES[dataset_family(name)])
+
+
+def training_split(name, data_dir=None):
+    """The whole training split `(x, y)`, preprocessed for evaluation (no augmentation)."""
+    x, y, _, _ = _arrays(name, data_dir)
+    return eval_inputs(dataset_family(name), x), y
 
 
 class TrainStream:
     """Global batches of the stream from `start_example` on: `next_batch()` -> (x, y)."""
 
-    def __init__(self, name, global_batch_size, seed, start_example=0):
-        self.x, self.y, _, _ = _arrays(name)
+    def __init__(self, name, global_batch_size, seed, start_example=0, data_dir=None):
+        self.family = dataset_family(name)
+        self.x, self.y, _, _ = _arrays(name, data_dir)
         self.batch, self.seed, self.position = global_batch_size, seed, start_example
         self._permutations = {}
 
@@ -111,16 +211,16 @@ class TrainStream:
         index = np.concatenate([self._permutation(e)[positions[positions // size == e] % size]
                                 for e in np.unique(positions // size)])
         self.position += self.batch
-        return self.x[index], self.y[index]
+        return train_inputs(self.family, self.x[index], positions, self.seed), self.y[index]
 
 
-def eval_batches(name, global_batch_size):
-    """[(x, y, weight)] over the evaluation split, padded with weight-0 copies of its first
-    example to whole global batches."""
-    _, _, x, y = _arrays(name)
+def eval_batches(name, global_batch_size, data_dir=None):
+    """[(x, y, weight)] over the evaluation split, preprocessed for evaluation and padded with
+    weight-0 copies of its first example to whole global batches."""
+    _, _, x, y = _arrays(name, data_dir)
     padding = -len(x) % global_batch_size
     weights = np.concatenate([np.ones(len(x), np.float32), np.zeros(padding, np.float32)])
-    x = np.concatenate([x, np.repeat(x[:1], padding, 0)])
+    x = eval_inputs(dataset_family(name), np.concatenate([x, np.repeat(x[:1], padding, 0)]))
     y = np.concatenate([y, np.repeat(y[:1], padding, 0)])
     return [(x[i:i + global_batch_size], y[i:i + global_batch_size], weights[i:i + global_batch_size])
             for i in range(0, len(x), global_batch_size)]

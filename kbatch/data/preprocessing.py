@@ -6,8 +6,8 @@ same example gets the same augmentation under every strategy and after a resume.
 
 import tensorflow as tf
 
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2470, 0.2435, 0.2616)
+from kbatch.data.names import CIFAR_MEAN, CIFAR_STD
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGENET_SIZE = 224

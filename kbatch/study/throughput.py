@@ -166,7 +166,7 @@ def _num_train_examples(dataset, data_dir, backend):
     if backend == "jax":
         from kbatch.data import numpy_source
 
-        return numpy_source.describe(dataset).num_train_examples
+        return numpy_source.describe(dataset, data_dir).num_train_examples
     from kbatch import data
 
     return data.describe(dataset, data_dir).num_train_examples

@@ -5,11 +5,12 @@ Data parallel over the devices `config.strategy` names, with the TensorFlow back
 `auto`/`tpu`/`mirrored` every device (TPU cores, GPUs), `one_device` the first, `cpu:N` N host
 CPUs (forced with `XLA_FLAGS=--xla_force_host_platform_device_count=N`). The state lives on the devices between
 loops and is written back to the Keras variables after each loop, so the model, evaluation and
-`model.keras` see the trained weights. Input comes from `kbatch.data.numpy_source` (no
-TensorFlow needed). Checkpoints are `checkpoints/ckpt-<step>.npz` (every weight and optimizer
-variable, and the step), written whole or not at all; the newest intact one is restored. On
-SIGTERM the run saves after the loop under way and raises `Preempted`. Several hosts:
-`jax.distributed.initialize()` before kbatch runs (one process per host); not tested here.
+`model.keras` see the trained weights. Input comes from `kbatch.data.numpy_source` (MNIST-1D
+with no TensorFlow; mnist, cifar10, cifar100 through TFDS, from `config.data_dir`). Checkpoints
+are `checkpoints/ckpt-<step>.npz` (every weight and optimizer variable, and the step), written
+whole or not at all; the newest intact one is restored. On SIGTERM the run saves after the loop
+under way and raises `Preempted`. Several hosts: `jax.distributed.initialize()` before kbatch
+runs (one process per host); not tested here.
 """
 
 import contextlib
@@ -70,7 +71,7 @@ class JaxBackend:
         return (2, True) if k == 1 else (k, False)
 
     def describe_data(self):
-        return numpy_source.describe(self.settings.dataset)
+        return numpy_source.describe(self.settings.dataset, self.settings.data_dir)
 
     def scope(self):
         return self.distribution.scope()
@@ -100,7 +101,7 @@ class JaxBackend:
                                         accumulation_steps=s.accumulation_steps, clip_global_norm=s.clip_global_norm,
                                         measure_noise=s.noise_scale_every > 0,
                                         spike_guard=(s.loss_spike_guard, self._spike_statistics))
-        stream = numpy_source.TrainStream(s.dataset, phase.batch_size, s.seed, start_example)
+        stream = numpy_source.TrainStream(s.dataset, phase.batch_size, s.seed, start_example, s.data_dir)
 
         def loop(num_steps):
             # One jitted call per update, dispatched asynchronously; the records are read at the
@@ -118,8 +119,8 @@ class JaxBackend:
         if not hasattr(self, "_evaluate"):
             self._evaluate = jax_step.make_eval_step(self.model, self.task)
         trainable, non_trainable, _ = self._state()
-        totals = {}
-        for batch in numpy_source.eval_batches(self.settings.dataset, self.settings.batch_size // self.settings.accumulation_steps):
+        s, totals = self.settings, {}
+        for batch in numpy_source.eval_batches(s.dataset, s.batch_size // s.accumulation_steps, s.data_dir):
             for name, value in self._evaluate(trainable, non_trainable, *self._batch(*batch)).items():
                 totals[name] = totals.get(name, 0.0) + float(value)
         return totals
@@ -127,7 +128,7 @@ class JaxBackend:
     def probe_batch(self, size):
         """The first `size` examples of the evaluation split (fewer if it has fewer), as NumPy
         `(x, y)`: the fixed batch the diagnostics measure on."""
-        x, y, weights = numpy_source.eval_batches(self.settings.dataset, size)[0]
+        x, y, weights = numpy_source.eval_batches(self.settings.dataset, size, self.settings.data_dir)[0]
         return x[weights > 0], y[weights > 0]
 
     def average_moving_statistics(self):
