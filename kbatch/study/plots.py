@@ -70,7 +70,9 @@ def plot_sweep(path, table, axes, targets, title, theory=None):
     if len(targets) > 2:
         for ax in grid[2:, 2]:
             ax.axis("off")
-    grid[0][0].legend(fontsize=7, title="dashed: perfect scaling", title_fontsize=7)
+    # On the steps panel, unless no series reached the first target (then on the accuracy panel).
+    legend_ax = grid[0][0] if grid[0][0].get_legend_handles_labels()[0] else grid[0][2]
+    legend_ax.legend(fontsize=7, title="dashed: perfect scaling", title_fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
