@@ -24,6 +24,7 @@ RESULTS = {  # spec (tools/sweeps/<spec>.py): its results (docs/results/<stem>.c
     "scaling": "scaling",
     "lars_vs_sgd": "lars",
     "ghost_batch_norm": "ghost_batch_norm",
+    "norms": "norms",
 }
 PAGES = {**RESULTS, "ghost_batch_norm": "norms"}  # the page that shows them, docs/results/<page>.md
 TARGETS = {"scaling": [0.97, 0.99], "lars_vs_sgd": [0.95, 0.97], "norms": [0.9, 0.95], "ghost_batch_norm": [0.9, 0.95]}
