@@ -1,5 +1,7 @@
-"""Test setup: 4 logical CPU devices (so `cpu:2` and `cpu:4` run in one process) and small,
-fast configs on the locally generated MNIST-1D.
+"""Test setup: the MNIST-1D data sets generated once, before the test workers start (the suite
+runs in 2 pytest-xdist workers, a file at a time each; `-n 0` runs it in one process); 4 logical
+CPU devices (so `cpu:2` and `cpu:4` run in one process) and small, fast configs on the locally
+generated MNIST-1D.
 
 Under `KERAS_BACKEND=jax` (tests/test_components_jax.py runs the component tests so) the 4
 devices are JAX host devices instead. Tests marked `tensorflow_only` or `jax_only` state what
@@ -29,6 +31,17 @@ BACKEND_MARKERS = {"tensorflow_only": "tensorflow", "jax_only": "jax"}
 def pytest_configure(config):
     for marker, backend in BACKEND_MARKERS.items():
         config.addinivalue_line("markers", f"{marker}: states what Keras on {backend} does; runs only there")
+    if not hasattr(config, "workerinput") and kbatch.frameworks.HAS_TENSORFLOW:
+        _prepare_mnist1d()
+
+
+def _prepare_mnist1d():
+    """Generate both MNIST-1D configs once, before pytest-xdist starts its workers (`-n 2` in
+    pyproject's addopts): two workers preparing the same TFDS folder at once would collide."""
+    import tensorflow_datasets as tfds
+
+    for name in ("mnist1d/original", "mnist1d/large"):
+        tfds.builder(name).download_and_prepare()
 
 
 def pytest_collection_modifyitems(config, items):
