@@ -3,6 +3,7 @@
 `kbatch.study.sweep` runs a grid of overrides, each in its own `model_dir` under one sweep folder;
 `kbatch.study.report` reads a finished or partial sweep into rows, tables, plots and TensorBoard
 HParams; `kbatch.study.nqm` is the noisy quadratic model (Zhang et al. 2019) in closed form;
-`kbatch.study.throughput` fits time per update against batch size. The tools in `tools/` are
-thin absl scripts over these.
+`kbatch.study.throughput` fits time per update against batch size; `kbatch.study.stragglers`
+simulates synchronous, backup-worker and asynchronous data parallelism when workers straggle. The
+tools in `tools/` are thin absl scripts over these.
 """
