@@ -24,6 +24,9 @@ def check(settings):
     if s.loss_spike_guard is not None and s.optimizer not in ("sgd", "momentum", "nesterov"):
         raise ValueError(f"config.loss_spike_guard={s.loss_spike_guard}: scales the update's gradient, which is its "
                          f"learning rate only for SGD (sgd, momentum, nesterov); {s.optimizer} normalizes it away.")
+    if s.staleness and s.mixed_precision == "mixed_float16":
+        raise ValueError(f"config.staleness={s.staleness}: a delayed gradient would be unscaled by a later loss "
+                         "scale than the one it was computed with: use mixed_bfloat16 or float32 with staleness.")
     if s.backend == "jax" and s.mixed_precision == "mixed_float16":
         raise ValueError("config.mixed_precision='mixed_float16' needs loss scaling, which the JAX backend does not "
                          "do: use 'mixed_bfloat16' (TPU, recent GPUs) with config.backend='jax'.")

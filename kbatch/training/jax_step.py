@@ -21,6 +21,7 @@ import keras
 
 from kbatch.diagnostics import noise_scale
 from kbatch.training import spike_guard as guard_lib
+from kbatch.training import staleness
 
 
 def _sums(task, labels, outputs, weights=None):
@@ -65,11 +66,13 @@ def _accumulate(gradient, trainable, non_trainable, x, labels, k, unroll=False):
 
 
 def make_train_step(model, optimizer, task, *, global_batch_size, accumulation_steps=1, clip_global_norm=None,
-                    measure_noise=False, spike_guard=(None, None)):
+                    measure_noise=False, spike_guard=(None, None), delay_line=()):
     """`step(state, x, labels) -> (state, record)`, jitted, the state's buffers donated.
-    `spike_guard`: (k, the optimizer variables of `spike_guard.add_statistics`), or k None."""
+    `spike_guard`: (k, the optimizer variables of `spike_guard.add_statistics`), or k None;
+    `delay_line`: the optimizer variables of `staleness.add_delay_line` (none: no staleness)."""
     spike_threshold, spike_statistics = spike_guard
-    spike_slots = [next(i for i, v in enumerate(optimizer.variables) if v is s) for s in spike_statistics or ()]
+    spike_slots = _slots(optimizer, spike_statistics or ())
+    line_slots, (iterations_slot,) = _slots(optimizer, delay_line), _slots(optimizer, [optimizer.iterations])
     halves = measure_noise and accumulation_steps == 1
     if halves:
         accumulation_steps = 2  # the two halves, unrolled (a loop of 2 is slow on XLA:CPU)
@@ -96,16 +99,25 @@ def make_train_step(model, optimizer, task, *, global_batch_size, accumulation_s
             factor, new = guard_lib.guard(sums["loss"] / global_batch_size,
                                           [optimizer_variables[i] for i in spike_slots], spike_threshold)
             grads, guarded = [g * factor.astype(g.dtype) for g in grads], {"spike_factor": factor}
+        if line_slots:
+            grads, written = staleness.delay(grads, [optimizer_variables[i] for i in line_slots],
+                                             optimizer_variables[iterations_slot])
         trainable, optimizer_variables = optimizer.stateless_apply(optimizer_variables, grads, trainable)
-        if spike_threshold:
-            optimizer_variables = list(optimizer_variables)
-            for i, value in zip(spike_slots, new):
-                optimizer_variables[i] = value
+        optimizer_variables = list(optimizer_variables)
+        for i, value in zip(spike_slots, new if spike_threshold else ()):
+            optimizer_variables[i] = value
+        for i, value in zip(line_slots, written if line_slots else ()):
+            optimizer_variables[i] = value
         record = {**sums, "count": jnp.asarray(labels.shape[0], "float32"), "grad_norm": grad_norm,
                   "learning_rate": learning_rate, **guarded}
         return (trainable, non_trainable, optimizer_variables), record
 
     return jax.jit(step, donate_argnums=0)
+
+
+def _slots(optimizer, variables):
+    """The positions of `variables` among `optimizer.variables` (the state's third part)."""
+    return [next(i for i, v in enumerate(optimizer.variables) if v is s) for s in variables]
 
 
 def make_eval_step(model, task):

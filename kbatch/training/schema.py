@@ -197,6 +197,8 @@ FIELDS = (
        "scale's two estimates"),
     _F("loss_spike_guard", None, _real(low=0, low_open=True, allow_none=True), "k: an update whose loss is more "
        "than k standard deviations above the running mean takes a step scaled by k / z (SGD; None: off)", float),
+    _F("staleness", 0, _non_negative_int, "tau: every update applies the gradient computed tau updates earlier, "
+       "exactly (asynchronous training's delay, reproducible; 0: synchronous)"),
     _F("sharpness_every", 0, _non_negative_int, "evaluations between measurements of the sharpness lambda_max "
        "on a fixed evaluation batch (0: off)"),
 )

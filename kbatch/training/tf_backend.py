@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from kbatch import data, distribute, layers
-from kbatch.training import preemption, run_dir, spike_guard, tf_step
+from kbatch.training import preemption, run_dir, spike_guard, staleness, tf_step
 from kbatch.training.summaries import Summaries
 
 
@@ -66,6 +66,8 @@ class TensorFlowBackend:
         if self.settings.loss_spike_guard:
             self._spike_statistics = spike_guard.add_statistics(optimizer)
             guarded = {"loss_spike": list(self._spike_statistics)}
+        # Optimizer variables: the checkpoint's `optimizer` holds the line.
+        self._delay_line = staleness.add_delay_line(optimizer, model.trainable_variables, self.settings.staleness)
         self._checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, trained_steps=self._trained_steps,
                                                **guarded)
         # On the chief, `model_dir/checkpoints`; elsewhere a temporary folder (a worker's saves
@@ -124,7 +126,7 @@ class TensorFlowBackend:
             self.strategy, self.model, self.optimizer, self.task, global_batch_size=phase.batch_size,
             accumulation_steps=s.accumulation_steps, clip_global_norm=s.clip_global_norm,
             log_gradient_norm=s.log_gradient_norm, jit_compile=s.jit_compile, measure_noise=s.noise_scale_every > 0,
-            spike_guard=(s.loss_spike_guard, getattr(self, "_spike_statistics", None)))
+            spike_guard=(s.loss_spike_guard, getattr(self, "_spike_statistics", None)), delay_line=self._delay_line)
         compiled = tf_step.make_train_loop(self.strategy, step)
         stream = data.train_dataset_fn(s.dataset, phase.batch_size, s.seed, s.data_dir, start_example=start_example)
         iterator = iter(data.distribute(self.strategy, stream))

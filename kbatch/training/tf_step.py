@@ -22,6 +22,7 @@ import keras
 
 from kbatch.diagnostics import noise_scale
 from kbatch.training import spike_guard as guard_lib
+from kbatch.training import staleness
 
 SHARED = ("grad_norm", "learning_rate", "spike_factor")  # the same on every replica; every other record field adds up
 
@@ -99,9 +100,10 @@ def _accumulate(micro_gradients, x, labels, variables, accumulation_steps, pytho
 
 def make_train_step(strategy, model, optimizer, task, *, global_batch_size, accumulation_steps=1,
                     clip_global_norm=None, log_gradient_norm=True, jit_compile=False, measure_noise=False,
-                    spike_guard=(None, None)):
+                    spike_guard=(None, None), delay_line=()):
     """The replica function of one optimizer update; returns its record (a dict). `spike_guard`:
-    (k, the variables of `spike_guard.add_statistics`), or k None for no guard."""
+    (k, the variables of `spike_guard.add_statistics`), or k None for no guard; `delay_line`: the
+    variables of `staleness.add_delay_line` (none: no staleness)."""
     spike_threshold, spike_statistics = spike_guard
     variables = model.trainable_variables
     clip = float(clip_global_norm) if clip_global_norm else None
@@ -140,6 +142,8 @@ def make_train_step(strategy, model, optimizer, task, *, global_batch_size, accu
             with tf.control_dependencies([grad_norm]):  # the collectives in one order on every replica
                 loss_sum = tf.identity(sums["loss"])
             grads, guarded = _guard(loss_sum, grads, global_batch_size, spike_threshold, spike_statistics)
+        if delay_line:
+            grads = _delayed(grads, delay_line, optimizer, strategy.num_replicas_in_sync)
         optimizer.apply(grads, variables)
         return {**sums, "count": tf.cast(tf.shape(labels)[0], tf.float32), "grad_norm": grad_norm,
                 "learning_rate": learning_rate, **guarded}
@@ -158,6 +162,23 @@ def _guard(loss_sum, grads, global_batch_size, threshold, statistics):
     for variable, value in zip(statistics, new):
         variable.assign(value)
     return [g * tf.cast(factor, g.dtype) for g in grads], {"spike_factor": factor}
+
+
+def _delayed(grads, line, optimizer, replicas):
+    """The global gradient of tau updates ago (`kbatch.training.staleness`) in place of this one's:
+    this update's sum over the replicas goes into the line; replica 0 applies the delayed one and
+    the others zeros, so the optimizer's cross-replica sum is it exactly."""
+    context = tf.distribute.get_replica_context()
+    if replicas > 1:
+        with tf.control_dependencies(grads):  # the collectives in one order on every replica
+            grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+    applied, written = staleness.delay(grads, [v.value for v in line], optimizer.iterations)
+    for variable, value in zip(line, written):
+        variable.assign(value)
+    if replicas == 1:
+        return applied
+    first = tf.equal(context.replica_id_in_sync_group, 0)
+    return [tf.where(first, g, tf.zeros_like(g)) for g in applied]
 
 
 def _reduce(strategy, per_replica):
