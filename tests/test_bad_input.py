@@ -21,7 +21,7 @@ from kbatch.training import train
     ("batch_size", -64, "config.batch_size=-64: must be a positive integer"),
     ("base_batch_size", 0, "config.base_batch_size=0: must be a positive integer"),
     ("accumulation_steps", 0, "config.accumulation_steps=0: must be a positive integer"),
-    ("lr_scaling", "cubic", r"config.lr_scaling='cubic': must be one of 'linear', 'sqrt', 'none', or a real exponent"),
+    ("lr_scaling", "cubic", r"config.lr_scaling='cubic': must be one of 'linear', 'sqrt', 'none', 'staleness', or a real exponent"),
     ("warmup_epochs", 5.0, "config.warmup_epochs=5.0: must be shorter than config.num_epochs=2"),
     ("mixed_precision", "float16", r"config.mixed_precision='float16': must be one of None, 'float32'"),
     ("target_accuracy", 1.5, r"config.target_accuracy=1.5: must be a finite number in \(0, 1\], or None"),

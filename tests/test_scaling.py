@@ -396,12 +396,17 @@ def test_rescale_with_the_staleness_rule_is_multiplicative(b, tau, adaptive):
         assert a == pytest.approx(c, rel=1e-9, abs=1e-300), field.name
 
 
-def test_the_config_schema_still_refuses_the_staleness_rule():
-    # config.lr_scaling takes the power rules only until the trainer has a staleness field.
-    from kbatch.training import schema
-    assert "staleness" not in scaling.RULES
-    with pytest.raises(ValueError, match=r"^config.lr_scaling='staleness': must be one of 'linear', 'sqrt', 'none'"):
-        schema.resolve({"lr_scaling": "staleness"})
+@pytest.mark.parametrize("optimizer, momentum", [("momentum", 0.9), ("sgd", 0.0), ("adam", 0.9)])
+def test_config_lr_scaling_staleness_is_the_rule_at_the_run_s_batch_and_delay(optimizer, momentum):
+    # The trainer's peak rate is scale_learning_rate's staleness rule, with the run's momentum
+    # (Adam's beta_1; none for plain SGD).
+    from kbatch.training import lr_schedules, schema
+    settings = schema.resolve({"lr_scaling": "staleness", "staleness": 4, "batch_size": 1024, "optimizer": optimizer,
+                               "base_batch_size": 128, "base_learning_rate": 0.05})
+    expected = scaling.scale_learning_rate(0.05, 128, 1024, "staleness", staleness=4, momentum=momentum)
+    assert lr_schedules.peak_learning_rate(settings) == pytest.approx(expected, rel=1e-12)
+    synchronous = schema.resolve({"lr_scaling": "staleness", "batch_size": 1024, "optimizer": optimizer})
+    assert lr_schedules.peak_learning_rate(synchronous) == pytest.approx(0.05 * 1024 / 128, rel=1e-12)
 
 
 @pytest.mark.parametrize("call, message", [

@@ -56,7 +56,7 @@ def _check_decay(s):
         if s.decay != "step":
             raise ValueError(f'config.anneal_batch=True grows the batch where a step decay would cut the LR: '
                              f'it needs config.decay="step", got {s.decay!r}.')
-        if scaling.scaling_exponent(s.lr_scaling) <= 0:
+        if s.lr_scaling != "staleness" and scaling.scaling_exponent(s.lr_scaling) <= 0:
             raise ValueError(f"config.anneal_batch=True needs an lr_scaling that grows the LR with the batch, "
                              f"got {s.lr_scaling!r}.")
         if s.max_batch_size is not None and s.max_batch_size < s.batch_size:

@@ -6,6 +6,7 @@ BN momentum, weight decay, Adam's betas and epsilon follow the batch, as the LR 
 """
 
 from kbatch import optimizers, scaling
+from kbatch.training import lr_schedules
 
 ADAPTIVE = ("adam", "adamw", "lamb")  # optimizers whose betas and epsilon `rescale` moves
 KERAS_EPSILON = {"adam": 1e-7, "adamw": 1e-7, "lamb": 1e-6}  # Keras's defaults
@@ -34,7 +35,8 @@ def phase_recipe(settings, batch_size):
     `rescale_recipe`, else the base recipe as it is."""
     recipe = base_recipe(settings)
     if settings.rescale_recipe:
-        return scaling.rescale(recipe, batch_size, rule=settings.lr_scaling)
+        # The staleness rule moves the rest of the recipe as the linear rule does.
+        return scaling.rescale(recipe, batch_size, rule=lr_schedules.batch_rule(settings)[0])
     return recipe
 
 

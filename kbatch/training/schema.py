@@ -63,6 +63,8 @@ def _non_negative_int(name, value):
 
 def _lr_scaling(name, value):
     """A rule name or an exponent; a number given on the command line arrives as a string."""
+    if value == "staleness":
+        return value
     if isinstance(value, str) and value not in scaling.RULES:
         try:
             value = float(value)
@@ -71,7 +73,7 @@ def _lr_scaling(name, value):
     try:
         scaling.scaling_exponent(value)
     except ValueError:
-        checks.fail(name, value, "one of 'linear', 'sqrt', 'none', or a real exponent alpha")
+        checks.fail(name, value, "one of 'linear', 'sqrt', 'none', 'staleness', or a real exponent alpha")
     return value if isinstance(value, str) else float(value)
 
 
@@ -136,7 +138,7 @@ FIELDS = (
     _F("base_batch_size", 128, checks.positive_int, "the batch the recipe is given at"),
     _F("base_learning_rate", 0.05, _real(low=0), "the learning rate at `base_batch_size`"),
     _F("lr_scaling", "linear", _lr_scaling, "how the LR moves with the batch: `linear`, `sqrt`, `none`, "
-       "or an exponent alpha (lr x (B/B0)^alpha)"),
+       "an exponent alpha (lr x (B/B0)^alpha), or `staleness`: linear, lowered for `staleness` (docs/schedules.md)"),
     _F("rescale_recipe", True, checks.boolean, "the rest of the recipe follows the batch too "
        "(`kbatch.scaling.rescale`): BN momentum^(B/B0), weight decay, Adam's betas and epsilon"),
     _F("warmup_epochs", 1.0, _real(low=0), "linear warmup, in epochs"),
