@@ -32,6 +32,7 @@ asynchronous training every gradient counted as useful however stale it is. Pure
 TensorFlow or Keras.
 """
 
+import abc
 import dataclasses
 import math
 
@@ -44,25 +45,28 @@ ASYNC_BATCHES = 16  # sub-windows of the measured window: the batch means of the
 _GRID = 40_001  # points of the numerical integral (log-spaced in t)
 
 
-class StepTime:
+class StepTime(abc.ABC):
     """Seconds one worker takes for one step (forward, backward, its gradient ready). Subclasses
     are frozen dataclasses with `sample(rng, shape)` (i.i.d. unless the class says otherwise; the
     last axis of `shape` is the worker), the exact `mean`, and the survival function
     `sf(t) = P(T > t)`."""
 
+    @abc.abstractmethod
     def sample(self, rng, shape):
-        raise NotImplementedError
+        """See the class docstring."""
 
     @property
+    @abc.abstractmethod
     def mean(self):
-        raise NotImplementedError
+        """The exact mean step time."""
 
+    @abc.abstractmethod
     def sf(self, t):
-        raise NotImplementedError
+        """See the class docstring."""
 
+    @abc.abstractmethod
     def upper(self, tail):
         """A time t with P(T > t) <= tail (where the numerical integral stops)."""
-        raise NotImplementedError
 
     def worker_means(self, n):
         """The mean step time of each of `n` workers."""
