@@ -39,6 +39,17 @@ def test_a_resumed_run_may_change_the_learning_rate_but_not_the_batch(tmp_path):
         run_dir.check(str(tmp_path / "a"), _settings(base_learning_rate=1e6, batch_size=64))
 
 
+def test_a_run_saved_before_a_field_existed_is_the_same_run_at_that_field_s_default(tmp_path):
+    folder = tmp_path / "older"
+    _saved(folder, _settings(model_dir=str(folder)))
+    saved = json.loads((folder / run_dir.CONFIG_FILE).read_text())
+    del saved["staleness"]  # a config.json written before config.staleness was added
+    run_dir.write_json(str(folder / run_dir.CONFIG_FILE), saved)
+    assert run_dir.check(str(folder), _settings(model_dir=str(folder))) == {}
+    with pytest.raises(ValueError, match=r"different config \(staleness: 0 -> 2\)"):
+        run_dir.check(str(folder), _settings(model_dir=str(folder), staleness=2))
+
+
 def test_a_folder_of_other_files_or_a_file_is_refused(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("precious")

@@ -164,3 +164,19 @@ def test_a_folder_of_another_sweep_or_of_anything_else_is_refused(tmp_path):
     (mine / "notes.txt").write_text("mine")
     assert "not a kbatch sweep" in _refused([f"--sweep_dir={mine}", *BASE, "--grid=seed=1,2"])
     assert sorted(os.listdir(mine)) == ["notes.txt"]
+
+
+def test_a_sweep_made_before_a_field_existed_is_the_same_sweep_at_that_field_s_default(tmp_path):
+    from kbatch.study import grid, sweep
+    from kbatch.configs import mnist1d_cnn
+
+    older = tmp_path / "older"
+    sweep.Sweep(older, mnist1d_cnn.get_config(), grid.expand({"seed": [1]})).write_manifest()
+    manifest = json.loads((older / "sweep.json").read_text())
+    del manifest["base"]["staleness"]  # written before config.staleness was added
+    (older / "sweep.json").write_text(json.dumps(manifest))
+    sweep.Sweep(older, mnist1d_cnn.get_config(), grid.expand({"seed": [1, 2]})).check()  # the same sweep
+    changed = mnist1d_cnn.get_config()
+    changed.staleness = 1
+    with pytest.raises(ValueError, match=r"belongs to another sweep .*staleness: 0 -> 1"):
+        sweep.Sweep(older, changed, grid.expand({"seed": [1]})).check()

@@ -89,10 +89,10 @@ class Sweep:
                 raise ValueError(f"--sweep_dir={self.sweep_dir} holds files that are not a kbatch sweep: "
                                  "choose a new or empty folder.")
             return
-        differ = sorted(k for k in set(manifest["base"]) | set(self.base)
-                        if manifest["base"].get(k) != self.base.get(k))
+        saved = {k: v for k, v in schema.completed(manifest["base"]).items() if k != "model_dir"}
+        differ = sorted(k for k in set(saved) | set(self.base) if saved.get(k) != self.base.get(k))
         if differ:
-            shown = ", ".join(f"{k}: {manifest['base'].get(k)!r} -> {self.base.get(k)!r}" for k in differ[:4])
+            shown = ", ".join(f"{k}: {saved.get(k)!r} -> {self.base.get(k)!r}" for k in differ[:4])
             raise ValueError(f"--sweep_dir={self.sweep_dir} belongs to another sweep (its base config differs: "
                              f"{shown}): choose another folder.")
 

@@ -57,7 +57,8 @@ def check(model_dir, config):
                 "choose an empty or new directory."
             )
         return None
-    saved, current = read_json(saved_path), json.loads(json.dumps(schema.as_json(schema.resolve(config))))
+    saved = schema.completed(read_json(saved_path))
+    current = json.loads(json.dumps(schema.as_json(schema.resolve(config))))
     changed = {k: (saved.get(k), current.get(k)) for k in sorted(set(saved) | set(current))
                if k != "model_dir" and saved.get(k) != current.get(k)}
     fixed = [k for k in changed if k not in schema.MAY_CHANGE_ON_RESUME]

@@ -255,6 +255,15 @@ def validate(config):
     resolve(config)
 
 
+def completed(saved):
+    """A config as an earlier kbatch saved it (`config.json`, a sweep's base), with the fields
+    added since at their defaults: a field is added with the default that keeps the behaviour
+    runs had before it (`staleness=0` is the synchronous step), so an older run or sweep is the
+    same one, not another."""
+    defaults = {f.name: list(f.default) if isinstance(f.default, tuple) else f.default for f in FIELDS}
+    return {**defaults, **saved}
+
+
 def as_json(settings):
     """The settings as plain JSON data (what `config.json` holds): tuples become lists."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(settings).items()}
