@@ -80,10 +80,10 @@ def _devices(backend):
         return devices[0].platform, len(devices)
     import tensorflow as tf
 
-    for kind in ("TPU", "GPU"):
-        if tf.config.list_logical_devices(kind):
-            return kind.lower(), len(tf.config.list_logical_devices(kind))
-    return "cpu", len(tf.config.list_logical_devices("CPU"))
+    for kind in ("TPU", "GPU", "CPU"):
+        devices = tf.config.list_logical_devices(kind)
+        if devices or kind == "CPU":
+            return kind.lower(), len(devices)
 
 
 def describe():

@@ -94,7 +94,7 @@ def make_train_step(model, optimizer, task, *, global_batch_size, accumulation_s
             grads = [g * factor.astype(g.dtype) for g in grads]
         with keras.StatelessScope(state_mapping=list(zip(optimizer.variables, optimizer_variables))):
             learning_rate = jnp.asarray(optimizer.learning_rate, "float32")
-        guarded = {}
+        guarded, new, written = {}, (), ()  # the guard's and the delay line's new optimizer variables
         if spike_threshold:
             factor, new = guard_lib.guard(sums["loss"] / global_batch_size,
                                           [optimizer_variables[i] for i in spike_slots], spike_threshold)
@@ -104,9 +104,7 @@ def make_train_step(model, optimizer, task, *, global_batch_size, accumulation_s
                                              optimizer_variables[iterations_slot])
         trainable, optimizer_variables = optimizer.stateless_apply(optimizer_variables, grads, trainable)
         optimizer_variables = list(optimizer_variables)
-        for i, value in zip(spike_slots, new if spike_threshold else ()):
-            optimizer_variables[i] = value
-        for i, value in zip(line_slots, written if line_slots else ()):
+        for i, value in [*zip(spike_slots, new), *zip(line_slots, written)]:
             optimizer_variables[i] = value
         record = {**sums, "count": jnp.asarray(labels.shape[0], "float32"), "grad_norm": grad_norm,
                   "learning_rate": learning_rate, **guarded}

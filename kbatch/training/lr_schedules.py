@@ -10,22 +10,12 @@ examples seen.
 import keras
 
 from kbatch import scaling, schedules
-
-
-def batch_rule(settings):
-    """The rule that moves the rate across batch sizes, and the base rate it moves: `lr_scaling`
-    and `base_learning_rate`, except that the staleness rule (`kbatch.scaling`) is the linear rule
-    from a base rate lowered once by `staleness_factor(staleness, momentum)`."""
-    s = settings
-    if s.lr_scaling != "staleness":
-        return s.lr_scaling, s.base_learning_rate
-    momentum = s.beta_1 if s.optimizer in ("adam", "adamw", "lamb") else (0.0 if s.optimizer == "sgd" else s.momentum)
-    return "linear", s.base_learning_rate * scaling.staleness_factor(s.staleness, momentum)
+from kbatch.training import recipe
 
 
 def peak_learning_rate(settings):
     """The base learning rate moved to the run's (first) global batch by `lr_scaling`."""
-    rule, base = batch_rule(settings)
+    rule, base = recipe.batch_rule(settings)
     return scaling.scale_learning_rate(base, settings.base_batch_size, settings.batch_size, rule)
 
 
@@ -40,7 +30,7 @@ def batch_schedule(settings, multiple_of=1):
     - otherwise one phase at `batch_size`.
     """
     s = settings
-    rule, base = batch_rule(s)
+    rule, base = recipe.batch_rule(s)
     if s.decay == "step":
         peak = peak_learning_rate(s)
         if s.anneal_batch:

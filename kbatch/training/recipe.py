@@ -6,10 +6,21 @@ BN momentum, weight decay, Adam's betas and epsilon follow the batch, as the LR 
 """
 
 from kbatch import optimizers, scaling
-from kbatch.training import lr_schedules
 
 ADAPTIVE = ("adam", "adamw", "lamb")  # optimizers whose betas and epsilon `rescale` moves
 KERAS_EPSILON = {"adam": 1e-7, "adamw": 1e-7, "lamb": 1e-6}  # Keras's defaults
+
+
+def batch_rule(settings):
+    """The rule that moves the rate across batch sizes, and the base rate it moves: `lr_scaling`
+    and `base_learning_rate`, except that the staleness rule (`kbatch.scaling`) is the linear rule
+    from a base rate lowered once by `staleness_factor(staleness, momentum)`, with the momentum
+    the optimizer uses (beta_1 for the adaptive ones, none for plain SGD)."""
+    s = settings
+    if s.lr_scaling != "staleness":
+        return s.lr_scaling, s.base_learning_rate
+    momentum = s.beta_1 if s.optimizer in ADAPTIVE else (0.0 if s.optimizer == "sgd" else s.momentum)
+    return "linear", s.base_learning_rate * scaling.staleness_factor(s.staleness, momentum)
 
 
 def optimizer_config(settings):
@@ -36,7 +47,7 @@ def phase_recipe(settings, batch_size):
     recipe = base_recipe(settings)
     if settings.rescale_recipe:
         # The staleness rule moves the rest of the recipe as the linear rule does.
-        return scaling.rescale(recipe, batch_size, rule=lr_schedules.batch_rule(settings)[0])
+        return scaling.rescale(recipe, batch_size, rule=batch_rule(settings)[0])
     return recipe
 
 
