@@ -6,6 +6,8 @@
   "tpu"            the attached TPU (TPU VM or Colab), "tpu:ADDRESS" a remote one
   "mirrored"       MirroredStrategy over every local GPU (the CPU if there is none)
   "multiworker"    MultiWorkerMirroredStrategy, the cluster from the TF_CONFIG variable
+  "parameter_server"  ParameterServerStrategy: asynchronous updates; this process is the
+                   coordinator (TF_CONFIG task "chief"); the worker and ps tasks run `serve()`
   "one_device"     the first GPU, else the CPU
   "cpu:N"          N logical CPU devices under MirroredStrategy: data parallelism on a laptop
 
@@ -22,9 +24,10 @@ from kbatch import runtime
 from kbatch.ledger import per_replica_batch_size
 
 __all__ = ["STRATEGIES", "configure_logical_cpus", "per_replica_batch_size",
-           "read_tf_config", "resolve_strategy"]
+           "read_tf_config", "resolve_strategy", "serve"]
 
-STRATEGIES = ("auto", "tpu", "tpu:ADDRESS", "mirrored", "multiworker", "one_device", "cpu:N")
+STRATEGIES = ("auto", "tpu", "tpu:ADDRESS", "mirrored", "multiworker", "parameter_server", "one_device", "cpu:N")
+PS_TASKS = ("worker", "ps")  # the TF_CONFIG tasks of a parameter-server cluster that only serve
 
 
 def configure_logical_cpus(count):
@@ -69,13 +72,13 @@ def _tpu_strategy(address):
     return tf.distribute.TPUStrategy(resolver)
 
 
-def read_tf_config():
+def read_tf_config(strategy="multiworker"):
     """The TF_CONFIG cluster description, validated; a ValueError names what is wrong."""
     raw = os.environ.get("TF_CONFIG")
     if not raw:
         raise ValueError(
-            "strategy 'multiworker' needs the TF_CONFIG environment variable (JSON with 'cluster' "
-            "and 'task'); start the workers with tools/launch_local.py or set it on each host."
+            f"strategy '{strategy}' needs the TF_CONFIG environment variable (JSON with 'cluster' "
+            "and 'task'); start the processes with tools/launch_local.py or set it on each host."
         )
     try:
         tf_config = json.loads(raw)
@@ -122,6 +125,8 @@ def _create_strategy(name):
     if name == "multiworker":
         read_tf_config()
         return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "parameter_server":
+        return _parameter_server_strategy()
     if name == "one_device":
         device = "/gpu:0" if tf.config.list_physical_devices("GPU") else "/cpu:0"
         return tf.distribute.OneDeviceStrategy(device)
@@ -136,3 +141,32 @@ def _create_strategy(name):
             [f"/cpu:{i}" for i in range(int(count))], cross_device_ops=tf.distribute.ReductionToOneDevice()
         )
     raise ValueError(f"Unknown strategy {name!r}: choose one of {', '.join(STRATEGIES)}.")
+
+
+def _parameter_server_threads(cluster):
+    """Inter-op threads a worker server needs: at least one per concurrent function the
+    coordinator may send it, plus one (with fewer, measured on 2 cores, a worker hangs)."""
+    return max(os.cpu_count() or 1, len(cluster.get("worker", ())) + len(cluster.get("ps", ())) + 2)
+
+
+def _parameter_server_strategy():
+    tf_config = read_tf_config("parameter_server")
+    cluster, task = tf_config["cluster"], tf_config["task"]
+    if task["type"] != "chief" or not cluster.get("worker") or not cluster.get("ps"):
+        raise ValueError(
+            f"strategy 'parameter_server': the training process is the coordinator, TF_CONFIG task 'chief', in a "
+            f"cluster with 'worker' and 'ps' tasks (got task {task}, jobs {sorted(cluster)}); the worker and ps "
+            f"processes serve: tools/launch_local.py --ps=1 starts all of them.")
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    return tf.distribute.ParameterServerStrategy(resolver)
+
+
+def serve(tf_config):
+    """Run this process's worker or ps server of a parameter-server cluster until it is killed
+    (the coordinator sends the work; a server has no end of its own)."""
+    cluster, task = tf_config["cluster"], tf_config["task"]
+    config = tf.compat.v1.ConfigProto(inter_op_parallelism_threads=_parameter_server_threads(cluster))
+    server = tf.distribute.Server(tf.train.ClusterSpec(cluster), job_name=task["type"], task_index=int(task["index"]),
+                                  config=config, protocol="grpc", start=True)
+    print(f"kbatch: {task['type']} {task['index']} of a parameter-server cluster serving at {server.target}.", flush=True)
+    server.join()

@@ -112,8 +112,22 @@ def _run(argv):
         return 0
     # tf.data warns on every distributed dataset that options moved into the graph: noise here.
     warnings.filterwarnings("ignore", message="To make it possible to preserve tf.data options")
+    if resolve_settings(flags.FLAGS.config).strategy == "parameter_server" and _serve_if_server():
+        return 0
     train(flags.FLAGS.config)
     return 0
+
+
+def _serve_if_server():
+    """A parameter-server cluster's worker or ps process serves (until it is stopped) and
+    returns True; the coordinator returns False and trains."""
+    from kbatch import distribute
+
+    tf_config = distribute.read_tf_config("parameter_server")
+    if tf_config["task"]["type"] not in distribute.PS_TASKS:
+        return False
+    distribute.serve(tf_config)
+    return True
 
 
 def main():

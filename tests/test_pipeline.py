@@ -83,6 +83,36 @@ def test_cifar10_pipeline_augments_with_pad_crop_flip_on_mock_data():
         assert has_padding(train) and not has_padding(plain)
 
 
+def _table_batches(name, global_batch, steps, seed):
+    table = next(iter(data.train_table_fn(name)()))
+    return [[t.numpy() for t in data.train_examples_at(name, table, tf.range(t * global_batch, (t + 1) * global_batch,
+                                                                              dtype=tf.int64), seed)]
+            for t in range(steps)]
+
+
+def _stream_batches(name, global_batch, steps, seed):
+    strategy = kbatch.distribute.resolve_strategy("one_device")
+    iterator = iter(data.distribute(strategy, data.train_dataset_fn(name, global_batch, seed)))
+    return [[t.numpy() for t in next(iterator)] for _ in range(steps)]
+
+
+def test_batches_read_by_position_from_the_table_are_the_streams_batches():
+    # 4000 training examples: batch 24 of 96 is split across the first two epochs.
+    table = _table_batches("mnist1d/original", 96, 45, seed=3)
+    stream = _stream_batches("mnist1d/original", 96, 45, seed=3)
+    for (x1, y1), (x2, y2) in zip(table, stream):
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(y1, y2)
+
+
+def test_table_batches_carry_the_streams_cifar_augmentation_on_mock_data():
+    with tfds.testing.mock_data(num_examples=40):
+        table, stream = _table_batches("cifar10", 16, 4, seed=5), _stream_batches("cifar10", 16, 4, seed=5)
+    for (x1, y1), (x2, y2) in zip(table, stream):
+        np.testing.assert_allclose(x1, x2, atol=1e-6)
+        np.testing.assert_array_equal(y1, y2)
+
+
 def test_unknown_dataset_names_the_field_and_the_choices():
     with pytest.raises(ValueError, match="Unknown dataset 'svhn'.*mnist1d"):
         data.dataset_family("svhn")

@@ -12,6 +12,16 @@ after `--grace_s`): a multi-worker job with a dead worker would otherwise wait i
 collective op forever. `--timeout_s` stops everything past that many seconds (exit code 124);
 Ctrl-C stops everything (exit code 130). Nothing is left running.
 
+With `--ps=M` it starts a parameter-server cluster instead: a coordinator (TF_CONFIG task
+`chief`), the `--workers` workers and M parameter servers, each running the same command:
+
+  python tools/launch_local.py --workers=2 --ps=1 -- \\
+      kbatch-train --config.strategy=parameter_server
+
+The coordinator trains; the workers and parameter servers serve it (`kbatch.distribute.serve`)
+and never exit on their own: when the coordinator exits, everything is stopped and the launcher
+exits with the coordinator's code. A server that fails first stops everything, as above.
+
 On real machines there is no launcher: set TF_CONFIG on each host and run the same command there
 (docs/distributed.md).
 """
@@ -46,10 +56,17 @@ def free_ports(count, host="127.0.0.1"):
             s.close()
 
 
-def tf_configs(ports, host="127.0.0.1"):
-    """One TF_CONFIG dict per worker: the same cluster, each its own task index."""
-    cluster = {"worker": [f"{host}:{port}" for port in ports]}
-    return [{"cluster": cluster, "task": {"type": "worker", "index": i}} for i in range(len(ports))]
+def tf_configs(ports, host="127.0.0.1", ps=0):
+    """One TF_CONFIG dict per process: the same cluster, each its own task. Without `ps`, the
+    ports are workers; with `ps` parameter servers, the first port is the coordinator (`chief`)
+    and the last `ps` ones the parameter servers."""
+    addresses = [f"{host}:{port}" for port in ports]
+    if ps:
+        cluster = {"chief": addresses[:1], "worker": addresses[1:-ps], "ps": addresses[-ps:]}
+    else:
+        cluster = {"worker": addresses}
+    return [{"cluster": cluster, "task": {"type": job, "index": i}}
+            for job, members in cluster.items() for i in range(len(members))]
 
 
 def exit_code(returncode):
@@ -99,22 +116,26 @@ def stop(processes, grace_s):
 
 
 def launch(command, workers, timeout_s=None, env=None, grace_s=5.0, stdout=None, stderr=None,
-           host="127.0.0.1"):
+           host="127.0.0.1", ps=0):
     """Run `command` (a list of strings) as `workers` multi-worker processes; return the exit code.
 
     Args:
       command: the worker command, the same for every worker (it reads TF_CONFIG).
       workers: the number of workers, >= 1.
+      ps: parameter servers; with ps >= 1, a parameter-server cluster (a coordinator, the workers,
+        the servers) whose coordinator's exit ends the job.
       timeout_s: stop everything after this many seconds and return 124; None: no limit.
       env: extra environment variables for the workers (on top of this process's environment).
       grace_s: seconds between SIGTERM and SIGKILL when workers are stopped.
       stdout, stderr: where the prefixed lines go (default: this process's streams).
 
     Returns the largest exit code of the workers that exited on their own (a worker killed by
-    signal N counts as 128 + N), 124 after a timeout, 130 after Ctrl-C.
+    signal N counts as 128 + N), or the coordinator's, 124 after a timeout, 130 after Ctrl-C.
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}.")
+    if isinstance(ps, bool) or not isinstance(ps, int) or ps < 0:
+        raise ValueError(f"ps must be a non-negative integer, got {ps!r}.")
     if not command or not all(isinstance(part, str) for part in command):
         raise ValueError(f"command must be a non-empty list of strings, got {command!r}.")
     if timeout_s is not None and not timeout_s > 0:
@@ -129,33 +150,38 @@ def launch(command, workers, timeout_s=None, env=None, grace_s=5.0, stdout=None,
             stderr.flush()
 
     try:
-        for index, tf_config in enumerate(tf_configs(free_ports(workers, host), host)):
+        configs = tf_configs(free_ports(workers + (ps + 1 if ps else 0), host), host, ps)
+        names = [f"{c['task']['type']} {c['task']['index']}" for c in configs]
+        for name, tf_config in zip(names, configs):
             worker_env = {**os.environ, **(env or {}), "TF_CONFIG": json.dumps(tf_config),
                           "PYTHONUNBUFFERED": "1"}
             process = subprocess.Popen(command, env=worker_env, stdout=subprocess.PIPE,
                                        stderr=subprocess.PIPE, start_new_session=True)
             processes.append(process)
-            printers += [_Printer(process.stdout, f"[worker {index}] ", stdout),
-                         _Printer(process.stderr, f"[worker {index}] ", stderr)]
+            printers += [_Printer(process.stdout, f"[{name}] ", stdout),
+                         _Printer(process.stderr, f"[{name}] ", stderr)]
         while True:
             codes = [process.poll() for process in processes]
+            if ps and codes[0] is not None:  # the coordinator is done: the servers have no end
+                result = exit_code(codes[0])
+                break
             failed = [(i, exit_code(c)) for i, c in enumerate(codes) if c not in (None, 0)]
             if failed:
-                running = [i for i, c in enumerate(codes) if c is None]
+                running = [names[i] for i, c in enumerate(codes) if c is None]
                 for i, code in failed:
-                    say(f"worker {i} exited with code {code}; stopping workers {running}.")
+                    say(f"{names[i]} exited with code {code}; stopping {', '.join(running) or 'nothing'}.")
                 result = max(code for _, code in failed)
                 break
             if all(c == 0 for c in codes):
                 result = 0
                 break
             if timeout_s is not None and time.monotonic() - started > timeout_s:
-                say(f"timeout: {timeout_s} s passed; stopping all workers.")
+                say(f"timeout: {timeout_s} s passed; stopping every process.")
                 result = TIMEOUT_EXIT_CODE
                 break
             time.sleep(POLL_SECONDS)
     except KeyboardInterrupt:
-        say("interrupted; stopping all workers.")
+        say("interrupted; stopping every process.")
         result = INTERRUPT_EXIT_CODE
     finally:
         stop(processes, grace_s)
@@ -167,6 +193,8 @@ def launch(command, workers, timeout_s=None, env=None, grace_s=5.0, stdout=None,
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("workers", 2, "Number of worker processes.", lower_bound=1)
+flags.DEFINE_integer("ps", 0, "Parameter servers: with >= 1, a parameter-server cluster (a coordinator, the "
+                     "workers and these) for --config.strategy=parameter_server.", lower_bound=0)
 flags.DEFINE_float("timeout_s", None, "Stop all workers after this many seconds (exit code 124).")
 flags.DEFINE_float("grace_s", 5.0, "Seconds between SIGTERM and SIGKILL when stopping workers.")
 
@@ -184,7 +212,7 @@ def main(argv):
     # SIGINT ignored, and Python then keeps it ignored: Ctrl-C must stop the workers all the same.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        return launch(command, FLAGS.workers, timeout_s=FLAGS.timeout_s, grace_s=FLAGS.grace_s)
+        return launch(command, FLAGS.workers, timeout_s=FLAGS.timeout_s, grace_s=FLAGS.grace_s, ps=FLAGS.ps)
     except OSError as error:  # the command does not exist or cannot be run
         print(f"[launcher] cannot start {command[0]!r}: {error}", file=sys.stderr)
         return 127

@@ -6,4 +6,5 @@ from kbatch.frameworks import HAS_TENSORFLOW
 
 if HAS_TENSORFLOW:
     from kbatch.data.mnist1d import Mnist1d
-    from kbatch.data.pipeline import describe, distribute, eval_dataset_fn, first_eval_examples, train_dataset_fn
+    from kbatch.data.pipeline import (describe, distribute, eval_dataset_fn, first_eval_examples, train_dataset_fn,
+                                      train_examples_at, train_table_fn)

@@ -50,12 +50,44 @@ def _in_memory_examples(name, data_dir, start_example, seed):
     x, y = examples.batch(size).get_single_element()
 
     def example_at(position):
-        epoch, offset = position // size, position % size
-        index = tf.random.experimental.index_shuffle(
-            offset, seed=tf.stack([tf.cast(seed, tf.int64), epoch]), max_index=size - 1)
+        index = _shuffled(position, size, seed, position // size)
         return position, (tf.gather(x, index), tf.gather(y, index))
 
     return tf.data.Dataset.range(start_example, 2**62), example_at
+
+
+def _shuffled(positions, size, seed, epoch):
+    """The training example each stream position holds, for positions of one `epoch`."""
+    return tf.random.experimental.index_shuffle(
+        positions % size, seed=tf.stack([tf.cast(seed, tf.int64), epoch]), max_index=size - 1)
+
+
+def train_table_fn(name, data_dir=None):
+    """A `dataset_fn()` each of whose elements is the whole training split `(x, y)` of a data set
+    held in memory: a parameter-server worker reads its batches from it by stream position
+    (`train_examples_at`), so the coordinator decides which examples each update takes."""
+    dataset_family(name)
+    size = int(_load(name, "train", data_dir).cardinality())
+
+    @tf.autograph.experimental.do_not_convert  # traced for the workers: tfds.load is plain Python
+    def dataset_fn():
+        return _load(name, "train", data_dir).batch(size).cache().repeat()
+
+    return dataset_fn
+
+
+def train_examples_at(name, table, positions, seed):
+    """The (augmented) training examples at the stream `positions` (a vector of consecutive ones)
+    of `table` (an element of `train_table_fn`): global batch t of `train_dataset_fn`'s stream is
+    `train_examples_at(name, table, t B + range(B), seed)`, whichever process reads it."""
+    x, y = table
+    size = tf.shape(y, out_type=tf.int64)[0]
+    epoch = positions // size
+    first = epoch[0]  # a batch is at most one epoch long: it spans this epoch and maybe the next
+    index = tf.where(epoch == first, _shuffled(positions, size, seed, first), _shuffled(positions, size, seed, first + 1))
+    augment = preprocessing.train_fn(dataset_family(name), seed)
+    return tf.vectorized_map(lambda e: augment(e[0], (e[1], e[2])),
+                             (positions, tf.gather(x, index), tf.gather(y, index)))
 
 
 def train_dataset_fn(name, global_batch_size, seed, data_dir=None, start_example=0):

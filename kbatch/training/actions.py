@@ -16,7 +16,8 @@ from kbatch.training.progress import Progress
 from kbatch.training.stops import Interrupted
 
 __all__ = ["Action", "AverageMovingStatistics", "CheckFinite", "Checkpoint", "Evaluate", "KerasCallbacks",
-           "AdaptBatchSize", "LogSteps", "MeasureNoiseScale", "MeasureSharpness", "Progress", "ReportLossSpikes",
+           "AdaptBatchSize", "LogSteps", "MeasureNoiseScale", "MeasureSharpness", "Progress", "RecordStaleness",
+           "ReportLossSpikes",
            "WatchInterrupt", "WatchPreemption", "standard"]
 
 
@@ -85,6 +86,24 @@ class ReportLossSpikes(Action):
             listed = ", ".join(f"step {step} x{factor:.2f}" for step, factor in spikes[:5])
             print(f"kbatch: loss spike guard scaled {len(spikes)} update(s): {listed}"
                   f"{' ...' if len(spikes) > 5 else ''}", flush=True)
+
+
+class RecordStaleness(Action):
+    """Under `strategy="parameter_server"`: the staleness each update was measured to have
+    (`ps_backend`) goes to TensorBoard, one histogram per loop (`train/staleness`) and the loop's
+    mean (`train/staleness_mean`), and into the counts of `result.json`'s `staleness` (updates
+    per delay; kept with the checkpoints, so a resumed run adds to them)."""
+
+    def after_loop(self, run, loop):
+        values = loop.records.get("staleness")
+        if values is None:
+            return
+        counts = run.history.state.setdefault("staleness_counts", [])
+        for tau, n in enumerate(np.bincount(values.astype(np.int64))):
+            counts.extend([0] * (tau + 1 - len(counts)))
+            counts[tau] += int(n)
+        run.backend.summaries.histogram("train", loop.last_step, "staleness", values)
+        run.backend.summaries.scalars("train", loop.last_step, {"staleness_mean": float(values.mean())})
 
 
 class MeasureNoiseScale(Action):
@@ -281,5 +300,6 @@ class WatchInterrupt(Action):
 
 def standard(verbose=True):
     """The actions every run takes, in order."""
-    return [CheckFinite(), LogSteps(), ReportLossSpikes(verbose), MeasureNoiseScale(), AdaptBatchSize(verbose),
+    return [CheckFinite(), LogSteps(), ReportLossSpikes(verbose), RecordStaleness(), MeasureNoiseScale(),
+            AdaptBatchSize(verbose),
             AverageMovingStatistics(), Evaluate(), MeasureSharpness(verbose), Progress(verbose), Checkpoint(), WatchPreemption(), WatchInterrupt()]

@@ -4,6 +4,7 @@ Each raises a ValueError naming the fields that disagree, before anything starts
 """
 
 from kbatch import ledger, scaling
+from kbatch.data.names import IN_MEMORY, dataset_family
 
 
 def check(settings):
@@ -30,6 +31,8 @@ def check(settings):
     if s.backend == "jax" and s.mixed_precision == "mixed_float16":
         raise ValueError("config.mixed_precision='mixed_float16' needs loss scaling, which the JAX backend does not "
                          "do: use 'mixed_bfloat16' (TPU, recent GPUs) with config.backend='jax'.")
+    if s.strategy == "parameter_server":
+        _check_parameter_server(s)
     # The replica count is known now for cpu:N; for the others it is checked again once the
     # strategy exists (still before anything is written).
     replicas = int(s.strategy[4:]) if s.strategy.startswith("cpu:") else 1
@@ -82,3 +85,28 @@ def _check_batch_phases(s):
             f"config.batch_sizes ({len(s.batch_sizes)} entries) must have one global batch per epoch in "
             f"config.batch_boundaries ({len(s.batch_boundaries)}): batch_sizes[i] is used from "
             f"batch_boundaries[i] on.")
+
+
+def _check_parameter_server(s):
+    """What an asynchronous parameter-server run cannot do (`kbatch.training.ps_backend`)."""
+    where = "config.strategy='parameter_server'"
+    if s.backend != "tensorflow":
+        raise ValueError(f"{where} is TensorFlow's ParameterServerStrategy: it needs config.backend='tensorflow' "
+                         f"(got {s.backend!r}); for a delay under JAX, simulate it exactly with config.staleness.")
+    if dataset_family(s.dataset) not in IN_MEMORY:
+        raise ValueError(f"{where}: its workers read batches by stream position from the training split held in "
+                         f"memory, one of {', '.join(IN_MEMORY)}; config.dataset={s.dataset!r} is not.")
+    refused = (
+        ("staleness", s.staleness, "the delay is real here, and measured: set config.staleness on a synchronous "
+         "strategy to simulate one"),
+        ("accumulation_steps", s.accumulation_steps > 1, "each worker's update is one batch: raise "
+         "config.batch_size instead"),
+        ("noise_scale_every", s.noise_scale_every, "the noise scale needs the parts of one synchronous update"),
+        ("loss_spike_guard", s.loss_spike_guard, "the guard's running statistics would race between workers"),
+        ("mixed_precision", s.mixed_precision == "mixed_float16", "the loss scale would race between workers: use "
+         "mixed_bfloat16 or float32"),
+        ("norm", s.norm == "sync_batch", "synchronized batch norm needs replicas in step: use norm='batch'"),
+    )
+    for field, value, why in refused:
+        if value:
+            raise ValueError(f"{where} with config.{field}={getattr(s, field)!r}: {why}.")

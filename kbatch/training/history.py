@@ -69,6 +69,7 @@ def result(run, wall_seconds):
         "noise_scale": run.history.noise_scale,
         "sharpness": run.history.sharpness,
         "loss_spikes": run.history.loss_spikes,
+        "staleness": staleness_summary(run.history.state.get("staleness_counts")),
     })
     if s.target_accuracy is not None:
         reached = [e for e in evals if task.reached(e[monitor], s.target_accuracy)]
@@ -76,3 +77,13 @@ def result(run, wall_seconds):
             out.update(steps_to_target=reached[0]["step"], examples_to_target=reached[0]["examples"],
                        epochs_to_target=reached[0]["epoch"])
     return out
+
+
+def staleness_summary(counts):
+    """`result.json`'s `staleness` of a parameter-server run: `counts[tau]` updates applied a
+    gradient tau updates old, their mean and maximum (None for a synchronous run)."""
+    if not counts:
+        return None
+    total = sum(counts)
+    return {"counts": list(counts), "mean": sum(t * n for t, n in enumerate(counts)) / total,
+            "max": max(t for t, n in enumerate(counts) if n)}

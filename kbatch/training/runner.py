@@ -24,7 +24,7 @@ from kbatch.training.plan import Plan
 from kbatch.training.tasks import Classification
 
 
-NOT_TASK_VALUES = ("count", "grad_norm", "learning_rate", "spike_factor", noise_scale.RECORD)
+NOT_TASK_VALUES = ("count", "grad_norm", "learning_rate", "spike_factor", "staleness", noise_scale.RECORD)
 
 
 @dataclasses.dataclass
@@ -64,6 +64,10 @@ def _backend(settings, strategy):
         from kbatch.training import jax_backend
 
         return jax_backend.JaxBackend(settings, strategy)
+    if settings.strategy == "parameter_server":
+        from kbatch.training import ps_backend
+
+        return ps_backend.ParameterServerBackend(settings, strategy)
     from kbatch.training import tf_backend
 
     return tf_backend.TensorFlowBackend(settings, strategy)

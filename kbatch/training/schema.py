@@ -107,12 +107,12 @@ def _folder(name, value):
     return None if value is None else os.path.normpath(checks.text(name, value))
 
 
-STRATEGIES = ("auto", "tpu", "tpu:ADDRESS", "mirrored", "multiworker", "one_device", "cpu:N")
+STRATEGIES = ("auto", "tpu", "tpu:ADDRESS", "mirrored", "multiworker", "parameter_server", "one_device", "cpu:N")
 
 
 def _strategy(name, value):
     ok = isinstance(value, str) and (
-        value in ("auto", "tpu", "mirrored", "multiworker", "one_device") or value.startswith("tpu:")
+        value in ("auto", "tpu", "mirrored", "multiworker", "parameter_server", "one_device") or value.startswith("tpu:")
         or (value.startswith("cpu:") and value[4:].isdigit() and int(value[4:]) >= 1))
     if not ok:
         checks.fail(name, value, "one of " + ", ".join(STRATEGIES))
@@ -176,7 +176,7 @@ FIELDS = (
     _F("backend", "tensorflow", _backend, "`tensorflow` (`tf.distribute`), `jax` (`keras.distribution`, "
        "with `KERAS_BACKEND=jax`), or `auto`: the one Keras runs on (`KERAS_BACKEND=auto`: JAX on a TPU)"),
     _F("strategy", "auto", _strategy, "`auto`, `tpu`, `tpu:ADDRESS`, `mirrored`, `multiworker`, "
-       "`one_device`, `cpu:N`"),
+       "`parameter_server` (asynchronous), `one_device`, `cpu:N`"),
     _F("accumulation_steps", 1, checks.positive_int, "micro-batches per update, summed in the step"),
     _F("steps_per_loop", 50, checks.positive_int, "updates per compiled loop call"),
     _F("jit_compile", True, checks.boolean, "XLA: the whole update on one replica, the gradient on several"),

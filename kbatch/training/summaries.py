@@ -20,3 +20,11 @@ class Summaries(GroupWriters):
         with writer.as_default():
             for name, value in values.items():
                 tf.summary.scalar(name, value, step=step)
+
+    def histogram(self, group, step, name, values):
+        """One histogram of `values` at `step` (e.g. the staleness of a loop's updates)."""
+        if not self.enabled:
+            return
+        self.scalars(group, step, {})  # opens the group's writer
+        with self._writers[group].as_default():
+            tf.summary.histogram(name, values, step=step)

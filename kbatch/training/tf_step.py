@@ -181,7 +181,7 @@ def _delayed(grads, line, optimizer, replicas):
     return [tf.where(first, g, tf.zeros_like(g)) for g in applied]
 
 
-def _reduce(strategy, per_replica):
+def reduce_record(strategy, per_replica):
     """A replica record for the whole global batch: sums added, shared fields from replica 0."""
     first = strategy.experimental_local_results(per_replica)[0]
     return {name: first[name] if name in SHARED else strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
@@ -203,7 +203,7 @@ def make_train_loop(strategy, train_step):
         names = []  # the record's fields, read when the loop body is traced
         records = tf.TensorArray(tf.float32, size=num_steps)
         for i in tf.range(num_steps):
-            record = _reduce(strategy, strategy.run(train_step, args=(next(iterator),)))
+            record = reduce_record(strategy, strategy.run(train_step, args=(next(iterator),)))
             names[:] = list(record)
             records = records.write(i, tf.stack(list(record.values())))
         return _by_name(names, records.stack())
@@ -225,7 +225,7 @@ def make_eval_loop(strategy, model, task):
         names = []
         parts = tf.TensorArray(tf.float32, size=0, dynamic_size=True)
         for batch in dataset:
-            record = _reduce(strategy, strategy.run(eval_step, args=(batch,)))
+            record = reduce_record(strategy, strategy.run(eval_step, args=(batch,)))
             names[:] = list(record)
             parts = parts.write(parts.size(), tf.stack(list(record.values())))
         totals = tf.reduce_sum(parts.stack(), axis=0)

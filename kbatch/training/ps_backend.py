@@ -1,0 +1,110 @@
+"""Asynchronous training with parameter servers (`strategy="parameter_server"`).
+
+TensorFlow's `ParameterServerStrategy` keeps the variables on the parameter servers; its
+`ClusterCoordinator` (this process, TF_CONFIG task "chief") sends each update to whichever worker
+is free, and the workers never wait for each other: a worker reads the weights, computes its
+batch's gradient and applies it, while the others apply theirs (Dean et al. 2012, "Large Scale
+Distributed Deep Networks"). So update k's gradient was computed on the weights of some earlier
+update: its staleness, which this backend measures for every update.
+
+What stays as in synchronous training:
+- update k takes global batch k of the same stream (`data.train_examples_at`: the coordinator
+  hands out stream positions; every worker holds the training split in memory), so a run sees
+  each example once per epoch and a resumed run goes on where it stopped;
+- the plan, evaluations (on the coordinator), checkpoints (written by the coordinator) and logs.
+What does not: the order in which updates land, so runs are not bitwise reproducible.
+
+Staleness of update k = k - (updates applied when update k read the weights): the number of
+updates scheduled before it whose gradients had not yet landed. It is exactly the delay tau of
+`config.staleness` when updates land in order (the delayed-SGD model of Lian et al. 2015).
+Keras counts `optimizer.iterations` with a read and a write, which two workers can interleave
+(a lost count); the backend counts updates in its own variable with an atomic add, and sets
+`optimizer.iterations` to k before update k applies, so the learning-rate schedule sees k.
+"""
+
+import contextlib
+
+import numpy as np
+import tensorflow as tf
+
+from kbatch import data
+from kbatch.training import tf_backend, tf_step
+
+
+class ParameterServerBackend(tf_backend.TensorFlowBackend):
+    """`TensorFlowBackend` with updates scheduled on workers, one global batch each."""
+
+    def __init__(self, settings, strategy=None):
+        super().__init__(settings, strategy)
+        self.coordinator = tf.distribute.coordinator.ClusterCoordinator(self.strategy)
+        self.multi_worker = False  # nothing collective: the coordinator alone saves and evaluates
+
+    def attach(self, model, optimizer, task):
+        super().attach(model, optimizer, task)
+        self._applied = tf.Variable(0, dtype=tf.int64, trainable=False, name="applied_updates")
+
+    def restore(self):
+        step = super().restore()
+        self._applied.assign(step)
+        return step
+
+    def start_phase(self, phase, start_example):
+        """`loop(num_steps)`: `num_steps` updates scheduled on the workers, waited for, and their
+        records (each with `staleness`) in update order."""
+        s = self.settings
+        step = tf_step.make_train_step(
+            self.strategy, self.model, self.optimizer, self.task, global_batch_size=phase.batch_size,
+            clip_global_norm=s.clip_global_norm, log_gradient_norm=s.log_gradient_norm, jit_compile=False)
+        tables = iter(self.coordinator.create_per_worker_dataset(data.train_table_fn(s.dataset, s.data_dir)))
+        update = self._update_fn(step, phase.batch_size)
+        batch = phase.batch_size
+        next_position = [start_example]
+
+        def loop(num_steps):
+            first = int(self._applied.numpy())
+            futures = [self.coordinator.schedule(update, args=(
+                tables, tf.constant(next_position[0] + i * batch, tf.int64), tf.constant(first + i, tf.int64)))
+                for i in range(num_steps)]
+            self.coordinator.join()
+            next_position[0] += num_steps * batch
+            self.optimizer.iterations.assign(first + num_steps)  # exact again, whatever the race
+            records = [future.fetch() for future in futures]
+            return {name: np.array([r[name] for r in records], np.float32) for name in records[0]}
+
+        return loop
+
+    def _update_fn(self, step, batch):
+        strategy, optimizer, applied, dataset = self.strategy, self.optimizer, self._applied, self.settings.dataset
+        seed = self.settings.seed
+
+        @tf.function
+        def update(table, first_position, index):
+            read_at = applied.read_value()
+            with tf.control_dependencies([read_at]):  # the weights are read after the count
+                examples = data.train_examples_at(dataset, next(table), first_position + tf.range(batch, dtype=tf.int64),
+                                                  seed)
+            optimizer.iterations.assign(index)
+            record = tf_step.reduce_record(strategy, strategy.run(step, args=(examples,)))
+            with tf.control_dependencies(list(record.values())):
+                applied.assign_add(1)
+            return {**record, "staleness": tf.cast(index - read_at, tf.float32)}
+
+        return update
+
+    def evaluate(self):
+        """The evaluation on the coordinator, reading the weights from the parameter servers."""
+        if not hasattr(self, "_evaluate"):
+            here = tf.distribute.get_strategy()  # the default strategy: this process alone
+            s = self.settings
+            self._eval_data = data.distribute(here, data.eval_dataset_fn(s.dataset, s.batch_size, s.data_dir))
+            self._evaluate = tf_step.make_eval_loop(here, self.model, self.task)
+        return {name: float(value) for name, value in self._evaluate(self._eval_data).items()}
+
+    def average_moving_statistics(self):
+        """One copy of each variable, on the parameter servers: nothing to average."""
+
+    def preemption(self, save, current_step):
+        """No preemption notice: TensorFlow's handler does not serve this strategy. A worker that
+        goes away has its updates rescheduled by the coordinator; the run resumes from its last
+        checkpoint when the coordinator or a parameter server goes."""
+        return contextlib.nullcontext(lambda step: None)
