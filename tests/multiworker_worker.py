@@ -6,7 +6,8 @@ Trains the config (JSON, as `ConfigDict.to_json` writes it) with `smooth_model`,
 through `train(config, model_fn=...)`, which `kbatch-train` has no flag for. The launcher starts
 one such process per worker, each with its own TF_CONFIG. With OTHER_MODEL_DIR, the workers
 other than the chief get that `model_dir` (as on hosts that do not share a disk), so a test can
-see that they write nothing there.
+see that they write nothing there. Under `strategy="parameter_server"` the worker and ps tasks
+serve, and the chief (the coordinator) trains.
 """
 
 import json
@@ -23,7 +24,12 @@ def main(config_json, other_model_dir=None):
     from kbatch.training import train  # MultiWorkerMirroredStrategy is created inside, first
 
     config = ml_collections.ConfigDict(json.loads(config_json))
-    if other_model_dir and json.loads(os.environ["TF_CONFIG"])["task"]["index"] != 0:
+    tf_config = json.loads(os.environ["TF_CONFIG"])
+    if config.strategy == "parameter_server" and tf_config["task"]["type"] != "chief":
+        from kbatch import distribute
+
+        return distribute.serve(tf_config)
+    if other_model_dir and tf_config["task"]["index"] != 0:
         config.model_dir = other_model_dir
     train(config, model_fn=smooth_model, verbose=False)
 

@@ -20,6 +20,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # tools/ sits beside the package, not inside it
 
+from tools import launch_local  # noqa: E402
 from tools.launch_local import launch  # noqa: E402
 
 # A worker: `worker.py PIDDIR MODES`, MODES a comma-separated behaviour per worker index.
@@ -197,3 +198,51 @@ def test_bad_arguments_are_named(command, workers, timeout_s, message):
     with pytest.raises(ValueError, match=message):
         launch(command, workers, timeout_s=timeout_s)
 
+
+
+# A task of a parameter-server cluster: `ps_task.py PIDDIR CHIEF_CODE TASKS`. Every task records
+# its pid and a child's; the chief waits for all TASKS to have done so and exits with CHIEF_CODE,
+# the others (a worker or ps server) serve forever, as kbatch's do.
+PS_TASK = r'''
+import json, os, subprocess, sys, time
+
+task = json.loads(os.environ["TF_CONFIG"])["task"]
+pid_dir, chief_code, tasks = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+name = f"{task['type']}{task['index']}"
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+with open(os.path.join(pid_dir, name + ".tmp"), "w") as f:
+    json.dump([os.getpid(), child.pid], f)
+os.replace(os.path.join(pid_dir, name + ".tmp"), os.path.join(pid_dir, name + ".json"))
+if task["type"] == "chief":
+    deadline = time.time() + 30
+    while len([n for n in os.listdir(pid_dir) if n.endswith(".json")]) < tasks:
+        assert time.time() < deadline, "the servers never started"
+        time.sleep(0.02)
+    child.kill()
+    sys.exit(chief_code)
+time.sleep(60)
+'''
+
+
+def test_parameter_server_cluster_has_a_coordinator_the_workers_and_the_servers():
+    configs = launch_local.tf_configs([5001, 5002, 5003, 5004, 5005], ps=2)
+    cluster = {"chief": ["127.0.0.1:5001"], "worker": ["127.0.0.1:5002", "127.0.0.1:5003"],
+               "ps": ["127.0.0.1:5004", "127.0.0.1:5005"]}
+    assert [c["cluster"] for c in configs] == [cluster] * 5
+    assert [c["task"] for c in configs] == [{"type": "chief", "index": 0}, {"type": "worker", "index": 0},
+                                            {"type": "worker", "index": 1}, {"type": "ps", "index": 0},
+                                            {"type": "ps", "index": 1}]
+
+
+@pytest.mark.parametrize("chief_code", [0, 3])
+def test_parameter_server_cluster_ends_with_its_coordinator_and_stops_every_server(tmp_path, chief_code):
+    script, pid_dir = tmp_path / "ps_task.py", tmp_path / "pids"
+    script.write_text(PS_TASK)
+    pid_dir.mkdir()
+    command = [sys.executable, str(script), str(pid_dir), str(chief_code), "5"]
+    code, seconds, _, _ = _launch(command, 2, ps=2, grace_s=1.0, timeout_s=60)
+    pids = [pid for name in os.listdir(pid_dir) if name.endswith(".json")
+            for pid in json.loads((pid_dir / name).read_text())]
+    assert sorted(os.listdir(pid_dir)) == ["chief0.json", "ps0.json", "ps1.json", "worker0.json", "worker1.json"]
+    assert code == chief_code and seconds < 15
+    assert _none_running(pids)

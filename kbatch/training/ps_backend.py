@@ -14,12 +14,12 @@ What stays as in synchronous training:
 - the plan, evaluations (on the coordinator), checkpoints (written by the coordinator) and logs.
 What does not: the order in which updates land, so runs are not bitwise reproducible.
 
-Staleness of update k = k - (updates applied when update k read the weights): the number of
-updates scheduled before it whose gradients had not yet landed. It is exactly the delay tau of
-`config.staleness` when updates land in order (the delayed-SGD model of Lian et al. 2015).
-Keras counts `optimizer.iterations` with a read and a write, which two workers can interleave
-(a lost count); the backend counts updates in its own variable with an atomic add, and sets
-`optimizer.iterations` to k before update k applies, so the learning-rate schedule sees k.
+Staleness of an update = the updates applied between its read of the weights and its own apply
+(the backend counts them in a variable, with an atomic add once each update is applied, and reads
+it before the forward pass and again once the gradient is computed): tau of the delayed-SGD model
+(Lian et al. 2015) and of `config.staleness`. Keras counts `optimizer.iterations` with a read and
+a write, which two workers can interleave (a lost count), so the backend sets it to k before
+update k applies (the learning-rate schedule sees k) and to the exact count after each loop.
 """
 
 import contextlib
@@ -50,23 +50,23 @@ class ParameterServerBackend(tf_backend.TensorFlowBackend):
 
     def start_phase(self, phase, start_example):
         """`loop(num_steps)`: `num_steps` updates scheduled on the workers, waited for, and their
-        records (each with `staleness`) in update order."""
+        records (each with `staleness`) in the order they were scheduled."""
         s = self.settings
         step = tf_step.make_train_step(
             self.strategy, self.model, self.optimizer, self.task, global_batch_size=phase.batch_size,
-            clip_global_norm=s.clip_global_norm, log_gradient_norm=s.log_gradient_norm, jit_compile=False)
+            clip_global_norm=s.clip_global_norm, log_gradient_norm=s.log_gradient_norm, jit_compile=False,
+            updates=self._applied)
         tables = iter(self.coordinator.create_per_worker_dataset(data.train_table_fn(s.dataset, s.data_dir)))
         update = self._update_fn(step, phase.batch_size)
-        batch = phase.batch_size
         next_position = [start_example]
 
         def loop(num_steps):
             first = int(self._applied.numpy())
             futures = [self.coordinator.schedule(update, args=(
-                tables, tf.constant(next_position[0] + i * batch, tf.int64), tf.constant(first + i, tf.int64)))
+                tables, tf.constant(next_position[0] + i * phase.batch_size, tf.int64), tf.constant(first + i, tf.int64)))
                 for i in range(num_steps)]
             self.coordinator.join()
-            next_position[0] += num_steps * batch
+            next_position[0] += num_steps * phase.batch_size
             self.optimizer.iterations.assign(first + num_steps)  # exact again, whatever the race
             records = [future.fetch() for future in futures]
             return {name: np.array([r[name] for r in records], np.float32) for name in records[0]}
@@ -74,20 +74,15 @@ class ParameterServerBackend(tf_backend.TensorFlowBackend):
         return loop
 
     def _update_fn(self, step, batch):
-        strategy, optimizer, applied, dataset = self.strategy, self.optimizer, self._applied, self.settings.dataset
-        seed = self.settings.seed
+        """The function each worker runs for update `index`: the global batch at `first_position`
+        of the stream, one step, its record."""
+        strategy, optimizer, dataset, seed = self.strategy, self.optimizer, self.settings.dataset, self.settings.seed
 
         @tf.function
         def update(table, first_position, index):
-            read_at = applied.read_value()
-            with tf.control_dependencies([read_at]):  # the weights are read after the count
-                examples = data.train_examples_at(dataset, next(table), first_position + tf.range(batch, dtype=tf.int64),
-                                                  seed)
-            optimizer.iterations.assign(index)
-            record = tf_step.reduce_record(strategy, strategy.run(step, args=(examples,)))
-            with tf.control_dependencies(list(record.values())):
-                applied.assign_add(1)
-            return {**record, "staleness": tf.cast(index - read_at, tf.float32)}
+            examples = data.train_examples_at(dataset, next(table), first_position + tf.range(batch, dtype=tf.int64), seed)
+            optimizer.iterations.assign(index)  # the learning rate of update `index`
+            return tf_step.reduce_record(strategy, strategy.run(step, args=(examples,)))
 
         return update
 

@@ -24,7 +24,7 @@ from kbatch.diagnostics import noise_scale
 from kbatch.training import spike_guard as guard_lib
 from kbatch.training import staleness
 
-SHARED = ("grad_norm", "learning_rate", "spike_factor")  # the same on every replica; every other record field adds up
+SHARED = ("grad_norm", "learning_rate", "spike_factor", "staleness")  # the same on every replica; every other record field adds up
 
 
 def _loss_scale(optimizer):
@@ -100,10 +100,13 @@ def _accumulate(micro_gradients, x, labels, variables, accumulation_steps, pytho
 
 def make_train_step(strategy, model, optimizer, task, *, global_batch_size, accumulation_steps=1,
                     clip_global_norm=None, log_gradient_norm=True, jit_compile=False, measure_noise=False,
-                    spike_guard=(None, None), delay_line=()):
+                    spike_guard=(None, None), delay_line=(), updates=None):
     """The replica function of one optimizer update; returns its record (a dict). `spike_guard`:
     (k, the variables of `spike_guard.add_statistics`), or k None for no guard; `delay_line`: the
-    variables of `staleness.add_delay_line` (none: no staleness)."""
+    variables of `staleness.add_delay_line` (none: no staleness); `updates`: a variable counting
+    the updates applied, for asynchronous training (`ps_backend`): the record's `staleness` is
+    how many more it counts once the gradient is computed than when the weights were read, and
+    it counts this update once applied."""
     spike_threshold, spike_statistics = spike_guard
     variables = model.trainable_variables
     clip = float(clip_global_norm) if clip_global_norm else None
@@ -118,6 +121,10 @@ def make_train_step(strategy, model, optimizer, task, *, global_batch_size, accu
 
     def train_step(batch):
         x, labels = batch
+        if updates is not None:
+            read_at = updates.read_value()
+            with tf.control_dependencies([read_at]):  # the weights are read after the count
+                x = tf.identity(x)
         if accumulation_steps == 1:
             grads, sums = micro_gradients(x, labels)
             squares = squared_norm(grads) if measure_noise else None
@@ -144,7 +151,12 @@ def make_train_step(strategy, model, optimizer, task, *, global_batch_size, accu
             grads, guarded = _guard(loss_sum, grads, global_batch_size, spike_threshold, spike_statistics)
         if delay_line:
             grads = _delayed(grads, delay_line, optimizer, strategy.num_replicas_in_sync)
+        if updates is not None:
+            grads, guarded["staleness"] = _staleness(updates, read_at, grads)
         optimizer.apply(grads, variables)
+        if updates is not None:
+            with tf.control_dependencies([v.value for v in variables]):  # read after the apply's writes
+                updates.assign_add(1)
         return {**sums, "count": tf.cast(tf.shape(labels)[0], tf.float32), "grad_norm": grad_norm,
                 "learning_rate": learning_rate, **guarded}
 
@@ -162,6 +174,16 @@ def _guard(loss_sum, grads, global_batch_size, threshold, statistics):
     for variable, value in zip(statistics, new):
         variable.assign(value)
     return [g * tf.cast(factor, g.dtype) for g in grads], {"spike_factor": factor}
+
+
+def _staleness(updates, read_at, grads):
+    """(grads, staleness): the updates counted since `read_at`, read once the gradients exist;
+    the gradients wait for that read, so the apply comes after it."""
+    with tf.control_dependencies(grads):
+        landed = updates.read_value()
+    with tf.control_dependencies([landed]):
+        grads = [tf.identity(g) for g in grads]
+    return grads, tf.cast(landed - read_at, tf.float32)
 
 
 def _delayed(grads, line, optimizer, replicas):

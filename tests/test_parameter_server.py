@@ -1,0 +1,122 @@
+"""strategy='parameter_server': real clusters on 127.0.0.1 started by tools/launch_local.py (a
+coordinator, workers and parameter servers, each a process). With one worker the updates cannot
+overlap, so the run must end with the weights of a one-device run and measure no staleness;
+with two, `kbatch-train` records each update's measured staleness (TensorBoard histogram and
+result.json) and the launcher leaves no process behind. Bad configs are refused in one line
+before anything starts.
+
+The equality run uses the smooth user model (tests/smooth_model.py) and XLA off on both sides:
+the workers read the weights from the parameter servers, outside any XLA cluster."""
+
+import io
+import json
+import os
+import pathlib
+import sys
+
+import keras
+import numpy as np
+import psutil
+import pytest
+from tensorboard.backend.event_processing import event_accumulator
+
+from kbatch import distribute
+from kbatch.training import schema, train
+from smooth_model import smooth_model
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # tools/ sits beside the package, not inside it
+
+from tools.launch_local import launch  # noqa: E402
+
+WORKER = str(ROOT / "tests" / "multiworker_worker.py")
+TIMEOUT_S = 180  # per launch; the launcher stops every process past it (and always, on return)
+
+
+def _launch(command, workers, ps):
+    out, err = io.StringIO(), io.StringIO()
+    code = launch(command, workers, ps=ps, timeout_s=TIMEOUT_S, grace_s=2.0, stdout=out, stderr=err)
+    assert code == 0, (out.getvalue() + err.getvalue())[-4000:]
+    return out.getvalue()
+
+
+def _weights(model_dir):
+    return keras.models.load_model(os.path.join(model_dir, "model.keras")).get_weights()
+
+
+def test_one_worker_ends_with_the_weights_of_one_device_and_no_staleness(make_config):
+    fields = dict(num_epochs=1, jit_compile=False)
+    config = make_config(strategy="parameter_server", **fields)
+    _launch([sys.executable, WORKER, config.to_json()], workers=1, ps=1)
+
+    reference = make_config(strategy="one_device", **fields)
+    expected = train(reference, model_fn=smooth_model, verbose=False)
+    result = json.load(open(os.path.join(config.model_dir, "result.json")))
+    assert expected["steps"] >= 20 and result["steps"] == expected["steps"]
+    assert result["staleness"] == {"counts": [expected["steps"]], "mean": 0.0, "max": 0}
+    assert result["final_eval_accuracy"] == pytest.approx(expected["final_eval_accuracy"], abs=2e-3)
+    for a, b in zip(_weights(reference.model_dir), _weights(config.model_dir)):
+        np.testing.assert_allclose(b, a, atol=1e-5)
+
+
+def _staleness_histograms(model_dir):
+    events = event_accumulator.EventAccumulator(str(model_dir / "train"), size_guidance={"histograms": 0})
+    events.Reload()
+    return events.Histograms("staleness")
+
+
+def test_two_workers_record_their_staleness_and_the_launcher_leaves_no_process(tmp_path):
+    model_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "kbatch.train", "--config.strategy=parameter_server",
+               "--config.dataset=mnist1d/original", "--config.batch_size=128", "--config.base_batch_size=128",
+               "--config.num_epochs=1", "--config.warmup_epochs=0.5", "--config.steps_per_loop=8",
+               f"--config.model_dir={model_dir}"]
+    out = _launch(command, workers=2, ps=2)
+
+    assert psutil.Process().children(recursive=True) == []  # coordinator, workers, servers: all gone
+    assert "[chief 0] kbatch: done." in out
+    result = json.load(open(model_dir / "result.json"))
+    steps = -(-4000 // 128)
+    counts = result["staleness"]["counts"]
+    # Each worker runs one update at a time: another's can land between its read and its write.
+    assert result["steps"] == steps and sum(counts) == steps and len(counts) <= 2
+    assert result["staleness"]["mean"] == pytest.approx(sum(t * n for t, n in enumerate(counts)) / steps)
+    assert result["final_eval_accuracy"] > 0.3  # it trains (10 classes: chance is 0.1)
+    histograms = _staleness_histograms(model_dir)
+    assert [h.step for h in histograms] == [8, 16, 24, 32]  # one per loop of 8 updates
+    assert sum(h.histogram_value.num for h in histograms) == steps
+    assert sum(h.histogram_value.sum for h in histograms) == pytest.approx(sum(t * n for t, n in enumerate(counts)))
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("staleness", 2, "config.staleness=2: the delay is real here"),
+    ("accumulation_steps", 2, "config.accumulation_steps=2: each worker's update is one batch"),
+    ("noise_scale_every", 10, "config.noise_scale_every=10"),
+    ("norm", "sync_batch", "config.norm='sync_batch'"),
+    ("mixed_precision", "mixed_float16", "config.mixed_precision='mixed_float16'"),
+    ("dataset", "imagenet2012", "held in memory"),
+    ("backend", "jax", "needs config.backend='tensorflow'"),
+])
+def test_what_an_asynchronous_run_cannot_do_is_refused_naming_the_field(make_config, field, value, message):
+    config = make_config(strategy="parameter_server")
+    config[field] = value
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")) as error:
+        schema.resolve(config)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("tf_config, message", [
+    (None, "strategy 'parameter_server' needs the TF_CONFIG environment variable"),
+    ({"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 0}},
+     "the training process is the coordinator, TF_CONFIG task 'chief'"),
+    ({"cluster": {"chief": ["127.0.0.1:1"], "worker": ["127.0.0.1:2"]}, "task": {"type": "chief", "index": 0}},
+     "in a cluster with 'worker' and 'ps' tasks"),
+])
+def test_a_cluster_without_coordinator_workers_and_servers_is_refused(monkeypatch, tf_config, message):
+    if tf_config is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", json.dumps(tf_config))
+    with pytest.raises(ValueError, match=message):
+        distribute._create_strategy("parameter_server")
