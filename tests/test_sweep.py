@@ -144,6 +144,8 @@ def test_an_empty_grid_an_unknown_field_and_bad_axes_are_one_line(tmp_path):
     (tmp_path / "spec.py").write_text('SWEEP = {"overrides": {"num_epoch": 2}, "grid": {"seed": [1, 2]}}\n')
     assert "spec overrides: config.num_epoch: no such field" in _refused(
         [f"--sweep_dir={sweep_dir}", *BASE, f"--spec={tmp_path / 'spec.py'}"])
+    line = _refused([f"--sweep_dir={sweep_dir}", *BASE, "--grid=seed=1,2", "--report_only"])
+    assert "no sweep has run there yet" in line and "without --report_only" in line
     assert not sweep_dir.exists()  # nothing written before everything is checked
 
 

@@ -146,6 +146,9 @@ def run(points=()):
         raise ValueError(f"--processes={_PROCESSES.value}: give a positive number.")
     extra = outputs(_PREFIX.value)
     built, targets = build_sweep(points)
+    if _REPORT_ONLY.value and not os.path.isdir(built.sweep_dir):
+        raise ValueError(f"--sweep_dir={built.sweep_dir}: no sweep has run there yet, so there is nothing to report; "
+                         "run the same command without --report_only to train it.")
     if not _REPORT_ONLY.value:
         check_datasets(built)
         built.write_manifest()
