@@ -146,3 +146,22 @@ def plot_lr_search(path, table, fields, target, fits, title, theory=None):
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_staleness(path, histograms):
+    """The measured staleness of each run ({label: updates per delay}): the share of its updates
+    at each delay tau, on a log axis (the tail is where asynchrony hurts)."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, (label, counts) in enumerate(histograms.items()):
+        total = sum(counts)
+        shares = [n / total if n else float("nan") for n in counts]  # no line across a delay never seen
+        mean = sum(t * n for t, n in enumerate(counts)) / total
+        ax.plot(range(len(counts)), shares, "o-", color=f"C{i % 10}", label=f"{label} (mean {mean:.2f})", markersize=4)
+    ax.set_yscale("log")
+    ax.set_xlabel("staleness tau (updates applied between an update's read of the weights and its apply)")
+    ax.set_ylabel("share of updates")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

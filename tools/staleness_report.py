@@ -1,0 +1,80 @@
+"""The staleness measured in runs (`result.json`'s `staleness`, written by parameter-server
+runs: `kbatch.training.ps_backend`), side by side: a markdown table (the run, its accuracy, mean
+and largest staleness, and the share of its updates at each delay) and a figure of the
+histograms (updates per delay, log scale). A synchronous run is listed at staleness 0.
+
+  python tools/staleness_report.py --runs=sync=runs/sync,2_workers=runs/ps2 \\
+      --markdown=/tmp/staleness.md --plot=/tmp/staleness.png
+"""
+
+import json
+import os
+
+from absl import app, flags
+
+from study_output import refuse_existing  # tools/ is the script's own folder, first on sys.path
+
+RUNS = flags.DEFINE_list("runs", [], "LABEL=MODEL_DIR of each finished run, in the order to show them.")
+MARKDOWN = flags.DEFINE_string("markdown", None, "The table (markdown) to write.")
+PLOT = flags.DEFINE_string("plot", None, "The histograms (PNG) to write.")
+OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace --markdown and --plot if they exist.")
+SHOWN_DELAYS = 4  # the table's columns: the share at tau = 0 .. 3, then the rest together
+
+
+def read_runs(entries):
+    """[(label, result)] of the LABEL=MODEL_DIR entries; a ValueError naming a bad one."""
+    runs = []
+    for entry in entries:
+        label, _, model_dir = entry.partition("=")
+        path = os.path.join(model_dir, "result.json")
+        if not label or not model_dir:
+            raise ValueError(f"--runs: {entry!r} is not LABEL=MODEL_DIR.")
+        if not os.path.exists(path):
+            raise ValueError(f"--runs: {label}={model_dir} has no result.json: give a finished run's model_dir.")
+        with open(path) as f:
+            runs.append((label, json.load(f)))
+    if not runs:
+        raise ValueError("--runs is required: LABEL=MODEL_DIR,...")
+    return runs
+
+
+def counts_of(result):
+    """Updates per delay (a synchronous run: every update at 0)."""
+    return result["staleness"]["counts"] if result.get("staleness") else [result["steps"]]
+
+
+def table(runs):
+    """The markdown table of `read_runs`'s runs."""
+    delays = [f"tau {t}" for t in range(SHOWN_DELAYS)] + [f"tau >= {SHOWN_DELAYS}"]
+    lines = ["| run | final accuracy (%) | best (%) | updates | mean staleness | max | " + " | ".join(delays) + " |",
+             "|---|---:|---:|---:|---:|---:|" + "---:|" * len(delays)]
+    for label, result in runs:
+        counts = counts_of(result)
+        total = sum(counts)
+        mean = sum(t * n for t, n in enumerate(counts)) / total
+        shares = [*counts[:SHOWN_DELAYS], *[0] * (SHOWN_DELAYS - len(counts)), sum(counts[SHOWN_DELAYS:])]
+        cells = [f"{100 * n / total:.1f}%" for n in shares]
+        largest = max(t for t, n in enumerate(counts) if n)
+        lines.append(f"| {label} | {100 * result['final_eval_accuracy']:.2f} | {100 * result['best_eval_accuracy']:.2f}"
+                     f" | {total} | {mean:.2f} | {largest} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv):
+    del argv
+    try:
+        refuse_existing({"markdown": MARKDOWN.value, "plot": PLOT.value}, OVERWRITE.value)
+        runs = read_runs(RUNS.value)
+    except ValueError as error:
+        raise app.UsageError(str(error))
+    from kbatch.study import plots
+
+    text = table(runs)
+    with open(MARKDOWN.value, "w") as f:
+        f.write(text)
+    plots.plot_staleness(PLOT.value, {label: counts_of(result) for label, result in runs})
+    print(text, end="")
+
+
+if __name__ == "__main__":
+    app.run(main)
