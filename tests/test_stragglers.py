@@ -12,7 +12,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from kbatch.study import stragglers
+from kbatch.study import step_times, stragglers
 from run_tool import run_tool
 
 
@@ -37,7 +37,7 @@ def within(result, expected, standard_errors=4):
 
 @pytest.mark.parametrize("workers", [2, 16, 256])
 def test_a_synchronous_update_takes_the_expected_max_of_exponentials(workers):
-    result = stragglers.simulate_sync(stragglers.Exponential(0.5), workers, 32, 3000, np.random.default_rng(workers))
+    result = stragglers.simulate_sync(step_times.Exponential(0.5), workers, 32, 3000, np.random.default_rng(workers))
     assert within(result, 0.5 * harmonic(workers)), (result, 0.5 * harmonic(workers))
     assert result.examples_per_second == pytest.approx(32 * workers / result.seconds_per_update)
 
@@ -45,30 +45,30 @@ def test_a_synchronous_update_takes_the_expected_max_of_exponentials(workers):
 @pytest.mark.parametrize("sigma, workers", [(0.5, 8), (1.0, 64), (0.5, 1024)])
 def test_a_synchronous_update_takes_the_expected_max_of_lognormals(sigma, workers):
     expected = lognormal_expected_max(0.1, sigma, workers)
-    dist = stragglers.LogNormal(0.1, sigma)
-    assert stragglers.expected_max(dist, workers) == pytest.approx(expected, rel=1e-6)
+    dist = step_times.LogNormal(0.1, sigma)
+    assert step_times.expected_max(dist, workers) == pytest.approx(expected, rel=1e-6)
     result = stragglers.simulate_sync(dist, workers, 32, 2000, np.random.default_rng(workers))
     assert within(result, expected), (result, expected)
 
 
 def test_the_numerical_integral_matches_the_exact_order_statistics():
     """E[X_(k:n)]: exponential mean (H_n - H_(n-k)); Pareto t_m n! Gamma(n-k+1-1/a) / ((n-k)! Gamma(n+1-1/a))."""
-    exponential, pareto = stragglers.Exponential(2.0), stragglers.Pareto(1.0, 3.0)
+    exponential, pareto = step_times.Exponential(2.0), step_times.Pareto(1.0, 3.0)
     t_m, a = 2 / 3, 1 / 3
     for k, n in [(1, 1), (2, 2), (64, 64), (1024, 1024), (64, 68), (1000, 1064), (3, 7)]:
         exact = 2.0 * (harmonic(n) - harmonic(n - k))
-        assert stragglers.integrate_order_statistic(exponential, k, n) == pytest.approx(exact, rel=1e-8)
-        assert stragglers.expected_order_statistic(exponential, k, n) == pytest.approx(exact, rel=1e-12)
+        assert step_times.integrate_order_statistic(exponential, k, n) == pytest.approx(exact, rel=1e-8)
+        assert step_times.expected_order_statistic(exponential, k, n) == pytest.approx(exact, rel=1e-12)
         exact = t_m * math.exp(math.lgamma(n + 1) - math.lgamma(n + 1 - a) + math.lgamma(n - k + 1 - a)
                                - math.lgamma(n - k + 1))
-        assert stragglers.integrate_order_statistic(pareto, k, n) == pytest.approx(exact, rel=1e-6)
-        assert stragglers.expected_order_statistic(pareto, k, n) == pytest.approx(exact, rel=1e-12)
-    assert stragglers.expected_order_statistic(pareto, 1, 1) == pytest.approx(1.0)  # its mean
+        assert step_times.integrate_order_statistic(pareto, k, n) == pytest.approx(exact, rel=1e-6)
+        assert step_times.expected_order_statistic(pareto, k, n) == pytest.approx(exact, rel=1e-12)
+    assert step_times.expected_order_statistic(pareto, 1, 1) == pytest.approx(1.0)  # its mean
 
 
 @pytest.mark.parametrize("workers, backups", [(16, 1), (256, 16)])
 def test_with_backups_an_update_takes_the_expected_nth_of_n_plus_b(workers, backups):
-    result = stragglers.simulate_sync(stragglers.Exponential(1.0), workers, 8, 3000, np.random.default_rng(0),
+    result = stragglers.simulate_sync(step_times.Exponential(1.0), workers, 8, 3000, np.random.default_rng(0),
                                       backups=backups)
     expected = harmonic(workers + backups) - harmonic(backups)
     assert result.mode == "backups" and result.machines == workers + backups and within(result, expected)
@@ -77,7 +77,7 @@ def test_with_backups_an_update_takes_the_expected_nth_of_n_plus_b(workers, back
 
 @pytest.mark.parametrize("backups", [0, 3])
 def test_backups_are_the_nth_smallest_of_the_same_draws_and_none_is_plain_sync(backups):
-    dist, workers, updates = stragglers.LogNormal(1.0, 1.0), 12, 500
+    dist, workers, updates = step_times.LogNormal(1.0, 1.0), 12, 500
     draws = dist.sample(np.random.default_rng(7), (updates, workers + backups))
     reference = np.sort(draws, axis=1)[:, workers - 1]  # the N-th of N + b; of N alone, the maximum
     result = stragglers.simulate_sync(dist, workers, 4, updates, np.random.default_rng(7), backups=backups)
@@ -86,13 +86,13 @@ def test_backups_are_the_nth_smallest_of_the_same_draws_and_none_is_plain_sync(b
         assert result.mode == "sync" and np.array_equal(reference, draws.max(axis=1))
 
 
-@pytest.mark.parametrize("dist, workers", [(stragglers.LogNormal(0.1, 0.5), 16),
-                                           (stragglers.Pareto(0.1, 3.0), 128),
-                                           (stragglers.OneSlowMachine(stragglers.LogNormal(0.1, 0.5), 4.0), 32)])
+@pytest.mark.parametrize("dist, workers", [(step_times.LogNormal(0.1, 0.5), 16),
+                                           (step_times.Pareto(0.1, 3.0), 128),
+                                           (step_times.OneSlowMachine(step_times.LogNormal(0.1, 0.5), 4.0), 32)])
 def test_asynchronous_throughput_is_the_sum_of_the_workers_rates(dist, workers):
     result = stragglers.simulate_async(dist, workers, 16, 4000, np.random.default_rng(1))
     rate = sum(1 / m for m in dist.worker_means(workers))  # (N - 1) / mean + 1 / (4 mean) for the slow machine
-    assert stragglers.async_rate(dist, workers) == pytest.approx(rate)
+    assert step_times.async_rate(dist, workers) == pytest.approx(rate)
     assert within(result, 1 / rate), (result, 1 / rate)
     assert result.updates_per_second == pytest.approx(rate, rel=0.03)
     assert result.examples_per_second == pytest.approx(16 * result.updates_per_second)
@@ -101,7 +101,7 @@ def test_asynchronous_throughput_is_the_sum_of_the_workers_rates(dist, workers):
 
 @pytest.mark.parametrize("workers", [2, 7, 64, 1024])
 def test_equal_step_times_give_every_mode_the_same_examples_per_second(workers):
-    dist = stragglers.Constant(0.25)
+    dist = step_times.Constant(0.25)
     results = stragglers.simulate(dist, workers, 32, 200, seed=0, backups=(2,))
     sync, backups, asynchronous = results["sync"], results["backups b=2"], results["async"]
     assert sync.updates_per_second == pytest.approx(4.0) == backups.updates_per_second
@@ -115,10 +115,10 @@ def test_equal_step_times_give_every_mode_the_same_examples_per_second(workers):
 
 @pytest.mark.parametrize("workers", [2, 16, 1024])
 def test_one_slow_machine_sets_the_pace_and_backups_drop_it(workers):
-    dist, rng = stragglers.OneSlowMachine(stragglers.Constant(0.2), 5.0), np.random.default_rng(0)
+    dist, rng = step_times.OneSlowMachine(step_times.Constant(0.2), 5.0), np.random.default_rng(0)
     assert stragglers.simulate_sync(dist, workers, 32, 100, rng).seconds_per_update == pytest.approx(1.0, rel=1e-12)
-    assert stragglers.expected_max(dist, workers) == pytest.approx(1.0)
-    assert stragglers.expected_max(dist, workers, exact=False) == pytest.approx(1.0, rel=1e-3)
+    assert step_times.expected_max(dist, workers) == pytest.approx(1.0)
+    assert step_times.expected_max(dist, workers, exact=False) == pytest.approx(1.0, rel=1e-3)
     one_backup = stragglers.simulate_sync(dist, workers, 32, 100, rng, backups=1)
     assert one_backup.seconds_per_update == pytest.approx(0.2, rel=1e-12)
     asynchronous = stragglers.simulate_async(dist, workers, 32, 2000, rng)

@@ -62,7 +62,7 @@ KINDS = {"constant": 0, "exponential": 0, "lognormal": 1, "pareto": 1, "slowdown
 
 def parse_distribution(spec, mean):
     """The `StepTime` of one --distributions entry with mean step `mean`; ValueError if malformed."""
-    from kbatch.study import stragglers
+    from kbatch.study import step_times
 
     kind, *values = spec.strip().split(":")
     usage = (f"--distributions: {spec!r}: want constant, exponential, lognormal:SIGMA, pareto:ALPHA, "
@@ -76,12 +76,12 @@ def parse_distribution(spec, mean):
     if kind == "lognormal" and not values[0] > 0:
         raise ValueError(f"--distributions: {spec!r}: want SIGMA > 0.")
     try:
-        return {"constant": lambda: stragglers.Constant(mean),
-                "exponential": lambda: stragglers.Exponential(mean),
-                "lognormal": lambda: stragglers.LogNormal(mean, values[0]),
-                "pareto": lambda: stragglers.Pareto(mean, values[0]),
-                "slowdowns": lambda: stragglers.Slowdowns(mean, *values),
-                "slow_machine": lambda: stragglers.OneSlowMachine(stragglers.Constant(mean), values[0])}[kind]()
+        return {"constant": lambda: step_times.Constant(mean),
+                "exponential": lambda: step_times.Exponential(mean),
+                "lognormal": lambda: step_times.LogNormal(mean, values[0]),
+                "pareto": lambda: step_times.Pareto(mean, values[0]),
+                "slowdowns": lambda: step_times.Slowdowns(mean, *values),
+                "slow_machine": lambda: step_times.OneSlowMachine(step_times.Constant(mean), values[0])}[kind]()
     except ValueError as error:
         raise ValueError(f"--distributions: {spec!r}: {error}") from None
 
