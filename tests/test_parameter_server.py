@@ -1,8 +1,9 @@
 """strategy='parameter_server': real clusters on 127.0.0.1 started by tools/launch_local.py (a
 coordinator, workers and parameter servers, each a process). With one worker the updates cannot
-overlap, so the run must end with the weights of a one-device run and measure no staleness;
-with two, `kbatch-train` records each update's measured staleness (TensorBoard histogram and
-result.json) and the launcher leaves no process behind. Bad configs are refused in one line
+overlap, so the run must end with the weights of a one-device run and measure no staleness, and a
+run stopped and started again must end as if never stopped; with two, `kbatch-train` records each
+update's measured staleness (TensorBoard histogram and result.json) and the launcher leaves no
+process behind. Bad configs are refused in one line
 before anything starts.
 
 The equality run uses the smooth user model (tests/smooth_model.py) and XLA off on both sides:
@@ -12,6 +13,8 @@ import io
 import json
 import os
 import pathlib
+import signal
+import subprocess
 import sys
 
 import keras
@@ -24,6 +27,7 @@ from tensorboard.backend.event_processing import event_accumulator
 from kbatch import distribute
 from kbatch.training import schema, train
 from smooth_model import smooth_model
+from stop_run import signal_at_checkpoint
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -91,6 +95,32 @@ def test_two_workers_record_their_staleness_and_the_launcher_leaves_no_process(t
     for buckets in histograms.values():
         assert buckets[:, 2].sum() == 8
         assert buckets[0, 0] >= 0 and buckets[-1, 1] <= result["staleness"]["max"]
+
+
+def test_a_stopped_run_resumes_from_its_checkpoint_and_ends_as_if_never_stopped(tmp_path):
+    """SIGTERM to the launcher after checkpoint 8 stops the coordinator and the servers; the same
+    command resumes from the checkpoint at the stream position it had reached and, with one
+    worker (no race), ends with the weights of an uninterrupted run."""
+    def command(model_dir):  # 2 epochs of mnist1d/original at batch 256: 32 updates, a checkpoint every 4
+        return [sys.executable, "-m", "kbatch.train", "--config.strategy=parameter_server",
+                "--config.dataset=mnist1d/original", "--config.batch_size=256", "--config.base_batch_size=256",
+                "--config.num_epochs=2", "--config.warmup_epochs=0.5", "--config.steps_per_loop=2",
+                "--config.checkpoint_every=4", f"--config.model_dir={model_dir}"]
+
+    _launch(command(tmp_path / "reference"), workers=1, ps=1)
+    model_dir = tmp_path / "run"
+    launcher = subprocess.Popen(
+        [sys.executable, str(ROOT / "tools" / "launch_local.py"), "--workers=1", "--ps=1", f"--timeout_s={TIMEOUT_S}",
+         "--", *command(model_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    signal_at_checkpoint(launcher, model_dir, 8, signal.SIGTERM, timeout_s=TIMEOUT_S)
+    assert not (model_dir / "result.json").exists(), "the run ended before it was stopped"
+
+    out = _launch(command(model_dir), workers=1, ps=1)
+    resumed_at = int(out.split("[chief 0] kbatch: resuming at step ")[1].split(";")[0])
+    assert 8 <= resumed_at < 32
+    assert json.load(open(model_dir / "result.json"))["steps"] == 32
+    for a, b in zip(_weights(tmp_path / "reference"), _weights(model_dir)):
+        np.testing.assert_array_equal(b, a)
 
 
 @pytest.mark.parametrize("field, value, message", [
