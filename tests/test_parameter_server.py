@@ -81,6 +81,7 @@ def test_two_workers_record_their_staleness_and_the_launcher_leaves_no_process(t
     out = _launch(command, workers=2, ps=2)
 
     assert psutil.Process().children(recursive=True) == []  # coordinator, workers, servers: all gone
+    assert "[chief 0] kbatch: starting; 2 asynchronous worker(s) and 2 parameter server(s)" in out
     assert "[chief 0] kbatch: done." in out
     result = json.load(open(model_dir / "result.json"))
     steps = -(-4000 // 128)
@@ -88,8 +89,7 @@ def test_two_workers_record_their_staleness_and_the_launcher_leaves_no_process(t
     assert result["steps"] == steps and sum(counts) == steps
     assert result["staleness"]["mean"] == pytest.approx(sum(t * n for t, n in enumerate(counts)) / steps)
     assert result["staleness"]["max"] == len(counts) - 1
-    # It trains: 10 classes (chance 0.1, loss ln 10 = 2.30 at the start).
-    assert result["final_eval_accuracy"] > 0.2 and result["final_eval_loss"] < 2.0
+    assert result["final_eval_accuracy"] > 0.2  # it trains: twice chance (10 classes) after one short epoch
     histograms = _staleness_histograms(model_dir)
     assert sorted(histograms) == [8, 16, 24, 32]  # one per loop of 8 updates
     for buckets in histograms.values():

@@ -60,6 +60,7 @@ class JaxBackend:
         self.devices = select_devices(settings.strategy)
         self.distribution = keras.distribution.DataParallel(devices=self.devices)
         self.num_replicas, self.is_chief, self.multi_worker = len(self.devices), jax.process_index() == 0, False
+        self.layout = f"{self.num_replicas} replica(s)"
         self.summaries = EventWriter(settings.model_dir, enabled=self.is_chief)
         self.write_dir = settings.model_dir
         self._checkpoints = os.path.join(settings.model_dir, "checkpoints")

@@ -23,7 +23,7 @@ class Progress(Action):
         if run.changed:
             state += " with " + ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in run.changed.items())
         sizes = " -> ".join(str(p.batch_size) for p in run.plan.phases)
-        print(f"kbatch: {state}; {run.backend.num_replicas} replica(s), global batch {sizes}, "
+        print(f"kbatch: {state}; {run.backend.layout}, global batch {sizes}, "
               f"{run.plan.total_steps} steps in {run.settings.num_epochs} epochs. "
               f"TensorBoard: tensorboard --logdir {run.settings.model_dir}", flush=True)
 

@@ -27,7 +27,7 @@ import contextlib
 import numpy as np
 import tensorflow as tf
 
-from kbatch import data
+from kbatch import data, distribute
 from kbatch.training import tf_backend, tf_step
 
 
@@ -38,6 +38,9 @@ class ParameterServerBackend(tf_backend.TensorFlowBackend):
         super().__init__(settings, strategy)
         self.coordinator = tf.distribute.coordinator.ClusterCoordinator(self.strategy)
         self.multi_worker = False  # nothing collective: the coordinator alone saves and evaluates
+        cluster = distribute.read_tf_config("parameter_server")["cluster"]
+        self.layout = (f"{len(cluster['worker'])} asynchronous worker(s) and {len(cluster['ps'])} parameter "
+                       f"server(s)")
 
     def attach(self, model, optimizer, task):
         super().attach(model, optimizer, task)

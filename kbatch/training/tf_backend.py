@@ -4,6 +4,7 @@ The runner (`kbatch.training.runner`) calls only these methods; a second backend
 provides the same ones:
 
   num_replicas, is_chief            the data-parallel layout, and whether this process writes
+  layout                            the layout in words, for the progress line
   multi_worker                      whether several processes train together
   describe_data()                   a `DatasetInfo` (sizes, input shape, classes)
   scope()                           where the model and optimizer are created
@@ -39,6 +40,7 @@ class TensorFlowBackend:
         self.settings = settings
         self.strategy = strategy or distribute.resolve_strategy(settings.strategy)
         self.num_replicas = self.strategy.num_replicas_in_sync
+        self.layout = f"{self.num_replicas} replica(s)"  # what the progress line says of the devices
         self.is_chief = run_dir.is_chief(self.strategy)
         self.multi_worker = bool(getattr(getattr(self.strategy, "cluster_resolver", None), "task_type", None))
         self.summaries = Summaries(settings.model_dir, enabled=self.is_chief)
