@@ -144,8 +144,8 @@ def _create_strategy(name):
 
 
 def _parameter_server_threads(cluster):
-    """Inter-op threads a worker server needs: at least one per concurrent function the
-    coordinator may send it, plus one (with fewer, measured on 2 cores, a worker hangs)."""
+    """Inter-op threads a worker server needs: one per worker and server of the cluster, plus two,
+    and no fewer than the cores (with 2 threads on a 2-core machine a worker hung in a probe)."""
     return max(os.cpu_count() or 1, len(cluster.get("worker", ())) + len(cluster.get("ps", ())) + 2)
 
 

@@ -22,6 +22,7 @@ import numpy as np
 CHUNK = 1 << 21  # values evaluated at a time in the binomial sums (16 MiB of float64)
 _GRID = 40_001  # points of the numerical integral (log-spaced in t)
 
+
 class StepTime(abc.ABC):
     """Seconds one worker takes for one step (forward, backward, its gradient ready). Subclasses
     are frozen dataclasses with `sample(rng, shape)` (i.i.d. unless the class says otherwise; the
