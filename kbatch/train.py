@@ -112,9 +112,10 @@ def _run(argv):
         return 0
     # tf.data warns on every distributed dataset that options moved into the graph: noise here.
     warnings.filterwarnings("ignore", message="To make it possible to preserve tf.data options")
-    if resolve_settings(flags.FLAGS.config).strategy == "parameter_server" and _serve_if_server():
+    settings = resolve_settings(flags.FLAGS.config)
+    if settings.strategy == "parameter_server" and _serve_if_server():
         return 0
-    train(flags.FLAGS.config)
+    train(settings)
     return 0
 
 

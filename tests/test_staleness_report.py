@@ -22,14 +22,15 @@ def _run(folder, staleness, steps, accuracy):
 
 def test_table_and_figure_of_a_synchronous_and_an_asynchronous_run(tmp_path):
     sync = _run(tmp_path / "sync", None, 1875, 0.9918)
-    ps = _run(tmp_path / "ps", {"counts": COUNTS, "mean": 0.0, "max": 7}, sum(COUNTS), 0.9898)
+    counts = np.array(COUNTS)  # the summary a parameter-server run writes (kbatch.training.history)
+    summary = {"counts": COUNTS, "mean": float((np.arange(8) * counts).sum() / counts.sum()), "max": 7}
+    ps = _run(tmp_path / "ps", summary, sum(COUNTS), 0.9898)
     markdown, plot = tmp_path / "s.md", tmp_path / "s.png"
     run = run_tool("staleness_report.py", [f"--runs=sync={sync},4 workers={ps}", f"--markdown={markdown}",
                                            f"--plot={plot}"])
     assert run.returncode == 0, run.stderr[-2000:]
     rows = [line.split("|")[1:-1] for line in markdown.read_text().splitlines()[2:]]
     assert [r[0].strip() for r in rows] == ["sync", "4 workers"]
-    counts = np.array(COUNTS)
     shares = [*(counts[:4] / counts.sum()), counts[4:].sum() / counts.sum()]
     assert [c.strip() for c in rows[1][1:6]] == ["98.98", "99.08", str(counts.sum()),
                                                  f"{(np.arange(8) * counts).sum() / counts.sum():.2f}", "7"]
@@ -50,7 +51,7 @@ def test_a_bad_runs_entry_is_one_line_and_writes_nothing(tmp_path, runs, message
 
 
 def test_an_existing_output_is_not_overwritten(tmp_path):
-    ps = _run(tmp_path / "ps", {"counts": COUNTS}, sum(COUNTS), 0.99)
+    ps = _run(tmp_path / "ps", {"counts": COUNTS, "mean": 1.0, "max": 7}, sum(COUNTS), 0.99)
     markdown = tmp_path / "mine.md"
     markdown.write_text("mine")
     run = run_tool("staleness_report.py", [f"--runs=ps={ps}", f"--markdown={markdown}", f"--plot={tmp_path / 'p.png'}"])

@@ -38,9 +38,10 @@ def read_runs(entries):
     return runs
 
 
-def counts_of(result):
-    """Updates per delay (a synchronous run: every update at 0)."""
-    return result["staleness"]["counts"] if result.get("staleness") else [result["steps"]]
+def summary_of(result):
+    """The run's staleness as `result.json` has it (counts per delay, mean, max); a synchronous
+    run: every update at 0."""
+    return result.get("staleness") or {"counts": [result["steps"]], "mean": 0.0, "max": 0}
 
 
 def table(runs):
@@ -49,14 +50,13 @@ def table(runs):
     lines = ["| run | final accuracy (%) | best (%) | updates | mean staleness | max | " + " | ".join(delays) + " |",
              "|---|---:|---:|---:|---:|---:|" + "---:|" * len(delays)]
     for label, result in runs:
-        counts = counts_of(result)
+        summary = summary_of(result)
+        counts = summary["counts"]
         total = sum(counts)
-        mean = sum(t * n for t, n in enumerate(counts)) / total
         shares = [*counts[:SHOWN_DELAYS], *[0] * (SHOWN_DELAYS - len(counts)), sum(counts[SHOWN_DELAYS:])]
         cells = [f"{100 * n / total:.1f}%" for n in shares]
-        largest = max(t for t, n in enumerate(counts) if n)
         lines.append(f"| {label} | {100 * result['final_eval_accuracy']:.2f} | {100 * result['best_eval_accuracy']:.2f}"
-                     f" | {total} | {mean:.2f} | {largest} | " + " | ".join(cells) + " |")
+                     f" | {total} | {summary['mean']:.2f} | {summary['max']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -72,7 +72,8 @@ def main(argv):
     text = table(runs)
     with open(MARKDOWN.value, "w") as f:
         f.write(text)
-    plots.plot_staleness(PLOT.value, {label: counts_of(result) for label, result in runs})
+    summaries = {label: summary_of(result) for label, result in runs}
+    plots.plot_staleness(PLOT.value, {f"{label} (mean {s['mean']:.2f})": s["counts"] for label, s in summaries.items()})
     print(text, end="")
 
 

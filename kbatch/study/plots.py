@@ -155,8 +155,7 @@ def plot_staleness(path, histograms):
     for i, (label, counts) in enumerate(histograms.items()):
         total = sum(counts)
         shares = [n / total if n else float("nan") for n in counts]  # no line across a delay never seen
-        mean = sum(t * n for t, n in enumerate(counts)) / total
-        ax.plot(range(len(counts)), shares, "o-", color=f"C{i % 10}", label=f"{label} (mean {mean:.2f})", markersize=4)
+        ax.plot(range(len(counts)), shares, "o-", color=f"C{i % 10}", label=label, markersize=4)
     ax.set_yscale("log")
     ax.set_xlabel("staleness tau (updates applied between an update's read of the weights and its apply)")
     ax.set_ylabel("share of updates")

@@ -18,11 +18,14 @@ class GroupWriters:
         self.model_dir, self.enabled, self._writers = model_dir, enabled, {}
 
     def scalars(self, group, step, values):
-        if not self.enabled:
-            return
+        if self.enabled:
+            self._write(self.writer(group), step, values)
+
+    def writer(self, group):
+        """The group's writer, opened on first use."""
         if group not in self._writers:
             self._writers[group] = self._open(os.path.join(self.model_dir, group))
-        self._write(self._writers[group], step, values)
+        return self._writers[group]
 
     def flush(self):
         for writer in self._writers.values():

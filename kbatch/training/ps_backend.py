@@ -61,15 +61,15 @@ class ParameterServerBackend(tf_backend.TensorFlowBackend):
             updates=self._applied)
         tables = iter(self.coordinator.create_per_worker_dataset(data.train_table_fn(s.dataset, s.data_dir)))
         update = self._update_fn(step, phase.batch_size)
-        next_position = [start_example]
+        phase_start = int(self._applied.numpy())  # update phase_start reads the stream at start_example
 
         def loop(num_steps):
             first = int(self._applied.numpy())
+            position = start_example + (first - phase_start) * phase.batch_size
             futures = [self.coordinator.schedule(update, args=(
-                tables, tf.constant(next_position[0] + i * phase.batch_size, tf.int64), tf.constant(first + i, tf.int64)))
+                tables, tf.constant(position + i * phase.batch_size, tf.int64), tf.constant(first + i, tf.int64)))
                 for i in range(num_steps)]
             self.coordinator.join()
-            next_position[0] += num_steps * phase.batch_size
             self.optimizer.iterations.assign(first + num_steps)  # exact again, whatever the race
             records = [future.fetch() for future in futures]
             return {name: np.array([r[name] for r in records], np.float32) for name in records[0]}

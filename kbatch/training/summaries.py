@@ -23,8 +23,6 @@ class Summaries(GroupWriters):
 
     def histogram(self, group, step, name, values):
         """One histogram of `values` at `step` (e.g. the staleness of a loop's updates)."""
-        if not self.enabled:
-            return
-        self.scalars(group, step, {})  # opens the group's writer
-        with self._writers[group].as_default():
-            tf.summary.histogram(name, values, step=step)
+        if self.enabled:
+            with self.writer(group).as_default():
+                tf.summary.histogram(name, values, step=step)
