@@ -92,6 +92,11 @@ def read_tf_config(strategy="multiworker"):
         raise ValueError(f"TF_CONFIG names no 'task' with 'type' and 'index': {raw[:200]!r}")
     if task["type"] not in cluster or not 0 <= int(task["index"]) < len(cluster[task["type"]]):
         raise ValueError(f"TF_CONFIG's task {task} is not in its cluster {cluster}.")
+    if strategy == "parameter_server" and not all(cluster.get(job) for job in ("chief", "worker", "ps")):
+        raise ValueError(
+            f"strategy 'parameter_server' needs a cluster with 'chief', 'worker' and 'ps' jobs (TF_CONFIG has "
+            f"{', '.join(sorted(cluster))}): a server with no coordinator would wait forever; "
+            "tools/launch_local.py --workers=N --ps=M starts all of them.")
     return tf_config
 
 
@@ -152,11 +157,11 @@ def _parameter_server_threads(cluster):
 def _parameter_server_strategy():
     tf_config = read_tf_config("parameter_server")
     cluster, task = tf_config["cluster"], tf_config["task"]
-    if task["type"] != "chief" or not cluster.get("worker") or not cluster.get("ps"):
+    if task["type"] != "chief":
         raise ValueError(
-            f"strategy 'parameter_server': the training process is the coordinator, TF_CONFIG task 'chief', in a "
-            f"cluster with 'worker' and 'ps' tasks (got task {task}, jobs {sorted(cluster)}); the worker and ps "
-            f"processes serve: tools/launch_local.py --ps=1 starts all of them.")
+            f"strategy 'parameter_server': the training process is the coordinator, TF_CONFIG task 'chief' (got "
+            f"task {task}, jobs {sorted(cluster)}); the worker and ps processes serve: tools/launch_local.py --ps=1 "
+            "starts all of them.")
     resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
     return tf.distribute.ParameterServerStrategy(resolver)
 

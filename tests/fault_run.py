@@ -4,6 +4,8 @@ tests/test_faults.py. Each fault kills the process (SIGKILL: no clean-up runs) a
   state_file:N      checkpoint N's data and index are written, its state-file entry is not yet
   model_file        half of model.keras is written
   result_file       half of result.json is written
+  hold:N            not a kill: once checkpoint N is recorded, the run waits (still holding its
+                    folder) until it is killed
 """
 
 import os
@@ -49,6 +51,20 @@ def plant(fault):
             dump(payload, path)
 
         run_dir._dump = dump_or_die
+    elif fault.startswith("hold:"):
+        import time
+
+        import tensorflow as tf
+
+        step = fault.partition(":")[2]
+        record = tf.train.CheckpointManager._record_state
+
+        def record_state_then_hold(manager):
+            record(manager)
+            if manager.latest_checkpoint and manager.latest_checkpoint.endswith(f"ckpt-{step}"):
+                time.sleep(600)
+
+        tf.train.CheckpointManager._record_state = record_state_then_hold
     else:
         raise SystemExit(f"unknown fault {fault!r}")
 

@@ -2,6 +2,7 @@
 files, Ctrl-C and divergence: the same command then continues exactly, or stops with one line,
 and every file a user or an earlier run made is intact."""
 
+import contextlib
 import json
 import os
 import pathlib
@@ -9,13 +10,15 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import kbatch  # noqa: F401  (registers the layers for load_model)
+import kbatch  # registers the layers for load_model
+import kbatch.configs.mnist1d_cnn
 from stop_run import signal_at_checkpoint
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -144,18 +147,128 @@ def test_the_default_model_dir_is_the_same_for_the_same_command(tmp_path):
     assert other.returncode == 0 and len(list((tmp_path / "runs").iterdir())) == 2
 
 
-@pytest.mark.parametrize("damage", ["config.json", "history.json"])
-def test_an_unreadable_run_file_is_named_in_one_line(tmp_path, damage):
-    model_dir = tmp_path / "run"
+def _killed_at(model_dir, step):
+    """A run of FLAGS killed (SIGKILL) once checkpoint `step` is recorded."""
     process = subprocess.Popen([sys.executable, "-m", "kbatch.train", *FLAGS, f"--config.model_dir={model_dir}"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    signal_at_checkpoint(process, str(model_dir), 4, signal.SIGKILL)
-    (model_dir / damage).write_text("{ not json")
+    signal_at_checkpoint(process, str(model_dir), step, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("damage, content, says", [
+    ("config.json", "{ not json", "is not readable"),
+    ("history.json", "{ not json", "is not readable"),
+    ("config.json", "[]", "holds a JSON list, not the dict kbatch writes"),
+    ("config.json", "{}", "is not a kbatch run's config"),
+    ("history.json", '{"evals": 5}', "is not the evaluation history kbatch writes"),
+    ("history.json", "[1, 2]", "holds a JSON list"),
+])
+def test_an_unreadable_run_file_is_named_in_one_line(tmp_path, damage, content, says):
+    model_dir = tmp_path / "run"
+    _killed_at(model_dir, 4)
+    (model_dir / damage).write_text(content)
     again = _train(model_dir)
     assert again.returncode == 2
     (line,) = _stop_lines(again.stderr)
-    assert f"{model_dir / damage} is not readable" in line
-    assert (model_dir / damage).read_text() == "{ not json"
+    assert f"{model_dir / damage}" in line and says in line and "Traceback" not in again.stderr
+    assert (model_dir / damage).read_text() == content
+
+
+def test_a_checkpointed_run_without_its_history_is_refused_not_resumed_without_it(tmp_path):
+    model_dir = tmp_path / "run"
+    _killed_at(model_dir, 8)
+    (model_dir / "history.json").unlink()
+    again = _train(model_dir)
+    assert again.returncode == 2
+    (line,) = _stop_lines(again.stderr)
+    assert "history.json is missing, but the run has a checkpoint of step 8" in line
+    assert sorted(p.name for p in (model_dir / "checkpoints").glob("*.index")) == ["ckpt-4.index", "ckpt-8.index"]
+
+
+@pytest.mark.parametrize("state", ["deleted", "garbage"])
+def test_without_a_readable_state_file_the_run_resumes_from_the_checkpoint_files(tmp_path, uninterrupted, state):
+    model_dir = tmp_path / "run"
+    _killed_at(model_dir, 12)
+    state_file = model_dir / "checkpoints" / "checkpoint"
+    state_file.unlink() if state == "deleted" else state_file.write_bytes(b"\x00garbage {{")
+    again = _train(model_dir)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "the checkpoint state file" in again.stdout and "resuming at step 12" in again.stdout
+    _same_as(uninterrupted[0], model_dir)
+
+
+@pytest.mark.parametrize("damage", ["result_list", "model_deleted", "model_truncated"])
+def test_a_finished_run_with_a_damaged_result_or_model_writes_them_again(tmp_path, uninterrupted, damage):
+    model_dir = tmp_path / "run"
+    assert _train(model_dir).returncode == 0
+    if damage == "result_list":
+        (model_dir / "result.json").write_text("[]")
+    elif damage == "model_deleted":
+        (model_dir / "model.keras").unlink()
+    else:
+        model = model_dir / "model.keras"
+        model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
+    again = _train(model_dir)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "this run has finished, but" in again.stdout and "writing them again" in again.stdout
+    _same_as(uninterrupted[0], model_dir)
+    result = json.loads((model_dir / "result.json").read_text())
+    assert result["final_eval_accuracy"] == uninterrupted[1]["final_eval_accuracy"]
+    assert "this run is finished" in _train(model_dir).stdout
+
+
+def test_a_second_run_into_a_folder_in_use_is_refused_and_a_dead_holder_does_not_block(tmp_path, uninterrupted):
+    """Finding 1 of issue 31: the same folder, a changed rate, while the first run still trains."""
+    model_dir = tmp_path / "run"
+    first = subprocess.Popen([sys.executable, str(HERE / "fault_run.py"), "hold:8", *FLAGS,
+                              f"--config.model_dir={model_dir}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while not (model_dir / "checkpoints" / "ckpt-8.index").exists():
+            assert first.poll() is None, "the first run ended early"
+            time.sleep(0.1)
+        time.sleep(1.0)  # its state file is written, then it holds
+        config = (model_dir / "config.json").read_text()
+        second = _train(model_dir, "--config.base_learning_rate=0.5")
+        assert second.returncode == 2
+        (line,) = _stop_lines(second.stderr)
+        assert f"is in use by another run (pid {first.pid} on " in line
+        assert (model_dir / "config.json").read_text() == config
+    finally:
+        first.kill()
+        first.wait(timeout=30)
+    again = _train(model_dir)  # the lock died with its process
+    assert again.returncode == 0 and "resuming at step 8" in again.stdout, again.stderr[-2000:]
+    _same_as(uninterrupted[0], model_dir)
+
+
+@pytest.mark.parametrize("cluster, strategy, says", [
+    ({"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "one_device", "trains in one process, but TF_CONFIG"),
+    ({"chief": ["127.0.0.1:1"], "worker": ["127.0.0.1:2"], "ps": ["127.0.0.1:3"]}, "one_device", "a cluster of 3"),
+    ({"worker": ["127.0.0.1:1"]}, "parameter_server", "needs a cluster with 'chief', 'worker' and 'ps' jobs"),
+])
+def test_a_cluster_that_cannot_train_this_strategy_is_one_line_not_a_hang(tmp_path, cluster, strategy, says):
+    env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}})}
+    command = [sys.executable, "-m", "kbatch.train", *FLAGS, f"--config.strategy={strategy}",
+               f"--config.model_dir={tmp_path / 'run'}"]
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    (line,) = _stop_lines(run.stderr)
+    assert says in line and not (tmp_path / "run").exists()
+
+
+def test_a_resumed_run_with_another_model_says_so_instead_of_calling_checkpoints_damaged(tmp_path):
+    model_dir = tmp_path / "run"
+    _killed_at(model_dir, 4)
+    config = kbatch.configs.mnist1d_cnn.get_config()
+    config.update(dataset="mnist1d/original", batch_size=256, base_batch_size=256, num_epochs=2, warmup_epochs=0.5,
+                  steps_per_loop=2, checkpoint_every=4, strategy="one_device", deterministic=True, norm="group",
+                  model_dir=str(model_dir))
+
+    def other_model(info):
+        return keras.Sequential([keras.Input(info.input_shape), keras.layers.Flatten(),
+                                 keras.layers.Dense(info.num_classes)])
+
+    with pytest.raises(ValueError, match=r"checkpoint ckpt-4 holds another model .*model_fn changed"):
+        kbatch.training.build_run(config, model_fn=other_model)
 
 
 def test_a_model_dir_under_a_file_is_one_line_before_anything_is_written(tmp_path):
@@ -179,3 +292,94 @@ def test_when_every_checkpoint_is_damaged_the_run_stops_in_one_line_leaving_them
     (line,) = _stop_lines(again.stderr)
     assert "none of its checkpoints is intact; move the folder away" in line
     assert {p.name: p.read_bytes() for p in (model_dir / "checkpoints").iterdir()} == files
+
+
+def _loss_steps(model_dir, group="train", tag="loss"):
+    """The steps of every `tag` point in `group`'s event files, in file order."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    steps = []
+    for path in sorted((model_dir / group).glob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(path)).Load():
+            steps += [event.step for value in event.summary.value if value.tag == tag]
+    return steps
+
+
+def test_a_run_resumed_behind_its_logged_points_logs_each_update_once(tmp_path, uninterrupted):
+    """Finding 19 of issue 31: points logged after the checkpoint a run resumes from are logged
+    again by the resumed run; the first copies are dropped, so TensorBoard draws each once."""
+    from kbatch.training import checkpoint_files
+
+    model_dir = tmp_path / "run"
+    assert _train(model_dir).returncode == 0
+    assert sorted(_loss_steps(model_dir)) == list(range(1, 33))
+    checkpoints = model_dir / "checkpoints"
+    checkpoint_files.write_state(str(checkpoints), [str(checkpoints / "ckpt-24")])  # as if killed after 24
+    (model_dir / "result.json").unlink()
+    (model_dir / "model.keras").unlink()
+    again = _train(model_dir)
+    assert again.returncode == 0 and "resuming at step 24" in again.stdout, again.stderr[-2000:]
+    assert sorted(_loss_steps(model_dir)) == list(range(1, 33))
+    examples = _loss_steps(model_dir, "examples", "learning_rate")
+    assert sorted(examples) == [256 * i for i in range(32)]
+    _same_as(uninterrupted[0], model_dir)
+
+
+def test_two_ctrl_c_50_ms_apart_stop_in_one_line_and_the_same_command_ends_exactly(tmp_path, uninterrupted):
+    """Finding 13 of issue 31: the second Ctrl-C may land inside the checkpoint's save."""
+    model_dir = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "kbatch.train", *FLAGS, f"--config.model_dir={model_dir}"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        while not (model_dir / "checkpoints" / "ckpt-4.index").exists():
+            assert process.poll() is None, "the run ended before checkpoint 4"
+            time.sleep(0.02)
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+        process.wait(timeout=30)
+    assert process.returncode == 130
+    assert len(_stop_lines(stderr)) == 1 and "Traceback" not in stderr, stderr[-2000:]
+    again = _train(model_dir)
+    assert again.returncode == 0, again.stderr[-2000:]
+    _same_as(uninterrupted[0], model_dir)
+
+
+@contextlib.contextmanager
+def _small_disk(path, size):
+    """A tmpfs of `size` mounted at `path` (the tests run as root, here and in CI)."""
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def test_a_full_disk_is_one_line_leaving_no_half_checkpoint_and_the_run_resumes_elsewhere(tmp_path, uninterrupted):
+    """Finding 8 of issue 31: the first checkpoint (~360 kB) does not fit in 300 kB."""
+    with _small_disk(tmp_path / "disk", "300k") as disk:
+        full = _train(disk / "run")
+        assert full.returncode == 2, full.stderr[-2000:]
+        (line,) = _stop_lines(full.stderr)
+        assert "writing the checkpoint of step 4 failed" in line and "resume from the start" in line
+        assert "Traceback" not in full.stderr
+        assert not [p.name for p in (disk / "run" / "checkpoints").iterdir() if "ckpt-4" in p.name]
+        shutil.copytree(disk / "run", tmp_path / "run")
+    again = _train(tmp_path / "run")  # with room: the same command finishes, exactly
+    assert again.returncode == 0, again.stderr[-2000:]
+    _same_as(uninterrupted[0], tmp_path / "run")
+
+
+def test_a_run_folder_on_a_read_only_mount_is_one_line(tmp_path):
+    """Finding 7 of issue 31: an existing run folder on a mount that became read-only."""
+    with _small_disk(tmp_path / "disk", "8m") as disk:
+        _killed_at(disk / "run", 4)
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        again = _train(disk / "run")
+        assert again.returncode == 2
+        (line,) = _stop_lines(again.stderr)
+        assert "cannot be written (Read-only file system)" in line and "Traceback" not in again.stderr

@@ -7,6 +7,7 @@ import json
 import os
 import pathlib
 import signal
+import shutil
 import subprocess
 import sys
 import time
@@ -106,10 +107,34 @@ def test_a_jax_run_killed_after_a_checkpoint_resumes_bitwise(tmp_path):
     finally:
         process.kill()
     assert not (tmp_path / "killed" / "result.json").exists()
+    shutil.copytree(tmp_path / "killed", tmp_path / "truncated")
     again = subprocess.run(_kbatch_train(tmp_path / "killed"), env=_env(2), capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "resuming at step" in again.stdout, again.stderr[-2000:]
     for a, b in zip(_weights(tmp_path / "whole"), _weights(tmp_path / "killed")):
         np.testing.assert_array_equal(a, b)
+    _a_truncated_checkpoint_falls_back_and_none_intact_is_one_line(tmp_path / "truncated", tmp_path / "whole")
+
+
+def _truncate(checkpoint):
+    checkpoint.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
+
+
+def _a_truncated_checkpoint_falls_back_and_none_intact_is_one_line(model_dir, whole):
+    """Finding 10 of issue 31: a truncated .npz was a BadZipFile traceback."""
+    every = model_dir.parent / "every_truncated"
+    shutil.copytree(model_dir, every)
+    newest = max((model_dir / "checkpoints").glob("ckpt-*.npz"), key=lambda p: int(p.stem.split("-")[1]))
+    _truncate(newest)
+    again = subprocess.run(_kbatch_train(model_dir), env=_env(2), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and f"checkpoint {newest} is damaged" in again.stdout, again.stderr[-2000:]
+    for a, b in zip(_weights(whole), _weights(model_dir)):
+        np.testing.assert_array_equal(a, b)
+    for checkpoint in (every / "checkpoints").glob("ckpt-*.npz"):
+        _truncate(checkpoint)
+    none = subprocess.run(_kbatch_train(every), env=_env(2), capture_output=True, text=True, timeout=300)
+    assert none.returncode == 2 and "Traceback" not in none.stderr, none.stderr[-2000:]
+    (line,) = [line for line in none.stderr.splitlines() if line.startswith("kbatch-train:")]
+    assert "none of its checkpoints is intact" in line
 
 
 def test_kbatch_trains_on_jax_where_tensorflow_cannot_be_imported(tmp_path):

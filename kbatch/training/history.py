@@ -21,20 +21,38 @@ class History:
         self.state, self.wall_seconds = {}, 0.0
 
     def load(self, restored_step, directory):
-        """The evaluations up to `restored_step` saved in `directory` (the chief's model_dir)."""
+        """The evaluations up to `restored_step` saved in `directory` (the chief's model_dir); a
+        ValueError when the file is missing or not what kbatch writes: a checkpoint without its
+        history would resume with its evaluations and the diagnostics' state silently lost."""
         path = os.path.join(directory, HISTORY_FILE)
-        if os.path.exists(path):
-            saved = run_dir.read_json(path)
-            self.evals = [e for e in saved["evals"] if e["step"] <= restored_step]
-            self.noise_scale = [p for p in saved.get("noise_scale", []) if p["step"] <= restored_step]
-            self.sharpness = [p for p in saved.get("sharpness", []) if p["step"] <= restored_step]
-            self.loss_spikes = [p for p in saved.get("loss_spikes", []) if p["step"] <= restored_step]
-            self.state, self.wall_seconds = saved.get("state", {}), saved["wall_seconds"]
+        if not os.path.exists(path):
+            raise ValueError(f"{path} is missing, but the run has a checkpoint of step {restored_step}: its "
+                             "evaluations and the diagnostics' state cannot be rebuilt; put history.json back, "
+                             "or move the folder away to start afresh.")
+        saved = _checked(run_dir.read_json(path), path)
+        self.evals = [e for e in saved["evals"] if e["step"] <= restored_step]
+        self.noise_scale = [p for p in saved.get("noise_scale", []) if p["step"] <= restored_step]
+        self.sharpness = [p for p in saved.get("sharpness", []) if p["step"] <= restored_step]
+        self.loss_spikes = [p for p in saved.get("loss_spikes", []) if p["step"] <= restored_step]
+        self.state, self.wall_seconds = saved.get("state", {}), saved["wall_seconds"]
 
     def save(self, wall_seconds):
         run_dir.write_json(self.path, {"evals": self.evals, "noise_scale": self.noise_scale, "sharpness": self.sharpness,
                                        "loss_spikes": self.loss_spikes, "state": self.state,
                                        "wall_seconds": wall_seconds})
+
+
+def _checked(saved, path):
+    """`saved` if it has the shape `History.save` writes, else a ValueError naming the file."""
+    records = [saved.get(name, []) for name in ("evals", "noise_scale", "sharpness", "loss_spikes")]
+    well_formed = (isinstance(saved.get("evals"), list) and isinstance(saved.get("state", {}), dict)
+                   and isinstance(saved.get("wall_seconds"), (int, float))
+                   and all(isinstance(r, list) and all(isinstance(e, dict) and "step" in e for e in r)
+                           for r in records))
+    if not well_formed:
+        raise ValueError(f"{path} is not the evaluation history kbatch writes: it was damaged; put the "
+                         "original back, or move the folder away to start afresh.")
+    return saved
 
 
 def result(run, wall_seconds):

@@ -19,6 +19,7 @@ import os
 import re
 import signal
 import threading
+import zipfile
 
 import jax
 import keras
@@ -153,16 +154,25 @@ class JaxBackend:
         return [*self.model.weights, *self.optimizer.variables]
 
     def restore(self):
+        """The step of the newest intact checkpoint, restored (0 when there is none); a damaged
+        one is skipped, saying so. A ValueError when none is intact, or when one that reads holds
+        another model's variables."""
+        variables = self._variables()
         for path in reversed(self._paths()):
             try:
                 with np.load(path) as saved:
-                    values, step = [saved[f"v{i}"] for i in range(len(self._variables()))], int(saved["step"])
-            except (OSError, ValueError, KeyError, EOFError) as error:
+                    arrays = {name: saved[name] for name in saved.files}
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
                 print(f"kbatch: checkpoint {path} is damaged ({type(error).__name__}); trying the one before.", flush=True)
                 continue
-            for variable, value in zip(self._variables(), values):
+            values = [arrays.get(f"v{i}") for i in range(len(variables))]
+            shapes = [tuple(np.shape(v)) for v in values]
+            if len(arrays) != len(variables) + 1 or shapes != [tuple(v.shape) for v in variables]:
+                raise run_dir.checkpoint_mismatch(self.settings.model_dir, path, ValueError(
+                    f"{len(arrays) - 1} arrays, this model has {len(variables)} variables, or their shapes differ"))
+            for variable, value in zip(variables, values):
                 variable.assign(value)
-            return step
+            return int(arrays["step"])
         if self._paths():
             raise ValueError(f"config.model_dir={self.settings.model_dir!r}: none of its checkpoints is intact; "
                              "move the folder away to start afresh.")

@@ -19,7 +19,7 @@ import keras
 from kbatch import ledger, models, optimizers
 from kbatch.diagnostics import noise_scale
 from kbatch.training import actions as actions_lib
-from kbatch.training import apply_recipe, history, lr_schedules, recipe, run_dir, schema
+from kbatch.training import apply_recipe, event_writer, history, lr_schedules, recipe, run_dir, run_lock, schema
 from kbatch.training.plan import Plan
 from kbatch.training.tasks import Classification
 
@@ -132,11 +132,26 @@ def build_run(config, strategy=None, model_fn=None, task=None):
       task: a `kbatch.training.Task` (default: `Classification`).
 
     Raises a ValueError naming the field on bad input; nothing is written to `model_dir` until
-    everything is built (then its `config.json`).
+    everything is built (then its `config.json`). The process holds `model_dir` from here until
+    training ends (`run_lock`): another run into the same folder is refused meanwhile.
     """
     settings = resolve_settings(config)
-    changed = run_dir.check(settings.model_dir, settings)
+    if strategy is None:
+        run_dir.check_one_process(settings.strategy)
+    run_dir.check(settings.model_dir, settings)
     backend = _backend(settings, strategy)
+    lock = run_lock.acquire(settings.model_dir) if backend.is_chief else None
+    try:
+        return _build_locked_run(settings, backend, model_fn, task, lock)
+    except BaseException:
+        if lock:
+            lock.release(discard_empty=True)
+        raise
+
+
+def _build_locked_run(settings, backend, model_fn, task, lock):
+    """`build_run` once this process holds the run folder (`lock`, None off the chief)."""
+    changed = run_dir.check(settings.model_dir, settings)  # again: another run may have ended meanwhile
     replicas = backend.num_replicas
     ledger.per_replica_batch_size(settings.batch_size, replicas, settings.accumulation_steps)
     halves = _check_halves(settings, backend)
@@ -155,21 +170,24 @@ def build_run(config, strategy=None, model_fn=None, task=None):
             "which would give this model's batch normalization half batches: set accumulation_steps >= 2 (each "
             "micro-batch is then its own BN batch, as it is without the noise scale), train on several replicas "
             "(TensorFlow), or use a norm without batch statistics.")
-    run = Run(settings, backend, task, info, model, optimizer, plan, changed)
+    run = Run(settings, backend, task, info, model, optimizer, plan, changed, lock)
     if backend.is_chief:
-        os.makedirs(settings.model_dir, exist_ok=True)
-        run_dir.write_json(os.path.join(settings.model_dir, run_dir.CONFIG_FILE), schema.as_json(settings))
+        with run_dir.writing(settings.model_dir, "config.json", lambda: backend.latest_checkpoint):
+            run_dir.write_json(os.path.join(settings.model_dir, run_dir.CONFIG_FILE), schema.as_json(settings))
     return run
 
 
 class Run:
     """A built run (see `build_run`): its settings, backend, task, model, optimizer, plan,
     evaluation history and the number of updates done (`step`). `changed` is None for a new run,
-    else the fields changed since the run in `model_dir` was started ({} for none)."""
+    else the fields changed since the run in `model_dir` was started ({} for none). `lock` is
+    the held `run_lock.RunLock` of `model_dir` (None off the chief), released when training ends
+    or by `close()`."""
 
-    def __init__(self, settings, backend, task, info, model, optimizer, plan, changed):
+    def __init__(self, settings, backend, task, info, model, optimizer, plan, changed, lock=None):
         self.settings, self.backend, self.task, self.info = settings, backend, task, info
         self.model, self.optimizer, self.plan, self.changed = model, optimizer, plan, changed
+        self.lock = lock
         self.momenta = apply_recipe.moving_average_momenta(model)
         self.history = history.History(backend.write_dir)
         self.step = backend.restore()
@@ -179,6 +197,9 @@ class Run:
         decisions = [d for d in self.history.state.get("adaptive_batch", []) if d["step"] <= self.step]
         if decisions:  # a resumed adaptive run: the phases it chose, exactly
             self.adapt(decisions)
+        if changed is not None and backend.is_chief:  # points logged after the checkpoint are logged again
+            event_writer.drop_events_from(settings.model_dir, self.step + 1,
+                                          {"examples": self.plan.ledger.examples_seen(self.step)})
         self._started = time.time()
 
     def adapt(self, decisions):
@@ -201,8 +222,10 @@ class Run:
 
     def save(self, step):
         """A checkpoint at `step`, with the evaluation history beside it."""
-        self.history.save(self.wall_seconds())
-        self.backend.save(step)
+        with run_dir.writing(self.settings.model_dir, f"the checkpoint of step {step}",
+                             lambda: self.backend.latest_checkpoint):
+            self.history.save(self.wall_seconds())
+            self.backend.save(step)
 
     def run_loop(self):
         """Updates up to the plan's next stop, in one compiled call; a `LoopOutput`."""
@@ -224,10 +247,19 @@ class Run:
 
         `actions` run after the standard ones (`actions_lib.standard(verbose)`), and
         `callbacks` (`keras.callbacks.Callback`s) after those."""
-        finished = os.path.join(self.settings.model_dir, run_dir.RESULT_FILE)
-        if self.step >= self.plan.total_steps and os.path.exists(finished):
-            return run_dir.read_json(finished)  # a finished run is left as it is
-        every = [*actions_lib.standard(verbose), *actions, actions_lib.KerasCallbacks(callbacks)]
+        try:
+            finished = run_dir.finished_result(self.settings)
+            if self.step >= self.plan.total_steps and finished is not None:
+                return finished  # a finished run is left as it is
+            every = [*actions_lib.standard(verbose), *actions, actions_lib.KerasCallbacks(callbacks)]
+            result = self._train(every)
+        finally:
+            self.close()
+        for action in every:
+            action.end(self, result)
+        return result
+
+    def _train(self, every):
         self.model.stop_training = False
         try:
             for action in every:
@@ -236,22 +268,26 @@ class Run:
                 loop = self.run_loop()
                 for action in every:
                     action.after_loop(self, loop)
-            result = self.finish()
+            return self.finish()
         finally:
             for action in reversed(every):
                 action.close(self)
             self.backend.close()
-        for action in every:
-            action.end(self, result)
-        return result
+
+    def close(self):
+        """Release `model_dir` for other runs (training releases it when it ends)."""
+        if self.lock:
+            self.lock.release()
 
     def finish(self):
         """The result; on the chief also `model.keras` and `result.json` in `model_dir`."""
         self.backend.average_moving_statistics()  # a collective: every worker takes part
         result = history.result(self, self.wall_seconds())
         if self.backend.is_chief:
-            run_dir.write_atomically(os.path.join(self.settings.model_dir, run_dir.MODEL_FILE), self.model.save)
-            run_dir.write_json(os.path.join(self.settings.model_dir, run_dir.RESULT_FILE), result)
+            with run_dir.writing(self.settings.model_dir, "model.keras and result.json",
+                                 lambda: self.backend.latest_checkpoint):
+                run_dir.write_atomically(os.path.join(self.settings.model_dir, run_dir.MODEL_FILE), self.model.save)
+                run_dir.write_json(os.path.join(self.settings.model_dir, run_dir.RESULT_FILE), result)
         return result
 
 
@@ -276,5 +312,9 @@ def train(config, *, strategy=None, model_fn=None, task=None, actions=(), callba
             print(f"kbatch: this run is finished; its results are in {settings.model_dir} (left as they are).",
                   flush=True)
         return finished
+    problems = run_dir.final_files_problems(settings.model_dir)
+    if problems and verbose:
+        print(f"kbatch: this run has finished, but {' and '.join(problems)}: writing them again from its last "
+              "checkpoint.", flush=True)
     run = build_run(settings, strategy=strategy, model_fn=model_fn, task=task)
     return run.train(actions=actions, callbacks=callbacks, verbose=verbose)

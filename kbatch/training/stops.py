@@ -46,5 +46,9 @@ def reporting(program, main):
         except tuple(kind for kind, _ in CODES) as stop:
             print(f"{program}: {stop}", file=sys.stderr)
             return next(code for kind, code in CODES if isinstance(stop, kind))
+        except KeyboardInterrupt:
+            print(f"{program}: interrupted at once (a second Ctrl-C); run the same command again to resume from "
+                  "the newest checkpoint.", file=sys.stderr)
+            return INTERRUPTED
 
     return run

@@ -20,6 +20,7 @@ provides the same ones:
 """
 
 import contextlib
+import glob
 import os
 import shutil
 
@@ -27,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from kbatch import data, distribute, layers
-from kbatch.training import preemption, run_dir, spike_guard, staleness, tf_step
+from kbatch.training import checkpoint_files, preemption, run_dir, spike_guard, staleness, tf_step
 from kbatch.training.summaries import Summaries
 
 
@@ -83,26 +84,28 @@ class TensorFlowBackend:
     def restore(self):
         """The step of the chief's newest intact checkpoint, restored (0 when there is none). A
         damaged one is skipped, saying so, and no longer listed in the state file (it stays on
-        disk); a ValueError when every one is damaged. Every worker restores the chief's: workers
-        resuming from different steps would wait on each other."""
+        disk); a ValueError when every one is damaged, or when they hold another model. Without a
+        readable state file the checkpoint files themselves are found. Every worker restores the
+        chief's: workers resuming from different steps would wait on each other."""
         directory = os.path.join(self.settings.model_dir, "checkpoints")
-        state = tf.train.get_checkpoint_state(directory)
-        listed = list(state.all_model_checkpoint_paths) if state else []
+        listed = checkpoint_files.listed(directory)
         intact = list(listed)
         while intact:
             try:
                 self._checkpoint.restore(intact[-1]).assert_existing_objects_matched()
                 break
-            except (tf.errors.OpError, ValueError, AssertionError, IndexError) as error:  # IndexError: truncated
+            except (AssertionError, ValueError) as error:  # the files read, but hold another model
+                raise run_dir.checkpoint_mismatch(self.settings.model_dir, intact[-1], error) from None
+            except (tf.errors.OpError, IndexError) as error:  # IndexError: truncated
                 print(f"kbatch: checkpoint {intact[-1]} is damaged ({type(error).__name__}: "
                       f"{str(error).splitlines()[0][:120]}); trying the one before.", flush=True)
                 intact.pop()
         if listed and not intact:
             raise ValueError(f"config.model_dir={self.settings.model_dir!r}: none of its checkpoints is intact; "
                              "move the folder away to start afresh.")
-        if len(intact) < len(listed) and self.is_chief:
+        if intact and intact != checkpoint_files.state_listing(directory) and self.is_chief:
             # TensorFlow's preemption handler restores the newest listed checkpoint itself.
-            tf.compat.v1.train.update_checkpoint_state(directory, intact[-1], all_model_checkpoint_paths=intact)
+            checkpoint_files.write_state(directory, intact)
             self._manager = self._new_manager()
         return int(self._trained_steps.numpy())
 
@@ -113,8 +116,16 @@ class TensorFlowBackend:
                    if np.issubdtype(np.dtype(v.dtype), np.floating))
 
     def save(self, step):
+        """A checkpoint at `step`; an OSError when it cannot be written (a full disk), with its
+        half-written files removed."""
         self._trained_steps.assign(step)
-        self._manager.save(checkpoint_number=step)
+        try:
+            self._manager.save(checkpoint_number=step)
+        except tf.errors.OpError as error:
+            folder = os.path.join(self.write_dir, "checkpoints")
+            for partial in glob.glob(os.path.join(folder, f"ckpt-{step}.*")) + glob.glob(os.path.join(folder, f"ckpt-{step}_temp*")):
+                shutil.rmtree(partial) if os.path.isdir(partial) else os.remove(partial)
+            raise OSError(error.message.splitlines()[0][:200]) from None
 
     @property
     def latest_checkpoint(self):
