@@ -34,7 +34,7 @@ from tools.launch_local import launch  # noqa: E402
 WORKER = str(ROOT / "tests" / "multiworker_worker.py")
 TIMEOUT_S = 150  # per launch; the launcher stops every worker past it (and always, on return)
 CHIEF_FILES = {"config.json", "result.json", "model.keras", "history.json", "checkpoints", "train", "eval",
-               "examples"}
+               "examples", ".kbatch.lock"}  # the chief alone locks the run folder
 
 
 def _launch_two_workers(command, tmp_path):
