@@ -143,9 +143,9 @@ def test_what_an_asynchronous_run_cannot_do_is_refused_naming_the_field(make_con
 @pytest.mark.parametrize("tf_config, message", [
     (None, "strategy 'parameter_server' needs the TF_CONFIG environment variable"),
     ({"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 0}},
-     "needs a cluster with 'chief', 'worker' and 'ps' jobs (TF_CONFIG has worker)"),
+     "needs a cluster with 'chief', 'worker' and 'ps' jobs .TF_CONFIG has worker."),
     ({"cluster": {"chief": ["127.0.0.1:1"], "worker": ["127.0.0.1:2"]}, "task": {"type": "chief", "index": 0}},
-     "needs a cluster with 'chief', 'worker' and 'ps' jobs (TF_CONFIG has chief, worker)"),
+     "needs a cluster with 'chief', 'worker' and 'ps' jobs .TF_CONFIG has chief, worker."),
     ({"cluster": {"chief": ["127.0.0.1:1"], "worker": ["127.0.0.1:2"], "ps": ["127.0.0.1:3"]},
       "task": {"type": "worker", "index": 0}}, "the training process is the coordinator, TF_CONFIG task 'chief'"),
 ])
