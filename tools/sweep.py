@@ -25,7 +25,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 import study_output  # noqa: E402  (tools/ is the script's own folder, first on sys.path)
@@ -169,8 +169,14 @@ def main(argv):
     return 0
 
 
-if __name__ == "__main__":
+def parse_flags(argv):
+    """The tool's own flags, then kbatch-train's parser (`--config` and its overrides: it imports
+    kbatch and TensorFlow)."""
+    study_output.refuse_unknown("sweep", argv)
     from kbatch.train import one_line_parser
-    from kbatch.training import stops
 
-    app.run(stops.reporting("sweep", main), flags_parser=one_line_parser("sweep", define_config))
+    return one_line_parser("sweep", define_config)(argv)
+
+
+if __name__ == "__main__":
+    study_output.run_tool("sweep", main, __doc__, flags_parser=parse_flags)
