@@ -95,7 +95,7 @@ def one_line_parser(program):
 
 
 def refuse_unknown(program, argv):
-    """Parse the flags defined so far; an unknown flag or a stray argument (not `--config` or its
+    """Parse the flags defined so far (then unparse them); an unknown flag or a stray argument (not `--config` or its
     `--config.FIELD` overrides, which the config file's flag reads later) is one line and exit
     code 2, before kbatch and TensorFlow are imported."""
     try:
@@ -105,6 +105,7 @@ def refuse_unknown(program, argv):
     unknown = [arg for arg in rest[1:] if not CONFIG_ARG.match(arg)]
     if unknown:
         refuse(program, f"unknown flag or argument {unknown[0]} (see --help).")
+    flags.FLAGS.unparse_flags()  # parsed again with --config: a repeated flag must not count twice
 
 
 def refuse(program, message):

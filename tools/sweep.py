@@ -8,7 +8,8 @@ TensorBoard HParams summaries (`tensorboard --logdir SWEEP_DIR/tensorboard`).
 
   python tools/sweep.py --sweep_dir=/tmp/sweep --report_only --targets=0.9,0.95
 
-Each --grid axis is FIELD=VALUE[,VALUE...]; the points are every combination. `--spec=FILE.py`
+Each --grid axis is FIELD=VALUE[,VALUE...] (--grid flags naming one field add to its values);
+the points are every combination. `--spec=FILE.py`
 reads a sweep written down: a file defining SWEEP = {"overrides": {...}, "grid": {...},
 "points": [{...}, ...], "targets": [...]} (a point is a dict of overrides; --grid axes are
 combined with the spec's). Every point's config is checked before the first run. The same
@@ -51,14 +52,49 @@ def define_config():
 
 
 def read_spec(path):
-    """The SWEEP dict of a spec file, its keys checked."""
+    """The SWEEP dict of a spec file, its keys and their types checked; a file that does not run
+    (a syntax error, an exception) is a ValueError naming it and the error."""
     if not os.path.isfile(path):
         raise ValueError(f"--spec={path}: no such file.")
-    spec = runpy.run_path(path).get("SWEEP")
+    try:
+        spec = runpy.run_path(path).get("SWEEP")
+    except Exception as error:  # noqa: BLE001 - any error of the user's file is reported in one line
+        raise ValueError(f"--spec={path}: the file does not run: {type(error).__name__}: "
+                         f"{str(error).splitlines()[0] if str(error) else ''}") from None
     allowed = {"overrides", "grid", "points", "targets"}
     if not isinstance(spec, dict) or set(spec) - allowed:
         raise ValueError(f"--spec={path}: must define SWEEP, a dict with keys from {', '.join(sorted(allowed))}.")
+    check_spec_types(path, spec)
     return spec
+
+
+def check_spec_types(path, spec):
+    """A ValueError naming the first part of SWEEP of the wrong type."""
+    wrong = next((key for key, kind in (("overrides", dict), ("grid", dict), ("points", list), ("targets", list))
+                  if not isinstance(spec.get(key, kind()), kind)), None)
+    if wrong:
+        raise ValueError(f"--spec={path}: SWEEP[{wrong!r}] must be a {'dict' if wrong in ('overrides', 'grid') else 'list'}.")
+    for field, values in spec.get("grid", {}).items():
+        if not isinstance(values, (list, tuple)):
+            raise ValueError(f"--spec={path}: SWEEP['grid'][{field!r}] = {values!r}: give a list of values, "
+                             f"e.g. [{values!r}].")
+    if not all(isinstance(point, dict) for point in spec.get("points", [])):
+        raise ValueError(f"--spec={path}: SWEEP['points'] must be a list of dicts of overrides.")
+
+
+def command_line_axes(texts):
+    """{field: [values]} of the --grid flags, the values of flags naming one field merged in order;
+    a ValueError for a value given twice."""
+    from kbatch.study import grid
+
+    axes = {}
+    for text in texts:
+        field, values = grid.parse_axis(text)
+        merged = axes.get(field, []) + values
+        if len(set(map(repr, merged))) != len(merged):
+            raise ValueError(f"--grid={text}: a value of {field} is given twice across the --grid flags.")
+        axes[field] = merged
+    return axes
 
 
 def parse_targets(values, default):
@@ -87,7 +123,7 @@ def build_sweep(points=()):
         grid.check_field(field, "spec overrides")
         base[field] = value
     axes = dict(spec.get("grid", {}))
-    axes.update(grid.parse_axis(text) for text in _GRID.value)
+    axes.update(command_line_axes(_GRID.value))
     built = sweep.Sweep(_SWEEP_DIR.value, base, grid.expand(axes, list(spec.get("points", [])) + list(points)))
     return built, parse_targets(_TARGETS.value, spec.get("targets", [base.target_accuracy or 0.95]))
 

@@ -78,8 +78,9 @@ def parse_flags(argv):
     one is one line and exit code 2 instead of a traceback."""
     study_output.refuse_unknown("throughput", argv)
     try:
+        flags.FLAGS(argv, known_only=True)
         check_flags()
-    except ValueError as error:
+    except (flags.Error, ValueError) as error:
         _refuse(str(error).splitlines()[0])
     try:
         config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "The config to time; the batch, learning-rate "
