@@ -304,4 +304,5 @@ def test_a_negative_grace_is_refused_in_one_line():
         launch(["true"], 1, grace_s=-5)
     run = subprocess.run([sys.executable, str(ROOT / "tools" / "launch_local.py"), "--grace_s=-5", "--", "true"],
                          capture_output=True, text=True, timeout=60)
-    assert run.returncode == 2 and run.stderr.strip() == "launch_local: flag --grace_s=-5: -5.0 is not a non-negative number"
+    assert run.returncode == 2
+    assert run.stderr.strip() == "launch_local: flag --grace_s=-5: -5.0 is not a non-negative number"

@@ -32,7 +32,8 @@ def test_stragglers_imports_no_tensorflow_or_keras(tmp_path):
                             f"--output_prefix={tmp_path / 's'}", "--workers=2,4", "--updates=50"],
                            capture_output=True, text=True, env=env, timeout=120)
     assert timed.returncode == 0, timed.stderr[-2000:]
-    imported = [line.rsplit("|", 1)[-1].strip() for line in timed.stderr.splitlines() if line.startswith("import time:")]
+    imported = [line.rsplit("|", 1)[-1].strip() for line in timed.stderr.splitlines()
+                if line.startswith("import time:")]
     assert "kbatch.study.step_times" in imported and (tmp_path / "s.png").exists()
     assert not [m for m in imported if m.split(".")[0] in ("tensorflow", "keras", "jax")]
 
@@ -48,7 +49,8 @@ def test_throughput_refuses_an_output_in_a_missing_folder_before_timing(tmp_path
 
 def test_throughput_names_an_unknown_flag_not_a_missing_one():
     run = run_tool("throughput.py", ["--bogus_flag=1"], timeout=60)
-    assert run.returncode == 2 and run.stderr.strip() == "throughput: unknown flag or argument --bogus_flag=1 (see --help)."
+    assert run.returncode == 2
+    assert run.stderr.strip() == "throughput: unknown flag or argument --bogus_flag=1 (see --help)."
 
 
 @pytest.mark.parametrize("spec, message", [

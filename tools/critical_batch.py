@@ -21,7 +21,8 @@ from absl import flags
 
 from study_output import batch_size_axis, log_over_epochs, refuse_existing, run_tool  # tools/ is the script's own folder, first on sys.path
 
-SWEEP_CSV = flags.DEFINE_string("sweep_csv", None, "A sweep's report CSV (required), e.g. docs/results/batch_study.csv.")
+SWEEP_CSV = flags.DEFINE_string("sweep_csv", None, "A sweep's report CSV (required), e.g. "
+                                "docs/results/batch_study.csv.")
 WHERE = flags.DEFINE_multi_string("where", [], "FIELD=VALUE: keep only the rows whose FIELD is VALUE; repeatable.")
 NOISE_RUN = flags.DEFINE_string("noise_run", None, "model_dir of a run trained with noise_scale_every > 0.")
 MARKDOWN = flags.DEFINE_string("markdown", None, "The table (markdown) to write.")

@@ -192,4 +192,5 @@ def parse_flags(argv):
 
 
 if __name__ == "__main__":
-    study_output.run_tool("lr_search", main, __doc__, flags_parser=parse_flags)
+    study_output.run_tool("lr_search", main, __doc__, flags_parser=parse_flags,
+                          config_help=study_output.CONFIG_HELP)

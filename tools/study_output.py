@@ -19,6 +19,8 @@ from absl import logging as absl_logging
 
 BAD_INPUT = 2  # kbatch.training.stops.BAD_INPUT, without importing kbatch (and TensorFlow)
 HELP_FLAGS = ("-h", "-?", "--help", "--helpshort", "--helpfull")
+CONFIG_HELP = ("the config file (default: kbatch/configs/mnist1d_cnn.py); --config.FIELD=VALUE overrides a "
+               "field (kbatch-train --help lists them)")
 CONFIG_ARG = re.compile(r"--config([.=]|$)")  # --config and its overrides: parsed once the config file loads
 
 
@@ -55,12 +57,14 @@ def batch_size_axis(ax, batches, label):
     ax.grid(alpha=0.3, which="both")
 
 
-def run_tool(program, main, doc, flags_parser=None):
+def run_tool(program, main, doc, flags_parser=None, config_help=None):
     """Run a tool's `main(argv)` with absl, as `kbatch-train` runs: `--help` prints `doc` and the
-    tool's flags and exits 0; `flags_parser` (default `one_line_parser(program)`) parses the
-    command line; a stop `main` raises is `reporting`'s one line and exit code."""
+    tool's flags (`--helpfull`: absl's too; `config_help`, the help of a `--config` flag that
+    `flags_parser` defines, as it loads a config) and exits 0; `flags_parser` (default
+    `one_line_parser(program)`) parses the command line; a stop `main` raises is `reporting`'s one
+    line and exit code."""
     if wants_help(sys.argv):
-        print_help(doc)
+        print_help(doc, full="--helpfull" in sys.argv, config_help=config_help)
         sys.exit(0)
     app.run(reporting(program, main), flags_parser=flags_parser or one_line_parser(program))
 
@@ -71,11 +75,14 @@ def wants_help(argv):
     return any(arg in HELP_FLAGS for arg in own)
 
 
-def print_help(doc):
-    """`doc` (the tool's docstring), then the flags its own modules define, with their defaults."""
+def print_help(doc, full=False, config_help=None):
+    """`doc` (the tool's docstring), then the flags its own modules define (`full`: every module's),
+    with their defaults."""
     print(doc.strip(), "\n", sep="")
+    if config_help:
+        print(f"  --config: {config_help}\n")
     for module, defined in flags.FLAGS.flags_by_module_dict().items():
-        if not module.startswith("absl") and defined:
+        if defined and (full or not module.startswith("absl")):
             print(flags.FLAGS.module_help(module), "\n", sep="")
 
 

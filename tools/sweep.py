@@ -9,15 +9,14 @@ TensorBoard HParams summaries (`tensorboard --logdir SWEEP_DIR/tensorboard`).
   python tools/sweep.py --sweep_dir=/tmp/sweep --report_only --targets=0.9,0.95
 
 Each --grid axis is FIELD=VALUE[,VALUE...] (--grid flags naming one field add to its values);
-the points are every combination. `--spec=FILE.py`
-reads a sweep written down: a file defining SWEEP = {"overrides": {...}, "grid": {...},
-"points": [{...}, ...], "targets": [...]} (a point is a dict of overrides; --grid axes are
-combined with the spec's). Every point's config is checked before the first run. The same
-command again continues a stopped sweep: finished points are read back, a cut-short point
-resumes from its checkpoint, a failed or diverged one is left as recorded (--retry_failed runs
-it again). A folder holding another sweep is refused. The report goes into --sweep_dir
-(report.csv, report.md, report.png), and also to --output_prefix.csv, .md and .png when given
-(refused if they exist, unless --overwrite).
+the points are every combination. `--spec=FILE.py` reads a sweep written down: a file defining
+SWEEP = {"overrides": {...}, "grid": {...}, "points": [{...}, ...], "targets": [...]} (a point is
+a dict of overrides; --grid axes are combined with the spec's). Every point's config is checked
+before the first run. The same command again continues a stopped sweep: finished points are read
+back, a cut-short point resumes from its checkpoint, a failed or diverged one is left as recorded
+(--retry_failed runs it again). A folder holding another sweep is refused. The report goes into
+--sweep_dir (report.csv, report.md, report.png), and also to --output_prefix.csv, .md and .png
+when given (refused if they exist, unless --overwrite).
 """
 
 import os
@@ -70,10 +69,9 @@ def read_spec(path):
 
 def check_spec_types(path, spec):
     """A ValueError naming the first part of SWEEP of the wrong type."""
-    wrong = next((key for key, kind in (("overrides", dict), ("grid", dict), ("points", list), ("targets", list))
-                  if not isinstance(spec.get(key, kind()), kind)), None)
-    if wrong:
-        raise ValueError(f"--spec={path}: SWEEP[{wrong!r}] must be a {'dict' if wrong in ('overrides', 'grid') else 'list'}.")
+    for key, kind in (("overrides", dict), ("grid", dict), ("points", list), ("targets", list)):
+        if not isinstance(spec.get(key, kind()), kind):
+            raise ValueError(f"--spec={path}: SWEEP[{key!r}] must be a {kind.__name__}.")
     for field, values in spec.get("grid", {}).items():
         if not isinstance(values, (list, tuple)):
             raise ValueError(f"--spec={path}: SWEEP['grid'][{field!r}] = {values!r}: give a list of values, "
@@ -215,4 +213,5 @@ def parse_flags(argv):
 
 
 if __name__ == "__main__":
-    study_output.run_tool("sweep", main, __doc__, flags_parser=parse_flags)
+    study_output.run_tool("sweep", main, __doc__, flags_parser=parse_flags,
+                          config_help=study_output.CONFIG_HELP)

@@ -290,4 +290,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    study_output.run_tool("throughput", main, __doc__, flags_parser=parse_flags)
+    study_output.run_tool("throughput", main, __doc__, flags_parser=parse_flags,
+                          config_help=study_output.CONFIG_HELP)

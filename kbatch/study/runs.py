@@ -122,8 +122,8 @@ def _preempted(signum, frame):
 
 def _stopped_line(how, running):
     names = ", ".join(running) or "no point"
-    return (f"{how}: stopped the workers of {names} (each saved its checkpoint); run the same command again "
-            "to continue the sweep.")
+    return (f"{how}: stopped the workers of {names} (a point resumes from its last checkpoint); run the same "
+            "command again to continue the sweep.")
 
 
 def _stop_workers(workers):
@@ -145,9 +145,10 @@ def _start_worker(sweep, point):
     backend = point.config.get("backend", "tensorflow")
     env = dict(os.environ, KERAS_BACKEND=runtime.keras_backend() if backend == "auto" else backend)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    # A worker gets SIGTERM (it saves its checkpoint) if the sweep is killed with SIGKILL.
+    # Its own session: Ctrl-C at the terminal reaches the sweep alone, which stops each worker once
+    # (SIGTERM); and SIGTERM from the kernel (it saves its checkpoint) if the sweep is killed with SIGKILL.
     return subprocess.Popen([sys.executable, "-m", "kbatch.study.runs", sweep.sweep_dir, point.name], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
                             preexec_fn=children.dying_with_parent(signal.SIGTERM))
 
 
