@@ -14,7 +14,6 @@ batch); batch sizes where none reached a target are left out of that target's fi
 
 import csv
 import json
-import math
 import os
 
 from absl import flags

@@ -2,6 +2,7 @@
 parse or a bad input is one line `program: ...` on stderr and exit code 2), the refusal to
 overwrite a table or plot a person made or to start work whose outputs cannot be written
 (critical_batch, sharpness_report, staleness_report, switchable_weights, throughput, sweep), the
+import of a kbatch.study module without Keras and TensorFlow (`import_numpy_only`), the
 batch-size axis of their plots, and the log axis over epochs of the diagnostics' plots.
 
 Kept free of kbatch, Keras and TensorFlow, so `--help` and a bad flag are answered before
@@ -102,9 +103,9 @@ def one_line_parser(program):
 
 
 def refuse_unknown(program, argv):
-    """Parse the flags defined so far (then unparse them); an unknown flag or a stray argument (not `--config` or its
-    `--config.FIELD` overrides, which the config file's flag reads later) is one line and exit
-    code 2, before kbatch and TensorFlow are imported."""
+    """Parse the flags defined so far (then unparse them): an unknown flag or a stray argument (not
+    `--config` or its `--config.FIELD` overrides, which the config file's flag reads later) is one
+    line and exit code 2, before kbatch and TensorFlow are imported."""
     try:
         rest = flags.FLAGS(argv, known_only=True)
     except flags.Error as error:
@@ -142,8 +143,9 @@ def reporting(program, main):
 
 def import_numpy_only(name):
     """The module `kbatch.study.<name>`, imported without running `kbatch/__init__.py` (which
-    imports Keras and TensorFlow): for the NumPy-only study modules (`step_times`, `stragglers`)
-    in a tool that imports nothing else of kbatch. The packages are bare modules on their folders."""
+    imports Keras and TensorFlow): for the study modules that need neither (`step_times`,
+    `stragglers`: NumPy; `children`) in a tool that imports nothing else of kbatch (stragglers,
+    launch_local). The packages are then bare modules on their folders."""
     if "kbatch" not in sys.modules:
         spec = importlib.util.find_spec("kbatch")
         for package, folder in (("kbatch", spec.submodule_search_locations[0]),
