@@ -99,3 +99,38 @@ def test_a_bad_where_is_one_line_and_writes_nothing(tmp_path, where, message):
                                          f"--markdown={tmp_path / 't.md'}", f"--plot={tmp_path / 'p.png'}"])
     assert run.returncode != 0 and message in run.stderr, run.stderr[-2000:]
     assert not (tmp_path / "t.md").exists() and not (tmp_path / "p.png").exists()
+
+
+def test_steps_that_halve_exactly_are_perfect_scaling_not_an_absurd_critical_batch(tmp_path):
+    """S = 64,000 / B exactly: S_min is 0 to rounding, so B_crit = E_min / S_min is not measured."""
+    _, noise_run = _study(tmp_path)
+    path = tmp_path / "perfect.csv"
+    path.write_text("batch_size,steps_to_0.9\n" + "".join(f"{b},{64_000 // b}\n" for b in (64, 128, 256, 512)))
+    run = run_tool("critical_batch.py", [f"--sweep_csv={path}", f"--noise_run={noise_run}",
+                                         f"--markdown={tmp_path / 't.md'}", f"--plot={tmp_path / 'p.png'}"])
+    assert run.returncode == 0, run.stderr[-2000:]
+    row = next(line for line in (tmp_path / "t.md").read_text().splitlines() if line.startswith("| 90%"))
+    assert "perfect scaling over the measured range: B_crit above the largest batch (512)" in row
+    assert "**" not in row and not re.search(r"\d{1,3}(,\d{3}){3,}", row)  # no bold, no 10^9 or larger
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"steps": 10, "history": []}', "not a sweep's report CSV"),
+    ("batch_size,steps_to_0.9\nsixty-four,100\n128,50\n", "batch_size 'sixty-four' is not a number"),
+])
+def test_a_file_that_is_not_a_sweep_csv_is_one_line(tmp_path, content, message):
+    _, noise_run = _study(tmp_path)
+    path = tmp_path / "result.json"
+    path.write_text(content)
+    run = run_tool("critical_batch.py", [f"--sweep_csv={path}", f"--noise_run={noise_run}",
+                                         f"--markdown={tmp_path / 't.md'}", f"--plot={tmp_path / 'p.png'}"])
+    assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1 and message in run.stderr, run.stderr
+    assert not (tmp_path / "t.md").exists()
+
+
+def test_sweep_csv_is_required_not_a_path_into_the_repository(tmp_path):
+    _, noise_run = _study(tmp_path)
+    run = run_tool("critical_batch.py", [f"--noise_run={noise_run}", f"--markdown={tmp_path / 't.md'}",
+                                         f"--plot={tmp_path / 'p.png'}"])
+    assert run.returncode == 2 and run.stderr.strip() == ("critical_batch: --sweep_csv is required: a sweep's report "
+                                                          "CSV (tools/sweep.py's report.csv).")

@@ -146,8 +146,9 @@ def test_one_failing_worker_stops_the_others_within_seconds_and_its_code_is_retu
 
 
 def test_a_worker_killed_by_a_signal_counts_as_failed_with_128_plus_the_signal(worker):
-    code, seconds, _, _ = _launch(worker("killself", "sleep"), 2, grace_s=1.0, timeout_s=60)
+    code, seconds, _, err = _launch(worker("killself", "sleep"), 2, grace_s=1.0, timeout_s=60)
     assert code == 128 + signal.SIGKILL
+    assert "[launcher] worker 0 was killed by SIGKILL (exit code 137); stopping worker 1." in err
     assert seconds < 10
     assert _none_running(worker.pids())
 
@@ -219,6 +220,8 @@ if task["type"] == "chief":
         assert time.time() < deadline, "the servers never started"
         time.sleep(0.02)
     child.kill()
+    if chief_code < 0:  # killed by signal -chief_code
+        os.kill(os.getpid(), -chief_code)
     sys.exit(chief_code)
 time.sleep(60)
 '''
@@ -246,3 +249,60 @@ def test_parameter_server_cluster_ends_with_its_coordinator_and_stops_every_serv
     assert sorted(os.listdir(pid_dir)) == ["chief0.json", "ps0.json", "ps1.json", "worker0.json", "worker1.json"]
     assert code == chief_code and seconds < 15
     assert _none_running(pids)
+
+
+def test_a_coordinator_killed_by_a_signal_is_named_in_one_line(tmp_path):
+    script, pid_dir = tmp_path / "ps_task.py", tmp_path / "pids"
+    script.write_text(PS_TASK)
+    pid_dir.mkdir()
+    command = [sys.executable, str(script), str(pid_dir), str(-signal.SIGKILL), "3"]
+    code, _, _, err = _launch(command, 1, ps=1, grace_s=1.0, timeout_s=60)
+    assert code == 137
+    assert err.strip().splitlines() == ["[launcher] chief 0 (the coordinator) was killed by SIGKILL (exit code 137); "
+                                        "stopping worker 0, ps 0."]
+
+
+# A task that records its pid and serves forever (no child of its own: the kernel's death signal
+# reaches the processes the launcher started, not processes they start in turn).
+SERVER = r'''
+import json, os, sys, time
+
+task = json.loads(os.environ["TF_CONFIG"])["task"]
+with open(os.path.join(sys.argv[1], f"{task['type']}{task['index']}.tmp"), "w") as f:
+    f.write(str(os.getpid()))
+os.replace(os.path.join(sys.argv[1], f"{task['type']}{task['index']}.tmp"),
+           os.path.join(sys.argv[1], f"{task['type']}{task['index']}.pid"))
+time.sleep(120)
+'''
+
+
+def test_sigkill_of_the_launcher_kills_every_process_it_started(tmp_path):
+    """kill -9 runs no cleanup in the launcher: the kernel kills its processes (PR_SET_PDEATHSIG)."""
+    script, pid_dir = tmp_path / "server.py", tmp_path / "pids"
+    script.write_text(SERVER)
+    pid_dir.mkdir()
+    launcher = subprocess.Popen([sys.executable, str(ROOT / "tools" / "launch_local.py"), "--workers=2", "--ps=1",
+                                 "--", sys.executable, str(script), str(pid_dir)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while len([n for n in os.listdir(pid_dir) if n.endswith(".pid")]) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pids = [int((pid_dir / name).read_text()) for name in os.listdir(pid_dir) if name.endswith(".pid")]
+    assert len(pids) == 4 and all(_running(pid) for pid in pids)
+    launcher.kill()
+    launcher.wait()
+    try:
+        assert _none_running(pids, within_s=5.0)
+    finally:
+        for pid in pids:
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_a_negative_grace_is_refused_in_one_line():
+    with pytest.raises(ValueError, match="grace_s must be a number of seconds >= 0"):
+        launch(["true"], 1, grace_s=-5)
+    run = subprocess.run([sys.executable, str(ROOT / "tools" / "launch_local.py"), "--grace_s=-5", "--", "true"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2
+    assert run.stderr.strip() == "launch_local: flag --grace_s=-5: -5.0 is not a non-negative number"

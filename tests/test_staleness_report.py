@@ -46,7 +46,7 @@ def test_table_and_figure_of_a_synchronous_and_an_asynchronous_run(tmp_path):
 def test_a_bad_runs_entry_is_one_line_and_writes_nothing(tmp_path, runs, message):
     markdown = tmp_path / "s.md"
     run = run_tool("staleness_report.py", [runs, f"--markdown={markdown}", f"--plot={tmp_path / 's.png'}"])
-    assert run.returncode == 1 and message in run.stderr.strip().splitlines()[-1]
+    assert run.returncode == 2 and message in run.stderr.strip().splitlines()[-1]
     assert not markdown.exists()
 
 
@@ -55,5 +55,19 @@ def test_an_existing_output_is_not_overwritten(tmp_path):
     markdown = tmp_path / "mine.md"
     markdown.write_text("mine")
     run = run_tool("staleness_report.py", [f"--runs=ps={ps}", f"--markdown={markdown}", f"--plot={tmp_path / 'p.png'}"])
-    assert run.returncode == 1 and "--markdown" in run.stderr and "exists" in run.stderr
+    assert run.returncode == 2 and "--markdown" in run.stderr and "exists" in run.stderr
     assert markdown.read_text() == "mine"
+
+
+def test_a_run_with_the_simulated_delay_is_every_update_at_its_tau(tmp_path):
+    """config.staleness = 2 (the delay line, no parameter server): result.json has no measured
+    staleness, config.json has the tau every update was delayed by."""
+    run_dir = _run(tmp_path / "tau2", None, 500, 0.95)
+    (run_dir / "config.json").write_text(json.dumps({"staleness": 2, "batch_size": 128}))
+    markdown = tmp_path / "s.md"
+    run = run_tool("staleness_report.py", [f"--runs=delayed={run_dir}", f"--markdown={markdown}",
+                                           f"--plot={tmp_path / 's.png'}"])
+    assert run.returncode == 0, run.stderr[-2000:]
+    row = [c.strip() for c in markdown.read_text().splitlines()[2].split("|")[1:-1]]
+    assert row[0] == "delayed (config.staleness=2)"
+    assert row[3:] == ["500", "2.00", "2", "0.0%", "0.0%", "100.0%", "0.0%", "0.0%"]

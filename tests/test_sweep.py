@@ -12,6 +12,7 @@ import sys
 import time
 
 import matplotlib.image
+import psutil
 import pytest
 
 from run_tool import REPO, run_tool
@@ -124,6 +125,40 @@ def test_a_killed_sweep_continues_where_it_stopped(tmp_path):
     rows = _rows(sweep_dir / "report.csv")
     assert [r["state"] for r in rows] == ["finished"] * 3
     assert [int(r["steps"]) for r in rows] == [-(-8000 // b) for b in (128, 256, 512)]
+
+
+@pytest.mark.parametrize("stop, code, line", [(signal.SIGTERM, 42, "sweep: preempted: stopped the workers of"),
+                                              (signal.SIGINT, 130, "sweep: interrupted: stopped the workers of"),
+                                              (signal.SIGKILL, -signal.SIGKILL, None)])
+def test_a_sweep_in_worker_processes_stopped_leaves_no_worker_running(tmp_path, stop, code, line):
+    """SIGTERM, Ctrl-C or SIGKILL of a sweep training in 2 worker processes: SIGTERM and Ctrl-C stop
+    the workers (they save their checkpoints) and exit 42 or 130 with one line; after SIGKILL the
+    kernel sends the workers SIGTERM. No worker is left running in any case."""
+    sweep_dir = tmp_path / "s"
+    flags = [f"--sweep_dir={sweep_dir}", *BASE, "--config.num_epochs=50", "--grid=batch_size=128,256", "--processes=2"]
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
+    process = subprocess.Popen([sys.executable, os.path.join(REPO, "tools", "sweep.py"), *flags], cwd=REPO, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    started = [sweep_dir / "runs" / f"batch_size={b}" / "config.json" for b in (128, 256)]
+    deadline = time.time() + 240
+    while not all(p.exists() for p in started) and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    workers = psutil.Process(process.pid).children()
+    try:
+        assert len(workers) == 2 and all(p.exists() for p in started), "the workers did not start training in time"
+        os.kill(process.pid, stop)
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == code, stderr[-2000:]
+        if line:
+            assert stderr.strip().splitlines()[-1].startswith(line) and "Traceback" not in stderr, stderr[-2000:]
+        _, alive = psutil.wait_procs(workers, timeout=90)
+        assert not alive, f"workers left running: {alive}"
+    finally:
+        for leftover in workers:
+            if leftover.is_running():
+                leftover.kill()
+        if process.poll() is None:
+            process.kill()
 
 
 def _refused(flags, script="sweep.py"):

@@ -35,7 +35,12 @@ import sys
 import threading
 import time
 
-from absl import app, flags
+from absl import flags
+
+if __package__:  # imported as tools.launch_local (the tests)
+    from tools import study_output
+else:  # run as a script: tools/ is first on sys.path
+    import study_output
 
 TIMEOUT_EXIT_CODE = 124  # as coreutils' `timeout`
 INTERRUPT_EXIT_CODE = 130  # as a shell after Ctrl-C
@@ -72,6 +77,25 @@ def tf_configs(ports, host="127.0.0.1", ps=0):
 def exit_code(returncode):
     """A shell-style exit code: a process killed by signal N (returncode -N) counts as 128 + N."""
     return 128 - returncode if returncode < 0 else returncode
+
+
+def ended(returncode):
+    """How a process ended, for the launcher's line: "exited with code 3", "was killed by SIGKILL
+    (exit code 137)"."""
+    if returncode >= 0:
+        return f"exited with code {returncode}"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = f"signal {-returncode}"
+    return f"was killed by {name} (exit code {exit_code(returncode)})"
+
+
+def dying_with_launcher():
+    """The processes' `preexec_fn`: SIGKILL when the launcher dies, even of SIGKILL, which runs no
+    `stop` (`kbatch.study.children`, loaded without kbatch's Keras and TensorFlow); they resume from
+    their checkpoints when the same command runs again."""
+    return study_output.import_numpy_only("children").dying_with_parent(signal.SIGKILL)
 
 
 class _Printer:
@@ -140,6 +164,8 @@ def launch(command, workers, timeout_s=None, env=None, grace_s=5.0, stdout=None,
         raise ValueError(f"command must be a non-empty list of strings, got {command!r}.")
     if timeout_s is not None and not timeout_s > 0:
         raise ValueError(f"timeout_s must be a positive number of seconds or None, got {timeout_s!r}.")
+    if isinstance(grace_s, bool) or not isinstance(grace_s, (int, float)) or not grace_s >= 0:
+        raise ValueError(f"grace_s must be a number of seconds >= 0, got {grace_s!r}.")
     stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
     processes, printers = [], []
     started = time.monotonic()
@@ -149,28 +175,31 @@ def launch(command, workers, timeout_s=None, env=None, grace_s=5.0, stdout=None,
             stderr.write(f"[launcher] {message}\n")
             stderr.flush()
 
+    preexec = dying_with_launcher()
     try:
         configs = tf_configs(free_ports(workers + (ps + 1 if ps else 0), host), host, ps)
         names = [f"{c['task']['type']} {c['task']['index']}" for c in configs]
         for name, tf_config in zip(names, configs):
             worker_env = {**os.environ, **(env or {}), "TF_CONFIG": json.dumps(tf_config),
                           "PYTHONUNBUFFERED": "1"}
-            process = subprocess.Popen(command, env=worker_env, stdout=subprocess.PIPE,
-                                       stderr=subprocess.PIPE, start_new_session=True)
+            process = subprocess.Popen(command, env=worker_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       start_new_session=True, preexec_fn=preexec)
             processes.append(process)
             printers += [_Printer(process.stdout, f"[{name}] ", stdout),
                          _Printer(process.stderr, f"[{name}] ", stderr)]
         while True:
             codes = [process.poll() for process in processes]
+            running = [names[i] for i, c in enumerate(codes) if c is None]
             if ps and codes[0] is not None:  # the coordinator is done: the servers have no end
+                if codes[0]:
+                    say(f"{names[0]} (the coordinator) {ended(codes[0])}; stopping {', '.join(running)}.")
                 result = exit_code(codes[0])
                 break
-            failed = [(i, exit_code(c)) for i, c in enumerate(codes) if c not in (None, 0)]
+            failed = [(i, c) for i, c in enumerate(codes) if c not in (None, 0)]
             if failed:
-                running = [names[i] for i, c in enumerate(codes) if c is None]
                 for i, code in failed:
-                    say(f"{names[i]} exited with code {code}; stopping {', '.join(running) or 'nothing'}.")
-                result = max(code for _, code in failed)
+                    say(f"{names[i]} {ended(code)}; stopping {', '.join(running) or 'nothing'}.")
+                result = max(exit_code(code) for _, code in failed)
                 break
             if all(c == 0 for c in codes):
                 result = 0
@@ -196,7 +225,7 @@ flags.DEFINE_integer("workers", 2, "Number of worker processes.", lower_bound=1)
 flags.DEFINE_integer("ps", 0, "Parameter servers: with >= 1, a parameter-server cluster (a coordinator, the "
                      "workers and these) for --config.strategy=parameter_server.", lower_bound=0)
 flags.DEFINE_float("timeout_s", None, "Stop all workers after this many seconds (exit code 124).")
-flags.DEFINE_float("grace_s", 5.0, "Seconds between SIGTERM and SIGKILL when stopping workers.")
+flags.DEFINE_float("grace_s", 5.0, "Seconds between SIGTERM and SIGKILL when stopping workers.", lower_bound=0)
 
 
 def _interrupt(signum, frame):
@@ -206,7 +235,7 @@ def _interrupt(signum, frame):
 def main(argv):
     command = argv[1:]
     if not command:
-        raise app.UsageError("Give the worker command after `--`, e.g. -- kbatch-train --config.strategy=multiworker")
+        raise ValueError("give the worker command after `--`, e.g. -- kbatch-train --config.strategy=multiworker")
     signal.signal(signal.SIGTERM, _interrupt)
     # A shell without job control starts a background command (`launch_local.py ... &`) with
     # SIGINT ignored, and Python then keeps it ignored: Ctrl-C must stop the workers all the same.
@@ -219,4 +248,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    study_output.run_tool("launch_local", main, __doc__)

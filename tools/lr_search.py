@@ -19,9 +19,10 @@ nothing.
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
 
-import sweep  # noqa: E402  (tools/ is the script's own folder, first on sys.path; its flags come too)
+import study_output  # noqa: E402  (tools/ is the script's own folder, first on sys.path)
+import sweep  # noqa: E402  (its flags come too)
 
 _BATCHES = flags.DEFINE_list("batch_sizes", [], "Global batch sizes to search the rate at.")
 _LRS = flags.DEFINE_multi_string("lrs", [], "OPTIMIZER:RATE,RATE,... rates at base_batch_size; repeat per optimizer.")
@@ -72,12 +73,20 @@ def summary_markdown(fields, target, best, fits, summary):
         final = f"{100 * row['final_eval_accuracy']:.2f}" if row["final_eval_accuracy"] is not None else "-"
         lines.append(f"| {lr_search.group_label(row['group'], fields)} | {row['batch_size']} | {rate_steps} | "
                      f"{row['steps'] or '-'} | {rate_final} | {final} |")
+    if not best:
+        return "\n".join(lines + ["", no_target_line(target)]) + "\n"
     lines += ["", "| group | alpha (lr* ~ B^alpha, by steps) | regimes (per doubling of the batch) |", "|---|---|---|"]
     column = f"steps_to_{target:g}"
     for group, by_batch in best.items():
         shown = ", ".join(f"{a}-{b} {name}" for a, b, name in lr_search.regimes({b: r[column] for b, r in by_batch.items()}))
         lines.append(f"| {lr_search.group_label(group, fields)} | {_alpha(fits[group])} | {shown or '-'} |")
     return "\n".join(lines) + "\n"
+
+
+def no_target_line(target):
+    """What the search says when no run reached `target`: there is no best rate by steps to fit."""
+    return (f"No run reached {100 * target:g}%: no best rate by steps and no alpha (lower --targets, or train "
+            "longer).")
 
 
 def _rate(rate, edge):
@@ -173,8 +182,15 @@ def main(argv):
     return 0
 
 
-if __name__ == "__main__":
+def parse_flags(argv):
+    """The tool's own flags, then kbatch-train's parser (`--config` and its overrides: it imports
+    kbatch and TensorFlow)."""
+    study_output.refuse_unknown("lr_search", argv)
     from kbatch.train import one_line_parser
-    from kbatch.training import stops
 
-    app.run(stops.reporting("lr_search", main), flags_parser=one_line_parser("lr_search", sweep.define_config))
+    return one_line_parser("lr_search", sweep.define_config)(argv)
+
+
+if __name__ == "__main__":
+    study_output.run_tool("lr_search", main, __doc__, flags_parser=parse_flags,
+                          config_help=study_output.CONFIG_HELP)

@@ -11,9 +11,9 @@ Writes a markdown table and a plot.
 import json
 import os
 
-from absl import app, flags
+from absl import flags
 
-from study_output import batch_size_axis, log_over_epochs, refuse_existing  # tools/ is the script's own folder, first on sys.path
+from study_output import batch_size_axis, log_over_epochs, refuse_existing, run_tool  # tools/ is the script's own folder, first on sys.path
 
 RUNS = flags.DEFINE_list("runs", None, "model_dirs of finished runs (trained with sharpness_every > 0).")
 MARKDOWN = flags.DEFINE_string("markdown", None, "The table (markdown) to write.")
@@ -34,6 +34,15 @@ def train_accuracy(model_dir, dataset):
     return float(np.mean(np.argmax(logits, axis=1) == y))
 
 
+def schedule_peak(config):
+    """The peak of the run's learning-rate schedule (its base rate moved to its batch by
+    `lr_scaling`: `kbatch.training.lr_schedules.peak_learning_rate`), not the largest rate seen at
+    an evaluation, which misses a peak between evaluations."""
+    from kbatch.training import lr_schedules, schema
+
+    return lr_schedules.peak_learning_rate(schema.resolve(config))
+
+
 def summarize(model_dir):
     """One row of the table for the run in `model_dir`."""
     with open(os.path.join(model_dir, "config.json")) as file:
@@ -49,7 +58,7 @@ def summarize(model_dir):
     train = train_accuracy(model_dir, config["dataset"])
     return {"run": os.path.basename(os.path.normpath(model_dir)), "batch": config["batch_size"],
             "lr_scaling": config["lr_scaling"], "warmup_epochs": config["warmup_epochs"],
-            "peak_lr": max(e["learning_rate"] for e in result["history"]), "test": test, "train": train,
+            "peak_lr": schedule_peak(config), "test": test, "train": train,
             "final_sharpness": finite[-1]["sharpness"] if finite else float("nan"),
             "peak_lr_sharpness": peak["lr_times_sharpness"] if peak else float("nan"),
             "peak_step": peak["step"] if peak else None, "bound": points[-1]["stability_bound"],
@@ -100,14 +109,11 @@ def plot(rows, path):
 
 def main(argv):
     del argv
-    try:
-        refuse_existing({"markdown": MARKDOWN.value, "plot": PLOT.value}, OVERWRITE.value)
-        missing = [d for d in RUNS.value or [] if not os.path.exists(os.path.join(d, "result.json"))]
-        if not RUNS.value or missing:
-            raise ValueError(f"--runs: must name finished runs (a model_dir with result.json); not: {missing or None}")
-        rows = [summarize(d) for d in RUNS.value]
-    except ValueError as error:
-        raise app.UsageError(str(error))
+    refuse_existing({"markdown": MARKDOWN.value, "plot": PLOT.value}, OVERWRITE.value)
+    missing = [d for d in RUNS.value or [] if not os.path.exists(os.path.join(d, "result.json"))]
+    if not RUNS.value or missing:
+        raise ValueError(f"--runs: must name finished runs (a model_dir with result.json); not: {missing or None}")
+    rows = [summarize(d) for d in RUNS.value]
     text = table(rows)
     with open(MARKDOWN.value, "w") as file:
         file.write(text)
@@ -116,4 +122,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_tool("sharpness_report", main, __doc__)

@@ -1,7 +1,9 @@
 """The staleness measured in runs (`result.json`'s `staleness`, written by parameter-server
 runs: `kbatch.training.ps_backend`), side by side: a markdown table (the run, its accuracy, mean
 and largest staleness, and the share of its updates at each delay) and a figure of the
-histograms (updates per delay, log scale). A synchronous run is listed at staleness 0.
+histograms (updates per delay, log scale). A synchronous run is listed at staleness 0; a run
+with the simulated delay `config.staleness = tau` (its `config.json`; `kbatch.training.staleness`)
+has every update exactly tau updates stale, and its label says so.
 
   python tools/staleness_report.py --runs=sync=runs/sync,2_workers=runs/ps2 \\
       --markdown=/tmp/staleness.md --plot=/tmp/staleness.png
@@ -10,9 +12,9 @@ histograms (updates per delay, log scale). A synchronous run is listed at stalen
 import json
 import os
 
-from absl import app, flags
+from absl import flags
 
-from study_output import refuse_existing  # tools/ is the script's own folder, first on sys.path
+from study_output import refuse_existing, run_tool  # tools/ is the script's own folder, first on sys.path
 
 RUNS = flags.DEFINE_list("runs", [], "LABEL=MODEL_DIR of each finished run, in the order to show them.")
 MARKDOWN = flags.DEFINE_string("markdown", None, "The table (markdown) to write.")
@@ -22,7 +24,8 @@ SHOWN_DELAYS = 4  # the table's columns: the share at tau = 0 .. 3, then the res
 
 
 def read_runs(entries):
-    """[(label, result)] of the LABEL=MODEL_DIR entries; a ValueError naming a bad one."""
+    """[(label, result)] of the LABEL=MODEL_DIR entries (a run with `config.staleness` labelled
+    with it, and its summary put in the result); a ValueError naming a bad one."""
     runs = []
     for entry in entries:
         label, _, model_dir = entry.partition("=")
@@ -32,10 +35,31 @@ def read_runs(entries):
         if not os.path.exists(path):
             raise ValueError(f"--runs: {label}={model_dir} has no result.json: give a finished run's model_dir.")
         with open(path) as f:
-            runs.append((label, json.load(f)))
+            result = json.load(f)
+        tau = configured_staleness(model_dir)
+        if tau and not result.get("staleness"):
+            result = {**result, "staleness": delayed_by(tau, result["steps"])}
+            label = f"{label} (config.staleness={tau})"
+        runs.append((label, result))
     if not runs:
         raise ValueError("--runs is required: LABEL=MODEL_DIR,...")
     return runs
+
+
+def configured_staleness(model_dir):
+    """The run's `config.staleness` (its config.json; 0 when there is none or it has no such field)."""
+    path = os.path.join(model_dir, "config.json")
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        config = json.load(f)
+    return (config.get("staleness") or 0) if isinstance(config, dict) else 0
+
+
+def delayed_by(tau, steps):
+    """The staleness summary of `steps` updates each applying the gradient of exactly `tau` updates
+    before (the delay line; its first tau updates apply the zero gradient of the filling line)."""
+    return {"counts": [0] * tau + [steps], "mean": float(tau), "max": tau}
 
 
 def summary_of(result):
@@ -62,11 +86,8 @@ def table(runs):
 
 def main(argv):
     del argv
-    try:
-        refuse_existing({"markdown": MARKDOWN.value, "plot": PLOT.value}, OVERWRITE.value)
-        runs = read_runs(RUNS.value)
-    except ValueError as error:
-        raise app.UsageError(str(error))
+    refuse_existing({"markdown": MARKDOWN.value, "plot": PLOT.value}, OVERWRITE.value)
+    runs = read_runs(RUNS.value)
     from kbatch.study import plots
 
     text = table(runs)
@@ -78,4 +99,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_tool("staleness_report", main, __doc__)

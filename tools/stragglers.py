@@ -31,7 +31,7 @@ code 2, before anything is simulated or written.
 
 import time
 
-STARTED = time.perf_counter()  # before absl, Keras and TensorFlow are imported: the time reported is the command's
+STARTED = time.perf_counter()  # before absl and NumPy are imported: the time reported is the command's
 
 import csv  # noqa: E402
 import math  # noqa: E402
@@ -40,7 +40,7 @@ import sys  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 import study_output  # noqa: E402  (tools/ is the script's own folder, first on sys.path)
 
@@ -62,7 +62,7 @@ KINDS = {"constant": 0, "exponential": 0, "lognormal": 1, "pareto": 1, "slowdown
 
 def parse_distribution(spec, mean):
     """The `StepTime` of one --distributions entry with mean step `mean`; ValueError if malformed."""
-    from kbatch.study import step_times
+    step_times = study_output.import_numpy_only("step_times")
 
     kind, *values = spec.strip().split(":")
     usage = (f"--distributions: {spec!r}: want constant, exponential, lognormal:SIGMA, pareto:ALPHA, "
@@ -99,7 +99,7 @@ def parse_workers(values):
 
 def check_flags():
     """ValueError naming the first bad flag."""
-    from kbatch.study import stragglers
+    stragglers = study_output.import_numpy_only("stragglers")
 
     if not DISTRIBUTIONS.value:
         raise ValueError("--distributions: give at least one.")
@@ -135,7 +135,7 @@ def output_paths():
 
 def simulate_all(dists, workers):
     """{distribution name: {N: {mode: Throughput}}}, printing a line per distribution."""
-    from kbatch.study import stragglers
+    stragglers = study_output.import_numpy_only("stragglers")
 
     results = {}
     for spec, dist in dists.items():
@@ -149,7 +149,7 @@ def simulate_all(dists, workers):
 
 def closed_forms(dists, results):
     """{(spec, N, mode): the closed-form seconds per update}."""
-    from kbatch.study import stragglers
+    stragglers = study_output.import_numpy_only("stragglers")
 
     return {(spec, n, mode): stragglers.closed_form_seconds(dists[spec], result)
             for spec, by_n in results.items() for n, by_mode in by_n.items() for mode, result in by_mode.items()}
@@ -158,7 +158,7 @@ def closed_forms(dists, results):
 def crossovers(by_n, closed, spec):
     """{label: (simulated N or None, closed-form N or None)} for each mode against plain sync: async,
     each backups setting at the same N, and each backups setting against sync on the same N + b machines."""
-    from kbatch.study import stragglers
+    stragglers = study_output.import_numpy_only("stragglers")
 
     workers = sorted(by_n)
 
@@ -192,7 +192,7 @@ def modes():
 
 
 def write_csv(path, dists, results, closed):
-    from kbatch.study import stragglers
+    stragglers = study_output.import_numpy_only("stragglers")
 
     fields = ["distribution", "workers", "mode", "backups", "machines", "batch_per_worker", "seconds_per_update",
               "seconds_per_update_se", "closed_form_seconds_per_update", "updates_per_second", "examples_per_second",
@@ -231,7 +231,7 @@ def recovered(dist, by_n, n, b):
 
 def summary(dists, results, found):
     """A row per distribution: sync's efficiency at the largest N, the crossovers, what backups recover there."""
-    from kbatch.study import stragglers
+    stragglers = study_output.import_numpy_only("stragglers")
 
     top = max(next(iter(results.values())))
     header = ["distribution", f"sync efficiency at N = {top}", "async overtakes sync"]
@@ -254,7 +254,7 @@ def summary(dists, results, found):
 
 
 def markdown(dists, results, closed, found, command, seconds):
-    from kbatch.study import stragglers
+    stragglers = study_output.import_numpy_only("stragglers")
 
     workers = sorted(next(iter(results.values())))
     lines = ["# Stragglers: synchronous, backup-worker and asynchronous data parallelism, simulated", "",
@@ -354,7 +354,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from kbatch.train import one_line_parser
-    from kbatch.training import stops
-
-    app.run(stops.reporting("stragglers", main), flags_parser=one_line_parser("stragglers"))
+    study_output.run_tool("stragglers", main, __doc__)

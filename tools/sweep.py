@@ -8,15 +8,15 @@ TensorBoard HParams summaries (`tensorboard --logdir SWEEP_DIR/tensorboard`).
 
   python tools/sweep.py --sweep_dir=/tmp/sweep --report_only --targets=0.9,0.95
 
-Each --grid axis is FIELD=VALUE[,VALUE...]; the points are every combination. `--spec=FILE.py`
-reads a sweep written down: a file defining SWEEP = {"overrides": {...}, "grid": {...},
-"points": [{...}, ...], "targets": [...]} (a point is a dict of overrides; --grid axes are
-combined with the spec's). Every point's config is checked before the first run. The same
-command again continues a stopped sweep: finished points are read back, a cut-short point
-resumes from its checkpoint, a failed or diverged one is left as recorded (--retry_failed runs
-it again). A folder holding another sweep is refused. The report goes into --sweep_dir
-(report.csv, report.md, report.png), and also to --output_prefix.csv, .md and .png when given
-(refused if they exist, unless --overwrite).
+Each --grid axis is FIELD=VALUE[,VALUE...] (--grid flags naming one field add to its values);
+the points are every combination. `--spec=FILE.py` reads a sweep written down: a file defining
+SWEEP = {"overrides": {...}, "grid": {...}, "points": [{...}, ...], "targets": [...]} (a point is
+a dict of overrides; --grid axes are combined with the spec's). Every point's config is checked
+before the first run. The same command again continues a stopped sweep: finished points are read
+back, a cut-short point resumes from its checkpoint, a failed or diverged one is left as recorded
+(--retry_failed runs it again). A folder holding another sweep is refused. The report goes into
+--sweep_dir (report.csv, report.md, report.png), and also to --output_prefix.csv, .md and .png
+when given (refused if they exist, unless --overwrite).
 """
 
 import os
@@ -25,7 +25,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 import study_output  # noqa: E402  (tools/ is the script's own folder, first on sys.path)
@@ -51,14 +51,48 @@ def define_config():
 
 
 def read_spec(path):
-    """The SWEEP dict of a spec file, its keys checked."""
+    """The SWEEP dict of a spec file, its keys and their types checked; a file that does not run
+    (a syntax error, an exception) is a ValueError naming it and the error."""
     if not os.path.isfile(path):
         raise ValueError(f"--spec={path}: no such file.")
-    spec = runpy.run_path(path).get("SWEEP")
+    try:
+        spec = runpy.run_path(path).get("SWEEP")
+    except Exception as error:  # noqa: BLE001 - any error of the user's file is reported in one line
+        raise ValueError(f"--spec={path}: the file does not run: {type(error).__name__}: "
+                         f"{str(error).splitlines()[0] if str(error) else ''}") from None
     allowed = {"overrides", "grid", "points", "targets"}
     if not isinstance(spec, dict) or set(spec) - allowed:
         raise ValueError(f"--spec={path}: must define SWEEP, a dict with keys from {', '.join(sorted(allowed))}.")
+    check_spec_types(path, spec)
     return spec
+
+
+def check_spec_types(path, spec):
+    """A ValueError naming the first part of SWEEP of the wrong type."""
+    for key, kind in (("overrides", dict), ("grid", dict), ("points", list), ("targets", list)):
+        if not isinstance(spec.get(key, kind()), kind):
+            raise ValueError(f"--spec={path}: SWEEP[{key!r}] must be a {kind.__name__}.")
+    for field, values in spec.get("grid", {}).items():
+        if not isinstance(values, (list, tuple)):
+            raise ValueError(f"--spec={path}: SWEEP['grid'][{field!r}] = {values!r}: give a list of values, "
+                             f"e.g. [{values!r}].")
+    if not all(isinstance(point, dict) for point in spec.get("points", [])):
+        raise ValueError(f"--spec={path}: SWEEP['points'] must be a list of dicts of overrides.")
+
+
+def command_line_axes(texts):
+    """{field: [values]} of the --grid flags, the values of flags naming one field merged in order;
+    a ValueError for a value given twice."""
+    from kbatch.study import grid
+
+    axes = {}
+    for text in texts:
+        field, values = grid.parse_axis(text)
+        merged = axes.get(field, []) + values
+        if len(set(map(repr, merged))) != len(merged):
+            raise ValueError(f"--grid={text}: a value of {field} is given twice across the --grid flags.")
+        axes[field] = merged
+    return axes
 
 
 def parse_targets(values, default):
@@ -87,7 +121,7 @@ def build_sweep(points=()):
         grid.check_field(field, "spec overrides")
         base[field] = value
     axes = dict(spec.get("grid", {}))
-    axes.update(grid.parse_axis(text) for text in _GRID.value)
+    axes.update(command_line_axes(_GRID.value))
     built = sweep.Sweep(_SWEEP_DIR.value, base, grid.expand(axes, list(spec.get("points", [])) + list(points)))
     return built, parse_targets(_TARGETS.value, spec.get("targets", [base.target_accuracy or 0.95]))
 
@@ -169,8 +203,15 @@ def main(argv):
     return 0
 
 
-if __name__ == "__main__":
+def parse_flags(argv):
+    """The tool's own flags, then kbatch-train's parser (`--config` and its overrides: it imports
+    kbatch and TensorFlow)."""
+    study_output.refuse_unknown("sweep", argv)
     from kbatch.train import one_line_parser
-    from kbatch.training import stops
 
-    app.run(stops.reporting("sweep", main), flags_parser=one_line_parser("sweep", define_config))
+    return one_line_parser("sweep", define_config)(argv)
+
+
+if __name__ == "__main__":
+    study_output.run_tool("sweep", main, __doc__, flags_parser=parse_flags,
+                          config_help=study_output.CONFIG_HELP)

@@ -8,9 +8,9 @@ SwitchableNormalization layers, in a markdown table, one row per run, by batch s
 
 import os
 
-from absl import app, flags
+from absl import flags
 
-from study_output import refuse_existing  # tools/ is the script's own folder, first on sys.path
+from study_output import refuse_existing, run_tool  # tools/ is the script's own folder, first on sys.path
 
 SWEEP_DIR = flags.DEFINE_string("sweep_dir", None, "A sweep's folder (tools/sweep.py's --sweep_dir).")
 MARKDOWN = flags.DEFINE_string("markdown", None, "The table (markdown) to write.")
@@ -57,16 +57,13 @@ def main(argv):
     del argv
     from kbatch.study import sweep
 
-    try:
-        refuse_existing({"markdown": MARKDOWN.value}, OVERWRITE.value)
-        if not SWEEP_DIR.value:
-            raise ValueError("--sweep_dir is required.")
-        opened = sweep.Sweep.open(SWEEP_DIR.value)
-        rows = switchable_runs(opened)
-        if not rows:
-            raise ValueError(f"--sweep_dir={SWEEP_DIR.value}: no finished run with config.norm='switchable'.")
-    except ValueError as error:
-        raise app.UsageError(str(error))
+    refuse_existing({"markdown": MARKDOWN.value}, OVERWRITE.value)
+    if not SWEEP_DIR.value:
+        raise ValueError("--sweep_dir is required.")
+    opened = sweep.Sweep.open(SWEEP_DIR.value)
+    rows = switchable_runs(opened)
+    if not rows:
+        raise ValueError(f"--sweep_dir={SWEEP_DIR.value}: no finished run with config.norm='switchable'.")
     text = table(rows)
     with open(MARKDOWN.value, "w") as file:
         file.write(text)
@@ -74,4 +71,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_tool("switchable_weights", main, __doc__)

@@ -23,18 +23,16 @@ any run (the tool's own flags before TensorFlow is imported).
 
 import csv
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
+from absl import flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 import study_output  # noqa: E402  (tools/ is the script's own folder, first on sys.path)
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "..", "kbatch", "configs", "mnist1d_cnn.py")
-BAD_INPUT = 2  # kbatch.training.stops.BAD_INPUT, without importing kbatch (and TensorFlow) before the flags
 
 BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["32", "64", "128", "256", "512", "1024", "2048"],
                                 "Global batch sizes to time (distinct positive integers, at least 3).")
@@ -78,6 +76,7 @@ def parse_flags(argv):
     """The tool's own flags, parsed and checked, then `--config` (defined here: ml_collections
     reads its overrides as it loads the file, and the file imports kbatch and TensorFlow); a bad
     one is one line and exit code 2 instead of a traceback."""
+    study_output.refuse_unknown("throughput", argv)
     try:
         flags.FLAGS(argv, known_only=True)
         check_flags()
@@ -97,8 +96,7 @@ def parse_flags(argv):
 
 
 def _refuse(message):
-    print(f"throughput: {message}", file=sys.stderr)
-    sys.exit(BAD_INPUT)
+    study_output.refuse("throughput", message)
 
 
 def device_description():
@@ -291,12 +289,6 @@ def main(argv):
     return 0
 
 
-def reporting_main(argv):
-    """`main` under `kbatch.training.stops.reporting` (imported after the flags are checked)."""
-    from kbatch.training import stops
-
-    return stops.reporting("throughput", main)(argv)
-
-
 if __name__ == "__main__":
-    app.run(reporting_main, flags_parser=parse_flags)
+    study_output.run_tool("throughput", main, __doc__, flags_parser=parse_flags,
+                          config_help=study_output.CONFIG_HELP)

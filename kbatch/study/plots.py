@@ -139,9 +139,12 @@ def plot_lr_search(path, table, fields, target, fits, title, theory=None):
                    color=f"C{i % 10}", label=lr_search.group_label(group, fields))
     final.set_ylabel("final test accuracy at the best rate (%)")
     batches = sorted({r["batch_size"] for r in table})
+    if not by_steps:
+        steps.text(0.5, 0.5, f"no run reached {100 * target:g}%", transform=steps.transAxes, ha="center")
     for ax in (rates, steps, final):
         batch_axis(ax, batches)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:  # a panel with no line has no legend (and no warning)
+            ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -10,14 +10,18 @@ stops the whole sweep (after the run in progress saved its checkpoint).
 """
 
 import os
+import signal
 import subprocess
 import sys
 import time
 
 from kbatch import runtime
+from kbatch.study import children
 from kbatch.study import sweep as sweep_lib
+from kbatch.training import stops
 
 WORKER_POLL_SECONDS = 0.5
+STOP_GRACE_SECONDS = 60  # a stopped worker's time to save its checkpoint before SIGKILL
 
 
 class SweepStopped(Exception):
@@ -83,8 +87,10 @@ def run_sweep(sweep, processes=1, retry_failed=False, log=print):
 
 
 def _run_in_workers(sweep, todo, processes, report):
-    """Keep `processes` workers busy until every point of `todo` has run."""
+    """Keep `processes` workers busy until every point of `todo` has run. SIGTERM or Ctrl-C stops
+    the sweep (SweepStopped, 42 or 130) once the running workers saved their checkpoints."""
     waiting, running, finished = list(todo), {}, 0
+    previous = signal.signal(signal.SIGTERM, _preempted)
     try:
         while waiting or running:
             while waiting and len(running) < processes:
@@ -97,9 +103,41 @@ def _run_in_workers(sweep, todo, processes, report):
                 del running[name]
                 finished += 1
                 report(finished, point, *_worker_outcome(sweep, point, worker))
+    except KeyboardInterrupt:
+        raise SweepStopped(_stopped_line("interrupted", running), stops.INTERRUPTED) from None
+    except _Terminated:
+        raise SweepStopped(_stopped_line("preempted", running), stops.PREEMPTED) from None
     finally:
-        for _, worker in running.values():
+        signal.signal(signal.SIGTERM, previous)
+        _stop_workers([worker for _, worker in running.values()])
+
+
+class _Terminated(Exception):
+    """SIGTERM reached the sweep itself (its workers train: it has no checkpoint of its own)."""
+
+
+def _preempted(signum, frame):
+    raise _Terminated
+
+
+def _stopped_line(how, running):
+    names = ", ".join(running) or "no point"
+    return (f"{how}: stopped the workers of {names} (a point resumes from its last checkpoint); run the same "
+            "command again to continue the sweep.")
+
+
+def _stop_workers(workers):
+    """SIGTERM to each worker (a training saves its checkpoint and exits 42), SIGKILL after
+    STOP_GRACE_SECONDS."""
+    for worker in workers:
+        if worker.poll() is None:
             worker.terminate()
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    for worker in workers:
+        try:
+            worker.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            worker.kill()
             worker.wait()
 
 
@@ -107,8 +145,11 @@ def _start_worker(sweep, point):
     backend = point.config.get("backend", "tensorflow")
     env = dict(os.environ, KERAS_BACKEND=runtime.keras_backend() if backend == "auto" else backend)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Its own session: Ctrl-C at the terminal reaches the sweep alone, which stops each worker once
+    # (SIGTERM); and SIGTERM from the kernel (it saves its checkpoint) if the sweep is killed with SIGKILL.
     return subprocess.Popen([sys.executable, "-m", "kbatch.study.runs", sweep.sweep_dir, point.name], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=children.dying_with_parent(signal.SIGTERM))
 
 
 def _worker_outcome(sweep, point, worker):
@@ -135,8 +176,6 @@ def _worker_main(argv):
 
 if __name__ == "__main__":
     from absl import logging
-
-    from kbatch.training import stops
 
     logging.set_verbosity(logging.WARNING)
     sys.exit(stops.reporting("kbatch.study.runs", _worker_main)(sys.argv[1:]))

@@ -13,6 +13,7 @@ Nothing here trains.
 """
 
 import dataclasses
+import json
 import os
 
 from kbatch.study import grid
@@ -39,7 +40,7 @@ class Sweep:
     def __init__(self, sweep_dir, base, overrides):
         self.sweep_dir = os.path.abspath(sweep_dir)
         self.base = _base_json(base)
-        self.points = [self._point(o) for o in overrides]
+        self.points = self._distinct([self._point(o) for o in overrides])
 
     @classmethod
     def open(cls, sweep_dir):
@@ -48,6 +49,19 @@ class Sweep:
         if manifest is None:
             raise ValueError(f"--sweep_dir={sweep_dir}: no {MANIFEST} there: it is not a kbatch sweep.")
         return cls(sweep_dir, manifest["base"], list(manifest["points"].values()))
+
+    def _distinct(self, points):
+        """`points` with each run once: a point whose whole config is that of an earlier one, or of
+        a point the folder already holds under another name (`{"batch_size": 64}` and `{"batch_size":
+        64, "optimizer": <the base's>}`), is that point, not a second run."""
+        held = read_manifest(self.sweep_dir) if os.path.isdir(self.sweep_dir) else None
+        known = [self._point(o) for o in held["points"].values()] if held else []
+        seen, distinct = {_run_key(p): p for p in known}, []
+        for point in points:
+            same = seen.setdefault(_run_key(point), point)
+            if all(same.name != p.name for p in distinct):
+                distinct.append(same)
+        return distinct
 
     def _point(self, overrides):
         name = grid.run_name(overrides)
@@ -137,6 +151,11 @@ def read_manifest(sweep_dir):
     """`sweep.json` of `sweep_dir` as a dict, or None if there is none."""
     path = os.path.join(sweep_dir, MANIFEST)
     return run_dir.read_json(path) if os.path.exists(path) else None
+
+
+def _run_key(point):
+    """What makes two points one run: their whole config but the folder (JSON: a tuple is a list)."""
+    return json.dumps({k: v for k, v in point.config.items() if k != "model_dir"}, sort_keys=True, default=repr)
 
 
 def _base_json(base):
