@@ -103,20 +103,30 @@ def _define_flags():
 def _run(argv):
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments {' '.join(argv[1:])}: settings go in --config.FIELD=VALUE")
-    from kbatch.training import resolve_settings, train  # after flag parsing: --help stays fast
+    from kbatch.training import train  # after flag parsing: --help stays fast
 
     if flags.FLAGS.check:
-        s = resolve_settings(flags.FLAGS.config)
+        s = _settings()
         print(f"kbatch-train: the config is valid: {s.model} on {s.dataset}, global batch {s.batch_size}, "
               f"{s.num_epochs} epochs, strategy {s.strategy}, model_dir {s.model_dir} (nothing was run or written).")
         return 0
     # tf.data warns on every distributed dataset that options moved into the graph: noise here.
     warnings.filterwarnings("ignore", message="To make it possible to preserve tf.data options")
-    settings = resolve_settings(flags.FLAGS.config)
+    settings = _settings()
     if settings.strategy == "parameter_server" and _serve_if_server():
         return 0
     train(settings)
     return 0
+
+
+def _settings():
+    """The config resolved (every field checked), on the backend Keras runs on."""
+    from kbatch import runtime
+    from kbatch.training import resolve_settings
+
+    settings = resolve_settings(flags.FLAGS.config)
+    runtime.check_backend(settings.backend)
+    return settings
 
 
 def _serve_if_server():
@@ -131,9 +141,18 @@ def _serve_if_server():
     return True
 
 
+def _one_copy_of_tensorflow_logs():
+    """TensorFlow gave its Python logger a handler of its own when it was imported (no handler
+    was set then); absl's, which `app.run` sets, prints its lines too: keep absl's alone."""
+    logger = logging.getLogger("tensorflow")
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+
+
 def main():
     from kbatch.training import stops
 
+    _one_copy_of_tensorflow_logs()
     app.run(stops.reporting("kbatch-train", _run), flags_parser=_parse)
 
 

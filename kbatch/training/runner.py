@@ -16,7 +16,7 @@ import time
 
 import keras
 
-from kbatch import ledger, models, optimizers
+from kbatch import ledger, models, optimizers, runtime
 from kbatch.diagnostics import noise_scale
 from kbatch.training import actions as actions_lib
 from kbatch.training import apply_recipe, history, lr_schedules, recipe, run_dir, schema
@@ -144,7 +144,7 @@ def build_run(config, strategy=None, model_fn=None, task=None):
     batches = lr_schedules.batch_schedule(settings, multiple_of=replicas * settings.accumulation_steps * halves)
     plan = _check_plan(settings, batches, replicas, info)
     keras.mixed_precision.set_global_policy(settings.mixed_precision or "float32")
-    keras.utils.set_random_seed(settings.seed)
+    runtime.set_random_seed(settings.seed)
     task = task or Classification()
     with backend.scope():
         model, optimizer = _build_model_and_optimizer(settings, info, batches, model_fn)

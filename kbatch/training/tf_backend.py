@@ -25,6 +25,7 @@ import shutil
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.checkpoint import checkpoint_management
 
 from kbatch import data, distribute, layers
 from kbatch.training import preemption, run_dir, spike_guard, staleness, tf_step
@@ -102,7 +103,8 @@ class TensorFlowBackend:
                              "move the folder away to start afresh.")
         if len(intact) < len(listed) and self.is_chief:
             # TensorFlow's preemption handler restores the newest listed checkpoint itself.
-            tf.compat.v1.train.update_checkpoint_state(directory, intact[-1], all_model_checkpoint_paths=intact)
+            checkpoint_management.update_checkpoint_state_internal(  # as the manager writes it (not deprecated)
+                directory, intact[-1], all_model_checkpoint_paths=intact, save_relative_paths=True)
             self._manager = self._new_manager()
         return int(self._trained_steps.numpy())
 
