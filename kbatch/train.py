@@ -4,9 +4,9 @@
   kbatch-train --config=configs/mnist1d_cnn.py --config.batch_size=1024 --config.strategy=cpu:2
   kbatch-train --config=configs/cifar10_resnet20.py --check     # check the config, run nothing
 
-It prints kbatch's own lines and the warnings that matter; `--verbosity=0` (absl's flag) brings
-back TensorFlow's and TFDS's INFO logging. (TensorFlow 2.21 prints three C++ lines when it is
-imported, before its logging is set up: no setting hides them.)
+It prints kbatch's own lines (TensorFlow's start-up lines and C++ warnings are hidden by `import
+kbatch`: docs/reliability.md); `--verbosity=0` (absl's flag) brings back TensorFlow's and TFDS's
+INFO logging, `TF_CPP_MIN_LOG_LEVEL=0` TensorFlow's C++ lines.
 
 Exit codes (`kbatch.training.stops`): 0 done (or already finished), 2 bad input (a config field,
 a flag, a damaged file; nothing written), 3 diverged (the loss or a weight stopped being finite;
