@@ -68,9 +68,11 @@ def import_tensorflow():
     TensorFlow's C++ code prints meanwhile written to stderr but for its start-up lines
     (`STARTUP_LINES`) and, on a machine without a GPU, its failed search for one (`NO_GPU_LINE`).
     With `TF_CPP_MIN_LOG_LEVEL=0` (everything asked for), or where stderr cannot be redirected,
-    it is a plain import. Returns the module."""
+    it is a plain import. Returns the module (at once where it is imported already)."""
     from kbatch import runtime
 
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
     try:
         saved = None if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0" else os.dup(2)
     except OSError:

@@ -18,7 +18,6 @@ them is the config's `strategy="auto"`: every TPU core or GPU, else the CPU.
 
 import glob
 import os
-import sys
 
 from kbatch.frameworks import import_tensorflow, installed
 
@@ -90,7 +89,7 @@ def set_random_seed(seed):
     here first, without its start-up lines (`kbatch.frameworks.import_tensorflow`)."""
     import keras
 
-    if installed("tensorflow") and "tensorflow" not in sys.modules:
+    if installed("tensorflow"):
         import_tensorflow()
     keras.utils.set_random_seed(seed)
 
