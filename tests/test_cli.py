@@ -24,6 +24,12 @@ NOISE = re.compile(r"absl::InitializeLog|port\.cc|cudart_stub|cuInit|dataset\.cc
 SMALL = ["--config.dataset=mnist1d/original", "--config.num_epochs=1", "--config.warmup_epochs=0.25"]
 
 
+def _users_env(**variables):
+    """The environment a user runs in: without conftest's TF_CPP_MIN_LOG_LEVEL."""
+    env = {name: value for name, value in os.environ.items() if name != "TF_CPP_MIN_LOG_LEVEL"}
+    return {**env, **variables}
+
+
 def _not_kbatchs(output):
     """The lines of `output` that are not kbatch's own."""
     return [line for line in output.splitlines() if line.strip() and not KBATCH_LINE.match(line)]
@@ -33,7 +39,7 @@ def _train(tmp_path, *flags):
     command = [sys.executable, "-m", "kbatch.train", "--config.dataset=mnist1d/original", "--config.num_epochs=1",
                "--config.warmup_epochs=0.25", "--config.batch_size=64", "--config.strategy=cpu:4",
                f"--config.model_dir={tmp_path / 'run'}", *flags]
-    return subprocess.run(command, capture_output=True, text=True, timeout=600)
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, env=_users_env())
 
 
 def test_the_default_output_is_kbatchs_lines_and_the_verbosity_flag_brings_the_rest_back(tmp_path):
@@ -57,7 +63,7 @@ def test_the_two_worker_readme_run_prints_kbatchs_lines_and_ends_cleanly(tmp_pat
     run = subprocess.run([sys.executable, str(launcher), "--workers=2", "--timeout_s=300", "--", "kbatch-train",
                           "--config.strategy=multiworker", "--config.dataset=mnist1d/original", "--config.num_epochs=1",
                           "--config.warmup_epochs=0.25", f"--config.model_dir={tmp_path / 'run'}"],
-                         capture_output=True, text=True, timeout=400)
+                         capture_output=True, text=True, timeout=400, env=_users_env())
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-2000:]
     assert "kbatch: done" in output and "Exception in thread" not in output and "Traceback" not in output
@@ -67,7 +73,7 @@ def test_the_two_worker_readme_run_prints_kbatchs_lines_and_ends_cleanly(tmp_pat
 
 def _kbatch_train(*flags, env=None):
     return subprocess.run([sys.executable, "-m", "kbatch.train", *SMALL, *flags], capture_output=True, text=True,
-                          timeout=600, env=env)
+                          timeout=600, env=env or _users_env())
 
 
 def test_a_default_run_prints_kbatchs_lines_alone(tmp_path):
@@ -93,7 +99,7 @@ def test_accumulation_with_the_noise_scale_prints_kbatchs_lines_alone(tmp_path):
 
 def test_the_jax_backend_prints_kbatchs_lines_alone(tmp_path):
     """It imported kbatch's TensorFlow parts, and TensorFlow printed what it prints on the default run."""
-    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    env = _users_env(KERAS_BACKEND="jax")
     run = _kbatch_train("--config.backend=jax", f"--config.model_dir={tmp_path / 'run'}", env=env)
     assert run.returncode == 0, run.stderr[-2000:]
     assert _not_kbatchs(run.stdout + run.stderr) == [] and "kbatch: done" in run.stdout
@@ -104,7 +110,7 @@ def test_sigterm_prints_the_preemption_line_alone(tmp_path):
     model_dir = tmp_path / "run"
     process = subprocess.Popen([sys.executable, "-m", "kbatch.train", *SMALL, "--config.num_epochs=20",
                                 "--config.checkpoint_every=8", f"--config.model_dir={model_dir}"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_users_env())
     out, err = signal_at_checkpoint(process, str(model_dir), 16, signal.SIGTERM)
     assert process.returncode == 42, err[-2000:]
     assert _not_kbatchs(out + err) == [] and "kbatch-train: preempted" in err
@@ -116,7 +122,8 @@ def test_the_parameter_server_readme_run_prints_kbatchs_lines(tmp_path):
     launcher = pathlib.Path(__file__).resolve().parents[1] / "tools" / "launch_local.py"
     run = subprocess.run([sys.executable, str(launcher), "--workers=2", "--ps=1", "--timeout_s=300", "--",
                           "kbatch-train", "--config.strategy=parameter_server", *SMALL,
-                          f"--config.model_dir={tmp_path / 'run'}"], capture_output=True, text=True, timeout=400)
+                          f"--config.model_dir={tmp_path / 'run'}"], capture_output=True, text=True, timeout=400,
+                         env=_users_env())
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-2000:]
     assert "[chief 0] kbatch: done" in output and not [line for line in output.splitlines() if NOISE.search(line)]
@@ -126,7 +133,7 @@ def test_the_parameter_server_readme_run_prints_kbatchs_lines(tmp_path):
 def test_a_config_for_the_other_backend_is_one_line_before_anything_is_written(tmp_path):
     """`KERAS_BACKEND=jax kbatch-train` (config.backend tensorflow) said "`Checkpoint` was expecting
     model to be a trackable object ... please open an issue"; `--check` passed it."""
-    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    env = _users_env(KERAS_BACKEND="jax")
     for flags in ([], ["--check"]):
         run = _kbatch_train(f"--config.model_dir={tmp_path / 'run'}", *flags, env=env)
         assert run.returncode == 2 and run.stdout == ""
