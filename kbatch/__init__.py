@@ -13,7 +13,9 @@ Imported before TensorFlow, kbatch hides TensorFlow's C++ INFO lines and warning
 start-up, dataset buffer sizes, tf.data graph rewrites skipped, asserts XLA drops) by setting
 `TF_CPP_MIN_LOG_LEVEL=2` unless you set it yourself, and the lines TensorFlow prints while it is
 imported (`kbatch.frameworks.import_tensorflow`); C++ errors still show. `TF_CPP_MIN_LOG_LEVEL=0`
-brings everything back. Where Keras runs on JAX, kbatch imports no TensorFlow.
+brings everything back. Where Keras runs on JAX, kbatch imports none of its TensorFlow parts
+(Keras imports TensorFlow to seed it where it is installed, when a run starts: kbatch does it
+first, as quietly).
 """
 
 import os as _os

@@ -69,15 +69,13 @@ def import_tensorflow():
     (`STARTUP_LINES`) and, on a machine without a GPU, its failed search for one (`NO_GPU_LINE`).
     With `TF_CPP_MIN_LOG_LEVEL=0` (everything asked for), or where stderr cannot be redirected,
     it is a plain import. Returns the module (at once where it is imported already)."""
-    from kbatch import runtime
-
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
     try:
-        saved = None if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0" else os.dup(2)
+        stderr = None if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0" else os.dup(2)
     except OSError:
-        saved = None
-    if saved is None:
+        stderr = None
+    if stderr is None:
         import tensorflow as tf
 
         return tf
@@ -90,10 +88,18 @@ def import_tensorflow():
             tf.config.list_physical_devices()
         finally:
             sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            lines = captured.read().decode(errors="replace").splitlines(keepends=True)
-            sys.stderr.write("".join(line for line in lines if not _noise(line, runtime.gpu_attached())))
-            sys.stderr.flush()
+            os.dup2(stderr, 2)
+            os.close(stderr)
+            _write_back(captured)
     return tf
+
+
+def _write_back(captured):
+    """Write the lines in file `captured` to stderr, but for TensorFlow's start-up noise."""
+    from kbatch import runtime
+
+    gpu_attached = runtime.gpu_attached()
+    captured.seek(0)
+    lines = captured.read().decode(errors="replace").splitlines(keepends=True)
+    sys.stderr.write("".join(line for line in lines if not _noise(line, gpu_attached)))
+    sys.stderr.flush()
