@@ -19,7 +19,7 @@ them is the config's `strategy="auto"`: every TPU core or GPU, else the CPU.
 import glob
 import os
 
-from kbatch.frameworks import installed
+from kbatch.frameworks import import_tensorflow, installed
 
 AUTO = "auto"
 BACKENDS = ("tensorflow", "jax")
@@ -70,6 +70,28 @@ def keras_backend():
         raise ValueError(f"Keras runs on {name!r}; kbatch trains on {' or '.join(BACKENDS)}: "
                          "set KERAS_BACKEND=jax, tensorflow or auto before Python starts.")
     return name
+
+
+def check_backend(backend):
+    """A one-line ValueError where the config's `backend` is not the one Keras runs on (a run on
+    the other backend fails deep inside, with TensorFlow asking for a bug report)."""
+    keras_on = keras_backend()
+    if backend != keras_on:
+        variable = os.environ.get("KERAS_BACKEND")
+        source = f"KERAS_BACKEND={variable}" if variable else "KERAS_BACKEND is not set"
+        raise ValueError(f"config.backend={backend!r} but Keras runs on {keras_on} ({source}): set "
+                         f"--config.backend={keras_on} (or auto) or KERAS_BACKEND={backend}")
+
+
+def set_random_seed(seed):
+    """`keras.utils.set_random_seed(seed)`. It seeds TensorFlow too where it is installed, on any
+    backend, importing it (Keras on JAX as well, where kbatch does not): TensorFlow is imported
+    here first, without its start-up lines (`kbatch.frameworks.import_tensorflow`)."""
+    import keras
+
+    if installed("tensorflow"):
+        import_tensorflow()
+    keras.utils.set_random_seed(seed)
 
 
 def _devices(backend):

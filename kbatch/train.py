@@ -4,9 +4,9 @@
   kbatch-train --config=configs/mnist1d_cnn.py --config.batch_size=1024 --config.strategy=cpu:2
   kbatch-train --config=configs/cifar10_resnet20.py --check     # check the config, run nothing
 
-It prints kbatch's own lines and the warnings that matter; `--verbosity=0` (absl's flag) brings
-back TensorFlow's and TFDS's INFO logging. (TensorFlow 2.21 prints three C++ lines when it is
-imported, before its logging is set up: no setting hides them.)
+It prints kbatch's own lines (TensorFlow's start-up lines and C++ warnings are hidden by `import
+kbatch`: docs/reliability.md); `--verbosity=0` (absl's flag) brings back TensorFlow's and TFDS's
+INFO logging, `TF_CPP_MIN_LOG_LEVEL=0` TensorFlow's C++ lines.
 
 Exit codes (`kbatch.training.stops`): 0 done (or already finished), 2 bad input (a config field,
 a flag, a damaged file; nothing written), 3 diverged (the loss or a weight stopped being finite;
@@ -103,20 +103,30 @@ def _define_flags():
 def _run(argv):
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments {' '.join(argv[1:])}: settings go in --config.FIELD=VALUE")
-    from kbatch.training import resolve_settings, train  # after flag parsing: --help stays fast
+    from kbatch.training import train  # after flag parsing: --help stays fast
 
     if flags.FLAGS.check:
-        s = resolve_settings(flags.FLAGS.config)
+        s = _settings()
         print(f"kbatch-train: the config is valid: {s.model} on {s.dataset}, global batch {s.batch_size}, "
               f"{s.num_epochs} epochs, strategy {s.strategy}, model_dir {s.model_dir} (nothing was run or written).")
         return 0
     # tf.data warns on every distributed dataset that options moved into the graph: noise here.
     warnings.filterwarnings("ignore", message="To make it possible to preserve tf.data options")
-    settings = resolve_settings(flags.FLAGS.config)
+    settings = _settings()
     if settings.strategy == "parameter_server" and _serve_if_server():
         return 0
     train(settings)
     return 0
+
+
+def _settings():
+    """The config resolved (every field checked), on the backend Keras runs on."""
+    from kbatch import runtime
+    from kbatch.training import resolve_settings
+
+    settings = resolve_settings(flags.FLAGS.config)
+    runtime.check_backend(settings.backend)
+    return settings
 
 
 def _serve_if_server():
@@ -131,9 +141,18 @@ def _serve_if_server():
     return True
 
 
+def _one_copy_of_tensorflow_logs():
+    """TensorFlow gave its Python logger a handler of its own when it was imported (no handler
+    was set then); absl's, which `app.run` sets, prints its lines too: keep absl's alone."""
+    logger = logging.getLogger("tensorflow")
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+
+
 def main():
     from kbatch.training import stops
 
+    _one_copy_of_tensorflow_logs()
     app.run(stops.reporting("kbatch-train", _run), flags_parser=_parse)
 
 

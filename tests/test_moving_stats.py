@@ -70,7 +70,15 @@ SCRIPT = textwrap.dedent(
     layers.average_moving_statistics(model, strategy)
     after = copies()
     saved = {v.path: w.tolist() for v, w in zip(model.weights, model.get_weights()) if v.path in after}
-    print(json.dumps(dict(losses=losses, before=before, read_before=read_before, after=after, saved=saved)))
+    # Averaged again before every evaluation: TensorFlow warned of retracing from the 5th call on.
+    import logging
+    warned = []
+    logging.getLogger("tensorflow").addHandler(
+        type("Keep", (logging.Handler,), {"emit": lambda self, record: warned.append(record.getMessage())})())
+    for _ in range(8):
+        layers.average_moving_statistics(model, strategy)
+    print(json.dumps(dict(losses=losses, before=before, read_before=read_before, after=after, saved=saved,
+                          warned=warned)))
     """
 )
 
@@ -105,3 +113,8 @@ def test_average_makes_every_copy_the_cross_replica_mean(run):
         for copy in copies:
             np.testing.assert_allclose(copy, mean, atol=1e-6)
         np.testing.assert_allclose(run["saved"][path], mean, atol=1e-6)  # what model.save writes
+
+
+def test_averaging_again_traces_nothing_new(run):
+    """It traced a new tf.function at every call: TensorFlow warned of excessive retracing (#31)."""
+    assert [message for message in run["warned"] if "retracing" in message] == []

@@ -1,10 +1,24 @@
 """Input pipelines over TensorFlow Datasets and the offline MNIST-1D builder (registered on import,
-where TensorFlow is installed); `numpy_source` serves the JAX backend (MNIST-1D without TensorFlow)."""
+where TensorFlow is installed and Keras does not run on JAX; under JAX on first use); `numpy_source`
+serves the JAX backend (MNIST-1D without TensorFlow)."""
 
 from kbatch.data.names import DATASETS, DatasetInfo, dataset_family
-from kbatch.frameworks import HAS_TENSORFLOW
+from kbatch import frameworks
 
-if HAS_TENSORFLOW:
+if frameworks.uses_tensorflow():
     from kbatch.data.mnist1d import Mnist1d
     from kbatch.data.pipeline import (describe, distribute, eval_dataset_fn, first_eval_examples, train_dataset_fn,
                                       train_examples_at, train_table_fn)
+
+
+def __getattr__(name):
+    """Under Keras on JAX, the TFDS pipeline and the MNIST-1D builder (and TensorFlow, quietly) are
+    imported when first asked for (`kbatch.data.describe`, ...), where TensorFlow is installed."""
+    if frameworks.HAS_TENSORFLOW and name in ("Mnist1d", "describe", "distribute", "eval_dataset_fn",
+                                              "first_eval_examples", "train_dataset_fn", "train_examples_at",
+                                              "train_table_fn"):
+        frameworks.import_tensorflow()
+        from kbatch.data import mnist1d, pipeline
+
+        return mnist1d.Mnist1d if name == "Mnist1d" else getattr(pipeline, name)
+    raise AttributeError(f"module 'kbatch.data' has no attribute {name!r}")

@@ -10,6 +10,10 @@ copies diverge, and reading the variable outside `strategy.run` (evaluation, `ge
 (It imports TensorFlow when called: the layers themselves run without it.)
 """
 
+import weakref
+
+_AVERAGES = weakref.WeakKeyDictionary()  # model -> {(strategy, variables): its tf.function}
+
 
 def average_moving_statistics(model, strategy=None):
     """Sets every replica's copy of each moving statistic of `model` to the cross-replica mean.
@@ -29,6 +33,17 @@ def average_moving_statistics(model, strategy=None):
     variables = [v for v in model.non_trainable_variables if tf.as_dtype(v.dtype).is_floating]
     if strategy.num_replicas_in_sync == 1 or not variables:
         return
+    # One traced function per model, strategy and variables: a new one at every call (before
+    # each evaluation) made TensorFlow warn of excessive retracing.
+    averages = _AVERAGES.setdefault(model, {})
+    key = (id(strategy), tuple(id(v) for v in variables))
+    if key not in averages:
+        averages[key] = _average_fn(strategy, variables)
+    averages[key]()
+
+
+def _average_fn(strategy, variables):
+    import tensorflow as tf
 
     @tf.function
     def average():
@@ -38,4 +53,4 @@ def average_moving_statistics(model, strategy=None):
             # Assign in cross-replica context: writes every replica's copy.
             variable.assign(strategy.reduce(tf.distribute.ReduceOp.MEAN, values, axis=None))
 
-    average()
+    return average

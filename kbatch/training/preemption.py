@@ -14,12 +14,14 @@ import signal
 import threading
 
 import tensorflow as tf
+from tensorflow.python.util import deprecation
 
 from kbatch.training import stops
 
 @contextlib.contextmanager
 def handler(strategy, manager, save, current_step):
-    """Yields a PreemptionCheckpointHandler, or None where none can watch.
+    """Yields a PreemptionCheckpointHandler (its `save_checkpoint_if_preempted`), or None where
+    none can watch.
 
     Args:
       strategy: the run's strategy (its cluster resolver names the workers, if any).
@@ -47,10 +49,22 @@ def handler(strategy, manager, save, current_step):
     try:
         watcher = tf.distribute.experimental.PreemptionCheckpointHandler(
             strategy.cluster_resolver, manager, termination_config=config)
-        yield watcher
+        yield _Quiet(watcher)
     finally:
         signal.signal(signal.SIGTERM, previous)
         _stop_watching(watcher)
+
+
+class _Quiet:
+    """The handler, its saving without a deprecation warning: TensorFlow's own save reads its
+    deprecated `total_run_calls` (6 lines on stderr at every preemption)."""
+
+    def __init__(self, watcher):
+        self._watcher = watcher
+
+    def save_checkpoint_if_preempted(self, *args, **kwargs):
+        with deprecation.silence():
+            return self._watcher.save_checkpoint_if_preempted(*args, **kwargs)
 
 
 def _stop_watching(watcher):

@@ -16,7 +16,7 @@ import time
 
 import keras
 
-from kbatch import ledger, models, optimizers
+from kbatch import ledger, models, optimizers, runtime
 from kbatch.diagnostics import noise_scale
 from kbatch.training import actions as actions_lib
 from kbatch.training import apply_recipe, event_writer, history, lr_schedules, recipe, run_dir, run_lock, schema
@@ -159,7 +159,7 @@ def _build_locked_run(settings, backend, model_fn, task, lock):
     batches = lr_schedules.batch_schedule(settings, multiple_of=replicas * settings.accumulation_steps * halves)
     plan = _check_plan(settings, batches, replicas, info)
     keras.mixed_precision.set_global_policy(settings.mixed_precision or "float32")
-    keras.utils.set_random_seed(settings.seed)
+    runtime.set_random_seed(settings.seed)
     task = task or Classification()
     with backend.scope():
         model, optimizer = _build_model_and_optimizer(settings, info, batches, model_fn)
