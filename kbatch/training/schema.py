@@ -250,6 +250,11 @@ def resolve(config):
     return settings
 
 
+def check_field(name, value):
+    """`value` of field `name` as the run uses it; the field's one-line ValueError otherwise."""
+    return _BY_NAME[name].check(f"config.{name}", value)
+
+
 def validate(config):
     """Raise a ValueError naming the first bad field of `config`; returns nothing."""
     resolve(config)
