@@ -81,7 +81,7 @@ def _where(error, file):
 def load_config(path):
     """The `ml_collections.ConfigDict` of the config file `path` (`FILE.py`, or `FILE.py:ARG` for
     `get_config(ARG)`, as `--config` takes it). A file that does not load (a syntax error, a failed
-    import, a `get_config()` that raises or returns something else than a ConfigDict, a JSON
+    import, a `get_config()` that raises or returns anything but a ConfigDict, a JSON
     file) is a ValueError of one line naming the file, the error and its line."""
     import ml_collections
 
@@ -175,7 +175,8 @@ def _parse(argv):
 
 def _define_flags():
     config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Experiment config file.")
-    flags.DEFINE_bool("check", False, "Check the config (every field) and exit, running and writing nothing.")
+    flags.DEFINE_bool("check", False, "Check the config (every field, and the model it builds) and exit, running and "
+                      "writing nothing.")
 
 
 def _run(argv):

@@ -3,10 +3,13 @@ needed)."""
 
 import dataclasses
 import logging
+import socket
 
 from kbatch import checks
 
 DATASETS = ("mnist1d", "mnist", "cifar10", "cifar100", "imagenet2012")
+# Where TFDS downloads each data set from (imagenet2012: by hand, from image-net.org).
+DOWNLOAD_HOSTS = {"mnist": "storage.googleapis.com", "cifar10": "www.cs.toronto.edu", "cifar100": "www.cs.toronto.edu"}
 # Data sets small enough to hold in memory: exact, stateless shuffling.
 IN_MEMORY = ("mnist1d", "mnist", "cifar10", "cifar100")
 # CIFAR's per-channel mean and standard deviation of pixels in [0, 1], shared by the TensorFlow
@@ -54,9 +57,10 @@ def check_dataset(name, value):
 
 def check_prepared(name, data_dir=None):
     """A one-line ValueError when data set `name`, which TFDS downloads (all but MNIST-1D, which
-    is generated here), is not prepared in `data_dir`: said at once, where TFDS would try the
-    network (and retry it for minutes without one). Under `tfds.testing.mock_data` nothing is
-    read from disk, so nothing is checked."""
+    is generated here), is not prepared in `data_dir` and cannot be downloaded now (its host does
+    not answer, or it is downloaded by hand): said at once, where TFDS would retry the network for
+    minutes and leave an `incomplete.*` folder. With network, TFDS downloads it as before. Under
+    `tfds.testing.mock_data` nothing is read from disk, so nothing is checked."""
     import tensorflow_datasets as tfds
 
     family = dataset_family(name)
@@ -75,9 +79,19 @@ def check_prepared(name, data_dir=None):
                          f"({type(error).__name__}); its configs: {', '.join(configs)}.") from None
     finally:
         absl.setLevel(level)
-    if not prepared:
+    host = DOWNLOAD_HOSTS.get(family)
+    if not prepared and not (host and reachable(host)):
+        why = f"{host} cannot be reached" if host else "by hand (TFDS's manual download instructions)"
         raise ValueError(
-            f"config.dataset={name!r} needs a download, and no prepared copy is in {builder.data_dir} "
-            f"(config.data_dir={data_dir!r}): prepare it once with network, `tfds build {name}"
-            f"{' --data_dir=' + data_dir if data_dir else ''}` (imagenet2012: TFDS's manual download), "
-            "or set config.data_dir to a folder that holds it.")
+            f"config.dataset={name!r} needs a download, {why}, and no prepared copy is in {builder.data_dir} "
+            f"(config.data_dir={data_dir!r}): prepare it once where there is network, `tfds build {name}"
+            f"{' --data_dir=' + data_dir if data_dir else ''}`, or set config.data_dir to a folder that holds it.")
+
+
+def reachable(host, timeout=5.0):
+    """Whether a TCP connection to `host`:443 opens within `timeout` seconds (name lookup included)."""
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
