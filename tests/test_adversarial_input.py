@@ -209,6 +209,9 @@ def test_a_dataset_that_needs_a_download_without_network_is_refused_at_once(make
     assert not os.path.exists(config.model_dir) and not data_dir.exists()
     monkeypatch.setattr(names, "reachable", lambda host: True)  # with network, TFDS downloads it as before
     assert names.check_prepared("cifar10", str(data_dir)) is None and not data_dir.exists()
+    with pytest.raises(ValueError, match=r"^config.dataset='cifar10/huge': TFDS knows no such config or version of "
+                                         r"cifar10 \(\w+\); its configs: none.$"):
+        names.check_prepared("cifar10/huge", str(data_dir))  # was TFDS's page of text
 
 
 def test_the_download_probe_answers_promptly_for_a_host_that_does_not_resolve():
