@@ -15,7 +15,6 @@ import os
 import time
 
 import keras
-import numpy as np
 
 from kbatch import ledger, models, optimizers
 from kbatch.diagnostics import noise_scale
@@ -167,16 +166,17 @@ def _check_saved_config(model_dir):
 
 
 def _check_outputs(model, task, info, from_model_fn):
-    """One forward pass of two zero examples: a `Classification` model's outputs have one logit per
-    class, and the task's `per_example` gives {name: [batch] values} with "loss" and its
-    `monitor`. Found here, before anything is written, not as a divergence or after an epoch."""
-    outputs = model(np.zeros((2, *info.input_shape), "float32"), training=False)
+    """A symbolic pass of a batch of two (shapes only: nothing is computed): a `Classification`
+    model's outputs have one logit per class, and the task's `per_example` gives {name: [batch]
+    values} with "loss" and its `monitor`. Found here, before anything is written, not as a
+    divergence or after an epoch."""
+    outputs = model(keras.KerasTensor((2, *info.input_shape)), training=False)
     shape = tuple(keras.ops.shape(outputs))
     if isinstance(task, Classification) and shape != (2, info.num_classes):
         who = "model_fn's model" if from_model_fn else "the model"
         raise ValueError(f"{who} gives outputs of shape [batch, {', '.join(map(str, shape[1:]))}]; classifying "
                          f"{info.name} takes [batch, {info.num_classes}]: one logit per class.")
-    values = task.per_example(np.zeros((2,), "int32"), outputs)
+    values = task.per_example(keras.KerasTensor((2,), dtype="int32"), outputs)
     name = f"task: {type(task).__name__}.per_example"
     if not isinstance(values, dict):
         raise TypeError(f"{name} returned {type(values).__name__}: it must return a dict {{name: one value per "
