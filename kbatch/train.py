@@ -14,10 +14,13 @@ the last good checkpoint is named), 42 preempted (SIGTERM or a maintenance notic
 was saved: run the same command again to resume), 130 interrupted (Ctrl-C; likewise).
 """
 
+import ast
+import importlib.util
 import logging
 import os
 import re
 import sys
+import traceback
 import warnings
 
 from absl import app, flags
@@ -42,6 +45,12 @@ def bad_flag_message(argv, error):
         match = re.match(r"--config\.([A-Za-z_][\w.]*)", arg)
         if match and match.group(1).split(".")[0] not in schema.NAMES:
             return schema.unknown_field_message(match.group(1))
+    match = re.match(r"flag --config\.(\w+)=(.*?): ", str(error))
+    if match and match.group(1) in schema.NAMES:  # a value of the wrong type: the field's own line
+        try:
+            schema.check_field(match.group(1), _literal(match.group(2)))
+        except ValueError as bad:
+            return str(bad)
     for arg in argv[1:]:
         path = arg.partition("=")[2]
         if arg.startswith("--config=") and not os.path.isfile(path):
@@ -49,6 +58,69 @@ def bad_flag_message(argv, error):
     if "get_config" in str(error):
         return f"--config: the file has no get_config() returning a config ({str(error).splitlines()[0]})."
     return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+def _config_path(argv):
+    """The value of `--config` in `argv` (`--config=PATH` or `--config PATH`), or None."""
+    for i, arg in enumerate(argv[1:], 1):
+        match = re.match(r"--?config(=|$)", arg)
+        if match:
+            return arg[match.end():] if match.group(1) else (argv[i + 1] if i + 1 < len(argv) else None)
+    return None
+
+
+def _where(error, file):
+    """`error`'s type and message, with the line of `file` it was raised at."""
+    lines = [frame.lineno for frame in traceback.extract_tb(error.__traceback__)
+             if os.path.abspath(frame.filename) == os.path.abspath(file)]
+    at = f" at line {lines[-1]}" if lines else ""
+    text = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}{at}" + (f": {text}" if text else "")
+
+
+def load_config(path):
+    """The `ml_collections.ConfigDict` of the config file `path` (`FILE.py`, or `FILE.py:ARG` for
+    `get_config(ARG)`, as `--config` takes it). A file that does not load (a syntax error, a failed
+    import, a `get_config()` that raises or returns anything but a ConfigDict, a JSON
+    file) is a ValueError of one line naming the file, the error and its line."""
+    import ml_collections
+
+    file, _, arg = path.partition(":")
+    where = f"--config={path}"
+    if not os.path.isfile(file):
+        raise ValueError(f"{where}: no such config file.")
+    if file.endswith(".json"):
+        raise ValueError(f"{where}: a JSON file; --config takes a Python file whose get_config() returns an "
+                         "ml_collections.ConfigDict (e.g. kbatch/configs/mnist1d_cnn.py).")
+    try:
+        spec = importlib.util.spec_from_file_location("kbatch_config_file", file)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    except SyntaxError as error:
+        raise ValueError(f"{where}: SyntaxError at line {error.lineno}: {error.msg}.") from None
+    except Exception as error:  # whatever the file raises as it is imported: reported, not a traceback
+        raise ValueError(f"{where}: the file does not import: {_where(error, file)}.") from None
+    if not callable(getattr(module, "get_config", None)):
+        raise ValueError(f"{where}: the file has no get_config() returning a config.")
+    try:
+        config = module.get_config(*([arg] if arg else []))
+    except Exception as error:  # likewise
+        raise ValueError(f"{where}: get_config() raised {_where(error, file)}.") from None
+    if not isinstance(config, ml_collections.ConfigDict):
+        hint = " (no return statement?)" if config is None else (
+            ": wrap it, ml_collections.ConfigDict({...}), or start from kbatch.configs.base.get_config()"
+            if isinstance(config, dict) else "")
+        raise ValueError(f"{where}: get_config() returned {type(config).__name__}, not an "
+                         f"ml_collections.ConfigDict{hint}.")
+    return config
+
+
+def _literal(text):
+    """`text` as the Python literal it spells (1.5, None, (1, 2)), else the string itself."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
 
 
 def _help():
@@ -69,6 +141,12 @@ def one_line_parser(program, define_flags=None):
     ml_collections `--config` file and its `--config.FIELD` overrides)."""
 
     def parse(argv):
+        if define_flags and _config_path(argv) is not None:
+            try:
+                load_config(_config_path(argv))  # the file's own error, before any override is read
+            except ValueError as error:
+                print(f"{program}: {error}", file=sys.stderr)
+                sys.exit(BAD_INPUT)
         try:
             if define_flags and "config" not in flags.FLAGS:
                 define_flags()
@@ -97,7 +175,8 @@ def _parse(argv):
 
 def _define_flags():
     config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Experiment config file.")
-    flags.DEFINE_bool("check", False, "Check the config (every field) and exit, running and writing nothing.")
+    flags.DEFINE_bool("check", False, "Check the config (every field, and the model it builds) and exit, running and "
+                      "writing nothing.")
 
 
 def _run(argv):
@@ -106,7 +185,10 @@ def _run(argv):
     from kbatch.training import train  # after flag parsing: --help stays fast
 
     if flags.FLAGS.check:
+        from kbatch.training import runner
+
         s = _settings()
+        runner.check_model(s)  # what building the model checks (norm_groups against its channels)
         print(f"kbatch-train: the config is valid: {s.model} on {s.dataset}, global batch {s.batch_size}, "
               f"{s.num_epochs} epochs, strategy {s.strategy}, model_dir {s.model_dir} (nothing was run or written).")
         return 0

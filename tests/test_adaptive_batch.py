@@ -30,7 +30,7 @@ class StopAfterEpoch(keras.callbacks.Callback):
 def test_the_batch_doubles_while_the_noise_scale_is_above_it(make_config, capsys):
     config = make_config(**ADAPTIVE)
     result = train(config, model_fn=linear_model, verbose=True)
-    lines = [re.match(r"kbatch: adaptive batch: B_simple ([\d,]+) > batch (\d+) at epoch (\d+): the batch doubles "
+    lines = [re.match(r"kbatch: adaptive batch: B_simple ([\d,.]+) > batch (\d+) at epoch (\d+): the batch doubles "
                       r"to (\d+)", line) for line in capsys.readouterr().out.splitlines()]
     decisions = [m for m in lines if m]
     assert decisions, "the batch never grew"

@@ -128,7 +128,7 @@ def test_unknown_config_field_from_python_names_the_closest(make_config):
 
 @pytest.mark.parametrize("overrides, message", [
     (dict(norm="ghost_batch"), r"config.norm='ghost_batch' needs config.virtual_batch_size"),
-    (dict(norm="group", norm_groups=7), "groups=7"),
+    (dict(norm="group", norm_groups=7), r"config.norm_groups=7 \(norm=.group. in mnist1d_cnn\): must be a divisor"),
 ])
 def test_a_config_that_fails_while_the_model_is_built_leaves_no_folder(make_config, overrides, message):
     config = make_config(**overrides)
@@ -149,7 +149,7 @@ def test_an_lr_scaling_exponent_from_the_command_line_is_a_number():
 
 @pytest.mark.parametrize("config_file, message", [
     ("nothere.py", "--config=nothere.py: no such config file."),
-    ("not_a_config.py", "--config: the file has no get_config() returning a config"),
+    ("not_a_config.py", "--config=not_a_config.py: the file has no get_config() returning a config"),
 ])
 def test_a_config_file_that_does_not_load_is_one_line(tmp_path, config_file, message):
     (tmp_path / "not_a_config.py").write_text("x = 1\n")

@@ -2,10 +2,14 @@
 needed)."""
 
 import dataclasses
+import logging
+import socket
 
 from kbatch import checks
 
 DATASETS = ("mnist1d", "mnist", "cifar10", "cifar100", "imagenet2012")
+# Where TFDS downloads each data set from (imagenet2012: by hand, from image-net.org).
+DOWNLOAD_HOSTS = {"mnist": "storage.googleapis.com", "cifar10": "www.cs.toronto.edu", "cifar100": "www.cs.toronto.edu"}
 # Data sets small enough to hold in memory: exact, stateless shuffling.
 IN_MEMORY = ("mnist1d", "mnist", "cifar10", "cifar100")
 # CIFAR's per-channel mean and standard deviation of pixels in [0, 1], shared by the TensorFlow
@@ -37,9 +41,57 @@ def dataset_family(name):
 
 
 def check_dataset(name, value):
-    """The config check of `dataset`: `value` if `dataset_family` knows it."""
+    """The config check of `dataset`: `value` if `dataset_family` knows it (and, for MNIST-1D,
+    its config)."""
     family = value.split("/")[0].split(":")[0] if isinstance(value, str) else None
     if family not in DATASETS:
         checks.fail(name, value, f"a TFDS name of {', '.join(DATASETS)} (with its config where it has "
                                  "several, e.g. 'mnist1d/large')")
+    if family == "mnist1d" and "/" in value:
+        from kbatch.data.numpy_source import MNIST1D_CONFIGS
+
+        if value.split("/")[1].split(":")[0] not in MNIST1D_CONFIGS:
+            checks.fail(name, value, "an MNIST-1D config: " + ", ".join(f"'mnist1d/{c}'" for c in MNIST1D_CONFIGS))
     return value
+
+
+def check_prepared(name, data_dir=None):
+    """A one-line ValueError when data set `name`, which TFDS downloads (all but MNIST-1D, which
+    is generated here), is not prepared in `data_dir` and cannot be downloaded now (its host does
+    not answer, or it is downloaded by hand): said at once, where TFDS would retry the network for
+    minutes and leave an `incomplete.*` folder. With network, TFDS downloads it as before. Under
+    `tfds.testing.mock_data` nothing is read from disk, so nothing is checked."""
+    import tensorflow_datasets as tfds
+
+    family = dataset_family(name)
+    if family == "mnist1d" or tfds.core.DatasetBuilder.download_and_prepare.__module__.startswith(
+            "tensorflow_datasets.testing"):
+        return
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)  # TFDS warns of a half-made folder ("no dataset_info.json"): said below
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+        prepared = builder.is_prepared()
+    except Exception as error:  # TFDS raises several kinds here, each with a page of text
+        configs = [c.name for c in tfds.builder_cls(family).BUILDER_CONFIGS] or ["none"]
+        raise ValueError(f"config.dataset={name!r}: TFDS knows no such config or version of {family} "
+                         f"({type(error).__name__}); its configs: {', '.join(configs)}.") from None
+    finally:
+        absl.setLevel(level)
+    host = DOWNLOAD_HOSTS.get(family)
+    if not prepared and not (host and reachable(host)):
+        why = f"{host} cannot be reached" if host else "by hand (TFDS's manual download instructions)"
+        raise ValueError(
+            f"config.dataset={name!r} needs a download, {why}, and no prepared copy is in {builder.data_dir} "
+            f"(config.data_dir={data_dir!r}): prepare it once where there is network, `tfds build {name}"
+            f"{' --data_dir=' + data_dir if data_dir else ''}`, or set config.data_dir to a folder that holds it.")
+
+
+def reachable(host, timeout=5.0):
+    """Whether a TCP connection to `host`:443 opens within `timeout` seconds (name lookup included)."""
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False

@@ -28,7 +28,7 @@ import zipfile
 
 import numpy as np
 
-from kbatch.data.names import CIFAR_MEAN, CIFAR_STD, DatasetInfo, dataset_family
+from kbatch.data.names import CIFAR_MEAN, CIFAR_STD, DatasetInfo, check_prepared, dataset_family
 
 SEQUENCE_LENGTH = 40
 # name -> (examples drawn, the training fraction, the generator's seed): the builder's configs.
@@ -129,6 +129,7 @@ def _arrays(name, data_dir=None):
         raise ValueError(f"config.dataset={name!r}: the JAX backend reads mnist1d, {', '.join(TFDS_SETS)} "
                          "(data sets held in memory); use the TensorFlow backend for the others.")
     tfds = _import_tfds(name)
+    check_prepared(name, data_dir)
     return (*_tfds_split(tfds, name, "train", data_dir), *_tfds_split(tfds, name, "test", data_dir))
 
 

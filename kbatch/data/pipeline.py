@@ -21,7 +21,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from kbatch.data import preprocessing
-from kbatch.data.names import IN_MEMORY, DatasetInfo, dataset_family
+from kbatch.data.names import IN_MEMORY, DatasetInfo, check_prepared, dataset_family
 
 SHUFFLE_BUFFER = 16384
 
@@ -29,6 +29,7 @@ SHUFFLE_BUFFER = 16384
 def describe(name, data_dir=None):
     """Sizes, input shape and class count of a data set (MNIST-1D is generated on first use)."""
     family = dataset_family(name)
+    check_prepared(name, data_dir)
     eval_split = "validation" if family == "imagenet2012" else "test"
     return DatasetInfo(
         name=name,

@@ -2,6 +2,7 @@
 (see `kbatch.training.action.Action` for the hooks), in the order `standard()` lists them."""
 
 import contextlib
+import math
 import signal
 import threading
 
@@ -140,6 +141,12 @@ class MeasureNoiseScale(Action):
         loop.b_simple = self.estimate.simple
 
 
+def _above(value, bound):
+    """`value` (> `bound`) with the fewest decimals that still print it above `bound`: 32.42 > 32."""
+    digits = next((d for d in range(7) if math.floor(value * 10**d) / 10**d > bound), 7)
+    return f"{value:,.{digits}f}"
+
+
 class AdaptBatchSize(Action):
     """With `batch_schedule="adaptive"`: at the end of each epoch but the last, double the global
     batch (up to `max_batch_size`) if the noise scale B_simple is above it (McCandlish et al. 2018:
@@ -162,7 +169,7 @@ class AdaptBatchSize(Action):
         before = float(loop.records["learning_rate"][-1])
         run.adapt([*run.history.state.get("adaptive_batch", []), {"epoch": epoch, "batch": 2 * batch, "step": run.step}])
         if self.verbose and run.backend.is_chief:
-            print(f"kbatch: adaptive batch: B_simple {b_simple:,.0f} > batch {batch} at epoch {epoch}: the batch doubles "
+            print(f"kbatch: adaptive batch: B_simple {_above(b_simple, batch)} > batch {batch} at epoch {epoch}: the batch doubles "
                   f"to {2 * batch} (lr by the {s.lr_scaling} rule; was {before:.4g})", flush=True)
 
 

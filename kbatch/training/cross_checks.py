@@ -37,6 +37,38 @@ def check(settings):
     # strategy exists (still before anything is written).
     replicas = int(s.strategy[4:]) if s.strategy.startswith("cpu:") else 1
     ledger.per_replica_batch_size(s.batch_size, replicas, s.accumulation_steps)
+    _check_ghost_batches(s, (s.batch_size, *s.batch_sizes), replicas)
+
+
+def check_plan(settings, plan, replicas):
+    """Raise a ValueError for the first field that disagrees with the run's `plan` (its updates
+    and evaluations) or its number of `replicas`: known once the data and the strategy are,
+    still before anything is built or written."""
+    s, total = settings, plan.total_steps
+    if s.staleness >= total:
+        raise ValueError(f"config.staleness={s.staleness}: must be shorter than the run, {total} updates (every "
+                         "update would apply the zero gradient of the unfilled delay line).")
+    if s.noise_scale_every > total:
+        raise ValueError(f"config.noise_scale_every={s.noise_scale_every}: the run has {total} updates, so no point "
+                         f"would be measured: at most {total} (0: off).")
+    evaluations = len(plan.eval_points)
+    if s.sharpness_every > evaluations:
+        raise ValueError(f"config.sharpness_every={s.sharpness_every}: counts evaluations and the run has "
+                         f"{evaluations}, so none would be measured: at most {evaluations} (0: off).")
+    _check_ghost_batches(s, [phase.batch_size for phase in plan.phases], replicas)
+
+
+def _check_ghost_batches(s, batch_sizes, replicas):
+    """`virtual_batch_size` must divide each replica's micro-batch of every global batch."""
+    if s.norm != "ghost_batch":
+        return
+    for batch in batch_sizes:
+        micro, parts = divmod(batch, replicas * s.accumulation_steps)
+        if not parts and micro % s.virtual_batch_size:
+            raise ValueError(
+                f"config.virtual_batch_size={s.virtual_batch_size}: must divide the per-replica micro-batch, "
+                f"{micro} (global batch {batch} / {replicas} replica(s) / accumulation_steps="
+                f"{s.accumulation_steps}).")
 
 
 def _check_epochs(s, field):

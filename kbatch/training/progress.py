@@ -1,6 +1,7 @@
 """The console: a line when the run starts, a Keras progress bar per epoch, a line per
 evaluation, a line when it is done. Only the chief prints."""
 
+import shlex
 import sys
 
 import keras
@@ -9,7 +10,9 @@ from kbatch.training.action import Action
 
 
 class Progress(Action):
-    """`enabled=False` prints nothing."""
+    """`enabled=False` prints nothing. An epoch's bar is made when the epoch starts (at `begin`, then
+    at the end of the epoch before), since Keras times a bar from its making: the epoch's first
+    loop, compilation included, counts."""
 
     def __init__(self, enabled=True):
         self.enabled = enabled
@@ -25,7 +28,8 @@ class Progress(Action):
         sizes = " -> ".join(str(p.batch_size) for p in run.plan.phases)
         print(f"kbatch: {state}; {run.backend.layout}, global batch {sizes}, "
               f"{run.plan.total_steps} steps in {run.settings.num_epochs} epochs. "
-              f"TensorBoard: tensorboard --logdir {run.settings.model_dir}", flush=True)
+              f"TensorBoard: tensorboard --logdir {shlex.quote(run.settings.model_dir)}", flush=True)
+        self._bar = _new_bar(run.plan, run.plan.epoch_at(run.step))
 
     def after_loop(self, run, loop):
         if not self.enabled:
@@ -34,16 +38,15 @@ class Progress(Action):
         epoch = plan.epoch_at(loop.first_step)
         start = plan.epoch_starts[epoch]
         if epoch != self._epoch:
-            print(f"epoch {epoch + 1}/{run.settings.num_epochs}", flush=True)
-            self._bar = keras.utils.Progbar(plan.epoch_starts[epoch + 1] - start,
-                                            verbose=1 if sys.stdout.isatty() else 2,
-                                            stateful_metrics=["lr", "batch", "examples/s"])
+            print(f"epoch {epoch + 1}/{run.settings.num_epochs}, global batch {_batches(plan, epoch)}", flush=True)
             self._epoch, self._examples, self._seconds = epoch, 0, 0.0
         self._examples += loop.num_steps * loop.phase.batch_size
         self._seconds += loop.seconds
         values = {**loop.train_logs(), "lr": float(loop.records["learning_rate"][-1]),
-                  "batch": loop.phase.batch_size, "examples/s": self._examples / max(self._seconds, 1e-9)}
+                  "examples/s": self._examples / max(self._seconds, 1e-9)}
         self._bar.update(loop.last_step - start, values=list(values.items()))
+        if loop.last_step == plan.epoch_starts[epoch + 1] and epoch + 1 < run.settings.num_epochs:
+            self._bar = _new_bar(plan, epoch + 1)  # the next epoch starts now
         if loop.eval_logs:
             e = loop.eval_logs
             metrics = ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in e.items() if k.startswith("eval_"))
@@ -57,3 +60,17 @@ class Progress(Action):
             shown = f"final eval {monitor} {final:.4f} (best {best:.4f})" if final is not None else "no evaluation"
             print(f"kbatch: done. {shown}, {run.step} steps, {result['wall_seconds']:.0f} s. "
                   f"Results in {run.settings.model_dir}", flush=True)
+
+
+def _new_bar(plan, epoch):
+    """The progress bar of `epoch`, made as it starts."""
+    return keras.utils.Progbar(plan.epoch_starts[epoch + 1] - plan.epoch_starts[epoch],
+                               verbose=1 if sys.stdout.isatty() else 2, stateful_metrics=["lr", "examples/s"])
+
+
+def _batches(plan, epoch):
+    """The global batch of `epoch`'s updates ("256", or "256 -> 512" when a phase starts inside it):
+    an integer, where the progress bar prints every value as 256.0000."""
+    first, end = plan.epoch_starts[epoch], plan.epoch_starts[epoch + 1]
+    sizes = [p.batch_size for p in plan.phases if p.start_step < end and p.start_step + p.num_steps > first]
+    return " -> ".join(str(size) for size in sizes)

@@ -131,7 +131,7 @@ FIELDS = (
     _F("bn_momentum", 0.9, _real(low=0, high=1), "moving-average momentum of the norms that keep "
        "moving statistics, at `base_batch_size`"),
     _F("norm_groups", 8, checks.positive_int, "groups of `norm=group`"),
-    _F("virtual_batch_size", None, _optional_positive_int, "examples per ghost batch (`norm=ghost_batch`)", int),
+    _F("virtual_batch_size", None, _optional_positive_int, "examples per ghost batch (`norm=ghost_batch`); it must divide each replica's micro-batch", int),
     # The recipe, given at base_batch_size.
     _F("batch_size", 256, checks.positive_int, "the **global** batch: micro-batch x replicas x "
        "`accumulation_steps`"),
@@ -200,7 +200,7 @@ FIELDS = (
     _F("loss_spike_guard", None, _real(low=0, low_open=True, allow_none=True), "k: an update whose loss is more "
        "than k standard deviations above the running mean takes a step scaled by k / z (SGD; None: off)", float),
     _F("staleness", 0, _non_negative_int, "tau: every update applies the gradient computed tau updates earlier, "
-       "exactly (asynchronous training's delay, reproducible; 0: synchronous)"),
+       "exactly (asynchronous training's delay, reproducible; 0: synchronous; shorter than the run)"),
     _F("sharpness_every", 0, _non_negative_int, "evaluations between measurements of the sharpness lambda_max "
        "on a fixed evaluation batch (0: off)"),
 )
@@ -248,6 +248,11 @@ def resolve(config):
     settings = Settings(**resolved)
     cross_checks.check(settings)
     return settings
+
+
+def check_field(name, value):
+    """`value` of field `name` as the run uses it; the field's one-line ValueError otherwise."""
+    return _BY_NAME[name].check(f"config.{name}", value)
 
 
 def validate(config):
