@@ -160,9 +160,20 @@ def test_kbatch_trains_on_jax_where_tensorflow_cannot_be_imported(tmp_path):
 def test_a_jax_config_under_keras_on_tensorflow_is_one_line(make_config):
     from kbatch.training import train
     config = make_config(backend="jax")
-    with pytest.raises(ValueError, match=r"config.backend='jax' needs Keras on JAX.*KERAS_BACKEND=jax"):
+    with pytest.raises(ValueError, match=r"config.backend='jax' but Keras runs on tensorflow .*KERAS_BACKEND=jax"):
         train(config, verbose=False)
     assert not os.path.exists(config.model_dir)
+
+
+def test_a_tensorflow_config_under_keras_on_jax_is_one_line_from_python_too(tmp_path):
+    """Finding 22 of issue 31, the Python API: TensorFlow's "please open an issue" before."""
+    script = ("import sys; sys.path.insert(0, 'tests'); from conftest import small_config; import kbatch\n"
+              f"config = small_config({str(tmp_path / 'run')!r}, backend='tensorflow')\n"
+              "try:\n    kbatch.training.train(config, verbose=False)\nexcept ValueError as error:\n    print(error)")
+    run = subprocess.run([sys.executable, "-c", script], env=_env(1), capture_output=True, text=True, timeout=300,
+                         cwd=HERE.parent)
+    assert "config.backend='tensorflow' but Keras runs on jax (KERAS_BACKEND=jax)" in run.stdout, run.stderr[-2000:]
+    assert not (tmp_path / "run").exists()
 
 
 def test_mixed_bfloat16_on_jax_computes_in_bfloat16_and_keeps_float32_weights(tmp_path):

@@ -52,9 +52,6 @@ class JaxBackend:
     """One run's device mesh, input stream, compiled step and checkpoints."""
 
     def __init__(self, settings, strategy=None):
-        if keras.backend.backend() != "jax":
-            raise ValueError(f"config.backend='jax' needs Keras on JAX, and Keras runs on {keras.backend.backend()}: "
-                             "set KERAS_BACKEND=jax before Python starts (KERAS_BACKEND=jax kbatch-train ...).")
         if strategy is not None:
             raise ValueError("config.backend='jax' takes no tf.distribute strategy: it uses every local device.")
         self.settings = settings

@@ -61,7 +61,9 @@ class LoopOutput:
 
 
 def _backend(settings, strategy):
-    """The backend of `settings.backend`, imported only when it is used (TensorFlow or JAX)."""
+    """The backend of `settings.backend`, imported only when it is used (TensorFlow or JAX); a
+    ValueError when Keras runs on the other one."""
+    runtime.check_backend(settings.backend)
     if settings.backend == "jax":
         from kbatch.training import jax_backend
 
@@ -390,7 +392,6 @@ def train(config, *, strategy=None, model_fn=None, task=None, actions=(), callba
     """
     _check_user_parts(config, strategy, model_fn, task, actions, callbacks)
     settings = resolve_settings(config)
-    _check_saved_config(settings.model_dir)
     finished = run_dir.finished_result(settings)
     if finished is not None:  # the same command again: the results stay as they are
         if verbose:
