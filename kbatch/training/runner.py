@@ -19,11 +19,10 @@ import keras
 from kbatch import ledger, models, optimizers, runtime
 from kbatch.diagnostics import noise_scale
 from kbatch.training import actions as actions_lib
-from kbatch.training import (apply_recipe, cross_checks, event_writer, history, lr_schedules, recipe, run_dir,
+from kbatch.training import (apply_recipe, arguments, cross_checks, event_writer, history, lr_schedules, recipe, run_dir,
                              run_lock, schema)
-from kbatch.training.action import Action
 from kbatch.training.plan import Plan
-from kbatch.training.tasks import Classification, Task
+from kbatch.training.tasks import Classification
 
 
 NOT_TASK_VALUES = ("count", "grad_norm", "learning_rate", "spike_factor", "staleness", noise_scale.RECORD)
@@ -129,61 +128,6 @@ def check_model(settings):
     kbatch_model(settings, (40, 1) if settings.model == "mnist1d_cnn" else (32, 32, 3), num_classes=10)
 
 
-def _check_user_parts(config, strategy, model_fn, task, actions=(), callbacks=()):
-    """The Python API's arguments besides the config's fields, checked before anything is built
-    or written: a TypeError or ValueError of one line naming the argument."""
-    if isinstance(config, (str, bytes, os.PathLike)):
-        raise TypeError(f"config={config!r} is a path: pass the config itself, e.g. "
-                        f"kbatch.train.load_config({str(config)!r}).")
-    if not hasattr(config, "items") and not isinstance(config, schema.Settings):
-        raise TypeError(f"config: an ml_collections.ConfigDict, a dict or Settings, got {type(config).__name__}.")
-    if isinstance(strategy, str):
-        raise TypeError(f"strategy={strategy!r}: a tf.distribute.Strategy object; to choose one by name, set "
-                        f"config.strategy={strategy!r}.")
-    if model_fn is not None and not callable(model_fn):
-        raise TypeError(f"model_fn: a function dataset_info -> keras.Model, got {type(model_fn).__name__}.")
-    if task is not None and not isinstance(task, Task):
-        raise TypeError(f"task: a kbatch.training.Task instance, got {task!r}.")
-    if task is not None and task.mode not in ("max", "min"):
-        raise ValueError(f"task.mode={task.mode!r}: must be 'max' (a larger {task.monitor} is better) or 'min'.")
-    for name, items, kind, what in (("actions", actions, Action, "kbatch.training.Action"),
-                                    ("callbacks", callbacks, keras.callbacks.Callback, "keras.callbacks.Callback")):
-        if not isinstance(items, (list, tuple)):
-            raise TypeError(f"{name}: a list of {what} objects, got one {type(items).__name__}: pass [{name[:-1]}].")
-        for item in items:
-            if not isinstance(item, kind):
-                raise TypeError(f"{name}: each must be a {what}, got {getattr(item, '__name__', type(item).__name__)}"
-                                f"{' (subclass it and override its hooks)' if kind is Action else ''}.")
-
-
-def _check_outputs(model, task, info, from_model_fn):
-    """A symbolic pass of a batch of two (shapes only: nothing is computed): a `Classification`
-    model's outputs have one logit per class, and the task's `per_example` gives {name: [batch]
-    values} with "loss" and its `monitor`. Found here, before anything is written, not as a
-    divergence or after an epoch."""
-    outputs = model(keras.KerasTensor((2, *info.input_shape)), training=False)
-    shape = tuple(keras.ops.shape(outputs))
-    if isinstance(task, Classification) and shape != (2, info.num_classes):
-        who = "model_fn's model" if from_model_fn else "the model"
-        raise ValueError(f"{who} gives outputs of shape [batch, {', '.join(map(str, shape[1:]))}]; classifying "
-                         f"{info.name} takes [batch, {info.num_classes}]: one logit per class.")
-    values = task.per_example(keras.KerasTensor((2,), dtype="int32"), outputs)
-    name = f"task: {type(task).__name__}.per_example"
-    if not isinstance(values, dict):
-        raise TypeError(f"{name} returned {type(values).__name__}: it must return a dict {{name: one value per "
-                        "example} holding 'loss'.")
-    if "loss" not in values:
-        raise ValueError(f"{name} returned no 'loss' (only {', '.join(map(repr, values)) or 'nothing'}): the loss "
-                         "to train is required.")
-    if task.monitor not in values:
-        raise ValueError(f"task.monitor={task.monitor!r}: not one of the values {type(task).__name__}.per_example "
-                         f"returns ({', '.join(map(repr, values))}).")
-    for key, value in values.items():
-        if tuple(keras.ops.shape(value)) != (2,):
-            raise ValueError(f"{name}'s {key!r} has shape {tuple(keras.ops.shape(value))} for 2 examples: each value "
-                             "is one number per example, [batch].")
-
-
 def _check_halves(settings, backend):
     """2 if the noise scale splits each replica's batch into halves (their batch must be even), else 1."""
     if not settings.noise_scale_every or not backend.noise_parts()[1]:
@@ -217,7 +161,7 @@ def build_run(config, strategy=None, model_fn=None, task=None):
     everything is built (then its `config.json`). The process holds `model_dir` from here until
     training ends (`run_lock`): another run into the same folder is refused meanwhile.
     """
-    _check_user_parts(config, strategy, model_fn, task)
+    arguments.check_arguments(config, strategy, model_fn, task)
     settings = resolve_settings(config)
     if strategy is None:
         run_dir.check_one_process(settings.strategy)
@@ -248,7 +192,7 @@ def _build_locked_run(settings, backend, model_fn, task, lock):
     with backend.scope():
         model, optimizer = _build_model_and_optimizer(settings, info, batches, model_fn)
         backend.attach(model, optimizer, task)
-    _check_outputs(model, task, info, model_fn is not None)
+    arguments.check_outputs(model, task, info, model_fn is not None)
     if halves == 2 and any("moving_mean" in v.path for v in model.non_trainable_variables):
         raise ValueError(
             f"config.noise_scale_every={settings.noise_scale_every}: here it compares the two halves of each batch, "
@@ -390,7 +334,7 @@ def train(config, *, strategy=None, model_fn=None, task=None, actions=(), callba
 
     A finished run in `model_dir` is not run again: its result is returned as it is.
     """
-    _check_user_parts(config, strategy, model_fn, task, actions, callbacks)
+    arguments.check_arguments(config, strategy, model_fn, task, actions, callbacks)
     settings = resolve_settings(config)
     finished = run_dir.finished_result(settings)
     if finished is not None:  # the same command again: the results stay as they are

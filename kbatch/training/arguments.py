@@ -1,0 +1,67 @@
+"""The Python API's own arguments, checked before anything is built or written: `train` and
+`build_run`'s config, strategy, model_fn, task, actions and callbacks, and (once the model is
+built) what the model and the task give on a symbolic batch. Each wrong argument is one
+TypeError or ValueError line naming it."""
+
+import os
+
+import keras
+
+from kbatch.training import schema
+from kbatch.training.action import Action
+from kbatch.training.tasks import Classification, Task
+
+
+def check_arguments(config, strategy, model_fn, task, actions=(), callbacks=()):
+    """The Python API's arguments besides the config's fields, checked before anything is built
+    or written: a TypeError or ValueError of one line naming the argument."""
+    if isinstance(config, (str, bytes, os.PathLike)):
+        raise TypeError(f"config={config!r} is a path: pass the config itself, e.g. "
+                        f"kbatch.train.load_config({str(config)!r}).")
+    if not hasattr(config, "items") and not isinstance(config, schema.Settings):
+        raise TypeError(f"config: an ml_collections.ConfigDict, a dict or Settings, got {type(config).__name__}.")
+    if isinstance(strategy, str):
+        raise TypeError(f"strategy={strategy!r}: a tf.distribute.Strategy object; to choose one by name, set "
+                        f"config.strategy={strategy!r}.")
+    if model_fn is not None and not callable(model_fn):
+        raise TypeError(f"model_fn: a function dataset_info -> keras.Model, got {type(model_fn).__name__}.")
+    if task is not None and not isinstance(task, Task):
+        raise TypeError(f"task: a kbatch.training.Task instance, got {task!r}.")
+    if task is not None and task.mode not in ("max", "min"):
+        raise ValueError(f"task.mode={task.mode!r}: must be 'max' (a larger {task.monitor} is better) or 'min'.")
+    for name, items, kind, what in (("actions", actions, Action, "kbatch.training.Action"),
+                                    ("callbacks", callbacks, keras.callbacks.Callback, "keras.callbacks.Callback")):
+        if not isinstance(items, (list, tuple)):
+            raise TypeError(f"{name}: a list of {what} objects, got one {type(items).__name__}: pass [{name[:-1]}].")
+        for item in items:
+            if not isinstance(item, kind):
+                raise TypeError(f"{name}: each must be a {what}, got {getattr(item, '__name__', type(item).__name__)}"
+                                f"{' (subclass it and override its hooks)' if kind is Action else ''}.")
+
+
+def check_outputs(model, task, info, from_model_fn):
+    """A symbolic pass of a batch of two (shapes only: nothing is computed): a `Classification`
+    model's outputs have one logit per class, and the task's `per_example` gives {name: [batch]
+    values} with "loss" and its `monitor`. Found here, before anything is written, not as a
+    divergence or after an epoch."""
+    outputs = model(keras.KerasTensor((2, *info.input_shape)), training=False)
+    shape = tuple(keras.ops.shape(outputs))
+    if isinstance(task, Classification) and shape != (2, info.num_classes):
+        who = "model_fn's model" if from_model_fn else "the model"
+        raise ValueError(f"{who} gives outputs of shape [batch, {', '.join(map(str, shape[1:]))}]; classifying "
+                         f"{info.name} takes [batch, {info.num_classes}]: one logit per class.")
+    values = task.per_example(keras.KerasTensor((2,), dtype="int32"), outputs)
+    name = f"task: {type(task).__name__}.per_example"
+    if not isinstance(values, dict):
+        raise TypeError(f"{name} returned {type(values).__name__}: it must return a dict {{name: one value per "
+                        "example} holding 'loss'.")
+    if "loss" not in values:
+        raise ValueError(f"{name} returned no 'loss' (only {', '.join(map(repr, values)) or 'nothing'}): the loss "
+                         "to train is required.")
+    if task.monitor not in values:
+        raise ValueError(f"task.monitor={task.monitor!r}: not one of the values {type(task).__name__}.per_example "
+                         f"returns ({', '.join(map(repr, values))}).")
+    for key, value in values.items():
+        if tuple(keras.ops.shape(value)) != (2,):
+            raise ValueError(f"{name}'s {key!r} has shape {tuple(keras.ops.shape(value))} for 2 examples: each value "
+                             "is one number per example, [batch].")
