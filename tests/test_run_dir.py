@@ -91,8 +91,26 @@ def test_a_file_is_replaced_whole_or_not_at_all(tmp_path):
 
     with pytest.raises(OSError):
         run_dir.write_atomically(str(path), fails_half_way)
-    assert json.loads(path.read_text()) == {"old": 1}  # the half-written one has its own name
-    assert (tmp_path / "result.partial.json").read_text() == '{"new": '
+    assert json.loads(path.read_text()) == {"old": 1}  # the half-written one had its own name,
+    assert not (tmp_path / "result.partial.json").exists()  # and a failed write (a full disk) removes it
     run_dir.write_json(str(path), {"new": 2})
     assert json.loads(path.read_text()) == {"new": 2}
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
+
+
+def test_a_run_folder_is_locked_once_per_process_and_a_released_lock_can_be_taken_again(tmp_path):
+    """The lock of issue 31 (finding 1) in one process: flock conflicts between two opens of the
+    file even in one process, so an untrained, unclosed Run is named as this process's own."""
+    from kbatch.training import run_lock
+
+    folder = str(tmp_path / "run")
+    first = run_lock.acquire(folder)
+    with pytest.raises(ValueError, match=r"held by an earlier Run of this process .*call \.close\(\)"):
+        run_lock.acquire(folder)
+    first.release()
+    run_lock.acquire(folder).release()
+    new = str(tmp_path / "new")
+    refused = run_lock.acquire(new)
+    assert os.listdir(new) == [run_lock.LOCK_FILE]
+    refused.release(discard_empty=True)  # a refused run leaves no folder it made behind
+    assert not os.path.exists(new) and os.listdir(folder) == [run_lock.LOCK_FILE]

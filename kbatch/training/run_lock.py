@@ -22,6 +22,9 @@ class RunLock:
     def __init__(self, model_dir, fd, made_dir):
         self.model_dir, self._fd, self._made_dir = model_dir, fd, made_dir
 
+    def __del__(self):  # a Run dropped without training or close()
+        self.release()
+
     def release(self, discard_empty=False):
         """Drop the lock. With `discard_empty`, a folder this lock made and nothing else wrote
         into is removed again, so a refused run leaves nothing behind."""
@@ -48,8 +51,11 @@ def acquire(model_dir):
     except BlockingIOError:
         holder = _read_holder(fd)
         os.close(fd)
-        raise ValueError(f"config.model_dir={model_dir!r} is in use by another run ({holder}): one folder takes "
-                         "one run at a time; wait for it to end, or choose another model_dir.") from None
+        if holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+            raise ValueError(f"config.model_dir={model_dir!r} is held by an earlier Run of this process that was "
+                             "neither trained nor closed: call .close() on it (or train it) first.") from None
+        raise ValueError(f"config.model_dir={model_dir!r} is in use by another run ({_describe(holder)}): one folder "
+                         "takes one run at a time; wait for it to end, or choose another model_dir.") from None
     try:
         _write_holder(fd)
     except OSError as error:
@@ -66,9 +72,15 @@ def _write_holder(fd):
 
 
 def _read_holder(fd):
-    """The holder's description in words, as far as the file says."""
+    """{"pid", "host", "since"} as the holder wrote them ({} where it has not yet)."""
     try:
         holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
-        return f"pid {holder['pid']} on {holder['host']}, since {holder['since']}"
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError):
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+def _describe(holder):
+    if not {"pid", "host", "since"} <= set(holder):
         return "a process that has not yet said who it is"
+    return f"pid {holder['pid']} on {holder['host']}, since {holder['since']}"
