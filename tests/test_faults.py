@@ -384,3 +384,14 @@ def test_a_run_folder_on_a_read_only_mount_is_one_line(tmp_path):
         assert again.returncode == 2
         (line,) = _stop_lines(again.stderr)
         assert "cannot be written (Read-only file system)" in line and "Traceback" not in again.stderr
+
+
+def test_a_data_dir_on_a_read_only_mount_is_one_line(tmp_path):
+    """Finding 7 of issue 31, its second half: MNIST-1D generated into a data_dir that cannot be written."""
+    with _small_disk(tmp_path / "data", "8m") as data:
+        subprocess.run(["mount", "-o", "remount,ro", str(data)], check=True)
+        run = _train(tmp_path / "run", f"--config.data_dir={data}")
+        assert run.returncode == 2, run.stderr[-2000:]
+        (line,) = _stop_lines(run.stderr)
+        assert f"config.data_dir='{data}': preparing mnist1d/original" in line and "Read-only file system" in line
+        assert "Traceback" not in run.stderr and not (tmp_path / "run").exists()

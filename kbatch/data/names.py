@@ -1,6 +1,7 @@
 """The data sets kbatch serves, by TFDS name, and what a run needs to know of one (no TensorFlow
 needed)."""
 
+import contextlib
 import dataclasses
 import logging
 import socket
@@ -86,6 +87,18 @@ def check_prepared(name, data_dir=None):
             f"config.dataset={name!r} needs a download, {why}, and no prepared copy is in {builder.data_dir} "
             f"(config.data_dir={data_dir!r}): prepare it once where there is network, `tfds build {name}"
             f"{' --data_dir=' + data_dir if data_dir else ''}`, or set config.data_dir to a folder that holds it.")
+
+
+@contextlib.contextmanager
+def preparing(name, data_dir):
+    """Turn a data folder that cannot be written while data set `name` is prepared there (a
+    read-only mount, a full disk) into one ValueError line naming `config.data_dir`."""
+    try:
+        yield
+    except OSError as error:
+        where = data_dir or "TFDS's default folder (~/tensorflow_datasets)"
+        raise ValueError(f"config.data_dir={data_dir!r}: preparing {name} in {where} failed "
+                         f"({error.strerror or error}); choose a writable data_dir, or one that holds it prepared.") from None
 
 
 def reachable(host, timeout=5.0):

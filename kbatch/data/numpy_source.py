@@ -28,7 +28,7 @@ import zipfile
 
 import numpy as np
 
-from kbatch.data.names import CIFAR_MEAN, CIFAR_STD, DatasetInfo, check_prepared, dataset_family
+from kbatch.data.names import CIFAR_MEAN, CIFAR_STD, DatasetInfo, check_prepared, dataset_family, preparing
 
 SEQUENCE_LENGTH = 40
 # name -> (examples drawn, the training fraction, the generator's seed): the builder's configs.
@@ -130,7 +130,8 @@ def _arrays(name, data_dir=None):
                          "(data sets held in memory); use the TensorFlow backend for the others.")
     tfds = _import_tfds(name)
     check_prepared(name, data_dir)
-    return (*_tfds_split(tfds, name, "train", data_dir), *_tfds_split(tfds, name, "test", data_dir))
+    with preparing(name, data_dir):
+        return (*_tfds_split(tfds, name, "train", data_dir), *_tfds_split(tfds, name, "test", data_dir))
 
 
 def _standardize_cifar(images):

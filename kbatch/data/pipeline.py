@@ -21,7 +21,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from kbatch.data import preprocessing
-from kbatch.data.names import IN_MEMORY, DatasetInfo, check_prepared, dataset_family
+from kbatch.data.names import IN_MEMORY, DatasetInfo, check_prepared, dataset_family, preparing
 
 SHUFFLE_BUFFER = 16384
 
@@ -31,13 +31,14 @@ def describe(name, data_dir=None):
     family = dataset_family(name)
     check_prepared(name, data_dir)
     eval_split = "validation" if family == "imagenet2012" else "test"
-    return DatasetInfo(
-        name=name,
-        num_train_examples=int(_load(name, "train", data_dir).cardinality()),
-        num_eval_examples=int(_load(name, eval_split, data_dir).cardinality()),
-        input_shape=preprocessing.input_shape(family),
-        num_classes=tfds.builder(name, data_dir=data_dir).info.features["label"].num_classes,
-    )
+    with preparing(name, data_dir):
+        return DatasetInfo(
+            name=name,
+            num_train_examples=int(_load(name, "train", data_dir).cardinality()),
+            num_eval_examples=int(_load(name, eval_split, data_dir).cardinality()),
+            input_shape=preprocessing.input_shape(family),
+            num_classes=tfds.builder(name, data_dir=data_dir).info.features["label"].num_classes,
+        )
 
 
 def _load(name, split, data_dir):
