@@ -4,6 +4,7 @@
 import contextlib
 import math
 import signal
+import sys
 import threading
 
 import keras
@@ -283,7 +284,7 @@ class WatchInterrupt(Action):
     at once). Signal handlers can only be set on the main thread: elsewhere nothing watches."""
 
     def __init__(self):
-        self._previous, self._pressed = None, False
+        self._previous, self._pressed, self._unraisable = None, False, None
 
     def begin(self, run):
         # Several workers would each see Ctrl-C after a different loop, and a save is a
@@ -294,6 +295,11 @@ class WatchInterrupt(Action):
     def _press(self, signum, frame):
         signal.signal(signal.SIGINT, self._previous)
         self._pressed = True
+        # A second Ctrl-C raises KeyboardInterrupt wherever the main thread is; where that is a
+        # garbage collector's callback, Python swallows it and prints a traceback: not that one.
+        self._unraisable = sys.unraisablehook
+        sys.unraisablehook = lambda unraisable: (
+            None if issubclass(unraisable.exc_type, KeyboardInterrupt) else self._unraisable(unraisable))
 
     def after_loop(self, run, loop):
         if self._pressed:
@@ -303,6 +309,8 @@ class WatchInterrupt(Action):
     def close(self, run):
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
+        if self._unraisable is not None:
+            sys.unraisablehook = self._unraisable
 
 
 def standard(verbose=True):
