@@ -1,5 +1,5 @@
 """The JAX backend: Keras on JAX over `keras.distribution.DataParallel`, the live TPU path (and a
-GPU one), with the TensorFlow backend's methods (see `tf_backend` for the list).
+GPU one), under the `Backend` contract (`kbatch.training.backend`).
 
 Data parallel over the devices `config.strategy` names, with the TensorFlow backend's meaning:
 `auto`/`tpu`/`mirrored` every device (TPU cores, GPUs), `one_device` the first, `cpu:N` N host
@@ -26,7 +26,7 @@ import keras
 import numpy as np
 
 from kbatch.data import numpy_source
-from kbatch.training import jax_step, run_dir, spike_guard, staleness, stops
+from kbatch.training import backend, jax_step, run_dir, stops
 from kbatch.training.event_writer import EventWriter
 
 KEEP = 3  # checkpoints kept, as the TensorFlow backend's CheckpointManager
@@ -48,19 +48,15 @@ def select_devices(strategy):
                      "one_device or cpu:N (several hosts join through jax.distributed.initialize(), then auto).")
 
 
-class JaxBackend:
+class JaxBackend(backend.Backend):
     """One run's device mesh, input stream, compiled step and checkpoints."""
 
     def __init__(self, settings, strategy=None):
         if strategy is not None:
             raise ValueError("config.backend='jax' takes no tf.distribute strategy: it uses every local device.")
-        self.settings = settings
         self.devices = select_devices(settings.strategy)
         self.distribution = keras.distribution.DataParallel(devices=self.devices)
-        self.num_replicas, self.is_chief, self.multi_worker = len(self.devices), jax.process_index() == 0, False
-        self.layout = f"{self.num_replicas} replica(s)"
-        self.summaries = EventWriter(settings.model_dir, enabled=self.is_chief)
-        self.write_dir = settings.model_dir
+        super().__init__(settings, len(self.devices), jax.process_index() == 0, EventWriter)
         self._checkpoints = os.path.join(settings.model_dir, "checkpoints")
 
     def noise_parts(self):
@@ -75,11 +71,8 @@ class JaxBackend:
     def scope(self):
         return self.distribution.scope()
 
-    def attach(self, model, optimizer, task):
-        self.model, self.optimizer, self.task = model, optimizer, task
-        optimizer.build(model.trainable_variables)
-        self._spike_statistics = (spike_guard.add_statistics(optimizer) if self.settings.loss_spike_guard else None)
-        self._delay_line = staleness.add_delay_line(optimizer, model.trainable_variables, self.settings.staleness)
+    def _attach_checkpoints(self):
+        """Nothing to build: a checkpoint is the variables' values, written with NumPy."""
 
     def _state(self):
         return ([v.value for v in self.model.trainable_variables], [v.value for v in self.model.non_trainable_variables],
@@ -95,13 +88,16 @@ class JaxBackend:
         """Host arrays of a global batch, split along the batch axis over the devices."""
         return [jax.device_put(a, self.distribution.get_data_layout(a.shape).backend_layout) for a in arrays]
 
-    def start_phase(self, phase, start_example):
+    def _train_step(self, phase):
         s = self.settings
-        step = jax_step.make_train_step(self.model, self.optimizer, self.task, global_batch_size=phase.batch_size,
+        return jax_step.make_train_step(self.model, self.optimizer, self.task, global_batch_size=phase.batch_size,
                                         accumulation_steps=s.accumulation_steps, clip_global_norm=s.clip_global_norm,
                                         measure_noise=s.noise_scale_every > 0,
                                         spike_guard=(s.loss_spike_guard, self._spike_statistics),
                                         delay_line=self._delay_line)
+
+    def _loop(self, step, phase, start_example):
+        s = self.settings
         stream = numpy_source.TrainStream(s.dataset, phase.batch_size, s.seed, start_example, s.data_dir)
 
         def loop(num_steps):
@@ -116,15 +112,19 @@ class JaxBackend:
 
         return loop
 
-    def evaluate(self):
-        if not hasattr(self, "_evaluate"):
-            self._evaluate = jax_step.make_eval_step(self.model, self.task)
-        trainable, non_trainable, _ = self._state()
-        s, totals = self.settings, {}
-        for batch in numpy_source.eval_batches(s.dataset, s.batch_size // s.accumulation_steps, s.data_dir):
-            for name, value in self._evaluate(trainable, non_trainable, *self._batch(*batch)).items():
-                totals[name] = totals.get(name, 0.0) + float(value)
-        return totals
+    def _build_evaluation(self):
+        """The jitted evaluation step over the evaluation split's batches, on the current weights."""
+        step, s = jax_step.make_eval_step(self.model, self.task), self.settings
+
+        def evaluate():
+            trainable, non_trainable, _ = self._state()
+            totals = {}
+            for batch in numpy_source.eval_batches(s.dataset, s.batch_size // s.accumulation_steps, s.data_dir):
+                for name, value in step(trainable, non_trainable, *self._batch(*batch)).items():
+                    totals[name] = totals.get(name, 0.0) + float(value)
+            return totals
+
+        return evaluate
 
     def probe_batch(self, size):
         """The first `size` examples of the evaluation split (fewer if it has fewer), as NumPy
@@ -135,53 +135,37 @@ class JaxBackend:
     def average_moving_statistics(self):
         """Nothing to do: under DataParallel every variable is one array (replicated)."""
 
-    def _paths(self):
-        found = glob.glob(os.path.join(self._checkpoints, "ckpt-*.npz"))
-        return sorted(found, key=lambda p: int(re.search(r"ckpt-(\d+)\.npz$", p).group(1)))
-
     def save(self, step):
+        """`ckpt-<step>.npz`, written whole or not at all; the oldest beyond `KEEP` removed."""
         os.makedirs(self._checkpoints, exist_ok=True)
         arrays = {f"v{i}": np.asarray(v) for i, v in enumerate(self._variables())}
         run_dir.write_atomically(os.path.join(self._checkpoints, f"ckpt-{step}.npz"),
                                  lambda tmp: np.savez(tmp, step=step, **arrays))
-        for old in self._paths()[:-KEEP]:
+        for old in self._checkpoint_candidates()[:-KEEP]:
             os.remove(old)
 
-    def _variables(self):
-        return [*self.model.weights, *self.optimizer.variables]
+    def _checkpoint_candidates(self):
+        found = glob.glob(os.path.join(self._checkpoints, "ckpt-*.npz"))
+        return sorted(found, key=lambda p: int(re.search(r"ckpt-(\d+)\.npz$", p).group(1)))
 
-    def restore(self):
-        """The step of the newest intact checkpoint, restored (0 when there is none); a damaged
-        one is skipped, saying so. A ValueError when none is intact, or when one that reads holds
-        another model's variables."""
+    def _load_checkpoint(self, path):
         variables = self._variables()
-        for path in reversed(self._paths()):
-            try:
-                with np.load(path) as saved:
-                    arrays = {name: saved[name] for name in saved.files}
-            except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-                print(f"kbatch: checkpoint {path} is damaged ({type(error).__name__}); trying the one before.", flush=True)
-                continue
-            values = [arrays.get(f"v{i}") for i in range(len(variables))]
-            shapes = [tuple(np.shape(v)) for v in values]
-            if len(arrays) != len(variables) + 1 or shapes != [tuple(v.shape) for v in variables]:
-                raise run_dir.checkpoint_mismatch(self.settings.model_dir, path, ValueError(
-                    f"{len(arrays) - 1} arrays, this model has {len(variables)} variables, or their shapes differ"))
-            for variable, value in zip(variables, values):
-                variable.assign(value)
-            return int(arrays["step"])
-        if self._paths():
-            raise ValueError(f"config.model_dir={self.settings.model_dir!r}: none of its checkpoints is intact; "
-                             "move the folder away to start afresh.")
-        return 0
-
-    def all_finite(self):
-        return all(np.isfinite(np.asarray(v)).all() for v in self._variables()
-                   if np.issubdtype(np.dtype(v.dtype), np.floating))
+        try:
+            with np.load(path) as saved:
+                arrays = {name: saved[name] for name in saved.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+            raise backend.DamagedCheckpoint() from error
+        values = [arrays.get(f"v{i}") for i in range(len(variables))]
+        if len(arrays) != len(variables) + 1 or [np.shape(v) for v in values] != [tuple(v.shape) for v in variables]:
+            raise backend.CheckpointMismatch() from ValueError(
+                f"{len(arrays) - 1} arrays, this model has {len(variables)} variables, or their shapes differ")
+        for variable, value in zip(variables, values):
+            variable.assign(value)
+        return int(arrays["step"])
 
     @property
     def latest_checkpoint(self):
-        paths = self._paths()
+        paths = self._checkpoint_candidates()
         return paths[-1] if paths else None
 
     @contextlib.contextmanager
@@ -202,7 +186,3 @@ class JaxBackend:
             yield check
         finally:
             signal.signal(signal.SIGTERM, previous)
-
-    def close(self):
-        self.summaries.flush()
-

@@ -51,14 +51,17 @@ class ParameterServerBackend(tf_backend.TensorFlowBackend):
         self._applied.assign(step)
         return step
 
-    def start_phase(self, phase, start_example):
-        """`loop(num_steps)`: `num_steps` updates scheduled on the workers, waited for, and their
-        records (each with `staleness`) in the order they were scheduled."""
+    def _train_step(self, phase):
         s = self.settings
-        step = tf_step.make_train_step(
+        return tf_step.make_train_step(
             self.strategy, self.model, self.optimizer, self.task, global_batch_size=phase.batch_size,
             clip_global_norm=s.clip_global_norm, log_gradient_norm=s.log_gradient_norm, jit_compile=False,
             updates=self._applied)
+
+    def _loop(self, step, phase, start_example):
+        """`loop(num_steps)`: `num_steps` updates scheduled on the workers, waited for, and their
+        records (each with `staleness`) in the order they were scheduled."""
+        s = self.settings
         tables = iter(self.coordinator.create_per_worker_dataset(data.train_table_fn(s.dataset, s.data_dir)))
         update = self._update_fn(step, phase.batch_size)
         phase_start = int(self._applied.numpy())  # update phase_start reads the stream at start_example
@@ -89,14 +92,9 @@ class ParameterServerBackend(tf_backend.TensorFlowBackend):
 
         return update
 
-    def evaluate(self):
-        """The evaluation on the coordinator, reading the weights from the parameter servers."""
-        if not hasattr(self, "_evaluate"):
-            here = tf.distribute.get_strategy()  # the default strategy: this process alone
-            s = self.settings
-            self._eval_data = data.distribute(here, data.eval_dataset_fn(s.dataset, s.batch_size, s.data_dir))
-            self._evaluate = tf_step.make_eval_loop(here, self.model, self.task)
-        return {name: float(value) for name, value in self._evaluate(self._eval_data).items()}
+    def _evaluation_strategy(self):
+        """The coordinator's own (the default strategy): it reads the weights from the parameter servers."""
+        return tf.distribute.get_strategy()
 
     def average_moving_statistics(self):
         """One copy of each variable, on the parameter servers: nothing to average."""

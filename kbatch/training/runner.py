@@ -7,7 +7,8 @@
 batch-size phase change, or `steps_per_loop` updates: one compiled call), then hands the
 loop's records to each action in turn (`kbatch.training.actions`: check, log, evaluate,
 checkpoint, preemption, progress, then the user's actions and Keras callbacks). The backend
-(`tf_backend.TensorFlowBackend`) is the only part that knows TensorFlow.
+(a `backend.Backend`: `tf_backend`, `ps_backend` or `jax_backend`) is the only part that knows
+TensorFlow or JAX.
 """
 
 import dataclasses

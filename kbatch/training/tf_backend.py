@@ -1,22 +1,10 @@
-"""The TensorFlow backend: what the runner asks of `tf.distribute`, in one place.
+"""The TensorFlow backend: `tf.distribute` under the `Backend` contract (`kbatch.training.backend`
+says what the runner asks of a backend).
 
-The runner (`kbatch.training.runner`) calls only these methods; a second backend (Keras on JAX)
-provides the same ones:
-
-  num_replicas, is_chief            the data-parallel layout, and whether this process writes
-  layout                            the layout in words, for the progress line
-  multi_worker                      whether several processes train together
-  describe_data()                   a `DatasetInfo` (sizes, input shape, classes)
-  scope()                           where the model and optimizer are created
-  start_phase(phase, start_example) -> loop(num_steps): {field: [num_steps] numpy array}
-  evaluate()                        {field: sum over the evaluation split} (and `count`)
-  average_moving_statistics()       one set of BN moving statistics on every replica
-  restore() -> step, save(step)     checkpoints of the model, optimizer and step
-  all_finite()                      whether every weight and optimizer slot is finite
-  latest_checkpoint                 the newest checkpoint's path, or None
-  preemption(save)                  a context yielding `check(step)`: save and stop if preempted
-  summaries                         a `Summaries` writer for TensorBoard
-  close()                           remove what only this process needed
+Its own parts: the strategy and its layout, `tf.data` input distributed over the replicas, the
+step and loop compiled with `tf.function` (`tf_step`), `tf.train` checkpoints in
+`model_dir/checkpoints` (the files themselves when the state file is gone: `checkpoint_files`),
+and TensorFlow's preemption handler.
 """
 
 import contextlib
@@ -24,32 +12,26 @@ import glob
 import os
 import shutil
 
-import numpy as np
 import tensorflow as tf
 
 from kbatch import data, distribute, layers
-from kbatch.training import checkpoint_files, preemption, run_dir, spike_guard, staleness, tf_step
+from kbatch.training import backend, checkpoint_files, preemption, run_dir, tf_step
 from kbatch.training.summaries import Summaries
 
 
-class TensorFlowBackend:
+class TensorFlowBackend(backend.Backend):
     """One run's `tf.distribute` strategy, input streams, compiled loops and checkpoints."""
 
     def __init__(self, settings, strategy=None):
         if settings.deterministic:
             tf.config.experimental.enable_op_determinism()
-        self.settings = settings
         self.strategy = strategy or distribute.resolve_strategy(settings.strategy)
-        self.num_replicas = self.strategy.num_replicas_in_sync
-        self.layout = f"{self.num_replicas} replica(s)"  # what the progress line says of the devices
-        self.is_chief = run_dir.is_chief(self.strategy)
-        self.multi_worker = bool(getattr(getattr(self.strategy, "cluster_resolver", None), "task_type", None))
-        self.summaries = Summaries(settings.model_dir, enabled=self.is_chief)
-        self.write_dir = None  # where this process writes checkpoints: set by `attach`
+        multi_worker = bool(getattr(getattr(self.strategy, "cluster_resolver", None), "task_type", None))
+        super().__init__(settings, self.strategy.num_replicas_in_sync, run_dir.is_chief(self.strategy), Summaries,
+                         multi_worker)
 
     def noise_parts(self):
-        """(parts, halves): how many gradients of a part of the global batch the noise scale
-        compares with the whole (replicas x micro-batches), and whether that splits one batch."""
+        """(parts, halves): replicas x micro-batches, and whether that splits one batch."""
         parts, _ = tf_step.noise_parts(self.num_replicas, self.settings.accumulation_steps)
         return parts, self.num_replicas * self.settings.accumulation_steps == 1
 
@@ -59,20 +41,12 @@ class TensorFlowBackend:
     def scope(self):
         return self.strategy.scope()
 
-    def attach(self, model, optimizer, task):
-        """The model, optimizer and task this backend trains; builds the optimizer's slots and
-        the checkpoint (call inside `scope()`, once)."""
-        self.model, self.optimizer, self.task = model, optimizer, task
-        optimizer.build(model.trainable_variables)
+    def _attach_checkpoints(self):
         self._trained_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="trained_steps")
-        guarded = {}
-        if self.settings.loss_spike_guard:
-            self._spike_statistics = spike_guard.add_statistics(optimizer)
-            guarded = {"loss_spike": list(self._spike_statistics)}
-        # Optimizer variables: the checkpoint's `optimizer` holds the line.
-        self._delay_line = staleness.add_delay_line(optimizer, model.trainable_variables, self.settings.staleness)
-        self._checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, trained_steps=self._trained_steps,
-                                               **guarded)
+        guarded = {"loss_spike": list(self._spike_statistics)} if self.settings.loss_spike_guard else {}
+        # The delay line is optimizer variables: the checkpoint's `optimizer` holds it.
+        self._checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
+                                               trained_steps=self._trained_steps, **guarded)
         # On the chief, `model_dir/checkpoints`; elsewhere a temporary folder (a worker's saves
         # take part in the collective and are thrown away).
         self.write_dir = run_dir.writable_dir(self.settings.model_dir, self.strategy)
@@ -81,39 +55,32 @@ class TensorFlowBackend:
     def _new_manager(self):
         return tf.train.CheckpointManager(self._checkpoint, os.path.join(self.write_dir, "checkpoints"), max_to_keep=3)
 
-    def restore(self):
-        """The step of the chief's newest intact checkpoint, restored (0 when there is none). A
-        damaged one is skipped, saying so, and no longer listed in the state file (it stays on
-        disk); a ValueError when every one is damaged, or when they hold another model. Without a
-        readable state file the checkpoint files themselves are found. Every worker restores the
-        chief's: workers resuming from different steps would wait on each other."""
-        directory = os.path.join(self.settings.model_dir, "checkpoints")
-        listed = checkpoint_files.listed(directory)
-        intact = list(listed)
-        while intact:
-            try:
-                self._checkpoint.restore(intact[-1]).assert_existing_objects_matched()
-                break
-            except (AssertionError, ValueError) as error:  # the files read, but hold another model
-                raise run_dir.checkpoint_mismatch(self.settings.model_dir, intact[-1], error) from None
-            except (tf.errors.OpError, IndexError) as error:  # IndexError: truncated
-                print(f"kbatch: checkpoint {intact[-1]} is damaged ({type(error).__name__}: "
-                      f"{str(error).splitlines()[0][:120]}); trying the one before.", flush=True)
-                intact.pop()
-        if listed and not intact:
-            raise ValueError(f"config.model_dir={self.settings.model_dir!r}: none of its checkpoints is intact; "
-                             "move the folder away to start afresh.")
-        if intact and intact != checkpoint_files.state_listing(directory) and self.is_chief:
+    def _checkpoint_directory(self):
+        return os.path.join(self.settings.model_dir, "checkpoints")
+
+    def _checkpoint_candidates(self):
+        """The chief's checkpoints: those its state file lists, or without a readable state file
+        the checkpoint files themselves. Every worker restores the chief's: workers resuming from
+        different steps would wait on each other."""
+        return checkpoint_files.listed(self._checkpoint_directory())
+
+    def _load_checkpoint(self, path):
+        try:
+            self._checkpoint.restore(path).assert_existing_objects_matched()
+        except (AssertionError, ValueError) as error:  # the files read, but hold another model
+            raise backend.CheckpointMismatch() from error
+        except (tf.errors.OpError, IndexError) as error:  # IndexError: truncated
+            raise backend.DamagedCheckpoint() from error
+        return int(self._trained_steps.numpy())
+
+    def _restored(self, intact):
+        """A damaged checkpoint is no longer listed in the state file (it stays on disk), and a
+        missing state file is written again."""
+        directory = self._checkpoint_directory()
+        if intact != checkpoint_files.state_listing(directory) and self.is_chief:
             # TensorFlow's preemption handler restores the newest listed checkpoint itself.
             checkpoint_files.write_state(directory, intact)
             self._manager = self._new_manager()
-        return int(self._trained_steps.numpy())
-
-    def all_finite(self):
-        """Whether every weight and optimizer variable is finite (what a checkpoint may hold)."""
-        variables = [*self.model.weights, *self.optimizer.variables]
-        return all(np.isfinite(v.numpy()).all() for v in variables
-                   if np.issubdtype(np.dtype(v.dtype), np.floating))
 
     def save(self, step):
         """A checkpoint at `step`; an OSError when it cannot be written (a full disk), with its
@@ -131,15 +98,17 @@ class TensorFlowBackend:
     def latest_checkpoint(self):
         return self._manager.latest_checkpoint
 
-    def start_phase(self, phase, start_example):
-        """`loop(num_steps)` over the input stream of `phase` from `start_example` on, traced anew
-        (the recipe's Python numbers, BN momenta among them, are read now)."""
+    def _train_step(self, phase):
         s = self.settings
-        step = tf_step.make_train_step(
+        return tf_step.make_train_step(
             self.strategy, self.model, self.optimizer, self.task, global_batch_size=phase.batch_size,
             accumulation_steps=s.accumulation_steps, clip_global_norm=s.clip_global_norm,
             log_gradient_norm=s.log_gradient_norm, jit_compile=s.jit_compile, measure_noise=s.noise_scale_every > 0,
-            spike_guard=(s.loss_spike_guard, getattr(self, "_spike_statistics", None)), delay_line=self._delay_line)
+            spike_guard=(s.loss_spike_guard, self._spike_statistics), delay_line=self._delay_line)
+
+    def _loop(self, step, phase, start_example):
+        """`step` compiled into one `tf.function` loop over the distributed input stream."""
+        s = self.settings
         compiled = tf_step.make_train_loop(self.strategy, step)
         stream = data.train_dataset_fn(s.dataset, phase.batch_size, s.seed, s.data_dir, start_example=start_example)
         iterator = iter(data.distribute(self.strategy, stream))
@@ -150,18 +119,18 @@ class TensorFlowBackend:
 
         return loop
 
-    def evaluate(self):
-        """The task's values summed over the evaluation split, and `count` (built on first use)."""
-        if not hasattr(self, "_evaluate"):
-            s = self.settings
-            eval_batch = s.batch_size // s.accumulation_steps
-            self._eval_data = data.distribute(self.strategy, data.eval_dataset_fn(s.dataset, eval_batch, s.data_dir))
-            self._evaluate = tf_step.make_eval_loop(self.strategy, self.model, self.task)
-        return {name: float(value) for name, value in self._evaluate(self._eval_data).items()}
+    def _evaluation_strategy(self):
+        """The strategy the evaluation runs under."""
+        return self.strategy
+
+    def _build_evaluation(self):
+        s, strategy = self.settings, self._evaluation_strategy()
+        eval_data = data.distribute(strategy, data.eval_dataset_fn(s.dataset, s.batch_size // s.accumulation_steps,
+                                                                    s.data_dir))
+        evaluate = tf_step.make_eval_loop(strategy, self.model, self.task)
+        return lambda: evaluate(eval_data)
 
     def probe_batch(self, size):
-        """The first `size` examples of the evaluation split (fewer if it has fewer), as NumPy
-        `(x, y)`: the fixed batch the diagnostics measure on."""
         return data.first_eval_examples(self.settings.dataset, size, self.settings.data_dir)
 
     def average_moving_statistics(self):
@@ -169,13 +138,12 @@ class TensorFlowBackend:
 
     @contextlib.contextmanager
     def preemption(self, save, current_step):
-        """Yields `check(step)`, which saves (with `save`) and raises `Preempted` once the machine
-        is going away (TensorFlow's PreemptionCheckpointHandler watches)."""
+        """TensorFlow's PreemptionCheckpointHandler watches for the notice."""
         with preemption.handler(self.strategy, self._manager, save, current_step) as watcher:
             yield (lambda step: watcher.save_checkpoint_if_preempted(checkpoint_number=step)) if watcher else (
                 lambda step: None)
 
     def close(self):
-        self.summaries.flush()
-        if not self.is_chief and self.write_dir:
+        super().close()
+        if not self.is_chief and self.write_dir != self.settings.model_dir:
             shutil.rmtree(self.write_dir, ignore_errors=True)
