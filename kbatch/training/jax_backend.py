@@ -26,7 +26,7 @@ import keras
 import numpy as np
 
 from kbatch.data import numpy_source
-from kbatch.training import jax_step, run_dir, spike_guard, staleness, stops
+from kbatch.training import jax_step, run_dir, stops, transforms
 from kbatch.training.event_writer import EventWriter
 
 KEEP = 3  # checkpoints kept, as the TensorFlow backend's CheckpointManager
@@ -81,8 +81,7 @@ class JaxBackend:
     def attach(self, model, optimizer, task):
         self.model, self.optimizer, self.task = model, optimizer, task
         optimizer.build(model.trainable_variables)
-        self._spike_statistics = (spike_guard.add_statistics(optimizer) if self.settings.loss_spike_guard else None)
-        self._delay_line = staleness.add_delay_line(optimizer, model.trainable_variables, self.settings.staleness)
+        self.chain = transforms.from_settings(self.settings, optimizer, model)
 
     def _state(self):
         return ([v.value for v in self.model.trainable_variables], [v.value for v in self.model.non_trainable_variables],
@@ -100,11 +99,8 @@ class JaxBackend:
 
     def start_phase(self, phase, start_example):
         s = self.settings
-        step = jax_step.make_train_step(self.model, self.optimizer, self.task, global_batch_size=phase.batch_size,
-                                        accumulation_steps=s.accumulation_steps, clip_global_norm=s.clip_global_norm,
-                                        measure_noise=s.noise_scale_every > 0,
-                                        spike_guard=(s.loss_spike_guard, self._spike_statistics),
-                                        delay_line=self._delay_line)
+        step = jax_step.make_train_step(self.model, self.optimizer, self.task, self.chain,
+                                        transforms.Geometry(phase.batch_size, s.accumulation_steps))
         stream = numpy_source.TrainStream(s.dataset, phase.batch_size, s.seed, start_example, s.data_dir)
 
         def loop(num_steps):

@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from kbatch import data, distribute
-from kbatch.training import tf_backend, tf_step
+from kbatch.training import tf_backend, tf_step, transforms
 
 
 class ParameterServerBackend(tf_backend.TensorFlowBackend):
@@ -55,10 +55,9 @@ class ParameterServerBackend(tf_backend.TensorFlowBackend):
         """`loop(num_steps)`: `num_steps` updates scheduled on the workers, waited for, and their
         records (each with `staleness`) in the order they were scheduled."""
         s = self.settings
-        step = tf_step.make_train_step(
-            self.strategy, self.model, self.optimizer, self.task, global_batch_size=phase.batch_size,
-            clip_global_norm=s.clip_global_norm, log_gradient_norm=s.log_gradient_norm, jit_compile=False,
-            updates=self._applied)
+        chain = transforms.Chain([*self.chain, tf_step.CountStaleness(self._applied)])
+        step = tf_step.make_train_step(self.strategy, self.model, self.optimizer, self.task, chain,
+                                       transforms.Geometry(phase.batch_size))
         tables = iter(self.coordinator.create_per_worker_dataset(data.train_table_fn(s.dataset, s.data_dir)))
         update = self._update_fn(step, phase.batch_size)
         phase_start = int(self._applied.numpy())  # update phase_start reads the stream at start_example

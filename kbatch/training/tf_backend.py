@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from kbatch import data, distribute, layers
-from kbatch.training import checkpoint_files, preemption, run_dir, spike_guard, staleness, tf_step
+from kbatch.training import checkpoint_files, preemption, run_dir, tf_step, transforms
 from kbatch.training.summaries import Summaries
 
 
@@ -65,12 +65,10 @@ class TensorFlowBackend:
         self.model, self.optimizer, self.task = model, optimizer, task
         optimizer.build(model.trainable_variables)
         self._trained_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="trained_steps")
-        guarded = {}
-        if self.settings.loss_spike_guard:
-            self._spike_statistics = spike_guard.add_statistics(optimizer)
-            guarded = {"loss_spike": list(self._spike_statistics)}
-        # Optimizer variables: the checkpoint's `optimizer` holds the line.
-        self._delay_line = staleness.add_delay_line(optimizer, model.trainable_variables, self.settings.staleness)
+        # The transforms' state is optimizer variables: the checkpoint's `optimizer` holds it.
+        self.chain = transforms.from_settings(self.settings, optimizer, model)
+        guard = self.chain.get(transforms.SpikeGuard)
+        guarded = {"loss_spike": list(guard.variables)} if guard else {}
         self._checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, trained_steps=self._trained_steps,
                                                **guarded)
         # On the chief, `model_dir/checkpoints`; elsewhere a temporary folder (a worker's saves
@@ -135,11 +133,8 @@ class TensorFlowBackend:
         """`loop(num_steps)` over the input stream of `phase` from `start_example` on, traced anew
         (the recipe's Python numbers, BN momenta among them, are read now)."""
         s = self.settings
-        step = tf_step.make_train_step(
-            self.strategy, self.model, self.optimizer, self.task, global_batch_size=phase.batch_size,
-            accumulation_steps=s.accumulation_steps, clip_global_norm=s.clip_global_norm,
-            log_gradient_norm=s.log_gradient_norm, jit_compile=s.jit_compile, measure_noise=s.noise_scale_every > 0,
-            spike_guard=(s.loss_spike_guard, getattr(self, "_spike_statistics", None)), delay_line=self._delay_line)
+        step = tf_step.make_train_step(self.strategy, self.model, self.optimizer, self.task, self.chain,
+                                       transforms.Geometry(phase.batch_size, s.accumulation_steps), s.jit_compile)
         compiled = tf_step.make_train_loop(self.strategy, step)
         stream = data.train_dataset_fn(s.dataset, phase.batch_size, s.seed, s.data_dir, start_example=start_example)
         iterator = iter(data.distribute(self.strategy, stream))
