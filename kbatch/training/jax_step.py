@@ -78,7 +78,6 @@ def make_train_step(model, optimizer, task, chain, geometry):
         trainable, non_trainable, optimizer_variables = state
         context = transforms.Context(optimizer, geometry, accumulation_steps,
                                      values=zip(optimizer.variables, optimizer_variables))
-        chain.start(context)
         if accumulation_steps == 1:
             grads, (sums, non_trainable) = gradient(trainable, non_trainable, x, labels)
             context.took(sums)
@@ -90,7 +89,6 @@ def make_train_step(model, optimizer, task, chain, geometry):
         with keras.StatelessScope(state_mapping=list(zip(optimizer.variables, optimizer_variables))):
             learning_rate = jnp.asarray(optimizer.learning_rate, "float32")
         trainable, optimizer_variables = optimizer.stateless_apply(optimizer_variables, grads, trainable)
-        chain.finish(context, trainable)
         optimizer_variables = [context.written.get(id(v), value) for v, value in zip(optimizer.variables,
                                                                                       optimizer_variables)]
         record = {**sums, "count": jnp.asarray(labels.shape[0], "float32"),

@@ -99,7 +99,8 @@ def _accumulate(micro_gradients, x, labels, variables, accumulation_steps, pytho
 def make_train_step(strategy, model, optimizer, task, chain, geometry, jit_compile=False):
     """The replica function of one optimizer update; returns its record (a dict). `chain`: the
     gradient transforms (`kbatch.training.transforms`) between the summed gradients and the
-    optimizer; `geometry`: the global batch and its accumulation steps."""
+    optimizer; `geometry`: the global batch and its accumulation steps; `jit_compile`: XLA for the
+    whole update on one replica, for the micro-batch gradient on several."""
     variables = model.trainable_variables
     replicas, accumulation_steps = strategy.num_replicas_in_sync, geometry.accumulation_steps
     halves = chain.needs_parts and replicas * accumulation_steps == 1

@@ -30,11 +30,12 @@ class GradientTransform:
         raise NotImplementedError
 
     def start(self, context):
-        """Tensors the forward pass must wait for (the asynchronous step's read of its count)."""
+        """Tensors the forward pass must wait for. A hook of the TensorFlow step alone, for
+        asynchronous training (`tf_step.CountStaleness`); a pure program has no order to keep."""
         return []
 
     def finish(self, context, variables):
-        """Called once `optimizer.apply` has updated `variables`."""
+        """Called by the TensorFlow step once `optimizer.apply` has updated `variables`."""
 
 
 class Context:
