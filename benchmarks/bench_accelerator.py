@@ -53,12 +53,13 @@ def compiled_step(model_name, batch_size, distribution):
 
     import kbatch
     from kbatch.training import Classification, jax_step
+    from kbatch.training.transforms import Chain, Geometry, GlobalNorm
 
     with distribution.scope():
         model = kbatch.models.get(model_name, num_classes=10, input_shape=INPUT_SHAPES[model_name])
         optimizer = keras.optimizers.SGD(0.1, momentum=0.9)
         optimizer.build(model.trainable_variables)
-    step = jax_step.make_train_step(model, optimizer, Classification(), global_batch_size=batch_size)
+    step = jax_step.make_train_step(model, optimizer, Classification(), Chain([GlobalNorm()]), Geometry(batch_size))
     rng = np.random.default_rng(0)
     arrays = (rng.normal(size=(batch_size, *INPUT_SHAPES[model_name])).astype("float32"),
               rng.integers(0, 10, batch_size).astype("int32"))

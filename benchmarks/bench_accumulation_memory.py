@@ -44,6 +44,7 @@ def measure(case):
     import kbatch
     from kbatch.training import Classification
     from kbatch.training.tf_step import make_train_loop, make_train_step
+    from kbatch.training.transforms import Chain, Geometry
 
     batch, k = CASES[case]
     strategy = kbatch.distribute.resolve_strategy("one_device")
@@ -56,8 +57,7 @@ def measure(case):
     labels = tf.random.stateless_uniform([batch], seed=[0, 2], maxval=10, dtype=tf.int64)
     dataset = tf.data.Dataset.from_tensors((images, labels)).repeat()
     iterator = iter(strategy.experimental_distribute_dataset(dataset))
-    step = make_train_step(strategy, model, optimizer, Classification(), global_batch_size=batch, accumulation_steps=k,
-                           log_gradient_norm=False, jit_compile=False)
+    step = make_train_step(strategy, model, optimizer, Classification(), Chain(), Geometry(batch, k))
     loop = make_train_loop(strategy, step)
     loop(iterator, tf.constant(1))["loss"].numpy()  # trace, allocate the optimizer's slots, warm up
     with open("/proc/self/clear_refs", "w") as f:

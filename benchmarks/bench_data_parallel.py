@@ -62,6 +62,7 @@ def measure(strategy_name, batch_size):
     import kbatch
     from kbatch.training import Classification
     from kbatch.training.tf_step import make_train_loop, make_train_step
+    from kbatch.training.transforms import Chain, Geometry
 
     strategy = kbatch.distribute.resolve_strategy(strategy_name)
     shape = SHAPES[MODEL.value]
@@ -74,8 +75,8 @@ def measure(strategy_name, batch_size):
     y = tf.random.stateless_uniform([batch_size], seed=[0, 2], maxval=10, dtype=tf.int64)
     dataset = tf.data.Dataset.from_tensors((x, y)).repeat().prefetch(2)
     iterator = iter(strategy.experimental_distribute_dataset(dataset))
-    step = make_train_step(strategy, model, optimizer, Classification(), global_batch_size=batch_size,
-                           log_gradient_norm=False, jit_compile=JIT.value)
+    step = make_train_step(strategy, model, optimizer, Classification(), Chain(), Geometry(batch_size),
+                           jit_compile=JIT.value)
     loop = make_train_loop(strategy, step)
     per_call = STEPS_PER_LOOP.value
     calls = max(1, -(-EXAMPLES.value // (batch_size * per_call)))

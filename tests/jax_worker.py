@@ -46,6 +46,7 @@ def steps(source, target):
     import jax
     from kbatch.data.names import DatasetInfo
     from kbatch.training import Classification, jax_step
+    from kbatch.training.transforms import Chain, Geometry, GlobalNorm
 
     saved = np.load(source)
     xs, ys = saved["xs"], saved["ys"]
@@ -55,8 +56,8 @@ def steps(source, target):
         model.set_weights([saved[f"w{i}"] for i in range(len(model.weights))])
         optimizer = keras.optimizers.SGD(float(saved["learning_rate"]), momentum=0.9)
         optimizer.build(model.trainable_variables)
-    step = jax_step.make_train_step(model, optimizer, Classification(), global_batch_size=xs.shape[1],
-                                    accumulation_steps=int(saved["accumulation_steps"]))
+    step = jax_step.make_train_step(model, optimizer, Classification(), Chain([GlobalNorm()]),
+                                    Geometry(xs.shape[1], int(saved["accumulation_steps"])))
     state = ([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables],
              [v.value for v in optimizer.variables])
     losses = []

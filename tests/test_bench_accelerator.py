@@ -54,7 +54,8 @@ def test_update_flops_are_the_closed_form_of_a_dense_layer():
         "    model = keras.Sequential([keras.Input((1024,)), keras.layers.Dense(512)])\n"
         "    optimizer = keras.optimizers.SGD(0.1)\n"
         "    optimizer.build(model.trainable_variables)\n"
-        "step = jax_step.make_train_step(model, optimizer, Classification(), global_batch_size=256)\n"
+        "from kbatch.training.transforms import Chain, Geometry, GlobalNorm\n"
+        "step = jax_step.make_train_step(model, optimizer, Classification(), Chain([GlobalNorm()]), Geometry(256))\n"
         "state = ([v.value for v in model.trainable_variables], [], [v.value for v in optimizer.variables])\n"
         "batch = [np.ones((256, 1024), 'float32'), np.zeros(256, 'int32')]\n"
         "print(bench.update_flops(step, state, batch))\n")

@@ -1,7 +1,8 @@
 """The component tests (LARS, Warmup and the schedules, BatchSizeSchedule, ghost BN, switchable
-norm, the factories, their `.keras` round trips, staleness, and their trainer runs) pass under Keras on JAX
-too: they run again here in a pytest subprocess with KERAS_BACKEND=jax and 4 host devices, where
-`tests/backend_ops.py` compiles with `jax.jit` and the trainer tests use the JAX backend."""
+norm, the factories, their `.keras` round trips, staleness, the gradient transforms, and their
+trainer runs) pass under Keras on JAX too: they run again here in a pytest subprocess with
+KERAS_BACKEND=jax and 4 host devices, where `tests/backend_ops.py` compiles with `jax.jit` and the
+trainer tests use the JAX backend."""
 
 import os
 import pathlib
@@ -12,7 +13,7 @@ import xml.etree.ElementTree as ElementTree
 HERE = pathlib.Path(__file__).resolve().parent
 COMPONENT_TESTS = ("test_lars.py", "test_schedules.py", "test_batch_schedules.py", "test_ghost_batch_norm.py",
                    "test_switchable_norm.py", "test_norm_factory.py", "test_optimizer_factory.py", "test_sharpness.py",
-                   "test_spike_guard.py", "test_adaptive_batch.py", "test_staleness.py")
+                   "test_spike_guard.py", "test_adaptive_batch.py", "test_staleness.py", "test_transforms.py")
 
 
 def test_the_component_tests_pass_under_keras_on_jax(tmp_path):

@@ -20,6 +20,7 @@ import tensorflow as tf
 from kbatch.data.names import DatasetInfo
 from kbatch.training import Classification
 from kbatch.training.tf_step import make_train_loop, make_train_step
+from kbatch.training.transforms import Chain, Geometry
 from smooth_model import smooth_model
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -68,8 +69,7 @@ def test_the_jax_step_takes_the_tensorflow_steps_on_the_same_batches(tmp_path, a
         initial = model.get_weights()
         optimizer = keras.optimizers.SGD(rate, momentum=0.9)
         optimizer.build(model.trainable_variables)
-    step = make_train_step(strategy, model, optimizer, Classification(), global_batch_size=batch,
-                           accumulation_steps=accumulation_steps, log_gradient_norm=False)
+    step = make_train_step(strategy, model, optimizer, Classification(), Chain(), Geometry(batch, accumulation_steps))
     batches = tf.data.Dataset.from_tensor_slices((xs.reshape(-1, 40, 1), ys.reshape(-1))).batch(batch)
     records = make_train_loop(strategy, step)(iter(strategy.experimental_distribute_dataset(batches)),
                                               tf.constant(steps))

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from kbatch.training import spike_guard
+from kbatch.training.transforms import spike_guard
 
 
 def reference(losses, k):

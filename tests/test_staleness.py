@@ -1,4 +1,4 @@
-"""Exact staleness (`config.staleness = tau`, kbatch.training.staleness): update t applies the
+"""Exact staleness (`config.staleness = tau`, kbatch.training.transforms.delay_line): update t applies the
 gradient computed at update t - tau on the weights of that time (Lian et al. 2015's delayed SGD),
 zero for the first tau updates; checked on softmax regression against its gradient in closed form,
 on both backends (tests/test_components_jax.py runs this file on JAX) and on two replicas; tau = 0
@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import kbatch
-from kbatch.training import Classification, staleness
+from kbatch.training import Classification
+from kbatch.training.transforms import Chain, DelayLine, Geometry, delay_line as staleness
 from smooth_model import linear_model
 
 BATCH, STEPS, FEATURES, CLASSES, LR = 32, 9, 6, 4, 0.5
@@ -66,9 +67,8 @@ def _train_tensorflow(tau, strategy_name):
     strategy = distribute.resolve_strategy(strategy_name)
     with strategy.scope():
         model, optimizer = _model_and_optimizer()
-        line = staleness.add_delay_line(optimizer, model.trainable_variables, tau)
-    step = tf_step.make_train_step(strategy, model, optimizer, Classification(), global_batch_size=BATCH,
-                                   log_gradient_norm=False, delay_line=line)
+        chain = Chain([DelayLine(tau)] if tau else []).build(optimizer, model.trainable_variables)
+    step = tf_step.make_train_step(strategy, model, optimizer, Classification(), chain, Geometry(BATCH))
     x, y, _, _ = _data()
     batches = tf.data.Dataset.from_tensor_slices((x, y))
     tf_step.make_train_loop(strategy, step)(iter(strategy.experimental_distribute_dataset(batches)),
@@ -80,8 +80,8 @@ def _train_jax(tau):
     from kbatch.training import jax_step
 
     model, optimizer = _model_and_optimizer()
-    line = staleness.add_delay_line(optimizer, model.trainable_variables, tau)
-    step = jax_step.make_train_step(model, optimizer, Classification(), global_batch_size=BATCH, delay_line=line)
+    chain = Chain([DelayLine(tau)] if tau else []).build(optimizer, model.trainable_variables)
+    step = jax_step.make_train_step(model, optimizer, Classification(), chain, Geometry(BATCH))
     state = ([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables],
              [v.value for v in optimizer.variables])
     x, y, _, _ = _data()

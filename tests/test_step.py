@@ -10,6 +10,7 @@ import keras
 from kbatch import models
 from kbatch.training import Classification
 from kbatch.training.tf_step import make_train_loop, make_train_step
+from kbatch.training.transforms import Chain, Geometry, GlobalNorm
 
 BATCH, STEPS = 64, 5
 
@@ -42,7 +43,7 @@ def test_train_step_takes_the_steps_of_keras_train_on_batch(jit_compile):
         model.set_weights(initial)
         optimizer = _optimizer()
         optimizer.build(model.trainable_variables)
-    step = make_train_step(strategy, model, optimizer, Classification(), global_batch_size=BATCH,
+    step = make_train_step(strategy, model, optimizer, Classification(), Chain([GlobalNorm()]), Geometry(BATCH),
                            jit_compile=jit_compile)
     batches = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH)
     records = make_train_loop(strategy, step)(iter(strategy.experimental_distribute_dataset(batches)),

@@ -2,7 +2,7 @@
 runs: `kbatch.training.ps_backend`), side by side: a markdown table (the run, its accuracy, mean
 and largest staleness, and the share of its updates at each delay) and a figure of the
 histograms (updates per delay, log scale). A synchronous run is listed at staleness 0; a run
-with the simulated delay `config.staleness = tau` (its `config.json`; `kbatch.training.staleness`)
+with the simulated delay `config.staleness = tau` (its `config.json`; `kbatch.training.transforms.delay_line`)
 has every update exactly tau updates stale, and its label says so.
 
   python tools/staleness_report.py --runs=sync=runs/sync,2_workers=runs/ps2 \\

@@ -12,7 +12,7 @@ import abc
 
 import numpy as np
 
-from kbatch.training import run_dir, spike_guard, staleness
+from kbatch.training import run_dir, transforms
 
 
 class DamagedCheckpoint(Exception):
@@ -63,12 +63,11 @@ class Backend(abc.ABC):
 
     def attach(self, model, optimizer, task):
         """The model, optimizer and task this backend trains: builds the optimizer's slots, the
-        spike guard's statistics and the delay line (optimizer variables), then the checkpoint
+        gradient pipeline's transforms (their state is optimizer variables), then the checkpoint
         (call inside `scope()`, once)."""
         self.model, self.optimizer, self.task = model, optimizer, task
         optimizer.build(model.trainable_variables)
-        self._spike_statistics = spike_guard.add_statistics(optimizer) if self.settings.loss_spike_guard else None
-        self._delay_line = staleness.add_delay_line(optimizer, model.trainable_variables, self.settings.staleness)
+        self.chain = transforms.from_settings(self.settings, optimizer, model)
         self._attach_checkpoints()
 
     @abc.abstractmethod

@@ -26,7 +26,7 @@ import keras
 import numpy as np
 
 from kbatch.data import numpy_source
-from kbatch.training import backend, jax_step, run_dir, stops
+from kbatch.training import backend, jax_step, run_dir, stops, transforms
 from kbatch.training.event_writer import EventWriter
 
 KEEP = 3  # checkpoints kept, as the TensorFlow backend's CheckpointManager
@@ -90,11 +90,8 @@ class JaxBackend(backend.Backend):
 
     def _train_step(self, phase):
         s = self.settings
-        return jax_step.make_train_step(self.model, self.optimizer, self.task, global_batch_size=phase.batch_size,
-                                        accumulation_steps=s.accumulation_steps, clip_global_norm=s.clip_global_norm,
-                                        measure_noise=s.noise_scale_every > 0,
-                                        spike_guard=(s.loss_spike_guard, self._spike_statistics),
-                                        delay_line=self._delay_line)
+        return jax_step.make_train_step(self.model, self.optimizer, self.task, self.chain,
+                                        transforms.Geometry(phase.batch_size, s.accumulation_steps))
 
     def _loop(self, step, phase, start_example):
         s = self.settings

@@ -7,21 +7,20 @@ cross-device sums, so the gradient is that of the mean loss over the global batc
 statistics (BatchNormalization) are the global batch's. With `accumulation_steps` k the batch is
 split into k micro-batches, taken one after the other (`lax.scan`, so one micro-batch's
 activations are alive at a time), their gradients of sum(loss) / global batch added: exactly the
-full batch's gradient for a model without batch statistics. The gradient is clipped to
-`clip_global_norm` as a whole, and the optimizer applies one update (`stateless_apply`).
-A step's record is the TensorFlow step's: the task's values summed, `count`, `grad_norm`,
-`learning_rate`, and with `measure_noise` `small_grad_sq`, the mean squared gradient norm of the
-micro-batches (of the two halves of the batch without accumulation: the devices' shares are not
-separate gradients here).
+full batch's gradient for a model without batch statistics. The gradient transforms
+(`kbatch.training.transforms`, the TensorFlow step's chain) run on it, their state read from and
+written into the optimizer variables of the state, and the optimizer applies one update
+(`stateless_apply`). A step's record is the TensorFlow step's: the task's values summed, `count`,
+`grad_norm` (NaN when not measured), `learning_rate`, and with a `NoiseRecord` `small_grad_sq`, the
+mean squared gradient norm of the micro-batches (of the two halves of the batch without
+accumulation: the devices' shares are not separate gradients here).
 """
 
 import jax
 import jax.numpy as jnp
 import keras
 
-from kbatch.diagnostics import noise_scale
-from kbatch.training import spike_guard as guard_lib
-from kbatch.training import staleness
+from kbatch.training import transforms
 
 
 def _sums(task, labels, outputs, weights=None):
@@ -65,57 +64,38 @@ def _accumulate(gradient, trainable, non_trainable, x, labels, k, unroll=False):
     return grads, sums, squares, non_trainable
 
 
-def make_train_step(model, optimizer, task, *, global_batch_size, accumulation_steps=1, clip_global_norm=None,
-                    measure_noise=False, spike_guard=(None, None), delay_line=()):
-    """`step(state, x, labels) -> (state, record)`, jitted, the state's buffers donated.
-    `spike_guard`: (k, the optimizer variables of `spike_guard.add_statistics`), or k None;
-    `delay_line`: the optimizer variables of `staleness.add_delay_line` (none: no staleness)."""
-    spike_threshold, spike_statistics = spike_guard
-    spike_slots = _slots(optimizer, spike_statistics or ())
-    line_slots, (iterations_slot,) = _slots(optimizer, delay_line), _slots(optimizer, [optimizer.iterations])
-    halves = measure_noise and accumulation_steps == 1
+def make_train_step(model, optimizer, task, chain, geometry):
+    """`step(state, x, labels) -> (state, record)`, jitted, the state's buffers donated. `chain`:
+    the gradient transforms (`kbatch.training.transforms`), their optimizer variables threaded
+    through the state; `geometry`: the global batch and its accumulation steps."""
+    accumulation_steps = geometry.accumulation_steps
+    halves = chain.needs_parts and accumulation_steps == 1
     if halves:
         accumulation_steps = 2  # the two halves, unrolled (a loop of 2 is slow on XLA:CPU)
-    gradient = _gradient_fn(model, task, global_batch_size, accumulation_steps)
-    clip = float(clip_global_norm) if clip_global_norm else None
+    gradient = _gradient_fn(model, task, geometry.global_batch_size, accumulation_steps)
 
     def step(state, x, labels):
         trainable, non_trainable, optimizer_variables = state
+        context = transforms.Context(optimizer, geometry, accumulation_steps,
+                                     values=zip(optimizer.variables, optimizer_variables))
         if accumulation_steps == 1:
             grads, (sums, non_trainable) = gradient(trainable, non_trainable, x, labels)
+            context.took(sums)
         else:
             grads, sums, squares, non_trainable = _accumulate(gradient, trainable, non_trainable, x, labels,
                                                               accumulation_steps, unroll=halves)
-            if measure_noise:  # a micro-batch's gradient is k x its share of the global one
-                sums = {**sums, noise_scale.RECORD: squares * accumulation_steps}
-        grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g.astype("float32"))) for g in grads))
-        if clip is not None:
-            factor = jnp.minimum(1.0, clip / jnp.maximum(grad_norm, 1e-12))
-            grads = [g * factor.astype(g.dtype) for g in grads]
+            context.took(sums, squares)
+        grads, record = chain.apply(grads, context)
         with keras.StatelessScope(state_mapping=list(zip(optimizer.variables, optimizer_variables))):
             learning_rate = jnp.asarray(optimizer.learning_rate, "float32")
-        guarded, new, written = {}, (), ()  # the guard's and the delay line's new optimizer variables
-        if spike_threshold:
-            factor, new = guard_lib.guard(sums["loss"] / global_batch_size,
-                                          [optimizer_variables[i] for i in spike_slots], spike_threshold)
-            grads, guarded = [g * factor.astype(g.dtype) for g in grads], {"spike_factor": factor}
-        if line_slots:
-            grads, written = staleness.delay(grads, [optimizer_variables[i] for i in line_slots],
-                                             optimizer_variables[iterations_slot])
         trainable, optimizer_variables = optimizer.stateless_apply(optimizer_variables, grads, trainable)
-        optimizer_variables = list(optimizer_variables)
-        for i, value in [*zip(spike_slots, new), *zip(line_slots, written)]:
-            optimizer_variables[i] = value
-        record = {**sums, "count": jnp.asarray(labels.shape[0], "float32"), "grad_norm": grad_norm,
-                  "learning_rate": learning_rate, **guarded}
+        optimizer_variables = [context.written.get(id(v), value) for v, value in zip(optimizer.variables,
+                                                                                      optimizer_variables)]
+        record = {**sums, "count": jnp.asarray(labels.shape[0], "float32"),
+                  "grad_norm": jnp.asarray(jnp.nan, "float32"), "learning_rate": learning_rate, **record}
         return (trainable, non_trainable, optimizer_variables), record
 
     return jax.jit(step, donate_argnums=0)
-
-
-def _slots(optimizer, variables):
-    """The positions of `variables` among `optimizer.variables` (the state's third part)."""
-    return [next(i for i, v in enumerate(optimizer.variables) if v is s) for s in variables]
 
 
 def make_eval_step(model, task):

@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from kbatch import data, distribute
-from kbatch.training import tf_backend, tf_step
+from kbatch.training import tf_backend, tf_step, transforms
 
 
 class ParameterServerBackend(tf_backend.TensorFlowBackend):
@@ -52,11 +52,9 @@ class ParameterServerBackend(tf_backend.TensorFlowBackend):
         return step
 
     def _train_step(self, phase):
-        s = self.settings
-        return tf_step.make_train_step(
-            self.strategy, self.model, self.optimizer, self.task, global_batch_size=phase.batch_size,
-            clip_global_norm=s.clip_global_norm, log_gradient_norm=s.log_gradient_norm, jit_compile=False,
-            updates=self._applied)
+        chain = transforms.Chain([*self.chain, tf_step.CountStaleness(self._applied)])
+        return tf_step.make_train_step(self.strategy, self.model, self.optimizer, self.task, chain,
+                                       transforms.Geometry(phase.batch_size))
 
     def _loop(self, step, phase, start_example):
         """`loop(num_steps)`: `num_steps` updates scheduled on the workers, waited for, and their

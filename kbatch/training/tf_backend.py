@@ -15,7 +15,7 @@ import shutil
 import tensorflow as tf
 
 from kbatch import data, distribute, layers
-from kbatch.training import backend, checkpoint_files, preemption, run_dir, tf_step
+from kbatch.training import backend, checkpoint_files, preemption, run_dir, tf_step, transforms
 from kbatch.training.summaries import Summaries
 
 
@@ -43,8 +43,9 @@ class TensorFlowBackend(backend.Backend):
 
     def _attach_checkpoints(self):
         self._trained_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="trained_steps")
-        guarded = {"loss_spike": list(self._spike_statistics)} if self.settings.loss_spike_guard else {}
-        # The delay line is optimizer variables: the checkpoint's `optimizer` holds it.
+        # The transforms' state is optimizer variables: the checkpoint's `optimizer` holds it.
+        guard = self.chain.get(transforms.SpikeGuard)
+        guarded = {"loss_spike": list(guard.variables)} if guard else {}
         self._checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
                                                trained_steps=self._trained_steps, **guarded)
         # On the chief, `model_dir/checkpoints`; elsewhere a temporary folder (a worker's saves
@@ -100,11 +101,8 @@ class TensorFlowBackend(backend.Backend):
 
     def _train_step(self, phase):
         s = self.settings
-        return tf_step.make_train_step(
-            self.strategy, self.model, self.optimizer, self.task, global_batch_size=phase.batch_size,
-            accumulation_steps=s.accumulation_steps, clip_global_norm=s.clip_global_norm,
-            log_gradient_norm=s.log_gradient_norm, jit_compile=s.jit_compile, measure_noise=s.noise_scale_every > 0,
-            spike_guard=(s.loss_spike_guard, self._spike_statistics), delay_line=self._delay_line)
+        return tf_step.make_train_step(self.strategy, self.model, self.optimizer, self.task, self.chain,
+                                       transforms.Geometry(phase.batch_size, s.accumulation_steps), s.jit_compile)
 
     def _loop(self, step, phase, start_example):
         """`step` compiled into one `tf.function` loop over the distributed input stream."""

@@ -4,25 +4,23 @@ One optimizer update (`train_step`, run on every replica by `strategy.run`):
   1. the replica's batch is split into `accumulation_steps` micro-batches; each one's gradient
      of sum(loss) / global_batch is added up, so the sum over micro-batches and replicas is the
      gradient of the mean loss over the global batch, exactly;
-  2. the global gradient's norm is taken after the cross-replica sum (Keras 3 clips per replica,
-     before the sum: a different update under data parallelism); with `clip_global_norm` the
-     update is scaled by min(1, clip / norm), the same factor on every replica;
+  2. the gradient transforms (`kbatch.training.transforms`: the global norm, clipping after the
+     cross-replica sum, the loss-spike guard, the delay line, the noise record) run on the
+     replica's gradients, their cross-replica sums (`ReplicaContext`) in one order on every replica;
   3. the optimizer sums the replicas' gradients and applies one update, so the LR schedule sees
      one step per global batch whatever the accumulation.
 
 A step's record is a dict: each of the task's values summed over the global batch, `count`
-(examples), `grad_norm` (NaN when not measured) and `learning_rate`; with `measure_noise`, also
+(examples), `grad_norm` (NaN when not measured) and `learning_rate`; with a `NoiseRecord`, also
 `small_grad_sq`, the mean over the update's parts (replicas x micro-batches; the two halves of the
 batch when there is one part) of each part's squared gradient norm, for the noise scale
-(`kbatch.diagnostics.noise_scale`).
+(`kbatch.diagnostics.noise_scale`); and what the chain's transforms record.
 """
 
 import tensorflow as tf
 import keras
 
-from kbatch.diagnostics import noise_scale
-from kbatch.training import spike_guard as guard_lib
-from kbatch.training import staleness
+from kbatch.training import transforms
 
 SHARED = ("grad_norm", "learning_rate", "spike_factor", "staleness")  # the same on every replica; every other record field adds up
 
@@ -98,67 +96,40 @@ def _accumulate(micro_gradients, x, labels, variables, accumulation_steps, pytho
     return grads, sums, squares
 
 
-def make_train_step(strategy, model, optimizer, task, *, global_batch_size, accumulation_steps=1,
-                    clip_global_norm=None, log_gradient_norm=True, jit_compile=False, measure_noise=False,
-                    spike_guard=(None, None), delay_line=(), updates=None):
-    """The replica function of one optimizer update; returns its record (a dict). `spike_guard`:
-    (k, the variables of `spike_guard.add_statistics`), or k None for no guard; `delay_line`: the
-    variables of `staleness.add_delay_line` (none: no staleness); `updates`: a variable counting
-    the updates applied, for asynchronous training (`ps_backend`): the record's `staleness` is
-    how many more it counts once the gradient is computed than when the weights were read, and
-    it counts this update once applied."""
-    spike_threshold, spike_statistics = spike_guard
+def make_train_step(strategy, model, optimizer, task, chain, geometry, jit_compile=False):
+    """The replica function of one optimizer update; returns its record (a dict). `chain`: the
+    gradient transforms (`kbatch.training.transforms`) between the summed gradients and the
+    optimizer; `geometry`: the global batch and its accumulation steps; `jit_compile`: XLA for the
+    whole update on one replica, for the micro-batch gradient on several."""
     variables = model.trainable_variables
-    clip = float(clip_global_norm) if clip_global_norm else None
-    halves = measure_noise and strategy.num_replicas_in_sync * accumulation_steps == 1
-    if measure_noise:
-        parts, accumulation_steps = noise_parts(strategy.num_replicas_in_sync, accumulation_steps)
-        log_gradient_norm = True
-    micro_gradients = _micro_gradients_fn(strategy, model, optimizer, task, global_batch_size,
+    replicas, accumulation_steps = strategy.num_replicas_in_sync, geometry.accumulation_steps
+    halves = chain.needs_parts and replicas * accumulation_steps == 1
+    parts, accumulation_steps = noise_parts(replicas, accumulation_steps) if chain.needs_parts else (
+        replicas * accumulation_steps, accumulation_steps)
+    micro_gradients = _micro_gradients_fn(strategy, model, optimizer, task, geometry.global_batch_size,
                                           accumulation_steps, jit_compile)
     # The two halves unrolled: a graph loop under XLA on a CPU ran the update 5.8x slower (measured).
     python_loop = _cross_replica_forward(strategy, model) or halves
 
     def train_step(batch):
         x, labels = batch
-        if updates is not None:
-            read_at = updates.read_value()
-            with tf.control_dependencies([read_at]):  # the weights are read after the count
+        context = ReplicaContext(optimizer, geometry, parts, replicas)
+        first_reads = chain.start(context)
+        if first_reads:
+            with tf.control_dependencies(first_reads):  # the weights are read after these
                 x = tf.identity(x)
         if accumulation_steps == 1:
             grads, sums = micro_gradients(x, labels)
-            squares = squared_norm(grads) if measure_noise else None
+            context.took(sums, squared_norm(grads) if chain.needs_parts else None)
         else:
             grads, sums, squares = _accumulate(micro_gradients, x, labels, variables, accumulation_steps, python_loop)
-        if measure_noise:  # a part's gradient is parts x its share of the global one; summed over replicas
-            sums[noise_scale.RECORD] = squares * parts / tf.square(_loss_scale(optimizer))
-        grad_norm = tf.constant(float("nan"))
-        if clip is not None or log_gradient_norm:
-            total = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, grads)
-            grad_norm = tf.linalg.global_norm(total) / _loss_scale(optimizer)
-            if clip is not None:
-                factor = tf.minimum(1.0, clip / tf.maximum(grad_norm, 1e-12))
-                grads = [g * tf.cast(factor, g.dtype) for g in grads]
-            # Collectives must start in the same order on every replica: the optimizer's sum
-            # comes after this one.
-            with tf.control_dependencies([grad_norm]):
-                grads = [tf.identity(g) for g in grads]
+            context.took(sums, squares)
+        grads, record = chain.apply(grads, context)
         learning_rate = tf.cast(optimizer.learning_rate, tf.float32)
-        guarded = {}
-        if spike_threshold:
-            with tf.control_dependencies([grad_norm]):  # the collectives in one order on every replica
-                loss_sum = tf.identity(sums["loss"])
-            grads, guarded = _guard(loss_sum, grads, global_batch_size, spike_threshold, spike_statistics)
-        if delay_line:
-            grads = _delayed(grads, delay_line, optimizer, strategy.num_replicas_in_sync)
-        if updates is not None:
-            grads, guarded["staleness"] = _staleness(updates, read_at, grads)
-        optimizer.apply(grads, variables)
-        if updates is not None:
-            with tf.control_dependencies([v.value for v in variables]):  # read after the apply's writes
-                updates.assign_add(1)
-        return {**sums, "count": tf.cast(tf.shape(labels)[0], tf.float32), "grad_norm": grad_norm,
-                "learning_rate": learning_rate, **guarded}
+        optimizer.apply(context.ordered(grads), variables)
+        chain.finish(context, variables)
+        return {**sums, "count": tf.cast(tf.shape(labels)[0], tf.float32), "grad_norm": tf.constant(float("nan")),
+                "learning_rate": learning_rate, **record}
 
     if jit_compile and strategy.num_replicas_in_sync == 1:
         # One replica: no cross-replica sum inside, so XLA can compile the whole update,
@@ -167,40 +138,62 @@ def make_train_step(strategy, model, optimizer, task, *, global_batch_size, accu
     return train_step
 
 
-def _guard(loss_sum, grads, global_batch_size, threshold, statistics):
-    """The loss-spike guard's scaled gradients and record (`kbatch.training.spike_guard`)."""
-    total = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, loss_sum)
-    factor, new = guard_lib.guard(total / global_batch_size, [v.value for v in statistics], threshold)
-    for variable, value in zip(statistics, new):
+class ReplicaContext(transforms.Context):
+    """What the transforms ask of one replica under `tf.distribute`: variables read and assigned,
+    sums over the replicas as collectives, started in one order on every replica (each waits for
+    the one before; the optimizer's own sum comes last, `ordered`)."""
+
+    def __init__(self, optimizer, geometry, parts, replicas):
+        super().__init__(optimizer, geometry, parts, loss_scale=_loss_scale(optimizer))
+        self.replicas, self._last = replicas, []
+
+    def all_reduce(self, values):
+        if self.replicas == 1:
+            return values
+        with tf.control_dependencies(self._last):
+            values = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, values)
+        self._last = tf.nest.flatten(values)
+        return values
+
+    def ordered(self, grads):
+        """`grads`, once every collective of the chain has run."""
+        with tf.control_dependencies(self._last):
+            return [tf.identity(g) for g in grads]
+
+    def replica_share(self, grads):
+        """Replica 0 gives the summed gradients, the others zeros."""
+        if self.replicas == 1:
+            return grads
+        first = tf.equal(tf.distribute.get_replica_context().replica_id_in_sync_group, 0)
+        return [tf.where(first, g, tf.zeros_like(g)) for g in grads]
+
+    def write(self, variable, value):
         variable.assign(value)
-    return [g * tf.cast(factor, g.dtype) for g in grads], {"spike_factor": factor}
 
 
-def _staleness(updates, read_at, grads):
-    """(grads, staleness): the updates counted since `read_at`, read once the gradients exist;
-    the gradients wait for that read, so the apply comes after it."""
-    with tf.control_dependencies(grads):
-        landed = updates.read_value()
-    with tf.control_dependencies([landed]):
-        grads = [tf.identity(g) for g in grads]
-    return grads, tf.cast(landed - read_at, tf.float32)
+class CountStaleness(transforms.GradientTransform):
+    """Asynchronous training (`ps_backend`): records `staleness`, how many more updates `updates`
+    counts once the gradient is computed than when the weights were read, and counts this update
+    once applied. The gradients wait for the second read, so the apply comes after it."""
 
+    def __init__(self, updates):
+        super().__init__()
+        self.updates = updates
 
-def _delayed(grads, line, optimizer, replicas):
-    """The global gradient of tau updates ago (`kbatch.training.staleness`) in place of this one's:
-    this update's sum over the replicas goes into the line; replica 0 applies the delayed one and
-    the others zeros, so the optimizer's cross-replica sum is it exactly."""
-    context = tf.distribute.get_replica_context()
-    if replicas > 1:
-        with tf.control_dependencies(grads):  # the collectives in one order on every replica
-            grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
-    applied, written = staleness.delay(grads, [v.value for v in line], optimizer.iterations)
-    for variable, value in zip(line, written):
-        variable.assign(value)
-    if replicas == 1:
-        return applied
-    first = tf.equal(context.replica_id_in_sync_group, 0)
-    return [tf.where(first, g, tf.zeros_like(g)) for g in applied]
+    def start(self, context):
+        context.read_at = self.updates.read_value()
+        return [context.read_at]
+
+    def apply(self, grads, state, context):
+        with tf.control_dependencies(grads):
+            landed = self.updates.read_value()
+        with tf.control_dependencies([landed]):
+            grads = [tf.identity(g) for g in grads]
+        return grads, state, {"staleness": tf.cast(landed - context.read_at, tf.float32)}
+
+    def finish(self, context, variables):
+        with tf.control_dependencies([v.value for v in variables]):  # read after the apply's writes
+            self.updates.assign_add(1)
 
 
 def reduce_record(strategy, per_replica):

@@ -10,12 +10,14 @@ z = (loss - mean) / std > k standard deviations up it scales that update's chang
 by k / z, by scaling its gradient (after clipping): for SGD, with or without momentum, that is the
 learning rate of that update scaled by k / z (Adam and LARS normalize the gradient, so kbatch
 refuses the guard with them). The averages take in
-a spike at mean + k std, so one outlier does not widen the band. Both backends' steps call
-`guard` inside the compiled update; its three statistics are optimizer variables, so they are
-checkpointed and a resumed run goes on exactly.
+a spike at mean + k std, so one outlier does not widen the band. `SpikeGuard`, a transform of the
+chain, calls `guard` inside the compiled update; its three statistics are optimizer variables, so
+they are checkpointed and a resumed run goes on exactly.
 """
 
 import keras
+
+from kbatch.training.transforms.base import GradientTransform
 
 DECAY = 0.99
 WARMUP = 20
@@ -44,6 +46,18 @@ def guard(loss, statistics, threshold):
     return factor, [new_mean, new_square, count + 1]
 
 
-def scaled(before, after, factor):
-    """The weights `before + factor * (after - before)`: the update's change scaled."""
-    return [b + keras.ops.cast(factor, a.dtype) * (a - b) for b, a in zip(before, after)]
+class SpikeGuard(GradientTransform):
+    """Scales the update's gradient by `guard`'s factor for the global batch's mean loss, and
+    records it as `spike_factor`."""
+
+    def __init__(self, threshold):
+        super().__init__()
+        self.threshold = float(threshold)
+
+    def build(self, optimizer, trainable_variables):
+        self.variables = add_statistics(optimizer)
+
+    def apply(self, grads, state, context):
+        loss = context.all_reduce(context.sums["loss"]) / context.geometry.global_batch_size
+        factor, state = guard(loss, state, self.threshold)
+        return [g * keras.ops.cast(factor, g.dtype) for g in grads], state, {"spike_factor": factor}

@@ -13,10 +13,12 @@ tau updates before; the first tau updates apply a zero gradient (the line is fil
 parameter server's first round waits for its workers' first gradients). The line is a set of
 optimizer variables, one per trainable variable with a leading axis of tau, written at slot
 `iterations mod tau`, so checkpoints hold it and a resumed run goes on exactly. tau = 0 creates no
-line: the step is the synchronous one, bitwise.
+line: the step is the synchronous one, bitwise. `DelayLine` is the chain's transform.
 """
 
 import keras
+
+from kbatch.training.transforms.base import GradientTransform
 
 
 def add_delay_line(optimizer, variables, staleness):
@@ -41,3 +43,20 @@ def delay(gradients, line, iterations):
         here = ops.reshape(ops.equal(ops.arange(slots.shape[0]), slot), (-1,) + (1,) * len(g.shape))
         written.append(ops.where(here, ops.expand_dims(ops.cast(g, slots.dtype), 0), slots))
     return applied, written
+
+
+class DelayLine(GradientTransform):
+    """Applies the global gradient of `staleness` updates ago in place of this one's: this update's
+    sum over the replicas goes into the line, and each replica gives the optimizer its share of
+    the delayed one (`Context.replica_share`), so the optimizer's sum is it exactly."""
+
+    def __init__(self, staleness):
+        super().__init__()
+        self.staleness = int(staleness)
+
+    def build(self, optimizer, trainable_variables):
+        self.variables = add_delay_line(optimizer, trainable_variables, self.staleness)
+
+    def apply(self, grads, state, context):
+        applied, state = delay(context.all_reduce(grads), state, context.iterations)
+        return context.replica_share(applied), state, {}
