@@ -25,6 +25,14 @@ def test_help_exits_0_and_an_unknown_flag_is_one_line_and_exit_2(tool):
     assert refused.stderr.strip().startswith(f"{program}: ") and "bogus_flag" in refused.stderr
 
 
+def test_a_false_config_override_is_not_taken_for_an_unknown_flag(tmp_path):
+    """`--noconfig.FIELD` (what kbatch.notebook writes for FIELD=False) is a config override."""
+    run = run_tool("sweep.py", [f"--sweep_dir={tmp_path}", "--grid=batch_size=64", "--noconfig.rescale_recipe",
+                                "--report_only"], timeout=180)
+    assert run.returncode == 0 and "unknown flag" not in run.stderr, run.stderr[-2000:]
+    assert "1 pending" in run.stdout
+
+
 def test_stragglers_imports_no_tensorflow_or_keras(tmp_path):
     """Documented NumPy only: `python -X importtime` lists every module the whole command imports."""
     env = dict(os.environ, PYTHONPATH=REPO)

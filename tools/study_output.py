@@ -22,7 +22,8 @@ BAD_INPUT = 2  # kbatch.training.stops.BAD_INPUT, without importing kbatch (and 
 HELP_FLAGS = ("-h", "-?", "--help", "--helpshort", "--helpfull")
 CONFIG_HELP = ("the config file (default: kbatch/configs/mnist1d_cnn.py); --config.FIELD=VALUE overrides a "
                "field (kbatch-train --help lists them)")
-CONFIG_ARG = re.compile(r"--config([.=]|$)")  # --config and its overrides: parsed once the config file loads
+# --config and its overrides (--config.FIELD=VALUE, --noconfig.FIELD for False): parsed once the config file loads
+CONFIG_ARG = re.compile(r"--(no)?config([.=]|$)")
 
 
 def refuse_existing(outputs, overwrite):
