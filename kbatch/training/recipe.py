@@ -47,14 +47,6 @@ def base_recipe(settings, optimizer):
         epsilon=resolved["epsilon"] or KERAS_EPSILON.get(s.optimizer, 1e-7), bn_momentum=s.bn_momentum)
 
 
-def optimizer_settings(recipe):
-    """Keyword arguments for `kbatch.optimizers.build` that the recipe (a `scaling.Recipe`) sets."""
-    settings = {"weight_decay": recipe.weight_decay}
-    if recipe.adaptive:
-        settings.update(beta_1=recipe.beta_1, beta_2=recipe.beta_2, epsilon=recipe.epsilon)
-    return settings
-
-
 @dataclasses.dataclass(frozen=True)
 class RunRecipe:
     """The run's recipe, resolved once (`from_settings`).
@@ -88,8 +80,12 @@ class RunRecipe:
         return self.base
 
     def optimizer_settings(self, batch_size):
-        """Keyword arguments for `kbatch.optimizers.build` at global batch `batch_size`."""
-        return optimizer_settings(self.phase(batch_size))
+        """Keyword arguments for `kbatch.optimizers.build` that the recipe sets at global batch `batch_size`."""
+        phase = self.phase(batch_size)
+        settings = {"weight_decay": phase.weight_decay}
+        if phase.adaptive:
+            settings.update(beta_1=phase.beta_1, beta_2=phase.beta_2, epsilon=phase.epsilon)
+        return settings
 
     def norm_kwargs(self):
         """Arguments for `kbatch.layers.get(settings.norm, ...)`, BN momentum at the base batch."""
