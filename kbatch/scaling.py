@@ -270,32 +270,47 @@ def rescale(recipe, batch_size, rule=None, staleness=None):
     batch_size = checks.positive_int("batch_size", batch_size)
     if rule is None:
         rule = "sqrt" if recipe.adaptive else "linear"
+    target = _target_staleness(recipe, rule, staleness)
+    changes = _averages_at(recipe, batch_size)
+    changes.update(_step_at(recipe, batch_size, rule, target, changes.get("beta_1", recipe.momentum)))
+    return dataclasses.replace(recipe, batch_size=batch_size, **changes)
+
+
+def _target_staleness(recipe, rule, staleness):
+    """The staleness `rescale` moves `recipe` to (None: the recipe's), once `rule` is checked: only
+    the staleness rule moves a recipe to another staleness."""
     stale = _is_staleness(rule)
     if not stale:
-        alpha = _power_exponent(rule)
+        _power_exponent(rule)
     target = recipe.staleness if staleness is None else _staleness("staleness", staleness)
     if not stale and target != recipe.staleness:
         checks.fail("staleness", staleness, f"None or the recipe's staleness {recipe.staleness} with rule={rule!r} "
                     "(only rule='staleness' moves a recipe to another staleness)")
+    return target
+
+
+def _averages_at(recipe, batch_size):
+    """`rescale`'s moving averages at `batch_size`: the BN and weight-EMA momenta (Busbridge et al.
+    2023), and Adam's betas and epsilon when `adaptive` (Malladi et al. 2022)."""
     k = batch_size / recipe.batch_size
-    changes = dict(
-        batch_size=batch_size,
-        bn_momentum=rescale_momentum(recipe.bn_momentum, recipe.batch_size, batch_size),
-    )
+    changes = {"bn_momentum": rescale_momentum(recipe.bn_momentum, recipe.batch_size, batch_size)}
     if recipe.ema_momentum is not None:
         changes["ema_momentum"] = rescale_momentum(recipe.ema_momentum, recipe.batch_size, batch_size)
     if recipe.adaptive:
         changes.update(beta_1=recipe.beta_1**k, beta_2=recipe.beta_2**k, epsilon=recipe.epsilon / math.sqrt(k))
-    if stale:
-        before = recipe.beta_1 if recipe.adaptive else recipe.momentum
-        after = changes["beta_1"] if recipe.adaptive else recipe.momentum
-        delay = _factor(target, after) / _factor(recipe.staleness, before)
-        changes.update(learning_rate=recipe.learning_rate * k * delay, weight_decay=recipe.weight_decay,
-                       staleness=target)
-    else:
-        changes.update(learning_rate=scale_learning_rate(recipe.learning_rate, recipe.batch_size, batch_size, rule),
-                       weight_decay=recipe.weight_decay * k ** (1.0 - alpha))
-    return dataclasses.replace(recipe, **changes)
+    return changes
+
+
+def _step_at(recipe, batch_size, rule, target, momentum):
+    """`rescale`'s learning rate and weight decay at `batch_size`, and under the staleness rule the
+    `target` staleness; `momentum` is the heavy-ball momentum once rescaled (beta_1 when adaptive)."""
+    k = batch_size / recipe.batch_size
+    if not _is_staleness(rule):
+        return dict(learning_rate=scale_learning_rate(recipe.learning_rate, recipe.batch_size, batch_size, rule),
+                    weight_decay=recipe.weight_decay * k ** (1.0 - _power_exponent(rule)))
+    before = recipe.beta_1 if recipe.adaptive else recipe.momentum
+    delay = _factor(target, momentum) / _factor(recipe.staleness, before)
+    return dict(learning_rate=recipe.learning_rate * k * delay, weight_decay=recipe.weight_decay, staleness=target)
 
 
 def warmup_epochs(batch_size, base_batch_size, base_warmup_epochs, *, epochs_per_doubling=1.0,

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 import kbatch  # noqa: F401  (registers the layers for load_model)
 from kbatch.configs import mnist1d_cnn
-from kbatch.training import lr_schedules, resolve, train
+from kbatch.training import recipe, resolve, train
 from smooth_model import smooth_model
 
 N = 4000  # mnist1d/original training examples
@@ -115,7 +115,7 @@ def _config(**overrides):
 
 def test_step_decay_divides_the_scaled_peak_at_each_boundary():
     config = _config(decay="step", decay_boundaries=(5.0, 8.0), decay_factor=10.0)
-    schedule = lr_schedules.learning_rate_schedule(resolve(config), 60_000)
+    schedule = recipe.RunRecipe.from_settings(resolve(config)).learning_rate_schedule(60_000)
     for step in range(0, math.ceil(10 * 60_000 / 256), 37):
         epoch = step * 256 / 60_000
         want = 0.2 * min(epoch / 2.0, 1.0) / 10 ** sum(epoch >= b for b in (5.0, 8.0))
@@ -124,7 +124,7 @@ def test_step_decay_divides_the_scaled_peak_at_each_boundary():
 
 def test_polynomial_decay_reaches_zero_at_the_end_with_its_power():
     config = _config(decay="polynomial", decay_power=2.0)
-    schedule = lr_schedules.learning_rate_schedule(resolve(config), 60_000)
+    schedule = recipe.RunRecipe.from_settings(resolve(config)).learning_rate_schedule(60_000)
     for step in range(0, math.ceil(10 * 60_000 / 256), 41):
         epoch = step * 256 / 60_000
         want = 0.2 * (epoch / 2.0 if epoch < 2.0 else (1 - (epoch - 2.0) / 8.0) ** 2)

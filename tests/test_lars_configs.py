@@ -9,7 +9,7 @@ import tensorflow_datasets as tfds
 import kbatch
 from kbatch.configs import cifar10_resnet20_lars, imagenet_resnet50_lars
 from kbatch.data import preprocessing
-from kbatch.training import lr_schedules, resolve, train, validate
+from kbatch.training import recipe, resolve, train, validate
 
 IMAGENET_TRAIN = 1_281_167
 
@@ -29,9 +29,10 @@ def test_imagenet_config_is_the_mlperf_batch_32k_recipe():
     total = config.num_epochs * steps_per_epoch
     assert 2983 <= total < 2983 + steps_per_epoch  # MLPerf: 2,983 steps
     warmup = 25 * steps_per_epoch
-    assert lr_schedules.peak_learning_rate(resolve(config)) == pytest.approx(31.2)
+    run_recipe = recipe.RunRecipe.from_settings(resolve(config))
+    assert run_recipe.peak_learning_rate() == pytest.approx(31.2)
     assert (config.decay, config.decay_power) == ("polynomial", 2.0)
-    schedule = lr_schedules.learning_rate_schedule(resolve(config), IMAGENET_TRAIN)
+    schedule = run_recipe.learning_rate_schedule(IMAGENET_TRAIN)
     for step in (0, 1, 300, 977, 978, 979, 2000, 3009, 3010):
         want = mlperf_learning_rate(step, 31.2, warmup, total, 2.0)
         assert float(schedule(step)) == pytest.approx(want, rel=1e-5, abs=1e-6), step
@@ -47,12 +48,13 @@ def test_imagenet_config_is_the_mlperf_batch_32k_recipe():
 def test_cifar10_config_moves_the_mlperf_peak_to_its_batch_by_the_linear_rule():
     config = cifar10_resnet20_lars.get_config()
     assert validate(config) is None
-    assert lr_schedules.peak_learning_rate(resolve(config)) == pytest.approx(31.2 * config.batch_size / 32768)
+    run_recipe = recipe.RunRecipe.from_settings(resolve(config))
+    assert run_recipe.peak_learning_rate() == pytest.approx(31.2 * config.batch_size / 32768)
     steps_per_epoch = 50_000 / config.batch_size
     total, warmup = config.num_epochs * steps_per_epoch, config.warmup_epochs * steps_per_epoch
-    schedule = lr_schedules.learning_rate_schedule(resolve(config), 50_000)
+    schedule = run_recipe.learning_rate_schedule(50_000)
     for step in (0, 91, 183, 560, 1098):
-        want = mlperf_learning_rate(step, lr_schedules.peak_learning_rate(resolve(config)), warmup, total, 2.0)
+        want = mlperf_learning_rate(step, run_recipe.peak_learning_rate(), warmup, total, 2.0)
         assert float(schedule(step)) == pytest.approx(want, rel=1e-5, abs=1e-6), step
 
 

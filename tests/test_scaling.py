@@ -400,13 +400,14 @@ def test_rescale_with_the_staleness_rule_is_multiplicative(b, tau, adaptive):
 def test_config_lr_scaling_staleness_is_the_rule_at_the_run_s_batch_and_delay(optimizer, momentum):
     # The trainer's peak rate is scale_learning_rate's staleness rule, with the run's momentum
     # (Adam's beta_1; none for plain SGD).
-    from kbatch.training import lr_schedules, schema
+    from kbatch.training import recipe, schema
     settings = schema.resolve({"lr_scaling": "staleness", "staleness": 4, "batch_size": 1024, "optimizer": optimizer,
                                "base_batch_size": 128, "base_learning_rate": 0.05})
     expected = scaling.scale_learning_rate(0.05, 128, 1024, "staleness", staleness=4, momentum=momentum)
-    assert lr_schedules.peak_learning_rate(settings) == pytest.approx(expected, rel=1e-12)
+    assert recipe.RunRecipe.from_settings(settings).peak_learning_rate() == pytest.approx(expected, rel=1e-12)
     synchronous = schema.resolve({"lr_scaling": "staleness", "batch_size": 1024, "optimizer": optimizer})
-    assert lr_schedules.peak_learning_rate(synchronous) == pytest.approx(0.05 * 1024 / 128, rel=1e-12)
+    assert recipe.RunRecipe.from_settings(synchronous).peak_learning_rate() == pytest.approx(0.05 * 1024 / 128,
+                                                                                            rel=1e-12)
 
 
 @pytest.mark.parametrize("call, message", [

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from kbatch.training.lr_schedules import peak_learning_rate
+from kbatch.training.recipe import RunRecipe
 from kbatch.training.schema import resolve
 from run_tool import run_tool
 
@@ -41,7 +41,7 @@ def test_one_row_per_run_with_its_own_figures(runs, tmp_path):
         # the schedule's peak (reached after the half-epoch warmup, between the evaluations, which
         # see a rate already decaying), not the largest rate seen at an evaluation
         config = resolve(json.loads((directory / "config.json").read_text()))
-        assert float(row[3]) == pytest.approx(peak_learning_rate(config), rel=1e-3)
+        assert float(row[3]) == pytest.approx(RunRecipe.from_settings(config).peak_learning_rate(), rel=1e-3)
         assert float(row[3]) > 1.001 * max(e["learning_rate"] for e in result["history"])
     assert (tmp_path / "p.png").stat().st_size > 10_000
 

@@ -17,7 +17,7 @@ import pytest
 
 from kbatch.configs import mnist1d_cnn
 from kbatch.study import grid, report, sweep
-from kbatch.training import lr_schedules, schema
+from kbatch.training import recipe, schema
 from run_tool import REPO
 
 RESULTS = {  # spec (tools/sweeps/<spec>.py): its results (docs/results/<stem>.csv, <stem>_sweep.json)
@@ -145,7 +145,7 @@ def test_the_csv_is_one_finished_row_per_point_with_its_config(sweeps, spec):
         for field in report.DESCRIBED:
             value = getattr(settings, field)
             assert row[field] == ("" if value is None else str(value)), f"{row['name']}: {field}"
-        peak = lr_schedules.peak_learning_rate(settings)
+        peak = recipe.RunRecipe.from_settings(settings).peak_learning_rate()
         assert float(row["peak_learning_rate"]) == pytest.approx(peak, rel=1e-12), row["name"]
         for target in TARGETS[spec]:
             assert all(column in row for column in report.target_columns(target))

@@ -26,6 +26,7 @@ On real machines there is no launcher: set TF_CONFIG on each host and run the sa
 (docs/distributed.md).
 """
 
+import functools
 import json
 import os
 import signal
@@ -156,6 +157,29 @@ def launch(command, workers, timeout_s=None, env=None, grace_s=5.0, stdout=None,
     Returns the largest exit code of the workers that exited on their own (a worker killed by
     signal N counts as 128 + N), or the coordinator's, 124 after a timeout, 130 after Ctrl-C.
     """
+    _check_arguments(command, workers, ps, timeout_s, grace_s)
+    stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
+    processes, printers = [], []
+    say = functools.partial(_say, stderr)
+    started = time.monotonic()
+    try:
+        configs = tf_configs(free_ports(workers + (ps + 1 if ps else 0), host), host, ps)
+        names = [f"{c['task']['type']} {c['task']['index']}" for c in configs]
+        _start(command, names, configs, env, processes, printers, stdout, stderr)
+        result = _wait(processes, names, ps, started, timeout_s, say)
+    except KeyboardInterrupt:
+        say("interrupted; stopping every process.")
+        result = INTERRUPT_EXIT_CODE
+    finally:
+        stop(processes, grace_s)
+        deadline = time.monotonic() + grace_s  # a pipe held open by an escaped child ends here
+        for printer in printers:
+            printer.thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    return result
+
+
+def _check_arguments(command, workers, ps, timeout_s, grace_s):
+    """A ValueError naming the first bad argument of `launch`."""
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}.")
     if isinstance(ps, bool) or not isinstance(ps, int) or ps < 0:
@@ -166,58 +190,54 @@ def launch(command, workers, timeout_s=None, env=None, grace_s=5.0, stdout=None,
         raise ValueError(f"timeout_s must be a positive number of seconds or None, got {timeout_s!r}.")
     if isinstance(grace_s, bool) or not isinstance(grace_s, (int, float)) or not grace_s >= 0:
         raise ValueError(f"grace_s must be a number of seconds >= 0, got {grace_s!r}.")
-    stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
-    processes, printers = [], []
-    started = time.monotonic()
 
-    def say(message):
-        with _Printer.lock:
-            stderr.write(f"[launcher] {message}\n")
-            stderr.flush()
 
+def _say(stderr, message):
+    """One line of the launcher's own on `stderr`, between the workers' lines."""
+    with _Printer.lock:
+        stderr.write(f"[launcher] {message}\n")
+        stderr.flush()
+
+
+def _start(command, names, configs, env, processes, printers, stdout, stderr):
+    """Start one process per TF_CONFIG of `configs`, appending each to `processes` as it starts
+    (so that `launch` stops every started one) and its two stream copiers to `printers`."""
     preexec = dying_with_launcher()
-    try:
-        configs = tf_configs(free_ports(workers + (ps + 1 if ps else 0), host), host, ps)
-        names = [f"{c['task']['type']} {c['task']['index']}" for c in configs]
-        for name, tf_config in zip(names, configs):
-            worker_env = {**os.environ, **(env or {}), "TF_CONFIG": json.dumps(tf_config),
-                          "PYTHONUNBUFFERED": "1"}
-            process = subprocess.Popen(command, env=worker_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                       start_new_session=True, preexec_fn=preexec)
-            processes.append(process)
-            printers += [_Printer(process.stdout, f"[{name}] ", stdout),
-                         _Printer(process.stderr, f"[{name}] ", stderr)]
-        while True:
-            codes = [process.poll() for process in processes]
-            running = [names[i] for i, c in enumerate(codes) if c is None]
-            if ps and codes[0] is not None:  # the coordinator is done: the servers have no end
-                if codes[0]:
-                    say(f"{names[0]} (the coordinator) {ended(codes[0])}; stopping {', '.join(running)}.")
-                result = exit_code(codes[0])
-                break
-            failed = [(i, c) for i, c in enumerate(codes) if c not in (None, 0)]
-            if failed:
-                for i, code in failed:
-                    say(f"{names[i]} {ended(code)}; stopping {', '.join(running) or 'nothing'}.")
-                result = max(exit_code(code) for _, code in failed)
-                break
-            if all(c == 0 for c in codes):
-                result = 0
-                break
-            if timeout_s is not None and time.monotonic() - started > timeout_s:
-                say(f"timeout: {timeout_s} s passed; stopping every process.")
-                result = TIMEOUT_EXIT_CODE
-                break
-            time.sleep(POLL_SECONDS)
-    except KeyboardInterrupt:
-        say("interrupted; stopping every process.")
-        result = INTERRUPT_EXIT_CODE
-    finally:
-        stop(processes, grace_s)
-        deadline = time.monotonic() + grace_s  # a pipe held open by an escaped child ends here
-        for printer in printers:
-            printer.thread.join(timeout=max(0.0, deadline - time.monotonic()))
-    return result
+    for name, tf_config in zip(names, configs):
+        worker_env = {**os.environ, **(env or {}), "TF_CONFIG": json.dumps(tf_config), "PYTHONUNBUFFERED": "1"}
+        process = subprocess.Popen(command, env=worker_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   start_new_session=True, preexec_fn=preexec)
+        processes.append(process)
+        printers += [_Printer(process.stdout, f"[{name}] ", stdout), _Printer(process.stderr, f"[{name}] ", stderr)]
+
+
+def _wait(processes, names, ps, started, timeout_s, say):
+    """Poll `processes` until the job ends (or `timeout_s` after `started`); its exit code (see `launch`)."""
+    while True:
+        result = _outcome([process.poll() for process in processes], names, ps, say)
+        if result is not None:
+            return result
+        if timeout_s is not None and time.monotonic() - started > timeout_s:
+            say(f"timeout: {timeout_s} s passed; stopping every process.")
+            return TIMEOUT_EXIT_CODE
+        time.sleep(POLL_SECONDS)
+
+
+def _outcome(codes, names, ps, say):
+    """The job's exit code once the processes' exit `codes` (None: running) end it, else None."""
+    running = [names[i] for i, c in enumerate(codes) if c is None]
+    if ps and codes[0] is not None:  # the coordinator is done: the servers have no end
+        if codes[0]:
+            say(f"{names[0]} (the coordinator) {ended(codes[0])}; stopping {', '.join(running)}.")
+        return exit_code(codes[0])
+    failed = [(i, c) for i, c in enumerate(codes) if c not in (None, 0)]
+    if failed:
+        for i, code in failed:
+            say(f"{names[i]} {ended(code)}; stopping {', '.join(running) or 'nothing'}.")
+        return max(exit_code(code) for _, code in failed)
+    if all(c == 0 for c in codes):
+        return 0
+    return None
 
 
 FLAGS = flags.FLAGS

@@ -36,11 +36,11 @@ def train_accuracy(model_dir, dataset):
 
 def schedule_peak(config):
     """The peak of the run's learning-rate schedule (its base rate moved to its batch by
-    `lr_scaling`: `kbatch.training.lr_schedules.peak_learning_rate`), not the largest rate seen at
+    `lr_scaling`: `kbatch.training.recipe.RunRecipe.peak_learning_rate`), not the largest rate seen at
     an evaluation, which misses a peak between evaluations."""
-    from kbatch.training import lr_schedules, schema
+    from kbatch.training import recipe, schema
 
-    return lr_schedules.peak_learning_rate(schema.resolve(config))
+    return recipe.RunRecipe.from_settings(schema.resolve(config)).peak_learning_rate()
 
 
 def summarize(model_dir):

@@ -76,19 +76,7 @@ class GhostBatchNormalization(keras.layers.BatchNormalization):
         x = ops.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))
         rank = len(x.shape)
         channel = self.axis % rank
-        batch = ops.shape(x)[0]
-        feature_shape = list(ops.shape(x)[1:])
-        ghost_shape = [-1, self.virtual_batch_size] + feature_shape
-
-        # Weight 1 for every real (unmasked) element, 0 for the padding that completes the last
-        # ghost batch; statistics are weighted sums, so the padding never counts.
-        if mask is None:
-            weights = ops.ones([batch] + [1] * (rank - 1), dtype=x.dtype)
-        else:
-            weights = ops.expand_dims(ops.cast(mask, x.dtype), -1)
-        padding = [[0, (-batch) % self.virtual_batch_size]] + [[0, 0]] * (rank - 1)
-        ghosts = ops.reshape(ops.pad(x, padding), ghost_shape)
-        weights = ops.reshape(ops.pad(ops.broadcast_to(weights, ops.shape(x)), padding), ghost_shape)
+        ghosts, weights = self._ghost_batches(x, mask)
 
         # Ghost layout (G, V, ...features): statistics over V and the non-channel feature axes.
         axes = [1] + [a + 1 for a in range(1, rank) if a != channel]
@@ -97,28 +85,52 @@ class GhostBatchNormalization(keras.layers.BatchNormalization):
         mean = ops.sum(ghosts * weights, axis=axes, keepdims=True) / safe_count
         variance = ops.sum(weights * ops.square(ghosts - mean), axis=axes, keepdims=True) / safe_count
 
+        outputs = self._normalize(ghosts, mean, variance, channel)
+        outputs = ops.reshape(outputs, [-1] + list(ops.shape(x)[1:]))[: ops.shape(x)[0]]
+        self._update_moving_statistics(mean, variance, count, channel)
+        return ops.cast(outputs, self.compute_dtype)
+
+    def _ghost_batches(self, x, mask):
+        """`x` and its weights in the ghost layout (G, V, ...features), the last ghost batch padded.
+
+        Weight 1 for every real (unmasked) element, 0 for the padding that completes the last
+        ghost batch; statistics are weighted sums, so the padding never counts."""
+        rank = len(x.shape)
+        batch = ops.shape(x)[0]
+        ghost_shape = [-1, self.virtual_batch_size] + list(ops.shape(x)[1:])
+        if mask is None:
+            weights = ops.ones([batch] + [1] * (rank - 1), dtype=x.dtype)
+        else:
+            weights = ops.expand_dims(ops.cast(mask, x.dtype), -1)
+        padding = [[0, (-batch) % self.virtual_batch_size]] + [[0, 0]] * (rank - 1)
+        ghosts = ops.reshape(ops.pad(x, padding), ghost_shape)
+        weights = ops.reshape(ops.pad(ops.broadcast_to(weights, ops.shape(x)), padding), ghost_shape)
+        return ghosts, weights
+
+    def _normalize(self, ghosts, mean, variance, channel):
+        """Each ghost batch normalized by its own statistics, then scaled and centered."""
         outputs = (ghosts - mean) * ops.rsqrt(variance + self.epsilon)
-        broadcast = [1] * (rank + 1)
+        broadcast = [1] * len(ghosts.shape)
         broadcast[channel + 1] = -1
         if self.scale:
-            outputs = outputs * ops.reshape(ops.cast(self.gamma, x.dtype), broadcast)
+            outputs = outputs * ops.reshape(ops.cast(self.gamma, ghosts.dtype), broadcast)
         if self.center:
-            outputs = outputs + ops.reshape(ops.cast(self.beta, x.dtype), broadcast)
-        outputs = ops.reshape(outputs, [-1] + feature_shape)[:batch]
+            outputs = outputs + ops.reshape(ops.cast(self.beta, ghosts.dtype), broadcast)
+        return outputs
 
-        # One moving-average update with the count-weighted mean of the ghost statistics.
-        ghost_axes = [a for a in range(rank + 1) if a != channel + 1]
+    def _update_moving_statistics(self, mean, variance, count, channel):
+        """One moving-average update with the count-weighted mean of the ghost statistics."""
+        ghost_axes = [a for a in range(len(mean.shape)) if a != channel + 1]
         total = ops.maximum(ops.sum(count, axis=ghost_axes), 1.0)
         batch_mean = ops.sum(mean * count, axis=ghost_axes) / total
         batch_variance = ops.sum(variance * count, axis=ghost_axes) / total
         momentum = self.momentum
         self.moving_mean.assign(
-            ops.cast(self.moving_mean, x.dtype) * momentum + batch_mean * (1.0 - momentum)
+            ops.cast(self.moving_mean, mean.dtype) * momentum + batch_mean * (1.0 - momentum)
         )
         self.moving_variance.assign(
-            ops.cast(self.moving_variance, x.dtype) * momentum + batch_variance * (1.0 - momentum)
+            ops.cast(self.moving_variance, mean.dtype) * momentum + batch_variance * (1.0 - momentum)
         )
-        return ops.cast(outputs, self.compute_dtype)
 
     def get_config(self):
         return {**super().get_config(), "virtual_batch_size": self.virtual_batch_size}

@@ -10,7 +10,7 @@ import csv
 import os
 import time
 
-from kbatch.training import lr_schedules, schema
+from kbatch.training import recipe, schema
 
 DESCRIBED = ("dataset", "model", "norm", "optimizer", "batch_size", "base_batch_size", "base_learning_rate",
              "lr_scaling", "warmup_epochs", "num_epochs", "seed")
@@ -34,7 +34,7 @@ def point_row(sweep, point, targets):
     row = {"name": point.name, "state": state, "error": record.get("error") if state in ("failed", "diverged") else None}
     row.update({field: point.config[field] for field in sweep.axes})
     row.update({field: getattr(settings, field) for field in DESCRIBED if field not in row})
-    row["peak_learning_rate"] = lr_schedules.peak_learning_rate(settings)
+    row["peak_learning_rate"] = recipe.RunRecipe.from_settings(settings).peak_learning_rate()
     result = record if state == "finished" else {}
     row.update({field: result.get(field) for field in RESULTS})
     for target in targets:

@@ -7,7 +7,6 @@ anew, so a phase's step uses its own recipe.
 import keras
 
 from kbatch import layers, optimizers, scaling
-from kbatch.training import recipe
 
 
 def moving_average_momenta(model):
@@ -17,15 +16,15 @@ def moving_average_momenta(model):
     return [(layer, layer.momentum) for layer in model._flatten_layers() if isinstance(layer, kinds)]
 
 
-def apply_phase(settings, batch_size, momenta, optimizer):
-    """With `settings.rescale_recipe`, move the recipe to global batch `batch_size`: each layer
-    of `momenta` gets its momentum rescaled from the base batch (Busbridge et al. 2023), and
+def apply_phase(recipe, batch_size, momenta, optimizer):
+    """With `rescale_recipe`, move the run's `recipe` (a `recipe.RunRecipe`) to global batch
+    `batch_size`: each layer of `momenta` gets its momentum rescaled from the base batch (Busbridge et al. 2023), and
     `optimizer` the rescaled weight decay (where it decays) and Adam settings."""
-    if not settings.rescale_recipe:
+    if not recipe.settings.rescale_recipe:
         return
     for layer, momentum in momenta:
-        layer.momentum = scaling.rescale_momentum(momentum, settings.base_batch_size, batch_size)
-    phase = recipe.phase_recipe(settings, batch_size)
+        layer.momentum = scaling.rescale_momentum(momentum, recipe.base.batch_size, batch_size)
+    phase = recipe.phase(batch_size)
     inner = optimizers.unwrap(optimizer)
     if getattr(inner, "weight_decay", None):
         inner.weight_decay = phase.weight_decay

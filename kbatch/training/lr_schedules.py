@@ -1,4 +1,5 @@
-"""The run's batch-size phases and learning-rate schedule, built from its `Settings`.
+"""The run's batch-size phases and learning-rate schedule, built from its `Settings` and the rule
+that moves the rate across batch sizes (`recipe.RunRecipe` calls these with its resolved rule).
 
 The recipe is given at `base_batch_size`. The run's global batch is `batch_size`, or changes by
 phase (`batch_boundaries` / `batch_sizes`, or `anneal_batch`). Each phase's peak rate is the
@@ -10,29 +11,27 @@ examples seen.
 import keras
 
 from kbatch import scaling, schedules
-from kbatch.training import recipe
 
 
-def peak_learning_rate(settings):
-    """The base learning rate moved to the run's (first) global batch by `lr_scaling`."""
-    rule, base = recipe.batch_rule(settings)
+def peak_learning_rate(settings, rule, base):
+    """The base learning rate `base` moved to the run's (first) global batch by `rule`."""
     return scaling.scale_learning_rate(base, settings.base_batch_size, settings.batch_size, rule)
 
 
-def batch_schedule(settings, multiple_of=1):
-    """The run's `BatchSizeSchedule`, with each phase's peak learning rate.
+def batch_schedule(settings, rule, base, multiple_of=1):
+    """The run's `BatchSizeSchedule`, with each phase's peak learning rate (`base` at
+    `base_batch_size`, moved by `rule`).
 
     - `decay="step"`: the rate is divided by `decay_factor` at each of `decay_boundaries`; with
       `anneal_batch` the batch is multiplied instead (Smith et al. 2018), rounded to a multiple of
       `multiple_of` (replicas x accumulation steps), up to `max_batch_size`.
     - `batch_boundaries` / `batch_sizes`: phase i > 0 trains at `batch_sizes[i - 1]`, its rate
-      moved from the base batch by `lr_scaling`.
+      moved from the base batch by `rule`.
     - otherwise one phase at `batch_size`.
     """
     s = settings
-    rule, base = recipe.batch_rule(s)
     if s.decay == "step":
-        peak = peak_learning_rate(s)
+        peak = peak_learning_rate(s, rule, base)
         if s.anneal_batch:
             return schedules.BatchSizeSchedule.from_step_decay(
                 peak, s.batch_size, s.decay_boundaries, s.decay_factor, max_batch_size=s.max_batch_size,
@@ -58,7 +57,7 @@ def epoch_schedule(settings):
     return schedules.Warmup(after, s.warmup_epochs, offset=s.decay != "step")
 
 
-def learning_rate_schedule(settings, num_examples, batches=None):
+def learning_rate_schedule(settings, num_examples, batches):
     """The optimizer's schedule: `PhasedSchedule` over optimizer updates (one per global batch,
-    accumulated micro-batches included) of `epoch_schedule` times each phase's peak rate."""
-    return schedules.PhasedSchedule(batches or batch_schedule(settings), num_examples, epoch_schedule(settings))
+    accumulated micro-batches included) of `epoch_schedule` times each phase's peak rate (`batches`)."""
+    return schedules.PhasedSchedule(batches, num_examples, epoch_schedule(settings))

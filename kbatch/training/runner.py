@@ -20,8 +20,8 @@ import keras
 from kbatch import ledger, models, optimizers, runtime
 from kbatch.diagnostics import noise_scale
 from kbatch.training import actions as actions_lib
-from kbatch.training import (apply_recipe, arguments, cross_checks, event_writer, history, lr_schedules, recipe, run_dir,
-                             run_lock, schema)
+from kbatch.training import (apply_recipe, arguments, cross_checks, event_writer, history, recipe, run_dir, run_lock,
+                             schema)
 from kbatch.training.plan import Plan
 from kbatch.training.tasks import Classification
 
@@ -88,32 +88,33 @@ def _check_plan(settings, batches, replicas, info):
     return plan
 
 
-def _build_model_and_optimizer(settings, info, batches, model_fn):
+def _build_model_and_optimizer(run_recipe, info, batches, model_fn):
     """The model (mapping inputs to the task's outputs) and its optimizer, at the first phase's recipe."""
+    settings = run_recipe.settings
     if model_fn is not None:
         model = model_fn(info)
         if not isinstance(model, keras.Model):
             raise TypeError(f"model_fn returned {type(model).__name__}: it must return a keras.Model mapping inputs "
                             "to the task's outputs (a missing return?).")
     else:
-        model = kbatch_model(settings, info.input_shape, info.num_classes)
-    first = recipe.phase_recipe(settings, batches.batch_sizes[0])
+        model = kbatch_model(run_recipe, info.input_shape, info.num_classes)
     optimizer = optimizers.build(
-        recipe.optimizer_config(settings),
-        lr_schedules.learning_rate_schedule(settings, info.num_train_examples, batches),
-        **recipe.optimizer_settings(first))
+        run_recipe.optimizer, run_recipe.learning_rate_schedule(info.num_train_examples, batches),
+        **run_recipe.optimizer_settings(batches.batch_sizes[0]))
     optimizers.apply_exclusions(optimizer, model)
     if settings.mixed_precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return model, optimizer
 
 
-def kbatch_model(settings, input_shape, num_classes):
-    """The config's model (`settings.model`); a `norm_groups` that does not divide a normalized
-    layer's channels is named as the config field, not as the layer's argument `groups`."""
+def kbatch_model(run_recipe, input_shape, num_classes):
+    """The config's model (`settings.model`, with the norm arguments of `run_recipe`, a
+    `recipe.RunRecipe`); a `norm_groups` that does not divide a normalized layer's channels is
+    named as the config field, not as the layer's argument `groups`."""
+    settings = run_recipe.settings
     try:
         return models.get(settings.model, num_classes=num_classes, input_shape=input_shape, norm=settings.norm,
-                          norm_kwargs=recipe.norm_kwargs(settings))
+                          norm_kwargs=run_recipe.norm_kwargs())
     except ValueError as error:
         if settings.norm != "group" or not str(error).startswith("groups="):
             raise
@@ -126,7 +127,8 @@ def check_model(settings):
     """Build the config's model as `build_run` does, with no data, strategy or files (what
     `kbatch-train --check` runs): a ValueError naming the field when it cannot be built. The input
     is a stand-in of the model's kind (a sequence or an image): no channel count depends on it."""
-    kbatch_model(settings, (40, 1) if settings.model == "mnist1d_cnn" else (32, 32, 3), num_classes=10)
+    kbatch_model(recipe.RunRecipe.from_settings(settings), (40, 1) if settings.model == "mnist1d_cnn" else (32, 32, 3),
+                 num_classes=10)
 
 
 def _check_halves(settings, backend):
@@ -170,28 +172,29 @@ def build_run(config, strategy=None, model_fn=None, task=None):
     backend = _backend(settings, strategy)
     lock = run_lock.acquire(settings.model_dir) if backend.is_chief else None
     try:
-        return _build_locked_run(settings, backend, model_fn, task, lock)
+        return _build_locked_run(recipe.RunRecipe.from_settings(settings), backend, model_fn, task, lock)
     except BaseException:
         if lock:
             lock.release(discard_empty=True)
         raise
 
 
-def _build_locked_run(settings, backend, model_fn, task, lock):
+def _build_locked_run(run_recipe, backend, model_fn, task, lock):
     """`build_run` once this process holds the run folder (`lock`, None off the chief)."""
+    settings = run_recipe.settings
     changed = run_dir.check(settings.model_dir, settings)  # again: another run may have ended meanwhile
     replicas = backend.num_replicas
     ledger.per_replica_batch_size(settings.batch_size, replicas, settings.accumulation_steps)
     halves = _check_halves(settings, backend)
     info = backend.describe_data()
-    batches = lr_schedules.batch_schedule(settings, multiple_of=replicas * settings.accumulation_steps * halves)
+    batches = run_recipe.batch_schedule(multiple_of=replicas * settings.accumulation_steps * halves)
     plan = _check_plan(settings, batches, replicas, info)
     cross_checks.check_plan(settings, plan, replicas)
     keras.mixed_precision.set_global_policy(settings.mixed_precision or "float32")
     runtime.set_random_seed(settings.seed)
     task = task or Classification()
     with backend.scope():
-        model, optimizer = _build_model_and_optimizer(settings, info, batches, model_fn)
+        model, optimizer = _build_model_and_optimizer(run_recipe, info, batches, model_fn)
         backend.attach(model, optimizer, task)
     arguments.check_outputs(model, task, info, model_fn is not None)
     if halves == 2 and any("moving_mean" in v.path for v in model.non_trainable_variables):
@@ -200,7 +203,7 @@ def _build_locked_run(settings, backend, model_fn, task, lock):
             "which would give this model's batch normalization half batches: set accumulation_steps >= 2 (each "
             "micro-batch is then its own BN batch, as it is without the noise scale), train on several replicas "
             "(TensorFlow), or use a norm without batch statistics.")
-    run = Run(settings, backend, task, info, model, optimizer, plan, changed, lock)
+    run = Run(run_recipe, backend, task, info, model, optimizer, plan, changed, lock)
     if backend.is_chief:
         with run_dir.writing(settings.model_dir, "config.json", lambda: backend.latest_checkpoint):
             run_dir.write_json(os.path.join(settings.model_dir, run_dir.CONFIG_FILE), schema.as_json(settings))
@@ -208,27 +211,28 @@ def _build_locked_run(settings, backend, model_fn, task, lock):
 
 
 class Run:
-    """A built run (see `build_run`): its settings, backend, task, model, optimizer, plan,
-    evaluation history and the number of updates done (`step`). `changed` is None for a new run,
+    """A built run (see `build_run`): its recipe (a `recipe.RunRecipe`) and settings, backend, task,
+    model, optimizer, plan, evaluation history and the number of updates done (`step`). `changed` is None for a new run,
     else the fields changed since the run in `model_dir` was started ({} for none). `lock` is
     the held `run_lock.RunLock` of `model_dir` (None off the chief), released when training ends
     or by `close()`."""
 
-    def __init__(self, settings, backend, task, info, model, optimizer, plan, changed, lock=None):
-        self.settings, self.backend, self.task, self.info = settings, backend, task, info
+    def __init__(self, run_recipe, backend, task, info, model, optimizer, plan, changed, lock=None):
+        self.recipe, self.settings = run_recipe, run_recipe.settings
+        self.backend, self.task, self.info = backend, task, info
         self.model, self.optimizer, self.plan, self.changed = model, optimizer, plan, changed
         self.lock = lock
         self.momenta = apply_recipe.moving_average_momenta(model)
         self.history = history.History(backend.write_dir)
         self.step = backend.restore()
         if self.step:
-            self.history.load(self.step, settings.model_dir)
+            self.history.load(self.step, self.settings.model_dir)
         self._phase = self._loop = None
         decisions = [d for d in self.history.state.get("adaptive_batch", []) if d["step"] <= self.step]
         if decisions:  # a resumed adaptive run: the phases it chose, exactly
             self.adapt(decisions)
         if changed is not None and backend.is_chief:  # points logged after the checkpoint are logged again
-            event_writer.drop_events_from(settings.model_dir, self.step + 1,
+            event_writer.drop_events_from(self.settings.model_dir, self.step + 1,
                                           {"examples": self.plan.ledger.examples_seen(self.step)})
         self._started = time.time()
 
@@ -236,13 +240,12 @@ class Run:
         """Re-plan with the adaptive batch's `decisions` ([{"epoch", "batch", "step"}], in order):
         phase i + 1 trains at decisions[i]'s batch from its epoch on, its rate moved by `lr_scaling`.
         The plan and the optimizer's rate schedule are rebuilt; the past keeps its steps and rates."""
-        s = dataclasses.replace(self.settings, batch_boundaries=tuple(float(d["epoch"]) for d in decisions),
-                                batch_sizes=tuple(int(d["batch"]) for d in decisions))
+        s = self.settings
         halves = _check_halves(s, self.backend)
-        batches = lr_schedules.batch_schedule(s, multiple_of=self.backend.num_replicas * s.accumulation_steps * halves)
+        batches = self.recipe.batch_schedule(self.backend.num_replicas * s.accumulation_steps * halves, decisions)
         self.plan = _check_plan(s, batches, self.backend.num_replicas, self.info)
-        optimizers.unwrap(self.optimizer).learning_rate = lr_schedules.learning_rate_schedule(
-            s, self.info.num_train_examples, batches)
+        optimizers.unwrap(self.optimizer).learning_rate = self.recipe.learning_rate_schedule(
+            self.info.num_train_examples, batches)
         self.history.state["adaptive_batch"] = list(decisions)
         self._phase = None  # the next loop starts the new phase (a new compiled step)
 
@@ -261,7 +264,7 @@ class Run:
         """Updates up to the plan's next stop, in one compiled call; a `LoopOutput`."""
         phase = self.plan.phase_at(self.step)
         if phase is not self._phase:
-            apply_recipe.apply_phase(self.settings, phase.batch_size, self.momenta, self.optimizer)
+            apply_recipe.apply_phase(self.recipe, phase.batch_size, self.momenta, self.optimizer)
             self._loop = self.backend.start_phase(phase, self.plan.ledger.examples_seen(self.step))
             self._phase = phase
         num_steps = self.plan.next_stop(self.step, self.settings.steps_per_loop)
