@@ -67,7 +67,7 @@ def test_the_two_worker_readme_run_prints_kbatchs_lines_and_ends_cleanly(tmp_pat
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-2000:]
     assert "kbatch: done" in output and "Exception in thread" not in output and "Traceback" not in output
-    assert "Collective all_reduce" not in output and not [l for l in output.splitlines() if ABSL_INFO.match(l)]
+    assert "Collective all_reduce" not in output and not [line for line in output.splitlines() if ABSL_INFO.match(line)]
     assert len(output.splitlines()) <= 40
 
 

@@ -40,6 +40,6 @@ def test_cifar10_resnet20_trains_on_mock_data_and_is_the_paper_model(tmp_path):
     assert result["steps"] == 2 and result["examples_seen"] == 64
     # He et al. 2016, table 6: ResNet-20 has 0.27M parameters (20 weighted layers).
     assert round(seen["model"].count_params() / 1e6, 2) == 0.27
-    convs_and_dense = [l for l in seen["model"].layers if l.__class__.__name__ in ("Conv2D", "Dense")
-                       and not l.name.endswith("_proj")]
+    convs_and_dense = [layer for layer in seen["model"].layers if layer.__class__.__name__ in ("Conv2D", "Dense")
+                       and not layer.name.endswith("_proj")]
     assert len(convs_and_dense) == 20
