@@ -84,7 +84,8 @@ def main(argv):
     own = {case: r["peak_mib"] - r["before_mib"] for case, r in results.items()}
     print(f"{MODEL.value}, {STEPS.value} updates: accumulation 256x16 needs {own['256x16'] / own['256']:.2f}x "
           f"the memory of micro-batch 256 alone (goal <= 1.2x) and {own['256x16'] / own['4096']:.2f}x that of "
-          f"batch 4096 without accumulation; peak resident set {results['256x16']['peak_mib'] / results['256']['peak_mib']:.2f}x "
+          f"batch 4096 without accumulation; peak resident set "
+          f"{results['256x16']['peak_mib'] / results['256']['peak_mib']:.2f}x "
           f"and {results['256x16']['peak_mib'] / results['4096']['peak_mib']:.2f}x.")
 
 

@@ -85,7 +85,8 @@ def main(argv):
     for repeat in range(REPEATS.value):
         for kind in KINDS:
             rates[kind].append(_measure(kind))
-        print(f"repeat {repeat + 1}: " + ", ".join(f"{k} {rates[k][-1]:,.0f}" for k in KINDS) + " examples/s", flush=True)
+        rates_now = ", ".join(f"{k} {rates[k][-1]:,.0f}" for k in KINDS)
+        print(f"repeat {repeat + 1}: {rates_now} examples/s", flush=True)
     median = {k: sorted(v)[len(v) // 2] for k, v in rates.items()}
     print(f"batch {BATCH.value}, steps_per_loop {STEPS_PER_LOOP.value}, median of {REPEATS.value}: "
           + ", ".join(f"{k} {median[k]:,.0f}" for k in KINDS) + " examples/s")

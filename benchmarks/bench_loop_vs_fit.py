@@ -79,10 +79,12 @@ def main(argv):
     for repeat in range(REPEATS.value):
         fit.append(time_fit(FLAGS.value, STEPS.value, JIT.value))
         ours.append(time_kbatch(FLAGS.value, STEPS.value, JIT.value, os.path.join(folder, f"run{repeat}")))
-        print(f"repeat {repeat + 1}: model.fit {fit[-1]:,.0f} examples/s, kbatch {ours[-1]:,.0f} examples/s", flush=True)
+        print(f"repeat {repeat + 1}: model.fit {fit[-1]:,.0f} examples/s, kbatch {ours[-1]:,.0f} examples/s",
+              flush=True)
     f, k = np.median(fit), np.median(ours)
     print(f"batch {FLAGS.value}, jit_compile={JIT.value}, steps_per_loop={STEPS_PER_LOOP.value}: "
-          f"model.fit {f:,.0f} examples/s, kbatch {k:,.0f} examples/s, ratio kbatch/fit {k / f:.2f} (median of {REPEATS.value})")
+          f"model.fit {f:,.0f} examples/s, kbatch {k:,.0f} examples/s, ratio kbatch/fit {k / f:.2f} "
+          f"(median of {REPEATS.value})")
 
 
 if __name__ == "__main__":

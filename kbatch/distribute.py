@@ -173,5 +173,6 @@ def serve(tf_config):
     config = tf.compat.v1.ConfigProto(inter_op_parallelism_threads=_parameter_server_threads(cluster))
     server = tf.distribute.Server(tf.train.ClusterSpec(cluster), job_name=task["type"], task_index=int(task["index"]),
                                   config=config, protocol="grpc", start=True)
-    print(f"kbatch: {task['type']} {task['index']} of a parameter-server cluster serving at {server.target}.", flush=True)
+    print(f"kbatch: {task['type']} {task['index']} of a parameter-server cluster serving at {server.target}.",
+          flush=True)
     server.join()

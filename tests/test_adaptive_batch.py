@@ -59,7 +59,8 @@ def test_a_resumed_run_follows_the_phases_it_chose(make_config):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (dict(noise_scale_every=0), r"config.batch_schedule='adaptive' reads the noise scale: set config.noise_scale_every"),
+    (dict(noise_scale_every=0),
+     r"config.batch_schedule='adaptive' reads the noise scale: set config.noise_scale_every"),
     (dict(max_batch_size=48), r"must be at least 2 x batch_size=64 \(it is 48\)"),
     (dict(batch_boundaries=(2.0,), batch_sizes=(64,)), r"chooses the phases itself"),
 ])

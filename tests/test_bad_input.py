@@ -21,7 +21,8 @@ from kbatch.training import train
     ("batch_size", -64, "config.batch_size=-64: must be a positive integer"),
     ("base_batch_size", 0, "config.base_batch_size=0: must be a positive integer"),
     ("accumulation_steps", 0, "config.accumulation_steps=0: must be a positive integer"),
-    ("lr_scaling", "cubic", r"config.lr_scaling='cubic': must be one of 'linear', 'sqrt', 'none', 'staleness', or a real exponent"),
+    ("lr_scaling", "cubic",
+     r"config.lr_scaling='cubic': must be one of 'linear', 'sqrt', 'none', 'staleness', or a real exponent"),
     ("warmup_epochs", 5.0, "config.warmup_epochs=5.0: must be shorter than config.num_epochs=2"),
     ("mixed_precision", "float16", r"config.mixed_precision='float16': must be one of None, 'float32'"),
     ("target_accuracy", 1.5, r"config.target_accuracy=1.5: must be a finite number in \(0, 1\], or None"),
@@ -35,10 +36,13 @@ def test_bad_field_is_named_and_nothing_is_written(make_config, field, value, me
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (dict(decay="step", decay_boundaries=(1.5, 0.5)), r"config.decay_boundaries=\(1.5, 0.5\): must be strictly increasing"),
-    (dict(decay="step", decay_boundaries=(3.0,)), r"config.decay_boundaries\[0\]=3.0: must be an epoch in \(0, num_epochs=2\)"),
+    (dict(decay="step", decay_boundaries=(1.5, 0.5)),
+     r"config.decay_boundaries=\(1.5, 0.5\): must be strictly increasing"),
+    (dict(decay="step", decay_boundaries=(3.0,)),
+     r"config.decay_boundaries\[0\]=3.0: must be an epoch in \(0, num_epochs=2\)"),
     (dict(decay="step"), r'config.decay="step" needs config.decay_boundaries'),
-    (dict(decay="step", decay_boundaries=(1.0,), decay_factor=0.5), "config.decay_factor=0.5: must be a finite number > 1"),
+    (dict(decay="step", decay_boundaries=(1.0,), decay_factor=0.5),
+     "config.decay_factor=0.5: must be a finite number > 1"),
     (dict(decay="polynomial", decay_power=0.0), "config.decay_power=0.0: must be a finite number > 0"),
     (dict(batch_boundaries=(1.0,), batch_sizes=()), r"config.batch_sizes \(0 entries\) must have one global batch"),
     (dict(batch_boundaries=(1.0,), batch_sizes=(0,)), r"config.batch_sizes\[0\]=0: must be a positive integer"),

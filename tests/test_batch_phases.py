@@ -99,7 +99,8 @@ def test_the_rescaled_recipe_reaches_bn_momentum_and_adams_betas(make_config, mo
     train(config, verbose=False)
     model = keras.models.load_model(os.path.join(config.model_dir, "model.keras"))
     k = 512 / 128 if rescale else 1.0  # the last phase's batch over the base batch
-    momenta = [layer.momentum for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = [layer.momentum for layer in model._flatten_layers()
+               if isinstance(layer, keras.layers.BatchNormalization)]
     assert momenta and all(m == pytest.approx(0.9**k) for m in momenta)
     (optimizer,) = built
     assert optimizer.beta_1 == pytest.approx(0.9**k) and optimizer.beta_2 == pytest.approx(0.99**k)

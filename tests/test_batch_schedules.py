@@ -99,7 +99,8 @@ def test_rate_changes_exactly_at_the_phase_start_on_imagenet_scale():
     tiny = Schedule([1, 2], [20], [0.5, 0.25])
     start = tiny.phases(30, 1_000_000)[1].start_step
     assert start == 20_000_000
-    got = np.asarray(schedules.PhasedSchedule(tiny, 1_000_000)(keras.ops.convert_to_tensor([start - 1, start], "int64")))
+    steps = keras.ops.convert_to_tensor([start - 1, start], "int64")
+    got = np.asarray(schedules.PhasedSchedule(tiny, 1_000_000)(steps))
     np.testing.assert_allclose(got, [0.5, 0.25])
 
 

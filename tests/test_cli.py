@@ -16,7 +16,8 @@ from stop_run import signal_at_checkpoint
 ABSL_INFO = re.compile(r"^(\[worker \d+\] )?I\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+\.py:\d+\]")
 # kbatch's own lines (a launcher puts `[chief 0] ` before them): its messages, the epoch header,
 # the progress bar and the evaluation line.
-KBATCH_LINE = re.compile(r"^(\[\w+ \d+\] )?(kbatch(-train)?: |epoch \d+/\d+(, global batch \d+)?$|\d+/\d+ - |  step \d+: )")
+KBATCH_LINE = re.compile(r"^(\[\w+ \d+\] )?"
+                         r"(kbatch(-train)?: |epoch \d+/\d+(, global batch \d+)?$|\d+/\d+ - |  step \d+: )")
 # What it printed besides (#31): TensorFlow's start-up lines twice, its failed GPU search, tf.data
 # and XLA warnings, deprecation warnings at SIGTERM, a retracing warning.
 NOISE = re.compile(r"absl::InitializeLog|port\.cc|cudart_stub|cuInit|dataset\.cc|deprecat|Ignoring Assert|retracing",

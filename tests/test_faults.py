@@ -79,7 +79,8 @@ def test_a_truncated_checkpoint_is_skipped_saying_so_and_the_run_ends_exactly(tm
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     signal_at_checkpoint(process, str(model_dir), 12, signal.SIGKILL)
     newest = tf.train.latest_checkpoint(str(model_dir / "checkpoints"))
-    data = next(p for p in (model_dir / "checkpoints").iterdir() if p.name.startswith(os.path.basename(newest) + ".data"))
+    data = next(p for p in (model_dir / "checkpoints").iterdir()
+                if p.name.startswith(os.path.basename(newest) + ".data"))
     data.write_bytes(data.read_bytes()[: data.stat().st_size // 3])
     again = _train(model_dir)
     assert again.returncode == 0, again.stderr[-2000:]

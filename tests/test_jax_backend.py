@@ -148,7 +148,8 @@ def test_kbatch_trains_on_jax_where_tensorflow_cannot_be_imported(tmp_path):
     run = subprocess.run([sys.executable, "-c", script], env=_env(2), capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert 0.1 < float(run.stdout.strip().splitlines()[-1]) <= 1.0
-    assert {"config.json", "result.json", "model.keras", "train", "eval", "checkpoints"} <= set(os.listdir(tmp_path / "run"))
+    written = set(os.listdir(tmp_path / "run"))
+    assert {"config.json", "result.json", "model.keras", "train", "eval", "checkpoints"} <= written
     # TensorBoard's event files, written without TensorFlow, read back by TensorFlow: a point per update.
     steps = set()
     for name in os.listdir(tmp_path / "run" / "train"):

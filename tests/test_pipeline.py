@@ -44,7 +44,8 @@ def test_every_training_example_is_seen_once_per_epoch():
     strategy = kbatch.distribute.resolve_strategy("one_device")
     steps = 4000 // 100
     labels = np.concatenate([ys[0] for _, ys in _global_batches(strategy, 100, steps)])
-    reference = np.array([y for _, y in tfds.as_numpy(tfds.load("mnist1d/original", split="train", as_supervised=True))])
+    split = tfds.load("mnist1d/original", split="train", as_supervised=True)
+    reference = np.array([y for _, y in tfds.as_numpy(split)])
     np.testing.assert_array_equal(np.bincount(labels, minlength=10), np.bincount(reference, minlength=10))
 
 

@@ -85,7 +85,8 @@ def test_sigterm_saves_where_it_lands_exits_42_and_the_same_command_resumes_exac
     process = subprocess.Popen(_command(model_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _, stderr = signal_at_checkpoint(process, model_dir, 8, signal.SIGTERM)
     assert process.returncode == 42, stderr
-    saved = sorted(int(p.split("ckpt-")[1].split(".")[0]) for p in glob.glob(str(model_dir / "checkpoints" / "*.index")))
+    indexes = glob.glob(str(model_dir / "checkpoints" / "*.index"))
+    saved = sorted(int(p.split("ckpt-")[1].split(".")[0]) for p in indexes)
     preempted_at = int(stderr.split("checkpoint of step ")[1].split()[0])
     assert saved[-1] == preempted_at and 8 < preempted_at < 30
     assert not os.path.exists(model_dir / "result.json")
@@ -99,7 +100,8 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
     # Warmup from 0 to an absurd rate: the first updates are sane, then the loss overflows.
     config = make_config(num_epochs=1, optimizer="sgd", base_learning_rate=1e6, warmup_epochs=0.9,
                          checkpoint_every=1, steps_per_loop=1, norm="none")
-    with pytest.raises(FloatingPointError, match=r"loss is (nan|inf) at step (\d+).*last good checkpoint.*ckpt-(\d+)") as error:
+    diverged = r"loss is (nan|inf) at step (\d+).*last good checkpoint.*ckpt-(\d+)"
+    with pytest.raises(FloatingPointError, match=diverged) as error:
         train(config, verbose=False)
     bad_step = int(error.value.args[0].split("at step ")[1].split(":")[0])
     checkpoints = sorted(glob.glob(os.path.join(config.model_dir, "checkpoints", "ckpt-*.index")))

@@ -130,7 +130,8 @@ def test_a_user_action_sees_every_update_once_across_a_batch_phase_change(make_c
 def test_evaluation_counts_every_example_once_when_a_replica_gets_none_of_the_last_batch(make_config, norm):
     """1,000 test examples at batch 64 on 4 replicas: the last batch of 40 leaves 16/16/8/0.
     The evaluation is that of the same weights on one device."""
-    runs = {s: build_run(make_config(num_epochs=1, batch_size=64, norm=norm, strategy=s)) for s in ("cpu:4", "one_device")}
+    runs = {s: build_run(make_config(num_epochs=1, batch_size=64, norm=norm, strategy=s))
+            for s in ("cpu:4", "one_device")}
     runs["one_device"].model.set_weights(runs["cpu:4"].model.get_weights())
     totals = {s: run.backend.evaluate() for s, run in runs.items()}
     assert totals["cpu:4"]["count"] == totals["one_device"]["count"] == 1000

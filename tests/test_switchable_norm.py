@@ -15,7 +15,8 @@ FORCED = -1e4  # softmax weight exp(-1e4) is exactly 0 in float32
 
 def _data(shape, seed=0):
     rng = np.random.default_rng(seed)
-    return (rng.normal(size=shape) * rng.uniform(0.5, 3.0, size=shape[-1]) + rng.normal(size=shape[-1])).astype("float32")
+    scaled = rng.normal(size=shape) * rng.uniform(0.5, 3.0, size=shape[-1])
+    return (scaled + rng.normal(size=shape[-1])).astype("float32")
 
 
 def _switchable(shape, modes=("batch", "layer", "instance"), momentum=0.9, logits=None):

@@ -98,7 +98,8 @@ def preparing(name, data_dir):
     except OSError as error:
         where = data_dir or "TFDS's default folder (~/tensorflow_datasets)"
         raise ValueError(f"config.data_dir={data_dir!r}: preparing {name} in {where} failed "
-                         f"({error.strerror or error}); choose a writable data_dir, or one that holds it prepared.") from None
+                         f"({error.strerror or error}); choose a writable data_dir, or one that holds it "
+                         "prepared.") from None
 
 
 def reachable(host, timeout=5.0):

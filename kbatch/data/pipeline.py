@@ -86,7 +86,8 @@ def train_examples_at(name, table, positions, seed):
     size = tf.shape(y, out_type=tf.int64)[0]
     epoch = positions // size
     first = epoch[0]  # a batch is at most one epoch long: it spans this epoch and maybe the next
-    index = tf.where(epoch == first, _shuffled(positions, size, seed, first), _shuffled(positions, size, seed, first + 1))
+    this_epoch, next_epoch = _shuffled(positions, size, seed, first), _shuffled(positions, size, seed, first + 1)
+    index = tf.where(epoch == first, this_epoch, next_epoch)
     augment = preprocessing.train_fn(dataset_family(name), seed)
     return tf.vectorized_map(lambda e: augment(e[0], (e[1], e[2])),
                              (positions, tf.gather(x, index), tf.gather(y, index)))

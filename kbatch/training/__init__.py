@@ -8,6 +8,5 @@ from kbatch.training.runner import LoopOutput, Run, build_run, resolve_settings,
 from kbatch.training.schema import Settings, resolve, validate
 from kbatch.training.tasks import Classification, Task
 
-__all__ = ["Action", "Classification", "LoopOutput", "Run", "Settings", "Task", "build_run", "resolve", "resolve_settings",
-           "train",
-           "validate"]
+__all__ = ["Action", "Classification", "LoopOutput", "Run", "Settings", "Task", "build_run", "resolve",
+           "resolve_settings", "train", "validate"]

@@ -75,7 +75,8 @@ class JaxBackend(backend.Backend):
         """Nothing to build: a checkpoint is the variables' values, written with NumPy."""
 
     def _state(self):
-        return ([v.value for v in self.model.trainable_variables], [v.value for v in self.model.non_trainable_variables],
+        return ([v.value for v in self.model.trainable_variables],
+                [v.value for v in self.model.non_trainable_variables],
                 [v.value for v in self.optimizer.variables])
 
     def _write_back(self, state):

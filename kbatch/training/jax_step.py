@@ -56,7 +56,8 @@ def _accumulate(gradient, trainable, non_trainable, x, labels, k, unroll=False):
         grads, sums, squares, non_trainable = carry
         micro_grads, (micro_sums, non_trainable) = gradient(trainable, non_trainable, *batch)
         grads = jax.tree.map(jnp.add, grads, micro_grads)
-        return (grads, jax.tree.map(jnp.add, sums, micro_sums), squares + _squared_norm(micro_grads), non_trainable), None
+        sums = jax.tree.map(jnp.add, sums, micro_sums)
+        return (grads, sums, squares + _squared_norm(micro_grads), non_trainable), None
 
     first_grads, (first_sums, non_trainable) = gradient(trainable, non_trainable, xs[0], ys[0])
     carry = (first_grads, first_sums, _squared_norm(first_grads), non_trainable)

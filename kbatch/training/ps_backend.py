@@ -84,7 +84,8 @@ class ParameterServerBackend(tf_backend.TensorFlowBackend):
 
         @tf.function
         def update(table, first_position, index):
-            examples = data.train_examples_at(dataset, next(table), first_position + tf.range(batch, dtype=tf.int64), seed)
+            positions = first_position + tf.range(batch, dtype=tf.int64)
+            examples = data.train_examples_at(dataset, next(table), positions, seed)
             optimizer.iterations.assign(index)  # the learning rate of update `index`
             return tf_step.reduce_record(strategy, strategy.run(step, args=(examples,)))
 

@@ -112,7 +112,8 @@ STRATEGIES = ("auto", "tpu", "tpu:ADDRESS", "mirrored", "multiworker", "paramete
 
 def _strategy(name, value):
     ok = isinstance(value, str) and (
-        value in ("auto", "tpu", "mirrored", "multiworker", "parameter_server", "one_device") or value.startswith("tpu:")
+        value in ("auto", "tpu", "mirrored", "multiworker", "parameter_server", "one_device")
+        or value.startswith("tpu:")
         or (value.startswith("cpu:") and value[4:].isdigit() and int(value[4:]) >= 1))
     if not ok:
         checks.fail(name, value, "one of " + ", ".join(STRATEGIES))
@@ -131,7 +132,8 @@ FIELDS = (
     _F("bn_momentum", 0.9, _real(low=0, high=1), "moving-average momentum of the norms that keep "
        "moving statistics, at `base_batch_size`"),
     _F("norm_groups", 8, checks.positive_int, "groups of `norm=group`"),
-    _F("virtual_batch_size", None, _optional_positive_int, "examples per ghost batch (`norm=ghost_batch`); it must divide each replica's micro-batch", int),
+    _F("virtual_batch_size", None, _optional_positive_int,
+       "examples per ghost batch (`norm=ghost_batch`); it must divide each replica's micro-batch", int),
     # The recipe, given at base_batch_size.
     _F("batch_size", 256, checks.positive_int, "the **global** batch: micro-batch x replicas x "
        "`accumulation_steps`"),

@@ -91,8 +91,9 @@ class TensorFlowBackend(backend.Backend):
             self._manager.save(checkpoint_number=step)
         except tf.errors.OpError as error:
             folder = os.path.join(self.write_dir, "checkpoints")
-            for partial in glob.glob(os.path.join(folder, f"ckpt-{step}.*")) + glob.glob(os.path.join(folder, f"ckpt-{step}_temp*")):
-                shutil.rmtree(partial) if os.path.isdir(partial) else os.remove(partial)
+            for pattern in (f"ckpt-{step}.*", f"ckpt-{step}_temp*"):
+                for partial in glob.glob(os.path.join(folder, pattern)):
+                    shutil.rmtree(partial) if os.path.isdir(partial) else os.remove(partial)
             raise OSError(error.message.splitlines()[0][:200]) from None
 
     @property

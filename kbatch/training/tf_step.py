@@ -22,7 +22,8 @@ import keras
 
 from kbatch.training import transforms
 
-SHARED = ("grad_norm", "learning_rate", "spike_factor", "staleness")  # the same on every replica; every other record field adds up
+# The same on every replica; every other record field adds up.
+SHARED = ("grad_norm", "learning_rate", "spike_factor", "staleness")
 
 
 def _loss_scale(optimizer):
