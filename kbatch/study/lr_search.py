@@ -112,7 +112,8 @@ def summary_markdown(fields, target, best, fits, summary):
              "* marks a rate at the edge of the range searched there:", "",
              "| group | batch | rate by steps | steps | rate by final | final (%) |", "|---|---:|---:|---:|---:|---:|"]
     for row in summary:
-        rate_steps, rate_final = _rate(row["rate_by_steps"], row["edge_by_steps"]), _rate(row["rate_by_final"], row["edge_by_final"])
+        rate_steps = _rate(row["rate_by_steps"], row["edge_by_steps"])
+        rate_final = _rate(row["rate_by_final"], row["edge_by_final"])
         final = f"{100 * row['final_eval_accuracy']:.2f}" if row["final_eval_accuracy"] is not None else "-"
         lines.append(f"| {group_label(row['group'], fields)} | {row['batch_size']} | {rate_steps} | "
                      f"{row['steps'] or '-'} | {rate_final} | {final} |")
