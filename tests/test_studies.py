@@ -10,7 +10,7 @@ import os
 import pytest
 
 from kbatch.configs import mnist1d_cnn
-from kbatch.study import lr_search, studies, theory
+from kbatch.study import lr_search, studies, sweep, theory
 
 
 def _base():
@@ -32,7 +32,7 @@ def test_a_sweep_from_python_trains_reports_and_is_read_back(tmp_path):
     studies.sweep(tmp_path / "s", _base(), {"batch_size": [512, 1024]}, targets=[0.2], log=again.append)
     assert "2 points, 2 already done, 0 to run" in again[0] and len(again) == 2  # read back, nothing trained
 
-    built = studies.sweep_lib.Sweep.open(tmp_path / "s")
+    built = sweep.Sweep.open(tmp_path / "s")
     fits = studies.analyse_lr_search(built, [0.2], table, log=lines.append)
     assert list(fits) == [("momentum",)] and fits["momentum",][0] is not None
     assert (tmp_path / "s" / "lr_search.png").exists()

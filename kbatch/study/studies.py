@@ -22,7 +22,8 @@ SAY = functools.partial(print, flush=True)  # the default `log`: each line as it
 def sweep(sweep_dir, config, axes=None, targets=(0.95,), points=(), processes=1, retry_failed=False, log=SAY):
     """Train every point of `config` (a ConfigDict) under `axes` ({field: [values]}, every
     combination) and `points` (override dicts) not yet finished in `sweep_dir`, and report it;
-    the report's rows. A stop (Ctrl-C, preemption) is `runs.SweepStopped`."""
+    the report's rows. A stop (Ctrl-C, preemption) ends the call after the point's checkpoint; the
+    same call again continues the sweep."""
     built = sweep_lib.Sweep(sweep_dir, config, grid.expand(dict(axes or {}), list(points)))
     return run(built, list(targets), processes, retry_failed, log=log)
 
