@@ -1,6 +1,7 @@
 """The Colab notebooks (colab/*.ipynb) cannot rot: each is executed top to bottom on CPU with its
 small setting (`SMALL = True` injected after its `parameters` cell, as papermill does) and fails
-on any cell error; each is committed without outputs, opens with its Colab badge and says what
+on any cell error, as a pip install runs it: from a folder outside the repository, with only the
+package `kbatch` importable (no `tools`); each is committed without outputs, opens with its Colab badge and says what
 was run where, and the README links it with the same badge."""
 
 import os
@@ -55,39 +56,34 @@ def test_the_readme_links_every_notebook_with_its_badge():
     assert linked == {f"colab/{p.name}" for p in NOTEBOOKS}
 
 
+def _package_only(folder):
+    """`folder` holding the package `kbatch` of this checkout and nothing else (what a pip install
+    puts on the path: no `tools`, no `tests`)."""
+    folder.mkdir()
+    (folder / "kbatch").symlink_to(ROOT / "kbatch", target_is_directory=True)
+    return folder
+
+
+# The first cell the kernel runs: it works outside the repository, imports this checkout's kbatch
+# and cannot import the repository's tools.
+NO_REPOSITORY = """import importlib.util, os
+assert not os.path.exists("tools") and importlib.util.find_spec("tools") is None, "tools/ is importable"
+assert os.path.realpath(importlib.util.find_spec("kbatch").origin) == {origin!r}
+"""
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_runs_top_to_bottom_with_its_small_setting(path, tmp_path):
+def test_runs_top_to_bottom_with_its_small_setting_without_the_repository(path, tmp_path, monkeypatch):
     notebook = _read(path)
     small = nbformat.v4.new_code_cell(f"SMALL = True\nWORK_DIR = {str(tmp_path / 'runs')!r}")
     notebook.cells.insert(_parameters_index(notebook) + 1, small)
-    env_backup = os.environ.get("KERAS_BACKEND")
-    os.environ["KERAS_BACKEND"] = "auto"  # the notebook's own choice, as on Colab
-    try:
-        NotebookClient(notebook, timeout=900, kernel_name="python3",
-                       resources={"metadata": {"path": str(ROOT / "colab")}}).execute()
-    finally:
-        if env_backup is None:
-            os.environ.pop("KERAS_BACKEND")
-        else:
-            os.environ["KERAS_BACKEND"] = env_backup
+    origin = os.path.realpath(ROOT / "kbatch" / "__init__.py")
+    notebook.cells.insert(0, nbformat.v4.new_code_cell(NO_REPOSITORY.format(origin=origin)))
+    monkeypatch.setenv("KERAS_BACKEND", "auto")  # the notebook's own choice, as on Colab
+    monkeypatch.setenv("PYTHONPATH", str(_package_only(tmp_path / "site")))
+    (tmp_path / "cwd").mkdir()
+    NotebookClient(notebook, timeout=900, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path / "cwd")}}).execute()
     errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
     assert list((tmp_path / "runs").rglob("result.json")), "it trained, and wrote under WORK_DIR"
-
-
-def test_a_failing_tool_fails_the_cell_with_its_own_line(monkeypatch, capsys):
-    from kbatch import notebook
-
-    monkeypatch.chdir(ROOT)
-    with pytest.raises(RuntimeError, match=r"tools/sweep.py exited with code 2: sweep: --sweep_dir is required"):
-        notebook.run_tool("sweep", grid=["batch_size=64"])
-    assert "$ tools/sweep.py --grid=batch_size=64" in capsys.readouterr().out
-
-
-def test_tool_flags_are_written_as_absl_reads_them():
-    from kbatch import notebook
-
-    command = notebook.tool_command("sweep", sweep_dir="/tmp/s", grid=["a=1", "b=2"], overwrite=True,
-                                    report_only=False, output_prefix=None, **{"config.num_epochs": 2})
-    assert command[2:] == ["--sweep_dir=/tmp/s", "--grid=a=1", "--grid=b=2", "--overwrite", "--noreport_only",
-                           "--config.num_epochs=2"]

@@ -1,4 +1,4 @@
-"""tools/switchable_weights.py: the importance weights of a sweep's finished switchable runs, read
+"""tools/switchable_weights.py and kbatch.study.switchable: the importance weights of a sweep's finished switchable runs, read
 from their saved models, are the softmax of the logits set in them (NumPy), averaged over the
 layers; other runs are left out, and a sweep without any is one line."""
 
@@ -6,10 +6,11 @@ import json
 
 import keras
 import numpy as np
+import pytest
 
 from kbatch.configs import mnist1d_cnn
 from kbatch.layers import SwitchableNormalization
-from kbatch.study import sweep
+from kbatch.study import sweep, switchable
 from run_tool import run_tool
 
 LOGITS = {  # (mean logits, variance logits) of the model's two layers, over (batch, layer, instance)
@@ -63,3 +64,24 @@ def test_a_sweep_without_a_switchable_run_is_one_line_and_writes_nothing(tmp_pat
     run = run_tool("switchable_weights.py", [f"--sweep_dir={tmp_path / 'sweep'}", f"--markdown={tmp_path / 'w.md'}"])
     assert run.returncode != 0 and "no finished run with config.norm='switchable'" in run.stderr
     assert not (tmp_path / "w.md").exists()
+
+
+def test_the_library_reads_the_same_weights_without_the_tool(tmp_path):
+    """kbatch.study.switchable, as a notebook calls it: mean_importance per model, one row per
+    finished switchable run (the batch run left out), and a ValueError for a sweep without one."""
+    made = _sweep(tmp_path, ["switchable", "batch"])
+    rows = switchable.switchable_runs(made)
+    assert [(batch, name) for batch, name, _ in rows] == [(8, made.points[0].name)]
+    expected = np.mean([_softmax(mean) for mean, _ in LOGITS.values()], axis=0)
+    np.testing.assert_allclose([rows[0][2]["mean", mode] for mode in ("batch", "layer", "instance")], expected,
+                               rtol=1e-5)
+    assert switchable.weights_table(tmp_path / "sweep") == switchable.table(rows)
+    assert switchable.table(rows).splitlines()[0].startswith("| batch | run | mean batch |")
+    with pytest.raises(ValueError, match="no SwitchableNormalization layer"):
+        switchable.mean_importance(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]))
+
+
+def test_the_library_refuses_a_sweep_without_a_switchable_run(tmp_path):
+    _sweep(tmp_path, ["batch"])
+    with pytest.raises(ValueError, match="no finished run with config.norm='switchable'"):
+        switchable.weights_table(tmp_path / "sweep")

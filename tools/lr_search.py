@@ -30,7 +30,6 @@ _WILDCARDS = flags.DEFINE_integer("wildcards", 0, "Random rates per optimizer an
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the wildcard rates.")
 _THEORY_RUN = flags.DEFINE_string("theory_run", None, "model_dir of a finished run with sharpness and noise-scale "
                                   "points: the noisy quadratic model fitted to it is drawn beside SGD-momentum's curve.")
-THEORY_OPTIMIZERS = {"sgd": "sgd", "momentum": "momentum", "nesterov": "momentum"}
 
 
 def parse_rates(entries):
@@ -61,43 +60,6 @@ def parse_batches(values):
     return batches
 
 
-def summary_markdown(fields, target, best, fits, summary):
-    """The best rates per batch (`summary`), then per group its alpha and regimes (`best`, `fits`)."""
-    from kbatch.study import lr_search
-
-    lines = [f"Best peak learning rate per batch (by steps to {100 * target:g}%, and by final accuracy); "
-             "* marks a rate at the edge of the range searched there:", "",
-             "| group | batch | rate by steps | steps | rate by final | final (%) |", "|---|---:|---:|---:|---:|---:|"]
-    for row in summary:
-        rate_steps, rate_final = _rate(row["rate_by_steps"], row["edge_by_steps"]), _rate(row["rate_by_final"], row["edge_by_final"])
-        final = f"{100 * row['final_eval_accuracy']:.2f}" if row["final_eval_accuracy"] is not None else "-"
-        lines.append(f"| {lr_search.group_label(row['group'], fields)} | {row['batch_size']} | {rate_steps} | "
-                     f"{row['steps'] or '-'} | {rate_final} | {final} |")
-    if not best:
-        return "\n".join(lines + ["", no_target_line(target)]) + "\n"
-    lines += ["", "| group | alpha (lr* ~ B^alpha, by steps) | regimes (per doubling of the batch) |", "|---|---|---|"]
-    column = f"steps_to_{target:g}"
-    for group, by_batch in best.items():
-        shown = ", ".join(f"{a}-{b} {name}" for a, b, name in lr_search.regimes({b: r[column] for b, r in by_batch.items()}))
-        lines.append(f"| {lr_search.group_label(group, fields)} | {_alpha(fits[group])} | {shown or '-'} |")
-    return "\n".join(lines) + "\n"
-
-
-def no_target_line(target):
-    """What the search says when no run reached `target`: there is no best rate by steps to fit."""
-    return (f"No run reached {100 * target:g}%: no best rate by steps and no alpha (lower --targets, or train "
-            "longer).")
-
-
-def _rate(rate, edge):
-    return "-" if not rate else f"{rate:.4g}" + ("*" if edge else "")
-
-
-def _alpha(fit):
-    alpha, error = fit
-    return "-" if alpha is None else f"{alpha:.2f}" + (f" ± {error:.2f}" if error is not None else "")
-
-
 def theory_result(target):
     """The --theory_run's result.json, its measurements at `target` checked (None without one)."""
     from kbatch.study import theory
@@ -116,52 +78,8 @@ def theory_result(target):
     return result
 
 
-def theory_curves(result, target, fields, best):
-    """{label: {batch: steps}}: the NQM fitted to `result`, calibrated at the smallest batch of each
-    group whose optimizer it models; and the markdown lines comparing them."""
-    from kbatch.study import theory
-
-    if result is None or "optimizer" not in fields:
-        return {}, []
-    model = theory.fitted_to_run(result, target)
-    top, b_simple, _ = theory.run_measurements(result, target)
-    curves, lines = {}, []
-    for group, by_batch in best.items():
-        optimizer = THEORY_OPTIMIZERS.get(group[fields.index("optimizer")])
-        if optimizer is None or len(by_batch) < 2:
-            continue
-        measured = {b: r[f"steps_to_{target:g}"] for b, r in by_batch.items()}
-        curve, _ = theory.predicted_curve(model, optimizer, measured)
-        label = f"NQM ({optimizer}), lambda_max {top:.3g}, B_simple {b_simple:,.0f}, fitted at B={min(measured)}"
-        curves[label] = curve
-        lines += [f"{label}:", "", "| batch | measured steps | NQM steps |", "|---:|---:|---:|"]
-        lines += [f"| {b} | {measured[b]} | {curve.get(b, '-')} |" for b in sorted(measured)] + [""]
-    return curves, lines
-
-
-def analyse(built, targets, table, extra, theory_run):
-    """lr_search.md and .png for the first target; returns the fitted exponents."""
-    from kbatch.study import lr_search, plots
-
-    fields = [a for a in built.axes if a not in ("batch_size", lr_search.RATE)] or ["optimizer"]
-    target, column = targets[0], f"steps_to_{targets[0]:g}"
-    best = lr_search.best_rows(table, fields, column)
-    fits = {group: lr_search.fit_exponent(list(by_batch), [r["peak_learning_rate"] for r in by_batch.values()])
-            for group, by_batch in best.items()}
-    curves, theory_lines = theory_curves(theory_run, target, fields, best)
-    text = summary_markdown(fields, target, best, fits, lr_search.summary_rows(table, fields, target))
-    text += "\n".join(["", *theory_lines]) if theory_lines else ""
-    title = f"LR search: {built.base['model']} on {built.base['dataset']}, {built.base['num_epochs']} epochs"
-    for prefix in [os.path.join(built.sweep_dir, "lr_search")] + ([extra] if extra else []):
-        with open(prefix + ".md", "w") as f:
-            f.write(text)
-        plots.plot_lr_search(prefix + ".png", table, fields, target, fits, title, curves)
-    print(text, end="", flush=True)
-    return fits
-
-
 def main(argv):
-    from kbatch.study import lr_search, runs
+    from kbatch.study import lr_search, runs, studies
 
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments {' '.join(argv[1:])}")
@@ -178,7 +96,7 @@ def main(argv):
     except runs.SweepStopped as stop:
         print(f"lr_search: {stop}", file=sys.stderr)
         return stop.exit_code
-    analyse(built, targets, table, extra and sweep._PREFIX.value + "_lr", theory_run)
+    studies.analyse_lr_search(built, targets, table, extra and sweep._PREFIX.value + "_lr", theory_run)
     return 0
 
 

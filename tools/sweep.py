@@ -1,5 +1,5 @@
 """Run a sweep of one config, any fields, each point in its own model_dir under --sweep_dir, and
-report it (kbatch.study): a CSV with one row per point, a markdown table, a PNG (steps and
+report it (kbatch.study.studies): a CSV with one row per point, a markdown table, a PNG (steps and
 examples to each target against batch size, log-log, with perfect scaling; final accuracy), and
 TensorBoard HParams summaries (`tensorboard --logdir SWEEP_DIR/tensorboard`).
 
@@ -42,7 +42,6 @@ _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Train nothing: report th
 _RETRY = flags.DEFINE_bool("retry_failed", False, "Train failed and diverged points again.")
 _PREFIX = flags.DEFINE_string("output_prefix", None, "Also write the report to PREFIX.csv, PREFIX.md, PREFIX.png.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace existing --output_prefix files.")
-SUFFIXES = {"csv": ".csv", "markdown": ".md", "plot": ".png"}
 
 
 def define_config():
@@ -126,68 +125,29 @@ def build_sweep(points=()):
     return built, parse_targets(_TARGETS.value, spec.get("targets", [base.target_accuracy or 0.95]))
 
 
-def check_datasets(built):
-    """Every point's config, its folder, and its batch against its data set's size."""
-    from kbatch import data
-
-    sizes = {}
-
-    def train_examples(dataset, data_dir):
-        if (dataset, data_dir) not in sizes:
-            sizes[dataset, data_dir] = data.describe(dataset, data_dir).num_train_examples
-        return sizes[dataset, data_dir]
-
-    built.check(train_examples)
-
-
-def outputs(prefix, suffixes=SUFFIXES):
+def outputs(prefix, suffixes=None):
     """{kind: path} of the files an --output_prefix names, refused if they exist unless --overwrite."""
     if not prefix:
         return {}
-    paths = {kind: prefix + suffix for kind, suffix in suffixes.items()}
+    from kbatch.study import studies
+
+    paths = {kind: prefix + suffix for kind, suffix in (suffixes or studies.SUFFIXES).items()}
     study_output.refuse_existing(paths, _OVERWRITE.value)
     return paths
 
 
-def write_report(built, targets, extra):
-    """report.csv, .md and .png in the sweep folder (and `extra`'s paths), and the HParams; the rows."""
-    from kbatch.study import plots, report
-
-    table = report.rows(built, targets)
-    title = f"{built.base['model']} on {built.base['dataset']}, {built.base['num_epochs']} epochs: {len(table)} points"
-    for out in [{k: os.path.join(built.sweep_dir, "report" + s) for k, s in SUFFIXES.items()}, extra]:
-        if out:
-            report.write_csv(out["csv"], table)
-            with open(out["markdown"], "w") as f:
-                f.write(report.markdown_table(table, built.axes, targets))
-            plots.plot_sweep(out["plot"], table, built.axes, targets, title)
-    report.write_hparams(os.path.join(built.sweep_dir, "tensorboard"), table, built.axes, targets)
-    states = [r["state"] for r in table]
-    print(f"sweep: {', '.join(f'{states.count(s)} {s}' for s in dict.fromkeys(states))}; report in "
-          f"{built.sweep_dir}{' and ' + _PREFIX.value + '.*' if extra else ''}; HParams: tensorboard --logdir "
-          f"{os.path.join(built.sweep_dir, 'tensorboard')}", flush=True)
-    return table
-
-
 def run(points=()):
-    """Check everything, train what is still to run, report; the sweep, its targets and rows."""
-    import warnings
+    """Check everything, train what is still to run, report (kbatch.study.studies.run); the sweep,
+    its targets and rows."""
+    from kbatch.study import studies
 
-    from kbatch.study import runs
-
-    warnings.filterwarnings("ignore", message="To make it possible to preserve tf.data options")
-    if _PROCESSES.value < 1:
-        raise ValueError(f"--processes={_PROCESSES.value}: give a positive number.")
     extra = outputs(_PREFIX.value)
     built, targets = build_sweep(points)
     if _REPORT_ONLY.value and not os.path.isdir(built.sweep_dir):
         raise ValueError(f"--sweep_dir={built.sweep_dir}: no sweep has run there yet, so there is nothing to report; "
                          "run the same command without --report_only to train it.")
-    if not _REPORT_ONLY.value:
-        check_datasets(built)
-        built.write_manifest()
-        runs.run_sweep(built, _PROCESSES.value, _RETRY.value, log=lambda line: print(line, flush=True))
-    return built, targets, write_report(built, targets, extra)
+    table = studies.run(built, targets, _PROCESSES.value, _RETRY.value, _REPORT_ONLY.value, extra)
+    return built, targets, table
 
 
 def main(argv):

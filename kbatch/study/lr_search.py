@@ -103,3 +103,40 @@ def summary_rows(table, fields, target):
                         "final_eval_accuracy": good and good["final_eval_accuracy"],
                         "edge_by_final": bool(good) and at_edge(table, good, fields)})
     return out
+
+
+def summary_markdown(fields, target, best, fits, summary):
+    """The best rates per batch (`summary`, see `summary_rows`), then per group its alpha and
+    regimes (`best`, see `best_rows`; `fits`, see `fit_exponent`), in markdown."""
+    lines = [f"Best peak learning rate per batch (by steps to {100 * target:g}%, and by final accuracy); "
+             "* marks a rate at the edge of the range searched there:", "",
+             "| group | batch | rate by steps | steps | rate by final | final (%) |", "|---|---:|---:|---:|---:|---:|"]
+    for row in summary:
+        rate_steps = _rate(row["rate_by_steps"], row["edge_by_steps"])
+        rate_final = _rate(row["rate_by_final"], row["edge_by_final"])
+        final = f"{100 * row['final_eval_accuracy']:.2f}" if row["final_eval_accuracy"] is not None else "-"
+        lines.append(f"| {group_label(row['group'], fields)} | {row['batch_size']} | {rate_steps} | "
+                     f"{row['steps'] or '-'} | {rate_final} | {final} |")
+    if not best:
+        return "\n".join(lines + ["", no_target_line(target)]) + "\n"
+    lines += ["", "| group | alpha (lr* ~ B^alpha, by steps) | regimes (per doubling of the batch) |", "|---|---|---|"]
+    column = f"steps_to_{target:g}"
+    for group, by_batch in best.items():
+        shown = ", ".join(f"{a}-{b} {name}" for a, b, name in regimes({b: r[column] for b, r in by_batch.items()}))
+        lines.append(f"| {group_label(group, fields)} | {_alpha(fits[group])} | {shown or '-'} |")
+    return "\n".join(lines) + "\n"
+
+
+def no_target_line(target):
+    """What the search says when no run reached `target`: there is no best rate by steps to fit."""
+    return (f"No run reached {100 * target:g}%: no best rate by steps and no alpha (lower --targets, or train "
+            "longer).")
+
+
+def _rate(rate, edge):
+    return "-" if not rate else f"{rate:.4g}" + ("*" if edge else "")
+
+
+def _alpha(fit):
+    alpha, error = fit
+    return "-" if alpha is None else f"{alpha:.2f}" + (f" ± {error:.2f}" if error is not None else "")

@@ -4,12 +4,9 @@ smallest batch (steps halve when the batch doubles; examples stay the same), and
 accuracy against batch size. A series is one setting of every varied field but the batch.
 """
 
-import matplotlib
+from matplotlib.figure import Figure  # not pyplot: drawing a file leaves a notebook's plotting backend alone
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from kbatch.study import lr_search, report  # noqa: E402
+from kbatch.study import lr_search, report
 
 
 def series(table, axes):
@@ -51,7 +48,8 @@ def plot_sweep(path, table, axes, targets, title, theory=None):
     drawn dotted beside the first target's measurements."""
     groups = series(table, axes)
     batches = sorted({r["batch_size"] for r in table})
-    fig, grid = plt.subplots(len(targets), 3, figsize=(15, 4.2 * len(targets)), squeeze=False)
+    fig = Figure(figsize=(15, 4.2 * len(targets)))
+    grid = fig.subplots(len(targets), 3, squeeze=False)
     for t, target in enumerate(targets):
         steps, examples = report.target_columns(target)
         curve = theory if t == 0 else None
@@ -76,7 +74,6 @@ def plot_sweep(path, table, axes, targets, title, theory=None):
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 REGIME_SHADES = {"perfect": "#d9f0d3", "diminishing": "#fee8c8", "none": "#f4cccc"}
@@ -130,7 +127,8 @@ def plot_lr_search(path, table, fields, target, fits, title, theory=None):
     column = report.target_columns(target)[0]
     by_steps = lr_search.best_rows(table, fields, column)
     by_final = lr_search.best_rows(table, fields, "final_eval_accuracy")
-    fig, (rates, steps, final) = plt.subplots(1, 3, figsize=(16, 4.6))
+    fig = Figure(figsize=(16, 4.6))
+    rates, steps, final = fig.subplots(1, 3)
     _lr_panel(rates, table, by_steps, fits, fields)
     _steps_panel(steps, by_steps, column, fields, theory)
     steps.set_ylabel(f"steps to {100 * target:g}% at the best rate (dashed: perfect scaling)")
@@ -148,13 +146,13 @@ def plot_lr_search(path, table, fields, target, fits, title, theory=None):
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def plot_staleness(path, histograms):
     """The measured staleness of each run ({label: updates per delay}): the share of its updates
     at each delay tau, on a log axis (the tail is where asynchrony hurts)."""
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     for i, (label, counts) in enumerate(histograms.items()):
         total = sum(counts)
         shares = [n / total if n else float("nan") for n in counts]  # no line across a delay never seen
@@ -166,4 +164,3 @@ def plot_staleness(path, histograms):
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)

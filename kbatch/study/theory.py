@@ -16,6 +16,7 @@ import math
 from kbatch.study import nqm
 
 CALIBRATION_STEPS = 40  # bisection steps on log(target): the target to ~1e-10 relative
+MODELLED_OPTIMIZERS = {"sgd": "sgd", "momentum": "momentum", "nesterov": "momentum"}  # kbatch's -> the NQM's
 
 
 def run_measurements(result, target):
@@ -61,3 +62,25 @@ def predicted_curve(model, optimizer, measured, momentum=0.9):
     target = calibrated_target(model, optimizer, smallest, measured[smallest], momentum)
     curve = nqm.steps_curve(model, optimizer, sorted(measured), target, momentum=momentum)
     return {p["batch"]: p["steps"] for p in curve if p["steps"] is not None}, target
+
+
+def group_curves(result, target, fields, best):
+    """{label: {batch: steps}}: the NQM fitted to `result` (a finished run's result.json, or None:
+    no curve), calibrated at the smallest batch of each group of `best` (`lr_search.best_rows`)
+    whose optimizer it models; and the markdown lines comparing them."""
+    if result is None or "optimizer" not in fields:
+        return {}, []
+    model = fitted_to_run(result, target)
+    top, b_simple, _ = run_measurements(result, target)
+    curves, lines = {}, []
+    for group, by_batch in best.items():
+        optimizer = MODELLED_OPTIMIZERS.get(group[fields.index("optimizer")])
+        if optimizer is None or len(by_batch) < 2:
+            continue
+        measured = {b: r[f"steps_to_{target:g}"] for b, r in by_batch.items()}
+        curve, _ = predicted_curve(model, optimizer, measured)
+        label = f"NQM ({optimizer}), lambda_max {top:.3g}, B_simple {b_simple:,.0f}, fitted at B={min(measured)}"
+        curves[label] = curve
+        lines += [f"{label}:", "", "| batch | measured steps | NQM steps |", "|---:|---:|---:|"]
+        lines += [f"| {b} | {measured[b]} | {curve.get(b, '-')} |" for b in sorted(measured)] + [""]
+    return curves, lines

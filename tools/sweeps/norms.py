@@ -13,12 +13,4 @@ their saved models by tools/switchable_weights.py.
   python tools/switchable_weights.py --sweep_dir=/tmp/norms --markdown=/tmp/switchable_weights.md
 """
 
-NORMS = ("batch", "group", "layer", "instance", "switchable", "none")
-BATCHES = (2, 4, 8, 16, 32, 128, 512)
-
-SWEEP = {
-    "overrides": {"dataset": "mnist1d/original", "num_epochs": 10, "warmup_epochs": 1.0, "rescale_recipe": False,
-                  "target_accuracy": None, "checkpoint_every": 0, "steps_per_loop": 2000},
-    "grid": {"norm": list(NORMS), "batch_size": list(BATCHES)},
-    "targets": [0.9, 0.95],
-}
+from kbatch.study.recipes import NORMS as SWEEP  # noqa: F401  (the recipe, importable from a pip install)
