@@ -86,7 +86,8 @@ def test_the_tool_searches_reports_alpha_and_refuses_bad_input(tmp_path):
                                         "--lrs=momentum:0.05"])
     assert foreign.returncode == 2 and "belongs to another sweep" in foreign.stderr.strip().splitlines()[-1]
     unreached = run_tool("lr_search.py", [f"--sweep_dir={sweep_dir}", *base, "--batch_sizes=256,1024",
-                                          "--lrs=momentum:0.05,0.2", "--wildcards=1", "--targets=0.999", "--report_only"])
+                                          "--lrs=momentum:0.05,0.2", "--wildcards=1", "--targets=0.999",
+                                          "--report_only"])
     assert unreached.returncode == 0, unreached.stderr[-2000:]
     assert "No run reached 99.9%: no best rate by steps and no alpha" in unreached.stdout
     assert "| group | alpha" not in (sweep_dir / "lr_search.md").read_text()

@@ -1,5 +1,5 @@
-"""tools/switchable_weights.py and kbatch.study.switchable: the importance weights of a sweep's finished switchable runs, read
-from their saved models, are the softmax of the logits set in them (NumPy), averaged over the
+"""tools/switchable_weights.py and kbatch.study.switchable: the importance weights of a sweep's
+finished switchable runs, read from their saved models, are the softmax of the logits set in them (NumPy), averaged over the
 layers; other runs are left out, and a sweep without any is one line."""
 
 import json

@@ -18,7 +18,8 @@ import os
 
 from absl import flags
 
-from study_output import batch_size_axis, log_over_epochs, refuse_existing, run_tool  # tools/ is the script's own folder, first on sys.path
+# tools/ is the script's own folder, first on sys.path
+from study_output import batch_size_axis, log_over_epochs, refuse_existing, run_tool
 
 SWEEP_CSV = flags.DEFINE_string("sweep_csv", None, "A sweep's report CSV (required), e.g. "
                                 "docs/results/batch_study.csv.")

@@ -29,7 +29,8 @@ _LRS = flags.DEFINE_multi_string("lrs", [], "OPTIMIZER:RATE,RATE,... rates at ba
 _WILDCARDS = flags.DEFINE_integer("wildcards", 0, "Random rates per optimizer and batch, off the lines.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the wildcard rates.")
 _THEORY_RUN = flags.DEFINE_string("theory_run", None, "model_dir of a finished run with sharpness and noise-scale "
-                                  "points: the noisy quadratic model fitted to it is drawn beside SGD-momentum's curve.")
+                                  "points: the noisy quadratic model fitted to it is drawn beside SGD-momentum's "
+                                  "curve.")
 
 
 def parse_rates(entries):
@@ -90,7 +91,8 @@ def main(argv):
     if _WILDCARDS.value < 0:
         raise ValueError(f"--wildcards={_WILDCARDS.value}: give 0 or more.")
     extra = sweep.outputs(sweep._PREFIX.value and sweep._PREFIX.value + "_lr", {"markdown": ".md", "plot": ".png"})
-    theory_run = theory_result(sweep.parse_targets(sweep._TARGETS.value, [flags.FLAGS.config.target_accuracy or 0.95])[0])
+    targets = sweep.parse_targets(sweep._TARGETS.value, [flags.FLAGS.config.target_accuracy or 0.95])
+    theory_run = theory_result(targets[0])
     try:
         built, targets, table = sweep.run(lr_search.points(rates, batches, _WILDCARDS.value, _SEED.value))
     except runs.SweepStopped as stop:

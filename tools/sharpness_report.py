@@ -13,7 +13,8 @@ import os
 
 from absl import flags
 
-from study_output import batch_size_axis, log_over_epochs, refuse_existing, run_tool  # tools/ is the script's own folder, first on sys.path
+# tools/ is the script's own folder, first on sys.path
+from study_output import batch_size_axis, log_over_epochs, refuse_existing, run_tool
 
 RUNS = flags.DEFINE_list("runs", None, "model_dirs of finished runs (trained with sharpness_every > 0).")
 MARKDOWN = flags.DEFINE_string("markdown", None, "The table (markdown) to write.")

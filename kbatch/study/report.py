@@ -31,7 +31,8 @@ def point_row(sweep, point, targets):
     """The row of one point (see the module docstring)."""
     state, record = sweep.state(point)
     settings = schema.resolve(point.config)
-    row = {"name": point.name, "state": state, "error": record.get("error") if state in ("failed", "diverged") else None}
+    error = record.get("error") if state in ("failed", "diverged") else None
+    row = {"name": point.name, "state": state, "error": error}
     row.update({field: point.config[field] for field in sweep.axes})
     row.update({field: getattr(settings, field) for field in DESCRIBED if field not in row})
     row["peak_learning_rate"] = recipe.RunRecipe.from_settings(settings).peak_learning_rate()

@@ -1,5 +1,6 @@
 """Normalization layers across batch sizes (Wu & He 2018, Table 2; Luo et al. 2018), over the
-sweep engine: the 42 runs of docs/results/norms.md, which is its result. The MNIST-1D CNN with each norm (batch, group, layer, instance, switchable, none)
+sweep engine: the 42 runs of docs/results/norms.md, which is its result. The MNIST-1D CNN with each
+norm (batch, group, layer, instance, switchable, none)
 at batches 2 to 512, one replica, so the batch is the one the statistics see; the same 10 epochs
 of mnist1d/original for every run, LR 0.05 at batch 128 moved by the linear rule, 1 epoch of
 warmup then cosine decay, BN momentum 0.9 at every batch (rescale_recipe=False).
