@@ -36,6 +36,7 @@ class GradientTransform:
 
     def finish(self, context, variables):
         """Called by the TensorFlow step once `optimizer.apply` has updated `variables`."""
+        return None  # a body of its own: AutoGraph cannot convert a function that is only a docstring
 
 
 class Context:
