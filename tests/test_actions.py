@@ -102,16 +102,19 @@ def test_the_noise_scale_resumed_from_its_state_goes_on_bit_for_bit():
     assert resumed_run.history.noise_scale == run.history.noise_scale[1:]
 
 
+def staleness_loop(first, values):
+    return LoopOutput(first, len(values), None, {"staleness": np.array(values)}, 1.0)
+
+
 def test_the_staleness_counts_resumed_from_their_state_add_up():
     run, resumed_run = fake_run(), fake_run()
     kept = actions.RecordStaleness()
     kept.begin(run)
-    loop = lambda first, values: LoopOutput(first, len(values), None, {"staleness": np.array(values)}, 1.0)  # noqa: E731
-    kept.after_loop(run, loop(0, [0, 1, 1]))
+    kept.after_loop(run, staleness_loop(0, [0, 1, 1]))
     resumed = round_trip(kept, actions.RecordStaleness())
     resumed.begin(resumed_run)
     assert resumed_run.published["staleness_counts"] == [1, 2]
-    resumed.after_loop(resumed_run, loop(3, [2, 0]))
+    resumed.after_loop(resumed_run, staleness_loop(3, [2, 0]))
     assert resumed.state() == {"counts": [2, 2, 1]}
 
 

@@ -10,18 +10,17 @@ from kbatch.training.action import Action
 
 
 class Progress(Action):
-    """`enabled=False` prints nothing. An epoch's bar is made when the epoch starts (at `begin`, then
-    at the end of the epoch before), since Keras times a bar from its making: the epoch's first
-    loop, compilation included, counts."""
+    """In a run with `verbose` (`actions.standard`), on the chief. An epoch's bar is made when the
+    epoch starts (at `begin`, then at the end of the epoch before), since Keras times a bar from
+    its making: the epoch's first loop, compilation included, counts."""
 
     after = ("Evaluate",)  # it prints `run.last_evaluation`
 
-    def __init__(self, enabled=True):
-        self.enabled = enabled
-        self._epoch = self._bar = None
+    def __init__(self):
+        self.enabled, self._epoch, self._bar = False, None, None
 
     def begin(self, run):
-        self.enabled = self.enabled and run.backend.is_chief
+        self.enabled = run.backend.is_chief
         if not self.enabled:
             return
         state = f"resuming at step {run.step}" if run.changed is not None and run.step else "starting"

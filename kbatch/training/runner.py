@@ -212,7 +212,8 @@ class Run:
     else the fields changed since the run in `model_dir` was started ({} for none). `lock` is
     the held `run_lock.RunLock` of `model_dir` (None off the chief), released when training ends
     or by `close()`. What the actions publish (`publish`) it shows read-only: `last_evaluation`,
-    `noise_scale`, `staleness_counts`."""
+    `noise_scale`, `staleness_counts`. `batch_decisions`: the adaptive batch's decisions its plan
+    follows (`adapt`; saved as `AdaptBatchSize`'s state, so a resumed run re-plans when built)."""
 
     def __init__(self, settings, backend, task, info, model, optimizer, plan, changed, lock=None):
         self.settings, self.backend, self.task, self.info = settings, backend, task, info
