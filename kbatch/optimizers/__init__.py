@@ -11,11 +11,12 @@ import keras
 from kbatch import checks
 from kbatch.optimizers.exclusions import DEFAULT_EXCLUDE, PATTERNS_ATTRIBUTE, apply_exclusions
 from kbatch.optimizers.exclusions import check_patterns, short_name
+from kbatch.optimizers.kinds import kind
 from kbatch.optimizers.lars import LARS
 from kbatch.optimizers.loss_scale import unwrap
 
 __all__ = ["DEFAULT_EXCLUDE", "LARS", "NAMES", "apply_exclusions", "build", "check_patterns",
-           "resolve", "short_name", "unwrap"]
+           "kind", "resolve", "short_name", "unwrap"]
 
 NAMES = ("sgd", "momentum", "nesterov", "lars", "lamb", "adamw", "adam")
 

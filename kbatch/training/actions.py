@@ -1,5 +1,6 @@
-"""The actions every run takes after each compiled loop of updates, one small class per job
-(see `kbatch.training.action.Action` for the hooks), in the order `standard()` lists them."""
+"""The actions a run takes after each compiled loop of updates, one small class per job (see
+`kbatch.training.action.Action` for the hooks); `standard(settings)` builds the ones a config
+turns on, in order."""
 
 import contextlib
 import math
@@ -62,9 +63,8 @@ class LogSteps(Action):
             run.backend.summaries.scalars("train", step, point)
             run.backend.summaries.scalars("examples", first_example + i * batch,
                                           {"learning_rate": lr, "global_batch_size": batch})
-        inner = optimizers.unwrap(run.optimizer)
-        if hasattr(inner, "trust_ratio_stats"):
-            stats = inner.trust_ratio_stats()
+        if optimizers.kind(run.optimizer) == "lars":
+            stats = optimizers.unwrap(run.optimizer).trust_ratio_stats()
             run.backend.summaries.scalars("train", loop.last_step, {f"trust_ratio/{k}": v for k, v in stats.items()})
 
 
@@ -77,9 +77,7 @@ class ReportLossSpikes(Action):
         self.verbose = verbose
 
     def after_loop(self, run, loop):
-        factors = loop.records.get("spike_factor")
-        if factors is None:
-            return
+        factors = loop.records["spike_factor"]
         spikes = [(loop.first_step + i + 1, float(f)) for i, f in enumerate(factors) if f < 1.0]
         for step, factor in spikes:
             run.history.loss_spikes.append({"step": step, "factor": factor})
@@ -94,16 +92,26 @@ class RecordStaleness(Action):
     """Under `strategy="parameter_server"`: the staleness each update was measured to have
     (`ps_backend`) goes to TensorBoard, one histogram per loop (`train/staleness`) and the loop's
     mean (`train/staleness_mean`), and into the counts of `result.json`'s `staleness` (updates
-    per delay; kept with the checkpoints, so a resumed run adds to them)."""
+    per delay, published as `run.staleness_counts`; its state, so a resumed run adds to them)."""
+
+    def __init__(self):
+        self._counts = []
+
+    def state(self):
+        return {"counts": list(self._counts)}
+
+    def restore_state(self, state):
+        self._counts = list(state["counts"])
+
+    def begin(self, run):
+        run.publish("staleness_counts", self._counts)
 
     def after_loop(self, run, loop):
-        values = loop.records.get("staleness")
-        if values is None:
-            return
-        counts = run.history.state.setdefault("staleness_counts", [])
+        values = loop.records["staleness"]
         for tau, n in enumerate(np.bincount(values.astype(np.int64))):
-            counts.extend([0] * (tau + 1 - len(counts)))
-            counts[tau] += int(n)
+            self._counts.extend([0] * (tau + 1 - len(self._counts)))
+            self._counts[tau] += int(n)
+        run.publish("staleness_counts", self._counts)
         run.backend.summaries.histogram("train", loop.last_step, "staleness", values)
         run.backend.summaries.scalars("train", loop.last_step, {"staleness_mean": float(values.mean())})
 
@@ -112,19 +120,24 @@ class MeasureNoiseScale(Action):
     """With `noise_scale_every` N > 0: takes in every update's squared gradient norms (the global
     batch's and its parts', from the step's record), and every N updates logs the gradient noise
     scale B_simple, |G|^2, tr(Sigma), the temperature lr / B and B / B_simple to TensorBoard
-    (`noise/`) and to the history (`result.json`'s `noise_scale`). Its averages are saved with
-    every checkpoint, so a resumed run goes on with them."""
+    (`noise/`) and to the history (`result.json`'s `noise_scale`); after each loop it publishes
+    B_simple as `run.noise_scale`. Its averages (decay `decay`) are its state, so a resumed run
+    goes on with them."""
+
+    def __init__(self, every, decay):
+        self.every = every
+        self.estimate = noise_scale.NoiseScale(decay)
+
+    def state(self):
+        return {"averages": self.estimate.state()}
+
+    def restore_state(self, state):
+        self.estimate = noise_scale.NoiseScale(self.estimate.decay, state["averages"])
 
     def begin(self, run):
-        s = run.settings
-        self.every = s.noise_scale_every
-        if self.every:
-            self.parts = run.backend.noise_parts()[0]
-            self.estimate = noise_scale.NoiseScale(s.noise_scale_decay, run.history.state.get("noise_scale"))
+        self.parts = run.backend.noise_parts()[0]
 
     def after_loop(self, run, loop):
-        if not self.every:
-            return
         records, batch = loop.records, loop.phase.batch_size
         for i in range(loop.num_steps):
             self.estimate.update(records[noise_scale.RECORD][i], records["grad_norm"][i] ** 2,
@@ -138,8 +151,7 @@ class MeasureNoiseScale(Action):
                          "batch_over_b_simple": batch / b_simple if b_simple > 0 else float("nan")}
                 run.backend.summaries.scalars("noise", step, point)
                 run.history.noise_scale.append({"step": step, "global_batch_size": batch, **point})
-        run.history.state["noise_scale"] = self.estimate.state()
-        loop.b_simple = self.estimate.simple
+        run.publish("noise_scale", self.estimate.simple)
 
 
 def _above(value, bound):
@@ -152,26 +164,36 @@ class AdaptBatchSize(Action):
     """With `batch_schedule="adaptive"`: at the end of each epoch but the last, double the global
     batch (up to `max_batch_size`) if the noise scale B_simple is above it (McCandlish et al. 2018:
     below B_simple a larger batch still cuts the updates nearly in proportion), the rate moved by
-    `lr_scaling` (`Run.adapt`). The decisions are kept with the checkpoints, so a resumed run
-    follows them exactly, and each is one console line."""
+    `lr_scaling` (`Run.adapt`). The decisions (`run.batch_decisions`) are its state, so a resumed
+    run follows them exactly (`Run` re-plans with them when it is built), and each is one console line."""
 
-    def __init__(self, verbose=True):
-        self.verbose = verbose
+    after = ("MeasureNoiseScale",)
+
+    def __init__(self, max_batch_size, verbose=True):
+        self.max_batch_size, self.verbose = max_batch_size, verbose
+        self._decisions = []
+
+    def state(self):
+        return {"decisions": list(self._decisions)}
+
+    def begin(self, run):  # its saved state: the decisions `Run` re-planned with when it was built
+        self._decisions = list(run.batch_decisions)
 
     def after_loop(self, run, loop):
-        s = run.settings
         epoch_ends = run.plan.epoch_starts[1:-1]
-        if s.batch_schedule != "adaptive" or run.step not in epoch_ends:
+        if run.step not in epoch_ends:
             return
-        batch, b_simple = loop.phase.batch_size, loop.b_simple
-        if not (b_simple > batch and 2 * batch <= min(s.max_batch_size, run.info.num_train_examples)):
+        batch, b_simple = loop.phase.batch_size, run.noise_scale
+        if not (b_simple > batch and 2 * batch <= min(self.max_batch_size, run.info.num_train_examples)):
             return
         epoch = epoch_ends.index(run.step) + 1
         before = float(loop.records["learning_rate"][-1])
-        run.adapt([*run.history.state.get("adaptive_batch", []), {"epoch": epoch, "batch": 2 * batch, "step": run.step}])
+        self._decisions.append({"epoch": epoch, "batch": 2 * batch, "step": run.step})
+        run.adapt(self._decisions)
         if self.verbose and run.backend.is_chief:
-            print(f"kbatch: adaptive batch: B_simple {_above(b_simple, batch)} > batch {batch} at epoch {epoch}: the batch doubles "
-                  f"to {2 * batch} (lr by the {s.lr_scaling} rule; was {before:.4g})", flush=True)
+            print(f"kbatch: adaptive batch: B_simple {_above(b_simple, batch)} > batch {batch} at epoch {epoch}: the "
+                  f"batch doubles to {2 * batch} (lr by the {run.settings.lr_scaling} rule; was {before:.4g})",
+                  flush=True)
 
 
 class AverageMovingStatistics(Action):
@@ -185,7 +207,7 @@ class AverageMovingStatistics(Action):
 
 class Evaluate(Action):
     """At each evaluation point: one pass over the evaluation split, appended to the history,
-    written to TensorBoard (`eval/`), and left on the loop as `loop.eval_logs`; with the
+    written to TensorBoard (`eval/`), and published as `run.last_evaluation`; with the
     training throughput since the last evaluation."""
 
     def __init__(self):
@@ -209,7 +231,7 @@ class Evaluate(Action):
         run.backend.summaries.scalars("eval", run.step, {name: value / count for name, value in sums.items()})
         run.backend.summaries.scalars("train", run.step, {"examples_per_second": entry["examples_per_second"]})
         run.backend.summaries.flush()
-        loop.eval_logs = entry
+        run.publish("last_evaluation", entry)
 
 
 class MeasureSharpness(Action):
@@ -221,15 +243,13 @@ class MeasureSharpness(Action):
     history (`result.json`'s `sharpness`); a warning line each time lr x lambda_max crosses it."""
 
     PROBE_EXAMPLES = 1024
+    after = ("Evaluate",)
 
-    def __init__(self, verbose=True):
-        self.verbose, self._above = verbose, False
-
-    def begin(self, run):
-        self.every, self._hvp = run.settings.sharpness_every, None
+    def __init__(self, every, verbose=True):
+        self.every, self.verbose, self._above, self._hvp = every, verbose, False, None
 
     def after_loop(self, run, loop):
-        if not self.every or loop.eval_logs is None or len(run.history.evals) % self.every:
+        if not run.evaluated(loop) or len(run.history.evals) % self.every:
             return
         if self._hvp is None:  # built (and traced) once; it reads the weights as they are
             task = run.task
@@ -237,8 +257,8 @@ class MeasureSharpness(Action):
             self._hvp = hessian.hessian_vector_product(run.model, loss, run.backend.probe_batch(self.PROBE_EXAMPLES))
         value = hessian.top_eigenvalue(self._hvp, [v.shape for v in run.model.trainable_variables])
         lr = float(loop.records["learning_rate"][-1])
-        inner = optimizers.unwrap(run.optimizer)
-        bound = 2.0 + 2.0 * float(inner.momentum) if type(inner).__name__ == "SGD" else None
+        sgd = optimizers.kind(run.optimizer) == "sgd"
+        bound = 2.0 + 2.0 * float(optimizers.unwrap(run.optimizer).momentum) if sgd else None
         entry = {"step": run.step, "sharpness": value, "lr_times_sharpness": lr * value, "stability_bound": bound}
         run.history.sharpness.append(entry)
         run.backend.summaries.scalars("diagnostics", run.step, {k: v for k, v in entry.items()
@@ -313,8 +333,15 @@ class WatchInterrupt(Action):
             sys.unraisablehook = self._unraisable
 
 
-def standard(verbose=True):
-    """The actions every run takes, in order."""
-    return [CheckFinite(), LogSteps(), ReportLossSpikes(verbose), RecordStaleness(), MeasureNoiseScale(),
-            AdaptBatchSize(verbose),
-            AverageMovingStatistics(), Evaluate(), MeasureSharpness(verbose), Progress(verbose), Checkpoint(), WatchPreemption(), WatchInterrupt()]
+def standard(settings, verbose=True):
+    """The actions `settings` (`Settings`) turn on, each with its parameters, in the order they run."""
+    s = settings
+    return [CheckFinite(), LogSteps(),
+            *([ReportLossSpikes(verbose)] if s.loss_spike_guard else []),
+            *([RecordStaleness()] if s.strategy == "parameter_server" else []),
+            *([MeasureNoiseScale(s.noise_scale_every, s.noise_scale_decay)] if s.noise_scale_every else []),
+            *([AdaptBatchSize(s.max_batch_size, verbose)] if s.batch_schedule == "adaptive" else []),
+            AverageMovingStatistics(), Evaluate(),
+            *([MeasureSharpness(s.sharpness_every, verbose)] if s.sharpness_every else []),
+            *([Progress()] if verbose else []),
+            Checkpoint(), WatchPreemption(), WatchInterrupt()]

@@ -21,6 +21,8 @@ from kbatch.training.action import Action
 class KerasCallbacks(Action):
     """An action that calls a list of `keras.callbacks.Callback`s."""
 
+    after = ("Evaluate",)  # an epoch's logs hold `run.last_evaluation`
+
     def __init__(self, callbacks=()):
         self.callbacks = list(callbacks)
 
@@ -44,7 +46,7 @@ class KerasCallbacks(Action):
         self._list.on_train_batch_end(loop.last_step - start - 1, logs)
         if loop.last_step == run.plan.epoch_starts[self._epoch + 1]:
             epoch_logs = {name: total / self._count for name, total in self._sums.items()}
-            epoch_logs.update(_val_logs(loop.eval_logs))
+            epoch_logs.update(_val_logs(run.last_evaluation if run.evaluated(loop) else None))
             self._list.on_epoch_end(self._epoch, epoch_logs)
             if loop.last_step < run.plan.total_steps:
                 self._start_epoch(run, self._epoch + 1)

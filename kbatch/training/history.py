@@ -7,18 +7,23 @@ from kbatch.training import run_dir
 
 HISTORY_FILE = "history.json"
 
+# history.json's `state` before actions saved their own (under `actions`): {old key: (action, its state)}.
+_OLD_STATE = {"noise_scale": ("MeasureNoiseScale", lambda v: {"averages": v}),
+              "staleness_counts": ("RecordStaleness", lambda v: {"counts": v}),
+              "adaptive_batch": ("AdaptBatchSize", lambda v: {"decisions": v})}
+
 
 class History:
     """`evals`: one dict per evaluation (step, epoch, examples, eval_<metric>, learning rate,
     global batch, examples/s); `noise_scale`: one dict per noise-scale point (step, b_simple, ...); `sharpness`: one per
     sharpness measurement; `loss_spikes`: one per update the loss-spike guard scaled;
-    `state`: what the diagnostics need to go on exactly after a resume; `wall_seconds`: training
-    time before this process started."""
+    `actions`: {action name: its `state()`}, what the actions need to go on exactly after a resume;
+    `wall_seconds`: training time before this process started."""
 
     def __init__(self, directory):
         self.path = os.path.join(directory, HISTORY_FILE)
         self.evals, self.noise_scale, self.sharpness, self.loss_spikes = [], [], [], []
-        self.state, self.wall_seconds = {}, 0.0
+        self.actions, self.wall_seconds = {}, 0.0
 
     def load(self, restored_step, directory):
         """The evaluations up to `restored_step` saved in `directory` (the chief's model_dir); a
@@ -34,11 +39,11 @@ class History:
         self.noise_scale = [p for p in saved.get("noise_scale", []) if p["step"] <= restored_step]
         self.sharpness = [p for p in saved.get("sharpness", []) if p["step"] <= restored_step]
         self.loss_spikes = [p for p in saved.get("loss_spikes", []) if p["step"] <= restored_step]
-        self.state, self.wall_seconds = saved.get("state", {}), saved["wall_seconds"]
+        self.actions, self.wall_seconds = _actions(saved), saved["wall_seconds"]
 
     def save(self, wall_seconds):
         run_dir.write_json(self.path, {"evals": self.evals, "noise_scale": self.noise_scale, "sharpness": self.sharpness,
-                                       "loss_spikes": self.loss_spikes, "state": self.state,
+                                       "loss_spikes": self.loss_spikes, "actions": self.actions,
                                        "wall_seconds": wall_seconds})
 
 
@@ -46,6 +51,7 @@ def _checked(saved, path):
     """`saved` if it has the shape `History.save` writes, else a ValueError naming the file."""
     records = [saved.get(name, []) for name in ("evals", "noise_scale", "sharpness", "loss_spikes")]
     well_formed = (isinstance(saved.get("evals"), list) and isinstance(saved.get("state", {}), dict)
+                   and isinstance(saved.get("actions", {}), dict)
                    and isinstance(saved.get("wall_seconds"), (int, float))
                    and all(isinstance(r, list) and all(isinstance(e, dict) and "step" in e for e in r)
                            for r in records))
@@ -53,6 +59,16 @@ def _checked(saved, path):
         raise ValueError(f"{path} is not the evaluation history kbatch writes: it was damaged; put the "
                          "original back, or move the folder away to start afresh.")
     return saved
+
+
+def _actions(saved):
+    """The actions' saved states, those of a history.json written before `actions` (its `state`) included."""
+    actions = dict(saved.get("actions", {}))
+    for key, value in saved.get("state", {}).items():
+        if key in _OLD_STATE:
+            name, convert = _OLD_STATE[key]
+            actions.setdefault(name, convert(value))
+    return actions
 
 
 def result(run, wall_seconds):
@@ -87,7 +103,7 @@ def result(run, wall_seconds):
         "noise_scale": run.history.noise_scale,
         "sharpness": run.history.sharpness,
         "loss_spikes": run.history.loss_spikes,
-        "staleness": staleness_summary(run.history.state.get("staleness_counts")),
+        "staleness": staleness_summary(run.staleness_counts),
     })
     if s.target_accuracy is not None:
         reached = [e for e in evals if task.reached(e[monitor], s.target_accuracy)]

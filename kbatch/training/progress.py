@@ -10,16 +10,17 @@ from kbatch.training.action import Action
 
 
 class Progress(Action):
-    """`enabled=False` prints nothing. An epoch's bar is made when the epoch starts (at `begin`, then
-    at the end of the epoch before), since Keras times a bar from its making: the epoch's first
-    loop, compilation included, counts."""
+    """In a run with `verbose` (`actions.standard`), on the chief. An epoch's bar is made when the
+    epoch starts (at `begin`, then at the end of the epoch before), since Keras times a bar from
+    its making: the epoch's first loop, compilation included, counts."""
 
-    def __init__(self, enabled=True):
-        self.enabled = enabled
-        self._epoch = self._bar = None
+    after = ("Evaluate",)  # it prints `run.last_evaluation`
+
+    def __init__(self):
+        self.enabled, self._epoch, self._bar = False, None, None
 
     def begin(self, run):
-        self.enabled = self.enabled and run.backend.is_chief
+        self.enabled = run.backend.is_chief
         if not self.enabled:
             return
         state = f"resuming at step {run.step}" if run.changed is not None and run.step else "starting"
@@ -47,8 +48,8 @@ class Progress(Action):
         self._bar.update(loop.last_step - start, values=list(values.items()))
         if loop.last_step == plan.epoch_starts[epoch + 1] and epoch + 1 < run.settings.num_epochs:
             self._bar = _new_bar(plan, epoch + 1)  # the next epoch starts now
-        if loop.eval_logs:
-            e = loop.eval_logs
+        if run.evaluated(loop):
+            e = run.last_evaluation
             metrics = ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in e.items() if k.startswith("eval_"))
             print(f"  step {e['step']}: {metrics}, lr {e['learning_rate']:.4g}, batch {e['global_batch_size']}, "
                   f"{e['examples_per_second']:,.0f} examples/s", flush=True)

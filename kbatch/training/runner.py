@@ -6,7 +6,8 @@
 `Run.train` drives the updates to the next point of the `Plan` (an evaluation, a checkpoint, a
 batch-size phase change, or `steps_per_loop` updates: one compiled call), then hands the
 loop's records to each action in turn (`kbatch.training.actions`: check, log, evaluate,
-checkpoint, preemption, progress, then the user's actions and Keras callbacks). The backend
+checkpoint, preemption, progress, then the user's actions and Keras callbacks); what an action
+finds out for the others it publishes on the run (`Run.publish`). The backend
 (a `backend.Backend`: `tf_backend`, `ps_backend` or `jax_backend`) is the only part that knows
 TensorFlow or JAX.
 """
@@ -19,6 +20,7 @@ import keras
 
 from kbatch import ledger, models, optimizers, runtime
 from kbatch.diagnostics import noise_scale
+from kbatch.training import action as action_lib
 from kbatch.training import actions as actions_lib
 from kbatch.training import (apply_recipe, arguments, cross_checks, event_writer, history, recipe, run_dir, run_lock,
                              schema)
@@ -32,16 +34,13 @@ NOT_TASK_VALUES = ("count", "grad_norm", "learning_rate", "spike_factor", "stale
 @dataclasses.dataclass
 class LoopOutput:
     """One compiled loop's updates: `records` holds, per update, the task's values summed over
-    the global batch, `count`, `grad_norm` and `learning_rate`. `eval_logs` is set by the
-    `Evaluate` action when the loop ended at an evaluation point; `b_simple` by `MeasureNoiseScale`."""
+    the global batch, `count`, `grad_norm` and `learning_rate`."""
 
     first_step: int
     num_steps: int
     phase: object
     records: dict
     seconds: float
-    eval_logs: dict = None
-    b_simple: float = float("nan")  # the noise scale after this loop (set by MeasureNoiseScale)
 
     @property
     def last_step(self):
@@ -215,7 +214,9 @@ class Run:
     model, optimizer, plan, evaluation history and the number of updates done (`step`). `changed` is None for a new run,
     else the fields changed since the run in `model_dir` was started ({} for none). `lock` is
     the held `run_lock.RunLock` of `model_dir` (None off the chief), released when training ends
-    or by `close()`."""
+    or by `close()`. What the actions publish (`publish`) it shows read-only: `last_evaluation`,
+    `noise_scale`, `staleness_counts`. `batch_decisions`: the adaptive batch's decisions its plan
+    follows (`adapt`; saved as `AdaptBatchSize`'s state, so a resumed run re-plans when built)."""
 
     def __init__(self, run_recipe, backend, task, info, model, optimizer, plan, changed, lock=None):
         self.recipe, self.settings = run_recipe, run_recipe.settings
@@ -228,8 +229,12 @@ class Run:
         if self.step:
             self.history.load(self.step, self.settings.model_dir)
         self._phase = self._loop = None
-        decisions = [d for d in self.history.state.get("adaptive_batch", []) if d["step"] <= self.step]
-        if decisions:  # a resumed adaptive run: the phases it chose, exactly
+        self._actions, self._published = [], {"last_evaluation": None, "noise_scale": float("nan"),
+                                              "staleness_counts": None}
+        self.batch_decisions = []
+        saved = self.history.actions.get("AdaptBatchSize", {}).get("decisions", [])
+        decisions = [d for d in saved if d["step"] <= self.step]
+        if decisions:  # a resumed adaptive run: the phases it chose, exactly (AdaptBatchSize's state)
             self.adapt(decisions)
         if changed is not None and backend.is_chief:  # points logged after the checkpoint are logged again
             event_writer.drop_events_from(self.settings.model_dir, self.step + 1,
@@ -246,8 +251,33 @@ class Run:
         self.plan = _check_plan(s, batches, self.backend.num_replicas, self.info)
         optimizers.unwrap(self.optimizer).learning_rate = self.recipe.learning_rate_schedule(
             self.info.num_train_examples, batches)
-        self.history.state["adaptive_batch"] = list(decisions)
+        self.batch_decisions = list(decisions)
         self._phase = None  # the next loop starts the new phase (a new compiled step)
+
+    def publish(self, name, value):
+        """Set what an action found out for the others (one of the names the run shows)."""
+        if name not in self._published:
+            raise KeyError(f"{name!r}: a run publishes only {sorted(self._published)}.")
+        self._published[name] = value
+
+    @property
+    def last_evaluation(self):
+        """The latest evaluation's entry in the history (`Evaluate`), None before the first."""
+        return self._published["last_evaluation"]
+
+    @property
+    def noise_scale(self):
+        """B_simple after the last loop (`MeasureNoiseScale`; NaN without it)."""
+        return self._published["noise_scale"]
+
+    @property
+    def staleness_counts(self):
+        """Under parameter servers, [updates applied tau updates late, for each tau] (`RecordStaleness`)."""
+        return self._published["staleness_counts"]
+
+    def evaluated(self, loop):
+        """True if the run evaluated at the end of `loop`."""
+        return self.last_evaluation is not None and self.last_evaluation["step"] == loop.last_step
 
     def wall_seconds(self):
         """Training time so far, earlier processes of this run included."""
@@ -257,6 +287,8 @@ class Run:
         """A checkpoint at `step`, with the evaluation history beside it."""
         with run_dir.writing(self.settings.model_dir, f"the checkpoint of step {step}",
                              lambda: self.backend.latest_checkpoint):
+            states = {action.name: action.state() for action in self._actions}
+            self.history.actions.update({name: state for name, state in states.items() if state is not None})
             self.history.save(self.wall_seconds())
             self.backend.save(step)
 
@@ -278,13 +310,15 @@ class Run:
         """Train to the end of the plan (or until a callback sets `model.stop_training`), then
         write `model.keras` and `result.json`; returns the result (a finished run's, untouched).
 
-        `actions` run after the standard ones (`actions_lib.standard(verbose)`), and
-        `callbacks` (`keras.callbacks.Callback`s) after those."""
+        `actions` run after the standard ones (`actions_lib.standard(settings, verbose)`), and
+        `callbacks` (`keras.callbacks.Callback`s) after those; a ValueError if an action comes
+        before one it must run after (`Action.after`)."""
         try:
             finished = run_dir.finished_result(self.settings)
             if self.step >= self.plan.total_steps and finished is not None:
                 return finished  # a finished run is left as it is
-            every = [*actions_lib.standard(verbose), *actions, actions_lib.KerasCallbacks(callbacks)]
+            every = [*actions_lib.standard(self.settings, verbose), *actions, actions_lib.KerasCallbacks(callbacks)]
+            action_lib.check_order(every)
             result = self._train(every)
         finally:
             self.close()
@@ -294,8 +328,11 @@ class Run:
 
     def _train(self, every):
         self.model.stop_training = False
+        self._actions = every
         try:
             for action in every:
+                if action.name in self.history.actions:
+                    action.restore_state(self.history.actions[action.name])
                 action.begin(self)
             while self.step < self.plan.total_steps and not self.model.stop_training:
                 loop = self.run_loop()
