@@ -24,8 +24,8 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags  # noqa: E402
 import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
 
 SHAPES = {"mnist1d_cnn": (40, 1), "resnet20": (32, 32, 3)}
 MODEL = flags.DEFINE_enum("model", "mnist1d_cnn", list(SHAPES), "Model (MNIST-1D or CIFAR-shaped input).")

@@ -31,12 +31,6 @@ from kbatch import frameworks  # noqa: E402
 if frameworks.uses_tensorflow():
     frameworks.import_tensorflow()  # its start-up lines out of stderr
     from kbatch import distribute  # noqa: F401
-from kbatch import data  # noqa: E402
-from kbatch import layers  # noqa: E402
-from kbatch import models  # noqa: E402
-from kbatch import optimizers  # noqa: E402
-from kbatch import scaling  # noqa: E402
-from kbatch import schedules  # noqa: E402
-from kbatch import training  # noqa: E402
+from kbatch import data, layers, models, optimizers, scaling, schedules, training  # noqa: E402
 
 __version__ = "0.1.0"

@@ -14,7 +14,6 @@ import sys
 
 import keras
 import numpy as np
-
 from smooth_model import linear_model, smooth_model
 
 assert keras.backend.backend() == "jax", "start with KERAS_BACKEND=jax"
@@ -44,6 +43,7 @@ def mock(model_dir, config, num_examples):
 def steps(source, target):
     """The updates of `make_train_step` on the batches of `source`, from its weights."""
     import jax
+
     from kbatch.data.names import DatasetInfo
     from kbatch.training import Classification, jax_step
     from kbatch.training.transforms import Chain, Geometry, GlobalNorm

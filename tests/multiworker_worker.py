@@ -15,7 +15,6 @@ import os
 import sys
 
 import ml_collections
-
 from smooth_model import smooth_model
 
 

@@ -144,8 +144,8 @@ def test_a_config_that_fails_while_the_model_is_built_leaves_no_folder(make_conf
 
 
 def test_an_lr_scaling_exponent_from_the_command_line_is_a_number():
-    from kbatch.training import resolve
     from kbatch.configs import mnist1d_cnn
+    from kbatch.training import resolve
     config = mnist1d_cnn.get_config()
     config.lr_scaling = "0.5"  # what --config.lr_scaling=0.5 sets: the field is a string
     assert resolve(config).lr_scaling == 0.5

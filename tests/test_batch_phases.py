@@ -10,11 +10,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from smooth_model import smooth_model
 
 import kbatch  # noqa: F401  (registers the layers for load_model)
 from kbatch.configs import mnist1d_cnn
 from kbatch.training import recipe, resolve, train
-from smooth_model import smooth_model
 
 N = 4000  # mnist1d/original training examples
 

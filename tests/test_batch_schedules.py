@@ -4,10 +4,11 @@ constant-variance rules, divisibility by replicas, and the errors for bad input.
 
 from fractions import Fraction
 
+import keras
 import numpy as np
 import pytest
-import keras
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kbatch import schedules
 

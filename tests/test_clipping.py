@@ -9,10 +9,10 @@ import os
 import keras
 import numpy as np
 import tensorflow as tf
+from smooth_model import smooth_model
 
 import kbatch
 from kbatch.training import train
-from smooth_model import smooth_model
 
 
 def test_keras_per_replica_clipping_is_not_global_clipping():

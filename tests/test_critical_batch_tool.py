@@ -7,7 +7,6 @@ import json
 import re
 
 import pytest
-
 from run_tool import run_tool
 
 FIELDS = ("name", "state", "optimizer", "batch_size", "steps_to_0.9", "steps_to_0.99")

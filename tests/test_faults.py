@@ -16,10 +16,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from stop_run import signal_at_checkpoint
 
 import kbatch  # registers the layers for load_model
 import kbatch.configs.mnist1d_cnn
-from stop_run import signal_at_checkpoint
 
 HERE = pathlib.Path(__file__).resolve().parent
 # Two epochs of mnist1d/original at batch 256: 32 updates, a checkpoint every 4.

@@ -3,8 +3,8 @@
 import keras
 import numpy as np
 import pytest
-
 from backend_ops import compiled_training_call, gradients
+
 from kbatch.layers import GhostBatchNormalization
 
 ATOL = 1e-5

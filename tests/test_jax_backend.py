@@ -6,8 +6,8 @@ runs where TensorFlow cannot be imported. The smooth model keeps float rounding 
 import json
 import os
 import pathlib
-import signal
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -16,12 +16,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from smooth_model import smooth_model
 
 from kbatch.data.names import DatasetInfo
 from kbatch.training import Classification
 from kbatch.training.tf_step import make_train_loop, make_train_step
 from kbatch.training.transforms import Chain, Geometry
-from smooth_model import smooth_model
 
 HERE = pathlib.Path(__file__).resolve().parent
 

@@ -7,11 +7,11 @@ import re
 import keras
 import numpy as np
 import pytest
+from backend_ops import COMPILE_MODES, apply_gradients
 
 import kbatch
-from backend_ops import COMPILE_MODES, apply_gradients
-from kbatch.training import train
 from kbatch.optimizers import LARS
+from kbatch.training import train
 
 SHAPES = {  # path -> shape: a conv kernel, a dense kernel, a bias, norm parameters, a scalar
     "conv/kernel": (3, 3, 4, 8),

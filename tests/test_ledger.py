@@ -6,11 +6,12 @@ import math
 from fractions import Fraction
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from stream_walk import walk
 
 from kbatch import distribute, ledger
 from kbatch.ledger import StepLedger
-from stream_walk import walk
 
 FAST = settings(max_examples=60, deadline=None)
 

@@ -7,9 +7,9 @@ import math
 
 import numpy as np
 import pytest
+from run_tool import run_tool
 
 from kbatch.study import grid, lr_search, nqm, theory
-from run_tool import run_tool
 
 
 def test_points_walk_the_lines_and_wildcards_stay_in_range():

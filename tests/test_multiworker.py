@@ -20,10 +20,10 @@ import sys
 import keras
 import numpy as np
 import pytest
-
-from kbatch.training import train
 from multiworker_worker import smooth_model
 from stop_run import signal_at_checkpoint
+
+from kbatch.training import train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:

@@ -14,11 +14,11 @@ import sys
 import keras
 import numpy as np
 import pytest
+from smooth_model import linear_model
 
 from kbatch.data import numpy_source
 from kbatch.diagnostics import NoiseScale, unbiased_estimates
 from kbatch.training import train
-from smooth_model import linear_model
 
 HERE = pathlib.Path(__file__).resolve().parent
 NOISE = dict(base_learning_rate=1e-12, num_epochs=12, noise_scale_every=25,

@@ -4,8 +4,8 @@
 import keras
 import numpy as np
 import pytest
-
 from backend_ops import gradients
+
 from kbatch import layers, models
 from kbatch.layers import registry
 

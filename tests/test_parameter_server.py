@@ -22,12 +22,12 @@ import numpy as np
 import psutil
 import pytest
 import tensorflow as tf
+from smooth_model import smooth_model
+from stop_run import signal_at_checkpoint
 from tensorboard.backend.event_processing import event_accumulator
 
 from kbatch import distribute
 from kbatch.training import schema, train
-from smooth_model import smooth_model
-from stop_run import signal_at_checkpoint
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:

@@ -5,11 +5,12 @@ calls that never run past any of those points."""
 import math
 from fractions import Fraction
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from stream_walk import walk
 
 from kbatch.schedules import BatchSizeSchedule
 from kbatch.training.plan import Plan
-from stream_walk import walk
 
 FAST = settings(max_examples=60, deadline=None)
 

@@ -12,10 +12,10 @@ import sys
 import keras
 import numpy as np
 import pytest
+from stop_run import signal_at_checkpoint
 
 import kbatch  # noqa: F401  (registers the layers for load_model)
 from kbatch.training import train
-from stop_run import signal_at_checkpoint
 
 # Two epochs of mnist1d/original at batch 256: 15 steps an epoch, a checkpoint every 4 steps.
 FLAGS = ["--config.dataset=mnist1d/original", "--config.batch_size=256", "--config.base_batch_size=256",

@@ -8,10 +8,10 @@ import os
 import keras
 import numpy as np
 import pytest
+from smooth_model import smooth_model
 
 import kbatch
 from kbatch.training import Action, Task, build_run, train
-from smooth_model import smooth_model
 
 
 class Recorder(keras.callbacks.Callback):

@@ -2,12 +2,13 @@
 Keras's own CosineDecay warmup, int and float steps compiled (tf.function and XLA, or jax.jit), serialization,
 a saved .keras model's optimizer, and subclassing."""
 
+import keras
 import numpy as np
 import pytest
-import keras
-from hypothesis import given, settings, strategies as st
-
 from backend_ops import COMPILE_MODES, STEP_DTYPES, compiled
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from kbatch import schedules
 
 FAST = settings(max_examples=50, deadline=None)

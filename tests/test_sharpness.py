@@ -6,8 +6,8 @@ Keras backends (tests/test_components_jax.py runs it on JAX)."""
 import keras
 import numpy as np
 import pytest
-
 from backend_ops import dense_hessian
+
 from kbatch.diagnostics import sharpness
 
 
@@ -50,9 +50,10 @@ def test_moving_statistics_are_left_alone_and_bad_arguments_are_one_line():
 
 
 def test_the_trainer_measures_at_every_second_evaluation_on_the_evaluation_split(make_config):
+    from smooth_model import linear_model
+
     from kbatch.data import numpy_source
     from kbatch.training import train
-    from smooth_model import linear_model
 
     config = make_config(sharpness_every=2, num_epochs=4)
     result = train(config, model_fn=linear_model, verbose=False)
@@ -69,9 +70,10 @@ def test_the_trainer_measures_at_every_second_evaluation_on_the_evaluation_split
 
 
 def test_a_warning_line_when_lr_times_sharpness_crosses_the_bound(make_config, monkeypatch, capsys):
+    from smooth_model import linear_model
+
     from kbatch.diagnostics import hessian
     from kbatch.training import train
-    from smooth_model import linear_model
 
     config = make_config(sharpness_every=1, num_epochs=3, base_learning_rate=0.1, momentum=0.9)
     values = iter([1.0, 1000.0, 2000.0])  # lr x lambda: below the bound 3.8, then past it (one warning)

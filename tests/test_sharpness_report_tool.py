@@ -5,15 +5,16 @@ overwritten."""
 import json
 
 import pytest
+from run_tool import run_tool
 
 from kbatch.training.recipe import RunRecipe
 from kbatch.training.schema import resolve
-from run_tool import run_tool
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     from conftest import small_config
+
     from kbatch.training import train
 
     made = []

@@ -42,8 +42,9 @@ def test_the_rule_against_numpy():
 
 
 def test_a_guarded_run_records_the_updates_it_scaled(make_config):
-    from kbatch.training import train
     from smooth_model import linear_model
+
+    from kbatch.training import train
 
     # At lr 2 softmax regression's loss jumps about (31 updates scaled, measured on TensorFlow).
     config = make_config(loss_spike_guard=1.0, num_epochs=3, base_learning_rate=2.0)
@@ -68,8 +69,9 @@ def test_optimizers_that_normalize_the_gradient_are_refused(make_config, optimiz
 
 
 def test_its_statistics_are_restored_with_the_checkpoint(make_config):
-    from kbatch.training import build_run
     from smooth_model import linear_model
+
+    from kbatch.training import build_run
 
     config = make_config(loss_spike_guard=1.0, num_epochs=2, base_learning_rate=2.0)
     run = build_run(config, model_fn=linear_model)

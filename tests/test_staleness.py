@@ -10,11 +10,12 @@ import os
 import keras
 import numpy as np
 import pytest
+from smooth_model import linear_model
 
 import kbatch
 from kbatch.training import Classification
-from kbatch.training.transforms import Chain, DelayLine, Geometry, delay_line as staleness
-from smooth_model import linear_model
+from kbatch.training.transforms import Chain, DelayLine, Geometry
+from kbatch.training.transforms import delay_line as staleness
 
 BATCH, STEPS, FEATURES, CLASSES, LR = 32, 9, 6, 4, 0.5
 

@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-
 from run_tool import run_tool
 
 COUNTS = [605, 679, 400, 165, 18, 6, 0, 1]

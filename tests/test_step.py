@@ -2,10 +2,10 @@
 the same steps as `model.train_on_batch` (same model, optimizer, batches): the same losses, the
 same weights and the same BatchNormalization moving statistics afterwards."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import keras
 
 from kbatch import models
 from kbatch.training import Classification

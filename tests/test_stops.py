@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from stop_run import signal_at_checkpoint
 
 from kbatch.training import stops

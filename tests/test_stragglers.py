@@ -11,9 +11,9 @@ import math
 import matplotlib.image
 import numpy as np
 import pytest
+from run_tool import run_tool
 
 from kbatch.study import step_times, stragglers
-from run_tool import run_tool
 
 
 def harmonic(n):

@@ -14,7 +14,6 @@ import time
 import matplotlib.image
 import psutil
 import pytest
-
 from run_tool import REPO, run_tool
 
 BASE = ["--config.dataset=mnist1d/original", "--config.num_epochs=1", "--config.warmup_epochs=0",
@@ -185,8 +184,8 @@ def test_an_empty_grid_an_unknown_field_and_bad_axes_are_one_line(tmp_path):
 
 
 def test_a_folder_of_another_sweep_or_of_anything_else_is_refused(tmp_path):
-    from kbatch.study import grid, sweep
     from kbatch.configs import mnist1d_cnn
+    from kbatch.study import grid, sweep
 
     theirs = tmp_path / "theirs"
     other = mnist1d_cnn.get_config()
@@ -204,8 +203,8 @@ def test_a_folder_of_another_sweep_or_of_anything_else_is_refused(tmp_path):
 
 
 def test_a_sweep_made_before_a_field_existed_is_the_same_sweep_at_that_field_s_default(tmp_path):
-    from kbatch.study import grid, sweep
     from kbatch.configs import mnist1d_cnn
+    from kbatch.study import grid, sweep
 
     older = tmp_path / "older"
     sweep.Sweep(older, mnist1d_cnn.get_config(), grid.expand({"seed": [1]})).write_manifest()

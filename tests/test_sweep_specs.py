@@ -14,11 +14,11 @@ import subprocess
 import sys
 
 import pytest
+from run_tool import REPO
 
 from kbatch.configs import mnist1d_cnn
 from kbatch.study import grid, report, sweep
 from kbatch.training import recipe, schema
-from run_tool import REPO
 
 RESULTS = {  # spec (tools/sweeps/<spec>.py): its results (docs/results/<stem>.csv, <stem>_sweep.json)
     "scaling": "scaling",

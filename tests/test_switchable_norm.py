@@ -5,8 +5,8 @@ import re
 import keras
 import numpy as np
 import pytest
-
 from backend_ops import compiled_training_call, gradients
+
 from kbatch.layers import SwitchableNormalization
 
 ATOL = 1e-5

@@ -1,17 +1,17 @@
 """tools/switchable_weights.py and kbatch.study.switchable: the importance weights of a sweep's
-finished switchable runs, read from their saved models, are the softmax of the logits set in them (NumPy), averaged over the
-layers; other runs are left out, and a sweep without any is one line."""
+finished switchable runs, read from their saved models, are the softmax of the logits set in them
+(NumPy), averaged over the layers; other runs are left out, and a sweep without any is one line."""
 
 import json
 
 import keras
 import numpy as np
 import pytest
+from run_tool import run_tool
 
 from kbatch.configs import mnist1d_cnn
 from kbatch.layers import SwitchableNormalization
 from kbatch.study import sweep, switchable
-from run_tool import run_tool
 
 LOGITS = {  # (mean logits, variance logits) of the model's two layers, over (batch, layer, instance)
     "first": ([0.0, 1.0, 2.0], [3.0, 0.0, 0.0]),

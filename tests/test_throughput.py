@@ -9,9 +9,9 @@ import csv
 import matplotlib.image
 import numpy as np
 import pytest
+from run_tool import run_tool
 
 from kbatch.study import throughput
-from run_tool import run_tool
 
 BATCHES = np.array([16, 32, 64, 128, 256, 512, 1024, 2048])
 PARAMETERS = [(2e-3, 1e-5, 1.0), (5e-4, 3e-4, 0.5), (1e-2, 1e-7, 1.5), (0.0, 1e-4, 0.8), (4e-3, 0.0, 1.0)]

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from run_tool import REPO, run_tool
 
 TOOLS = sorted(name for name in os.listdir(os.path.join(REPO, "tools"))
@@ -88,6 +87,7 @@ def test_grid_flags_naming_one_field_add_up(tmp_path):
 
 def test_a_point_that_is_already_in_the_sweep_under_another_name_is_that_point(tmp_path):
     from conftest import small_config
+
     from kbatch.study import sweep
 
     base = small_config(tmp_path / "unused")

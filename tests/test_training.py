@@ -7,10 +7,10 @@ import os
 import keras
 import numpy as np
 import pytest
+from smooth_model import smooth_model
 
 import kbatch
 from kbatch.training import train
-from smooth_model import smooth_model
 
 
 def _weights(model_dir):

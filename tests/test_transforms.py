@@ -8,8 +8,8 @@ import types
 import keras
 import numpy as np
 import pytest
-
 from backend_ops import COMPILE_MODES, compiled
+
 from kbatch.diagnostics import noise_scale
 from kbatch.training import transforms
 from kbatch.training.transforms import spike_guard

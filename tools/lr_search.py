@@ -19,10 +19,9 @@ nothing.
 import os
 import sys
 
-from absl import flags
-
 import study_output  # noqa: E402  (tools/ is the script's own folder, first on sys.path)
 import sweep  # noqa: E402  (its flags come too)
+from absl import flags
 
 _BATCHES = flags.DEFINE_list("batch_sizes", [], "Global batch sizes to search the rate at.")
 _LRS = flags.DEFINE_multi_string("lrs", [], "OPTIMIZER:RATE,RATE,... rates at base_batch_size; repeat per optimizer.")

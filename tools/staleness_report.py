@@ -13,7 +13,6 @@ import json
 import os
 
 from absl import flags
-
 from study_output import refuse_existing, run_tool  # tools/ is the script's own folder, first on sys.path
 
 RUNS = flags.DEFINE_list("runs", [], "LABEL=MODEL_DIR of each finished run, in the order to show them.")

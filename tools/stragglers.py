@@ -40,9 +40,8 @@ import sys  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import flags  # noqa: E402
-
 import study_output  # noqa: E402  (tools/ is the script's own folder, first on sys.path)
+from absl import flags  # noqa: E402
 
 DISTRIBUTIONS = flags.DEFINE_list(
     "distributions", ["lognormal:0.5", "lognormal:1.0", "pareto:3", "slowdowns:0.01:10", "slow_machine:4"],

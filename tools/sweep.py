@@ -25,10 +25,9 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import study_output  # noqa: E402  (tools/ is the script's own folder, first on sys.path)
 from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
-
-import study_output  # noqa: E402  (tools/ is the script's own folder, first on sys.path)
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "..", "kbatch", "configs", "mnist1d_cnn.py")
 _SWEEP_DIR = flags.DEFINE_string("sweep_dir", None, "The sweep's folder: its points' runs, its report.")

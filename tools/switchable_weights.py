@@ -8,7 +8,6 @@ SwitchableNormalization layers, in a markdown table, one row per run, by batch s
 """
 
 from absl import flags
-
 from study_output import refuse_existing, run_tool  # tools/ is the script's own folder, first on sys.path
 
 SWEEP_DIR = flags.DEFINE_string("sweep_dir", None, "A sweep's folder (tools/sweep.py's --sweep_dir).")

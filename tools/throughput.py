@@ -27,10 +27,9 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+import study_output  # noqa: E402  (tools/ is the script's own folder, first on sys.path)
 from absl import flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
-
-import study_output  # noqa: E402  (tools/ is the script's own folder, first on sys.path)
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "..", "kbatch", "configs", "mnist1d_cnn.py")
 

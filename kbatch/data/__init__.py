@@ -2,13 +2,20 @@
 where TensorFlow is installed and Keras does not run on JAX; under JAX on first use); `numpy_source`
 serves the JAX backend (MNIST-1D without TensorFlow)."""
 
-from kbatch.data.names import DATASETS, DatasetInfo, dataset_family
 from kbatch import frameworks
+from kbatch.data.names import DATASETS, DatasetInfo, dataset_family
 
 if frameworks.uses_tensorflow():
     from kbatch.data.mnist1d import Mnist1d
-    from kbatch.data.pipeline import (describe, distribute, eval_dataset_fn, first_eval_examples, train_dataset_fn,
-                                      train_examples_at, train_table_fn)
+    from kbatch.data.pipeline import (
+        describe,
+        distribute,
+        eval_dataset_fn,
+        first_eval_examples,
+        train_dataset_fn,
+        train_examples_at,
+        train_table_fn,
+    )
 
 
 def __getattr__(name):

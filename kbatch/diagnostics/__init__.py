@@ -2,9 +2,9 @@
 the sharpness of the loss (`hessian.sharpness`), and the critical batch fitted from a
 steps-to-target curve (`critical_batch`)."""
 
-from kbatch.diagnostics.noise_scale import NoiseScale, unbiased_estimates
 from kbatch.diagnostics.critical_batch import CriticalBatch, fit_critical_batch
 from kbatch.diagnostics.hessian import hessian_vector_product, sharpness, top_eigenvalue
+from kbatch.diagnostics.noise_scale import NoiseScale, unbiased_estimates
 
 __all__ = ["CriticalBatch", "NoiseScale", "fit_critical_batch", "hessian_vector_product", "sharpness",
            "top_eigenvalue", "unbiased_estimates"]

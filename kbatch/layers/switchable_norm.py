@@ -3,10 +3,7 @@ via Switchable Normalization", eq. 3 and section 3.1): a learned mixture of batc
 instance statistics."""
 
 import keras
-from keras import constraints
-from keras import initializers
-from keras import ops
-from keras import regularizers
+from keras import constraints, initializers, ops, regularizers
 
 from kbatch import checks
 

@@ -9,8 +9,13 @@ patterns naming a layer or a path (`stage3_block1_conv1`, `dense_1/bias$`) work 
 import keras
 
 from kbatch import checks
-from kbatch.optimizers.exclusions import DEFAULT_EXCLUDE, PATTERNS_ATTRIBUTE, apply_exclusions
-from kbatch.optimizers.exclusions import check_patterns, short_name
+from kbatch.optimizers.exclusions import (
+    DEFAULT_EXCLUDE,
+    PATTERNS_ATTRIBUTE,
+    apply_exclusions,
+    check_patterns,
+    short_name,
+)
 from kbatch.optimizers.kinds import kind
 from kbatch.optimizers.lars import LARS
 from kbatch.optimizers.loss_scale import unwrap

@@ -13,7 +13,9 @@ import functools
 import os
 import warnings
 
-from kbatch.study import grid, lr_search as lr_search_lib, plots, report, runs, sweep as sweep_lib, theory
+from kbatch.study import grid, plots, report, runs, theory
+from kbatch.study import lr_search as lr_search_lib
+from kbatch.study import sweep as sweep_lib
 
 SUFFIXES = {"csv": ".csv", "markdown": ".md", "plot": ".png"}
 SAY = functools.partial(print, flush=True)  # the default `log`: each line as it comes

@@ -42,8 +42,9 @@ class History:
         self.actions, self.wall_seconds = _actions(saved), saved["wall_seconds"]
 
     def save(self, wall_seconds):
-        run_dir.write_json(self.path, {"evals": self.evals, "noise_scale": self.noise_scale, "sharpness": self.sharpness,
-                                       "loss_spikes": self.loss_spikes, "actions": self.actions,
+        run_dir.write_json(self.path, {"evals": self.evals, "noise_scale": self.noise_scale,
+                                       "sharpness": self.sharpness, "loss_spikes": self.loss_spikes,
+                                       "actions": self.actions,
                                        "wall_seconds": wall_seconds})
 
 

@@ -18,6 +18,7 @@ from tensorflow.python.util import deprecation
 
 from kbatch.training import stops
 
+
 @contextlib.contextmanager
 def handler(strategy, manager, save, current_step):
     """Yields a PreemptionCheckpointHandler (its `save_checkpoint_if_preempted`), or None where

@@ -22,11 +22,19 @@ from kbatch import ledger, models, optimizers, runtime
 from kbatch.diagnostics import noise_scale
 from kbatch.training import action as action_lib
 from kbatch.training import actions as actions_lib
-from kbatch.training import (apply_recipe, arguments, cross_checks, event_writer, history, recipe, run_dir, run_lock,
-                             schema)
+from kbatch.training import (
+    apply_recipe,
+    arguments,
+    cross_checks,
+    event_writer,
+    history,
+    recipe,
+    run_dir,
+    run_lock,
+    schema,
+)
 from kbatch.training.plan import Plan
 from kbatch.training.tasks import Classification
-
 
 NOT_TASK_VALUES = ("count", "grad_norm", "learning_rate", "spike_factor", "staleness", noise_scale.RECORD)
 

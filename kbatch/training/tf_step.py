@@ -17,8 +17,8 @@ batch when there is one part) of each part's squared gradient norm, for the nois
 (`kbatch.diagnostics.noise_scale`); and what the chain's transforms record.
 """
 
-import tensorflow as tf
 import keras
+import tensorflow as tf
 
 from kbatch.training import transforms
 
