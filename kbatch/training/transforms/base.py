@@ -8,13 +8,14 @@ created once by `build` with `optimizer.add_variable`, so checkpoints hold it an
 on exactly.
 """
 
+import abc
 import collections
 
 Geometry = collections.namedtuple("Geometry", ["global_batch_size", "accumulation_steps"], defaults=[1])
 Geometry.__doc__ = """The batch of one update: the global batch size and the micro-batches it is taken in."""
 
 
-class GradientTransform:
+class GradientTransform(abc.ABC):
     """One step of the chain between the summed micro-batch gradients and `optimizer.apply`."""
 
     needs_parts = False  # whether the step must take the update's parts' squared norms (`Context.part_sq`)
@@ -25,9 +26,9 @@ class GradientTransform:
     def build(self, optimizer, trainable_variables):
         """Create the state as `optimizer` variables (after `optimizer.build`); none by default."""
 
+    @abc.abstractmethod
     def apply(self, grads, state, context):
         """(grads, new state, record): the values of this update; `state` the values of `variables`."""
-        raise NotImplementedError
 
     def start(self, context):
         """Tensors the forward pass must wait for. A hook of the TensorFlow step alone, for
