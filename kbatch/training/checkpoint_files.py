@@ -11,6 +11,8 @@ import glob
 import os
 import re
 
+from kbatch.training import run_dir
+
 STATE_FILE = "checkpoint"
 
 
@@ -59,7 +61,9 @@ def write_state(directory, prefixes):
     names = [os.path.basename(p) for p in prefixes]
     text = "".join([f'model_checkpoint_path: "{names[-1]}"\n',
                     *(f'all_model_checkpoint_paths: "{name}"\n' for name in names)])
-    path = os.path.join(directory, STATE_FILE)
-    with open(path + ".partial", "w") as f:
+    run_dir.write_atomically(os.path.join(directory, STATE_FILE), lambda tmp: _write_text(tmp, text))
+
+
+def _write_text(path, text):
+    with open(path, "w") as f:
         f.write(text)
-    os.replace(path + ".partial", path)

@@ -107,9 +107,15 @@ def finished_result(config):
     run then writes them again from its last checkpoint). `check` refuses a folder holding a
     different run."""
     settings = schema.resolve(config)
-    path = os.path.join(settings.model_dir, RESULT_FILE)
-    if (check(settings.model_dir, settings) is None or not os.path.exists(path)
-            or final_files_problems(settings.model_dir)):
+    if check(settings.model_dir, settings) is None:
+        return None
+    return intact_result(settings.model_dir)
+
+
+def intact_result(model_dir):
+    """`result.json` of the run in `model_dir` when it and `model.keras` are there and intact, else None."""
+    path = os.path.join(model_dir, RESULT_FILE)
+    if not os.path.exists(path) or final_files_problems(model_dir):
         return None
     return read_json(path)
 

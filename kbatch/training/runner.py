@@ -322,7 +322,7 @@ class Run:
         `callbacks` (`keras.callbacks.Callback`s) after those; a ValueError if an action comes
         before one it must run after (`Action.after`)."""
         try:
-            finished = run_dir.finished_result(self.settings)
+            finished = run_dir.intact_result(self.settings.model_dir)  # build_run checked the folder
             if self.step >= self.plan.total_steps and finished is not None:
                 return finished  # a finished run is left as it is
             every = [*actions_lib.standard(self.settings, verbose), *actions, actions_lib.KerasCallbacks(callbacks)]
