@@ -141,9 +141,10 @@ def one_line_parser(program, define_flags=None):
     ml_collections `--config` file and its `--config.FIELD` overrides)."""
 
     def parse(argv):
-        if define_flags and _config_path(argv) is not None:
+        path = _config_path(argv) if define_flags else None
+        if path is not None:
             try:
-                load_config(_config_path(argv))  # the file's own error, before any override is read
+                load_config(path)  # the file's own error, before any override is read
             except ValueError as error:
                 print(f"{program}: {error}", file=sys.stderr)
                 sys.exit(BAD_INPUT)
