@@ -12,6 +12,14 @@ from stop_run import signal_at_checkpoint
 from kbatch.training import stops
 
 
+@pytest.fixture(autouse=True)
+def _sigint_handler_kept():
+    """`reporting` ignores Ctrl-C as the process leaves; in pytest's own process it must come back."""
+    handler = signal.getsignal(signal.SIGINT)
+    yield
+    signal.signal(signal.SIGINT, handler)
+
+
 @pytest.mark.parametrize("error, code", [
     (ValueError("config.batch_size=0: must be a positive integer."), 2),
     (FloatingPointError("The training loss is nan at step 3: stopping."), 3),
@@ -28,6 +36,7 @@ def test_a_stop_is_one_line_and_its_exit_code(capsys, error, code):
 
 def test_a_finished_main_keeps_its_return_value_and_other_errors_are_not_hidden():
     assert stops.reporting("tool", lambda argv: 0)(["tool"]) == 0
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # a late Ctrl-C cannot make it exit -2
     with pytest.raises(KeyError):
         stops.reporting("tool", lambda argv: {}["missing"])(["tool"])
 

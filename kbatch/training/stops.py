@@ -9,7 +9,9 @@
   130  interrupted: Ctrl-C; a checkpoint was saved, the same command resumes     Interrupted
 """
 
+import signal
 import sys
+import threading
 
 BAD_INPUT, DIVERGED, PREEMPTED, INTERRUPTED = 2, 3, 42, 130
 
@@ -42,7 +44,10 @@ def reporting(program, main):
 
     def run(argv):
         try:
-            return main(argv)
+            try:
+                return main(argv)
+            finally:
+                ignore_late_interrupts()
         except tuple(kind for kind, _ in CODES) as stop:
             print(f"{program}: {stop}", file=sys.stderr)
             return next(code for kind, code in CODES if isinstance(stop, kind))
@@ -52,3 +57,11 @@ def reporting(program, main):
             return INTERRUPTED
 
     return run
+
+
+def ignore_late_interrupts():
+    """Ignore Ctrl-C from here on: the process is leaving, and a KeyboardInterrupt raised in the
+    exit path (printing the stop, absl's exit, Python's shutdown) is not caught by anything, so
+    Python would die of the signal (exit -2) instead of the stop's line and code."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
