@@ -52,7 +52,8 @@ def compiled_step(model_name, batch_size, distribution):
     import numpy as np
 
     import kbatch
-    from kbatch.training import Classification, jax_step
+    from kbatch.training import Classification
+    from kbatch.training.backends import jax_step
     from kbatch.training.transforms import Chain, Geometry, GlobalNorm
 
     with distribution.scope():

@@ -43,7 +43,7 @@ def measure(case):
 
     import kbatch
     from kbatch.training import Classification
-    from kbatch.training.tf_step import make_train_loop, make_train_step
+    from kbatch.training.backends.tf_step import make_train_loop, make_train_step
     from kbatch.training.transforms import Chain, Geometry
 
     batch, k = CASES[case]

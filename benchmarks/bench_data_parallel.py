@@ -61,7 +61,7 @@ def measure(strategy_name, batch_size):
 
     import kbatch
     from kbatch.training import Classification
-    from kbatch.training.tf_step import make_train_loop, make_train_step
+    from kbatch.training.backends.tf_step import make_train_loop, make_train_step
     from kbatch.training.transforms import Chain, Geometry
 
     strategy = kbatch.distribute.resolve_strategy(strategy_name)

@@ -23,7 +23,7 @@ from absl import app, flags  # noqa: E402
 
 import kbatch  # noqa: E402
 from kbatch.configs import mnist1d_cnn  # noqa: E402
-from kbatch.training import actions, build_run  # noqa: E402
+from kbatch.training import actions, build_run
 
 FLAGS = flags.DEFINE_integer("batch_size", 256, "Global batch size.")
 STEPS = flags.DEFINE_integer("steps", 300, "Timed optimizer steps per measurement.")

@@ -1,4 +1,4 @@
-"""The defaults of every config field (`kbatch.training.schema`): each experiment file starts here.
+"""The defaults of every config field (`kbatch.training.config.schema`): each experiment file starts here.
 
     from kbatch.configs import base
 
@@ -9,7 +9,7 @@
         return config
 """
 
-from kbatch.training import schema
+from kbatch.training.config import schema
 
 
 def get_config():

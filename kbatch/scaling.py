@@ -14,7 +14,7 @@ from typing import Optional
 from kbatch import checks
 
 _EXPONENTS = {"linear": 1.0, "sqrt": 0.5, "none": 0.0}
-# The power rules: what `config.lr_scaling` accepts (kbatch.training.schema checks it with
+# The power rules: what `config.lr_scaling` accepts (kbatch.training.config.schema checks it with
 # `scaling_exponent`). The staleness rule is kept out of it until the trainer has a staleness.
 RULES = tuple(_EXPONENTS)
 STALENESS = "staleness"  # the delay-aware rule of `scale_learning_rate` and `rescale`

@@ -39,7 +39,7 @@ def _verbose(argv):
 def bad_flag_message(argv, error):
     """The one line for a command line that does not parse: an unknown config field named with
     its closest known fields, else the parser's own message."""
-    from kbatch.training import schema
+    from kbatch.training.config import schema
 
     for arg in argv[1:]:
         match = re.match(r"--config\.([A-Za-z_][\w.]*)", arg)
@@ -125,7 +125,7 @@ def _literal(text):
 
 def _help():
     """`--help`: how to run it, then every config field with its default."""
-    from kbatch.training import schema
+    from kbatch.training.config import schema
 
     print(__doc__.strip(), "\n\nConfig fields (--config.FIELD=VALUE):", sep="")
     for field in schema.FIELDS:
@@ -183,7 +183,7 @@ def _define_flags():
 def _run(argv):
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments {' '.join(argv[1:])}: settings go in --config.FIELD=VALUE")
-    from kbatch.training import train  # after flag parsing: --help stays fast
+    from kbatch.training import train
 
     if flags.FLAGS.check:
         from kbatch.training import runner

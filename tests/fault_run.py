@@ -41,7 +41,7 @@ def plant(fault):
 
         keras.Model.save = lambda model, path, *args, **kwargs: _half_then_die(path, b"PK\x03\x04" + b"x" * 4096)
     elif fault == "result_file":
-        from kbatch.training import run_dir
+        from kbatch.training.run_files import run_dir
 
         dump = run_dir._dump
 

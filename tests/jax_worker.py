@@ -45,7 +45,8 @@ def steps(source, target):
     import jax
 
     from kbatch.data.names import DatasetInfo
-    from kbatch.training import Classification, jax_step
+    from kbatch.training import Classification
+    from kbatch.training.backends import jax_step
     from kbatch.training.transforms import Chain, Geometry, GlobalNorm
 
     saved = np.load(source)

@@ -20,7 +20,7 @@ from smooth_model import smooth_model
 
 def main(config_json, other_model_dir=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from kbatch.training import train  # MultiWorkerMirroredStrategy is created inside, first
+    from kbatch.training import train
 
     config = ml_collections.ConfigDict(json.loads(config_json))
     tf_config = json.loads(os.environ["TF_CONFIG"])

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 
 from kbatch.diagnostics import noise_scale
-from kbatch.training import actions, history, schema
-from kbatch.training.action import Action, check_order
+from kbatch.training import actions
+from kbatch.training.actions.action import Action, check_order
+from kbatch.training.config import schema
+from kbatch.training.run_files import history
 from kbatch.training.runner import LoopOutput
 from tests.conftest import small_config
 

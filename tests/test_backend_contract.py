@@ -1,4 +1,4 @@
-"""The `Backend` contract (`kbatch.training.backend`), checked without training: every backend
+"""The `Backend` contract (`kbatch.training.backends.backend`), checked without training: every backend
 implements each abstract member, and the restore loop written once in the base class falls back
 past a damaged checkpoint, stops in one line when none is intact, and tells a checkpoint of
 another model from a damaged one."""
@@ -11,7 +11,7 @@ import types
 
 import pytest
 
-from kbatch.training import backend, ps_backend, tf_backend
+from kbatch.training.backends import backend, ps_backend, tf_backend
 
 HERE = pathlib.Path(__file__).resolve().parent
 CONTRACT = {"noise_parts", "describe_data", "scope", "attach", "start_phase", "evaluate", "probe_batch",
@@ -31,7 +31,7 @@ def test_each_tensorflow_backend_implements_every_abstract_member(cls):
 
 
 def test_the_jax_backend_implements_every_abstract_member():
-    script = ("from kbatch.training import backend, jax_backend\n"
+    script = ("from kbatch.training.backends import backend, jax_backend\n"
               "assert issubclass(jax_backend.JaxBackend, backend.Backend)\n"
               "print(sorted(jax_backend.JaxBackend.__abstractmethods__))\n")
     env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(HERE.parent)}

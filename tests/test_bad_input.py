@@ -166,7 +166,7 @@ def test_a_config_file_that_does_not_load_is_one_line(tmp_path, config_file, mes
 
 
 def test_help_shows_every_field_and_exits_0():
-    from kbatch.training import schema
+    from kbatch.training.config import schema
     run = subprocess.run([sys.executable, "-m", "kbatch.train", "--help"], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0
     shown = [line.split()[0] for line in run.stdout.splitlines() if line.startswith("  ") and line.split()]

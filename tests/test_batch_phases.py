@@ -14,7 +14,8 @@ from smooth_model import smooth_model
 
 import kbatch  # noqa: F401  (registers the layers for load_model)
 from kbatch.configs import mnist1d_cnn
-from kbatch.training import recipe, resolve, train
+from kbatch.training import resolve, train
+from kbatch.training.config import recipe
 
 N = 4000  # mnist1d/original training examples
 

@@ -45,7 +45,7 @@ def _check_script_flags(script, args):
     fields = {name.partition(".")[2] for name in named if name.startswith("config.")}
     assert defined, helped.stderr[-1500:]
     assert named - {f"config.{f}" for f in fields} <= defined, f"{script} has no flag {sorted(named - defined)}"
-    from kbatch.training import schema
+    from kbatch.training.config import schema
 
     assert not fields or "config" in defined, f"{script} has no --config flag"
     assert fields <= set(schema.NAMES), f"{script}: no config field {sorted(fields - set(schema.NAMES))}"

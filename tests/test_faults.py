@@ -310,7 +310,7 @@ def _loss_steps(model_dir, group="train", tag="loss"):
 def test_a_run_resumed_behind_its_logged_points_logs_each_update_once(tmp_path, uninterrupted):
     """Finding 19 of issue 31: points logged after the checkpoint a run resumes from are logged
     again by the resumed run; the first copies are dropped, so TensorBoard draws each once."""
-    from kbatch.training import checkpoint_files
+    from kbatch.training.backends import checkpoint_files
 
     model_dir = tmp_path / "run"
     assert _train(model_dir).returncode == 0

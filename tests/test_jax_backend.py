@@ -20,7 +20,7 @@ from smooth_model import smooth_model
 
 from kbatch.data.names import DatasetInfo
 from kbatch.training import Classification
-from kbatch.training.tf_step import make_train_loop, make_train_step
+from kbatch.training.backends.tf_step import make_train_loop, make_train_step
 from kbatch.training.transforms import Chain, Geometry
 
 HERE = pathlib.Path(__file__).resolve().parent

@@ -9,7 +9,8 @@ import tensorflow_datasets as tfds
 import kbatch
 from kbatch.configs import cifar10_resnet20_lars, imagenet_resnet50_lars
 from kbatch.data import preprocessing
-from kbatch.training import recipe, resolve, train, validate
+from kbatch.training import resolve, train, validate
+from kbatch.training.config import recipe
 
 IMAGENET_TRAIN = 1_281_167
 

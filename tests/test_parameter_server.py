@@ -27,7 +27,8 @@ from stop_run import signal_at_checkpoint
 from tensorboard.backend.event_processing import event_accumulator
 
 from kbatch import distribute
-from kbatch.training import schema, train
+from kbatch.training import train
+from kbatch.training.config import schema
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:

@@ -1,4 +1,4 @@
-"""kbatch.training.plan.Plan against a walk of the example stream one batch at a time: where each
+"""kbatch.training.config.plan.Plan against a walk of the example stream one batch at a time: where each
 epoch starts, where the run evaluates and checkpoints, which phase each update is in, and loop
 calls that never run past any of those points."""
 
@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from stream_walk import walk
 
 from kbatch.schedules import BatchSizeSchedule
-from kbatch.training.plan import Plan
+from kbatch.training.config.plan import Plan
 
 FAST = settings(max_examples=60, deadline=None)
 

@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from kbatch.training import run_dir, schema
+from kbatch.training.config import schema
+from kbatch.training.run_files import run_dir
 
 
 def _settings(**fields):
@@ -101,7 +102,7 @@ def test_a_file_is_replaced_whole_or_not_at_all(tmp_path):
 def test_a_run_folder_is_locked_once_per_process_and_a_released_lock_can_be_taken_again(tmp_path):
     """The lock of issue 31 (finding 1) in one process: flock conflicts between two opens of the
     file even in one process, so an untrained, unclosed Run is named as this process's own."""
-    from kbatch.training import run_lock
+    from kbatch.training.run_files import run_lock
 
     folder = str(tmp_path / "run")
     first = run_lock.acquire(folder)

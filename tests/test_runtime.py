@@ -10,7 +10,7 @@ import keras
 import pytest
 
 from kbatch import runtime
-from kbatch.training import schema
+from kbatch.training.config import schema
 
 PICKED = ("import kbatch, keras, os; "
           "print(keras.backend.backend(), os.environ['KERAS_BACKEND'], kbatch.runtime.describe().split(' (')[0])")

@@ -401,7 +401,7 @@ def test_rescale_with_the_staleness_rule_is_multiplicative(b, tau, adaptive):
 def test_config_lr_scaling_staleness_is_the_rule_at_the_run_s_batch_and_delay(optimizer, momentum):
     # The trainer's peak rate is scale_learning_rate's staleness rule, with the run's momentum
     # (Adam's beta_1; none for plain SGD).
-    from kbatch.training import recipe, schema
+    from kbatch.training.config import recipe, schema
     settings = schema.resolve({"lr_scaling": "staleness", "staleness": 4, "batch_size": 1024, "optimizer": optimizer,
                                "base_batch_size": 128, "base_learning_rate": 0.05})
     expected = scaling.scale_learning_rate(0.05, 128, 1024, "staleness", staleness=4, momentum=momentum)

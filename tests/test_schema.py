@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from kbatch.training import schema
+from kbatch.training.config import schema
 
 README = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
 

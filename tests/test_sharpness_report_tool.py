@@ -7,8 +7,8 @@ import json
 import pytest
 from run_tool import run_tool
 
-from kbatch.training.recipe import RunRecipe
-from kbatch.training.schema import resolve
+from kbatch.training.config.recipe import RunRecipe
+from kbatch.training.config.schema import resolve
 
 
 @pytest.fixture(scope="module")

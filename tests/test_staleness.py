@@ -63,7 +63,7 @@ def _train_tensorflow(tau, strategy_name):
     import tensorflow as tf
 
     from kbatch import distribute
-    from kbatch.training import tf_step
+    from kbatch.training.backends import tf_step
 
     strategy = distribute.resolve_strategy(strategy_name)
     with strategy.scope():
@@ -78,7 +78,7 @@ def _train_tensorflow(tau, strategy_name):
 
 
 def _train_jax(tau):
-    from kbatch.training import jax_step
+    from kbatch.training.backends import jax_step
 
     model, optimizer = _model_and_optimizer()
     chain = Chain([DelayLine(tau)] if tau else []).build(optimizer, model.trainable_variables)
@@ -158,7 +158,7 @@ def test_a_resumed_run_goes_on_with_the_delay_line_it_saved(make_config):
 
 
 def test_staleness_is_refused_with_float16_loss_scaling(make_config):
-    from kbatch.training import schema
+    from kbatch.training.config import schema
 
     with pytest.raises(ValueError, match=r"config.staleness=2: .*loss scale"):
         schema.resolve(make_config(staleness=2, mixed_precision="mixed_float16"))

@@ -21,7 +21,7 @@ def _run(folder, staleness, steps, accuracy):
 
 def test_table_and_figure_of_a_synchronous_and_an_asynchronous_run(tmp_path):
     sync = _run(tmp_path / "sync", None, 1875, 0.9918)
-    counts = np.array(COUNTS)  # the summary a parameter-server run writes (kbatch.training.history)
+    counts = np.array(COUNTS)  # the summary a parameter-server run writes (kbatch.training.run_files.history)
     summary = {"counts": COUNTS, "mean": float((np.arange(8) * counts).sum() / counts.sum()), "max": 7}
     ps = _run(tmp_path / "ps", summary, sum(COUNTS), 0.9898)
     markdown, plot = tmp_path / "s.md", tmp_path / "s.png"

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from kbatch import models
 from kbatch.training import Classification
-from kbatch.training.tf_step import make_train_loop, make_train_step
+from kbatch.training.backends.tf_step import make_train_loop, make_train_step
 from kbatch.training.transforms import Chain, Geometry, GlobalNorm
 
 BATCH, STEPS = 64, 5

@@ -18,7 +18,7 @@ from run_tool import REPO
 
 from kbatch.configs import mnist1d_cnn
 from kbatch.study import grid, report, sweep
-from kbatch.training import recipe, schema
+from kbatch.training.config import recipe, schema
 
 RESULTS = {  # spec (tools/sweeps/<spec>.py): its results (docs/results/<stem>.csv, <stem>_sweep.json)
     "scaling": "scaling",
@@ -37,7 +37,7 @@ import importlib, json, os, sys
 
 sys.path.insert(0, os.path.join(sys.argv[1], "tools"))
 from absl import flags
-from kbatch.training import schema
+from kbatch.training.config import schema
 
 engine = importlib.import_module("sweep")
 engine.define_config()

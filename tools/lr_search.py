@@ -63,7 +63,7 @@ def parse_batches(values):
 def theory_result(target):
     """The --theory_run's result.json, its measurements at `target` checked (None without one)."""
     from kbatch.study import theory
-    from kbatch.training import run_dir
+    from kbatch.training.run_files import run_dir
 
     if not _THEORY_RUN.value:
         return None

@@ -37,9 +37,9 @@ def train_accuracy(model_dir, dataset):
 
 def schedule_peak(config):
     """The peak of the run's learning-rate schedule (its base rate moved to its batch by
-    `lr_scaling`: `kbatch.training.recipe.RunRecipe.peak_learning_rate`), not the largest rate seen at
+    `lr_scaling`: `kbatch.training.config.recipe.RunRecipe.peak_learning_rate`), not the largest rate seen at
     an evaluation, which misses a peak between evaluations."""
-    from kbatch.training import recipe, schema
+    from kbatch.training.config import recipe, schema
 
     return recipe.RunRecipe.from_settings(schema.resolve(config)).peak_learning_rate()
 

@@ -1,5 +1,5 @@
 """The staleness measured in runs (`result.json`'s `staleness`, written by parameter-server
-runs: `kbatch.training.ps_backend`), side by side: a markdown table (the run, its accuracy, mean
+runs: `kbatch.training.backends.ps_backend`), side by side: a markdown table (the run, its accuracy, mean
 and largest staleness, and the share of its updates at each delay) and a figure of the
 histograms (updates per delay, log scale). A synchronous run is listed at staleness 0; a run
 with the simulated delay `config.staleness = tau` (its `config.json`; `kbatch.training.transforms.delay_line`)

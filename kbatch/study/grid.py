@@ -13,7 +13,7 @@ import itertools
 import json
 import re
 
-from kbatch.training import schema
+from kbatch.training.config import schema
 
 NAME_LIMIT = 120  # characters of a run's folder name before it is shortened with a hash
 

@@ -10,7 +10,7 @@ import csv
 import os
 import time
 
-from kbatch.training import recipe, schema
+from kbatch.training.config import recipe, schema
 
 DESCRIBED = ("dataset", "model", "norm", "optimizer", "batch_size", "base_batch_size", "base_learning_rate",
              "lr_scaling", "warmup_epochs", "num_epochs", "seed")

@@ -17,7 +17,8 @@ import json
 import os
 
 from kbatch.study import grid
-from kbatch.training import run_dir, schema
+from kbatch.training.config import schema
+from kbatch.training.run_files import run_dir
 
 MANIFEST = "sweep.json"
 RUNS, FAILURES = "runs", "failures"

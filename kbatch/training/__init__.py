@@ -3,9 +3,9 @@
     result = kbatch.training.train(config, task=..., actions=[...], callbacks=[...])
 """
 
-from kbatch.training.action import Action
+from kbatch.training.actions.action import Action
+from kbatch.training.config.schema import Settings, resolve, validate
 from kbatch.training.runner import LoopOutput, Run, build_run, resolve_settings, train
-from kbatch.training.schema import Settings, resolve, validate
 from kbatch.training.tasks import Classification, Task
 
 __all__ = ["Action", "Classification", "LoopOutput", "Run", "Settings", "Task", "build_run", "resolve",

@@ -20,20 +20,11 @@ import keras
 
 from kbatch import ledger, models, optimizers, runtime
 from kbatch.diagnostics import noise_scale
-from kbatch.training import action as action_lib
 from kbatch.training import actions as actions_lib
-from kbatch.training import (
-    apply_recipe,
-    arguments,
-    cross_checks,
-    event_writer,
-    history,
-    recipe,
-    run_dir,
-    run_lock,
-    schema,
-)
-from kbatch.training.plan import Plan
+from kbatch.training.actions import action as action_lib
+from kbatch.training.config import apply_recipe, arguments, cross_checks, recipe, schema
+from kbatch.training.config.plan import Plan
+from kbatch.training.run_files import event_writer, history, run_dir, run_lock
 from kbatch.training.tasks import Classification
 
 NOT_TASK_VALUES = ("count", "grad_norm", "learning_rate", "spike_factor", "staleness", noise_scale.RECORD)
@@ -72,14 +63,14 @@ def _backend(settings, strategy):
     ValueError when Keras runs on the other one."""
     runtime.check_backend(settings.backend)
     if settings.backend == "jax":
-        from kbatch.training import jax_backend
+        from kbatch.training.backends import jax_backend
 
         return jax_backend.JaxBackend(settings, strategy)
     if settings.strategy == "parameter_server":
-        from kbatch.training import ps_backend
+        from kbatch.training.backends import ps_backend
 
         return ps_backend.ParameterServerBackend(settings, strategy)
-    from kbatch.training import tf_backend
+    from kbatch.training.backends import tf_backend
 
     return tf_backend.TensorFlowBackend(settings, strategy)
 

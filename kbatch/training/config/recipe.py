@@ -10,7 +10,7 @@ BN momentum, weight decay, Adam's betas and epsilon follow the batch, as the LR 
 import dataclasses
 
 from kbatch import optimizers, scaling
-from kbatch.training import lr_schedules
+from kbatch.training.config import lr_schedules
 
 ADAPTIVE = ("adam", "adamw", "lamb")  # optimizers whose betas and epsilon `rescale` moves
 KERAS_EPSILON = {"adam": 1e-7, "adamw": 1e-7, "lamb": 1e-6}  # Keras's defaults

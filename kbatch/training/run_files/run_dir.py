@@ -13,7 +13,8 @@ import os
 import tempfile
 import zipfile
 
-from kbatch.training import run_lock, schema
+from kbatch.training.config import schema
+from kbatch.training.run_files import run_lock
 
 ESSENTIAL_FIELDS = ("dataset", "model", "batch_size", "num_epochs")  # written by every kbatch run
 CONFIG_FILE = "config.json"

@@ -12,7 +12,8 @@ import abc
 
 import numpy as np
 
-from kbatch.training import run_dir, transforms
+from kbatch.training import transforms
+from kbatch.training.run_files import run_dir
 
 
 class DamagedCheckpoint(Exception):

@@ -1,4 +1,4 @@
-"""The TensorFlow backend: `tf.distribute` under the `Backend` contract (`kbatch.training.backend`
+"""The TensorFlow backend: `tf.distribute` under the `Backend` contract (`kbatch.training.backends.backend`
 says what the runner asks of a backend).
 
 Its own parts: the strategy and its layout, `tf.data` input distributed over the replicas, the
@@ -15,8 +15,10 @@ import shutil
 import tensorflow as tf
 
 from kbatch import data, distribute, layers
-from kbatch.training import backend, checkpoint_files, preemption, run_dir, tf_step, transforms
-from kbatch.training.summaries import Summaries
+from kbatch.training import transforms
+from kbatch.training.backends import backend, checkpoint_files, preemption, tf_step
+from kbatch.training.run_files import run_dir
+from kbatch.training.run_files.summaries import Summaries
 
 
 class TensorFlowBackend(backend.Backend):

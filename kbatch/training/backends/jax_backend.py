@@ -1,5 +1,5 @@
 """The JAX backend: Keras on JAX over `keras.distribution.DataParallel`, the live TPU path (and a
-GPU one), under the `Backend` contract (`kbatch.training.backend`).
+GPU one), under the `Backend` contract (`kbatch.training.backends.backend`).
 
 Data parallel over the devices `config.strategy` names, with the TensorFlow backend's meaning:
 `auto`/`tpu`/`mirrored` every device (TPU cores, GPUs), `one_device` the first, `cpu:N` N host
@@ -26,8 +26,10 @@ import keras
 import numpy as np
 
 from kbatch.data import numpy_source
-from kbatch.training import backend, jax_step, run_dir, stops, transforms
-from kbatch.training.event_writer import EventWriter
+from kbatch.training import stops, transforms
+from kbatch.training.backends import backend, jax_step
+from kbatch.training.run_files import run_dir
+from kbatch.training.run_files.event_writer import EventWriter
 
 KEEP = 3  # checkpoints kept, as the TensorFlow backend's CheckpointManager
 

@@ -120,7 +120,7 @@ def _check_batch_phases(s):
 
 
 def _check_parameter_server(s):
-    """What an asynchronous parameter-server run cannot do (`kbatch.training.ps_backend`)."""
+    """What an asynchronous parameter-server run cannot do (`kbatch.training.backends.ps_backend`)."""
     where = "config.strategy='parameter_server'"
     if s.backend != "tensorflow":
         raise ValueError(f"{where} is TensorFlow's ParameterServerStrategy: it needs config.backend='tensorflow' "

@@ -28,7 +28,8 @@ import numpy as np
 import tensorflow as tf
 
 from kbatch import data, distribute
-from kbatch.training import tf_backend, tf_step, transforms
+from kbatch.training import transforms
+from kbatch.training.backends import tf_backend, tf_step
 
 
 class ParameterServerBackend(tf_backend.TensorFlowBackend):

@@ -7,8 +7,8 @@ import os
 
 import keras
 
-from kbatch.training import schema
-from kbatch.training.action import Action
+from kbatch.training.actions.action import Action
+from kbatch.training.config import schema
 from kbatch.training.tasks import Classification, Task
 
 

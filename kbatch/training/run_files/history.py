@@ -3,7 +3,7 @@ them) and its `result.json`."""
 
 import os
 
-from kbatch.training import run_dir
+from kbatch.training.run_files import run_dir
 
 HISTORY_FILE = "history.json"
 

@@ -7,7 +7,7 @@ One writer per group under `model_dir`: `train/` (per update), `eval/`, and `exa
 
 import tensorflow as tf
 
-from kbatch.training.event_writer import GroupWriters
+from kbatch.training.run_files.event_writer import GroupWriters
 
 
 class Summaries(GroupWriters):

@@ -7,7 +7,7 @@ README's field table is `markdown_table()` (tests/test_schema.py checks the two 
 A bad value is one line naming the field: `config.batch_size=0: must be a positive integer.`
 Pure Python: nothing here imports TensorFlow.
 
-  python -m kbatch.training.schema      # prints the README's field table
+  python -m kbatch.training.config.schema      # prints the README's field table
 """
 
 import dataclasses
@@ -19,7 +19,7 @@ from ml_collections.config_dict import placeholder
 
 from kbatch import checks, layers, models, optimizers, runtime, scaling
 from kbatch.data.names import check_dataset
-from kbatch.training import cross_checks
+from kbatch.training.config import cross_checks
 
 DECAYS = ("cosine", "linear", "polynomial", "step", "constant")
 MIXED_PRECISION = (None, "float32", "mixed_float16", "mixed_bfloat16")
@@ -232,7 +232,7 @@ def unknown_field_message(name):
     """The one line for a field that does not exist, with the closest known names."""
     close = difflib.get_close_matches(name, NAMES, n=3, cutoff=0.6)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
-    return f"config.{name}: no such field{hint}; the fields are listed in the README and kbatch.training.schema."
+    return f"config.{name}: no such field{hint}; the fields are listed in the README and kbatch.training.config.schema."
 
 
 def resolve(config):

@@ -6,7 +6,7 @@ import sys
 
 import keras
 
-from kbatch.training.action import Action
+from kbatch.training.actions.action import Action
 
 
 class Progress(Action):

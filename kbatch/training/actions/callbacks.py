@@ -15,7 +15,7 @@ The model is not compiled, so give monitoring callbacks their `mode`:
 
 import keras
 
-from kbatch.training.action import Action
+from kbatch.training.actions.action import Action
 
 
 class KerasCallbacks(Action):

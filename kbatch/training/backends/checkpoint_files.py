@@ -11,7 +11,7 @@ import glob
 import os
 import re
 
-from kbatch.training import run_dir
+from kbatch.training.run_files import run_dir
 
 STATE_FILE = "checkpoint"
 

@@ -1,0 +1,82 @@
+"""The diagnostics measured while training: the gradient noise scale and the sharpness."""
+
+import keras
+
+from kbatch import optimizers
+from kbatch.diagnostics import hessian, noise_scale
+from kbatch.training.actions.action import Action
+
+
+class MeasureNoiseScale(Action):
+    """With `noise_scale_every` N > 0: takes in every update's squared gradient norms (the global
+    batch's and its parts', from the step's record), and every N updates logs the gradient noise
+    scale B_simple, |G|^2, tr(Sigma), the temperature lr / B and B / B_simple to TensorBoard
+    (`noise/`) and to the history (`result.json`'s `noise_scale`); after each loop it publishes
+    B_simple as `run.noise_scale`. Its averages (decay `decay`) are its state, so a resumed run
+    goes on with them."""
+
+    def __init__(self, every, decay):
+        self.every = every
+        self.estimate = noise_scale.NoiseScale(decay)
+
+    def state(self):
+        return {"averages": self.estimate.state()}
+
+    def restore_state(self, state):
+        self.estimate = noise_scale.NoiseScale(self.estimate.decay, state["averages"])
+
+    def begin(self, run):
+        self.parts = run.backend.noise_parts()[0]
+
+    def after_loop(self, run, loop):
+        records, batch = loop.records, loop.phase.batch_size
+        for i in range(loop.num_steps):
+            self.estimate.update(records[noise_scale.RECORD][i], records["grad_norm"][i] ** 2,
+                                 batch / self.parts, batch)
+            step = loop.first_step + i + 1
+            if step % self.every == 0:
+                b_simple = self.estimate.simple
+                point = {"b_simple": b_simple, "gradient_sq": self.estimate.gradient_sq,
+                         "trace_sigma": self.estimate.trace,
+                         "temperature": float(records["learning_rate"][i]) / batch,
+                         "batch_over_b_simple": batch / b_simple if b_simple > 0 else float("nan")}
+                run.backend.summaries.scalars("noise", step, point)
+                run.history.noise_scale.append({"step": step, "global_batch_size": batch, **point})
+        run.publish("noise_scale", self.estimate.simple)
+
+
+class MeasureSharpness(Action):
+    """With `sharpness_every` N > 0: at every N-th evaluation, the sharpness lambda_max
+    (`kbatch.diagnostics.sharpness`) of the task's loss on the first `PROBE_EXAMPLES` examples of
+    the evaluation split, and lr x lambda_max beside the bound past which heavy-ball SGD diverges
+    on a quadratic, 2 + 2 x momentum (Cohen et al. 2021; for SGD only: Adam's preconditioning and
+    LARS's trust ratios move it). Logged to TensorBoard (`diagnostics/`) and the
+    history (`result.json`'s `sharpness`); a warning line each time lr x lambda_max crosses it."""
+
+    PROBE_EXAMPLES = 1024
+    after = ("Evaluate",)
+
+    def __init__(self, every, verbose=True):
+        self.every, self.verbose, self._above, self._hvp = every, verbose, False, None
+
+    def after_loop(self, run, loop):
+        if not run.evaluated(loop) or len(run.history.evals) % self.every:
+            return
+        if self._hvp is None:  # built (and traced) once; it reads the weights as they are
+            task = run.task
+            loss = lambda y, out: keras.ops.mean(task.per_example(y, out)["loss"])  # noqa: E731
+            self._hvp = hessian.hessian_vector_product(run.model, loss, run.backend.probe_batch(self.PROBE_EXAMPLES))
+        value = hessian.top_eigenvalue(self._hvp, [v.shape for v in run.model.trainable_variables])
+        lr = float(loop.records["learning_rate"][-1])
+        sgd = optimizers.kind(run.optimizer) == "sgd"
+        bound = 2.0 + 2.0 * float(optimizers.unwrap(run.optimizer).momentum) if sgd else None
+        entry = {"step": run.step, "sharpness": value, "lr_times_sharpness": lr * value, "stability_bound": bound}
+        run.history.sharpness.append(entry)
+        run.backend.summaries.scalars("diagnostics", run.step, {k: v for k, v in entry.items()
+                                                                if k != "step" and v is not None})
+        above = bound is not None and lr * value > bound
+        if above and not self._above and self.verbose and run.backend.is_chief:
+            print(f"kbatch: warning: lr x sharpness = {lr * value:.3g} at step {run.step} is past the stability "
+                  f"bound {bound:.3g} (2 + 2 x momentum; Cohen et al. 2021): the loss may oscillate or diverge. A "
+                  "lower learning rate or a longer warmup keeps it below.", flush=True)
+        self._above = above
