@@ -3,15 +3,20 @@ next-byte windows (checked against the files' own bytes), and the TFDS builder s
 NumPy arrays the JAX backend reads."""
 
 import os
+import pathlib
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-import kbatch.data  # noqa: F401  (registers the builder)
+import kbatch.data.pystdlib_bytes_builder  # noqa: F401  (registers the builder on either backend)
 from kbatch.data import pystdlib_bytes
 from kbatch.data.pystdlib_bytes import MODULES, PAD, make_pystdlib_bytes, pack, split_modules
+
+HERE = pathlib.Path(__file__).resolve().parent
 
 
 def _text(names):
@@ -90,3 +95,24 @@ def test_tfds_builder_stores_the_numpy_arrays(tmp_path):
         ours, theirs = np.lexsort(inputs.T[::-1]), np.lexsort(arrays[x_key].T[::-1])
         np.testing.assert_array_equal(inputs[ours], arrays[x_key][theirs])
         np.testing.assert_array_equal(targets[ours], arrays[y_key][theirs])
+
+
+WITHOUT_TENSORFLOW = """
+import sys; sys.modules['tensorflow'] = None; sys.modules['tensorflow_datasets'] = None
+import numpy as np
+from kbatch.data.pystdlib_bytes import make_pystdlib_bytes
+np.savez(sys.argv[1], **make_pystdlib_bytes(64))
+assert not [m for m in sys.modules if m.startswith('tensorflow') and sys.modules[m] is not None]
+"""
+
+
+def test_the_jax_backend_gets_the_same_arrays_without_tensorflow(tmp_path):
+    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(HERE.parent)}
+    run = subprocess.run([sys.executable, "-c", WITHOUT_TENSORFLOW, str(tmp_path / "arrays.npz")], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    expected = make_pystdlib_bytes(64)
+    with np.load(tmp_path / "arrays.npz") as arrays:
+        assert sorted(arrays.files) == sorted(expected)
+        for key, value in expected.items():
+            np.testing.assert_array_equal(arrays[key], value)
