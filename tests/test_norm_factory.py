@@ -33,6 +33,7 @@ def test_names_map_to_the_promised_layers():
     assert isinstance(ghost, layers.GhostBatchNormalization) and ghost.virtual_batch_size == 8
     assert ghost.momentum == 0.9
     assert type(layers.get("layer")) is keras.layers.LayerNormalization
+    assert type(layers.get("rms", epsilon=1e-5)) is layers.RMSNormalization and layers.get("rms").epsilon == 1e-3
     assert layers.get("group", groups=4).groups == 4
     instance = layers.get("instance")
     assert type(instance) is keras.layers.GroupNormalization and instance.groups == -1
@@ -45,6 +46,19 @@ def test_group_is_keras_group_normalization():
     x = np.random.default_rng(1).normal(size=(3, 5, 8)).astype("float32")
     ours, theirs = layers.get("group", groups=4), keras.layers.GroupNormalization(groups=4)
     np.testing.assert_allclose(ours(x), theirs(x), atol=1e-6)
+
+
+def test_rms_is_keras_rms_normalization_with_its_scale_called_gamma():
+    """Zhang & Sennrich 2019: x / sqrt(mean(x^2) + epsilon) * gamma, as Keras's own layer computes it."""
+    x = np.random.default_rng(1).normal(size=(3, 5, 8)).astype("float32") * 3.0 + 1.0
+    ours, theirs = layers.get("rms", epsilon=1e-5), keras.layers.RMSNormalization(epsilon=1e-5)
+    scale = np.linspace(0.5, 2.0, 8).astype("float32")
+    ours.build(x.shape), theirs.build(x.shape)
+    ours.gamma.assign(scale), theirs.scale.assign(scale)
+    np.testing.assert_allclose(ours(x), theirs(x), rtol=1e-5, atol=1e-6)
+    expected = x / np.sqrt((x**2).mean(axis=-1, keepdims=True) + 1e-5) * scale
+    np.testing.assert_allclose(ours(x), expected, rtol=1e-5, atol=1e-6)
+    assert [w.path for w in ours.weights] == [f"{ours.name}/gamma"]
 
 
 def test_groups_that_do_not_divide_the_channels():

@@ -1,7 +1,7 @@
 """Normalization layers and the factory the models use to pick one by name.
 
 Keras's own layers wherever Keras has them; kbatch adds what Keras 3 dropped or never had:
-ghost batch norm, switchable norm, and averaging per-replica moving statistics.
+ghost batch norm, switchable norm, RMS norm with a `gamma`, and averaging per-replica moving statistics.
 """
 
 import keras
@@ -11,9 +11,10 @@ from kbatch.layers import registry
 from kbatch.layers.ghost_batch_norm import GhostBatchNormalization
 from kbatch.layers.group_norm import GroupNormalization
 from kbatch.layers.moving_stats import average_moving_statistics
+from kbatch.layers.rms_norm import RMSNormalization
 from kbatch.layers.switchable_norm import SwitchableNormalization
 
-__all__ = ["GhostBatchNormalization", "GroupNormalization", "NAMES", "SwitchableNormalization",
+__all__ = ["GhostBatchNormalization", "GroupNormalization", "NAMES", "RMSNormalization", "SwitchableNormalization",
            "average_moving_statistics", "get", "registry"]
 
 NAMES = registry.NAMES
@@ -56,6 +57,8 @@ def get(name, /, *, momentum=0.99, epsilon=1e-3, groups=8, axis=-1, **kwargs):
         return GhostBatchNormalization(axis=axis, momentum=momentum, epsilon=epsilon, **kwargs)
     if name == "layer":
         return keras.layers.LayerNormalization(axis=axis, epsilon=epsilon, **kwargs)
+    if name == "rms":
+        return RMSNormalization(axis=axis, epsilon=epsilon, **kwargs)
     if name == "group":
         return GroupNormalization(groups=groups, axis=axis, epsilon=epsilon, **kwargs)
     if name == "instance":

@@ -30,6 +30,7 @@ FACTS = {
     "batch_renorm": _BATCH_NORM,
     "ghost_batch": _BATCH_NORM,
     "layer": _PER_EXAMPLE,
+    "rms": _PER_EXAMPLE,
     "group": _PER_EXAMPLE,
     "instance": _PER_EXAMPLE._replace(per_channel_mean=True),
     # Its batch and instance means are per channel; the layer mean it mixes in is not (a bias

@@ -6,7 +6,7 @@
 from kbatch.training.actions.action import Action
 from kbatch.training.config.schema import Settings, resolve, validate
 from kbatch.training.runner import LoopOutput, Run, build_run, resolve_settings, train
-from kbatch.training.tasks import Classification, Task
+from kbatch.training.tasks import Classification, NextToken, Task
 
-__all__ = ["Action", "Classification", "LoopOutput", "Run", "Settings", "Task", "build_run", "resolve",
+__all__ = ["Action", "Classification", "LoopOutput", "NextToken", "Run", "Settings", "Task", "build_run", "resolve",
            "resolve_settings", "train", "validate"]

@@ -16,6 +16,7 @@ exact for the micro-batch it was computed on.
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 
@@ -34,6 +35,12 @@ class Task:
     def per_example(self, labels, outputs):
         """{name: [batch] values}; "loss" is required. Values are cast to float32 by the step."""
         raise TypeError(f"{type(self).__name__} must define per_example(labels, outputs).")
+
+    def summary(self, means):
+        """{name: value} of metrics derived from `means`, each value's mean over the examples a log
+        covers (none by default). A ratio of two means is a ratio of sums, exact whatever the batch."""
+        del means
+        return {}
 
     def reached(self, value, target):
         """Whether an evaluation's `monitor` value reaches `target`."""
@@ -56,3 +63,43 @@ class Classification(Task):
         predicted = ops.argmax(logits, axis=-1)
         correct = ops.cast(ops.equal(predicted, ops.cast(labels, predicted.dtype)), "float32")
         return {"loss": loss, "accuracy": correct}
+
+
+class NextToken(Task):
+    """Next-token cross-entropy of a language model: labels [batch, length] token ids (the inputs
+    shifted by one), outputs [batch, length, vocabulary] logits; targets equal to `pad_id` (None:
+    none) are masked out.
+
+    A sequence's "loss" is the mean cross-entropy over its unmasked targets, in nats per token,
+    so its scale and the learning rate that suits it do not depend on the sequence length (a sum
+    over the tokens would grow with it). Like every per-example value it is summed by the step, so
+    accumulation and replicas stay exact; each sequence weighs the same, which equals the mean over
+    tokens when the sequences are full (packed windows: all but a split's last). "accuracy" is the
+    sequence's fraction of targets predicted. "tokens", "token_loss" and "token_correct" are sums
+    over its unmasked targets, from which `summary` gives the token-weighted metrics exactly:
+    "perplexity" = exp(token_loss / tokens) and "token_accuracy" = token_correct / tokens.
+    """
+
+    monitor = "loss"
+    mode = "min"
+
+    def __init__(self, pad_id=None):
+        self.pad_id = pad_id
+
+    def per_example(self, labels, outputs):
+        logits = ops.cast(outputs, "float32")
+        labels = ops.cast(labels, "int32")
+        valid = ops.ones_like(labels, "float32") if self.pad_id is None else ops.cast(
+            ops.not_equal(labels, self.pad_id), "float32")
+        targets = ops.where(valid > 0, labels, ops.zeros_like(labels))
+        token_loss = keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True) * valid
+        correct = ops.cast(ops.equal(ops.cast(ops.argmax(logits, axis=-1), "int32"), targets), "float32") * valid
+        tokens, loss_sum, correct_sum = (ops.sum(value, axis=-1) for value in (valid, token_loss, correct))
+        per_token = 1.0 / ops.maximum(tokens, 1.0)  # a sequence of padding only: 0, not NaN
+        return {"loss": loss_sum * per_token, "accuracy": correct_sum * per_token,
+                "tokens": tokens, "token_loss": loss_sum, "token_correct": correct_sum}
+
+    def summary(self, means):
+        tokens = max(float(means["tokens"]), 1e-12)
+        return {"perplexity": float(np.exp(means["token_loss"] / tokens)),
+                "token_accuracy": float(means["token_correct"] / tokens)}
