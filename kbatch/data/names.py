@@ -7,12 +7,13 @@ import logging
 import socket
 
 from kbatch import checks
+from kbatch.data.facts import FACTS
 
-DATASETS = ("mnist1d", "mnist", "cifar10", "cifar100", "imagenet2012")
+DATASETS = tuple(FACTS)
 # Where TFDS downloads each data set from (imagenet2012: by hand, from image-net.org).
-DOWNLOAD_HOSTS = {"mnist": "storage.googleapis.com", "cifar10": "www.cs.toronto.edu", "cifar100": "www.cs.toronto.edu"}
+DOWNLOAD_HOSTS = {name: facts.download_host for name, facts in FACTS.items() if facts.download_host}
 # Data sets small enough to hold in memory: exact, stateless shuffling.
-IN_MEMORY = ("mnist1d", "mnist", "cifar10", "cifar100")
+IN_MEMORY = tuple(name for name, facts in FACTS.items() if facts.in_memory)
 # CIFAR's per-channel mean and standard deviation of pixels in [0, 1], shared by the TensorFlow
 # preprocessing and the NumPy source.
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -65,7 +66,7 @@ def check_prepared(name, data_dir=None):
     import tensorflow_datasets as tfds
 
     family = dataset_family(name)
-    if family == "mnist1d" or tfds.core.DatasetBuilder.download_and_prepare.__module__.startswith(
+    if FACTS[family].generated or tfds.core.DatasetBuilder.download_and_prepare.__module__.startswith(
             "tensorflow_datasets.testing"):
         return
     absl = logging.getLogger("absl")
