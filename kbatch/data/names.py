@@ -21,14 +21,26 @@ CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
 
 @dataclasses.dataclass(frozen=True)
+class FeatureSpec:
+    """The shape of one example of a feature (no batch axis) and its NumPy dtype name."""
+
+    shape: tuple
+    dtype: str
+
+
+@dataclasses.dataclass(frozen=True)
 class DatasetInfo:
-    """What the trainer and the models need to know of a data set."""
+    """What the trainer and the models need to know of a data set. A data source also gives
+    `input_spec` (a `FeatureSpec`, or a dict of them for named features; `input_shape` is then the
+    dict of their shapes) and `label_spec`; `num_classes` is None where the labels are not classes."""
 
     name: str
     num_train_examples: int
     num_eval_examples: int
     input_shape: tuple
     num_classes: int
+    input_spec: object = None
+    label_spec: FeatureSpec = None
 
 
 def dataset_family(name):
