@@ -3,8 +3,9 @@ read whole into memory and served as `from_arrays` serves arrays (so every guara
 
 The input and label features are the builder's `supervised_keys` unless given (`input_key` may
 name several features: the input is then a dict); the evaluation split is the first of "test",
-"validation" the builder has unless given. A name TFDS does not know is one line, checked against
-its registry offline; an unprepared data set is downloaded by `tfds.load` as usual.
+"validation" the builder has (once prepared; "test" before) unless given. A name TFDS does not
+know is one line, checked against its registry offline; an unprepared data set is downloaded by
+`tfds.load` as usual.
 """
 
 import difflib
@@ -45,10 +46,11 @@ def _keys(name, info, input_key, label_key):
 
 
 def _eval_split(name, info, eval_split):
+    known = list(info.splits) or list(EVAL_SPLITS)  # a builder not yet prepared lists no splits
     if eval_split is None:
-        eval_split = next((split for split in EVAL_SPLITS if split in info.splits), None)
+        eval_split = next((split for split in EVAL_SPLITS if split in known), None)
     if eval_split is None:
-        raise ValueError(f"config.dataset='tfds:{name}': no evaluation split among {list(info.splits)}: "
+        raise ValueError(f"config.dataset='tfds:{name}': no evaluation split among {known}: "
                          f"give eval_split (a TFDS split, e.g. 'train[90%:]').")
     return eval_split
 
