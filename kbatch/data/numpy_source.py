@@ -30,6 +30,7 @@ import numpy as np
 
 from kbatch.data.facts import FACTS
 from kbatch.data.names import CIFAR_MEAN, CIFAR_STD, DatasetInfo, check_prepared, dataset_family, preparing
+from kbatch.data.sources.shuffle import EpochShuffle
 
 SEQUENCE_LENGTH = 40
 # name -> (examples drawn, the training fraction, the generator's seed): the builder's configs.
@@ -203,18 +204,11 @@ class TrainStream:
         self.family = dataset_family(name)
         self.x, self.y, _, _ = _arrays(name, data_dir)
         self.batch, self.seed, self.position = global_batch_size, seed, start_example
-        self._permutations = {}
-
-    def _permutation(self, epoch):
-        if epoch not in self._permutations:
-            self._permutations = {epoch: np.random.default_rng([self.seed, epoch]).permutation(len(self.x))}
-        return self._permutations[epoch]
+        self._shuffle = EpochShuffle(len(self.x))
 
     def next_batch(self):
         positions = np.arange(self.position, self.position + self.batch)
-        size = len(self.x)
-        index = np.concatenate([self._permutation(e)[positions[positions // size == e] % size]
-                                for e in np.unique(positions // size)])
+        index = self._shuffle.indices(self.position, self.position + self.batch, self.seed)
         self.position += self.batch
         return train_inputs(self.family, self.x[index], positions, self.seed), self.y[index]
 

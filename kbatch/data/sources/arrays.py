@@ -1,8 +1,8 @@
 """A source over NumPy arrays held in memory: `kbatch.data.from_arrays(x, y, eval=(x_eval, y_eval))`.
 
 Position p holds example `permutation(seed, epoch)[p mod N]`, epoch = p // N, a fresh NumPy
-permutation each epoch (as `kbatch.data.numpy_source` shuffles the built-in sets): the stream is a
-pure function of (seed, position), so every guarantee holds.
+permutation each epoch (`EpochShuffle`, as `kbatch.data.numpy_source` shuffles the built-in sets):
+the stream is a pure function of (seed, position), so every guarantee holds.
 """
 
 import numpy as np
@@ -10,6 +10,7 @@ import numpy as np
 from kbatch.data.names import DatasetInfo
 from kbatch.data.sources import checks, examples
 from kbatch.data.sources.base import Guarantees, PositionalSource
+from kbatch.data.sources.shuffle import EpochShuffle
 
 WHO = "kbatch.data.from_arrays"
 
@@ -38,7 +39,7 @@ class ArraySource(PositionalSource):
     def __init__(self, x, y, x_eval, y_eval, num_classes, name):
         self.x, self.y, self.x_eval, self.y_eval = x, y, x_eval, y_eval
         self.num_classes, self.name = num_classes, name
-        self._permutations = {}
+        self._shuffle = EpochShuffle(len(y))
 
     def describe(self):
         input_spec = examples.spec(self.x)
@@ -49,20 +50,9 @@ class ArraySource(PositionalSource):
     def guarantees(self):
         return Guarantees(exact_resume=True, same_across_strategies=True, same_across_backends=True)
 
-    def _permutation(self, seed, epoch):
-        if (seed, epoch) not in self._permutations:
-            recent = {key: value for key, value in self._permutations.items() if key[1] >= epoch - 1}
-            recent[seed, epoch] = np.random.default_rng([seed, epoch]).permutation(len(self.y))
-            self._permutations = recent
-        return self._permutations[seed, epoch]
-
     def indices(self, start, stop, seed):
         """The training example numbers at stream positions [start, stop)."""
-        positions = np.arange(start, stop)
-        size = len(self.y)
-        epochs = positions // size
-        return np.concatenate([self._permutation(seed, int(epoch))[positions[epochs == epoch] % size]
-                               for epoch in np.unique(epochs)])
+        return self._shuffle.indices(start, stop, seed)
 
     def examples_at(self, start, stop, seed):
         index = self.indices(start, stop, seed)
