@@ -21,7 +21,9 @@ def _replica_batches(strategy, dataset_fn, steps):
     out = []
     for _ in range(steps):
         batch = next(iterator)
-        out.append([np.concatenate([t.numpy() for t in strategy.experimental_local_results(part)]) for part in batch])
+        out.append([tf.nest.map_structure(
+            lambda value: np.concatenate([t.numpy() for t in strategy.experimental_local_results(value)]), part)
+            for part in batch])
     return out
 
 
@@ -114,3 +116,59 @@ def test_bad_input_is_one_line_naming_what_is_wrong(build, message):
     with tfds.testing.mock_data(num_examples=4), pytest.raises(ValueError, match=message) as error:
         build()
     assert "\n" not in str(error.value)
+
+
+def _recut(x, y, size):
+    return [(x[i:i + size], y[i:i + size]) for i in range(0, len(y), size)]
+
+
+SOURCES = {
+    "arrays": lambda: sources.from_arrays(X, Y, eval=(X_EVAL, Y_EVAL)),
+    "arrays dict": lambda: sources.from_arrays({"a": X, "b": Y}, Y, eval=({"a": X_EVAL, "b": Y_EVAL}, Y_EVAL)),
+    "iterable": lambda: sources.from_iterable(lambda: iter(_recut(X, Y, 7)), eval=_recut(X_EVAL, Y_EVAL, 4),
+                                              num_train_examples=40),
+    "tf.data": lambda: sources.from_tf_dataset(_user_dataset(), tf.data.Dataset.from_tensor_slices((X_EVAL, Y_EVAL)),
+                                               deterministic=True),
+    "tfds": lambda: sources.get("tfds:mnist"),
+    "builtin": lambda: sources.get("mnist1d/original"),
+}
+
+ALL = sources.Guarantees(exact_resume=True, same_across_strategies=True, same_across_backends=True)
+CLAIMS = {**dict.fromkeys(SOURCES, ALL), "builtin": sources.Guarantees(True, True, same_across_backends=False)}
+
+
+def _global(source, batch, steps, start=0):
+    stream = source.train_batches(batch, seed=6, start_example=start)
+    return [next(stream) for _ in range(steps)]
+
+
+def _rows(batches, part):
+    values = [batch[part] for batch in batches]
+    return {k: np.concatenate([v[k] for v in values]) for k in values[0]} if isinstance(values[0], dict) \
+        else np.concatenate(values)
+
+
+def _assert_same(one, two):
+    for part in (0, 1):
+        a, b = _rows(one, part), _rows(two, part)
+        for key in (a if isinstance(a, dict) else [None]):
+            np.testing.assert_array_equal(a[key] if key else a, b[key] if key else b)
+
+
+@pytest.mark.parametrize("name", SOURCES)
+def test_every_guarantee_a_source_claims_holds(name):
+    with tfds.testing.mock_data(num_examples=40):
+        one, two = SOURCES[name](), SOURCES[name]()
+    claims = one.guarantees()
+    assert claims == CLAIMS[name]  # the table of docs/data.md
+    if claims.exact_resume:  # a new object's stream from position 48 is the uninterrupted one's
+        _assert_same(_global(one, 16, 6)[3:], _global(two, 16, 3, start=48))
+    if claims.same_across_strategies:  # global batch t of 32 is two of 16 read by two replicas
+        _assert_same(_global(one, 32, 3), _global(two, 16, 6))
+    if claims.same_across_backends:  # the tf.data form under cpu:2 is the NumPy form
+        strategy = kbatch.distribute.resolve_strategy("cpu:2")
+        tf_batches = _replica_batches(strategy, one.tf_train_dataset_fn(16, seed=6, start_example=16), 3)
+        _assert_same([tuple(b) for b in tf_batches], _global(two, 16, 3, start=16))
+    evaluated = one.eval_batches(8)
+    weights = np.concatenate([b[2] for b in evaluated])
+    assert weights.sum() == one.describe().num_eval_examples and len(weights) % 8 == 0
