@@ -172,3 +172,19 @@ def test_every_guarantee_a_source_claims_holds(name):
     evaluated = one.eval_batches(8)
     weights = np.concatenate([b[2] for b in evaluated])
     assert weights.sum() == one.describe().num_eval_examples and len(weights) % 8 == 0
+
+
+def test_imagenet_is_a_streamed_source_that_counts_its_eval_once_and_claims_no_guarantee(monkeypatch):
+    monkeypatch.setattr(kbatch.data.preprocessing, "IMAGENET_SIZE", 32)  # small crops keep it fast
+    with tfds.testing.mock_data(num_examples=6):
+        source = sources.get("imagenet2012")
+        info = source.describe()
+        x, y = next(source.train_batches(4, seed=0))
+        batches = source.eval_batches(4)
+        labels = [label for _, label in tfds.as_numpy(tfds.load("imagenet2012", split="validation",
+                                                                as_supervised=True))]
+    assert source.guarantees() == sources.Guarantees(False, False, False)
+    assert info.input_shape == (32, 32, 3) and info.num_classes == 1000 and x.shape == (4, 32, 32, 3)
+    weights = np.concatenate([b[2] for b in batches])
+    assert len(weights) == 8 and weights.sum() == 6
+    np.testing.assert_array_equal(np.concatenate([b[1] for b in batches])[weights == 1], labels)

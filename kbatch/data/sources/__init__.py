@@ -26,9 +26,9 @@ def get(dataset, data_dir=None):
     """The source `config.dataset` names: "tfds:NAME" for any TFDS data set, or a built-in one."""
     if isinstance(dataset, str) and dataset.startswith(TFDS_PREFIX):
         return from_tfds(dataset[len(TFDS_PREFIX):], data_dir=data_dir)
-    from kbatch.data.sources.builtin import BuiltinSource
+    from kbatch.data.sources.builtin import builtin_source
 
-    return BuiltinSource(dataset, data_dir)
+    return builtin_source(dataset, data_dir)
 
 
 __all__ = ["ArraySource", "Guarantees", "IterableSource", "PositionalSource", "Source", "from_arrays", "from_iterable",
