@@ -130,6 +130,7 @@ SOURCES = {
     "tf.data": lambda: sources.from_tf_dataset(_user_dataset(), tf.data.Dataset.from_tensor_slices((X_EVAL, Y_EVAL)),
                                                deterministic=True),
     "tfds": lambda: sources.get("tfds:mnist"),
+    "tfds streamed": lambda: sources.from_tfds("mnist", in_memory=False, shuffle_buffer=16),
     "builtin": lambda: sources.get("mnist1d/original"),
 }
 
@@ -188,3 +189,15 @@ def test_imagenet_is_a_streamed_source_that_counts_its_eval_once_and_claims_no_g
     weights = np.concatenate([b[2] for b in batches])
     assert len(weights) == 8 and weights.sum() == 6
     np.testing.assert_array_equal(np.concatenate([b[1] for b in batches])[weights == 1], labels)
+
+
+def test_a_streamed_tfds_set_shows_each_example_once_per_epoch():
+    with tfds.testing.mock_data(num_examples=20):
+        source = sources.from_tfds("mnist", in_memory=False, shuffle_buffer=8)
+        stream = source.train_batches(10, seed=0)
+        seen = [next(stream) for _ in range(4)]  # two epochs
+        labels = [label for _, label in tfds.as_numpy(tfds.load("mnist", split="train", as_supervised=True))]
+    assert source.describe().num_train_examples == 20 and source.describe().num_classes == 10
+    y = np.concatenate([batch[1] for batch in seen])
+    for epoch in (y[:20], y[20:]):
+        np.testing.assert_array_equal(np.bincount(epoch, minlength=10), np.bincount(labels, minlength=10))

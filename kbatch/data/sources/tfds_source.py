@@ -1,11 +1,14 @@
 """Any TensorFlow Datasets data set by name (`config.dataset="tfds:NAME"`), images and text alike,
-read whole into memory and served as `from_arrays` serves arrays (so every guarantee holds).
+read whole into memory and served as `from_arrays` serves arrays (so every guarantee holds), as
+stored (uint8 images, byte strings: the model scales or tokenizes them).
 
 The input and label features are the builder's `supervised_keys` unless given (`input_key` may
 name several features: the input is then a dict); the evaluation split is the first of "test",
 "validation" the builder has (once prepared; "test" before) unless given. A name TFDS does not
 know is one line, checked against its registry offline; an unprepared data set is downloaded by
-`tfds.load` as usual.
+`tfds.load` as usual. With `in_memory=False` the training split is streamed through a shuffle
+buffer with a fixed seed (each epoch another order, the same in every run): deterministic, so a
+resume replays the stream to its position (`skip`, exact but reading the skipped examples).
 """
 
 import difflib
@@ -65,12 +68,32 @@ def _split_arrays(name, split, data_dir, input_key, label_key):
     return x, whole[label_key]
 
 
-def from_tfds(name, data_dir=None, input_key=None, label_key=None, train_split="train", eval_split=None):
-    """A `Source` of TFDS data set `name` (e.g. "mnist", "imdb_reviews"), held in memory."""
+def _streamed(name, split, data_dir, input_key, label_key):
+    """The `split` as a `tf.data.Dataset` of `(x, y)` examples, read in TFDS's order."""
+    import tensorflow_datasets as tfds
+
+    def pick(example):
+        x = {key: example[key] for key in input_key} if isinstance(input_key, (list, tuple)) else example[input_key]
+        return x, example[label_key]
+
+    return tfds.load(name, split=split, data_dir=data_dir, shuffle_files=False).map(pick)
+
+
+def from_tfds(name, data_dir=None, input_key=None, label_key=None, train_split="train", eval_split=None,
+              in_memory=True, shuffle_buffer=16384, shuffle_seed=0):
+    """A `Source` of TFDS data set `name` (e.g. "mnist", "imdb_reviews"), held in memory; with
+    `in_memory=False` (a set too large for memory) streamed through a seeded shuffle buffer."""
     info = _builder(name, data_dir).info
     input_key, label_key = _keys(name, info, input_key, label_key)
     eval_split = _eval_split(name, info, eval_split)
     label = info.features[label_key]
+    num_classes = getattr(label, "num_classes", None)
+    if not in_memory:
+        from kbatch.data.sources.tf_dataset import from_tf_dataset
+
+        train = _streamed(name, train_split, data_dir, input_key, label_key).shuffle(shuffle_buffer, seed=shuffle_seed)
+        return from_tf_dataset(train, _streamed(name, eval_split, data_dir, input_key, label_key),
+                               num_classes=num_classes, deterministic=True, name=f"tfds:{name}")
     x, y = _split_arrays(name, train_split, data_dir, input_key, label_key)
     evaluation = _split_arrays(name, eval_split, data_dir, input_key, label_key)
-    return from_arrays(x, y, eval=evaluation, num_classes=getattr(label, "num_classes", 0), name=f"tfds:{name}")
+    return from_arrays(x, y, eval=evaluation, num_classes=num_classes or 0, name=f"tfds:{name}")
