@@ -4,7 +4,8 @@ first use); `numpy_source` serves the JAX backend (MNIST-1D without TensorFlow),
 `pystdlib_bytes` makes the text data set's arrays without TensorFlow."""
 
 from kbatch import frameworks
-from kbatch.data.names import DATASETS, DatasetInfo, dataset_family
+from kbatch.data.names import DATASETS, DatasetInfo, FeatureSpec, dataset_family
+from kbatch.data.sources import Source, from_arrays, from_iterable, from_tf_dataset, from_tfds
 
 if frameworks.uses_tensorflow():
     from kbatch.data.mnist1d import Mnist1d

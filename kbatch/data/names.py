@@ -7,12 +7,13 @@ import logging
 import socket
 
 from kbatch import checks
+from kbatch.data.facts import FACTS
 
-DATASETS = ("mnist1d", "mnist", "cifar10", "cifar100", "imagenet2012")
+DATASETS = tuple(FACTS)
 # Where TFDS downloads each data set from (imagenet2012: by hand, from image-net.org).
-DOWNLOAD_HOSTS = {"mnist": "storage.googleapis.com", "cifar10": "www.cs.toronto.edu", "cifar100": "www.cs.toronto.edu"}
+DOWNLOAD_HOSTS = {name: facts.download_host for name, facts in FACTS.items() if facts.download_host}
 # Data sets small enough to hold in memory: exact, stateless shuffling.
-IN_MEMORY = ("mnist1d", "mnist", "cifar10", "cifar100")
+IN_MEMORY = tuple(name for name, facts in FACTS.items() if facts.in_memory)
 # CIFAR's per-channel mean and standard deviation of pixels in [0, 1], shared by the TensorFlow
 # preprocessing and the NumPy source.
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -20,14 +21,26 @@ CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
 
 @dataclasses.dataclass(frozen=True)
+class FeatureSpec:
+    """The shape of one example of a feature (no batch axis) and its NumPy dtype name."""
+
+    shape: tuple
+    dtype: str
+
+
+@dataclasses.dataclass(frozen=True)
 class DatasetInfo:
-    """What the trainer and the models need to know of a data set."""
+    """What the trainer and the models need to know of a data set. A data source also gives
+    `input_spec` (a `FeatureSpec`, or a dict of them for named features; `input_shape` is then the
+    dict of their shapes) and `label_spec`; `num_classes` is None where the labels are not classes."""
 
     name: str
     num_train_examples: int
     num_eval_examples: int
     input_shape: tuple
     num_classes: int
+    input_spec: object = None
+    label_spec: FeatureSpec = None
 
 
 def dataset_family(name):
@@ -65,7 +78,7 @@ def check_prepared(name, data_dir=None):
     import tensorflow_datasets as tfds
 
     family = dataset_family(name)
-    if family == "mnist1d" or tfds.core.DatasetBuilder.download_and_prepare.__module__.startswith(
+    if FACTS[family].generated or tfds.core.DatasetBuilder.download_and_prepare.__module__.startswith(
             "tensorflow_datasets.testing"):
         return
     absl = logging.getLogger("absl")

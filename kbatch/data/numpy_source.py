@@ -28,7 +28,9 @@ import zipfile
 
 import numpy as np
 
+from kbatch.data.facts import FACTS
 from kbatch.data.names import CIFAR_MEAN, CIFAR_STD, DatasetInfo, check_prepared, dataset_family, preparing
+from kbatch.data.sources.shuffle import EpochShuffle
 
 SEQUENCE_LENGTH = 40
 # name -> (examples drawn, the training fraction, the generator's seed): the builder's configs.
@@ -81,8 +83,8 @@ def cached_mnist1d(config):
     return arrays
 
 
-TFDS_SETS = ("mnist", "cifar10", "cifar100")
-NUM_CLASSES = {"mnist1d": 10, "mnist": 10, "cifar10": 10, "cifar100": 100}
+# The in-memory data sets read through TFDS (MNIST-1D is generated here).
+TFDS_SETS = tuple(name for name, facts in FACTS.items() if facts.in_memory and not facts.generated)
 
 
 def _mnist1d_arrays(name):
@@ -131,7 +133,8 @@ def _arrays(name, data_dir=None):
     tfds = _import_tfds(name)
     check_prepared(name, data_dir)
     with preparing(name, data_dir):
-        return (*_tfds_split(tfds, name, "train", data_dir), *_tfds_split(tfds, name, "test", data_dir))
+        eval_split = FACTS[family].eval_split
+        return (*_tfds_split(tfds, name, "train", data_dir), *_tfds_split(tfds, name, eval_split, data_dir))
 
 
 def _standardize_cifar(images):
@@ -140,9 +143,10 @@ def _standardize_cifar(images):
 
 def eval_inputs(family, x):
     """Stored examples `x` of `family` as the model reads them: `preprocessing.eval_fn` in NumPy."""
-    if family == "mnist":
+    kind = FACTS[family].preprocessing
+    if kind == "unit":
         return x.astype(np.float32) / np.float32(255)
-    if family in ("cifar10", "cifar100"):
+    if kind == "cifar":
         return _standardize_cifar(x)
     return x
 
@@ -176,7 +180,7 @@ def augment_cifar(images, positions, seed):
 def train_inputs(family, x, positions, seed):
     """Stored examples `x` at stream `positions` as the model trains on them: `preprocessing.train_fn`
     in NumPy (CIFAR augmented, the others as for evaluation)."""
-    if family in ("cifar10", "cifar100"):
+    if FACTS[family].preprocessing == "cifar":
         return _standardize_cifar(augment_cifar(x, positions, seed))
     return eval_inputs(family, x)
 
@@ -184,7 +188,7 @@ def train_inputs(family, x, positions, seed):
 def describe(name, data_dir=None):
     x, _, x_test, _ = _arrays(name, data_dir)
     return DatasetInfo(name=name, num_train_examples=len(x), num_eval_examples=len(x_test),
-                       input_shape=x.shape[1:], num_classes=NUM_CLASSES[dataset_family(name)])
+                       input_shape=x.shape[1:], num_classes=FACTS[dataset_family(name)].num_classes)
 
 
 def training_split(name, data_dir=None):
@@ -200,18 +204,11 @@ class TrainStream:
         self.family = dataset_family(name)
         self.x, self.y, _, _ = _arrays(name, data_dir)
         self.batch, self.seed, self.position = global_batch_size, seed, start_example
-        self._permutations = {}
-
-    def _permutation(self, epoch):
-        if epoch not in self._permutations:
-            self._permutations = {epoch: np.random.default_rng([self.seed, epoch]).permutation(len(self.x))}
-        return self._permutations[epoch]
+        self._shuffle = EpochShuffle(len(self.x))
 
     def next_batch(self):
         positions = np.arange(self.position, self.position + self.batch)
-        size = len(self.x)
-        index = np.concatenate([self._permutation(e)[positions[positions // size == e] % size]
-                                for e in np.unique(positions // size)])
+        index = self._shuffle.indices(self.position, self.position + self.batch, self.seed)
         self.position += self.batch
         return train_inputs(self.family, self.x[index], positions, self.seed), self.y[index]
 

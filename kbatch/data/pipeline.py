@@ -21,7 +21,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from kbatch.data import preprocessing
-from kbatch.data.names import IN_MEMORY, DatasetInfo, check_prepared, dataset_family, preparing
+from kbatch.data.facts import FACTS
+from kbatch.data.names import DatasetInfo, check_prepared, dataset_family, preparing
 
 SHUFFLE_BUFFER = 16384
 
@@ -30,7 +31,7 @@ def describe(name, data_dir=None):
     """Sizes, input shape and class count of a data set (MNIST-1D is generated on first use)."""
     family = dataset_family(name)
     check_prepared(name, data_dir)
-    eval_split = "validation" if family == "imagenet2012" else "test"
+    eval_split = FACTS[family].eval_split
     with preparing(name, data_dir):
         return DatasetInfo(
             name=name,
@@ -106,7 +107,7 @@ def train_dataset_fn(name, global_batch_size, seed, data_dir=None, start_example
         per_replica = input_context.get_per_replica_batch_size(global_batch_size)
         shard = (input_context.num_input_pipelines, input_context.input_pipeline_id)
         augment = preprocessing.train_fn(family, seed)
-        if family in IN_MEMORY:
+        if FACTS[family].in_memory:
             positions, example_at = _in_memory_examples(name, data_dir, start_example, seed)
             dataset = positions.shard(*shard).map(
                 lambda p: augment(*example_at(p)), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -129,7 +130,7 @@ def eval_dataset_fn(name, global_batch_size, data_dir=None):
     with an empty batch), and weighted sums over the padded set are the sums over the split.
     """
     family = dataset_family(name)
-    split = "validation" if family == "imagenet2012" else "test"
+    split = FACTS[family].eval_split
 
     def dataset_fn(input_context):
         per_replica = input_context.get_per_replica_batch_size(global_batch_size)
@@ -138,7 +139,7 @@ def eval_dataset_fn(name, global_batch_size, data_dir=None):
         padding = -int(examples.cardinality()) % global_batch_size
         blank = examples.take(1).map(lambda x, y: (x, y, tf.constant(0.0))).repeat(padding)
         dataset = weighted.concatenate(blank)
-        if family in IN_MEMORY:
+        if FACTS[family].in_memory:
             dataset = dataset.cache()
         dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
         return dataset.batch(per_replica, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
@@ -150,7 +151,7 @@ def first_eval_examples(name, count, data_dir=None):
     """The first `count` examples of the evaluation split, preprocessed for evaluation, as NumPy
     `(x, y)` (fewer if the split has fewer): a fixed batch for the diagnostics."""
     family = dataset_family(name)
-    split = "validation" if family == "imagenet2012" else "test"
+    split = FACTS[family].eval_split
     examples = _load(name, split, data_dir).map(preprocessing.eval_fn(family)).take(count).batch(count)
     x, y = next(iter(examples))
     return x.numpy(), y.numpy()

@@ -1,4 +1,5 @@
-"""Per-example preprocessing for each supported data set: scaling, and augmentation for training.
+"""Per-example preprocessing of the built-in data sets, by the name `kbatch.data.facts` gives each:
+scaling, and augmentation for training.
 
 Training augmentation uses stateless random ops seeded by (run seed, example number), so the
 same example gets the same augmentation under every strategy and after a resume.
@@ -6,6 +7,7 @@ same example gets the same augmentation under every strategy and after a resume.
 
 import tensorflow as tf
 
+from kbatch.data.facts import FACTS
 from kbatch.data.names import CIFAR_MEAN, CIFAR_STD
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -14,13 +16,10 @@ IMAGENET_SIZE = 224
 
 
 def input_shape(family):
-    return {
-        "mnist1d": (40, 1),
-        "mnist": (28, 28, 1),
-        "cifar10": (32, 32, 3),
-        "cifar100": (32, 32, 3),
-        "imagenet2012": (IMAGENET_SIZE, IMAGENET_SIZE, 3),
-    }[family]
+    """One example of data set `family` as the model reads it (ImageNet's: the crop, `IMAGENET_SIZE`)."""
+    if FACTS[family].preprocessing == "imagenet":
+        return (IMAGENET_SIZE, IMAGENET_SIZE, 3)
+    return FACTS[family].input_shape
 
 
 def _standardize(image, mean, std):
@@ -36,12 +35,14 @@ def _imagenet_eval(image):
 def eval_fn(family):
     """`(x, label) -> (x, label)` for evaluation: scaling only."""
 
+    kind = FACTS[family].preprocessing
+
     def preprocess(x, label):
-        if family == "mnist1d":
+        if kind == "channel":
             x = tf.expand_dims(x, -1)
-        elif family == "mnist":
+        elif kind == "unit":
             x = tf.cast(x, tf.float32) / 255.0
-        elif family in ("cifar10", "cifar100"):
+        elif kind == "cifar":
             x = _standardize(x, CIFAR_MEAN, CIFAR_STD)
         else:
             x = _imagenet_eval(x)
@@ -53,17 +54,17 @@ def eval_fn(family):
 def train_fn(family, seed):
     """`(index, (x, label)) -> (x, label)` for training: CIFAR gets pad-4 crop and flip
     (He et al. 2016), ImageNet a random crop and flip, the others no augmentation."""
-    plain = eval_fn(family)
+    plain, kind = eval_fn(family), FACTS[family].preprocessing
 
     def preprocess(index, example):
         x, label = example
         example_seed = tf.stack([tf.cast(seed, tf.int64), index])
-        if family in ("cifar10", "cifar100"):
+        if kind == "cifar":
             x = tf.image.resize_with_crop_or_pad(x, 40, 40)
             x = tf.image.stateless_random_crop(x, (32, 32, 3), seed=example_seed)
             x = tf.image.stateless_random_flip_left_right(x, seed=example_seed + 1)
             return _standardize(x, CIFAR_MEAN, CIFAR_STD), label
-        if family == "imagenet2012":
+        if kind == "imagenet":
             x = tf.image.resize(x, (256, 256))
             x = tf.image.stateless_random_crop(x, (IMAGENET_SIZE, IMAGENET_SIZE, 3), seed=example_seed)
             x = tf.image.stateless_random_flip_left_right(x, seed=example_seed + 1)

@@ -1,0 +1,35 @@
+"""Data sources: the contract (`Source`) and the sources a user builds. TensorFlow is imported only
+by `from_tf_dataset`, `from_tfds` and the `tf_*_dataset_fn` forms, when first used."""
+
+from kbatch.data.sources.arrays import ArraySource, from_arrays
+from kbatch.data.sources.base import Guarantees, PositionalSource, Source, weighted_batches
+from kbatch.data.sources.iterable import IterableSource, from_iterable
+
+TFDS_PREFIX = "tfds:"
+
+
+def from_tf_dataset(*args, **kwargs):
+    """`kbatch.data.sources.tf_dataset.from_tf_dataset` (imports TensorFlow)."""
+    from kbatch.data.sources import tf_dataset
+
+    return tf_dataset.from_tf_dataset(*args, **kwargs)
+
+
+def from_tfds(*args, **kwargs):
+    """`kbatch.data.sources.tfds_source.from_tfds` (imports TensorFlow Datasets)."""
+    from kbatch.data.sources import tfds_source
+
+    return tfds_source.from_tfds(*args, **kwargs)
+
+
+def get(dataset, data_dir=None):
+    """The source `config.dataset` names: "tfds:NAME" for any TFDS data set, or a built-in one."""
+    if isinstance(dataset, str) and dataset.startswith(TFDS_PREFIX):
+        return from_tfds(dataset[len(TFDS_PREFIX):], data_dir=data_dir)
+    from kbatch.data.sources.builtin import builtin_source
+
+    return builtin_source(dataset, data_dir)
+
+
+__all__ = ["ArraySource", "Guarantees", "IterableSource", "PositionalSource", "Source", "from_arrays", "from_iterable",
+           "from_tf_dataset", "from_tfds", "get", "weighted_batches"]

@@ -1,0 +1,99 @@
+"""Any TensorFlow Datasets data set by name (`config.dataset="tfds:NAME"`), images and text alike,
+read whole into memory and served as `from_arrays` serves arrays (so every guarantee holds), as
+stored (uint8 images, byte strings: the model scales or tokenizes them).
+
+The input and label features are the builder's `supervised_keys` unless given (`input_key` may
+name several features: the input is then a dict); the evaluation split is the first of "test",
+"validation" the builder has (once prepared; "test" before) unless given. A name TFDS does not
+know is one line, checked against its registry offline; an unprepared data set is downloaded by
+`tfds.load` as usual. With `in_memory=False` the training split is streamed through a shuffle
+buffer with a fixed seed (each epoch another order, the same in every run): deterministic, so a
+resume replays the stream to its position (`skip`, exact but reading the skipped examples).
+"""
+
+import difflib
+
+from kbatch.data.sources.arrays import from_arrays
+
+EVAL_SPLITS = ("test", "validation")
+
+
+def _builder(name, data_dir):
+    """The TFDS builder of `name`, or a one-line ValueError naming the close TFDS names."""
+    import tensorflow_datasets as tfds
+
+    family = name.split("/")[0].split(":")[0]
+    try:
+        tfds.builder_cls(family)
+    except tfds.core.registered.DatasetNotFoundError:
+        known = tfds.list_builders(with_community_datasets=False)
+        close = difflib.get_close_matches(family, known, n=3) or known[:3]
+        raise ValueError(f"config.dataset='tfds:{name}': TFDS has no data set {family!r}; close names: "
+                         f"{', '.join(close)} (tfds.list_builders() lists all {len(known)}).") from None
+    return tfds.builder(name, data_dir=data_dir)
+
+
+def _keys(name, info, input_key, label_key):
+    """(input key(s), label key): given, else the builder's supervised keys; each checked against its features."""
+    if input_key is None or label_key is None:
+        if not info.supervised_keys:
+            raise ValueError(f"config.dataset='tfds:{name}': the builder names no supervised keys: give input_key "
+                             f"and label_key, from its features {sorted(info.features)}.")
+        input_key, label_key = input_key or info.supervised_keys[0], label_key or info.supervised_keys[1]
+    wanted = [*(input_key if isinstance(input_key, (list, tuple)) else [input_key]), label_key]
+    missing = [key for key in wanted if key not in info.features]
+    if missing:
+        raise ValueError(f"config.dataset='tfds:{name}': no feature {', '.join(map(repr, missing))}: "
+                         f"its features are {sorted(info.features)}.")
+    return input_key, label_key
+
+
+def _eval_split(name, info, eval_split):
+    known = list(info.splits) or list(EVAL_SPLITS)  # a builder not yet prepared lists no splits
+    if eval_split is None:
+        eval_split = next((split for split in EVAL_SPLITS if split in known), None)
+    if eval_split is None:
+        raise ValueError(f"config.dataset='tfds:{name}': no evaluation split among {known}: "
+                         f"give eval_split (a TFDS split, e.g. 'train[90%:]').")
+    return eval_split
+
+
+def _split_arrays(name, split, data_dir, input_key, label_key):
+    """The whole `split` as NumPy `(x, y)`; x a dict where `input_key` names several features."""
+    import tensorflow_datasets as tfds
+
+    examples = tfds.load(name, split=split, data_dir=data_dir, shuffle_files=False)
+    whole = tfds.as_numpy(examples.batch(len(examples)).get_single_element())
+    x = {key: whole[key] for key in input_key} if isinstance(input_key, (list, tuple)) else whole[input_key]
+    return x, whole[label_key]
+
+
+def _streamed(name, split, data_dir, input_key, label_key):
+    """The `split` as a `tf.data.Dataset` of `(x, y)` examples, read in TFDS's order."""
+    import tensorflow_datasets as tfds
+
+    def pick(example):
+        x = {key: example[key] for key in input_key} if isinstance(input_key, (list, tuple)) else example[input_key]
+        return x, example[label_key]
+
+    return tfds.load(name, split=split, data_dir=data_dir, shuffle_files=False).map(pick)
+
+
+def from_tfds(name, data_dir=None, input_key=None, label_key=None, train_split="train", eval_split=None,
+              in_memory=True, shuffle_buffer=16384, shuffle_seed=0):
+    """A `Source` of TFDS data set `name` (e.g. "mnist", "imdb_reviews"), held in memory; with
+    `in_memory=False` (a set too large for memory) streamed through a seeded shuffle buffer."""
+    info = _builder(name, data_dir).info
+    input_key, label_key = _keys(name, info, input_key, label_key)
+    eval_split = _eval_split(name, info, eval_split)
+    label = info.features[label_key]
+    num_classes = getattr(label, "num_classes", None)
+    if not in_memory:
+        from kbatch.data.sources.tf_dataset import from_tf_dataset
+
+        train = _streamed(name, train_split, data_dir, input_key, label_key).shuffle(shuffle_buffer, seed=shuffle_seed)
+        return from_tf_dataset(train, _streamed(name, eval_split, data_dir, input_key, label_key),
+                               num_classes=num_classes, deterministic=True, name=f"tfds:{name}")
+    x, y = _split_arrays(name, train_split, data_dir, input_key, label_key)
+    evaluation = _split_arrays(name, eval_split, data_dir, input_key, label_key)
+    return from_arrays(x, y, eval=evaluation, num_classes=num_classes or 0, name=f"tfds:{name}")
