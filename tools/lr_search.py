@@ -19,9 +19,10 @@ nothing.
 import os
 import sys
 
-import study_output  # noqa: E402  (tools/ is the script's own folder, first on sys.path)
 import sweep  # noqa: E402  (its flags come too)
 from absl import flags
+
+import kbatch_cli  # noqa: E402
 
 _BATCHES = flags.DEFINE_list("batch_sizes", [], "Global batch sizes to search the rate at.")
 _LRS = flags.DEFINE_multi_string("lrs", [], "OPTIMIZER:RATE,RATE,... rates at base_batch_size; repeat per optimizer.")
@@ -104,12 +105,12 @@ def main(argv):
 def parse_flags(argv):
     """The tool's own flags, then kbatch-train's parser (`--config` and its overrides: it imports
     kbatch and TensorFlow)."""
-    study_output.refuse_unknown("lr_search", argv)
+    kbatch_cli.refuse_unknown("lr_search", argv)
     from kbatch.train import one_line_parser
 
     return one_line_parser("lr_search", sweep.define_config)(argv)
 
 
 if __name__ == "__main__":
-    study_output.run_tool("lr_search", main, __doc__, flags_parser=parse_flags,
-                          config_help=study_output.CONFIG_HELP)
+    kbatch_cli.run_tool("lr_search", main, __doc__, flags_parser=parse_flags,
+                          config_help=kbatch_cli.CONFIG_HELP)

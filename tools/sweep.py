@@ -25,9 +25,10 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import study_output  # noqa: E402  (tools/ is the script's own folder, first on sys.path)
 from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
+
+import kbatch_cli  # noqa: E402
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "..", "kbatch", "configs", "mnist1d_cnn.py")
 _SWEEP_DIR = flags.DEFINE_string("sweep_dir", None, "The sweep's folder: its points' runs, its report.")
@@ -131,7 +132,7 @@ def outputs(prefix, suffixes=None):
     from kbatch.study import studies
 
     paths = {kind: prefix + suffix for kind, suffix in (suffixes or studies.SUFFIXES).items()}
-    study_output.refuse_existing(paths, _OVERWRITE.value)
+    kbatch_cli.refuse_existing(paths, _OVERWRITE.value)
     return paths
 
 
@@ -165,12 +166,12 @@ def main(argv):
 def parse_flags(argv):
     """The tool's own flags, then kbatch-train's parser (`--config` and its overrides: it imports
     kbatch and TensorFlow)."""
-    study_output.refuse_unknown("sweep", argv)
+    kbatch_cli.refuse_unknown("sweep", argv)
     from kbatch.train import one_line_parser
 
     return one_line_parser("sweep", define_config)(argv)
 
 
 if __name__ == "__main__":
-    study_output.run_tool("sweep", main, __doc__, flags_parser=parse_flags,
-                          config_help=study_output.CONFIG_HELP)
+    kbatch_cli.run_tool("sweep", main, __doc__, flags_parser=parse_flags,
+                          config_help=kbatch_cli.CONFIG_HELP)

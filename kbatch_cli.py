@@ -1,24 +1,28 @@
-"""What the tools share: how they run (`run_tool`: `--help` exits 0, a command line that does not
-parse or a bad input is one line `program: ...` on stderr and exit code 2), the refusal to
-overwrite a table or plot a person made or to start work whose outputs cannot be written
-(critical_batch, sharpness_report, staleness_report, switchable_weights, throughput, sweep), the
-import of a kbatch.study module without Keras and TensorFlow (`import_numpy_only`), the
-batch-size axis of their plots, and the log axis over epochs of the diagnostics' plots.
+"""How kbatch's command lines run (the scripts in tools/, and `kbatch-train`'s stops): `run_tool`
+(`--help` exits 0; a command line that does not parse or a bad input is one line `program: ...`
+on stderr and exit code 2), `reporting` (each stop of `kbatch.training.stops` its line and code,
+and a late Ctrl-C never kills the process with -2), the refusal to overwrite an output or to
+start work whose outputs cannot be written (`refuse_existing`), and `import_light`: a
+kbatch.study module that needs only NumPy, imported without Keras and TensorFlow.
 
-Kept free of kbatch, Keras and TensorFlow, so `--help` and a bad flag are answered before
-TensorFlow starts, and the NumPy-only tools (stragglers) never start it."""
+A top-level module, not `kbatch.cli`: any `kbatch.*` import first runs `kbatch/__init__.py`,
+which must import Keras (and with it TensorFlow or JAX) to register kbatch's serializables and
+TFDS builders. Free of kbatch, so `--help` and a bad flag are answered before TensorFlow starts,
+and the NumPy-only tools (stragglers, launch_local) never start it."""
 
 import importlib
 import importlib.util
 import os
 import re
+import signal
 import sys
+import threading
 import types
 
 from absl import app, flags
 from absl import logging as absl_logging
 
-BAD_INPUT = 2  # kbatch.training.stops.BAD_INPUT, without importing kbatch (and TensorFlow)
+BAD_INPUT, INTERRUPTED = 2, 130  # kbatch.training.stops' codes, without importing kbatch (and TensorFlow)
 HELP_FLAGS = ("-h", "-?", "--help", "--helpshort", "--helpfull")
 CONFIG_HELP = ("the config file (default: kbatch/configs/mnist1d_cnn.py); --config.FIELD=VALUE overrides a "
                "field (kbatch-train --help lists them)")
@@ -39,24 +43,6 @@ def refuse_existing(outputs, overwrite):
             raise ValueError(f"--{flag}={path}: the folder {folder} is not writable.")
         if os.path.exists(path) and not overwrite:
             raise ValueError(f"--{flag}={path} exists: refusing to overwrite it (pass --overwrite).")
-
-
-def log_over_epochs(ax, ylabel):
-    """A log y axis against epochs, with a grid and a legend (the diagnostics' plots over training)."""
-    ax.set_yscale("log")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
-
-
-def batch_size_axis(ax, batches, label):
-    """A log2 x axis with a tick at each batch size tried, as `kbatch.study.plots.batch_axis` draws
-    it (not imported from there: kbatch.study.plots imports kbatch, Keras and TensorFlow)."""
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(batches, [str(b) for b in batches])
-    ax.set_xlabel(label)
-    ax.grid(alpha=0.3, which="both")
 
 
 def run_tool(program, main, doc, flags_parser=None, config_help=None):
@@ -123,17 +109,23 @@ def refuse(program, message):
     sys.exit(BAD_INPUT)
 
 
-def reporting(program, main):
-    """`main` for `absl.app.run`: a ValueError is one line and exit code 2, and when kbatch is
-    loaded, every stop of `kbatch.training.stops` is its line and code (3, 42, 130)."""
+def reporting(program, main, codes=None, interrupted="interrupted at once (Ctrl-C)."):
+    """`main` for `absl.app.run`: a stop of `codes` ((exception type, exit code) pairs; default
+    `kbatch.training.stops.CODES` once kbatch is loaded, else a ValueError is 2) is one line
+    `program: message` on stderr and its code, a KeyboardInterrupt is `program: interrupted` and
+    130; Ctrl-C is ignored once `main` returns or raises (`ignore_late_interrupts`)."""
 
     def run(argv):
         try:
-            return main(argv)
+            try:
+                return main(argv)
+            finally:
+                ignore_late_interrupts()
+        except KeyboardInterrupt:
+            print(f"{program}: {interrupted}", file=sys.stderr)
+            return INTERRUPTED
         except Exception as error:  # noqa: BLE001 - re-raised unless it is a known stop
-            stops = sys.modules.get("kbatch.training.stops")
-            codes = stops.CODES if stops else ((ValueError, BAD_INPUT),)
-            code = next((code for kind, code in codes if isinstance(error, kind)), None)
+            code = next((code for kind, code in codes or _known_stops() if isinstance(error, kind)), None)
             if code is None:
                 raise
             print(f"{program}: {str(error).splitlines()[0] if str(error) else type(error).__name__}", file=sys.stderr)
@@ -142,16 +134,29 @@ def reporting(program, main):
     return run
 
 
-def import_numpy_only(name):
-    """The module `kbatch.study.<name>`, imported without running `kbatch/__init__.py` (which
-    imports Keras and TensorFlow): for the study modules that need neither (`step_times`,
-    `stragglers`: NumPy; `children`) in a tool that imports nothing else of kbatch (stragglers,
-    launch_local). The packages are then bare modules on their folders."""
-    if "kbatch" not in sys.modules:
-        spec = importlib.util.find_spec("kbatch")
-        for package, folder in (("kbatch", spec.submodule_search_locations[0]),
-                                ("kbatch.study", os.path.join(spec.submodule_search_locations[0], "study"))):
-            module = types.ModuleType(package)
-            module.__path__ = [folder]
-            sys.modules[package] = module
-    return importlib.import_module(f"kbatch.study.{name}")
+def _known_stops():
+    stops = sys.modules.get("kbatch.training.stops")
+    return stops.CODES if stops else ((ValueError, BAD_INPUT),)
+
+
+def ignore_late_interrupts():
+    """Ignore Ctrl-C from here on: the process is leaving, and a KeyboardInterrupt raised in the
+    exit path (printing the stop, absl's exit, Python's shutdown) is not caught by anything, so
+    Python would die of the signal (exit -2) instead of the stop's line and code."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def import_light(name):
+    """The module `name` (`kbatch.study.stragglers`, `kbatch.study.children`, ...), imported without
+    running `kbatch/__init__.py` (which imports Keras and TensorFlow), for a command that imports
+    nothing else of kbatch: the packages above it are then bare modules on their folders. Where
+    kbatch is already imported, the module as usual."""
+    package, *parts = name.split(".")
+    if package not in sys.modules:
+        folder = importlib.util.find_spec(package).submodule_search_locations[0]
+        for depth in range(len(parts)):
+            module = types.ModuleType(".".join([package, *parts[:depth]]))
+            module.__path__ = [os.path.join(folder, *parts[:depth])]
+            sys.modules[module.__name__] = module
+    return importlib.import_module(name)
