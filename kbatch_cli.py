@@ -1,9 +1,10 @@
-"""How kbatch's command lines run (the scripts in tools/, and `kbatch-train`'s stops): `run_tool`
-(`--help` exits 0; a command line that does not parse or a bad input is one line `program: ...`
-on stderr and exit code 2), `reporting` (each stop of `kbatch.training.stops` its line and code,
-and a late Ctrl-C never kills the process with -2), the refusal to overwrite an output or to
-start work whose outputs cannot be written (`refuse_existing`), and `import_light`: a
-kbatch.study module that needs only NumPy, imported without Keras and TensorFlow.
+"""How kbatch's command lines run (the scripts in tools/ and benchmarks/, and `kbatch-train`'s
+stops): `run_tool` (`--help` exits 0; a command line that does not parse or a bad input is one
+line `program: ...` on stderr and exit code 2), the flags several scripts share (`--config`, a
+sweep's), `reporting` (each stop of `kbatch.training.stops` its line and code, and a late Ctrl-C
+never kills the process with -2), the refusal to overwrite an output or to start work whose
+outputs cannot be written (`refuse_existing`), and `import_light`: a kbatch module that needs
+only NumPy, imported without Keras and TensorFlow.
 
 A top-level module, not `kbatch.cli`: any `kbatch.*` import first runs `kbatch/__init__.py`,
 which must import Keras (and with it TensorFlow or JAX) to register kbatch's serializables and
@@ -21,6 +22,7 @@ import types
 
 from absl import app, flags
 from absl import logging as absl_logging
+from ml_collections import config_flags
 
 BAD_INPUT, INTERRUPTED = 2, 130  # kbatch.training.stops' codes, without importing kbatch (and TensorFlow)
 HELP_FLAGS = ("-h", "-?", "--help", "--helpshort", "--helpfull")
@@ -28,6 +30,33 @@ CONFIG_HELP = ("the config file (default: kbatch/configs/mnist1d_cnn.py); --conf
                "field (kbatch-train --help lists them)")
 # --config and its overrides (--config.FIELD=VALUE, --noconfig.FIELD for False): parsed once the config file loads
 CONFIG_ARG = re.compile(r"--(no)?config([.=]|$)")
+
+
+def define_config_flag(help_text):
+    """`--config`, an ml_collections config file (default: kbatch/configs/mnist1d_cnn.py, found
+    without importing kbatch): define it as the command line is parsed, for it reads its
+    `--config.FIELD` overrides as it loads."""
+    folder = importlib.util.find_spec("kbatch").submodule_search_locations[0]
+    config_flags.DEFINE_config_file("config", os.path.join(folder, "configs", "mnist1d_cnn.py"), help_text)
+
+
+def define_sweep_flags():
+    """Define the flags of a sweep's command line (tools/sweep.py, tools/lr_search.py); a function
+    that returns their values once parsed, the options `kbatch.study.sweep_command` reads."""
+    holders = [
+        flags.DEFINE_string("sweep_dir", None, "The sweep's folder: its points' runs, its report."),
+        flags.DEFINE_multi_string("grid", [], "An axis FIELD=VALUE[,VALUE...]; repeat for more axes."),
+        flags.DEFINE_string("spec", None, "A Python file defining SWEEP (see the docstring)."),
+        flags.DEFINE_list("targets", [], "Test accuracies to count steps to (default: the spec's, else the base "
+                          "config's target_accuracy)."),
+        flags.DEFINE_integer("processes", 1, "Points trained at a time (1: in this process)."),
+        flags.DEFINE_bool("report_only", False, "Train nothing: report the points the flags give, or with no "
+                          "--grid/--spec every point --sweep_dir holds, as they are."),
+        flags.DEFINE_bool("retry_failed", False, "Train failed and diverged points again."),
+        flags.DEFINE_string("output_prefix", None, "Also write the report to PREFIX.csv, PREFIX.md, PREFIX.png."),
+        flags.DEFINE_bool("overwrite", False, "Replace existing --output_prefix files."),
+    ]
+    return lambda: types.SimpleNamespace(**{holder.name: holder.value for holder in holders})
 
 
 def refuse_existing(outputs, overwrite):

@@ -26,11 +26,8 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
 
 import kbatch_cli  # noqa: E402
-
-DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "..", "kbatch", "configs", "mnist1d_cnn.py")
 
 BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["32", "64", "128", "256", "512", "1024", "2048"],
                                 "Global batch sizes to time (distinct positive integers, at least 3).")
@@ -77,8 +74,8 @@ def parse_flags(argv):
     except (flags.Error, ValueError) as error:
         _refuse(str(error).splitlines()[0])
     try:
-        config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "The config to time; the batch, learning-rate "
-                                        "schedule, epochs and model_dir are set for each timing.")
+        kbatch_cli.define_config_flag("The config to time; the batch, learning-rate schedule, epochs and model_dir "
+                                      "are set for each timing.")
         rest = flags.FLAGS(argv)
         flags.FLAGS.config.keys()  # a config file that does not load fails here
     except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError) as error:
