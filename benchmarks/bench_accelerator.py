@@ -16,7 +16,9 @@ import csv
 import os
 import time
 
-from absl import app, flags
+from absl import flags
+
+import kbatch_cli
 
 MODELS = flags.DEFINE_list("models", ["mnist1d_cnn", "resnet20"], "kbatch.models names.")
 BATCH_SIZES = flags.DEFINE_list("batch_sizes", [str(256 * 4**i) for i in range(5)], "Global batch sizes.")
@@ -168,4 +170,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    kbatch_cli.run_tool("bench_accelerator", main, __doc__)

@@ -16,7 +16,9 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
+
+import kbatch_cli  # noqa: E402
 
 CASES = {  # name: (global batch, accumulation steps)
     "256": (256, 1),
@@ -90,4 +92,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    kbatch_cli.run_tool("bench_accumulation_memory", main, __doc__)

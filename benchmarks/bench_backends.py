@@ -18,7 +18,9 @@ import sys
 import tempfile
 import time
 
-from absl import app, flags
+from absl import flags
+
+import kbatch_cli
 
 BATCH = flags.DEFINE_integer("batch_size", 256, "Global batch size.")
 STEPS = flags.DEFINE_integer("steps", 300, "Timed optimizer steps per measurement.")
@@ -95,4 +97,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    kbatch_cli.run_tool("bench_backends", main, __doc__)

@@ -25,7 +25,9 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
+
+import kbatch_cli  # noqa: E402
 
 SHAPES = {"mnist1d_cnn": (40, 1), "resnet20": (32, 32, 3)}
 MODEL = flags.DEFINE_enum("model", "mnist1d_cnn", list(SHAPES), "Model (MNIST-1D or CIFAR-shaped input).")
@@ -142,4 +144,4 @@ def _print_table(title, table, batches):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    kbatch_cli.run_tool("bench_data_parallel", main, __doc__)

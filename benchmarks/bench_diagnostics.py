@@ -16,7 +16,9 @@ import statistics
 import tempfile
 import time
 
-from absl import app, flags
+from absl import flags
+
+import kbatch_cli
 
 STEPS = flags.DEFINE_integer("steps", 100, "Updates per timed loop.")
 REPEATS = flags.DEFINE_integer("repeats", 5, "Alternating rounds of each run.")
@@ -84,4 +86,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    kbatch_cli.run_tool("bench_diagnostics", main, __doc__)

@@ -18,9 +18,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 import kbatch  # noqa: E402
+import kbatch_cli  # noqa: E402
 
 MODEL = flags.DEFINE_enum("model", "resnet20", ["resnet20", "resnet56", "resnet50"], "Whose variables.")
 STEPS = flags.DEFINE_integer("steps", 200, "Timed updates per measurement (one tf.function call).")
@@ -89,9 +90,9 @@ def main(argv):
     del argv
     for flag in (STEPS, REPEATS):
         if flag.value <= 0:
-            raise app.UsageError(f"--{flag.name} must be a positive integer, got {flag.value}.")
+            raise ValueError(f"--{flag.name} must be a positive integer, got {flag.value}.")
     if CONTEXT_BATCH.value < 0:
-        raise app.UsageError(f"--context_batch must be 0 (off) or a batch size > 0, got {CONTEXT_BATCH.value}.")
+        raise ValueError(f"--context_batch must be 0 (off) or a batch size > 0, got {CONTEXT_BATCH.value}.")
     model = _model()
     variables = model.trainable_variables
     size = sum(int(np.prod(v.shape)) for v in variables)
@@ -119,4 +120,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    kbatch_cli.run_tool("bench_lars", main, __doc__)

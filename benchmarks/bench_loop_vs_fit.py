@@ -19,9 +19,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 import kbatch  # noqa: E402
+import kbatch_cli  # noqa: E402
 from kbatch.configs import mnist1d_cnn  # noqa: E402
 from kbatch.training import actions, build_run
 
@@ -88,4 +89,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    kbatch_cli.run_tool("bench_loop_vs_fit", main, __doc__)

@@ -27,9 +27,10 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+import kbatch_cli
+
 # configs/ ships inside the package as kbatch/configs, so the default works from any install.
 DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "mnist1d_cnn.py")
-BAD_INPUT = 2  # kbatch.training.stops.BAD_INPUT, without importing kbatch before the flags
 
 
 def _verbose(argv):
@@ -146,8 +147,7 @@ def one_line_parser(program, define_flags=None):
             try:
                 load_config(path)  # the file's own error, before any override is read
             except ValueError as error:
-                print(f"{program}: {error}", file=sys.stderr)
-                sys.exit(BAD_INPUT)
+                kbatch_cli.refuse(program, str(error))
         try:
             if define_flags and "config" not in flags.FLAGS:
                 define_flags()
@@ -155,8 +155,7 @@ def one_line_parser(program, define_flags=None):
             if "config" in flags.FLAGS:
                 flags.FLAGS.config.keys()  # a config file that does not load fails here, not in training
         except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError) as error:
-            print(f"{program}: {bad_flag_message(argv, error)}", file=sys.stderr)
-            sys.exit(BAD_INPUT)
+            kbatch_cli.refuse(program, bad_flag_message(argv, error))
         if not _verbose(argv):
             absl_logging.set_verbosity(absl_logging.WARNING)
             logging.getLogger("tensorflow").setLevel(logging.WARNING)
@@ -169,7 +168,7 @@ def _parse(argv):
     """The `--config` flag (defined here: ml_collections reads the command line's overrides as
     it loads the default config) and absl's flag parsing, with one line and exit code 2
     instead of a traceback."""
-    if any(arg in ("-h", "--help", "--helpshort", "-?") for arg in argv[1:]):
+    if kbatch_cli.wants_help(argv):
         _help()
     return one_line_parser("kbatch-train", _define_flags)(argv)
 

@@ -1,4 +1,4 @@
-"""tools/launch_local.py: N workers with their own TF_CONFIG, prefixed output, and nothing left
+"""kbatch.launcher and tools/launch_local.py: N workers with their own TF_CONFIG, prefixed output, and nothing left
 running when a worker fails, time runs out or the user presses Ctrl-C.
 
 The workers here are small Python processes (no TensorFlow) that say who they are; each starts a
@@ -16,12 +16,9 @@ import time
 import psutil
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # tools/ sits beside the package, not inside it
+from kbatch.launcher import launch, tf_configs
 
-from tools import launch_local  # noqa: E402
-from tools.launch_local import launch  # noqa: E402
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # A worker: `worker.py PIDDIR MODES`, MODES a comma-separated behaviour per worker index.
 #   ok            print who it is and exit 0
@@ -228,7 +225,7 @@ time.sleep(60)
 
 
 def test_parameter_server_cluster_has_a_coordinator_the_workers_and_the_servers():
-    configs = launch_local.tf_configs([5001, 5002, 5003, 5004, 5005], ps=2)
+    configs = tf_configs([5001, 5002, 5003, 5004, 5005], ps=2)
     cluster = {"chief": ["127.0.0.1:5001"], "worker": ["127.0.0.1:5002", "127.0.0.1:5003"],
                "ps": ["127.0.0.1:5004", "127.0.0.1:5005"]}
     assert [c["cluster"] for c in configs] == [cluster] * 5

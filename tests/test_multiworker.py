@@ -23,13 +23,10 @@ import pytest
 from multiworker_worker import smooth_model
 from stop_run import signal_at_checkpoint
 
+from kbatch.launcher import launch
 from kbatch.training import train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # tools/ sits beside the package, not inside it
-
-from tools.launch_local import launch  # noqa: E402
 
 WORKER = str(ROOT / "tests" / "multiworker_worker.py")
 TIMEOUT_S = 150  # per launch; the launcher stops every worker past it (and always, on return)

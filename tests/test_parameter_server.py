@@ -27,14 +27,11 @@ from stop_run import signal_at_checkpoint
 from tensorboard.backend.event_processing import event_accumulator
 
 from kbatch import distribute
+from kbatch.launcher import launch
 from kbatch.training import train
 from kbatch.training.config import schema
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # tools/ sits beside the package, not inside it
-
-from tools.launch_local import launch  # noqa: E402
 
 WORKER = str(ROOT / "tests" / "multiworker_worker.py")
 TIMEOUT_S = 180  # per launch; the launcher stops every process past it (and always, on return)

@@ -19,10 +19,13 @@ nothing.
 import os
 import sys
 
-import study_output  # noqa: E402  (tools/ is the script's own folder, first on sys.path)
-import sweep  # noqa: E402  (its flags come too)
-from absl import flags
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from absl import flags  # noqa: E402
+
+import kbatch_cli  # noqa: E402
+
+OPTIONS = kbatch_cli.define_sweep_flags()  # every flag of tools/sweep.py works here too
 _BATCHES = flags.DEFINE_list("batch_sizes", [], "Global batch sizes to search the rate at.")
 _LRS = flags.DEFINE_multi_string("lrs", [], "OPTIMIZER:RATE,RATE,... rates at base_batch_size; repeat per optimizer.")
 _WILDCARDS = flags.DEFINE_integer("wildcards", 0, "Random rates per optimizer and batch, off the lines.")
@@ -32,84 +35,29 @@ _THEORY_RUN = flags.DEFINE_string("theory_run", None, "model_dir of a finished r
                                   "curve.")
 
 
-def parse_rates(entries):
-    """{optimizer: [rates]} from the --lrs entries; a ValueError naming the entry."""
-    rates = {}
-    for entry in entries:
-        optimizer, _, values = entry.partition(":")
-        try:
-            numbers = [float(v) for v in values.split(",")]
-        except ValueError:
-            numbers = []
-        if not optimizer or not numbers or min(numbers) <= 0 or optimizer in rates:
-            raise ValueError(f"--lrs={entry}: write OPTIMIZER:RATE,RATE,... with positive rates, once per optimizer.")
-        rates[optimizer] = numbers
-    if not rates:
-        raise ValueError("--lrs: give at least one OPTIMIZER:RATE,... (the grid is empty).")
-    return rates
-
-
-def parse_batches(values):
-    """The batch sizes in the order given (the order they are trained in)."""
-    try:
-        batches = [int(v) for v in values]
-    except ValueError:
-        batches = []
-    if not batches or any(b <= 0 for b in batches) or len(set(batches)) < len(batches):
-        raise ValueError(f"--batch_sizes={','.join(values)}: give distinct positive batch sizes (the grid is empty).")
-    return batches
-
-
-def theory_result(target):
-    """The --theory_run's result.json, its measurements at `target` checked (None without one)."""
-    from kbatch.study import theory
-    from kbatch.training.run_files import run_dir
-
-    if not _THEORY_RUN.value:
-        return None
-    path = os.path.join(_THEORY_RUN.value, run_dir.RESULT_FILE)
-    if not os.path.exists(path):
-        raise ValueError(f"--theory_run={_THEORY_RUN.value}: no result.json there: give a finished run's model_dir.")
-    result = run_dir.read_json(path)
-    try:
-        theory.run_measurements(result, target)
-    except ValueError as error:
-        raise ValueError(f"--theory_run={_THEORY_RUN.value}: {error}") from None
-    return result
-
-
 def main(argv):
-    from kbatch.study import lr_search, runs, studies
+    from kbatch.study import lr_search_command, runs
 
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments {' '.join(argv[1:])}")
-    rates, batches = parse_rates(_LRS.value), parse_batches(_BATCHES.value)
-    if flags.FLAGS.config.lr_scaling != "linear":
-        raise ValueError(f"config.lr_scaling={flags.FLAGS.config.lr_scaling!r}: the search walks the lines lr = cB, "
-                         "so it needs 'linear'.")
-    if _WILDCARDS.value < 0:
-        raise ValueError(f"--wildcards={_WILDCARDS.value}: give 0 or more.")
-    extra = sweep.outputs(sweep._PREFIX.value and sweep._PREFIX.value + "_lr", {"markdown": ".md", "plot": ".png"})
-    targets = sweep.parse_targets(sweep._TARGETS.value, [flags.FLAGS.config.target_accuracy or 0.95])
-    theory_run = theory_result(targets[0])
     try:
-        built, targets, table = sweep.run(lr_search.points(rates, batches, _WILDCARDS.value, _SEED.value))
+        lr_search_command.run(flags.FLAGS.config, OPTIONS(), _LRS.value, _BATCHES.value, _WILDCARDS.value, _SEED.value,
+                              _THEORY_RUN.value)
     except runs.SweepStopped as stop:
         print(f"lr_search: {stop}", file=sys.stderr)
         return stop.exit_code
-    studies.analyse_lr_search(built, targets, table, extra and sweep._PREFIX.value + "_lr", theory_run)
     return 0
 
 
 def parse_flags(argv):
     """The tool's own flags, then kbatch-train's parser (`--config` and its overrides: it imports
     kbatch and TensorFlow)."""
-    study_output.refuse_unknown("lr_search", argv)
+    kbatch_cli.refuse_unknown("lr_search", argv)
     from kbatch.train import one_line_parser
 
-    return one_line_parser("lr_search", sweep.define_config)(argv)
+    return one_line_parser("lr_search", lambda: kbatch_cli.define_config_flag("The base config every point "
+                                                                              "overrides."))(argv)
 
 
 if __name__ == "__main__":
-    study_output.run_tool("lr_search", main, __doc__, flags_parser=parse_flags,
-                          config_help=study_output.CONFIG_HELP)
+    kbatch_cli.run_tool("lr_search", main, __doc__, flags_parser=parse_flags, config_help=kbatch_cli.CONFIG_HELP)

@@ -8,7 +8,8 @@ SwitchableNormalization layers, in a markdown table, one row per run, by batch s
 """
 
 from absl import flags
-from study_output import refuse_existing, run_tool  # tools/ is the script's own folder, first on sys.path
+
+from kbatch_cli import refuse_existing, run_tool
 
 SWEEP_DIR = flags.DEFINE_string("sweep_dir", None, "A sweep's folder (tools/sweep.py's --sweep_dir).")
 MARKDOWN = flags.DEFINE_string("markdown", None, "The table (markdown) to write.")

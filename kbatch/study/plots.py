@@ -7,6 +7,7 @@ accuracy against batch size. A series is one setting of every varied field but t
 from matplotlib.figure import Figure  # not pyplot: drawing a file leaves a notebook's plotting backend alone
 
 from kbatch.study import lr_search, report
+from kbatch.study.axes import batch_axis
 
 
 def series(table, axes):
@@ -17,14 +18,6 @@ def series(table, axes):
         label = ", ".join(f"{a}={report.cell_text(row[a])}" for a in others) or "all"
         groups.setdefault(label, []).append(row)
     return {label: sorted(rows, key=lambda r: r["batch_size"]) for label, rows in groups.items()}
-
-
-def batch_axis(ax, batches, label="global batch size"):
-    """A log2 batch axis with a tick at each batch tried."""
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(batches, [str(b) for b in batches])
-    ax.set_xlabel(label)
-    ax.grid(alpha=0.3, which="both")
 
 
 def _to_target(ax, groups, column, per_step, theory=None):

@@ -9,9 +9,7 @@
   130  interrupted: Ctrl-C; a checkpoint was saved, the same command resumes     Interrupted
 """
 
-import signal
-import sys
-import threading
+import kbatch_cli
 
 BAD_INPUT, DIVERGED, PREEMPTED, INTERRUPTED = 2, 3, 42, 130
 
@@ -40,28 +38,6 @@ CODES = ((ValueError, BAD_INPUT), (FloatingPointError, DIVERGED), (Preempted, PR
 
 def reporting(program, main):
     """`main` wrapped for `absl.app.run`: a stop above is one line `program: message` on stderr
-    and its exit code, not a traceback."""
-
-    def run(argv):
-        try:
-            try:
-                return main(argv)
-            finally:
-                ignore_late_interrupts()
-        except tuple(kind for kind, _ in CODES) as stop:
-            print(f"{program}: {stop}", file=sys.stderr)
-            return next(code for kind, code in CODES if isinstance(stop, kind))
-        except KeyboardInterrupt:
-            print(f"{program}: interrupted at once (a second Ctrl-C); run the same command again to resume from "
-                  "the newest checkpoint.", file=sys.stderr)
-            return INTERRUPTED
-
-    return run
-
-
-def ignore_late_interrupts():
-    """Ignore Ctrl-C from here on: the process is leaving, and a KeyboardInterrupt raised in the
-    exit path (printing the stop, absl's exit, Python's shutdown) is not caught by anything, so
-    Python would die of the signal (exit -2) instead of the stop's line and code."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    and its exit code, not a traceback (`kbatch_cli.reporting`, as the tools report)."""
+    return kbatch_cli.reporting(program, main, CODES, interrupted=(
+        "interrupted at once (a second Ctrl-C); run the same command again to resume from the newest checkpoint."))

@@ -1,1 +1,0 @@
-"""Command-line tools (absl scripts) that live beside the package, not in it."""
