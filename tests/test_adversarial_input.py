@@ -10,7 +10,8 @@ import time
 import keras
 import pytest
 
-from kbatch.training import Action, Classification, Task, actions, train
+from kbatch.training import Action, Classification, Task, train
+from kbatch.training.actions import batch_control
 
 
 def _kbatch_train(*flags, cwd=None):
@@ -245,7 +246,7 @@ def test_the_console_times_each_epoch_from_its_start_and_shows_batch_and_folder_
 
 def test_the_adaptive_batch_line_shows_b_simple_with_the_digits_that_read_above_the_batch():
     """#31.25: "B_simple 32 > batch 32" for 32.42."""
-    assert actions._above(32.42, 32) == "32.4"
-    assert actions._above(32.6, 32) == "32.6"
-    assert actions._above(32.004, 32) == "32.004"
-    assert actions._above(1234.7, 512) == "1,235"
+    assert batch_control._above(32.42, 32) == "32.4"
+    assert batch_control._above(32.6, 32) == "32.6"
+    assert batch_control._above(32.004, 32) == "32.004"
+    assert batch_control._above(1234.7, 512) == "1,235"
