@@ -107,3 +107,12 @@ def test_the_docs_module_table_is_the_tree():
     named = {name for row in rows for name in re.findall(r"`([a-z_/]+\.py)`", row.split("|")[1])}
     in_tree = {m for m in _modules() if not m.endswith("__init__.py")}
     assert named == in_tree, f"missing from the table: {in_tree - named}; not in the tree: {named - in_tree}"
+
+
+def test_no_function_of_kbatch_is_longer_than_a_screen():
+    """Functions under 50 lines (issue 26): each fits on one screen, with its docstring."""
+    long = [f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for path in sorted((REPO / "kbatch").rglob("*.py")) + [REPO / "kbatch_cli.py"]
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 50]
+    assert not long, long
