@@ -14,7 +14,7 @@ import pytest
 from kbatch.training.backends import backend, ps_backend, tf_backend
 
 HERE = pathlib.Path(__file__).resolve().parent
-CONTRACT = {"noise_parts", "describe_data", "scope", "attach", "start_phase", "evaluate", "probe_batch",
+CONTRACT = {"noise_parts", "use_source", "describe_data", "scope", "attach", "start_phase", "evaluate", "probe_batch",
             "average_moving_statistics", "save", "restore", "latest_checkpoint", "preemption", "all_finite", "close"}
 
 
@@ -64,7 +64,7 @@ class FakeBackend(backend.Backend):
         self.kept = intact
 
     # The rest of the contract: not what `restore` uses.
-    noise_parts = describe_data = scope = _attach_checkpoints = _train_step = _loop = _build_evaluation = None
+    noise_parts = scope = _attach_checkpoints = _train_step = _loop = _build_evaluation = None
     probe_batch = average_moving_statistics = save = latest_checkpoint = preemption = None
 
 

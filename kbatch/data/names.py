@@ -54,13 +54,29 @@ def dataset_family(name):
     return family
 
 
+TFDS_PREFIX, USER_PREFIX = "tfds:", "data:"
+
+
+def is_builtin(name):
+    """Whether `config.dataset` names a built-in data set (not "tfds:NAME" nor a user's "data:NAME")."""
+    return not name.startswith((TFDS_PREFIX, USER_PREFIX))
+
+
 def check_dataset(name, value):
-    """The config check of `dataset`: `value` if `dataset_family` knows it (and, for MNIST-1D,
-    its config)."""
+    """The config check of `dataset`: a built-in data set `dataset_family` knows (and, for
+    MNIST-1D, its config); "tfds:NAME", a data set TFDS knows (checked offline); or "data:NAME",
+    the name a run gives a user's source (`kbatch.training.train(config, data=source)`)."""
+    if isinstance(value, str) and value.startswith(TFDS_PREFIX):
+        from kbatch.data.sources import tfds_source
+
+        tfds_source.check_name(value[len(TFDS_PREFIX):])
+        return value
+    if isinstance(value, str) and value.startswith(USER_PREFIX) and len(value) > len(USER_PREFIX):
+        return value
     family = value.split("/")[0].split(":")[0] if isinstance(value, str) else None
     if family not in DATASETS:
         checks.fail(name, value, f"a TFDS name of {', '.join(DATASETS)} (with its config where it has "
-                                 "several, e.g. 'mnist1d/large')")
+                                 "several, e.g. 'mnist1d/large'), or 'tfds:NAME' for any TFDS data set")
     if family == "mnist1d" and "/" in value:
         from kbatch.data.numpy_source import MNIST1D_CONFIGS
 

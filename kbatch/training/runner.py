@@ -19,6 +19,7 @@ import time
 import keras
 
 from kbatch import ledger, models, optimizers, runtime
+from kbatch.data import names, sources
 from kbatch.diagnostics import noise_scale
 from kbatch.training import actions as actions_lib
 from kbatch.training.actions import action as action_lib
@@ -82,7 +83,7 @@ def _check_plan(settings, batches, replicas, info):
     for phase in plan.phases:
         if phase.batch_size > info.num_train_examples:
             raise ValueError(f"config.batch_size: a global batch of {phase.batch_size} is larger than the "
-                             f"{info.num_train_examples} training examples of {settings.dataset}.")
+                             f"{info.num_train_examples} training examples of {info.name}.")
     return plan
 
 
@@ -139,15 +140,18 @@ def _check_halves(settings, backend):
     return 2
 
 
-def resolve_settings(config):
-    """`schema.resolve(config)`, with the default `model_dir` filled in."""
+def resolve_settings(config, data=None):
+    """`schema.resolve(config)`, with the default `model_dir` filled in; with a source of your own
+    (`data`), `dataset` is its name, "data:NAME" (what config.json records)."""
     settings = schema.resolve(config)
+    if data is not None:
+        settings = dataclasses.replace(settings, dataset=names.USER_PREFIX + data.describe().name)
     if settings.model_dir is None:
         settings = dataclasses.replace(settings, model_dir=run_dir.default_model_dir(settings))
     return settings
 
 
-def build_run(config, strategy=None, model_fn=None, task=None):
+def build_run(config, strategy=None, model_fn=None, task=None, data=None):
     """A `Run` of `config`, restored from its last checkpoint if `model_dir` holds one.
 
     Args:
@@ -157,19 +161,22 @@ def build_run(config, strategy=None, model_fn=None, task=None):
         (logits by default), to train a model of your own. Its normalization layers' momenta are
         taken as given at `base_batch_size` (and rescaled, with `rescale_recipe`).
       task: a `kbatch.training.Task` (default: `Classification`).
+      data: a `kbatch.data.Source` to train and evaluate on (`kbatch.data.from_arrays`, ...)
+        instead of `config.dataset`; config.json then records its name as "data:NAME".
 
     Raises a ValueError naming the field on bad input; nothing is written to `model_dir` until
     everything is built (then its `config.json`). The process holds `model_dir` from here until
     training ends (`run_lock`): another run into the same folder is refused meanwhile.
     """
-    arguments.check_arguments(config, strategy, model_fn, task)
-    settings = resolve_settings(config)
+    arguments.check_arguments(config, strategy, model_fn, task, data=data)
+    settings = resolve_settings(config, data)
     if strategy is None:
         run_dir.check_one_process(settings.strategy)
     run_dir.check(settings.model_dir, settings)
     backend = _backend(settings, strategy)
     lock = run_lock.acquire(settings.model_dir) if backend.is_chief else None
     try:
+        backend.use_source(data or sources.get(settings.dataset, settings.data_dir))
         return _build_locked_run(recipe.RunRecipe.from_settings(settings), backend, model_fn, task, lock)
     except BaseException:
         if lock:
@@ -360,10 +367,10 @@ class Run:
         return result
 
 
-def train(config, *, strategy=None, model_fn=None, task=None, actions=(), callbacks=(), verbose=True):
+def train(config, *, strategy=None, model_fn=None, task=None, data=None, actions=(), callbacks=(), verbose=True):
     """Train as `config` says and return the result (also written to `model_dir/result.json`).
 
-    `build_run(config, strategy, model_fn, task).train(actions, callbacks, verbose)`: see those.
+    `build_run(config, strategy, model_fn, task, data).train(actions, callbacks, verbose)`: see those.
 
     Raises:
       ValueError: a bad config field, before anything is written.
@@ -374,8 +381,8 @@ def train(config, *, strategy=None, model_fn=None, task=None, actions=(), callba
 
     A finished run in `model_dir` is not run again: its result is returned as it is.
     """
-    arguments.check_arguments(config, strategy, model_fn, task, actions, callbacks)
-    settings = resolve_settings(config)
+    arguments.check_arguments(config, strategy, model_fn, task, actions, callbacks, data)
+    settings = resolve_settings(config, data)
     finished = run_dir.finished_result(settings)
     if finished is not None:  # the same command again: the results stay as they are
         if verbose:
@@ -386,5 +393,5 @@ def train(config, *, strategy=None, model_fn=None, task=None, actions=(), callba
     if problems and verbose:
         print(f"kbatch: this run has finished, but {' and '.join(problems)}: writing them again from its last "
               "checkpoint.", flush=True)
-    run = build_run(settings, strategy=strategy, model_fn=model_fn, task=task)
+    run = build_run(settings, strategy=strategy, model_fn=model_fn, task=task, data=data)
     return run.train(actions=actions, callbacks=callbacks, verbose=verbose)

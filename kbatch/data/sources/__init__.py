@@ -1,11 +1,10 @@
 """Data sources: the contract (`Source`) and the sources a user builds. TensorFlow is imported only
 by `from_tf_dataset`, `from_tfds` and the `tf_*_dataset_fn` forms, when first used."""
 
+from kbatch.data import names
 from kbatch.data.sources.arrays import ArraySource, from_arrays
 from kbatch.data.sources.base import Guarantees, PositionalSource, Source, weighted_batches
 from kbatch.data.sources.iterable import IterableSource, from_iterable
-
-TFDS_PREFIX = "tfds:"
 
 
 def from_tf_dataset(*args, **kwargs):
@@ -23,9 +22,14 @@ def from_tfds(*args, **kwargs):
 
 
 def get(dataset, data_dir=None):
-    """The source `config.dataset` names: "tfds:NAME" for any TFDS data set, or a built-in one."""
-    if isinstance(dataset, str) and dataset.startswith(TFDS_PREFIX):
-        return from_tfds(dataset[len(TFDS_PREFIX):], data_dir=data_dir)
+    """The source `config.dataset` names: "tfds:NAME" for any TFDS data set, or a built-in one
+    ("data:NAME" is a user's source, given to the run itself)."""
+    if dataset.startswith(names.USER_PREFIX):
+        raise ValueError(f"config.dataset={dataset!r} names a source of your own: pass it to the run, "
+                         "kbatch.training.train(config, data=source); on the command line name a built-in or "
+                         "'tfds:NAME' data set.")
+    if dataset.startswith(names.TFDS_PREFIX):
+        return from_tfds(dataset[len(names.TFDS_PREFIX):], data_dir=data_dir)
     from kbatch.data.sources.builtin import builtin_source
 
     return builtin_source(dataset, data_dir)

@@ -57,6 +57,17 @@ class Source(abc.ABC):
         each example once with weight 1, the last batch padded with weight-0 copies of the first."""
         return list(weighted_batches(self.eval_chunks(), global_batch_size))
 
+    def probe_examples(self, size):
+        """The first `size` evaluation examples (all, if there are fewer) as NumPy `(x, y)`: the fixed
+        batch the diagnostics (sharpness) measure on."""
+        x, y, weight = next(weighted_batches(self.eval_chunks(), size))
+        return examples.take(x, weight > 0), y[weight > 0]
+
+    def tf_probe_examples(self, size):
+        """`probe_examples` as the TensorFlow backends read them (the same, unless a source's
+        tf.data form preprocesses otherwise)."""
+        return self.probe_examples(size)
+
     def tf_train_dataset_fn(self, global_batch_size, seed, start_example=0):
         """A `dataset_fn(input_context)` of per-replica training batches for
         `strategy.distribute_datasets_from_function` (imports TensorFlow)."""

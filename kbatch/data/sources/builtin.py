@@ -31,6 +31,11 @@ class PipelineForms:
 
         return pipeline.eval_dataset_fn(self.name, global_batch_size, self.data_dir)
 
+    def tf_probe_examples(self, size):
+        from kbatch.data import pipeline
+
+        return pipeline.first_eval_examples(self.name, size, self.data_dir)
+
 
 class BuiltinSource(PipelineForms, ArraySource):
     """Built-in data set `name` (e.g. "mnist1d/large"), read from `data_dir` (TFDS's default if None)."""

@@ -18,10 +18,15 @@ from kbatch.data.sources.arrays import from_arrays
 EVAL_SPLITS = ("test", "validation")
 
 
-def _builder(name, data_dir):
-    """The TFDS builder of `name`, or a one-line ValueError naming the close TFDS names."""
-    import tensorflow_datasets as tfds
-
+def check_name(name):
+    """A one-line ValueError unless TFDS knows data set `name` (offline: its registry), naming the
+    close TFDS names; also where TensorFlow Datasets is not installed."""
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:
+        raise ValueError(f"config.dataset='tfds:{name}': reading a TFDS data set needs tensorflow-datasets "
+                         "(pip install tensorflow-datasets); without it, pass your arrays as "
+                         "kbatch.training.train(config, data=kbatch.data.from_arrays(...)).") from None
     family = name.split("/")[0].split(":")[0]
     try:
         tfds.builder_cls(family)
@@ -30,6 +35,13 @@ def _builder(name, data_dir):
         close = difflib.get_close_matches(family, known, n=3) or known[:3]
         raise ValueError(f"config.dataset='tfds:{name}': TFDS has no data set {family!r}; close names: "
                          f"{', '.join(close)} (tfds.list_builders() lists all {len(known)}).") from None
+
+
+def _builder(name, data_dir):
+    """The TFDS builder of `name`, or a one-line ValueError naming the close TFDS names."""
+    import tensorflow_datasets as tfds
+
+    check_name(name)
     return tfds.builder(name, data_dir=data_dir)
 
 

@@ -47,16 +47,22 @@ class Backend(abc.ABC):
         self.layout = f"{num_replicas} replica(s)"
         self.summaries = summaries_type(settings.model_dir, enabled=is_chief)
         self.write_dir = settings.model_dir
-        self._evaluation = None
+        self._evaluation, self.source, self._info = None, None, None
 
     @abc.abstractmethod
     def noise_parts(self):
         """(parts, halves): how many gradients of a part of the global batch the noise scale
         compares with the whole, and whether that splits one batch into halves."""
 
-    @abc.abstractmethod
+    def use_source(self, source):
+        """The `kbatch.data.Source` this backend trains and evaluates on (set once, before `describe_data`)."""
+        self.source = source
+
     def describe_data(self):
-        """A `DatasetInfo` of `settings.dataset` (sizes, input shape, classes)."""
+        """The source's `DatasetInfo` (sizes, input and label specs, classes), read once."""
+        if self._info is None:
+            self._info = self.source.describe()
+        return self._info
 
     @abc.abstractmethod
     def scope(self):

@@ -5,8 +5,9 @@ Data parallel over the devices `config.strategy` names, with the TensorFlow back
 `auto`/`tpu`/`mirrored` every device (TPU cores, GPUs), `one_device` the first, `cpu:N` N host
 CPUs (forced with `XLA_FLAGS=--xla_force_host_platform_device_count=N`). The state lives on the devices between
 loops and is written back to the Keras variables after each loop, so the model, evaluation and
-`model.keras` see the trained weights. Input comes from `kbatch.data.numpy_source` (MNIST-1D
-with no TensorFlow; mnist, cifar10, cifar100 through TFDS, from `config.data_dir`). Checkpoints
+`model.keras` see the trained weights. Input is the run's `kbatch.data.Source` in its NumPy form
+(the built-in MNIST-1D with no TensorFlow; mnist, cifar10, cifar100 through TFDS, from
+`config.data_dir`; a user's arrays or iterable). Checkpoints
 are `checkpoints/ckpt-<step>.npz` (every weight and optimizer variable, and the step), written
 whole or not at all; the newest intact one is restored. On SIGTERM the run saves after the loop
 under way and raises `Preempted`. Several hosts: `jax.distributed.initialize()` before kbatch
@@ -25,7 +26,6 @@ import jax
 import keras
 import numpy as np
 
-from kbatch.data import numpy_source
 from kbatch.training import stops, transforms
 from kbatch.training.backends import backend, jax_step
 from kbatch.training.run_files import run_dir
@@ -67,9 +67,6 @@ class JaxBackend(backend.Backend):
         k = self.settings.accumulation_steps
         return (2, True) if k == 1 else (k, False)
 
-    def describe_data(self):
-        return numpy_source.describe(self.settings.dataset, self.settings.data_dir)
-
     def scope(self):
         return self.distribution.scope()
 
@@ -98,14 +95,14 @@ class JaxBackend(backend.Backend):
 
     def _loop(self, step, phase, start_example):
         s = self.settings
-        stream = numpy_source.TrainStream(s.dataset, phase.batch_size, s.seed, start_example, s.data_dir)
+        stream = self.source.train_batches(phase.batch_size, s.seed, start_example)
 
         def loop(num_steps):
             # One jitted call per update, dispatched asynchronously; the records are read at the
             # end. (One `lax.scan` over all the loop's batches ran 13x slower on XLA:CPU, measured.)
             state, records = self._state(), []
             for _ in range(num_steps):
-                state, record = step(state, *self._batch(*stream.next_batch()))
+                state, record = step(state, *self._batch(*next(stream)))
                 records.append(record)
             self._write_back(state)
             return {name: np.array([float(r[name]) for r in records], np.float32) for name in records[0]}
@@ -119,7 +116,7 @@ class JaxBackend(backend.Backend):
         def evaluate():
             trainable, non_trainable, _ = self._state()
             totals = {}
-            for batch in numpy_source.eval_batches(s.dataset, s.batch_size // s.accumulation_steps, s.data_dir):
+            for batch in self.source.eval_batches(s.batch_size // s.accumulation_steps):
                 for name, value in step(trainable, non_trainable, *self._batch(*batch)).items():
                     totals[name] = totals.get(name, 0.0) + float(value)
             return totals
@@ -129,8 +126,7 @@ class JaxBackend(backend.Backend):
     def probe_batch(self, size):
         """The first `size` examples of the evaluation split (fewer if it has fewer), as NumPy
         `(x, y)`: the fixed batch the diagnostics measure on."""
-        x, y, weights = numpy_source.eval_batches(self.settings.dataset, size, self.settings.data_dir)[0]
-        return x[weights > 0], y[weights > 0]
+        return self.source.probe_examples(size)
 
     def average_moving_statistics(self):
         """Nothing to do: under DataParallel every variable is one array (replicated)."""

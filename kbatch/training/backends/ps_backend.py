@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from kbatch import data, distribute
+from kbatch.data.sources.builtin import BuiltinSource
 from kbatch.training import transforms
 from kbatch.training.backends import tf_backend, tf_step
 
@@ -42,6 +43,13 @@ class ParameterServerBackend(tf_backend.TensorFlowBackend):
         cluster = distribute.read_tf_config("parameter_server")["cluster"]
         self.layout = (f"{len(cluster['worker'])} asynchronous worker(s) and {len(cluster['ps'])} parameter "
                        f"server(s)")
+
+    def use_source(self, source):
+        if not isinstance(source, BuiltinSource):
+            raise ValueError("config.strategy='parameter_server': its workers read batches by stream position from a "
+                             "built-in data set held in memory (kbatch.data.facts); train a source of your own under "
+                             "a synchronous strategy.")
+        super().use_source(source)
 
     def attach(self, model, optimizer, task):
         super().attach(model, optimizer, task)

@@ -37,9 +37,6 @@ class TensorFlowBackend(backend.Backend):
         parts, _ = tf_step.noise_parts(self.num_replicas, self.settings.accumulation_steps)
         return parts, self.num_replicas * self.settings.accumulation_steps == 1
 
-    def describe_data(self):
-        return data.describe(self.settings.dataset, self.settings.data_dir)
-
     def scope(self):
         return self.strategy.scope()
 
@@ -111,7 +108,7 @@ class TensorFlowBackend(backend.Backend):
         """`step` compiled into one `tf.function` loop over the distributed input stream."""
         s = self.settings
         compiled = tf_step.make_train_loop(self.strategy, step)
-        stream = data.train_dataset_fn(s.dataset, phase.batch_size, s.seed, s.data_dir, start_example=start_example)
+        stream = self.source.tf_train_dataset_fn(phase.batch_size, s.seed, start_example)
         iterator = iter(data.distribute(self.strategy, stream))
 
         def loop(num_steps):
@@ -126,13 +123,12 @@ class TensorFlowBackend(backend.Backend):
 
     def _build_evaluation(self):
         s, strategy = self.settings, self._evaluation_strategy()
-        eval_data = data.distribute(strategy, data.eval_dataset_fn(s.dataset, s.batch_size // s.accumulation_steps,
-                                                                    s.data_dir))
+        eval_data = data.distribute(strategy, self.source.tf_eval_dataset_fn(s.batch_size // s.accumulation_steps))
         evaluate = tf_step.make_eval_loop(strategy, self.model, self.task)
         return lambda: evaluate(eval_data)
 
     def probe_batch(self, size):
-        return data.first_eval_examples(self.settings.dataset, size, self.settings.data_dir)
+        return self.source.tf_probe_examples(size)
 
     def average_moving_statistics(self):
         layers.average_moving_statistics(self.model, self.strategy)

@@ -7,12 +7,13 @@ import os
 
 import keras
 
+from kbatch.data.sources import Source
 from kbatch.training.actions.action import Action
 from kbatch.training.config import schema
 from kbatch.training.tasks import Classification, Task
 
 
-def check_arguments(config, strategy, model_fn, task, actions=(), callbacks=()):
+def check_arguments(config, strategy, model_fn, task, actions=(), callbacks=(), data=None):
     """The Python API's arguments besides the config's fields, checked before anything is built
     or written: a TypeError or ValueError of one line naming the argument."""
     if isinstance(config, (str, bytes, os.PathLike)):
@@ -25,6 +26,9 @@ def check_arguments(config, strategy, model_fn, task, actions=(), callbacks=()):
                         f"config.strategy={strategy!r}.")
     if model_fn is not None and not callable(model_fn):
         raise TypeError(f"model_fn: a function dataset_info -> keras.Model, got {type(model_fn).__name__}.")
+    if data is not None and not isinstance(data, Source):
+        raise TypeError(f"data: a kbatch.data.Source (kbatch.data.from_arrays(x, y, eval=(x_eval, y_eval)), "
+                        f"from_tfds, from_tf_dataset, from_iterable), got {type(data).__name__}.")
     if task is not None and not isinstance(task, Task):
         raise TypeError(f"task: a kbatch.training.Task instance, got {task!r}.")
     if task is not None and task.mode not in ("max", "min"):
@@ -44,13 +48,15 @@ def check_outputs(model, task, info, from_model_fn):
     model's outputs have one logit per class, and the task's `per_example` gives {name: [batch]
     values} with "loss" and its `monitor`. Found here, before anything is written, not as a
     divergence or after an epoch."""
-    outputs = model(keras.KerasTensor((2, *info.input_shape)), training=False)
+    outputs = model(_symbolic_inputs(info), training=False)
     shape = tuple(keras.ops.shape(outputs))
     if isinstance(task, Classification) and shape != (2, info.num_classes):
         who = "model_fn's model" if from_model_fn else "the model"
         raise ValueError(f"{who} gives outputs of shape [batch, {', '.join(map(str, shape[1:]))}]; classifying "
                          f"{info.name} takes [batch, {info.num_classes}]: one logit per class.")
-    values = task.per_example(keras.KerasTensor((2,), dtype="int32"), outputs)
+    label = info.label_spec
+    labels = keras.KerasTensor((2, *label.shape), dtype=label.dtype) if label else keras.KerasTensor((2,), "int32")
+    values = task.per_example(labels, outputs)
     name = f"task: {type(task).__name__}.per_example"
     if not isinstance(values, dict):
         raise TypeError(f"{name} returned {type(values).__name__}: it must return a dict {{name: one value per "
@@ -65,3 +71,13 @@ def check_outputs(model, task, info, from_model_fn):
         if tuple(keras.ops.shape(value)) != (2,):
             raise ValueError(f"{name}'s {key!r} has shape {tuple(keras.ops.shape(value))} for 2 examples: each value "
                              "is one number per example, [batch].")
+
+
+def _symbolic_inputs(info):
+    """A symbolic batch of two inputs as the source describes them (a dict for named features)."""
+    spec = info.input_spec
+    if spec is None:
+        return keras.KerasTensor((2, *info.input_shape))
+    if isinstance(spec, dict):
+        return {name: keras.KerasTensor((2, *feature.shape), feature.dtype) for name, feature in spec.items()}
+    return keras.KerasTensor((2, *spec.shape), spec.dtype)

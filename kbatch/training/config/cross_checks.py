@@ -4,7 +4,7 @@ Each raises a ValueError naming the fields that disagree, before anything starts
 """
 
 from kbatch import ledger, scaling
-from kbatch.data.names import IN_MEMORY, dataset_family
+from kbatch.data.names import IN_MEMORY, dataset_family, is_builtin
 
 
 def check(settings):
@@ -125,7 +125,7 @@ def _check_parameter_server(s):
     if s.backend != "tensorflow":
         raise ValueError(f"{where} is TensorFlow's ParameterServerStrategy: it needs config.backend='tensorflow' "
                          f"(got {s.backend!r}); for a delay under JAX, simulate it exactly with config.staleness.")
-    if dataset_family(s.dataset) not in IN_MEMORY:
+    if not is_builtin(s.dataset) or dataset_family(s.dataset) not in IN_MEMORY:
         raise ValueError(f"{where}: its workers read batches by stream position from the training split held in "
                          f"memory, one of {', '.join(IN_MEMORY)}; config.dataset={s.dataset!r} is not.")
     refused = (
