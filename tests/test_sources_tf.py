@@ -77,24 +77,29 @@ def _split(name, split, keys):
     return [whole[key] for key in keys]
 
 
-def test_a_tfds_image_set_by_name_is_the_data_tfds_reads():
+@pytest.mark.parametrize("scale_images", [True, False])
+def test_a_tfds_image_set_by_name_is_the_data_tfds_reads_scaled_to_0_1(scale_images):
     with tfds.testing.mock_data(num_examples=24):
-        source = sources.get("tfds:fashion_mnist")
+        source = sources.get("tfds:fashion_mnist") if scale_images else \
+            sources.from_tfds("fashion_mnist", scale_images=False)
         x, y = _split("fashion_mnist", "train", ("image", "label"))
         x_eval, y_eval = _split("fashion_mnist", "test", ("image", "label"))
+    if scale_images:  # uint8 pixels as float32 in [0, 1]
+        x, x_eval = (pixels.astype(np.float64) / 255 for pixels in (x, x_eval))
     info = source.describe()
     assert (info.input_shape, info.num_classes, info.num_train_examples) == ((28, 28, 1), 10, 24)
+    assert info.input_spec.dtype == ("float32" if scale_images else "uint8")
     index = source.indices(0, 30, seed=4)
-    np.testing.assert_array_equal(source.examples_at(0, 30, seed=4)[0], x[index])
+    np.testing.assert_allclose(source.examples_at(0, 30, seed=4)[0], x[index], rtol=1e-7)
     np.testing.assert_array_equal(source.examples_at(0, 30, seed=4)[1], y[index])
     batches = source.eval_batches(16)
-    np.testing.assert_array_equal(np.concatenate([b[0] for b in batches])[:24], x_eval)
+    np.testing.assert_allclose(np.concatenate([b[0] for b in batches])[:24], x_eval, rtol=1e-7)
     np.testing.assert_array_equal(np.concatenate([b[1] for b in batches])[:24], y_eval)
 
 
-def test_a_tfds_text_set_by_name_gives_its_strings_and_classes():
+def test_a_tfds_text_set_not_tokenized_gives_its_strings_and_classes():
     with tfds.testing.mock_data(num_examples=10):
-        source = sources.from_tfds("imdb_reviews")
+        source = sources.from_tfds("imdb_reviews", tokenize_text=False)
         text, label = _split("imdb_reviews", "train", ("text", "label"))
     info = source.describe()
     assert info.num_classes == 2 and info.input_spec.dtype == "object"

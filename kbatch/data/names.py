@@ -54,18 +54,25 @@ def dataset_family(name):
     return family
 
 
-TFDS_PREFIX, USER_PREFIX = "tfds:", "data:"
+TFDS_PREFIX, USER_PREFIX, PYTHON_PREFIX = "tfds:", "data:", "python:"
 
 
 def is_builtin(name):
-    """Whether `config.dataset` names a built-in data set (not "tfds:NAME" nor a user's "data:NAME")."""
-    return not name.startswith((TFDS_PREFIX, USER_PREFIX))
+    """Whether `config.dataset` names a built-in data set (not "tfds:NAME", "python:MODULE:FUNCTION"
+    nor a user's "data:NAME")."""
+    return not name.startswith((TFDS_PREFIX, USER_PREFIX, PYTHON_PREFIX))
 
 
 def check_dataset(name, value):
     """The config check of `dataset`: a built-in data set `dataset_family` knows (and, for
-    MNIST-1D, its config); "tfds:NAME", a data set TFDS knows (checked offline); or "data:NAME",
-    the name a run gives a user's source (`kbatch.training.train(config, data=source)`)."""
+    MNIST-1D, its config); "tfds:NAME", a data set TFDS knows (checked offline);
+    "python:MODULE:FUNCTION", a function MODULE has (imported, not called); or "data:NAME", the
+    name a run gives a user's source (`kbatch.training.train(config, data=source)`)."""
+    if isinstance(value, str) and value.startswith(PYTHON_PREFIX):
+        from kbatch.data.sources import python_source
+
+        python_source.function(value)
+        return value
     if isinstance(value, str) and value.startswith(TFDS_PREFIX):
         from kbatch.data.sources import tfds_source
 
@@ -76,7 +83,8 @@ def check_dataset(name, value):
     family = value.split("/")[0].split(":")[0] if isinstance(value, str) else None
     if family not in DATASETS:
         checks.fail(name, value, f"a TFDS name of {', '.join(DATASETS)} (with its config where it has "
-                                 "several, e.g. 'mnist1d/large'), or 'tfds:NAME' for any TFDS data set")
+                                 "several, e.g. 'mnist1d/large'), 'tfds:NAME' for any TFDS data set, or "
+                                 "'python:MODULE:FUNCTION' for the source FUNCTION() returns")
     if family == "mnist1d" and "/" in value:
         from kbatch.data.numpy_source import MNIST1D_CONFIGS
 

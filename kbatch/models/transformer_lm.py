@@ -57,15 +57,27 @@ class PositionEmbedding(keras.layers.Layer):
                 "initializer": keras.initializers.serialize(self.initializer)}
 
 
-def _block(x, index, *, num_heads, mlp_ratio, dropout, pre_norm, norm, norm_kwargs):
-    """One block: causal self-attention then an MLP, each in a residual branch, the norm before
-    the branch (pre-LN) or after the sum (post-LN, the original Transformer)."""
+def token_input(input_shape, width, num_heads):
+    """The model's input of token ids, `keras.Input((sequence_length,), "int32")`; a one-line
+    ValueError for an `input_shape` of more than one axis or `num_heads` that does not divide `width`."""
+    if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 1:
+        checks.fail("input_shape", input_shape, "(sequence_length,): one axis of token ids")
+    if width % num_heads:
+        checks.fail("num_heads", num_heads, f"a divisor of width={width}")
+    return keras.Input(tuple(input_shape), dtype="int32", name="tokens")
+
+
+def transformer_block(x, index, *, num_heads, mlp_ratio, dropout, pre_norm, norm, norm_kwargs, causal=True,
+                      attention_mask=None):
+    """One block: self-attention (causal, or over the keys `attention_mask` [batch, 1, length]
+    allows) then an MLP, each in a residual branch, the norm before the branch (pre-LN) or after
+    the sum (post-LN, the original Transformer)."""
     width, name = x.shape[-1], f"block{index + 1}"
     attention = keras.layers.MultiHeadAttention(num_heads, width // num_heads, dropout=dropout,
                                                 name=f"{name}_attention")
     mlp = [keras.layers.Dense(mlp_ratio * width, activation="gelu", name=f"{name}_mlp_in"),
            keras.layers.Dense(width, name=f"{name}_mlp_out"), keras.layers.Dropout(dropout, name=f"{name}_dropout")]
-    for part, branch in (("1", lambda h: attention(h, h, use_causal_mask=True)),
+    for part, branch in (("1", lambda h: attention(h, h, attention_mask=attention_mask, use_causal_mask=causal)),
                          ("2", lambda h: mlp[2](mlp[1](mlp[0](h))))):
         norm_layer = layers.get(norm, name=f"{name}_norm{part}", **norm_kwargs)
         if pre_norm:
@@ -83,18 +95,14 @@ def transformer_lm(num_classes=257, input_shape=(128,), norm="layer", norm_kwarg
     GELU MLP (`mlp_ratio` x width), a final norm (pre-LN), and a head that is the token
     embedding transposed (`tie_embeddings`) or a Dense layer named "logits".
     """
-    if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 1:
-        checks.fail("input_shape", input_shape, "(sequence_length,): one axis of token ids")
-    if width % num_heads:
-        checks.fail("num_heads", num_heads, f"a divisor of width={width}")
+    inputs = token_input(input_shape, width, num_heads)
     norm_kwargs = dict(norm_kwargs or {})
-    inputs = keras.Input(tuple(input_shape), dtype="int32", name="tokens")
     embedding = TiedEmbedding(num_classes, width, embeddings_initializer=EMBEDDING_INIT, name="token_embedding")
     x = PositionEmbedding(input_shape[0], name="position_embedding")(embedding(inputs))
     x = keras.layers.Dropout(dropout, name="embedding_dropout")(x)
     for index in range(num_layers):
-        x = _block(x, index, num_heads=num_heads, mlp_ratio=mlp_ratio, dropout=dropout, pre_norm=pre_norm,
-                   norm=norm, norm_kwargs=norm_kwargs)
+        x = transformer_block(x, index, num_heads=num_heads, mlp_ratio=mlp_ratio, dropout=dropout, pre_norm=pre_norm,
+                              norm=norm, norm_kwargs=norm_kwargs)
     if pre_norm:
         x = layers.get(norm, name="final_norm", **norm_kwargs)(x)
     outputs = embedding(x, reverse=True) if tie_embeddings else keras.layers.Dense(num_classes, name="logits")(x)

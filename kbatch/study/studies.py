@@ -44,14 +44,18 @@ def run(built, targets, processes=1, retry_failed=False, report_only=False, extr
 
 
 def check_datasets(built):
-    """Every point's config, its folder, and its batch against its data set's size."""
+    """Every point's config, its folder, and its batch against its data set's size (a "tfds:NAME"
+    or "python:MODULE:FUNCTION" source is built here once to be counted)."""
     from kbatch import data
+    from kbatch.data import names, sources
 
     sizes = {}
 
     def train_examples(dataset, data_dir):
         if (dataset, data_dir) not in sizes:
-            sizes[dataset, data_dir] = data.describe(dataset, data_dir).num_train_examples
+            info = data.describe(dataset, data_dir) if names.is_builtin(dataset) else \
+                sources.get(dataset, data_dir, tokenize_text=False).describe()
+            sizes[dataset, data_dir] = info.num_train_examples
         return sizes[dataset, data_dir]
 
     built.check(train_examples)

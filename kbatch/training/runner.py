@@ -113,7 +113,7 @@ def kbatch_model(run_recipe, input_shape, num_classes):
     settings = run_recipe.settings
     try:
         return models.get(settings.model, num_classes=num_classes, input_shape=input_shape, norm=settings.norm,
-                          norm_kwargs=run_recipe.norm_kwargs())
+                          norm_kwargs=run_recipe.norm_kwargs(), vocabulary_size=settings.text_vocabulary_size)
     except ValueError as error:
         if settings.norm != "group" or not str(error).startswith("groups="):
             raise
@@ -125,9 +125,10 @@ def kbatch_model(run_recipe, input_shape, num_classes):
 def check_model(settings):
     """Build the config's model as `build_run` does, with no data, strategy or files (what
     `kbatch-train --check` runs): a ValueError naming the field when it cannot be built. The input
-    is a stand-in of the model's kind (a sequence or an image): no channel count depends on it."""
-    kbatch_model(recipe.RunRecipe.from_settings(settings), (40, 1) if settings.model == "mnist1d_cnn" else (32, 32, 3),
-                 num_classes=10)
+    is a stand-in of the model's kind (a sequence, token ids or an image): no channel count depends on it."""
+    stand_in = {"mnist1d_cnn": (40, 1), "text_classifier": (settings.text_sequence_length,),
+                "transformer_lm": (settings.text_sequence_length,)}
+    kbatch_model(recipe.RunRecipe.from_settings(settings), stand_in.get(settings.model, (32, 32, 3)), num_classes=10)
 
 
 def _check_halves(settings, backend):
@@ -176,7 +177,9 @@ def build_run(config, strategy=None, model_fn=None, task=None, data=None):
     backend = _backend(settings, strategy)
     lock = run_lock.acquire(settings.model_dir) if backend.is_chief else None
     try:
-        backend.use_source(data or sources.get(settings.dataset, settings.data_dir))
+        backend.use_source(data or sources.get(settings.dataset, settings.data_dir,
+                                               text_vocabulary_size=settings.text_vocabulary_size,
+                                               text_sequence_length=settings.text_sequence_length))
         return _build_locked_run(recipe.RunRecipe.from_settings(settings), backend, model_fn, task, lock)
     except BaseException:
         if lock:

@@ -21,15 +21,20 @@ def from_tfds(*args, **kwargs):
     return tfds_source.from_tfds(*args, **kwargs)
 
 
-def get(dataset, data_dir=None):
-    """The source `config.dataset` names: "tfds:NAME" for any TFDS data set, or a built-in one
-    ("data:NAME" is a user's source, given to the run itself)."""
+def get(dataset, data_dir=None, **text_options):
+    """The source `config.dataset` names: "tfds:NAME" for any TFDS data set (`text_options`:
+    `text_vocabulary_size`, `text_sequence_length` of `from_tfds`), "python:MODULE:FUNCTION" for the
+    source FUNCTION() returns, or a built-in one ("data:NAME" is a user's source, given to the run itself)."""
     if dataset.startswith(names.USER_PREFIX):
         raise ValueError(f"config.dataset={dataset!r} names a source of your own: pass it to the run, "
-                         "kbatch.training.train(config, data=source); on the command line name a built-in or "
-                         "'tfds:NAME' data set.")
+                         "kbatch.training.train(config, data=source); on the command line name it "
+                         "'python:MODULE:FUNCTION', a built-in or a 'tfds:NAME' data set.")
+    if dataset.startswith(names.PYTHON_PREFIX):
+        from kbatch.data.sources import python_source
+
+        return python_source.source(dataset)
     if dataset.startswith(names.TFDS_PREFIX):
-        return from_tfds(dataset[len(names.TFDS_PREFIX):], data_dir=data_dir)
+        return from_tfds(dataset[len(names.TFDS_PREFIX):], data_dir=data_dir, **text_options)
     from kbatch.data.sources.builtin import builtin_source
 
     return builtin_source(dataset, data_dir)

@@ -1,6 +1,7 @@
 """Any TensorFlow Datasets data set by name (`config.dataset="tfds:NAME"`), images and text alike,
-read whole into memory and served as `from_arrays` serves arrays (so every guarantee holds), as
-stored (uint8 images, byte strings: the model scales or tokenizes them).
+read whole into memory and served as `from_arrays` serves arrays (so every guarantee holds), in
+the form a model takes: uint8 images as float32 in [0, 1] (`scale_images`), text as int32 token
+ids (`kbatch.data.sources.text`: a `TextVectorization` adapted on the training split).
 
 The input and label features are the builder's `supervised_keys` unless given (`input_key` may
 name several features: the input is then a dict); the evaluation split is the first of "test",
@@ -13,6 +14,9 @@ resume replays the stream to its position (`skip`, exact but reading the skipped
 
 import difflib
 
+import numpy as np
+
+from kbatch.data.sources import text
 from kbatch.data.sources.arrays import from_arrays
 
 EVAL_SPLITS = ("test", "validation")
@@ -91,21 +95,65 @@ def _streamed(name, split, data_dir, input_key, label_key):
     return tfds.load(name, split=split, data_dir=data_dir, shuffle_files=False).map(pick)
 
 
+def _is_image(array):
+    """Whether a NumPy feature (examples first) holds uint8 images: [examples, height, width(, channels)]."""
+    return array.dtype == np.uint8 and array.ndim >= 3
+
+
+def _prepared(train, evaluation, scale_images, text_options):
+    """(train x, eval x) in the form a model takes: text as token ids (adapted on `train`), uint8
+    images as float32 in [0, 1] with `scale_images`, other features as stored; a dict feature by feature.
+    `text_options`: (vocabulary_size, sequence_length), or None to keep text as stored."""
+    if isinstance(train, dict):
+        pairs = {key: _prepared(train[key], evaluation[key], scale_images, text_options) for key in train}
+        return {key: pair[0] for key, pair in pairs.items()}, {key: pair[1] for key, pair in pairs.items()}
+    if text_options and text.is_text(train):
+        layer = text.vectorizer(train, *text_options)
+        return text.token_ids(layer, train), text.token_ids(layer, evaluation)
+    if scale_images and _is_image(train):
+        return train / np.float32(255), evaluation / np.float32(255)
+    return train, evaluation
+
+
+def _streamed_source(name, data_dir, input_key, label_key, splits, num_classes, scale_images, shuffle):
+    """`from_tfds(..., in_memory=False)`: the training split through a seeded shuffle buffer
+    (`shuffle`: (buffer, seed)), uint8 images scaled as `_prepared` scales them; text is refused."""
+    import tensorflow as tf
+
+    from kbatch.data.sources.tf_dataset import from_tf_dataset
+
+    train, evaluation = (_streamed(name, split, data_dir, input_key, label_key) for split in splits)
+    spec = train.element_spec[0]
+    if any(feature.dtype == tf.string for feature in (spec.values() if isinstance(spec, dict) else [spec])):
+        raise ValueError(f"config.dataset='tfds:{name}': text is tokenized in memory (the tokenizer is adapted on "
+                         "the whole training split): use in_memory=True.")
+    if scale_images:
+        def scaled(x, y):
+            return tf.nest.map_structure(
+                lambda f: tf.cast(f, tf.float32) / 255 if f.dtype == tf.uint8 and f.shape.rank >= 2 else f, x), y
+
+        train, evaluation = train.map(scaled), evaluation.map(scaled)
+    return from_tf_dataset(train.shuffle(shuffle[0], seed=shuffle[1]), evaluation, num_classes=num_classes,
+                           deterministic=True, name=f"tfds:{name}")
+
+
 def from_tfds(name, data_dir=None, input_key=None, label_key=None, train_split="train", eval_split=None,
-              in_memory=True, shuffle_buffer=16384, shuffle_seed=0):
+              in_memory=True, shuffle_buffer=16384, shuffle_seed=0, scale_images=True, tokenize_text=True,
+              text_vocabulary_size=20000, text_sequence_length=256):
     """A `Source` of TFDS data set `name` (e.g. "mnist", "imdb_reviews"), held in memory; with
-    `in_memory=False` (a set too large for memory) streamed through a seeded shuffle buffer."""
+    `in_memory=False` (a set too large for memory) streamed through a seeded shuffle buffer.
+    uint8 images are served as float32 in [0, 1] (`scale_images=False`: as stored); text as
+    `text_sequence_length` int32 token ids of a `text_vocabulary_size` vocabulary (`kbatch.data.sources.text`;
+    `tokenize_text=False`: byte strings, as stored)."""
     info = _builder(name, data_dir).info
     input_key, label_key = _keys(name, info, input_key, label_key)
     eval_split = _eval_split(name, info, eval_split)
-    label = info.features[label_key]
-    num_classes = getattr(label, "num_classes", None)
+    num_classes = getattr(info.features[label_key], "num_classes", None)
     if not in_memory:
-        from kbatch.data.sources.tf_dataset import from_tf_dataset
-
-        train = _streamed(name, train_split, data_dir, input_key, label_key).shuffle(shuffle_buffer, seed=shuffle_seed)
-        return from_tf_dataset(train, _streamed(name, eval_split, data_dir, input_key, label_key),
-                               num_classes=num_classes, deterministic=True, name=f"tfds:{name}")
+        return _streamed_source(name, data_dir, input_key, label_key, (train_split, eval_split), num_classes,
+                                scale_images, (shuffle_buffer, shuffle_seed))
     x, y = _split_arrays(name, train_split, data_dir, input_key, label_key)
-    evaluation = _split_arrays(name, eval_split, data_dir, input_key, label_key)
-    return from_arrays(x, y, eval=evaluation, num_classes=num_classes or 0, name=f"tfds:{name}")
+    x_eval, y_eval = _split_arrays(name, eval_split, data_dir, input_key, label_key)
+    text_options = (text_vocabulary_size, text_sequence_length) if tokenize_text else None
+    x, x_eval = _prepared(x, x_eval, scale_images, text_options)
+    return from_arrays(x, y, eval=(x_eval, y_eval), num_classes=num_classes or 0, name=f"tfds:{name}")

@@ -124,10 +124,15 @@ _F = Field
 FIELDS = (
     # Data and model.
     _F("dataset", "mnist1d/large", check_dataset, "TFDS name: `mnist1d/large`, `mnist1d/original`, `mnist`, "
-       "`cifar10`, `cifar100`, `imagenet2012`"),
+       "`cifar10`, `cifar100`, `imagenet2012`; `tfds:NAME` for any TFDS data set; `python:MODULE:FUNCTION` for "
+       "the `kbatch.data.Source` that FUNCTION() returns (docs/data.md)"),
     _F("data_dir", None, _text_or_none, "TFDS data folder (None: TFDS's default)", str),
+    _F("text_vocabulary_size", 20000, checks.positive_int, "a `tfds:NAME` text set's tokenizer keeps this many "
+       "tokens (padding and out-of-vocabulary included); the embedding rows of `text_classifier`"),
+    _F("text_sequence_length", 256, checks.positive_int, "a `tfds:NAME` text set's token ids per example "
+       "(cut or padded with 0)"),
     _F("model", "mnist1d_cnn", _choice(models.NAMES), "`mnist1d_cnn`, `resnet20`, `resnet32`, `resnet56` "
-       "(CIFAR, He et al. 2016), `resnet50`"),
+       "(CIFAR, He et al. 2016), `resnet50`, `transformer_lm`, `text_classifier` (docs/text.md)"),
     _F("norm", "batch", _choice(layers.NAMES), "any `kbatch.layers.get` name"),
     _F("bn_momentum", 0.9, _real(low=0, high=1), "moving-average momentum of the norms that keep "
        "moving statistics, at `base_batch_size`"),
