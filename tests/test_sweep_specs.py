@@ -30,13 +30,14 @@ PAGES = {**RESULTS, "ghost_batch_norm": "norms"}  # the page that shows them, do
 TARGETS = {"scaling": [0.97, 0.99], "lars_vs_sgd": [0.95, 0.97], "norms": [0.9, 0.95], "ghost_batch_norm": [0.9, 0.95]}
 TRAIN_EXAMPLES = {"mnist1d/large": 60000, "mnist1d/original": 4000}  # docs/results/*.md
 
-# Each spec as tools/sweep.py itself reads it (its own build_sweep), nothing trained:
+# Each spec as tools/sweep.py itself reads it (its flags, kbatch.study.sweep_command.build_sweep), nothing trained:
 # {spec: {"names", "targets", "configs"}}.
 ENGINE = r'''
 import importlib, json, os, sys
 
 sys.path.insert(0, os.path.join(sys.argv[1], "tools"))
 from absl import flags
+from kbatch.study import sweep_command
 from kbatch.training.config import schema
 
 engine = importlib.import_module("sweep")
@@ -44,7 +45,7 @@ engine.define_config()
 out = {}
 for spec, path in json.loads(sys.argv[2]).items():
     flags.FLAGS(["sweep", f"--spec={path}", f"--sweep_dir={os.path.join(sys.argv[3], spec)}"])
-    built, targets = engine.build_sweep()
+    built, targets = sweep_command.build_sweep(flags.FLAGS.config, engine.OPTIONS())
     out[spec] = {"names": [p.name for p in built.points], "targets": targets,
                  "configs": [schema.as_json(schema.resolve(p.config)) for p in built.points]}
 print("ENGINE " + json.dumps(out))
