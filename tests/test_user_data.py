@@ -110,3 +110,13 @@ def test_the_parameter_server_backend_refuses_a_source_of_your_own_in_one_line()
     backend = ParameterServerBackend.__new__(ParameterServerBackend)  # its cluster is not needed to refuse
     with pytest.raises(ValueError, match=r"^config.strategy='parameter_server': .* a synchronous strategy\.$"):
         backend.use_source(user_data.source())
+
+
+def test_the_readmes_own_data_example_runs_as_written(tmp_path, monkeypatch):
+    readme = (HERE.parent / "README.md").read_text()
+    (block,) = [b.split("```", 1)[0] for b in readme.split("```python\n")[1:] if "from_arrays(x, y" in b]
+    x, y, x_eval, y_eval = user_data.arrays(num_train=4096)
+    monkeypatch.chdir(tmp_path)  # the example's model_dir, runs/mine, is relative
+    scope = {"x": x, "y": y, "x_eval": x_eval, "y_eval": y_eval}
+    exec(block, scope)  # noqa: S102 - the README's own code
+    assert scope["result"]["final_eval_accuracy"] > 0.6 and (tmp_path / "runs" / "mine" / "model.keras").exists()
