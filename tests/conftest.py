@@ -3,10 +3,12 @@ runs in 2 pytest-xdist workers, a file at a time each; `-n 0` runs it in one pro
 CPU devices (so `cpu:2` and `cpu:4` run in one process) and small, fast configs on the locally
 generated MNIST-1D.
 
-Under `KERAS_BACKEND=jax` (tests/test_components_jax.py runs the component tests so) the 4
-devices are JAX host devices instead. Tests marked `tensorflow_only` or `jax_only` state what
-only that backend does (tf.distribute's per-replica BN, JAX's global-batch BN, ...): each backend's
-run deselects the other's, so each runs exactly where it means something.
+Markers: `components` (the component test files, which CI runs a second time with
+`KERAS_BACKEND=jax python -m pytest -m components`; there the 4 devices are JAX host devices) and
+`fast` (the pre-commit tier, `python -m pytest -m fast`). Tests marked `tensorflow_only` or
+`jax_only` state what only that backend does (tf.distribute's per-replica BN, JAX's global-batch
+BN, ...): each backend's run deselects the other's, so each runs exactly where it means something.
+A skipped test fails the run: every test here runs on the backend that collects it.
 """
 
 import os
@@ -26,11 +28,17 @@ if keras.backend.backend() == "tensorflow":
 
 
 BACKEND_MARKERS = {"tensorflow_only": "tensorflow", "jax_only": "jax"}
+TIER_MARKERS = {
+    "components": "a component test file; CI runs these again under KERAS_BACKEND=jax",
+    "fast": "the pre-commit tier: every module's unit tests, in minutes (README, Development)",
+}
 
 
 def pytest_configure(config):
     for marker, backend in BACKEND_MARKERS.items():
         config.addinivalue_line("markers", f"{marker}: states what Keras on {backend} does; runs only there")
+    for marker, meaning in TIER_MARKERS.items():
+        config.addinivalue_line("markers", f"{marker}: {meaning}")
     if not hasattr(config, "workerinput") and kbatch.frameworks.HAS_TENSORFLOW:
         _prepare_mnist1d()
 
@@ -42,6 +50,15 @@ def _prepare_mnist1d():
 
     for name in ("mnist1d/original", "mnist1d/large"):
         tfds.builder(name).download_and_prepare()
+
+
+def pytest_sessionfinish(session):
+    """A skipped test is a failure (the project runs every test it has); pytest-xdist's workers
+    report theirs to the controller, which decides."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and reporter.stats.get("skipped") and session.exitstatus == pytest.ExitCode.OK:
+        reporter.write_line("a skipped test fails the run: every test here runs on the backend that collects it")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_collection_modifyitems(config, items):

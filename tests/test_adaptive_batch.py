@@ -12,6 +12,8 @@ from smooth_model import linear_model
 
 from kbatch.training import build_run, train
 
+pytestmark = pytest.mark.components  # CI runs them again under KERAS_BACKEND=jax
+
 ADAPTIVE = dict(batch_size=32, base_batch_size=32, base_learning_rate=0.05, decay="constant", warmup_epochs=0.0,
                 num_epochs=5, batch_schedule="adaptive", max_batch_size=256, noise_scale_every=5,
                 noise_scale_decay=0.95, norm="none")

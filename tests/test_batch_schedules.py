@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from kbatch import schedules
 
+pytestmark = pytest.mark.components  # CI runs them again under KERAS_BACKEND=jax
+
 FAST = settings(max_examples=50, deadline=None)
 Schedule = schedules.BatchSizeSchedule
 

@@ -7,6 +7,8 @@ from backend_ops import compiled_training_call, gradients
 
 from kbatch.layers import GhostBatchNormalization
 
+pytestmark = pytest.mark.components  # CI runs them again under KERAS_BACKEND=jax
+
 ATOL = 1e-5
 
 

@@ -13,6 +13,8 @@ import kbatch
 from kbatch.optimizers import LARS
 from kbatch.training import train
 
+pytestmark = pytest.mark.components  # CI runs them again under KERAS_BACKEND=jax
+
 SHAPES = {  # path -> shape: a conv kernel, a dense kernel, a bias, norm parameters, a scalar
     "conv/kernel": (3, 3, 4, 8),
     "dense_1/kernel": (6, 5),

@@ -9,6 +9,8 @@ from backend_ops import gradients
 from kbatch import layers, models
 from kbatch.layers import registry
 
+pytestmark = pytest.mark.components  # CI runs them again under KERAS_BACKEND=jax
+
 KWARGS = {"ghost_batch": {"virtual_batch_size": 2}}
 
 
