@@ -1,7 +1,7 @@
 """Test setup: the MNIST-1D data sets generated once, before the test workers start (the suite
-runs in 2 pytest-xdist workers, a file at a time each; `-n 0` runs it in one process); 4 logical
-CPU devices (so `cpu:2` and `cpu:4` run in one process) and small, fast configs on the locally
-generated MNIST-1D.
+runs in 2 pytest-xdist workers, scheduled as `_schedule_for_two_workers` says; `-n 0` runs it in
+one process); 4 logical CPU devices (so `cpu:2` and `cpu:4` run in one process) and small, fast
+configs on the locally generated MNIST-1D.
 
 Markers: `components` (the component test files, which CI runs a second time with
 `KERAS_BACKEND=jax python -m pytest -m components`; there the 4 devices are JAX host devices) and
@@ -61,6 +61,7 @@ def pytest_sessionfinish(session):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
     backend = keras.backend.backend()
     other = [item for item in items
@@ -68,6 +69,19 @@ def pytest_collection_modifyitems(config, items):
     if other:
         config.hook.pytest_deselected(items=other)
         items[:] = [item for item in items if item not in other]
+    _schedule_for_two_workers(items)
+
+
+def _schedule_for_two_workers(items):
+    """`--dist loadgroup` (pyproject's addopts) hands the workers one test at a time, except the
+    tests that share a module-scoped fixture: those form one group, so the fixture is built once.
+    The tests outside the fast tier run first, so the run ends on short tests and both workers
+    finish together instead of one idling while the other runs a two-minute test."""
+    for item in items:
+        scopes = {d.scope for defs in item._fixtureinfo.name2fixturedefs.values() for d in defs}
+        if "module" in scopes:
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
+    items.sort(key=lambda item: item.get_closest_marker("fast") is not None)
 
 
 def small_config(model_dir, **overrides):

@@ -7,7 +7,7 @@ from backend_ops import compiled_training_call, gradients
 
 from kbatch.layers import GhostBatchNormalization
 
-pytestmark = pytest.mark.components  # CI runs them again under KERAS_BACKEND=jax
+pytestmark = [pytest.mark.components, pytest.mark.fast]  # components: CI runs them again on JAX
 
 ATOL = 1e-5
 

@@ -13,7 +13,7 @@ import kbatch
 from kbatch.optimizers import LARS
 from kbatch.training import train
 
-pytestmark = pytest.mark.components  # CI runs them again under KERAS_BACKEND=jax
+pytestmark = [pytest.mark.components, pytest.mark.fast]  # components: CI runs them again on JAX
 
 SHAPES = {  # path -> shape: a conv kernel, a dense kernel, a bias, norm parameters, a scalar
     "conv/kernel": (3, 3, 4, 8),

@@ -9,7 +9,7 @@ from backend_ops import gradients
 from kbatch import layers, models
 from kbatch.layers import registry
 
-pytestmark = pytest.mark.components  # CI runs them again under KERAS_BACKEND=jax
+pytestmark = [pytest.mark.components, pytest.mark.fast]  # components: CI runs them again on JAX
 
 KWARGS = {"ghost_batch": {"virtual_batch_size": 2}}
 

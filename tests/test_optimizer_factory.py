@@ -10,7 +10,7 @@ import pytest
 import kbatch
 from kbatch import optimizers
 
-pytestmark = pytest.mark.components  # CI runs them again under KERAS_BACKEND=jax
+pytestmark = [pytest.mark.components, pytest.mark.fast]  # components: CI runs them again on JAX
 
 LR, WD, TC = 0.1, 0.05, 0.01
 

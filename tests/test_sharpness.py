@@ -10,7 +10,7 @@ from backend_ops import dense_hessian
 
 from kbatch.diagnostics import sharpness
 
-pytestmark = pytest.mark.components  # CI runs them again under KERAS_BACKEND=jax
+pytestmark = [pytest.mark.components, pytest.mark.fast]  # components: CI runs them again on JAX
 
 
 def test_a_least_squares_quadratic():

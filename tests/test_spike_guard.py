@@ -9,7 +9,7 @@ import pytest
 
 from kbatch.training.transforms import spike_guard
 
-pytestmark = pytest.mark.components  # CI runs them again under KERAS_BACKEND=jax
+pytestmark = [pytest.mark.components, pytest.mark.fast]  # components: CI runs them again on JAX
 
 
 def reference(losses, k):

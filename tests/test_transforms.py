@@ -14,7 +14,7 @@ from kbatch.diagnostics import noise_scale
 from kbatch.training import transforms
 from kbatch.training.transforms import spike_guard
 
-pytestmark = pytest.mark.components  # CI runs them again under KERAS_BACKEND=jax
+pytestmark = [pytest.mark.components, pytest.mark.fast]  # components: CI runs them again on JAX
 
 GRADS = [np.array([[3.0, 0.0], [0.0, 4.0]], np.float32), np.array([12.0], np.float32)]  # global norm 13
 
