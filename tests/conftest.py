@@ -30,7 +30,7 @@ if keras.backend.backend() == "tensorflow":
 BACKEND_MARKERS = {"tensorflow_only": "tensorflow", "jax_only": "jax"}
 TIER_MARKERS = {
     "components": "a component test file; CI runs these again under KERAS_BACKEND=jax",
-    "fast": "the pre-commit tier: every module's unit tests, in minutes (README, Development)",
+    "fast": "the pre-commit tier (whole files): every module's unit tests, in minutes (README, Development)",
 }
 
 
