@@ -1,12 +1,14 @@
 """Test setup: the MNIST-1D data sets generated once, before the test workers start (the suite
-runs in 2 pytest-xdist workers, a file at a time each; `-n 0` runs it in one process); 4 logical
-CPU devices (so `cpu:2` and `cpu:4` run in one process) and small, fast configs on the locally
-generated MNIST-1D.
+runs in 2 pytest-xdist workers, scheduled as `_schedule_for_two_workers` says; `-n 0` runs it in
+one process); 4 logical CPU devices (so `cpu:2` and `cpu:4` run in one process) and small, fast
+configs on the locally generated MNIST-1D.
 
-Under `KERAS_BACKEND=jax` (tests/test_components_jax.py runs the component tests so) the 4
-devices are JAX host devices instead. Tests marked `tensorflow_only` or `jax_only` state what
-only that backend does (tf.distribute's per-replica BN, JAX's global-batch BN, ...): each backend's
-run deselects the other's, so each runs exactly where it means something.
+Markers: `components` (the component test files, which CI runs a second time with
+`KERAS_BACKEND=jax python -m pytest -m components`; there the 4 devices are JAX host devices) and
+`fast` (the pre-commit tier, `python -m pytest -m fast`). Tests marked `tensorflow_only` or
+`jax_only` state what only that backend does (tf.distribute's per-replica BN, JAX's global-batch
+BN, ...): each backend's run deselects the other's, so each runs exactly where it means something.
+A skipped test fails the run: every test here runs on the backend that collects it.
 """
 
 import os
@@ -26,11 +28,17 @@ if keras.backend.backend() == "tensorflow":
 
 
 BACKEND_MARKERS = {"tensorflow_only": "tensorflow", "jax_only": "jax"}
+TIER_MARKERS = {
+    "components": "a component test file; CI runs these again under KERAS_BACKEND=jax",
+    "fast": "the pre-commit tier (whole files): every module's unit tests, in minutes (README, Development)",
+}
 
 
 def pytest_configure(config):
     for marker, backend in BACKEND_MARKERS.items():
         config.addinivalue_line("markers", f"{marker}: states what Keras on {backend} does; runs only there")
+    for marker, meaning in TIER_MARKERS.items():
+        config.addinivalue_line("markers", f"{marker}: {meaning}")
     if not hasattr(config, "workerinput") and kbatch.frameworks.HAS_TENSORFLOW:
         _prepare_mnist1d()
 
@@ -44,6 +52,16 @@ def _prepare_mnist1d():
         tfds.builder(name).download_and_prepare()
 
 
+def pytest_sessionfinish(session):
+    """A skipped test is a failure (the project runs every test it has); pytest-xdist's workers
+    report theirs to the controller, which decides."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and reporter.stats.get("skipped") and session.exitstatus == pytest.ExitCode.OK:
+        reporter.write_line("a skipped test fails the run: every test here runs on the backend that collects it")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
     backend = keras.backend.backend()
     other = [item for item in items
@@ -51,6 +69,19 @@ def pytest_collection_modifyitems(config, items):
     if other:
         config.hook.pytest_deselected(items=other)
         items[:] = [item for item in items if item not in other]
+    _schedule_for_two_workers(items)
+
+
+def _schedule_for_two_workers(items):
+    """`--dist loadgroup` (pyproject's addopts) hands the workers one test at a time, except the
+    tests that share a module-scoped fixture: those form one group, so the fixture is built once.
+    The tests outside the fast tier run first, so the run ends on short tests and both workers
+    finish together instead of one idling while the other runs a two-minute test."""
+    for item in items:
+        scopes = {d.scope for defs in item._fixtureinfo.name2fixturedefs.values() for d in defs}
+        if "module" in scopes:
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
+    items.sort(key=lambda item: item.get_closest_marker("fast") is not None)
 
 
 def small_config(model_dir, **overrides):

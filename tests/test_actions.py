@@ -17,6 +17,8 @@ from kbatch.training.run_files import history
 from kbatch.training.runner import LoopOutput
 from tests.conftest import small_config
 
+pytestmark = pytest.mark.fast
+
 ALWAYS = ["CheckFinite", "LogSteps", "AverageMovingStatistics", "Evaluate", "Progress", "Checkpoint",
           "WatchPreemption", "WatchInterrupt"]
 

@@ -3,14 +3,19 @@ scale B_simple is above it (softmax regression on mnist1d/original, whose B_simp
 the start), up to max_batch_size; the learning rate follows the linear rule; a run stopped part
 way and resumed follows the phases it chose to the same weights, bit for bit."""
 
+import contextlib
+import io
 import re
 
 import keras
 import numpy as np
 import pytest
+from conftest import small_config
 from smooth_model import linear_model
 
 from kbatch.training import build_run, train
+
+pytestmark = pytest.mark.components  # CI runs them again under KERAS_BACKEND=jax
 
 ADAPTIVE = dict(batch_size=32, base_batch_size=32, base_learning_rate=0.05, decay="constant", warmup_epochs=0.0,
                 num_epochs=5, batch_schedule="adaptive", max_batch_size=256, noise_scale_every=5,
@@ -27,11 +32,20 @@ class StopAfterEpoch(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def test_the_batch_doubles_while_the_noise_scale_is_above_it(make_config, capsys):
-    config = make_config(**ADAPTIVE)
-    result = train(config, model_fn=linear_model, verbose=True)
+@pytest.fixture(scope="module")
+def adaptive_run(tmp_path_factory):
+    """One whole adaptive run, shared by the tests that read it: its config, result and printed lines."""
+    config = small_config(tmp_path_factory.mktemp("adaptive") / "run", **ADAPTIVE)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        result = train(config, model_fn=linear_model, verbose=True)
+    return config, result, printed.getvalue()
+
+
+def test_the_batch_doubles_while_the_noise_scale_is_above_it(adaptive_run):
+    _, result, printed = adaptive_run
     lines = [re.match(r"kbatch: adaptive batch: B_simple ([\d,.]+) > batch (\d+) at epoch (\d+): the batch doubles "
-                      r"to (\d+)", line) for line in capsys.readouterr().out.splitlines()]
+                      r"to (\d+)", line) for line in printed.splitlines()]
     decisions = [m for m in lines if m]
     assert decisions, "the batch never grew"
     sizes = [32] + [int(m.group(4)) for m in decisions]
@@ -43,9 +57,8 @@ def test_the_batch_doubles_while_the_noise_scale_is_above_it(make_config, capsys
         assert entry["learning_rate"] / entry["global_batch_size"] == pytest.approx(0.05 / 32, rel=1e-5)
 
 
-def test_a_resumed_run_follows_the_phases_it_chose(make_config):
-    whole = make_config(**ADAPTIVE)
-    reference = train(whole, model_fn=linear_model, verbose=False)
+def test_a_resumed_run_follows_the_phases_it_chose(make_config, adaptive_run):
+    whole, reference, _ = adaptive_run
     assert len(reference["batch_sizes"]) >= 2
     stopped = make_config(**ADAPTIVE)
     build_run(stopped, model_fn=linear_model).train(callbacks=[StopAfterEpoch(3)], verbose=False)

@@ -13,6 +13,8 @@ import pytest
 
 from kbatch.training.backends import backend, ps_backend, tf_backend
 
+pytestmark = pytest.mark.fast
+
 HERE = pathlib.Path(__file__).resolve().parent
 CONTRACT = {"noise_parts", "use_source", "describe_data", "scope", "attach", "start_phase", "evaluate", "probe_batch",
             "average_moving_statistics", "save", "restore", "latest_checkpoint", "preemption", "all_finite", "close"}

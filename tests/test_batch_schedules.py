@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from kbatch import schedules
 
+pytestmark = [pytest.mark.components, pytest.mark.fast]  # components: CI runs them again on JAX
+
 FAST = settings(max_examples=50, deadline=None)
 Schedule = schedules.BatchSizeSchedule
 

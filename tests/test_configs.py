@@ -9,6 +9,8 @@ import tensorflow_datasets as tfds
 
 from kbatch.training import train, validate
 
+pytestmark = pytest.mark.fast
+
 CONFIGS = sorted(p.stem for p in (pathlib.Path(__file__).resolve().parents[1] / "configs").glob("*.py")
                  if p.stem != "__init__")
 

@@ -7,6 +7,8 @@ from backend_ops import compiled_training_call, gradients
 
 from kbatch.layers import GhostBatchNormalization
 
+pytestmark = [pytest.mark.components, pytest.mark.fast]  # components: CI runs them again on JAX
+
 ATOL = 1e-5
 
 

@@ -11,6 +11,8 @@ import pytest
 
 import kbatch_cli
 
+pytestmark = pytest.mark.fast
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -13,6 +13,8 @@ import kbatch
 from kbatch.optimizers import LARS
 from kbatch.training import train
 
+pytestmark = [pytest.mark.components, pytest.mark.fast]  # components: CI runs them again on JAX
+
 SHAPES = {  # path -> shape: a conv kernel, a dense kernel, a bias, norm parameters, a scalar
     "conv/kernel": (3, 3, 4, 8),
     "dense_1/kernel": (6, 5),

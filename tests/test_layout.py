@@ -8,6 +8,8 @@ import re
 
 import pytest
 
+pytestmark = pytest.mark.fast
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TRAINING = REPO / "kbatch" / "training"
 # Lowest first: a module may import the trainer's modules of its own layer or of a layer before it.

@@ -13,6 +13,8 @@ from stream_walk import walk
 from kbatch import distribute, ledger
 from kbatch.ledger import StepLedger
 
+pytestmark = pytest.mark.fast
+
 FAST = settings(max_examples=60, deadline=None)
 
 

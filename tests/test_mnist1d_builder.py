@@ -2,8 +2,11 @@
 `mnist1d` package's own generator."""
 
 import numpy as np
+import pytest
 import tensorflow_datasets as tfds
 from mnist1d.data import get_dataset_args, make_dataset
+
+pytestmark = pytest.mark.fast
 
 
 def _as_arrays(data_dir, split):

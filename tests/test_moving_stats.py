@@ -14,6 +14,8 @@ import textwrap
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.fast
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SCRIPT = textwrap.dedent(

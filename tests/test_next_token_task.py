@@ -9,6 +9,8 @@ from backend_ops import gradients
 
 from kbatch.training import NextToken, Task
 
+pytestmark = pytest.mark.fast
+
 PAD = 256
 
 

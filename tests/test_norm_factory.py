@@ -9,6 +9,8 @@ from backend_ops import gradients
 from kbatch import layers, models
 from kbatch.layers import registry
 
+pytestmark = [pytest.mark.components, pytest.mark.fast]  # components: CI runs them again on JAX
+
 KWARGS = {"ghost_batch": {"virtual_batch_size": 2}}
 
 

@@ -8,6 +8,8 @@ import pytest
 
 from kbatch.data import numpy_source
 
+pytestmark = pytest.mark.fast
+
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):

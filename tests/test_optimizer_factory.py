@@ -10,6 +10,8 @@ import pytest
 import kbatch
 from kbatch import optimizers
 
+pytestmark = [pytest.mark.components, pytest.mark.fast]  # components: CI runs them again on JAX
+
 LR, WD, TC = 0.1, 0.05, 0.01
 
 

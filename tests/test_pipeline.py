@@ -9,6 +9,8 @@ import tensorflow_datasets as tfds
 import kbatch
 from kbatch import data
 
+pytestmark = pytest.mark.fast
+
 
 def _global_batches(strategy, global_batch, steps, seed=7):
     dataset = data.distribute(strategy, data.train_dataset_fn("mnist1d/original", global_batch, seed))

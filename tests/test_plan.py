@@ -5,12 +5,15 @@ calls that never run past any of those points."""
 import math
 from fractions import Fraction
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from stream_walk import walk
 
 from kbatch.schedules import BatchSizeSchedule
 from kbatch.training.config.plan import Plan
+
+pytestmark = pytest.mark.fast
 
 FAST = settings(max_examples=60, deadline=None)
 

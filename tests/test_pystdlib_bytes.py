@@ -101,6 +101,8 @@ WITHOUT_TENSORFLOW = """
 import sys; sys.modules['tensorflow'] = None; sys.modules['tensorflow_datasets'] = None
 import numpy as np
 from kbatch.data.pystdlib_bytes import make_pystdlib_bytes
+
+pytestmark = pytest.mark.fast
 np.savez(sys.argv[1], **make_pystdlib_bytes(64))
 assert not [m for m in sys.modules if m.startswith('tensorflow') and sys.modules[m] is not None]
 """

@@ -3,6 +3,10 @@
 import pathlib
 import re
 
+import pytest
+
+pytestmark = pytest.mark.fast
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 

@@ -9,6 +9,8 @@ import pytest
 from kbatch.training.config import schema
 from kbatch.training.run_files import run_dir
 
+pytestmark = pytest.mark.fast
+
 
 def _settings(**fields):
     return schema.resolve({"dataset": "mnist1d/original", **fields})

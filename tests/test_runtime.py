@@ -12,6 +12,8 @@ import pytest
 from kbatch import runtime
 from kbatch.training.config import schema
 
+pytestmark = pytest.mark.fast
+
 PICKED = ("import kbatch, keras, os; "
           "print(keras.backend.backend(), os.environ['KERAS_BACKEND'], kbatch.runtime.describe().split(' (')[0])")
 

@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 from kbatch import scaling
 
+pytestmark = pytest.mark.fast
+
 FAST = settings(max_examples=50, deadline=None)
 batches = st.integers(min_value=1, max_value=2**16)
 rules = st.one_of(st.sampled_from(["linear", "sqrt", "none"]), st.floats(-1.0, 2.0))

@@ -8,6 +8,8 @@ import pytest
 
 from kbatch.training.config import schema
 
+pytestmark = pytest.mark.fast
+
 README = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
 
 

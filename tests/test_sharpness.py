@@ -1,7 +1,7 @@
 """kbatch.diagnostics.sharpness: the top Hessian eigenvalue by power iteration on Hessian-vector
 products, against closed forms: a least-squares quadratic (H = 2 X^T X / n) to 1%, and a small
 MLP's Hessian formed densely (a Jacobian of the gradient, or jax.hessian) to 5%. Runs under both
-Keras backends (tests/test_components_jax.py runs it on JAX)."""
+Keras backends (`components`: CI runs it on JAX too)."""
 
 import keras
 import numpy as np
@@ -9,6 +9,8 @@ import pytest
 from backend_ops import dense_hessian
 
 from kbatch.diagnostics import sharpness
+
+pytestmark = [pytest.mark.components, pytest.mark.fast]  # components: CI runs them again on JAX
 
 
 def test_a_least_squares_quadratic():

@@ -10,6 +10,8 @@ from kbatch.data import numpy_source
 from kbatch.data.sources import from_arrays, from_iterable, weighted_batches
 from kbatch.data.sources.builtin import BuiltinSource
 
+pytestmark = pytest.mark.fast
+
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(50, 3, 2)).astype(np.float32)
 Y = RNG.integers(0, 4, 50)

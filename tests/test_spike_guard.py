@@ -1,6 +1,6 @@
 """The loss-spike guard: its rule against a NumPy transcription (running mean and variance of the
 loss, a spike past k standard deviations scaled by k / z and taken in at mean + k std, nothing
-guarded during the warmup), in training on this backend (tests/test_components_jax.py runs it on
+guarded during the warmup), in training on this backend (`components`: CI runs it on
 JAX too), and refused with the optimizers whose steps it cannot scale."""
 
 import keras
@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from kbatch.training.transforms import spike_guard
+
+pytestmark = [pytest.mark.components, pytest.mark.fast]  # components: CI runs them again on JAX
 
 
 def reference(losses, k):

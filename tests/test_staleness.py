@@ -1,7 +1,7 @@
 """Exact staleness (`config.staleness = tau`, kbatch.training.transforms.delay_line): update t applies the
 gradient computed at update t - tau on the weights of that time (Lian et al. 2015's delayed SGD),
 zero for the first tau updates; checked on softmax regression against its gradient in closed form,
-on both backends (tests/test_components_jax.py runs this file on JAX) and on two replicas; tau = 0
+on both backends (`components`: CI runs this file on JAX) and on two replicas; tau = 0
 is the synchronous run bit for bit; the delay line is checkpointed, so a resumed run goes on
 exactly."""
 
@@ -16,6 +16,8 @@ import kbatch
 from kbatch.training import Classification
 from kbatch.training.transforms import Chain, DelayLine, Geometry
 from kbatch.training.transforms import delay_line as staleness
+
+pytestmark = pytest.mark.components  # CI runs them again under KERAS_BACKEND=jax
 
 BATCH, STEPS, FEATURES, CLASSES, LR = 32, 9, 6, 4, 0.5
 

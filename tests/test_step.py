@@ -12,6 +12,8 @@ from kbatch.training import Classification
 from kbatch.training.backends.tf_step import make_train_loop, make_train_step
 from kbatch.training.transforms import Chain, Geometry, GlobalNorm
 
+pytestmark = pytest.mark.fast
+
 BATCH, STEPS = 64, 5
 
 

@@ -10,6 +10,8 @@ import pytest
 from kbatch.study import step_times
 from kbatch.study import straggler_report as report
 
+pytestmark = pytest.mark.fast
+
 
 def test_the_modes_are_sync_each_backups_pair_then_async():
     assert report.Setting(("4", "N/16")).modes() == [

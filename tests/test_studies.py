@@ -12,6 +12,8 @@ import pytest
 from kbatch.configs import mnist1d_cnn
 from kbatch.study import lr_search, studies, sweep, theory
 
+pytestmark = pytest.mark.fast
+
 
 def _base():
     config = mnist1d_cnn.get_config()

@@ -9,6 +9,8 @@ import pytest
 
 from kbatch.study import critical_batch, sharpness_report, staleness_report
 
+pytestmark = pytest.mark.fast
+
 
 def _write_sweep(path, rows):
     columns = list(rows[0])

@@ -9,6 +9,8 @@ from backend_ops import compiled_training_call, gradients
 
 from kbatch.layers import SwitchableNormalization
 
+pytestmark = [pytest.mark.components, pytest.mark.fast]  # components: CI runs them again on JAX
+
 ATOL = 1e-5
 FORCED = -1e4  # softmax weight exp(-1e4) is exactly 0 in float32
 

@@ -99,6 +99,8 @@ def test_keras_file_gives_the_same_predictions(tmp_path, norm, tie):
 JAX_SCRIPT = """
 import sys, keras, numpy as np
 import kbatch.models
+
+pytestmark = pytest.mark.fast
 model = keras.models.load_model(sys.argv[1])
 np.save(sys.argv[2], np.asarray(model(np.load(sys.argv[3]), training=False)))
 """

@@ -1,5 +1,5 @@
 """The gradient transforms (`kbatch.training.transforms`), each against a NumPy transcription of
-its rule, eagerly and compiled as this backend compiles (tests/test_components_jax.py runs this
+its rule, eagerly and compiled as this backend compiles (`components`: CI runs this
 file on JAX too); the chain applies them in order, a later one reading an earlier one's record,
 and keeps their state as optimizer variables."""
 
@@ -13,6 +13,8 @@ from backend_ops import COMPILE_MODES, compiled
 from kbatch.diagnostics import noise_scale
 from kbatch.training import transforms
 from kbatch.training.transforms import spike_guard
+
+pytestmark = [pytest.mark.components, pytest.mark.fast]  # components: CI runs them again on JAX
 
 GRADS = [np.array([[3.0, 0.0], [0.0, 4.0]], np.float32), np.array([12.0], np.float32)]  # global norm 13
 
