@@ -194,3 +194,24 @@ def test_bad_fine_tuning_input_is_one_line_before_anything_is_written(pretrained
               model_fn=lambda info: named_model(info, hidden), verbose=False)
     assert "\n" not in str(raised.value)
     assert not model_dir.exists()
+
+
+def test_the_studys_subset_is_distinct_training_examples_evaluated_on_the_test_split():
+    from kbatch.data.numpy_source import cached_mnist1d
+    from kbatch.study import fine_tuning as study
+
+    data, source = cached_mnist1d("original"), study.subset(64)
+    info = source.describe()
+    assert (info.num_train_examples, info.num_eval_examples, info.input_shape) == (64, 1000, (40, 1))
+    x, _ = next(iter(source.train_batches(64, seed=0, start_example=0)))
+    rows = {bytes(np.asarray(r, np.float32)) for r in np.asarray(data["x"], np.float32)}
+    assert len({bytes(r) for r in x[..., 0]}) == 64 and all(bytes(r) in rows for r in x[..., 0])
+
+
+def test_the_studys_fine_tuning_config_starts_from_the_pretrained_run_less_its_head(pretrained, tmp_path):
+    from kbatch.study import fine_tuning as study
+    from kbatch.training.config import schema
+
+    settings = schema.resolve(study.fine_tune_config(str(tmp_path / "ft"), 32, 4, str(pretrained[0])))
+    assert (settings.init_from, settings.init_exclude, settings.batch_size) == (str(pretrained[0]), "^logits/", 32)
+    assert schema.resolve(study.fine_tune_config(str(tmp_path / "s"), 32, 4)).init_from is None
