@@ -86,10 +86,11 @@ def test_a_fine_tune_starts_from_the_source_but_the_excluded_head(pretrained, tm
         run.close()
 
 
-def test_frozen_weights_stay_bitwise_and_the_rest_trains(pretrained, tmp_path):
+@pytest.mark.parametrize("strategy", ["one_device", "cpu:2"])
+def test_frozen_weights_stay_bitwise_and_the_rest_trains(pretrained, tmp_path, strategy):
     source_dir, source = pretrained
     model_dir = tmp_path / "ft"
-    train({**CONFIG, "model_dir": str(model_dir), "init_from": str(source_dir / "model.keras"),
+    train({**CONFIG, "strategy": strategy, "model_dir": str(model_dir), "init_from": str(source_dir / "model.keras"),
            "freeze": "^(body|norm)/", "base_learning_rate": 0.2}, data=user_data.source(), model_fn=named_model,
           verbose=False)
     tuned = _named(_values, keras.models.load_model(model_dir / "model.keras"))
