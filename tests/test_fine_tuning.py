@@ -169,12 +169,18 @@ def test_frozen_layers_are_skipped_by_the_optimizer(pretrained, tmp_path):
         run.close()
 
 
+def _with_extra_layer(model):
+    return keras.Model(model.inputs, keras.layers.Dense(model.outputs[0].shape[-1], name="extra")(model.outputs[0]))
+
+
 @pytest.mark.parametrize("overrides, message", [
     ({"init_from": "nowhere/model.keras"}, r"^config.init_from='nowhere/model.keras': no such file or folder; "),
     ({"init_from": "EMPTY"}, r"^config.init_from='.*': the folder holds no model.keras "),
     ({"init_from": "CONFIG_JSON"}, r"^config.init_from='.*config.json': not a Keras model file; "),
     ({"init_from": "PRE", "hidden": 8}, r"^config.init_from: weight body/kernel has shape \[12, 8\] here and "
                                         r"\[12, 16\] as body/kernel there: leave it out with config.init_exclude"),
+    ({"init_from": "PRE", "extra": True}, r"^config.init_from: holds 8 weights, and this model's weight 9, "
+                                          r"extra/kernel, has none to start from: leave it out"),
     ({"init_from": "PRE", "init_exclude": "^head/"}, r"^config.init_exclude='\^head/': matches none of the model's "
                                                      r"weights \(a typo\?\); they are body/kernel, "),
     ({"init_from": "PRE", "freeze": "^bdoy"}, r"^config.freeze='\^bdoy': matches none of the model's weights"),
@@ -186,13 +192,14 @@ def test_frozen_layers_are_skipped_by_the_optimizer(pretrained, tmp_path):
 def test_bad_fine_tuning_input_is_one_line_before_anything_is_written(pretrained, tmp_path, overrides, message):
     places = {"PRE": str(pretrained[0]), "EMPTY": str(tmp_path), "CONFIG_JSON": str(pretrained[0] / "config.json")}
     overrides = dict(overrides)
-    hidden = overrides.pop("hidden", 16)
+    hidden, extra = overrides.pop("hidden", 16), overrides.pop("extra", False)
     if "init_from" in overrides:
         overrides["init_from"] = places.get(overrides["init_from"], overrides["init_from"])
     model_dir = tmp_path / "ft"
     with pytest.raises(ValueError, match=message) as raised:
         train({**CONFIG, "model_dir": str(model_dir), **overrides}, data=user_data.source(),
-              model_fn=lambda info: named_model(info, hidden), verbose=False)
+              model_fn=lambda info: (_with_extra_layer if extra else lambda m: m)(named_model(info, hidden)),
+              verbose=False)
     assert "\n" not in str(raised.value)
     assert not model_dir.exists()
 

@@ -80,11 +80,11 @@ def freeze(model, pattern, source_keys=()):
     return [keys[i] for i in frozen]
 
 
-def copy_weights(source, model, exclude=None, where="config.init_from"):
+def copy_weights(source, model, exclude=None):
     """Assign `source`'s weights to `model`'s, paired in order, all but those `exclude` matches;
     returns the copied keys. A ValueError in one line naming the first weight whose shape differs
     (or that has no partner), or an `exclude` that matches nothing."""
-    keys, source_keys = weight_keys(model), weight_keys(source)
+    keys, source_keys, where = weight_keys(model), weight_keys(source), "config.init_from"
     skipped = set(_matching(exclude, keys, source_keys)) if exclude is not None else set()
     if exclude is not None and not skipped:
         _refuse_no_match("init_exclude", exclude, keys)
@@ -93,13 +93,13 @@ def copy_weights(source, model, exclude=None, where="config.init_from"):
         if i in skipped:
             continue
         if i >= len(source.weights):
-            raise ValueError(f"{where}: holds {len(source.weights)} weights, and this model's {key} (its "
-                             f"{i + 1}th) has none to start from: leave it out with config.init_exclude.")
+            raise ValueError(f"{where}: holds {len(source.weights)} weights, and this model's weight {i + 1}, {key}, "
+                             "has none to start from: leave it out with config.init_exclude.")
         theirs, mine = tuple(source.weights[i].shape), tuple(variable.shape)
         if theirs != mine:
             raise ValueError(f"{where}: weight {key} has shape {list(mine)} here and {list(theirs)} as "
                              f"{source_keys[i]} there: leave it out with config.init_exclude, or build the same model.")
         pairs.append((variable, source.weights[i]))
     for variable, saved in pairs:  # nothing is assigned until every pair is checked
-        variable.assign(np.asarray(saved.numpy() if hasattr(saved, "numpy") else saved, dtype=variable.dtype))
+        variable.assign(np.asarray(saved, dtype=variable.dtype))
     return [keys[i] for i in range(len(keys)) if i not in skipped]
