@@ -17,7 +17,8 @@ pytestmark = pytest.mark.fast
 
 HERE = pathlib.Path(__file__).resolve().parent
 CONTRACT = {"noise_parts", "use_source", "describe_data", "scope", "attach", "start_phase", "evaluate", "probe_batch",
-            "average_moving_statistics", "save", "restore", "latest_checkpoint", "preemption", "all_finite", "close"}
+            "average_moving_statistics", "save", "restore", "has_checkpoint", "latest_checkpoint", "preemption",
+            "all_finite", "close"}
 
 
 def test_the_contract_names_every_member_the_runner_and_actions_call():

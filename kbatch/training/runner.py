@@ -23,9 +23,9 @@ from kbatch.data import names, sources
 from kbatch.diagnostics import noise_scale
 from kbatch.training import actions as actions_lib
 from kbatch.training.actions import action as action_lib
-from kbatch.training.config import apply_recipe, arguments, cross_checks, recipe, schema
+from kbatch.training.config import apply_recipe, arguments, cross_checks, fine_tuning, recipe, schema
 from kbatch.training.config.plan import Plan
-from kbatch.training.run_files import event_writer, history, run_dir, run_lock
+from kbatch.training.run_files import event_writer, history, init_from, run_dir, run_lock
 from kbatch.training.tasks import Classification
 
 NOT_TASK_VALUES = ("count", "grad_norm", "learning_rate", "spike_factor", "staleness", noise_scale.RECORD)
@@ -87,8 +87,9 @@ def _check_plan(settings, batches, replicas, info):
     return plan
 
 
-def _build_model_and_optimizer(run_recipe, info, batches, model_fn):
-    """The model (mapping inputs to the task's outputs) and its optimizer, at the first phase's recipe."""
+def _build_model_and_optimizer(run_recipe, info, batches, model_fn, source=None):
+    """The model (mapping inputs to the task's outputs, its `freeze` weights frozen) and its
+    optimizer, at the first phase's recipe; `source` is the `init_from` model (for its weights' keys)."""
     settings = run_recipe.settings
     if model_fn is not None:
         model = model_fn(info)
@@ -97,6 +98,8 @@ def _build_model_and_optimizer(run_recipe, info, batches, model_fn):
                             "to the task's outputs (a missing return?).")
     else:
         model = kbatch_model(run_recipe, info.input_shape, info.num_classes)
+    if settings.freeze is not None:
+        fine_tuning.freeze(model, settings.freeze, fine_tuning.weight_keys(source) if source is not None else ())
     optimizer = optimizers.build(
         run_recipe.optimizer, run_recipe.learning_rate_schedule(info.num_train_examples, batches),
         **run_recipe.optimizer_settings(batches.batch_sizes[0]))
@@ -171,6 +174,8 @@ def build_run(config, strategy=None, model_fn=None, task=None, data=None):
     """
     arguments.check_arguments(config, strategy, model_fn, task, data=data)
     settings = resolve_settings(config, data)
+    if settings.init_from is not None:
+        init_from.model_path(settings.init_from)
     if strategy is None:
         run_dir.check_one_process(settings.strategy)
     run_dir.check(settings.model_dir, settings)
@@ -201,9 +206,12 @@ def _build_locked_run(run_recipe, backend, model_fn, task, lock):
     keras.mixed_precision.set_global_policy(settings.mixed_precision or "float32")
     runtime.set_random_seed(settings.seed)
     task = task or Classification()
+    source = init_from.load(settings.init_from) if settings.init_from is not None else None
     with backend.scope():
-        model, optimizer = _build_model_and_optimizer(run_recipe, info, batches, model_fn)
+        model, optimizer = _build_model_and_optimizer(run_recipe, info, batches, model_fn, source)
         backend.attach(model, optimizer, task)
+        if source is not None and not backend.has_checkpoint():  # a resumed run starts from its checkpoint
+            fine_tuning.copy_weights(source, model, settings.init_exclude)
     arguments.check_outputs(model, task, info, model_fn is not None)
     if halves == 2 and any("moving_mean" in v.path for v in model.non_trainable_variables):
         raise ValueError(

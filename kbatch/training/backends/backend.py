@@ -151,6 +151,10 @@ class Backend(abc.ABC):
                              "move the folder away to start afresh.")
         return 0
 
+    def has_checkpoint(self):
+        """Whether the run folder holds a checkpoint to resume from (intact or not)."""
+        return bool(self._checkpoint_candidates())
+
     @abc.abstractmethod
     def _checkpoint_candidates(self):
         """The checkpoints to try, oldest first (the chief's: every worker restores the same)."""

@@ -33,6 +33,9 @@ def check(settings):
                          "do: use 'mixed_bfloat16' (TPU, recent GPUs) with config.backend='jax'.")
     if s.strategy == "parameter_server":
         _check_parameter_server(s)
+    if s.init_exclude is not None and s.init_from is None:
+        raise ValueError(f"config.init_exclude={s.init_exclude!r}: leaves weights out of config.init_from, "
+                         "which is not set.")
     # The replica count is known now for cpu:N; for the others it is checked again once the
     # strategy exists (still before anything is written).
     replicas = int(s.strategy[4:]) if s.strategy.startswith("cpu:") else 1

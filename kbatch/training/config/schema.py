@@ -13,6 +13,7 @@ Pure Python: nothing here imports TensorFlow.
 import dataclasses
 import difflib
 import os
+import re
 
 import ml_collections
 from ml_collections.config_dict import placeholder
@@ -94,6 +95,18 @@ def _patterns(name, value):
     return None if value is None else optimizers.check_patterns(value, name)
 
 
+def _regex(name, value):
+    """None, or a string `re` compiles (matched with `re.search` on weight keys: `fine_tuning`)."""
+    if value is None:
+        return None
+    checks.text(name, value)
+    try:
+        re.compile(value)
+    except re.error as error:
+        checks.fail(name, value, f"a regular expression ({error}), e.g. {re.escape(value)!r}")
+    return value
+
+
 def _target(name, value):
     return checks.real(name, value, low=0, high=1, low_open=True, allow_none=True)
 
@@ -139,6 +152,13 @@ FIELDS = (
     _F("norm_groups", 8, checks.positive_int, "groups of `norm=group`"),
     _F("virtual_batch_size", None, _optional_positive_int,
        "examples per ghost batch (`norm=ghost_batch`); it must divide each replica's micro-batch", int),
+    # Fine-tuning (docs/training.md): the run's own recipe at its own batch, from another run's weights.
+    _F("init_from", None, _folder, "start from this model's weights: a `.keras` file or a finished run's folder "
+       "(its `model.keras`); weights paired in order, shapes checked; a resumed run starts from its checkpoint", str),
+    _F("init_exclude", None, _regex, "`init_from`: a regular expression of the weights left at their initial values "
+       "(e.g. the head: `^logits/`), searched in each weight's layer path and name", str),
+    _F("freeze", None, _regex, "a regular expression of the weights not trained (e.g. `^conv`); a layer whose "
+       "weights all match is frozen whole (BN keeps its moving statistics)", str),
     # The recipe, given at base_batch_size.
     _F("batch_size", 256, checks.positive_int, "the **global** batch: micro-batch x replicas x "
        "`accumulation_steps`"),
