@@ -10,18 +10,23 @@ from kbatch.models.resnet import cifar_resnet, resnet50
 from kbatch.models.transformer_lm import transformer_lm
 
 NAMES = ("mnist1d_cnn", "resnet20", "resnet32", "resnet56", "resnet50", "transformer_lm")
+# The models whose outputs are a prediction per input position (a language model's next tokens).
+SEQUENCE_MODELS = ("transformer_lm",)
 
 
-def get(name, *, num_classes, input_shape, norm="batch", norm_kwargs=None):
+def get(name, *, num_classes, input_shape, norm="batch", norm_kwargs=None, **sizes):
     """A new model by name (one of `kbatch.models.NAMES`); `norm` is a `kbatch.layers.get` name
     and `norm_kwargs` its arguments (BN momentum, groups, virtual batch size). For
-    "transformer_lm", `num_classes` is the vocabulary and `input_shape` (sequence_length,)."""
+    "transformer_lm", `num_classes` is the vocabulary, `input_shape` (sequence_length,), and
+    `sizes` any of its `num_layers`, `width`, `num_heads`."""
     checks.choice("model", name, NAMES)
     kwargs = dict(num_classes=num_classes, input_shape=tuple(input_shape), norm=norm, norm_kwargs=norm_kwargs)
+    if name == "transformer_lm":
+        return transformer_lm(**kwargs, **sizes)
+    if sizes:
+        raise TypeError(f"model {name!r} takes no size arguments ({', '.join(sizes)}): only transformer_lm does.")
     if name == "mnist1d_cnn":
         return mnist1d_cnn(**kwargs)
-    if name == "transformer_lm":
-        return transformer_lm(**kwargs)
     if name in ("resnet20", "resnet32", "resnet56"):
         return cifar_resnet(int(name[len("resnet"):]), **kwargs)
     return resnet50(**kwargs)

@@ -26,7 +26,7 @@ from kbatch.training.actions import action as action_lib
 from kbatch.training.config import apply_recipe, arguments, cross_checks, recipe, schema
 from kbatch.training.config.plan import Plan
 from kbatch.training.run_files import event_writer, history, run_dir, run_lock
-from kbatch.training.tasks import Classification
+from kbatch.training.tasks import Classification, NextToken
 
 NOT_TASK_VALUES = ("count", "grad_norm", "learning_rate", "spike_factor", "staleness", noise_scale.RECORD)
 
@@ -111,10 +111,18 @@ def kbatch_model(run_recipe, input_shape, num_classes):
     `recipe.RunRecipe`); a `norm_groups` that does not divide a normalized layer's channels is
     named as the config field, not as the layer's argument `groups`."""
     settings = run_recipe.settings
+    if settings.task == "next_token" and settings.model not in models.SEQUENCE_MODELS:
+        raise ValueError(f"config.task='next_token' needs a prediction per position, and config.model="
+                         f"{settings.model!r} gives one per example: use {', '.join(models.SEQUENCE_MODELS)} "
+                         "(or a model_fn of your own).")
+    sizes = {arg: getattr(settings, field) for arg, field in MODEL_SIZES.items() if getattr(settings, field)}
     try:
         return models.get(settings.model, num_classes=num_classes, input_shape=input_shape, norm=settings.norm,
-                          norm_kwargs=run_recipe.norm_kwargs())
+                          norm_kwargs=run_recipe.norm_kwargs(), **sizes)
     except ValueError as error:
+        if str(error).startswith("num_heads="):
+            raise ValueError(f"config.model_heads={sizes.get('num_heads', 4)}: must divide config.model_width="
+                             f"{sizes.get('width', 128)}.") from None
         if settings.norm != "group" or not str(error).startswith("groups="):
             raise
         must = str(error).split(": must be ", 1)[1]
@@ -122,12 +130,24 @@ def kbatch_model(run_recipe, input_shape, num_classes):
                          f"{must}") from None
 
 
+# transformer_lm's size arguments -> the config fields that set them.
+MODEL_SIZES = {"width": "model_width", "num_layers": "model_layers", "num_heads": "model_heads"}
+STAND_IN_INPUTS = {"mnist1d_cnn": (40, 1), "transformer_lm": (128,)}
+
+
 def check_model(settings):
     """Build the config's model as `build_run` does, with no data, strategy or files (what
     `kbatch-train --check` runs): a ValueError naming the field when it cannot be built. The input
     is a stand-in of the model's kind (a sequence or an image): no channel count depends on it."""
-    kbatch_model(recipe.RunRecipe.from_settings(settings), (40, 1) if settings.model == "mnist1d_cnn" else (32, 32, 3),
+    kbatch_model(recipe.RunRecipe.from_settings(settings), STAND_IN_INPUTS.get(settings.model, (32, 32, 3)),
                  num_classes=10)
+
+
+def default_task(settings):
+    """The task `config.task` names: `NextToken`, masking the data set's padding, or `Classification`."""
+    if settings.task == "next_token":
+        return NextToken(pad_id=names.pad_id(settings.dataset))
+    return Classification()
 
 
 def _check_halves(settings, backend):
@@ -160,7 +180,7 @@ def build_run(config, strategy=None, model_fn=None, task=None, data=None):
       model_fn: `model_fn(dataset_info) -> keras.Model` mapping inputs to the task's outputs
         (logits by default), to train a model of your own. Its normalization layers' momenta are
         taken as given at `base_batch_size` (and rescaled, with `rescale_recipe`).
-      task: a `kbatch.training.Task` (default: `Classification`).
+      task: a `kbatch.training.Task` (default: the one `config.task` names, `default_task`).
       data: a `kbatch.data.Source` to train and evaluate on (`kbatch.data.from_arrays`, ...)
         instead of `config.dataset`; config.json then records its name as "data:NAME".
 
@@ -197,7 +217,7 @@ def _build_locked_run(run_recipe, backend, model_fn, task, lock):
     cross_checks.check_plan(settings, plan, replicas)
     keras.mixed_precision.set_global_policy(settings.mixed_precision or "float32")
     runtime.set_random_seed(settings.seed)
-    task = task or Classification()
+    task = task or default_task(settings)
     with backend.scope():
         model, optimizer = _build_model_and_optimizer(run_recipe, info, batches, model_fn)
         backend.attach(model, optimizer, task)

@@ -24,6 +24,7 @@ from kbatch.training.config import cross_checks
 DECAYS = ("cosine", "linear", "polynomial", "step", "constant")
 MIXED_PRECISION = (None, "float32", "mixed_float16", "mixed_bfloat16")
 BACKENDS = ("tensorflow", "jax", "auto")
+TASKS = ("classification", "next_token")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,10 +125,18 @@ _F = Field
 FIELDS = (
     # Data and model.
     _F("dataset", "mnist1d/large", check_dataset, "TFDS name: `mnist1d/large`, `mnist1d/original`, `mnist`, "
-       "`cifar10`, `cifar100`, `imagenet2012`"),
+       "`cifar10`, `cifar100`, `imagenet2012`, `pystdlib_bytes/seq128` (text, docs/text.md), or `tfds:NAME`"),
     _F("data_dir", None, _text_or_none, "TFDS data folder (None: TFDS's default)", str),
     _F("model", "mnist1d_cnn", _choice(models.NAMES), "`mnist1d_cnn`, `resnet20`, `resnet32`, `resnet56` "
        "(CIFAR, He et al. 2016), `resnet50`"),
+    _F("model_width", None, _optional_positive_int, "`transformer_lm`: the embedding width (None: its own, 128)",
+       int),
+    _F("model_layers", None, _optional_positive_int, "`transformer_lm`: the Transformer blocks (None: its own, 4)",
+       int),
+    _F("model_heads", None, _optional_positive_int, "`transformer_lm`: attention heads, a divisor of the width "
+       "(None: its own, 4)", int),
+    _F("task", "classification", _choice(TASKS), "what the model is trained for: `classification` (cross-entropy, "
+       "accuracy) or `next_token` (a language model: a label per position, padding masked, perplexity)"),
     _F("norm", "batch", _choice(layers.NAMES), "any `kbatch.layers.get` name"),
     _F("bn_momentum", 0.9, _real(low=0, high=1), "moving-average momentum of the norms that keep "
        "moving statistics, at `base_batch_size`"),
