@@ -104,7 +104,7 @@ def test_tokens_perplexity_and_token_accuracy_are_reported(runs, backend):
     (dict(model="mnist1d_cnn", model_width=None, model_layers=None, model_heads=None),
      r"^config.task='next_token' needs a prediction per position, and config.model='mnist1d_cnn' gives one per "
      r"example: use transformer_lm \(or a model_fn of your own\)\.$"),
-    (dict(model_heads=3), r"^config.model_heads=3: must divide config.model_width=64\.$"),
+    (dict(model_heads=3), r"^config.model_heads=3: must be a divisor of width=64 \(config.model_width\)\.$"),
 ])
 def test_a_config_that_does_not_fit_a_language_model_is_one_line_before_anything_is_written(tmp_path, overrides,
                                                                                             message):

@@ -120,12 +120,12 @@ def kbatch_model(run_recipe, input_shape, num_classes):
         return models.get(settings.model, num_classes=num_classes, input_shape=input_shape, norm=settings.norm,
                           norm_kwargs=run_recipe.norm_kwargs(), **sizes)
     except ValueError as error:
-        if str(error).startswith("num_heads="):
-            raise ValueError(f"config.model_heads={sizes.get('num_heads', 4)}: must divide config.model_width="
-                             f"{sizes.get('width', 128)}.") from None
+        said, _, must = str(error).partition(": must be ")
+        if said.startswith("num_heads="):  # the heads the model was given (its own default if the field is None)
+            raise ValueError(f"config.model_heads={said.partition('=')[2]}: must be {must[:-1]} "
+                             "(config.model_width).") from None
         if settings.norm != "group" or not str(error).startswith("groups="):
             raise
-        must = str(error).split(": must be ", 1)[1]
         raise ValueError(f"config.norm_groups={settings.norm_groups} (norm='group' in {settings.model}): must be "
                          f"{must}") from None
 
