@@ -159,3 +159,11 @@ def test_both_backends_read_the_same_examples_of_the_built_in_in_their_own_order
         np.testing.assert_array_equal(targets[:, :-1], inputs[:, 1:])  # each target is the next input byte
     resumed_x, _ = source.examples_at(size // 2, size, seed=3)
     np.testing.assert_array_equal(resumed_x, x[size // 2:])
+
+
+def test_the_config_check_takes_each_builder_config_of_pystdlib_bytes():
+    from kbatch.data import names, pystdlib_bytes
+
+    for value in ["pystdlib_bytes", *(f"pystdlib_bytes/{config}" for config in pystdlib_bytes.CONFIGS)]:
+        assert names.check_dataset("config.dataset", value) == value
+    assert names.pad_id("pystdlib_bytes/seq256") == pystdlib_bytes.PAD and names.pad_id("mnist1d/large") is None
