@@ -55,6 +55,8 @@ def dataset_family(name):
 
 
 TFDS_PREFIX, USER_PREFIX, PYTHON_PREFIX = "tfds:", "data:", "python:"
+# Built-in data sets of token sequences (labels: the next token at each position).
+SEQUENCES = tuple(name for name, facts in FACTS.items() if facts.labels == "sequence")
 
 
 def is_builtin(name):
@@ -63,11 +65,16 @@ def is_builtin(name):
     return not name.startswith((TFDS_PREFIX, USER_PREFIX, PYTHON_PREFIX))
 
 
+def pad_id(dataset):
+    """The padding label of `config.dataset` if it is a built-in data set that has one, else None."""
+    return FACTS[dataset_family(dataset)].pad_id if is_builtin(dataset) else None
+
+
 def check_dataset(name, value):
-    """The config check of `dataset`: a built-in data set `dataset_family` knows (and, for
-    MNIST-1D, its config); "tfds:NAME", a data set TFDS knows (checked offline);
-    "python:MODULE:FUNCTION", a function MODULE has (imported, not called); or "data:NAME", the
-    name a run gives a user's source (`kbatch.training.train(config, data=source)`)."""
+    """The config check of `dataset`: a built-in data set `dataset_family` knows (and, for the ones
+    generated here, MNIST-1D and pystdlib_bytes, its config); "tfds:NAME", a data set TFDS knows
+    (checked offline); "python:MODULE:FUNCTION", a function MODULE has (imported, not called); or
+    "data:NAME", the name a run gives a user's source (`kbatch.training.train(config, data=source)`)."""
     if isinstance(value, str) and value.startswith(PYTHON_PREFIX):
         from kbatch.data.sources import python_source
 
@@ -85,12 +92,24 @@ def check_dataset(name, value):
         checks.fail(name, value, f"a TFDS name of {', '.join(DATASETS)} (with its config where it has "
                                  "several, e.g. 'mnist1d/large'), 'tfds:NAME' for any TFDS data set, or "
                                  "'python:MODULE:FUNCTION' for the source FUNCTION() returns")
-    if family == "mnist1d" and "/" in value:
+    configs = generated_configs(family)
+    if configs and "/" in value and value.split("/")[1].split(":")[0] not in configs:
+        what = "an MNIST-1D config" if family == "mnist1d" else f"a {family} config"
+        checks.fail(name, value, f"{what}: " + ", ".join(f"'{family}/{c}'" for c in configs))
+    return value
+
+
+def generated_configs(family):
+    """The TFDS configs of a data set kbatch generates (the first is the default), else None."""
+    if family == "mnist1d":
         from kbatch.data.numpy_source import MNIST1D_CONFIGS
 
-        if value.split("/")[1].split(":")[0] not in MNIST1D_CONFIGS:
-            checks.fail(name, value, "an MNIST-1D config: " + ", ".join(f"'mnist1d/{c}'" for c in MNIST1D_CONFIGS))
-    return value
+        return tuple(MNIST1D_CONFIGS)
+    if family == "pystdlib_bytes":
+        from kbatch.data.pystdlib_bytes import CONFIGS
+
+        return tuple(CONFIGS)
+    return None
 
 
 def check_prepared(name, data_dir=None):

@@ -1,4 +1,5 @@
-"""Input for the JAX backend as NumPy arrays: MNIST-1D without TensorFlow, and the in-memory TFDS
+"""Input for the JAX backend as NumPy arrays: MNIST-1D and pystdlib_bytes (`kbatch.data.pystdlib_bytes`:
+the arrays its TFDS builder stores) without TensorFlow, and the in-memory TFDS
 data sets (mnist, cifar10, cifar100) where TensorFlow Datasets and TensorFlow are installed.
 
 MNIST-1D's arrays are the ones the TFDS builder (`kbatch.data.mnist1d`) stores: both call
@@ -28,6 +29,7 @@ import zipfile
 
 import numpy as np
 
+from kbatch.data import pystdlib_bytes
 from kbatch.data.facts import FACTS
 from kbatch.data.names import CIFAR_MEAN, CIFAR_STD, DatasetInfo, check_prepared, dataset_family, preparing
 from kbatch.data.sources.shuffle import EpochShuffle
@@ -98,6 +100,19 @@ def _mnist1d_arrays(name):
             as_inputs(data["x_test"]), np.asarray(data["y_test"], np.int32))
 
 
+def _pystdlib_arrays(name):
+    """(x, y, x_test, y_test) of a pystdlib_bytes name: int32 token windows, as the TFDS builder stores them."""
+    config = name.partition("/")[2] or next(iter(pystdlib_bytes.CONFIGS))
+    if config not in pystdlib_bytes.CONFIGS:
+        raise ValueError(f"config.dataset={name!r}: pystdlib_bytes has the configs "
+                         f"{', '.join(pystdlib_bytes.CONFIGS)}.")
+    data = pystdlib_bytes.make_pystdlib_bytes(pystdlib_bytes.CONFIGS[config])
+    return data["x"], data["y"], data["x_test"], data["y_test"]
+
+
+GENERATED = {"mnist1d": _mnist1d_arrays, "pystdlib_bytes": _pystdlib_arrays}
+
+
 def _import_tfds(name):
     """The `tensorflow_datasets` module, or a one-line ValueError saying how to get it."""
     try:
@@ -125,10 +140,11 @@ def _tfds_split(tfds, name, split, data_dir):
 def _arrays(name, data_dir=None):
     """(x, y, x_test, y_test) of data set `name` as stored (MNIST-1D: as the model reads it)."""
     family = dataset_family(name)
-    if family == "mnist1d":
-        return _mnist1d_arrays(name)
+    if family in GENERATED:
+        return GENERATED[family](name)
     if family not in TFDS_SETS:
-        raise ValueError(f"config.dataset={name!r}: the JAX backend reads mnist1d, {', '.join(TFDS_SETS)} "
+        raise ValueError(f"config.dataset={name!r}: the JAX backend reads {', '.join(GENERATED)}, "
+                         f"{', '.join(TFDS_SETS)} "
                          "(data sets held in memory); use the TensorFlow backend for the others.")
     tfds = _import_tfds(name)
     check_prepared(name, data_dir)

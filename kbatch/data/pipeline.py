@@ -1,4 +1,5 @@
-"""TFDS input pipelines for classification, distributed with `strategy.distribute_datasets_from_function`.
+"""TFDS input pipelines for classification and token sequences, distributed with
+`strategy.distribute_datasets_from_function`.
 
 One dataset function runs per input pipeline (one per worker). Training data is one endless
 stream of positions 0, 1, 2, ...; position p is example `index_shuffle(p mod N, seed=(run seed,
@@ -33,12 +34,13 @@ def describe(name, data_dir=None):
     check_prepared(name, data_dir)
     eval_split = FACTS[family].eval_split
     with preparing(name, data_dir):
+        train = _load(name, "train", data_dir)
         return DatasetInfo(
             name=name,
-            num_train_examples=int(_load(name, "train", data_dir).cardinality()),
+            num_train_examples=int(train.cardinality()),
             num_eval_examples=int(_load(name, eval_split, data_dir).cardinality()),
-            input_shape=preprocessing.input_shape(family),
-            num_classes=tfds.builder(name, data_dir=data_dir).info.features["label"].num_classes,
+            input_shape=preprocessing.input_shape(family) or tuple(train.element_spec[0].shape),
+            num_classes=FACTS[family].num_classes,
         )
 
 

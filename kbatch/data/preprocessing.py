@@ -16,7 +16,8 @@ IMAGENET_SIZE = 224
 
 
 def input_shape(family):
-    """One example of data set `family` as the model reads it (ImageNet's: the crop, `IMAGENET_SIZE`)."""
+    """One example of data set `family` as the model reads it (ImageNet's: the crop, `IMAGENET_SIZE`;
+    None: as stored, as for token sequences)."""
     if FACTS[family].preprocessing == "imagenet":
         return (IMAGENET_SIZE, IMAGENET_SIZE, 3)
     return FACTS[family].input_shape
@@ -33,11 +34,13 @@ def _imagenet_eval(image):
 
 
 def eval_fn(family):
-    """`(x, label) -> (x, label)` for evaluation: scaling only."""
+    """`(x, label) -> (x, label)` for evaluation: scaling only ("none": as stored)."""
 
     kind = FACTS[family].preprocessing
 
     def preprocess(x, label):
+        if kind == "none":
+            return x, label
         if kind == "channel":
             x = tf.expand_dims(x, -1)
         elif kind == "unit":

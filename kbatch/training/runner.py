@@ -26,7 +26,7 @@ from kbatch.training.actions import action as action_lib
 from kbatch.training.config import apply_recipe, arguments, cross_checks, fine_tuning, recipe, schema
 from kbatch.training.config.plan import Plan
 from kbatch.training.run_files import event_writer, history, init_from, run_dir, run_lock
-from kbatch.training.tasks import Classification
+from kbatch.training.tasks import Classification, NextToken
 
 NOT_TASK_VALUES = ("count", "grad_norm", "learning_rate", "spike_factor", "staleness", noise_scale.RECORD)
 
@@ -114,24 +114,42 @@ def kbatch_model(run_recipe, input_shape, num_classes):
     `recipe.RunRecipe`); a `norm_groups` that does not divide a normalized layer's channels is
     named as the config field, not as the layer's argument `groups`."""
     settings = run_recipe.settings
+    if settings.task == "next_token" and settings.model not in models.SEQUENCE_MODELS:
+        raise ValueError(f"config.task='next_token' needs a prediction per position, and config.model="
+                         f"{settings.model!r} gives one per example: use {', '.join(models.SEQUENCE_MODELS)} "
+                         "(or a model_fn of your own).")
+    sizes = {arg: getattr(settings, field) for arg, field in MODEL_SIZES.items() if getattr(settings, field)}
     try:
         return models.get(settings.model, num_classes=num_classes, input_shape=input_shape, norm=settings.norm,
-                          norm_kwargs=run_recipe.norm_kwargs(), vocabulary_size=settings.text_vocabulary_size)
+                          norm_kwargs=run_recipe.norm_kwargs(), vocabulary_size=settings.text_vocabulary_size,
+                          **sizes)
     except ValueError as error:
+        said, _, must = str(error).partition(": must be ")
+        if said.startswith("num_heads="):  # the heads the model was given (its own default if the field is None)
+            raise ValueError(f"config.model_heads={said.partition('=')[2]}: must be {must[:-1]} "
+                             "(config.model_width).") from None
         if settings.norm != "group" or not str(error).startswith("groups="):
             raise
-        must = str(error).split(": must be ", 1)[1]
         raise ValueError(f"config.norm_groups={settings.norm_groups} (norm='group' in {settings.model}): must be "
                          f"{must}") from None
 
+
+# transformer_lm's size arguments -> the config fields that set them.
+MODEL_SIZES = {"width": "model_width", "num_layers": "model_layers", "num_heads": "model_heads"}
 
 def check_model(settings):
     """Build the config's model as `build_run` does, with no data, strategy or files (what
     `kbatch-train --check` runs): a ValueError naming the field when it cannot be built. The input
     is a stand-in of the model's kind (a sequence, token ids or an image): no channel count depends on it."""
-    stand_in = {"mnist1d_cnn": (40, 1), "text_classifier": (settings.text_sequence_length,),
-                "transformer_lm": (settings.text_sequence_length,)}
+    stand_in = {"mnist1d_cnn": (40, 1), "text_classifier": (settings.text_sequence_length,), "transformer_lm": (128,)}
     kbatch_model(recipe.RunRecipe.from_settings(settings), stand_in.get(settings.model, (32, 32, 3)), num_classes=10)
+
+
+def default_task(settings):
+    """The task `config.task` names: `NextToken`, masking the data set's padding, or `Classification`."""
+    if settings.task == "next_token":
+        return NextToken(pad_id=names.pad_id(settings.dataset))
+    return Classification()
 
 
 def _check_halves(settings, backend):
@@ -164,7 +182,7 @@ def build_run(config, strategy=None, model_fn=None, task=None, data=None):
       model_fn: `model_fn(dataset_info) -> keras.Model` mapping inputs to the task's outputs
         (logits by default), to train a model of your own. Its normalization layers' momenta are
         taken as given at `base_batch_size` (and rescaled, with `rescale_recipe`).
-      task: a `kbatch.training.Task` (default: `Classification`).
+      task: a `kbatch.training.Task` (default: the one `config.task` names, `default_task`).
       data: a `kbatch.data.Source` to train and evaluate on (`kbatch.data.from_arrays`, ...)
         instead of `config.dataset`; config.json then records its name as "data:NAME".
 
@@ -205,7 +223,7 @@ def _build_locked_run(run_recipe, backend, model_fn, task, lock):
     cross_checks.check_plan(settings, plan, replicas)
     keras.mixed_precision.set_global_policy(settings.mixed_precision or "float32")
     runtime.set_random_seed(settings.seed)
-    task = task or Classification()
+    task = task or default_task(settings)
     source = init_from.load(settings.init_from) if settings.init_from is not None else None
     with backend.scope():
         model, optimizer = _build_model_and_optimizer(run_recipe, info, batches, model_fn, source)

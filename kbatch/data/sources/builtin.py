@@ -1,4 +1,4 @@
-"""The built-in data sets held in memory (mnist1d, mnist, cifar10, cifar100: the `kbatch.data.facts`
+"""The built-in data sets held in memory (mnist1d, mnist, cifar10, cifar100, pystdlib_bytes: the `kbatch.data.facts`
 rows with `in_memory`) as sources: the NumPy form is `kbatch.data.numpy_source`'s stream, the
 tf.data form `kbatch.data.pipeline`'s. Both are pure functions of (seed, position), so a resume is
 exact and strategies agree; the two forms see the same examples per epoch in different orders

@@ -43,7 +43,8 @@ class Progress(Action):
             self._epoch, self._examples, self._seconds = epoch, 0, 0.0
         self._examples += loop.num_steps * loop.phase.batch_size
         self._seconds += loop.seconds
-        values = {**loop.train_logs(), "lr": float(loop.records["learning_rate"][-1]),
+        logs = loop.train_logs()
+        values = {**logs, **run.task.summary(logs), "lr": float(loop.records["learning_rate"][-1]),
                   "examples/s": self._examples / max(self._seconds, 1e-9)}
         self._bar.update(loop.last_step - start, values=list(values.items()))
         if loop.last_step == plan.epoch_starts[epoch + 1] and epoch + 1 < run.settings.num_epochs:

@@ -8,7 +8,8 @@ from kbatch.training.actions.action import Action
 
 
 class LogSteps(Action):
-    """TensorBoard, one point per update: the task's values, the learning rate, the global batch
+    """TensorBoard, one point per update: the task's values and what its `summary` derives from
+    them (perplexity), the tokens of the update (a task with "tokens"), the learning rate, the global batch
     and gradient norm against the update count (`train/`), the learning rate and batch against
     examples seen (`examples/`); LARS's trust ratios once per loop."""
 
@@ -19,6 +20,9 @@ class LogSteps(Action):
         for i in range(loop.num_steps):
             step, lr = loop.first_step + i + 1, records["learning_rate"][i]
             point = {name: records[name][i] / count[i] for name in values}
+            point.update(run.task.summary(point))
+            if "tokens" in values:  # a sequence task: the (unmasked) tokens this update trained on
+                point["tokens_per_batch"] = records["tokens"][i]
             point.update(learning_rate=lr, global_batch_size=batch)
             if np.isfinite(records["grad_norm"][i]):
                 point["gradient_norm"] = records["grad_norm"][i]

@@ -10,7 +10,7 @@ import keras
 from kbatch.data.sources import Source
 from kbatch.training.actions.action import Action
 from kbatch.training.config import schema
-from kbatch.training.tasks import Classification, Task
+from kbatch.training.tasks import Classification, NextToken, Task
 
 
 def check_arguments(config, strategy, model_fn, task, actions=(), callbacks=(), data=None):
@@ -45,15 +45,11 @@ def check_arguments(config, strategy, model_fn, task, actions=(), callbacks=(), 
 
 def check_outputs(model, task, info, from_model_fn):
     """A symbolic pass of a batch of two (shapes only: nothing is computed): a `Classification`
-    model's outputs have one logit per class, and the task's `per_example` gives {name: [batch]
-    values} with "loss" and its `monitor`. Found here, before anything is written, not as a
-    divergence or after an epoch."""
+    model's outputs have one logit per class, a `NextToken` model's logits at each label position,
+    and the task's `per_example` gives {name: [batch] values} with "loss" and its `monitor`. Found
+    here, before anything is written, not as a divergence or after an epoch."""
     outputs = model(_symbolic_inputs(info), training=False)
-    shape = tuple(keras.ops.shape(outputs))
-    if isinstance(task, Classification) and shape != (2, info.num_classes):
-        who = "model_fn's model" if from_model_fn else "the model"
-        raise ValueError(f"{who} gives outputs of shape [batch, {', '.join(map(str, shape[1:]))}]; classifying "
-                         f"{info.name} takes [batch, {info.num_classes}]: one logit per class.")
+    _check_logits(tuple(keras.ops.shape(outputs)), task, info, "model_fn's model" if from_model_fn else "the model")
     label = info.label_spec
     labels = keras.KerasTensor((2, *label.shape), dtype=label.dtype) if label else keras.KerasTensor((2,), "int32")
     values = task.per_example(labels, outputs)
@@ -71,6 +67,21 @@ def check_outputs(model, task, info, from_model_fn):
         if tuple(keras.ops.shape(value)) != (2,):
             raise ValueError(f"{name}'s {key!r} has shape {tuple(keras.ops.shape(value))} for 2 examples: each value "
                              "is one number per example, [batch].")
+
+
+def _check_logits(shape, task, info, who):
+    """A `Classification` model gives one logit per class; a `NextToken` model, logits over at least
+    the data's tokens at each label position: [batch, *label shape, vocabulary]."""
+    said = f"{who} gives outputs of shape [batch, {', '.join(map(str, shape[1:]))}]"
+    if isinstance(task, Classification) and shape != (2, info.num_classes):
+        raise ValueError(f"{said}; classifying {info.name} takes [batch, {info.num_classes}]: one logit per class.")
+    if isinstance(task, NextToken):
+        positions = tuple(info.label_spec.shape) if info.label_spec else ()
+        if shape[:-1] != (2, *positions) or (info.num_classes and shape[-1] < info.num_classes):
+            vocabulary = info.num_classes or "vocabulary"
+            raise ValueError(f"{said}; predicting the next tokens of {info.name} takes [batch, "
+                             f"{', '.join(map(str, (*positions, vocabulary)))}]: logits over the tokens at each "
+                             "position.")
 
 
 def _symbolic_inputs(info):

@@ -4,7 +4,7 @@ Each raises a ValueError naming the fields that disagree, before anything starts
 """
 
 from kbatch import ledger, scaling
-from kbatch.data.names import IN_MEMORY, dataset_family, is_builtin
+from kbatch.data.names import IN_MEMORY, SEQUENCES, dataset_family, is_builtin
 
 
 def check(settings):
@@ -36,6 +36,7 @@ def check(settings):
     if s.init_exclude is not None and s.init_from is None:
         raise ValueError(f"config.init_exclude={s.init_exclude!r}: leaves weights out of config.init_from, "
                          "which is not set.")
+    _check_task(s)
     # The replica count is known now for cpu:N; for the others it is checked again once the
     # strategy exists (still before anything is written).
     replicas = int(s.strategy[4:]) if s.strategy.startswith("cpu:") else 1
@@ -120,6 +121,24 @@ def _check_batch_phases(s):
             f"config.batch_sizes ({len(s.batch_sizes)} entries) must have one global batch per epoch in "
             f"config.batch_boundaries ({len(s.batch_boundaries)}): batch_sizes[i] is used from "
             f"batch_boundaries[i] on.")
+
+
+def _check_task(s):
+    """`task` against the data set's labels and the model's outputs, and the model's size fields
+    against the model they size (a model of your own, `model_fn`, is checked once built)."""
+    sizes = [f"model_{part}" for part in ("width", "layers", "heads") if getattr(s, f"model_{part}") is not None]
+    if sizes and s.model != "transformer_lm":
+        raise ValueError(f"config.{sizes[0]}={getattr(s, sizes[0])}: sizes config.model='transformer_lm', not "
+                         f"{s.model!r}: leave it None.")
+    sequences = is_builtin(s.dataset) and dataset_family(s.dataset) in SEQUENCES
+    if s.task == "next_token" and is_builtin(s.dataset) and not sequences:
+        raise ValueError(f"config.task='next_token' predicts each next token of a sequence, and "
+                         f"config.dataset={s.dataset!r} has one class per example: use a data set of token "
+                         f"sequences ({', '.join(SEQUENCES)}) or config.task='classification'.")
+    if s.task == "classification" and (sequences or s.model == "transformer_lm"):
+        what = f"config.dataset={s.dataset!r} labels" if sequences else f"config.model={s.model!r} predicts"
+        raise ValueError(f"config.task='classification': {what} every position of a sequence; set "
+                         "config.task='next_token'.")
 
 
 def _check_parameter_server(s):

@@ -25,6 +25,7 @@ from kbatch.training.config import cross_checks
 DECAYS = ("cosine", "linear", "polynomial", "step", "constant")
 MIXED_PRECISION = (None, "float32", "mixed_float16", "mixed_bfloat16")
 BACKENDS = ("tensorflow", "jax", "auto")
+TASKS = ("classification", "next_token")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,8 +138,8 @@ _F = Field
 FIELDS = (
     # Data and model.
     _F("dataset", "mnist1d/large", check_dataset, "TFDS name: `mnist1d/large`, `mnist1d/original`, `mnist`, "
-       "`cifar10`, `cifar100`, `imagenet2012`; `tfds:NAME` for any TFDS data set; `python:MODULE:FUNCTION` for "
-       "the `kbatch.data.Source` that FUNCTION() returns (docs/data.md)"),
+       "`cifar10`, `cifar100`, `imagenet2012`, `pystdlib_bytes/seq128` (text, docs/text.md); `tfds:NAME` for any "
+       "TFDS data set; `python:MODULE:FUNCTION` for the `kbatch.data.Source` that FUNCTION() returns (docs/data.md)"),
     _F("data_dir", None, _text_or_none, "TFDS data folder (None: TFDS's default)", str),
     _F("text_vocabulary_size", 20000, checks.positive_int, "a `tfds:NAME` text set's tokenizer keeps this many "
        "tokens (padding and out-of-vocabulary included); the embedding rows of `text_classifier`"),
@@ -146,6 +147,14 @@ FIELDS = (
        "(cut or padded with 0)"),
     _F("model", "mnist1d_cnn", _choice(models.NAMES), "`mnist1d_cnn`, `resnet20`, `resnet32`, `resnet56` "
        "(CIFAR, He et al. 2016), `resnet50`, `transformer_lm`, `text_classifier` (docs/text.md)"),
+    _F("model_width", None, _optional_positive_int, "`transformer_lm`: the embedding width (None: its own, 128)",
+       int),
+    _F("model_layers", None, _optional_positive_int, "`transformer_lm`: the Transformer blocks (None: its own, 4)",
+       int),
+    _F("model_heads", None, _optional_positive_int, "`transformer_lm`: attention heads, a divisor of the width "
+       "(None: its own, 4)", int),
+    _F("task", "classification", _choice(TASKS), "what the model is trained for: `classification` (cross-entropy, "
+       "accuracy) or `next_token` (a language model: a label per position, padding masked, perplexity)"),
     _F("norm", "batch", _choice(layers.NAMES), "any `kbatch.layers.get` name"),
     _F("bn_momentum", 0.9, _real(low=0, high=1), "moving-average momentum of the norms that keep "
        "moving statistics, at `base_batch_size`"),

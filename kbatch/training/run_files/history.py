@@ -73,8 +73,9 @@ def _actions(saved):
 
 
 def result(run, wall_seconds):
-    """What `result.json` holds: final and best evaluation (best by the task's `monitor`), the
-    steps, examples and epochs to `target_accuracy` (read against `monitor`), and the history."""
+    """What `result.json` holds: final and best evaluation (best by the task's `monitor`; with the
+    task's `summary` of the last training updates, `final_train_*`), the steps, examples (and, on
+    sequences, tokens) and epochs to `target_accuracy` (read against `monitor`), and the history."""
     s, task, evals = run.settings, run.task, run.history.evals
     monitor = f"eval_{task.monitor}"
     best = None
@@ -84,6 +85,8 @@ def result(run, wall_seconds):
     final = evals[-1] if evals else {}
     metrics = sorted({k[len("eval_"):] for e in evals for k in e if k.startswith("eval_")}) or [task.monitor, "loss"]
     out = {f"final_eval_{m}": final.get(f"eval_{m}") for m in metrics}
+    out.update({f"final_{name}": value for name, value in final.items() if name.startswith("train_")})
+    out.update(_tokens(run))
     out.update({
         f"best_eval_{task.monitor}": best[monitor] if best else None,
         "best_eval_step": best["step"] if best else None,
@@ -112,6 +115,20 @@ def result(run, wall_seconds):
             out.update(steps_to_target=reached[0]["step"], examples_to_target=reached[0]["examples"],
                        epochs_to_target=reached[0]["epoch"])
     return out
+
+
+def _tokens(run):
+    """A run on sequences (labels with positions, a language model's): the label positions of one
+    global batch of the first phase (`tokens_per_batch`: batch x sequence length, padding included)
+    and of every example seen (`tokens_seen`); {} for one label per example."""
+    label = run.info.label_spec
+    if label is None or not label.shape:
+        return {}
+    positions = 1
+    for size in label.shape:
+        positions *= size
+    return {"tokens_per_batch": run.settings.batch_size * positions,
+            "tokens_seen": run.plan.ledger.examples_seen(run.step) * positions}
 
 
 def staleness_summary(counts):
