@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from kbatch.data import numpy_source
+from kbatch.data.sources.builtin import BuiltinSource
 
 pytestmark = pytest.mark.fast
 
@@ -43,21 +44,21 @@ def test_a_damaged_cache_is_generated_again(cache):
 
 def test_the_stream_shows_every_example_once_per_epoch_and_resumes_where_it_stopped(cache):
     x, _, _, _ = numpy_source._arrays("mnist1d/original")
-    stream = numpy_source.TrainStream("mnist1d/original", 96, seed=3)
-    batches = [stream.next_batch()[0] for _ in range(-(-2 * len(x) // 96))]  # the epochs meet mid-batch
+    stream = BuiltinSource("mnist1d/original").train_batches(96, seed=3)
+    batches = [next(stream)[0] for _ in range(-(-2 * len(x) // 96))]  # the epochs meet mid-batch
     seen = np.concatenate(batches)
     for epoch in range(2):  # each epoch is a permutation of the training examples
         block = seen[epoch * len(x):(epoch + 1) * len(x)]
         order = np.lexsort(block.reshape(len(block), -1).T)
         np.testing.assert_array_equal(block[order], x[np.lexsort(x.reshape(len(x), -1).T)])
     assert not np.array_equal(seen[:len(x)], seen[len(x):2 * len(x)])  # another order the second time
-    resumed = numpy_source.TrainStream("mnist1d/original", 96, seed=3, start_example=96 * 7)
-    np.testing.assert_array_equal(resumed.next_batch()[0], batches[7])
+    resumed = BuiltinSource("mnist1d/original").train_batches(96, seed=3, start_example=96 * 7)
+    np.testing.assert_array_equal(next(resumed)[0], batches[7])
 
 
 def test_evaluation_counts_every_test_example_once(cache):
     _, _, x_test, y_test = numpy_source._arrays("mnist1d/original")
-    batches = numpy_source.eval_batches("mnist1d/original", 192)
+    batches = BuiltinSource("mnist1d/original").eval_batches(192)
     assert {len(b[0]) for b in batches} == {192}
     weights = np.concatenate([b[2] for b in batches])
     np.testing.assert_array_equal(np.concatenate([b[0] for b in batches])[weights == 1], x_test)

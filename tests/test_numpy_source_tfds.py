@@ -16,6 +16,7 @@ import tensorflow_datasets as tfds
 from kbatch import data
 from kbatch.data import numpy_source
 from kbatch.data.names import CIFAR_MEAN, CIFAR_STD
+from kbatch.data.sources.builtin import BuiltinSource
 
 HERE = pathlib.Path(__file__).resolve().parent
 MOCK_EXAMPLES = 48
@@ -49,12 +50,12 @@ def _which_window(crop, images):
 
 @pytest.mark.parametrize("name", ["mnist", "cifar10", "cifar100"])
 def test_evaluation_inputs_are_the_tensorflow_pipelines(mock, name):
-    x, y, weights = numpy_source.eval_batches(name, MOCK_EXAMPLES)[0]
+    x, y, weights = BuiltinSource(name).eval_batches(MOCK_EXAMPLES)[0]
     want_x, want_y = data.first_eval_examples(name, MOCK_EXAMPLES)  # preprocessing.eval_fn under tf.data
     assert weights.sum() == MOCK_EXAMPLES and x.dtype == np.float32
     np.testing.assert_allclose(x, want_x, atol=1e-6, rtol=0)
     np.testing.assert_array_equal(y, want_y)
-    info = numpy_source.describe(name)
+    info = BuiltinSource(name).describe()
     assert (info.input_shape, info.num_classes) == (data.describe(name).input_shape, data.describe(name).num_classes)
 
 
@@ -74,18 +75,18 @@ def test_each_cifar_training_example_is_a_window_of_its_padded_image_flipped_or_
 
 def test_the_cifar_stream_is_augmented_standardized_and_a_function_of_seed_and_position(mock):
     raw, labels, _, _ = numpy_source._arrays("cifar10")
-    stream = numpy_source.TrainStream("cifar10", 16, seed=3)
-    batches = [stream.next_batch() for _ in range(4)]  # past one epoch of 48
+    stream = BuiltinSource("cifar10").train_batches(16, seed=3)
+    batches = [next(stream) for _ in range(4)]  # past one epoch of 48
     x, y = batches[0]
     pixels = (x * np.float32(CIFAR_STD) + np.float32(CIFAR_MEAN)) * 255  # standardized: undone
     assert np.abs(pixels - np.rint(pixels)).max() < 1e-3
     places = [_which_window(crop, raw) for crop in np.rint(pixels).astype(np.uint8)]
     assert None not in places and [labels[p[0]] for p in places] == list(y)
     assert {p[3] for p in places} == {False, True} and {p[1:3] for p in places} != {(4, 4)}  # augmented
-    resumed = numpy_source.TrainStream("cifar10", 16, seed=3, start_example=32)
-    np.testing.assert_array_equal(resumed.next_batch()[0], batches[2][0])
-    other_seed = numpy_source.TrainStream("cifar10", 16, seed=4)
-    assert not np.array_equal(other_seed.next_batch()[0], batches[0][0])
+    resumed = BuiltinSource("cifar10").train_batches(16, seed=3, start_example=32)
+    np.testing.assert_array_equal(next(resumed)[0], batches[2][0])
+    other_seed = BuiltinSource("cifar10").train_batches(16, seed=4)
+    assert not np.array_equal(next(other_seed)[0], batches[0][0])
 
 
 def test_numpy_source_reads_from_the_data_dir_it_is_given(mock, monkeypatch, tmp_path):

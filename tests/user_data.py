@@ -10,7 +10,7 @@ import sys
 import keras
 import numpy as np
 
-CONFIG = {"batch_size": 64, "base_batch_size": 64, "num_epochs": 2, "base_learning_rate": 0.05,
+CONFIG = {"batch_size": 64, "base_batch_size": 64, "num_epochs": 6, "base_learning_rate": 0.05,
           "warmup_epochs": 0.5, "steps_per_loop": 4, "checkpoint_every": 4, "evals_per_epoch": 1}
 
 

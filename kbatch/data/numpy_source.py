@@ -17,8 +17,8 @@ from (seed, p), so the stream is a pure function of (seed, examples seen) and a 
 rebuilds it where it stopped. (The permutation is NumPy's, not TensorFlow's `index_shuffle`, and
 the crops and flips come from SplitMix64, not TensorFlow's stateless random ops: the two backends
 see the same examples per epoch in different orders, augmented alike in distribution but not bit
-for bit.) Evaluation batches are padded to whole global batches with weight-0 examples, so every
-example counts once.
+for bit.) `kbatch.data.sources.builtin.BuiltinSource` serves these arrays to the trainer: the
+stream by position, the evaluation batches, the diagnostics' probe.
 """
 
 import functools
@@ -32,7 +32,6 @@ import numpy as np
 from kbatch.data import pystdlib_bytes
 from kbatch.data.facts import FACTS
 from kbatch.data.names import CIFAR_MEAN, CIFAR_STD, DatasetInfo, check_prepared, dataset_family, preparing
-from kbatch.data.sources.shuffle import EpochShuffle
 
 SEQUENCE_LENGTH = 40
 # name -> (examples drawn, the training fraction, the generator's seed): the builder's configs.
@@ -212,30 +211,3 @@ def training_split(name, data_dir=None):
     x, y, _, _ = _arrays(name, data_dir)
     return eval_inputs(dataset_family(name), x), y
 
-
-class TrainStream:
-    """Global batches of the stream from `start_example` on: `next_batch()` -> (x, y)."""
-
-    def __init__(self, name, global_batch_size, seed, start_example=0, data_dir=None):
-        self.family = dataset_family(name)
-        self.x, self.y, _, _ = _arrays(name, data_dir)
-        self.batch, self.seed, self.position = global_batch_size, seed, start_example
-        self._shuffle = EpochShuffle(len(self.x))
-
-    def next_batch(self):
-        positions = np.arange(self.position, self.position + self.batch)
-        index = self._shuffle.indices(self.position, self.position + self.batch, self.seed)
-        self.position += self.batch
-        return train_inputs(self.family, self.x[index], positions, self.seed), self.y[index]
-
-
-def eval_batches(name, global_batch_size, data_dir=None):
-    """[(x, y, weight)] over the evaluation split, preprocessed for evaluation and padded with
-    weight-0 copies of its first example to whole global batches."""
-    _, _, x, y = _arrays(name, data_dir)
-    padding = -len(x) % global_batch_size
-    weights = np.concatenate([np.ones(len(x), np.float32), np.zeros(padding, np.float32)])
-    x = eval_inputs(dataset_family(name), np.concatenate([x, np.repeat(x[:1], padding, 0)]))
-    y = np.concatenate([y, np.repeat(y[:1], padding, 0)])
-    return [(x[i:i + global_batch_size], y[i:i + global_batch_size], weights[i:i + global_batch_size])
-            for i in range(0, len(x), global_batch_size)]
