@@ -16,6 +16,8 @@ import kbatch.data.pystdlib_bytes_builder  # noqa: F401  (registers the builder 
 from kbatch.data import pystdlib_bytes
 from kbatch.data.pystdlib_bytes import MODULES, PAD, make_pystdlib_bytes, pack, split_modules
 
+pytestmark = pytest.mark.fast
+
 HERE = pathlib.Path(__file__).resolve().parent
 
 
@@ -102,7 +104,6 @@ import sys; sys.modules['tensorflow'] = None; sys.modules['tensorflow_datasets']
 import numpy as np
 from kbatch.data.pystdlib_bytes import make_pystdlib_bytes
 
-pytestmark = pytest.mark.fast
 np.savez(sys.argv[1], **make_pystdlib_bytes(64))
 assert not [m for m in sys.modules if m.startswith('tensorflow') and sys.modules[m] is not None]
 """

@@ -14,6 +14,8 @@ import pytest
 from kbatch import models
 from kbatch.models.transformer_lm import transformer_lm
 
+pytestmark = pytest.mark.fast
+
 HERE = pathlib.Path(__file__).resolve().parent
 TINY = dict(num_classes=257, input_shape=(64,), num_layers=2, width=32, num_heads=4)
 
@@ -100,7 +102,6 @@ JAX_SCRIPT = """
 import sys, keras, numpy as np
 import kbatch.models
 
-pytestmark = pytest.mark.fast
 model = keras.models.load_model(sys.argv[1])
 np.save(sys.argv[2], np.asarray(model(np.load(sys.argv[3]), training=False)))
 """

@@ -68,6 +68,10 @@ class Source(abc.ABC):
         tf.data form preprocesses otherwise)."""
         return self.probe_examples(size)
 
+    def tf_prepare(self):
+        """Make the tf.data form ready to read (a TFDS copy prepared), so that what cannot be read
+        is said before training starts; nothing to do for a source held in memory."""
+
     def tf_train_dataset_fn(self, global_batch_size, seed, start_example=0):
         """A `dataset_fn(input_context)` of per-replica training batches for
         `strategy.distribute_datasets_from_function` (imports TensorFlow)."""

@@ -21,6 +21,11 @@ from kbatch.data.sources.base import Guarantees, Source
 class PipelineForms:
     """The tf.data forms of a built-in data set: `kbatch.data.pipeline`'s dataset functions."""
 
+    def tf_prepare(self):
+        from kbatch.data import pipeline
+
+        pipeline.describe(self.name, self.data_dir)  # prepares TFDS's copy; a data_dir it cannot write is one line
+
     def tf_train_dataset_fn(self, global_batch_size, seed, start_example=0):
         from kbatch.data import pipeline
 

@@ -37,6 +37,10 @@ class TensorFlowBackend(backend.Backend):
         parts, _ = tf_step.noise_parts(self.num_replicas, self.settings.accumulation_steps)
         return parts, self.num_replicas * self.settings.accumulation_steps == 1
 
+    def use_source(self, source):
+        source.tf_prepare()
+        super().use_source(source)
+
     def scope(self):
         return self.strategy.scope()
 
