@@ -26,8 +26,10 @@ from ml_collections import config_flags
 
 BAD_INPUT, INTERRUPTED = 2, 130  # kbatch.training.stops' codes, without importing kbatch (and TensorFlow)
 HELP_FLAGS = ("-h", "-?", "--help", "--helpshort", "--helpfull")
-CONFIG_HELP = ("the config file (default: kbatch/configs/mnist1d_cnn.py); --config.FIELD=VALUE overrides a "
-               "field (kbatch-train --help lists them)")
+CONFIG_HELP = (
+    "the config file (default: kbatch/configs/mnist1d_cnn.py); --config.FIELD=VALUE overrides a "
+    "field (kbatch-train --help lists them)"
+)
 # --config and its overrides (--config.FIELD=VALUE, --noconfig.FIELD for False): parsed once the config file loads
 CONFIG_ARG = re.compile(r"--(no)?config([.=]|$)")
 
@@ -47,11 +49,18 @@ def define_sweep_flags():
         flags.DEFINE_string("sweep_dir", None, "The sweep's folder: its points' runs, its report."),
         flags.DEFINE_multi_string("grid", [], "An axis FIELD=VALUE[,VALUE...]; repeat for more axes."),
         flags.DEFINE_string("spec", None, "A Python file defining SWEEP (see the docstring)."),
-        flags.DEFINE_list("targets", [], "Test accuracies to count steps to (default: the spec's, else the base "
-                          "config's target_accuracy)."),
+        flags.DEFINE_list(
+            "targets",
+            [],
+            "Test accuracies to count steps to (default: the spec's, else the base config's target_accuracy).",
+        ),
         flags.DEFINE_integer("processes", 1, "Points trained at a time (1: in this process)."),
-        flags.DEFINE_bool("report_only", False, "Train nothing: report the points the flags give, or with no "
-                          "--grid/--spec every point --sweep_dir holds, as they are."),
+        flags.DEFINE_bool(
+            "report_only",
+            False,
+            "Train nothing: report the points the flags give, or with no "
+            "--grid/--spec every point --sweep_dir holds, as they are.",
+        ),
         flags.DEFINE_bool("retry_failed", False, "Train failed and diverged points again."),
         flags.DEFINE_string("output_prefix", None, "Also write the report to PREFIX.csv, PREFIX.md, PREFIX.png."),
         flags.DEFINE_bool("overwrite", False, "Replace existing --output_prefix files."),
@@ -88,7 +97,7 @@ def run_tool(program, main, doc, flags_parser=None, config_help=None):
 
 def wants_help(argv):
     """Whether the command line (before any `--`, where a launched command starts) asks for help."""
-    own = argv[1:argv.index("--")] if "--" in argv else argv[1:]
+    own = argv[1 : argv.index("--")] if "--" in argv else argv[1:]
     return any(arg in HELP_FLAGS for arg in own)
 
 

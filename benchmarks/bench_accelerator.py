@@ -30,11 +30,29 @@ CSV = flags.DEFINE_string("csv", None, "Also write the rows to this CSV file (re
 
 INPUT_SHAPES = {"mnist1d_cnn": (40, 1), "resnet20": (32, 32, 3), "resnet32": (32, 32, 3), "resnet56": (32, 32, 3)}
 # Dense peak TFLOP/s per device: (bfloat16, float32), from the vendors' data sheets.
-PEAKS = {"H200": (989.0, 67.0), "H100": (989.0, 67.0), "A100": (312.0, 19.5), "TPU v4": (275.0, 275.0 / 4),
-         "TPU v5 lite": (197.0, 197.0 / 4), "TPU v5e": (197.0, 197.0 / 4), "TPU v5p": (459.0, 459.0 / 4),
-         "TPU v6 lite": (918.0, 918.0 / 4)}
-FIELDS = ("device", "devices", "model", "precision", "batch_size", "ms_per_update", "examples_per_s",
-          "tflop_per_update", "tflop_per_s", "mfu", "error")
+PEAKS = {
+    "H200": (989.0, 67.0),
+    "H100": (989.0, 67.0),
+    "A100": (312.0, 19.5),
+    "TPU v4": (275.0, 275.0 / 4),
+    "TPU v5 lite": (197.0, 197.0 / 4),
+    "TPU v5e": (197.0, 197.0 / 4),
+    "TPU v5p": (459.0, 459.0 / 4),
+    "TPU v6 lite": (918.0, 918.0 / 4),
+}
+FIELDS = (
+    "device",
+    "devices",
+    "model",
+    "precision",
+    "batch_size",
+    "ms_per_update",
+    "examples_per_s",
+    "tflop_per_update",
+    "tflop_per_s",
+    "mfu",
+    "error",
+)
 
 
 def peak_tflops(device_kind, precision):
@@ -64,11 +82,16 @@ def compiled_step(model_name, batch_size, distribution):
         optimizer.build(model.trainable_variables)
     step = jax_step.make_train_step(model, optimizer, Classification(), Chain([GlobalNorm()]), Geometry(batch_size))
     rng = np.random.default_rng(0)
-    arrays = (rng.normal(size=(batch_size, *INPUT_SHAPES[model_name])).astype("float32"),
-              rng.integers(0, 10, batch_size).astype("int32"))
+    arrays = (
+        rng.normal(size=(batch_size, *INPUT_SHAPES[model_name])).astype("float32"),
+        rng.integers(0, 10, batch_size).astype("int32"),
+    )
     batch = [jax.device_put(a, distribution.get_data_layout(a.shape).backend_layout) for a in arrays]
-    state = ([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables],
-             [v.value for v in optimizer.variables])
+    state = (
+        [v.value for v in model.trainable_variables],
+        [v.value for v in model.non_trainable_variables],
+        [v.value for v in optimizer.variables],
+    )
     return step, state, batch
 
 
@@ -96,9 +119,15 @@ def measure(model_name, batch_size, distribution, peak):
     seconds = (time.perf_counter() - start) / STEPS.value
     devices = len(distribution.device_mesh.devices.flatten())
     tflop_per_s = flops / seconds / 1e12 if flops else None
-    return {"model": model_name, "batch_size": batch_size, "ms_per_update": 1e3 * seconds,
-            "examples_per_s": batch_size / seconds, "tflop_per_update": flops / 1e12 if flops else None,
-            "tflop_per_s": tflop_per_s, "mfu": tflop_per_s / (peak * devices) if tflop_per_s and peak else None}
+    return {
+        "model": model_name,
+        "batch_size": batch_size,
+        "ms_per_update": 1e3 * seconds,
+        "examples_per_s": batch_size / seconds,
+        "tflop_per_update": flops / 1e12 if flops else None,
+        "tflop_per_s": tflop_per_s,
+        "mfu": tflop_per_s / (peak * devices) if tflop_per_s and peak else None,
+    }
 
 
 def _format(row):
@@ -109,9 +138,11 @@ def _format(row):
 
     if row.get("error"):
         return f"{row['model']:>12} {row['batch_size']:>7}  {row['error']}"
-    return (f"{row['model']:>12} {row['batch_size']:>7} {cell('ms_per_update', '10.2f')} ms "
-            f"{cell('examples_per_s', '12,.0f')} ex/s {cell('gflop_per_update', '10.2f')} GFLOP/update "
-            f"{cell('tflop_per_s', '8.2f')} TFLOP/s  MFU {cell('mfu', '.1%')}")
+    return (
+        f"{row['model']:>12} {row['batch_size']:>7} {cell('ms_per_update', '10.2f')} ms "
+        f"{cell('examples_per_s', '12,.0f')} ex/s {cell('gflop_per_update', '10.2f')} GFLOP/update "
+        f"{cell('tflop_per_s', '8.2f')} TFLOP/s  MFU {cell('mfu', '.1%')}"
+    )
 
 
 def sweep(distribution, device_kind):
@@ -120,8 +151,10 @@ def sweep(distribution, device_kind):
 
     keras.mixed_precision.set_global_policy(PRECISION.value)
     peak = peak_tflops(device_kind, PRECISION.value)
-    print(f"{device_kind} x{len(jax.devices())}, {PRECISION.value}, peak "
-          f"{'unknown (no MFU)' if peak is None else f'{peak:g} TFLOP/s per device'}; {STEPS.value} updates each")
+    print(
+        f"{device_kind} x{len(jax.devices())}, {PRECISION.value}, peak "
+        f"{'unknown (no MFU)' if peak is None else f'{peak:g} TFLOP/s per device'}; {STEPS.value} updates each"
+    )
     rows = []
     for model_name in MODELS.value:
         for batch_size in (int(b) for b in BATCH_SIZES.value):
@@ -145,8 +178,10 @@ def default_experiment():
     from kbatch.training import train
 
     result = train({"backend": "jax", "model_dir": tempfile.mkdtemp(prefix="bench_accelerator-")}, verbose=True)
-    print(f"default experiment on JAX: {result['final_eval_accuracy']:.2%} test accuracy, "
-          f"{result['wall_seconds']:.0f} s of training, {result['steps']} updates")
+    print(
+        f"default experiment on JAX: {result['final_eval_accuracy']:.2%} test accuracy, "
+        f"{result['wall_seconds']:.0f} s of training, {result['steps']} updates"
+    )
 
 
 def main(argv):

@@ -77,18 +77,27 @@ def main(argv):
         return
     results = {}
     for case in CASES:
-        run = subprocess.run([sys.executable, __file__, f"--case={case}", f"--steps={STEPS.value}",
-                              f"--model={MODEL.value}"], capture_output=True, text=True, check=True)
+        run = subprocess.run(
+            [sys.executable, __file__, f"--case={case}", f"--steps={STEPS.value}", f"--model={MODEL.value}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         results[case] = json.loads(run.stdout.strip().splitlines()[-1])
         r = results[case]
-        print(f"{case:>7}: resident {r['before_mib']:,.0f} MiB before the steps, peak "
-              f"{r['peak_mib']:,.0f} MiB, the steps' own {r['peak_mib'] - r['before_mib']:,.0f} MiB", flush=True)
+        print(
+            f"{case:>7}: resident {r['before_mib']:,.0f} MiB before the steps, peak "
+            f"{r['peak_mib']:,.0f} MiB, the steps' own {r['peak_mib'] - r['before_mib']:,.0f} MiB",
+            flush=True,
+        )
     own = {case: r["peak_mib"] - r["before_mib"] for case, r in results.items()}
-    print(f"{MODEL.value}, {STEPS.value} updates: accumulation 256x16 needs {own['256x16'] / own['256']:.2f}x "
-          f"the memory of micro-batch 256 alone (goal <= 1.2x) and {own['256x16'] / own['4096']:.2f}x that of "
-          f"batch 4096 without accumulation; peak resident set "
-          f"{results['256x16']['peak_mib'] / results['256']['peak_mib']:.2f}x "
-          f"and {results['256x16']['peak_mib'] / results['4096']['peak_mib']:.2f}x.")
+    print(
+        f"{MODEL.value}, {STEPS.value} updates: accumulation 256x16 needs {own['256x16'] / own['256']:.2f}x "
+        f"the memory of micro-batch 256 alone (goal <= 1.2x) and {own['256x16'] / own['4096']:.2f}x that of "
+        f"batch 4096 without accumulation; peak resident set "
+        f"{results['256x16']['peak_mib'] / results['256']['peak_mib']:.2f}x "
+        f"and {results['256x16']['peak_mib'] / results['4096']['peak_mib']:.2f}x."
+    )
 
 
 if __name__ == "__main__":

@@ -35,9 +35,18 @@ def _kbatch(backend, model_dir):
     from kbatch.training import actions, build_run
 
     config = mnist1d_cnn.get_config()
-    config.update(backend=backend, batch_size=BATCH.value, base_batch_size=BATCH.value, base_learning_rate=0.1,
-                  warmup_epochs=0.0, decay="constant", weight_decay=0.0, strategy="one_device",
-                  steps_per_loop=STEPS_PER_LOOP.value, model_dir=model_dir)
+    config.update(
+        backend=backend,
+        batch_size=BATCH.value,
+        base_batch_size=BATCH.value,
+        base_learning_rate=0.1,
+        warmup_epochs=0.0,
+        decay="constant",
+        weight_decay=0.0,
+        strategy="one_device",
+        steps_per_loop=STEPS_PER_LOOP.value,
+        model_dir=model_dir,
+    )
     run = build_run(config)
     every_loop = [actions.CheckFinite(), actions.LogSteps()]
     run.run_loop()  # trace, compile, warm up
@@ -59,8 +68,12 @@ def _fit():
     x, y, _, _ = numpy_source._arrays("mnist1d/large")
     keras.utils.set_random_seed(0)
     model = kbatch.models.get("mnist1d_cnn", num_classes=10, input_shape=x.shape[1:], norm="batch")
-    model.compile(keras.optimizers.SGD(0.1, momentum=0.9), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  jit_compile=True, steps_per_execution=STEPS_PER_LOOP.value)
+    model.compile(
+        keras.optimizers.SGD(0.1, momentum=0.9),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=True,
+        steps_per_execution=STEPS_PER_LOOP.value,
+    )
     used = STEPS.value * BATCH.value
     model.fit(x[:used], y[:used], batch_size=BATCH.value, epochs=1, verbose=0, shuffle=False)  # compile, warm up
     start = time.perf_counter()
@@ -70,8 +83,14 @@ def _fit():
 
 def _measure(kind):
     env = {**os.environ, "KERAS_BACKEND": "tensorflow" if kind == "kbatch_tensorflow" else "jax"}
-    command = [sys.executable, __file__, f"--worker={kind}", f"--batch_size={BATCH.value}", f"--steps={STEPS.value}",
-               f"--steps_per_loop={STEPS_PER_LOOP.value}"]
+    command = [
+        sys.executable,
+        __file__,
+        f"--worker={kind}",
+        f"--batch_size={BATCH.value}",
+        f"--steps={STEPS.value}",
+        f"--steps_per_loop={STEPS_PER_LOOP.value}",
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=True, timeout=1800)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -90,10 +109,15 @@ def main(argv):
         rates_now = ", ".join(f"{k} {rates[k][-1]:,.0f}" for k in KINDS)
         print(f"repeat {repeat + 1}: {rates_now} examples/s", flush=True)
     median = {k: sorted(v)[len(v) // 2] for k, v in rates.items()}
-    print(f"batch {BATCH.value}, steps_per_loop {STEPS_PER_LOOP.value}, median of {REPEATS.value}: "
-          + ", ".join(f"{k} {median[k]:,.0f}" for k in KINDS) + " examples/s")
-    print(f"ratio kbatch JAX / Keras fit on JAX: {median['kbatch_jax'] / median['fit_jax']:.2f}; "
-          f"kbatch TensorFlow / kbatch JAX: {median['kbatch_tensorflow'] / median['kbatch_jax']:.2f}")
+    print(
+        f"batch {BATCH.value}, steps_per_loop {STEPS_PER_LOOP.value}, median of {REPEATS.value}: "
+        + ", ".join(f"{k} {median[k]:,.0f}" for k in KINDS)
+        + " examples/s"
+    )
+    print(
+        f"ratio kbatch JAX / Keras fit on JAX: {median['kbatch_jax'] / median['fit_jax']:.2f}; "
+        f"kbatch TensorFlow / kbatch JAX: {median['kbatch_tensorflow'] / median['kbatch_jax']:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -23,8 +23,10 @@ import kbatch_cli
 STEPS = flags.DEFINE_integer("steps", 100, "Updates per timed loop.")
 REPEATS = flags.DEFINE_integer("repeats", 5, "Alternating rounds of each run.")
 EPOCHS = flags.DEFINE_integer("epochs", 2, "Epochs of the run that measures sharpness at every evaluation.")
-LAYOUTS = {"cpu:2, BN (parts = replicas)": dict(strategy="cpu:2"),
-           "one device, layer norm (halves)": dict(strategy="one_device", norm="layer")}
+LAYOUTS = {
+    "cpu:2, BN (parts = replicas)": dict(strategy="cpu:2"),
+    "one device, layer norm (halves)": dict(strategy="one_device", norm="layer"),
+}
 
 
 def _config(**overrides):
@@ -78,11 +80,16 @@ def main(argv):
     kbatch.distribute.configure_logical_cpus(2)
     for name, layout in LAYOUTS.items():
         rates = step_rates(layout)
-        print(f"{name}: noise scale off {rates[0]:,.0f}, every update {rates[1]:,.0f} examples/s: "
-              f"slowdown {rates[0] / rates[1] - 1:+.1%} (goal under 5%)", flush=True)
+        print(
+            f"{name}: noise scale off {rates[0]:,.0f}, every update {rates[1]:,.0f} examples/s: "
+            f"slowdown {rates[0] / rates[1] - 1:+.1%} (goal under 5%)",
+            flush=True,
+        )
     spent, total, count = sharpness_fraction()
-    print(f"sharpness at every evaluation: {count} measurements, {spent:.1f} s of a {total:.1f} s run "
-          f"({spent / total:.1%})")
+    print(
+        f"sharpness at every evaluation: {count} measurements, {spent:.1f} s of a {total:.1f} s run "
+        f"({spent / total:.1%})"
+    )
 
 
 if __name__ == "__main__":

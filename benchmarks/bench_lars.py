@@ -28,16 +28,20 @@ STEPS = flags.DEFINE_integer("steps", 200, "Timed updates per measurement (one t
 REPEATS = flags.DEFINE_integer("repeats", 5, "Interleaved measurements of each.")
 JIT = flags.DEFINE_bool("jit_compile", False, "XLA-compile the update loop.")
 CONTEXT_BATCH = flags.DEFINE_integer(
-    "context_batch", 0, "If > 0, also time one forward and backward pass at this batch size, to "
-    "put LARS's extra time per update in proportion to a training step.")
+    "context_batch",
+    0,
+    "If > 0, also time one forward and backward pass at this batch size, to "
+    "put LARS's extra time per update in proportion to a training step.",
+)
 
 INPUT_SHAPES = {"resnet20": (32, 32, 3), "resnet56": (32, 32, 3), "resnet50": (224, 224, 3)}
 
 
 def _model():
     keras.utils.set_random_seed(0)
-    return kbatch.models.get(MODEL.value, num_classes=10 if MODEL.value != "resnet50" else 1000,
-                             input_shape=INPUT_SHAPES[MODEL.value])
+    return kbatch.models.get(
+        MODEL.value, num_classes=10 if MODEL.value != "resnet50" else 1000, input_shape=INPUT_SHAPES[MODEL.value]
+    )
 
 
 def time_gradient(model, batch_size):
@@ -102,21 +106,24 @@ def main(argv):
         order = list(timers) if repeat % 2 == 0 else list(reversed(timers))
         for name in order:
             times[name].append(1e3 * timers[name]() / STEPS.value)
-        print(f"repeat {repeat + 1}: " + ", ".join(f"{n} {t[-1]:.3f} ms/update" for n, t in times.items()),
-              flush=True)
+        print(f"repeat {repeat + 1}: " + ", ".join(f"{n} {t[-1]:.3f} ms/update" for n, t in times.items()), flush=True)
     sgd, lars = np.median(times["sgd_momentum"]), np.median(times["lars"])
     ratio = np.median(np.array(times["lars"]) / np.array(times["sgd_momentum"]))
     device = tf.config.list_logical_devices()[-1].device_type
-    print(f"{MODEL.value} ({len(variables)} variables, {size:,} weights), {device}, "
-          f"jit_compile={JIT.value}, {STEPS.value} updates x {REPEATS.value} repeats: "
-          f"SGD momentum {sgd:.3f} ms/update, LARS {lars:.3f} ms/update, ratio LARS/SGD "
-          f"{ratio:.2f} (medians)")
+    print(
+        f"{MODEL.value} ({len(variables)} variables, {size:,} weights), {device}, "
+        f"jit_compile={JIT.value}, {STEPS.value} updates x {REPEATS.value} repeats: "
+        f"SGD momentum {sgd:.3f} ms/update, LARS {lars:.3f} ms/update, ratio LARS/SGD "
+        f"{ratio:.2f} (medians)"
+    )
     if CONTEXT_BATCH.value:
         gradient = 1e3 * time_gradient(model, CONTEXT_BATCH.value)
         step = gradient + sgd  # a training step with SGD momentum: the gradient, then the update
-        print(f"one forward and backward pass at batch {CONTEXT_BATCH.value}: {gradient:.1f} ms, so a "
-              f"training step with SGD momentum takes {step:.1f} ms; LARS adds {lars - sgd:.3f} ms, "
-              f"{100 * (lars - sgd) / step:.2f}% of it")
+        print(
+            f"one forward and backward pass at batch {CONTEXT_BATCH.value}: {gradient:.1f} ms, so a "
+            f"training step with SGD momentum takes {step:.1f} ms; LARS adds {lars - sgd:.3f} ms, "
+            f"{100 * (lars - sgd) / step:.2f}% of it"
+        )
 
 
 if __name__ == "__main__":

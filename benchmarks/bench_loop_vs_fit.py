@@ -45,9 +45,12 @@ def _data(batch_size):
 
 def time_fit(batch_size, steps, jit):
     model = _model()
-    model.compile(keras.optimizers.SGD(0.1, momentum=0.9),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  jit_compile=jit, steps_per_execution=STEPS_PER_LOOP.value)
+    model.compile(
+        keras.optimizers.SGD(0.1, momentum=0.9),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=jit,
+        steps_per_execution=STEPS_PER_LOOP.value,
+    )
     dataset = _data(batch_size)
     model.fit(dataset, steps_per_epoch=STEPS_PER_LOOP.value, epochs=1, verbose=0)  # trace and warm up
     start = time.perf_counter()
@@ -57,9 +60,18 @@ def time_fit(batch_size, steps, jit):
 
 def time_kbatch(batch_size, steps, jit, model_dir):
     config = mnist1d_cnn.get_config()
-    config.update(batch_size=batch_size, base_batch_size=batch_size, base_learning_rate=0.1, warmup_epochs=0.0,
-                  decay="constant", weight_decay=0.0, strategy="one_device", jit_compile=jit,
-                  steps_per_loop=STEPS_PER_LOOP.value, model_dir=model_dir)
+    config.update(
+        batch_size=batch_size,
+        base_batch_size=batch_size,
+        base_learning_rate=0.1,
+        warmup_epochs=0.0,
+        decay="constant",
+        weight_decay=0.0,
+        strategy="one_device",
+        jit_compile=jit,
+        steps_per_loop=STEPS_PER_LOOP.value,
+        model_dir=model_dir,
+    )
     run = build_run(config)
     every_loop = [actions.CheckFinite(), actions.LogSteps()]
     run.run_loop()  # trace and warm up
@@ -80,12 +92,15 @@ def main(argv):
     for repeat in range(REPEATS.value):
         fit.append(time_fit(FLAGS.value, STEPS.value, JIT.value))
         ours.append(time_kbatch(FLAGS.value, STEPS.value, JIT.value, os.path.join(folder, f"run{repeat}")))
-        print(f"repeat {repeat + 1}: model.fit {fit[-1]:,.0f} examples/s, kbatch {ours[-1]:,.0f} examples/s",
-              flush=True)
+        print(
+            f"repeat {repeat + 1}: model.fit {fit[-1]:,.0f} examples/s, kbatch {ours[-1]:,.0f} examples/s", flush=True
+        )
     f, k = np.median(fit), np.median(ours)
-    print(f"batch {FLAGS.value}, jit_compile={JIT.value}, steps_per_loop={STEPS_PER_LOOP.value}: "
-          f"model.fit {f:,.0f} examples/s, kbatch {k:,.0f} examples/s, ratio kbatch/fit {k / f:.2f} "
-          f"(median of {REPEATS.value})")
+    print(
+        f"batch {FLAGS.value}, jit_compile={JIT.value}, steps_per_loop={STEPS_PER_LOOP.value}: "
+        f"model.fit {f:,.0f} examples/s, kbatch {k:,.0f} examples/s, ratio kbatch/fit {k / f:.2f} "
+        f"(median of {REPEATS.value})"
+    )
 
 
 if __name__ == "__main__":

@@ -60,8 +60,9 @@ def real(name, value, *, low=None, high=None, low_open=False, high_open=False, a
     ok = ok and (high is None or (value < high if high_open else value <= high))
     if not ok:
         where = interval(low, high, low_open, high_open)
-        must = "a finite number" + ("" if where == "any finite number" else
-                                    f" {'in ' if low is not None and high is not None else ''}{where}")
+        must = "a finite number" + (
+            "" if where == "any finite number" else f" {'in ' if low is not None and high is not None else ''}{where}"
+        )
         fail(name, value, must + (", or None" if allow_none else ""))
     return float(value)
 

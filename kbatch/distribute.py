@@ -23,8 +23,14 @@ import tensorflow as tf
 from kbatch import runtime
 from kbatch.ledger import per_replica_batch_size
 
-__all__ = ["STRATEGIES", "configure_logical_cpus", "per_replica_batch_size",
-           "read_tf_config", "resolve_strategy", "serve"]
+__all__ = [
+    "STRATEGIES",
+    "configure_logical_cpus",
+    "per_replica_batch_size",
+    "read_tf_config",
+    "resolve_strategy",
+    "serve",
+]
 
 STRATEGIES = ("auto", "tpu", "tpu:ADDRESS", "mirrored", "multiworker", "parameter_server", "one_device", "cpu:N")
 PS_TASKS = ("worker", "ps")  # the TF_CONFIG tasks of a parameter-server cluster that only serve
@@ -41,9 +47,7 @@ def configure_logical_cpus(count):
     if configured and len(configured) >= count:
         return len(configured)
     try:
-        tf.config.set_logical_device_configuration(
-            physical[0], [tf.config.LogicalDeviceConfiguration()] * count
-        )
+        tf.config.set_logical_device_configuration(physical[0], [tf.config.LogicalDeviceConfiguration()] * count)
     except RuntimeError as error:
         raise ValueError(
             f"strategy 'cpu:{count}' needs {count} logical CPU devices, but TensorFlow was "
@@ -68,7 +72,8 @@ def _tpu_strategy(address):
         raise ValueError(
             f"config.strategy: TensorFlow {tf.__version__} cannot reach a TPU ({str(error).splitlines()[0][:120]}). "
             f"Train on the TPU with Keras on JAX (KERAS_BACKEND=jax kbatch-train --config.backend=jax), or "
-            f"install TensorFlow's last TPU release: pip install {TPU_PIN}.") from None
+            f"install TensorFlow's last TPU release: pip install {TPU_PIN}."
+        ) from None
     return tf.distribute.TPUStrategy(resolver)
 
 
@@ -96,7 +101,8 @@ def read_tf_config(strategy="multiworker"):
         raise ValueError(
             f"strategy 'parameter_server' needs a cluster with 'chief', 'worker' and 'ps' jobs (TF_CONFIG has "
             f"{', '.join(sorted(cluster))}): a server with no coordinator would wait forever; "
-            "tools/launch_local.py --workers=N --ps=M starts all of them.")
+            "tools/launch_local.py --workers=N --ps=M starts all of them."
+        )
     return tf_config
 
 
@@ -161,7 +167,8 @@ def _parameter_server_strategy():
         raise ValueError(
             f"strategy 'parameter_server': the training process is the coordinator, TF_CONFIG task 'chief' (got "
             f"task {task}, jobs {sorted(cluster)}); the worker and ps processes serve: tools/launch_local.py --ps=1 "
-            "starts all of them.")
+            "starts all of them."
+        )
     resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
     return tf.distribute.ParameterServerStrategy(resolver)
 
@@ -171,8 +178,15 @@ def serve(tf_config):
     (the coordinator sends the work; a server has no end of its own)."""
     cluster, task = tf_config["cluster"], tf_config["task"]
     config = tf.compat.v1.ConfigProto(inter_op_parallelism_threads=_parameter_server_threads(cluster))
-    server = tf.distribute.Server(tf.train.ClusterSpec(cluster), job_name=task["type"], task_index=int(task["index"]),
-                                  config=config, protocol="grpc", start=True)
-    print(f"kbatch: {task['type']} {task['index']} of a parameter-server cluster serving at {server.target}.",
-          flush=True)
+    server = tf.distribute.Server(
+        tf.train.ClusterSpec(cluster),
+        job_name=task["type"],
+        task_index=int(task["index"]),
+        config=config,
+        protocol="grpc",
+        start=True,
+    )
+    print(
+        f"kbatch: {task['type']} {task['index']} of a parameter-server cluster serving at {server.target}.", flush=True
+    )
     server.join()

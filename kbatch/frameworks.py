@@ -52,9 +52,11 @@ def uses_tensorflow():
 
 # What TensorFlow prints in C++ while it is imported (twice in 2.21: two libraries each start
 # their own logging), before any setting is read.
-STARTUP_LINES = re.compile(r"WARNING: All log messages before absl::InitializeLog|"
-                           r"[IW]\d{4} [\d:. ]+\d+ (port|cudart_stub|cpu_feature_guard)\.cc:\d+\]|"
-                           r"To enable the following instructions:")
+STARTUP_LINES = re.compile(
+    r"WARNING: All log messages before absl::InitializeLog|"
+    r"[IW]\d{4} [\d:. ]+\d+ (port|cudart_stub|cpu_feature_guard)\.cc:\d+\]|"
+    r"To enable the following instructions:"
+)
 # What it prints when it looks for a GPU on a machine that has none.
 NO_GPU_LINE = re.compile(r"E\d{4} [\d:. ]+\d+ cuda_platform\.cc:\d+\] failed call to cuInit")
 

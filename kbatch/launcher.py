@@ -47,8 +47,11 @@ def tf_configs(ports, host="127.0.0.1", ps=0):
         cluster = {"chief": addresses[:1], "worker": addresses[1:-ps], "ps": addresses[-ps:]}
     else:
         cluster = {"worker": addresses}
-    return [{"cluster": cluster, "task": {"type": job, "index": i}}
-            for job, members in cluster.items() for i in range(len(members))]
+    return [
+        {"cluster": cluster, "task": {"type": job, "index": i}}
+        for job, members in cluster.items()
+        for i in range(len(members))
+    ]
 
 
 def exit_code(returncode):
@@ -115,8 +118,7 @@ def stop(processes, grace_s):
         process.wait()
 
 
-def launch(command, workers, timeout_s=None, env=None, grace_s=5.0, stdout=None, stderr=None,
-           host="127.0.0.1", ps=0):
+def launch(command, workers, timeout_s=None, env=None, grace_s=5.0, stdout=None, stderr=None, host="127.0.0.1", ps=0):
     """Run `command` (a list of strings) as `workers` multi-worker processes; return the exit code.
 
     Args:
@@ -180,8 +182,14 @@ def _start(command, names, configs, env, processes, printers, stdout, stderr):
     preexec = dying_with_launcher()
     for name, tf_config in zip(names, configs):
         worker_env = {**os.environ, **(env or {}), "TF_CONFIG": json.dumps(tf_config), "PYTHONUNBUFFERED": "1"}
-        process = subprocess.Popen(command, env=worker_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   start_new_session=True, preexec_fn=preexec)
+        process = subprocess.Popen(
+            command,
+            env=worker_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=preexec,
+        )
         processes.append(process)
         printers += [_Printer(process.stdout, f"[{name}] ", stdout), _Printer(process.stderr, f"[{name}] ", stderr)]
 

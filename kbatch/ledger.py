@@ -39,8 +39,11 @@ def check_phases(batch_sizes, boundaries):
     if not batch_sizes:
         checks.fail("batch_sizes", batch_sizes, "a non-empty list, one global batch per phase")
     if len(boundaries) != len(batch_sizes) - 1:
-        checks.fail("boundaries", boundaries, f"{len(batch_sizes) - 1} epoch(s), one between each two "
-                                              f"consecutive batch_sizes ({len(batch_sizes)} given)")
+        checks.fail(
+            "boundaries",
+            boundaries,
+            f"{len(batch_sizes) - 1} epoch(s), one between each two consecutive batch_sizes ({len(batch_sizes)} given)",
+        )
     if any(b >= c for b, c in zip(boundaries, boundaries[1:])):
         checks.fail("boundaries", boundaries, "strictly increasing epochs")
     return batch_sizes, boundaries
@@ -125,8 +128,10 @@ class StepLedger:
     def phase_steps(self, num_epochs):
         """The updates of each phase that starts before `num_epochs`, the last one cut at
         `num_epochs`; a phase has 0 when the previous phase's last batch ran past it."""
-        return [self._steps_to(end, i, self.phase_starts[i].examples)
-                for i, (_, end) in enumerate(phase_epochs(self.boundaries, num_epochs))]
+        return [
+            self._steps_to(end, i, self.phase_starts[i].examples)
+            for i, (_, end) in enumerate(phase_epochs(self.boundaries, num_epochs))
+        ]
 
     def total_steps(self, num_epochs):
         """The updates of a run of `num_epochs` epochs."""

@@ -27,8 +27,12 @@ BACKENDS = ("tensorflow", "jax")
 
 def tpu_attached():
     """Whether a TPU is attached (the signs TPU VMs and Colab TPU runtimes give)."""
-    return bool(os.environ.get("TPU_NAME") or os.environ.get("COLAB_TPU_ADDR")
-                or glob.glob("/dev/accel[0-9]*") or glob.glob("/dev/vfio/[0-9]*"))
+    return bool(
+        os.environ.get("TPU_NAME")
+        or os.environ.get("COLAB_TPU_ADDR")
+        or glob.glob("/dev/accel[0-9]*")
+        or glob.glob("/dev/vfio/[0-9]*")
+    )
 
 
 def gpu_attached():
@@ -37,7 +41,7 @@ def gpu_attached():
 
 
 def accelerator():
-    """"tpu", "gpu" or "cpu": what this machine trains on."""
+    """ "tpu", "gpu" or "cpu": what this machine trains on."""
     if tpu_attached():
         return "tpu"
     return "gpu" if gpu_attached() else "cpu"
@@ -67,8 +71,10 @@ def keras_backend():
 
     name = keras.backend.backend()
     if name not in BACKENDS:
-        raise ValueError(f"Keras runs on {name!r}; kbatch trains on {' or '.join(BACKENDS)}: "
-                         "set KERAS_BACKEND=jax, tensorflow or auto before Python starts.")
+        raise ValueError(
+            f"Keras runs on {name!r}; kbatch trains on {' or '.join(BACKENDS)}: "
+            "set KERAS_BACKEND=jax, tensorflow or auto before Python starts."
+        )
     return name
 
 
@@ -79,8 +85,10 @@ def check_backend(backend):
     if backend != keras_on:
         variable = os.environ.get("KERAS_BACKEND")
         source = f"KERAS_BACKEND={variable}" if variable else "KERAS_BACKEND is not set"
-        raise ValueError(f"config.backend={backend!r} but Keras runs on {keras_on} ({source}): set "
-                         f"--config.backend={keras_on} (or auto) or KERAS_BACKEND={backend}")
+        raise ValueError(
+            f"config.backend={backend!r} but Keras runs on {keras_on} ({source}): set "
+            f"--config.backend={keras_on} (or auto) or KERAS_BACKEND={backend}"
+        )
 
 
 def set_random_seed(seed):

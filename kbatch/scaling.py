@@ -44,8 +44,10 @@ def scaling_exponent(rule):
         return float(rule)
     must = "one of " + ", ".join(repr(r) for r in RULES) + ", or a real exponent"
     if _is_staleness(rule):
-        must += (" (the staleness rule moves the rate with the staleness too: give it to scale_learning_rate "
-                 "or rescale with staleness=...)")
+        must += (
+            " (the staleness rule moves the rate with the staleness too: give it to scale_learning_rate "
+            "or rescale with staleness=...)"
+        )
     checks.fail("rule", rule, must)
 
 
@@ -129,8 +131,9 @@ def _factor(staleness, momentum):
     return _delayed_limit(momentum, staleness) / (2.0 + 2.0 * momentum)
 
 
-def scale_learning_rate(base_lr, base_batch_size, batch_size, rule="linear", *, staleness=None,
-                        base_staleness=0, momentum=0.0):
+def scale_learning_rate(
+    base_lr, base_batch_size, batch_size, rule="linear", *, staleness=None, base_staleness=0, momentum=0.0
+):
     """The learning rate at `batch_size` for a recipe that used `base_lr` at `base_batch_size`.
 
     lr = base_lr * (batch_size / base_batch_size) ** alpha, alpha given by `rule`
@@ -157,13 +160,20 @@ def scale_learning_rate(base_lr, base_batch_size, batch_size, rule="linear", *, 
         if staleness is not None or base_staleness != 0:
             base_staleness = _staleness("base_staleness", base_staleness)
             if staleness is not None and _staleness("staleness", staleness) != base_staleness:
-                checks.fail("staleness", staleness, f"None or base_staleness={base_staleness} with rule={rule!r} "
-                            "(only rule='staleness' moves a learning rate to another staleness)")
+                checks.fail(
+                    "staleness",
+                    staleness,
+                    f"None or base_staleness={base_staleness} with rule={rule!r} "
+                    "(only rule='staleness' moves a learning rate to another staleness)",
+                )
         _momentum("momentum", momentum)
-        return base_lr * k ** alpha
+        return base_lr * k**alpha
     if staleness is None:
-        checks.fail("staleness", staleness, "an integer >= 0 with rule='staleness' (the updates by which each "
-                    "gradient is late; 0 is synchronous)")
+        checks.fail(
+            "staleness",
+            staleness,
+            "an integer >= 0 with rule='staleness' (the updates by which each gradient is late; 0 is synchronous)",
+        )
     staleness = _staleness("staleness", staleness)
     base_staleness = _staleness("base_staleness", base_staleness)
     momentum = _momentum("momentum", momentum)
@@ -203,8 +213,11 @@ class Recipe:
         checks.real("Recipe.num_epochs", self.num_epochs, low=0, low_open=True)
         checks.real("Recipe.warmup_epochs", self.warmup_epochs, low=0)
         if self.warmup_epochs >= self.num_epochs:
-            checks.fail("Recipe.warmup_epochs", self.warmup_epochs,
-                        f"shorter than Recipe.num_epochs={self.num_epochs} (a warmup longer than training)")
+            checks.fail(
+                "Recipe.warmup_epochs",
+                self.warmup_epochs,
+                f"shorter than Recipe.num_epochs={self.num_epochs} (a warmup longer than training)",
+            )
         checks.real("Recipe.weight_decay", self.weight_decay, low=0)
         for name in ("momentum", "beta_1", "beta_2", "bn_momentum"):
             checks.real(f"Recipe.{name}", getattr(self, name), low=0, high=1, high_open=True)
@@ -284,8 +297,12 @@ def _target_staleness(recipe, rule, staleness):
         _power_exponent(rule)
     target = recipe.staleness if staleness is None else _staleness("staleness", staleness)
     if not stale and target != recipe.staleness:
-        checks.fail("staleness", staleness, f"None or the recipe's staleness {recipe.staleness} with rule={rule!r} "
-                    "(only rule='staleness' moves a recipe to another staleness)")
+        checks.fail(
+            "staleness",
+            staleness,
+            f"None or the recipe's staleness {recipe.staleness} with rule={rule!r} "
+            "(only rule='staleness' moves a recipe to another staleness)",
+        )
     return target
 
 
@@ -306,15 +323,18 @@ def _step_at(recipe, batch_size, rule, target, momentum):
     `target` staleness; `momentum` is the heavy-ball momentum once rescaled (beta_1 when adaptive)."""
     k = batch_size / recipe.batch_size
     if not _is_staleness(rule):
-        return dict(learning_rate=scale_learning_rate(recipe.learning_rate, recipe.batch_size, batch_size, rule),
-                    weight_decay=recipe.weight_decay * k ** (1.0 - _power_exponent(rule)))
+        return dict(
+            learning_rate=scale_learning_rate(recipe.learning_rate, recipe.batch_size, batch_size, rule),
+            weight_decay=recipe.weight_decay * k ** (1.0 - _power_exponent(rule)),
+        )
     before = recipe.beta_1 if recipe.adaptive else recipe.momentum
     delay = _factor(target, momentum) / _factor(recipe.staleness, before)
     return dict(learning_rate=recipe.learning_rate * k * delay, weight_decay=recipe.weight_decay, staleness=target)
 
 
-def warmup_epochs(batch_size, base_batch_size, base_warmup_epochs, *, epochs_per_doubling=1.0,
-                  num_epochs=None, max_fraction=0.25):
+def warmup_epochs(
+    batch_size, base_batch_size, base_warmup_epochs, *, epochs_per_doubling=1.0, num_epochs=None, max_fraction=0.25
+):
     """A warmup length in epochs that grows with the batch size.
 
     W(B) = base_warmup_epochs + epochs_per_doubling * log2(B / B0), at least 0. With `num_epochs`,
@@ -336,8 +356,11 @@ def warmup_epochs(batch_size, base_batch_size, base_warmup_epochs, *, epochs_per
     num_epochs = checks.real("num_epochs", num_epochs, low=0, low_open=True)
     fraction = checks.real("max_fraction", max_fraction, low=0, high=1)
     if base >= num_epochs:
-        checks.fail("base_warmup_epochs", base_warmup_epochs,
-                    f"shorter than num_epochs={num_epochs} (a warmup longer than training)")
+        checks.fail(
+            "base_warmup_epochs",
+            base_warmup_epochs,
+            f"shorter than num_epochs={num_epochs} (a warmup longer than training)",
+        )
     return min(grown, max(fraction * num_epochs, base))
 
 

@@ -89,8 +89,7 @@ class Warmup(_Schedule):
         }
 
 
-Phase = collections.namedtuple(
-    "Phase", "start_epoch end_epoch batch_size learning_rate start_step num_steps")
+Phase = collections.namedtuple("Phase", "start_epoch end_epoch batch_size learning_rate start_step num_steps")
 Phase.__doc__ = """One phase of a `BatchSizeSchedule`: epochs [start_epoch, end_epoch) at one global
 batch size. `learning_rate` is None when the schedule has none; `start_step` and `num_steps`
 (optimizer updates) are None unless `phases` was given `num_examples`."""
@@ -123,8 +122,9 @@ class BatchSizeSchedule:
         if learning_rates is not None:
             learning_rates = [checks.real(f"learning_rates[{i}]", r, low=0) for i, r in enumerate(learning_rates)]
             if len(learning_rates) != len(batch_sizes):
-                checks.fail("learning_rates", learning_rates,
-                            f"a list of one rate per phase ({len(batch_sizes)} phases)")
+                checks.fail(
+                    "learning_rates", learning_rates, f"a list of one rate per phase ({len(batch_sizes)} phases)"
+                )
         self.batch_sizes, self.boundaries, self.learning_rates = batch_sizes, boundaries, learning_rates
 
     def _phase(self, epoch):
@@ -159,9 +159,10 @@ class BatchSizeSchedule:
             starts = [start.step for start in step_ledger.phase_starts]
             counts = step_ledger.phase_steps(num_epochs)
         rates = self.learning_rates or [None] * len(self.batch_sizes)
-        return [Phase(begin, end, batch, rate, start, count)
-                for (begin, end), batch, rate, start, count
-                in zip(epochs, self.batch_sizes, rates, starts, counts)]
+        return [
+            Phase(begin, end, batch, rate, start, count)
+            for (begin, end), batch, rate, start, count in zip(epochs, self.batch_sizes, rates, starts, counts)
+        ]
 
     def examples_seen(self, step, num_examples):
         """The examples the first `step` updates consume (where a resumed input stream starts)."""
@@ -176,7 +177,8 @@ class BatchSizeSchedule:
         a ValueError naming the first phase whose global batch does not divide by
         `num_replicas * accumulation_steps`."""
         parts = checks.positive_int("num_replicas", num_replicas) * checks.positive_int(
-            "accumulation_steps", accumulation_steps)
+            "accumulation_steps", accumulation_steps
+        )
         count = len(self.batch_sizes)
         if num_epochs is not None:
             count = len(phase_epochs(self.boundaries, num_epochs))
@@ -188,7 +190,8 @@ class BatchSizeSchedule:
                     f"batch schedule phase {i} (epochs {begin}-{end}): global batch {batch} does not "
                     f"divide by {num_replicas} replicas x accumulation_steps={accumulation_steps} = "
                     f"{parts}; use batch sizes that are multiples of {parts} "
-                    f"(BatchSizeSchedule.from_step_decay(..., multiple_of={parts}) rounds to them).")
+                    f"(BatchSizeSchedule.from_step_decay(..., multiple_of={parts}) rounds to them)."
+                )
         return [batch // parts for batch in self.batch_sizes[:count]]
 
     def decay_twin(self, rule="linear", batch_size=None):
@@ -211,8 +214,9 @@ class BatchSizeSchedule:
         return cls([batch_size] * len(rates), boundaries, rates)
 
     @classmethod
-    def from_step_decay(cls, learning_rate, batch_size, boundaries, factor, max_batch_size=None,
-                        rule="linear", multiple_of=1):
+    def from_step_decay(
+        cls, learning_rate, batch_size, boundaries, factor, max_batch_size=None, rule="linear", multiple_of=1
+    ):
         """Smith et al. 2018, "Don't Decay the Learning Rate, Increase the Batch Size".
 
         Where `step_decay(learning_rate, batch_size, boundaries, factor)` divides the rate by
@@ -253,8 +257,11 @@ class BatchSizeSchedule:
         return cls(batch_sizes, boundaries, rates)
 
     def get_config(self):
-        return {"batch_sizes": list(self.batch_sizes), "boundaries": list(self.boundaries),
-                "learning_rates": None if self.learning_rates is None else list(self.learning_rates)}
+        return {
+            "batch_sizes": list(self.batch_sizes),
+            "boundaries": list(self.boundaries),
+            "learning_rates": None if self.learning_rates is None else list(self.learning_rates),
+        }
 
     @classmethod
     def from_config(cls, config):
@@ -300,8 +307,10 @@ class PhasedSchedule(_Schedule):
         self.name = name
         rates = batch_schedule.learning_rates or [1.0] * len(batch_schedule.batch_sizes)
         starts = batch_schedule.ledger(self.num_examples).phase_starts
-        self._phases = [(start.step, start.examples / self.num_examples, batch / self.num_examples, rate)
-                        for start, batch, rate in zip(starts, batch_schedule.batch_sizes, rates)]
+        self._phases = [
+            (start.step, start.examples / self.num_examples, batch / self.num_examples, rate)
+            for start, batch, rate in zip(starts, batch_schedule.batch_sizes, rates)
+        ]
 
     def _epoch_and_rate(self, step):
         # Phases are found in the step's own dtype: exact for integer steps of any size.

@@ -66,14 +66,17 @@ def _config_path(argv):
     for i, arg in enumerate(argv[1:], 1):
         match = re.match(r"--?config(=|$)", arg)
         if match:
-            return arg[match.end():] if match.group(1) else (argv[i + 1] if i + 1 < len(argv) else None)
+            return arg[match.end() :] if match.group(1) else (argv[i + 1] if i + 1 < len(argv) else None)
     return None
 
 
 def _where(error, file):
     """`error`'s type and message, with the line of `file` it was raised at."""
-    lines = [frame.lineno for frame in traceback.extract_tb(error.__traceback__)
-             if os.path.abspath(frame.filename) == os.path.abspath(file)]
+    lines = [
+        frame.lineno
+        for frame in traceback.extract_tb(error.__traceback__)
+        if os.path.abspath(frame.filename) == os.path.abspath(file)
+    ]
     at = f" at line {lines[-1]}" if lines else ""
     text = str(error).splitlines()[0] if str(error) else ""
     return f"{type(error).__name__}{at}" + (f": {text}" if text else "")
@@ -91,8 +94,10 @@ def load_config(path):
     if not os.path.isfile(file):
         raise ValueError(f"{where}: no such config file.")
     if file.endswith(".json"):
-        raise ValueError(f"{where}: a JSON file; --config takes a Python file whose get_config() returns an "
-                         "ml_collections.ConfigDict (e.g. kbatch/configs/mnist1d_cnn.py).")
+        raise ValueError(
+            f"{where}: a JSON file; --config takes a Python file whose get_config() returns an "
+            "ml_collections.ConfigDict (e.g. kbatch/configs/mnist1d_cnn.py)."
+        )
     try:
         spec = importlib.util.spec_from_file_location("kbatch_config_file", file)
         module = importlib.util.module_from_spec(spec)
@@ -108,11 +113,18 @@ def load_config(path):
     except Exception as error:  # likewise
         raise ValueError(f"{where}: get_config() raised {_where(error, file)}.") from None
     if not isinstance(config, ml_collections.ConfigDict):
-        hint = " (no return statement?)" if config is None else (
-            ": wrap it, ml_collections.ConfigDict({...}), or start from kbatch.configs.base.get_config()"
-            if isinstance(config, dict) else "")
-        raise ValueError(f"{where}: get_config() returned {type(config).__name__}, not an "
-                         f"ml_collections.ConfigDict{hint}.")
+        hint = (
+            " (no return statement?)"
+            if config is None
+            else (
+                ": wrap it, ml_collections.ConfigDict({...}), or start from kbatch.configs.base.get_config()"
+                if isinstance(config, dict)
+                else ""
+            )
+        )
+        raise ValueError(
+            f"{where}: get_config() returned {type(config).__name__}, not an ml_collections.ConfigDict{hint}."
+        )
     return config
 
 
@@ -175,8 +187,9 @@ def _parse(argv):
 
 def _define_flags():
     config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Experiment config file.")
-    flags.DEFINE_bool("check", False, "Check the config (every field, and the model it builds) and exit, running and "
-                      "writing nothing.")
+    flags.DEFINE_bool(
+        "check", False, "Check the config (every field, and the model it builds) and exit, running and writing nothing."
+    )
 
 
 def _run(argv):
@@ -189,8 +202,10 @@ def _run(argv):
 
         s = _settings()
         runner.check_model(s)  # what building the model checks (norm_groups against its channels)
-        print(f"kbatch-train: the config is valid: {s.model} on {s.dataset}, global batch {s.batch_size}, "
-              f"{s.num_epochs} epochs, strategy {s.strategy}, model_dir {s.model_dir} (nothing was run or written).")
+        print(
+            f"kbatch-train: the config is valid: {s.model} on {s.dataset}, global batch {s.batch_size}, "
+            f"{s.num_epochs} epochs, strategy {s.strategy}, model_dir {s.model_dir} (nothing was run or written)."
+        )
         return 0
     # tf.data warns on every distributed dataset that options moved into the graph: noise here.
     warnings.filterwarnings("ignore", message="To make it possible to preserve tf.data options")

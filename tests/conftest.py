@@ -15,8 +15,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 if os.environ.get("KERAS_BACKEND") == "jax":
-    os.environ["XLA_FLAGS"] = (
-        os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
 
 import keras  # noqa: E402
 import pytest  # noqa: E402
@@ -64,8 +63,9 @@ def pytest_sessionfinish(session):
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
     backend = keras.backend.backend()
-    other = [item for item in items
-             if any(item.get_closest_marker(m) and b != backend for m, b in BACKEND_MARKERS.items())]
+    other = [
+        item for item in items if any(item.get_closest_marker(m) and b != backend for m, b in BACKEND_MARKERS.items())
+    ]
     if other:
         config.hook.pytest_deselected(items=other)
         items[:] = [item for item in items if item not in other]

@@ -22,9 +22,17 @@ assert keras.backend.backend() == "jax", "start with KERAS_BACKEND=jax"
 def train(model_dir, overrides):
     from kbatch.training import train as run
 
-    config = {"dataset": "mnist1d/original", "backend": "jax", "batch_size": 128, "base_batch_size": 128,
-              "num_epochs": 1, "warmup_epochs": 0.5, "steps_per_loop": 10, "model_dir": model_dir,
-              **json.loads(overrides)}
+    config = {
+        "dataset": "mnist1d/original",
+        "backend": "jax",
+        "batch_size": 128,
+        "base_batch_size": 128,
+        "num_epochs": 1,
+        "warmup_epochs": 0.5,
+        "steps_per_loop": 10,
+        "model_dir": model_dir,
+        **json.loads(overrides),
+    }
     model_fn = {"smooth": smooth_model, "linear": linear_model}[config.pop("model_fn", "smooth")]
     print(json.dumps({k: v for k, v in run(config, model_fn=model_fn, verbose=False).items() if k != "history"}))
 
@@ -57,10 +65,18 @@ def steps(source, target):
         model.set_weights([saved[f"w{i}"] for i in range(len(model.weights))])
         optimizer = keras.optimizers.SGD(float(saved["learning_rate"]), momentum=0.9)
         optimizer.build(model.trainable_variables)
-    step = jax_step.make_train_step(model, optimizer, Classification(), Chain([GlobalNorm()]),
-                                    Geometry(xs.shape[1], int(saved["accumulation_steps"])))
-    state = ([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables],
-             [v.value for v in optimizer.variables])
+    step = jax_step.make_train_step(
+        model,
+        optimizer,
+        Classification(),
+        Chain([GlobalNorm()]),
+        Geometry(xs.shape[1], int(saved["accumulation_steps"])),
+    )
+    state = (
+        [v.value for v in model.trainable_variables],
+        [v.value for v in model.non_trainable_variables],
+        [v.value for v in optimizer.variables],
+    )
     losses = []
     for x, y in zip(xs, ys):
         x, y = (jax.device_put(a, distribution.get_data_layout(a.shape).backend_layout) for a in (x, y))

@@ -18,8 +18,16 @@ from kbatch.data.pystdlib_bytes import PAD, VOCAB_SIZE, make_pystdlib_bytes
 
 # Shrunk: a one-block model of width 32, batch 16, an evaluation every 4 updates (176 per epoch of
 # 704 updates); the run stops after its second evaluation (`StopAfterEvaluations`).
-SHRUNK = {"model_width": 32, "model_layers": 1, "model_heads": 2, "batch_size": 16, "base_learning_rate": 2e-2,
-          "warmup_epochs": 0.005, "evals_per_epoch": 176, "steps_per_loop": 4}
+SHRUNK = {
+    "model_width": 32,
+    "model_layers": 1,
+    "model_heads": 2,
+    "batch_size": 16,
+    "base_learning_rate": 2e-2,
+    "warmup_epochs": 0.005,
+    "evals_per_epoch": 176,
+    "steps_per_loop": 4,
+}
 EVALUATIONS = 2
 SEQUENCE_LENGTH = 128
 UNIFORM_LOSS = math.log(VOCAB_SIZE)  # nats per byte when every token is equally likely
@@ -63,14 +71,18 @@ def numpy_evaluation(model_dir):
     nll = -np.take_along_axis(log_probs, np.where(valid, targets, 0)[..., None], -1)[..., 0] * valid
     correct = (logits.argmax(-1) == targets) & valid
     tokens = valid.sum(1)
-    return {"loss": float(np.mean(nll.sum(1) / tokens)), "perplexity": float(np.exp(nll.sum() / tokens.sum())),
-            "token_accuracy": float(correct.sum() / tokens.sum())}
+    return {
+        "loss": float(np.mean(nll.sum(1) / tokens)),
+        "perplexity": float(np.exp(nll.sum() / tokens.sum())),
+        "token_accuracy": float(correct.sum() / tokens.sum()),
+    }
 
 
 def summarized(result):
     """result.json's fields, the history's evaluation losses (`eval_losses`) in place of the history."""
     return {key: value for key, value in result.items() if key != "history"} | {
-        "eval_losses": [entry["eval_loss"] for entry in result["history"]]}
+        "eval_losses": [entry["eval_loss"] for entry in result["history"]]
+    }
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ def _recorded(checkpoint_dir, step):
     The index file alone appears earlier, and a run killed then rightly resumes from the one before."""
     state = tf.train.get_checkpoint_state(checkpoint_dir) if os.path.exists(checkpoint_dir) else None
     return state is not None and any(
-        os.path.basename(path) == f"ckpt-{step}" for path in state.all_model_checkpoint_paths)
+        os.path.basename(path) == f"ckpt-{step}" for path in state.all_model_checkpoint_paths
+    )
 
 
 def signal_at_checkpoint(process, model_dir, step, sig, *, delay=0.0, timeout_s=240):

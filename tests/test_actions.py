@@ -19,8 +19,16 @@ from tests.conftest import small_config
 
 pytestmark = pytest.mark.fast
 
-ALWAYS = ["CheckFinite", "LogSteps", "AverageMovingStatistics", "Evaluate", "Progress", "Checkpoint",
-          "WatchPreemption", "WatchInterrupt"]
+ALWAYS = [
+    "CheckFinite",
+    "LogSteps",
+    "AverageMovingStatistics",
+    "Evaluate",
+    "Progress",
+    "Checkpoint",
+    "WatchPreemption",
+    "WatchInterrupt",
+]
 
 
 def settings(tmp_path, **overrides):
@@ -37,12 +45,30 @@ def test_the_default_config_takes_only_the_actions_every_run_needs(tmp_path):
 
 
 def test_each_diagnostic_is_built_with_its_config_fields_and_in_its_place(tmp_path):
-    s = settings(tmp_path, optimizer="momentum", noise_scale_every=5, noise_scale_decay=0.9, sharpness_every=2,
-                 loss_spike_guard=4.0, batch_schedule="adaptive", max_batch_size=512)
+    s = settings(
+        tmp_path,
+        optimizer="momentum",
+        noise_scale_every=5,
+        noise_scale_decay=0.9,
+        sharpness_every=2,
+        loss_spike_guard=4.0,
+        batch_schedule="adaptive",
+        max_batch_size=512,
+    )
     built = actions.standard(s, verbose=False)
-    assert names(built) == ["CheckFinite", "LogSteps", "ReportLossSpikes", "MeasureNoiseScale", "AdaptBatchSize",
-                            "AverageMovingStatistics", "Evaluate", "MeasureSharpness", "Checkpoint",
-                            "WatchPreemption", "WatchInterrupt"]
+    assert names(built) == [
+        "CheckFinite",
+        "LogSteps",
+        "ReportLossSpikes",
+        "MeasureNoiseScale",
+        "AdaptBatchSize",
+        "AverageMovingStatistics",
+        "Evaluate",
+        "MeasureSharpness",
+        "Checkpoint",
+        "WatchPreemption",
+        "WatchInterrupt",
+    ]
     by_name = {a.name: a for a in built}
     assert (by_name["MeasureNoiseScale"].every, by_name["MeasureNoiseScale"].estimate.decay) == (5, 0.9)
     assert by_name["MeasureSharpness"].every == 2 and not by_name["MeasureSharpness"].verbose
@@ -72,17 +98,26 @@ def fake_run(**fields):
     """What the actions read of a run: its backend's summaries and the values they publish."""
     published = {}
     run = types.SimpleNamespace(
-        backend=types.SimpleNamespace(noise_parts=lambda: (2, True), is_chief=True,
-                                      summaries=types.SimpleNamespace(scalars=lambda *a: None,
-                                                                      histogram=lambda *a: None)),
-        history=history.History("."), published=published, publish=published.__setitem__, **fields)
+        backend=types.SimpleNamespace(
+            noise_parts=lambda: (2, True),
+            is_chief=True,
+            summaries=types.SimpleNamespace(scalars=lambda *a: None, histogram=lambda *a: None),
+        ),
+        history=history.History("."),
+        published=published,
+        publish=published.__setitem__,
+        **fields,
+    )
     return run
 
 
 def noise_loop(first_step, seed):
     rng = np.random.default_rng(seed)
-    records = {noise_scale.RECORD: rng.uniform(1.5, 1.8, 5), "grad_norm": rng.uniform(1, 1.1, 5),
-               "learning_rate": np.full(5, 0.1)}
+    records = {
+        noise_scale.RECORD: rng.uniform(1.5, 1.8, 5),
+        "grad_norm": rng.uniform(1, 1.1, 5),
+        "learning_rate": np.full(5, 0.1),
+    }
     return LoopOutput(first_step, 5, types.SimpleNamespace(batch_size=64), records, 1.0)
 
 
@@ -124,9 +159,15 @@ def test_the_staleness_counts_resumed_from_their_state_add_up():
 
 def test_the_adaptive_batch_state_is_its_decisions(tmp_path):
     decided = []
-    run = fake_run(plan=types.SimpleNamespace(epoch_starts=[0, 10, 20]), step=10, noise_scale=300.0,
-                   batch_decisions=[], info=types.SimpleNamespace(num_train_examples=4000),
-                   settings=settings(tmp_path), adapt=lambda d: decided.append(list(d)))
+    run = fake_run(
+        plan=types.SimpleNamespace(epoch_starts=[0, 10, 20]),
+        step=10,
+        noise_scale=300.0,
+        batch_decisions=[],
+        info=types.SimpleNamespace(num_train_examples=4000),
+        settings=settings(tmp_path),
+        adapt=lambda d: decided.append(list(d)),
+    )
     action = actions.AdaptBatchSize(max_batch_size=512, verbose=False)
     action.begin(run)
     loop = LoopOutput(0, 10, types.SimpleNamespace(batch_size=128), {"learning_rate": np.full(10, 0.1)}, 1.0)
@@ -136,15 +177,23 @@ def test_the_adaptive_batch_state_is_its_decisions(tmp_path):
 
 
 def test_a_history_written_before_the_actions_kept_their_own_state_still_resumes(tmp_path):
-    old = {"evals": [], "wall_seconds": 3.0,
-           "state": {"noise_scale": [1.0, 2.0, 0.5], "staleness_counts": [4, 1],
-                     "adaptive_batch": [{"epoch": 1, "batch": 256, "step": 10}]}}
+    old = {
+        "evals": [],
+        "wall_seconds": 3.0,
+        "state": {
+            "noise_scale": [1.0, 2.0, 0.5],
+            "staleness_counts": [4, 1],
+            "adaptive_batch": [{"epoch": 1, "batch": 256, "step": 10}],
+        },
+    }
     (tmp_path / history.HISTORY_FILE).write_text(json.dumps(old))
     loaded = history.History(str(tmp_path))
     loaded.load(10, str(tmp_path))
-    assert loaded.actions == {"MeasureNoiseScale": {"averages": [1.0, 2.0, 0.5]},
-                              "RecordStaleness": {"counts": [4, 1]},
-                              "AdaptBatchSize": {"decisions": [{"epoch": 1, "batch": 256, "step": 10}]}}
+    assert loaded.actions == {
+        "MeasureNoiseScale": {"averages": [1.0, 2.0, 0.5]},
+        "RecordStaleness": {"counts": [4, 1]},
+        "AdaptBatchSize": {"decisions": [{"epoch": 1, "batch": 256, "step": 10}]},
+    }
     loaded.save(3.0)
     again = history.History(str(tmp_path))
     again.load(10, str(tmp_path))

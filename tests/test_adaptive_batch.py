@@ -17,9 +17,19 @@ from kbatch.training import build_run, train
 
 pytestmark = pytest.mark.components  # CI runs them again under KERAS_BACKEND=jax
 
-ADAPTIVE = dict(batch_size=32, base_batch_size=32, base_learning_rate=0.05, decay="constant", warmup_epochs=0.0,
-                num_epochs=5, batch_schedule="adaptive", max_batch_size=256, noise_scale_every=5,
-                noise_scale_decay=0.95, norm="none")
+ADAPTIVE = dict(
+    batch_size=32,
+    base_batch_size=32,
+    base_learning_rate=0.05,
+    decay="constant",
+    warmup_epochs=0.0,
+    num_epochs=5,
+    batch_schedule="adaptive",
+    max_batch_size=256,
+    noise_scale_every=5,
+    noise_scale_decay=0.95,
+    norm="none",
+)
 
 
 class StopAfterEpoch(keras.callbacks.Callback):
@@ -44,8 +54,14 @@ def adaptive_run(tmp_path_factory):
 
 def test_the_batch_doubles_while_the_noise_scale_is_above_it(adaptive_run):
     _, result, printed = adaptive_run
-    lines = [re.match(r"kbatch: adaptive batch: B_simple ([\d,.]+) > batch (\d+) at epoch (\d+): the batch doubles "
-                      r"to (\d+)", line) for line in printed.splitlines()]
+    lines = [
+        re.match(
+            r"kbatch: adaptive batch: B_simple ([\d,.]+) > batch (\d+) at epoch (\d+): the batch doubles "
+            r"to (\d+)",
+            line,
+        )
+        for line in printed.splitlines()
+    ]
     decisions = [m for m in lines if m]
     assert decisions, "the batch never grew"
     sizes = [32] + [int(m.group(4)) for m in decisions]
@@ -71,12 +87,17 @@ def test_a_resumed_run_follows_the_phases_it_chose(make_config, adaptive_run):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (dict(noise_scale_every=0),
-     r"config.batch_schedule='adaptive' reads the noise scale: set config.noise_scale_every"),
-    (dict(max_batch_size=48), r"must be at least 2 x batch_size=64 \(it is 48\)"),
-    (dict(batch_boundaries=(2.0,), batch_sizes=(64,)), r"chooses the phases itself"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            dict(noise_scale_every=0),
+            r"config.batch_schedule='adaptive' reads the noise scale: set config.noise_scale_every",
+        ),
+        (dict(max_batch_size=48), r"must be at least 2 x batch_size=64 \(it is 48\)"),
+        (dict(batch_boundaries=(2.0,), batch_sizes=(64,)), r"chooses the phases itself"),
+    ],
+)
 def test_bad_adaptive_configs_are_one_line(make_config, overrides, message):
     config = make_config(**{**ADAPTIVE, **overrides})
     with pytest.raises(ValueError, match=message):

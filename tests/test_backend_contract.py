@@ -16,9 +16,24 @@ from kbatch.training.backends import backend, ps_backend, tf_backend
 pytestmark = pytest.mark.fast
 
 HERE = pathlib.Path(__file__).resolve().parent
-CONTRACT = {"noise_parts", "use_source", "describe_data", "scope", "attach", "start_phase", "evaluate", "probe_batch",
-            "average_moving_statistics", "save", "restore", "has_checkpoint", "latest_checkpoint", "preemption",
-            "all_finite", "close"}
+CONTRACT = {
+    "noise_parts",
+    "use_source",
+    "describe_data",
+    "scope",
+    "attach",
+    "start_phase",
+    "evaluate",
+    "probe_batch",
+    "average_moving_statistics",
+    "save",
+    "restore",
+    "has_checkpoint",
+    "latest_checkpoint",
+    "preemption",
+    "all_finite",
+    "close",
+}
 
 
 def test_the_contract_names_every_member_the_runner_and_actions_call():
@@ -34,9 +49,11 @@ def test_each_tensorflow_backend_implements_every_abstract_member(cls):
 
 
 def test_the_jax_backend_implements_every_abstract_member():
-    script = ("from kbatch.training.backends import backend, jax_backend\n"
-              "assert issubclass(jax_backend.JaxBackend, backend.Backend)\n"
-              "print(sorted(jax_backend.JaxBackend.__abstractmethods__))\n")
+    script = (
+        "from kbatch.training.backends import backend, jax_backend\n"
+        "assert issubclass(jax_backend.JaxBackend, backend.Backend)\n"
+        "print(sorted(jax_backend.JaxBackend.__abstractmethods__))\n"
+    )
     env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(HERE.parent)}
     run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -75,8 +92,9 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(capsys):
     fake = FakeBackend([("ckpt-4", "intact"), ("ckpt-8", "intact"), ("ckpt-12", "damaged")])
     assert fake.restore() == 8
     assert fake.loaded == ["ckpt-12", "ckpt-8"] and fake.kept == ["ckpt-4", "ckpt-8"]
-    assert capsys.readouterr().out == ("kbatch: checkpoint ckpt-12 is damaged (OSError: truncated record); trying the "
-                                       "one before.\n")
+    assert capsys.readouterr().out == (
+        "kbatch: checkpoint ckpt-12 is damaged (OSError: truncated record); trying the one before.\n"
+    )
 
 
 def test_without_checkpoints_the_run_starts_at_step_0():
@@ -85,8 +103,11 @@ def test_without_checkpoints_the_run_starts_at_step_0():
 
 def test_when_every_checkpoint_is_damaged_restore_raises_one_line():
     fake = FakeBackend([("ckpt-4", "damaged"), ("ckpt-8", "damaged")])
-    with pytest.raises(ValueError, match=r"^config.model_dir='/runs/fake': none of its checkpoints is intact; move "
-                                         r"the folder away to start afresh.$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^config.model_dir='/runs/fake': none of its checkpoints is intact; move "
+        r"the folder away to start afresh.$",
+    ):
         fake.restore()
     assert fake.loaded == ["ckpt-8", "ckpt-4"] and fake.kept is None
 

@@ -78,8 +78,9 @@ def test_batch_annealing_and_its_lr_decay_twin_see_the_same_lr_per_batch(make_co
     ratios = []
     for config in (decay, anneal):
         values = _scalars(config.model_dir, "examples")
-        ratios.append({seen: values["learning_rate"][seen] / batch
-                       for seen, batch in values["global_batch_size"].items()})
+        ratios.append(
+            {seen: values["learning_rate"][seen] / batch for seen, batch in values["global_batch_size"].items()}
+        )
     decay_ratio, anneal_ratio = ratios
     assert set(anneal_ratio) <= set(decay_ratio)  # every annealing update starts where a twin's does
     for seen, ratio in anneal_ratio.items():
@@ -94,14 +95,24 @@ def test_the_rescaled_recipe_reaches_bn_momentum_and_adams_betas(make_config, mo
     built = []
     real_build = kbatch.optimizers.build
     monkeypatch.setattr(kbatch.optimizers, "build", lambda *a, **kw: built.append(real_build(*a, **kw)) or built[-1])
-    config = make_config(optimizer="adam", base_learning_rate=0.002, batch_size=256, batch_boundaries=(1.0,),
-                         batch_sizes=(512,), bn_momentum=0.9, beta_1=0.9, beta_2=0.99, weight_decay=0.0,
-                         rescale_recipe=rescale)
+    config = make_config(
+        optimizer="adam",
+        base_learning_rate=0.002,
+        batch_size=256,
+        batch_boundaries=(1.0,),
+        batch_sizes=(512,),
+        bn_momentum=0.9,
+        beta_1=0.9,
+        beta_2=0.99,
+        weight_decay=0.0,
+        rescale_recipe=rescale,
+    )
     train(config, verbose=False)
     model = keras.models.load_model(os.path.join(config.model_dir, "model.keras"))
     k = 512 / 128 if rescale else 1.0  # the last phase's batch over the base batch
-    momenta = [layer.momentum for layer in model._flatten_layers()
-               if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = [
+        layer.momentum for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)
+    ]
     assert momenta and all(m == pytest.approx(0.9**k) for m in momenta)
     (optimizer,) = built
     assert optimizer.beta_1 == pytest.approx(0.9**k) and optimizer.beta_2 == pytest.approx(0.99**k)
@@ -110,8 +121,9 @@ def test_the_rescaled_recipe_reaches_bn_momentum_and_adams_betas(make_config, mo
 
 def _config(**overrides):
     config = mnist1d_cnn.get_config()
-    config.update(batch_size=256, base_batch_size=128, base_learning_rate=0.1, num_epochs=10, warmup_epochs=2.0,
-                  **overrides)
+    config.update(
+        batch_size=256, base_batch_size=128, base_learning_rate=0.1, num_epochs=10, warmup_epochs=2.0, **overrides
+    )
     return config
 
 

@@ -68,8 +68,8 @@ def test_phases_and_phased_schedule_match_the_simulation(case):
     lr = schedules.PhasedSchedule(schedule, num_examples)
     steps = keras.ops.arange(len(updates) + 5)
     epochs = np.array([float(u[0]) for u in updates])
-    np.testing.assert_allclose(np.asarray(lr.epoch(steps))[:len(updates)], epochs, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(lr(steps))[:len(updates)], [u[3] for u in updates], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(lr.epoch(steps))[: len(updates)], epochs, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(lr(steps))[: len(updates)], [u[3] for u in updates], rtol=1e-6)
 
 
 @FAST
@@ -108,14 +108,20 @@ def test_rate_changes_exactly_at_the_phase_start_on_imagenet_scale():
 
 
 smith_cases = dict(
-    lr=st.floats(0.01, 1.0), batch=st.integers(1, 16).map(lambda b: 8 * b), factor=st.integers(2, 10),
-    count=st.integers(1, 4), cap_doublings=st.integers(0, 12), rule=st.sampled_from(["linear", "sqrt"]))
+    lr=st.floats(0.01, 1.0),
+    batch=st.integers(1, 16).map(lambda b: 8 * b),
+    factor=st.integers(2, 10),
+    count=st.integers(1, 4),
+    cap_doublings=st.integers(0, 12),
+    rule=st.sampled_from(["linear", "sqrt"]),
+)
 
 
 @FAST
 @given(**smith_cases)
-def test_batch_annealing_and_its_decay_twin_see_the_same_rate_to_batch_ratio(lr, batch, factor, count,
-                                                                           cap_doublings, rule):
+def test_batch_annealing_and_its_decay_twin_see_the_same_rate_to_batch_ratio(
+    lr, batch, factor, count, cap_doublings, rule
+):
     boundaries = [10.0 * (i + 1) for i in range(count)]
     cap = batch * 2**cap_doublings
     anneal = Schedule.from_step_decay(lr, batch, boundaries, factor, max_batch_size=cap, rule=rule)
@@ -124,7 +130,7 @@ def test_batch_annealing_and_its_decay_twin_see_the_same_rate_to_batch_ratio(lr,
     assert twin.batch_sizes == [batch] * (count + 1)
     epochs = np.linspace(0, 10 * count + 9, 97).tolist() + boundaries
     decays = np.searchsorted(boundaries, epochs, side="right")
-    step_decay_rate = lr / factor**decays.astype(float)   # the step schedule at the fixed batch
+    step_decay_rate = lr / factor ** decays.astype(float)  # the step schedule at the fixed batch
     np.testing.assert_allclose([twin.learning_rate(e) for e in epochs], step_decay_rate, rtol=1e-12)
     ratio = [anneal.learning_rate(e) ** power / anneal.batch_size(e) for e in epochs]
     np.testing.assert_allclose(ratio, step_decay_rate**power / batch, rtol=1e-9)
@@ -149,8 +155,9 @@ def test_batch_annealing_run_needs_fewer_updates_for_the_same_rate_to_batch_rati
     epochs = np.asarray(anneal_lr.epoch(steps), np.float64)
     batches = np.array([anneal.batch_size(e) for e in epochs])
     # Every annealing update sees the lr / B the twin has at the same epoch.
-    np.testing.assert_allclose(np.asarray(anneal_lr(steps)) / batches,
-                               [twin.learning_rate(e) / 128 for e in epochs], rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(anneal_lr(steps)) / batches, [twin.learning_rate(e) / 128 for e in epochs], rtol=1e-6
+    )
     # Updates: ceil(60 n / 128) + ceil(60 n / 640) + ... against ceil(200 n / 128).
     expected = sum(-(-int(span * n) // b) for span, b in [(60, 128), (60, 640), (40, 3200), (40, 16000)])
     assert total == expected == 23438 + 4688 + 625 + 125
@@ -159,8 +166,8 @@ def test_batch_annealing_run_needs_fewer_updates_for_the_same_rate_to_batch_rati
 
 def test_constant_noise_and_constant_variance_rules():
     batches, boundaries = [128, 256, 1024, 4096], [1, 2, 4]
-    linear = Schedule.scaled(0.1, 128, batches, boundaries, rule="linear")   # (b) lr / B constant
-    sqrt = Schedule.scaled(0.1, 128, batches, boundaries, rule="sqrt")       # (c) lr**2 / B constant
+    linear = Schedule.scaled(0.1, 128, batches, boundaries, rule="linear")  # (b) lr / B constant
+    sqrt = Schedule.scaled(0.1, 128, batches, boundaries, rule="sqrt")  # (c) lr**2 / B constant
     np.testing.assert_allclose(np.array(linear.learning_rates) / batches, 0.1 / 128)
     np.testing.assert_allclose(np.array(sqrt.learning_rates) ** 2 / batches, 0.1**2 / 128)
     # The form of (c): the batch follows B_k = B_0 (lr_k / lr_0)**2.
@@ -168,15 +175,20 @@ def test_constant_noise_and_constant_variance_rules():
 
 
 @FAST
-@given(batch_sizes=st.lists(st.integers(1, 4096), min_size=1, max_size=5), replicas=st.integers(1, 8),
-       accumulation=st.integers(1, 4))
+@given(
+    batch_sizes=st.lists(st.integers(1, 4096), min_size=1, max_size=5),
+    replicas=st.integers(1, 8),
+    accumulation=st.integers(1, 4),
+)
 def test_a_batch_that_does_not_divide_is_an_error_naming_the_phase(batch_sizes, replicas, accumulation):
     schedule = Schedule(batch_sizes, [float(i + 1) for i in range(len(batch_sizes) - 1)])
     parts = replicas * accumulation
     bad = [i for i, b in enumerate(batch_sizes) if b % parts]
     if bad:
-        with pytest.raises(ValueError, match=f"phase {bad[0]} .*global batch {batch_sizes[bad[0]]} "
-                                             f"does not divide by {replicas} replicas"):
+        with pytest.raises(
+            ValueError,
+            match=f"phase {bad[0]} .*global batch {batch_sizes[bad[0]]} does not divide by {replicas} replicas",
+        ):
             schedule.check_divisible(replicas, accumulation)
     else:
         assert schedule.check_divisible(replicas, accumulation) == [b // parts for b in batch_sizes]
@@ -186,14 +198,24 @@ def test_a_batch_that_does_not_divide_is_an_error_naming_the_phase(batch_sizes, 
 @given(**smith_cases, replicas=st.sampled_from([1, 2, 3, 8]))
 def test_rounded_annealing_schedules_always_divide(lr, batch, factor, count, cap_doublings, rule, replicas):
     boundaries = [5.0 * (i + 1) for i in range(count)]
-    anneal = Schedule.from_step_decay(lr, batch * replicas, boundaries, factor, rule=rule,
-                                      max_batch_size=batch * replicas * 2**cap_doublings, multiple_of=replicas)
+    anneal = Schedule.from_step_decay(
+        lr,
+        batch * replicas,
+        boundaries,
+        factor,
+        rule=rule,
+        max_batch_size=batch * replicas * 2**cap_doublings,
+        multiple_of=replicas,
+    )
     assert anneal.check_divisible(replicas) == [b // replicas for b in anneal.batch_sizes]
     assert all(b % replicas == 0 for b in anneal.batch_sizes)
     twin = anneal.decay_twin(rule)  # rounding moved the batch, so the rate follows the real batch
     power = 1 if rule == "linear" else 2
-    np.testing.assert_allclose(np.array(anneal.learning_rates) ** power / anneal.batch_sizes,
-                               np.array(twin.learning_rates) ** power / twin.batch_sizes, rtol=1e-9)
+    np.testing.assert_allclose(
+        np.array(anneal.learning_rates) ** power / anneal.batch_sizes,
+        np.array(twin.learning_rates) ** power / twin.batch_sizes,
+        rtol=1e-9,
+    )
 
 
 def test_check_divisible_ignores_phases_after_training():
@@ -216,8 +238,11 @@ class NamedBatchSchedule(Schedule):
 
 
 def test_serialization_round_trip_and_subclass():
-    for schedule in (Schedule.from_step_decay(0.1, 128, [3, 6], 5), Schedule([64]),
-                     NamedBatchSchedule([32, 64], [2.5], label="mine")):
+    for schedule in (
+        Schedule.from_step_decay(0.1, 128, [3, 6], 5),
+        Schedule([64]),
+        NamedBatchSchedule([32, 64], [2.5], label="mine"),
+    ):
         config = keras.saving.serialize_keras_object(schedule)
         restored = keras.saving.deserialize_keras_object(config)
         assert type(restored) is type(schedule)
@@ -230,49 +255,68 @@ POSITIVE_INT = "must be a positive integer"
 RULE = r"must be one of 'linear', 'sqrt', 'none', or a real exponent"
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda: Schedule([64, 128, 256], [20, 10]), r"boundaries=\[20.0, 10.0\]: must be strictly increasing epochs"),
-    (lambda: Schedule([64, 128, 256], [10, 10]), r"boundaries=\[10.0, 10.0\]: must be strictly increasing epochs"),
-    (lambda: Schedule([64, 128], [-1]), r"boundaries\[0\]=-1: must be a finite number > 0"),
-    (lambda: Schedule([64, 128], [float("nan")]), r"boundaries\[0\]=nan: must be a finite number > 0"),
-    (lambda: Schedule([64, 128], []),
-     r"boundaries=\[\]: must be 1 epoch\(s\), one between each two consecutive batch_sizes \(2 given\)"),
-    (lambda: Schedule([64], [5]), r"boundaries=\[5.0\]: must be 0 epoch\(s\)"),
-    (lambda: Schedule([], []), r"batch_sizes=\[\]: must be a non-empty list, one global batch per phase"),
-    (lambda: Schedule([64, 0], [5]), rf"batch_sizes\[1\]=0: {POSITIVE_INT}"),
-    (lambda: Schedule([64, -128], [5]), rf"batch_sizes\[1\]=-128: {POSITIVE_INT}"),
-    (lambda: Schedule([64, 96.5], [5]), rf"batch_sizes\[1\]=96.5: {POSITIVE_INT}"),
-    (lambda: Schedule([64, 128], [5], [0.1]),
-     r"learning_rates=\[0.1\]: must be a list of one rate per phase \(2 phases\)"),
-    (lambda: Schedule([64, 128], [5], [0.1, float("nan")]),
-     r"learning_rates\[1\]=nan: must be a finite number >= 0"),
-    (lambda: Schedule([64]).batch_size(-1), "epoch=-1: must be a finite number >= 0"),
-    (lambda: Schedule([64]).learning_rate(1), "this BatchSizeSchedule has no learning_rates"),
-    (lambda: Schedule([64]).decay_twin(), "decay_twin needs a BatchSizeSchedule with learning_rates"),
-    (lambda: Schedule([64]).phases(0), "num_epochs=0: must be a finite number > 0"),
-    (lambda: Schedule([64]).phases(2, num_examples=0), f"num_examples=0: {POSITIVE_INT}"),
-    (lambda: Schedule([64]).check_divisible(0), f"num_replicas=0: {POSITIVE_INT}"),
-    (lambda: Schedule([64]).check_divisible(1, accumulation_steps=0), f"accumulation_steps=0: {POSITIVE_INT}"),
-    (lambda: Schedule([64]).examples_seen(-1, 100), "step=-1: must be an integer >= 0"),
-    (lambda: Schedule([64]).examples_seen(1.5, 100), "step=1.5: must be an integer >= 0"),
-    (lambda: Schedule([64]).step_at(-1.0, 100), "epoch=-1.0: must be a finite number >= 0"),
-    (lambda: Schedule.step_decay(0.1, 128, [30], factor=1), "factor=1: must be a finite number > 1"),
-    (lambda: Schedule.from_step_decay(0.1, 128, [30], factor=0.5), "factor=0.5: must be a finite number > 1"),
-    (lambda: Schedule.from_step_decay(0.1, 0, [30], factor=5), f"batch_size=0: {POSITIVE_INT}"),
-    (lambda: Schedule.from_step_decay(-0.1, 128, [30], factor=5),
-     "learning_rate=-0.1: must be a finite number >= 0"),
-    (lambda: Schedule.from_step_decay(0.1, 128, [30], 5, max_batch_size=64),
-     "max_batch_size=64: must be at least batch_size=128"),
-    (lambda: Schedule.from_step_decay(0.1, 128, [30], 5, multiple_of=3),
-     "batch_size=128: must be a multiple of multiple_of=3"),
-    (lambda: Schedule.from_step_decay(0.1, 128, [30], 5, rule="none"),
-     r"rule='none': must be a rule that grows the rate with the batch \(alpha > 0\)"),
-    (lambda: Schedule.from_step_decay(0.1, 128, [30], 5, rule="cubic"), f"rule='cubic': {RULE}"),
-    (lambda: Schedule.from_step_decay(0.1, 128, [30, 20], 5),
-     r"boundaries=\[30.0, 20.0\]: must be strictly increasing"),
-    (lambda: Schedule.scaled(0.1, 128, [128, 256], [5], rule="cubic"), f"rule='cubic': {RULE}"),
-    (lambda: Schedule.scaled(0.1, -128, [128, 256], [5]), "base_batch_size=-128: must be a finite number > 0"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: Schedule([64, 128, 256], [20, 10]), r"boundaries=\[20.0, 10.0\]: must be strictly increasing epochs"),
+        (lambda: Schedule([64, 128, 256], [10, 10]), r"boundaries=\[10.0, 10.0\]: must be strictly increasing epochs"),
+        (lambda: Schedule([64, 128], [-1]), r"boundaries\[0\]=-1: must be a finite number > 0"),
+        (lambda: Schedule([64, 128], [float("nan")]), r"boundaries\[0\]=nan: must be a finite number > 0"),
+        (
+            lambda: Schedule([64, 128], []),
+            r"boundaries=\[\]: must be 1 epoch\(s\), one between each two consecutive batch_sizes \(2 given\)",
+        ),
+        (lambda: Schedule([64], [5]), r"boundaries=\[5.0\]: must be 0 epoch\(s\)"),
+        (lambda: Schedule([], []), r"batch_sizes=\[\]: must be a non-empty list, one global batch per phase"),
+        (lambda: Schedule([64, 0], [5]), rf"batch_sizes\[1\]=0: {POSITIVE_INT}"),
+        (lambda: Schedule([64, -128], [5]), rf"batch_sizes\[1\]=-128: {POSITIVE_INT}"),
+        (lambda: Schedule([64, 96.5], [5]), rf"batch_sizes\[1\]=96.5: {POSITIVE_INT}"),
+        (
+            lambda: Schedule([64, 128], [5], [0.1]),
+            r"learning_rates=\[0.1\]: must be a list of one rate per phase \(2 phases\)",
+        ),
+        (
+            lambda: Schedule([64, 128], [5], [0.1, float("nan")]),
+            r"learning_rates\[1\]=nan: must be a finite number >= 0",
+        ),
+        (lambda: Schedule([64]).batch_size(-1), "epoch=-1: must be a finite number >= 0"),
+        (lambda: Schedule([64]).learning_rate(1), "this BatchSizeSchedule has no learning_rates"),
+        (lambda: Schedule([64]).decay_twin(), "decay_twin needs a BatchSizeSchedule with learning_rates"),
+        (lambda: Schedule([64]).phases(0), "num_epochs=0: must be a finite number > 0"),
+        (lambda: Schedule([64]).phases(2, num_examples=0), f"num_examples=0: {POSITIVE_INT}"),
+        (lambda: Schedule([64]).check_divisible(0), f"num_replicas=0: {POSITIVE_INT}"),
+        (lambda: Schedule([64]).check_divisible(1, accumulation_steps=0), f"accumulation_steps=0: {POSITIVE_INT}"),
+        (lambda: Schedule([64]).examples_seen(-1, 100), "step=-1: must be an integer >= 0"),
+        (lambda: Schedule([64]).examples_seen(1.5, 100), "step=1.5: must be an integer >= 0"),
+        (lambda: Schedule([64]).step_at(-1.0, 100), "epoch=-1.0: must be a finite number >= 0"),
+        (lambda: Schedule.step_decay(0.1, 128, [30], factor=1), "factor=1: must be a finite number > 1"),
+        (lambda: Schedule.from_step_decay(0.1, 128, [30], factor=0.5), "factor=0.5: must be a finite number > 1"),
+        (lambda: Schedule.from_step_decay(0.1, 0, [30], factor=5), f"batch_size=0: {POSITIVE_INT}"),
+        (
+            lambda: Schedule.from_step_decay(-0.1, 128, [30], factor=5),
+            "learning_rate=-0.1: must be a finite number >= 0",
+        ),
+        (
+            lambda: Schedule.from_step_decay(0.1, 128, [30], 5, max_batch_size=64),
+            "max_batch_size=64: must be at least batch_size=128",
+        ),
+        (
+            lambda: Schedule.from_step_decay(0.1, 128, [30], 5, multiple_of=3),
+            "batch_size=128: must be a multiple of multiple_of=3",
+        ),
+        (
+            lambda: Schedule.from_step_decay(0.1, 128, [30], 5, rule="none"),
+            r"rule='none': must be a rule that grows the rate with the batch \(alpha > 0\)",
+        ),
+        (lambda: Schedule.from_step_decay(0.1, 128, [30], 5, rule="cubic"), f"rule='cubic': {RULE}"),
+        (
+            lambda: Schedule.from_step_decay(0.1, 128, [30, 20], 5),
+            r"boundaries=\[30.0, 20.0\]: must be strictly increasing",
+        ),
+        (lambda: Schedule.scaled(0.1, 128, [128, 256], [5], rule="cubic"), f"rule='cubic': {RULE}"),
+        (lambda: Schedule.scaled(0.1, -128, [128, 256], [5]), "base_batch_size=-128: must be a finite number > 0"),
+    ],
+)
 def test_bad_input_is_a_value_error_naming_the_argument_and_the_allowed_values(call, message):
     with pytest.raises(ValueError, match=message):
         call()

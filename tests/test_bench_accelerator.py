@@ -13,8 +13,12 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "bench_accelerator.py"
-ENV = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'benchmarks'}",
-       "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+ENV = {
+    **os.environ,
+    "KERAS_BACKEND": "jax",
+    "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'benchmarks'}",
+    "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+}
 
 
 def _run(*args, timeout=600):
@@ -23,12 +27,23 @@ def _run(*args, timeout=600):
 
 def test_a_sweep_prints_and_writes_a_row_per_model_and_batch_size(tmp_path):
     out = tmp_path / "rows.csv"
-    run = _run(str(SCRIPT), "--models=mnist1d_cnn,resnet20", "--batch_sizes=8,16", "--steps=2",
-               "--precision=float32", "--peak_tflops=0.5", f"--csv={out}")
+    run = _run(
+        str(SCRIPT),
+        "--models=mnist1d_cnn,resnet20",
+        "--batch_sizes=8,16",
+        "--steps=2",
+        "--precision=float32",
+        "--peak_tflops=0.5",
+        f"--csv={out}",
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     rows = list(csv.DictReader(open(out)))
     assert [(r["model"], int(r["batch_size"])) for r in rows] == [
-        ("mnist1d_cnn", 8), ("mnist1d_cnn", 16), ("resnet20", 8), ("resnet20", 16)]
+        ("mnist1d_cnn", 8),
+        ("mnist1d_cnn", 16),
+        ("resnet20", 8),
+        ("resnet20", 16),
+    ]
     for row in rows:
         assert row["devices"] == "2" and row["precision"] == "float32" and not row["error"]
         ms, flops = float(row["ms_per_update"]), float(row["tflop_per_update"]) * 1e12
@@ -59,7 +74,8 @@ def test_update_flops_are_the_closed_form_of_a_dense_layer():
         "step = jax_step.make_train_step(model, optimizer, Classification(), Chain([GlobalNorm()]), Geometry(256))\n"
         "state = ([v.value for v in model.trainable_variables], [], [v.value for v in optimizer.variables])\n"
         "batch = [np.ones((256, 1024), 'float32'), np.zeros(256, 'int32')]\n"
-        "print(bench.update_flops(step, state, batch))\n")
+        "print(bench.update_flops(step, state, batch))\n"
+    )
     run = _run("-c", script)
     assert run.returncode == 0, run.stderr[-3000:]
     assert float(run.stdout.strip().splitlines()[-1]) == pytest.approx(4 * 256 * 1024 * 512, rel=0.05)

@@ -16,12 +16,15 @@ from stop_run import signal_at_checkpoint
 ABSL_INFO = re.compile(r"^(\[worker \d+\] )?I\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+\.py:\d+\]")
 # kbatch's own lines (a launcher puts `[chief 0] ` before them): its messages, the epoch header,
 # the progress bar and the evaluation line.
-KBATCH_LINE = re.compile(r"^(\[\w+ \d+\] )?"
-                         r"(kbatch(-train)?: |epoch \d+/\d+(, global batch \d+)?$|\d+/\d+ - |  step \d+: )")
+KBATCH_LINE = re.compile(
+    r"^(\[\w+ \d+\] )?"
+    r"(kbatch(-train)?: |epoch \d+/\d+(, global batch \d+)?$|\d+/\d+ - |  step \d+: )"
+)
 # What it printed besides (#31): TensorFlow's start-up lines twice, its failed GPU search, tf.data
 # and XLA warnings, deprecation warnings at SIGTERM, a retracing warning.
-NOISE = re.compile(r"absl::InitializeLog|port\.cc|cudart_stub|cuInit|dataset\.cc|deprecat|Ignoring Assert|retracing",
-                   re.IGNORECASE)
+NOISE = re.compile(
+    r"absl::InitializeLog|port\.cc|cudart_stub|cuInit|dataset\.cc|deprecat|Ignoring Assert|retracing", re.IGNORECASE
+)
 SMALL = ["--config.dataset=mnist1d/original", "--config.num_epochs=1", "--config.warmup_epochs=0.25"]
 
 
@@ -37,9 +40,18 @@ def _not_kbatchs(output):
 
 
 def _train(tmp_path, *flags):
-    command = [sys.executable, "-m", "kbatch.train", "--config.dataset=mnist1d/original", "--config.num_epochs=1",
-               "--config.warmup_epochs=0.25", "--config.batch_size=64", "--config.strategy=cpu:4",
-               f"--config.model_dir={tmp_path / 'run'}", *flags]
+    command = [
+        sys.executable,
+        "-m",
+        "kbatch.train",
+        "--config.dataset=mnist1d/original",
+        "--config.num_epochs=1",
+        "--config.warmup_epochs=0.25",
+        "--config.batch_size=64",
+        "--config.strategy=cpu:4",
+        f"--config.model_dir={tmp_path / 'run'}",
+        *flags,
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=600, env=_users_env())
 
 
@@ -61,10 +73,25 @@ def test_the_two_worker_readme_run_prints_kbatchs_lines_and_ends_cleanly(tmp_pat
     """It printed 386 lines, 220 of them `Collective all_reduce tensors` INFO, and ended with
     `Exception in thread PeerTerminationWatcher ... Socket closed` after a successful run."""
     launcher = pathlib.Path(__file__).resolve().parents[1] / "tools" / "launch_local.py"
-    run = subprocess.run([sys.executable, str(launcher), "--workers=2", "--timeout_s=300", "--", "kbatch-train",
-                          "--config.strategy=multiworker", "--config.dataset=mnist1d/original", "--config.num_epochs=1",
-                          "--config.warmup_epochs=0.25", f"--config.model_dir={tmp_path / 'run'}"],
-                         capture_output=True, text=True, timeout=400, env=_users_env())
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(launcher),
+            "--workers=2",
+            "--timeout_s=300",
+            "--",
+            "kbatch-train",
+            "--config.strategy=multiworker",
+            "--config.dataset=mnist1d/original",
+            "--config.num_epochs=1",
+            "--config.warmup_epochs=0.25",
+            f"--config.model_dir={tmp_path / 'run'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        env=_users_env(),
+    )
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-2000:]
     assert "kbatch: done" in output and "Exception in thread" not in output and "Traceback" not in output
@@ -73,8 +100,13 @@ def test_the_two_worker_readme_run_prints_kbatchs_lines_and_ends_cleanly(tmp_pat
 
 
 def _kbatch_train(*flags, env=None):
-    return subprocess.run([sys.executable, "-m", "kbatch.train", *SMALL, *flags], capture_output=True, text=True,
-                          timeout=600, env=env or _users_env())
+    return subprocess.run(
+        [sys.executable, "-m", "kbatch.train", *SMALL, *flags],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env or _users_env(),
+    )
 
 
 def test_a_default_run_prints_kbatchs_lines_alone(tmp_path):
@@ -92,8 +124,9 @@ def test_check_prints_its_one_line_alone(tmp_path):
 
 def test_accumulation_with_the_noise_scale_prints_kbatchs_lines_alone(tmp_path):
     """It printed XLA's `assert_op.cc ... Ignoring Assert operator`."""
-    run = _kbatch_train("--config.accumulation_steps=2", "--config.noise_scale_every=4",
-                        f"--config.model_dir={tmp_path / 'run'}")
+    run = _kbatch_train(
+        "--config.accumulation_steps=2", "--config.noise_scale_every=4", f"--config.model_dir={tmp_path / 'run'}"
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert _not_kbatchs(run.stdout + run.stderr) == []
 
@@ -109,9 +142,21 @@ def test_the_jax_backend_prints_kbatchs_lines_alone(tmp_path):
 def test_sigterm_prints_the_preemption_line_alone(tmp_path):
     """It printed TensorFlow's 6-line deprecation warning twice (its handler's `total_run_calls`)."""
     model_dir = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, "-m", "kbatch.train", *SMALL, "--config.num_epochs=20",
-                                "--config.checkpoint_every=8", f"--config.model_dir={model_dir}"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_users_env())
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kbatch.train",
+            *SMALL,
+            "--config.num_epochs=20",
+            "--config.checkpoint_every=8",
+            f"--config.model_dir={model_dir}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_users_env(),
+    )
     out, err = signal_at_checkpoint(process, str(model_dir), 16, signal.SIGTERM)
     assert process.returncode == 42, err[-2000:]
     assert _not_kbatchs(out + err) == [] and "kbatch-train: preempted" in err
@@ -121,10 +166,24 @@ def test_the_parameter_server_readme_run_prints_kbatchs_lines(tmp_path):
     """It printed 42 lines for kbatch's 11: each process's start-up lines and failed GPU search,
     a server's `local_rendezvous.cc` warning. One TensorFlow error line is left (docs/reliability.md)."""
     launcher = pathlib.Path(__file__).resolve().parents[1] / "tools" / "launch_local.py"
-    run = subprocess.run([sys.executable, str(launcher), "--workers=2", "--ps=1", "--timeout_s=300", "--",
-                          "kbatch-train", "--config.strategy=parameter_server", *SMALL,
-                          f"--config.model_dir={tmp_path / 'run'}"], capture_output=True, text=True, timeout=400,
-                         env=_users_env())
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(launcher),
+            "--workers=2",
+            "--ps=1",
+            "--timeout_s=300",
+            "--",
+            "kbatch-train",
+            "--config.strategy=parameter_server",
+            *SMALL,
+            f"--config.model_dir={tmp_path / 'run'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        env=_users_env(),
+    )
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-2000:]
     assert "[chief 0] kbatch: done" in output and not [line for line in output.splitlines() if NOISE.search(line)]
@@ -140,5 +199,6 @@ def test_a_config_for_the_other_backend_is_one_line_before_anything_is_written(t
         assert run.returncode == 2 and run.stdout == ""
         assert run.stderr.splitlines() == [
             "kbatch-train: config.backend='tensorflow' but Keras runs on jax (KERAS_BACKEND=jax): "
-            "set --config.backend=jax (or auto) or KERAS_BACKEND=tensorflow"]
+            "set --config.backend=jax (or auto) or KERAS_BACKEND=tensorflow"
+        ]
         assert not (tmp_path / "run").exists()

@@ -28,6 +28,7 @@ def test_keras_per_replica_clipping_is_not_global_clipping():
             replica = tf.distribute.get_replica_context().replica_id_in_sync_group
             grad = tf.where(tf.equal(replica, 0), tf.constant([10.0, 0.0]), tf.constant([0.0, 10.0]))
             optimizer.apply([grad], [weights])
+
         strategy.run(replica_fn)
 
     step()

@@ -19,9 +19,16 @@ def _study(tmp_path):
     for batch in (64, 256, 1024):
         for optimizer, factor in (("a", 2), ("b", 1)):
             early, late = factor * (100 + 50_000 / batch), factor * (200 + 400_000 / batch)
-            rows.append({"name": f"{optimizer}{batch}", "state": "finished", "optimizer": optimizer,
-                         "batch_size": batch, "steps_to_0.9": round(early),
-                         "steps_to_0.99": round(late) if batch < 1024 else ""})
+            rows.append(
+                {
+                    "name": f"{optimizer}{batch}",
+                    "state": "finished",
+                    "optimizer": optimizer,
+                    "batch_size": batch,
+                    "steps_to_0.9": round(early),
+                    "steps_to_0.99": round(late) if batch < 1024 else "",
+                }
+            )
     path = tmp_path / "sweep.csv"
     with open(path, "w", newline="") as file:
         writer = csv.DictWriter(file, FIELDS)
@@ -31,8 +38,11 @@ def _study(tmp_path):
     run.mkdir()
     history = [{"step": 10 * i, "epoch": i / 4, "eval_accuracy": 0.5 + 0.1 * i} for i in range(1, 6)]
     points = [{"step": 5 * i, "global_batch_size": 256, "b_simple": 40.0 * i} for i in range(1, 11)]
-    (run / "result.json").write_text(json.dumps({"history": history, "noise_scale": points, "global_batch_size": 256,
-                                                 "examples_seen": 12_800, "epochs": 1}))
+    (run / "result.json").write_text(
+        json.dumps(
+            {"history": history, "noise_scale": points, "global_batch_size": 256, "examples_seen": 12_800, "epochs": 1}
+        )
+    )
     return path, run
 
 
@@ -44,8 +54,12 @@ def _fit_cells(line):
 
 def test_the_fit_and_the_noise_scale_side_by_side(tmp_path):
     study, noise_run = _study(tmp_path)
-    flags = [f"--sweep_csv={study}", f"--noise_run={noise_run}", f"--markdown={tmp_path / 't.md'}",
-             f"--plot={tmp_path / 'p.png'}"]
+    flags = [
+        f"--sweep_csv={study}",
+        f"--noise_run={noise_run}",
+        f"--markdown={tmp_path / 't.md'}",
+        f"--plot={tmp_path / 'p.png'}",
+    ]
     run = run_tool("critical_batch.py", flags)
     assert run.returncode == 0, run.stderr[-2000:]
     rows = [line for line in (tmp_path / "t.md").read_text().splitlines() if line.startswith("| 9")]
@@ -61,8 +75,15 @@ def test_the_fit_and_the_noise_scale_side_by_side(tmp_path):
 def test_existing_outputs_are_refused(tmp_path):
     study, noise_run = _study(tmp_path)
     (tmp_path / "t.md").write_text("mine")
-    run = run_tool("critical_batch.py", [f"--sweep_csv={study}", f"--noise_run={noise_run}",
-                                         f"--markdown={tmp_path / 't.md'}", f"--plot={tmp_path / 'p.png'}"])
+    run = run_tool(
+        "critical_batch.py",
+        [
+            f"--sweep_csv={study}",
+            f"--noise_run={noise_run}",
+            f"--markdown={tmp_path / 't.md'}",
+            f"--plot={tmp_path / 'p.png'}",
+        ],
+    )
     assert run.returncode != 0 and "--markdown=" in run.stderr and "refusing to overwrite" in run.stderr
     assert (tmp_path / "t.md").read_text() == "mine" and not (tmp_path / "p.png").exists()
 
@@ -70,15 +91,27 @@ def test_existing_outputs_are_refused(tmp_path):
 @pytest.mark.parametrize("noise_run", ["", "nowhere"])
 def test_a_noise_run_that_is_not_a_finished_run_is_one_line(tmp_path, noise_run):
     study, _ = _study(tmp_path)
-    run = run_tool("critical_batch.py", [f"--sweep_csv={study}", f"--noise_run={noise_run}",
-                                         f"--markdown={tmp_path / 't.md'}", f"--plot={tmp_path / 'p.png'}"])
+    run = run_tool(
+        "critical_batch.py",
+        [
+            f"--sweep_csv={study}",
+            f"--noise_run={noise_run}",
+            f"--markdown={tmp_path / 't.md'}",
+            f"--plot={tmp_path / 'p.png'}",
+        ],
+    )
     assert run.returncode != 0 and f"--noise_run={noise_run}: must be the model_dir of a finished run" in run.stderr
 
 
 def test_where_keeps_only_the_rows_it_names(tmp_path):
     study, noise_run = _study(tmp_path)
-    flags = [f"--sweep_csv={study}", f"--noise_run={noise_run}", f"--markdown={tmp_path / 't.md'}",
-             f"--plot={tmp_path / 'p.png'}", "--where=optimizer=a"]
+    flags = [
+        f"--sweep_csv={study}",
+        f"--noise_run={noise_run}",
+        f"--markdown={tmp_path / 't.md'}",
+        f"--plot={tmp_path / 'p.png'}",
+        "--where=optimizer=a",
+    ]
     run = run_tool("critical_batch.py", flags)
     assert run.returncode == 0, run.stderr[-2000:]
     early = next(line for line in (tmp_path / "t.md").read_text().splitlines() if line.startswith("| 90%"))
@@ -87,15 +120,26 @@ def test_where_keeps_only_the_rows_it_names(tmp_path):
     assert s_min == 200 and abs(b_crit - 500) <= 5  # S_min doubled, B_crit the same (to rounding)
 
 
-@pytest.mark.parametrize("where, message", [
-    ("optimiser=a", "--where=optimiser=a: the CSV has no column 'optimiser'"),
-    ("optimizer", "--where=optimizer: write FIELD=VALUE"),
-    ("optimizer=adam", "no target reached at two batch sizes or more in the 0 rows kept"),
-])
+@pytest.mark.parametrize(
+    "where, message",
+    [
+        ("optimiser=a", "--where=optimiser=a: the CSV has no column 'optimiser'"),
+        ("optimizer", "--where=optimizer: write FIELD=VALUE"),
+        ("optimizer=adam", "no target reached at two batch sizes or more in the 0 rows kept"),
+    ],
+)
 def test_a_bad_where_is_one_line_and_writes_nothing(tmp_path, where, message):
     study, noise_run = _study(tmp_path)
-    run = run_tool("critical_batch.py", [f"--sweep_csv={study}", f"--noise_run={noise_run}", f"--where={where}",
-                                         f"--markdown={tmp_path / 't.md'}", f"--plot={tmp_path / 'p.png'}"])
+    run = run_tool(
+        "critical_batch.py",
+        [
+            f"--sweep_csv={study}",
+            f"--noise_run={noise_run}",
+            f"--where={where}",
+            f"--markdown={tmp_path / 't.md'}",
+            f"--plot={tmp_path / 'p.png'}",
+        ],
+    )
     assert run.returncode != 0 and message in run.stderr, run.stderr[-2000:]
     assert not (tmp_path / "t.md").exists() and not (tmp_path / "p.png").exists()
 
@@ -105,31 +149,51 @@ def test_steps_that_halve_exactly_are_perfect_scaling_not_an_absurd_critical_bat
     _, noise_run = _study(tmp_path)
     path = tmp_path / "perfect.csv"
     path.write_text("batch_size,steps_to_0.9\n" + "".join(f"{b},{64_000 // b}\n" for b in (64, 128, 256, 512)))
-    run = run_tool("critical_batch.py", [f"--sweep_csv={path}", f"--noise_run={noise_run}",
-                                         f"--markdown={tmp_path / 't.md'}", f"--plot={tmp_path / 'p.png'}"])
+    run = run_tool(
+        "critical_batch.py",
+        [
+            f"--sweep_csv={path}",
+            f"--noise_run={noise_run}",
+            f"--markdown={tmp_path / 't.md'}",
+            f"--plot={tmp_path / 'p.png'}",
+        ],
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     row = next(line for line in (tmp_path / "t.md").read_text().splitlines() if line.startswith("| 90%"))
     assert "perfect scaling over the measured range: B_crit above the largest batch (512)" in row
     assert "**" not in row and not re.search(r"\d{1,3}(,\d{3}){3,}", row)  # no bold, no 10^9 or larger
 
 
-@pytest.mark.parametrize("content, message", [
-    ('{"steps": 10, "history": []}', "not a sweep's report CSV"),
-    ("batch_size,steps_to_0.9\nsixty-four,100\n128,50\n", "batch_size 'sixty-four' is not a number"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"steps": 10, "history": []}', "not a sweep's report CSV"),
+        ("batch_size,steps_to_0.9\nsixty-four,100\n128,50\n", "batch_size 'sixty-four' is not a number"),
+    ],
+)
 def test_a_file_that_is_not_a_sweep_csv_is_one_line(tmp_path, content, message):
     _, noise_run = _study(tmp_path)
     path = tmp_path / "result.json"
     path.write_text(content)
-    run = run_tool("critical_batch.py", [f"--sweep_csv={path}", f"--noise_run={noise_run}",
-                                         f"--markdown={tmp_path / 't.md'}", f"--plot={tmp_path / 'p.png'}"])
+    run = run_tool(
+        "critical_batch.py",
+        [
+            f"--sweep_csv={path}",
+            f"--noise_run={noise_run}",
+            f"--markdown={tmp_path / 't.md'}",
+            f"--plot={tmp_path / 'p.png'}",
+        ],
+    )
     assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1 and message in run.stderr, run.stderr
     assert not (tmp_path / "t.md").exists()
 
 
 def test_sweep_csv_is_required_not_a_path_into_the_repository(tmp_path):
     _, noise_run = _study(tmp_path)
-    run = run_tool("critical_batch.py", [f"--noise_run={noise_run}", f"--markdown={tmp_path / 't.md'}",
-                                         f"--plot={tmp_path / 'p.png'}"])
-    assert run.returncode == 2 and run.stderr.strip() == ("critical_batch: --sweep_csv is required: a sweep's report "
-                                                          "CSV (tools/sweep.py's report.csv).")
+    run = run_tool(
+        "critical_batch.py",
+        [f"--noise_run={noise_run}", f"--markdown={tmp_path / 't.md'}", f"--plot={tmp_path / 'p.png'}"],
+    )
+    assert run.returncode == 2 and run.stderr.strip() == (
+        "critical_batch: --sweep_csv is required: a sweep's report CSV (tools/sweep.py's report.csv)."
+    )

@@ -31,15 +31,17 @@ COMMANDS = _commands()
 
 
 def _check_kbatch_train(args):
-    run = subprocess.run([sys.executable, "-m", "kbatch.train", *args, "--check"], cwd=ROOT, capture_output=True,
-                         text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-m", "kbatch.train", *args, "--check"], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert run.returncode == 0 and "the config is valid" in run.stdout, run.stderr[-1500:]
     return True
 
 
 def _check_script_flags(script, args):
-    helped = subprocess.run([sys.executable, script, "--helpfull"], cwd=ROOT, capture_output=True, text=True,
-                            timeout=300)
+    helped = subprocess.run(
+        [sys.executable, script, "--helpfull"], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     defined = set(re.findall(r"--(?:\[no\])?(\w+):", helped.stdout + helped.stderr))
     named = {arg[2:].split("=")[0] for arg in args if arg.startswith("--")}
     fields = {name.partition(".")[2] for name in named if name.startswith("config.")}
@@ -64,8 +66,8 @@ def test_a_documented_command_is_valid(page, command):
         return
     script, args = words[1], words[2:]
     if "--" in args:  # the launcher: its own flags, then the command it starts
-        inner = args[args.index("--") + 1:]
-        args = args[:args.index("--")]
+        inner = args[args.index("--") + 1 :]
+        args = args[: args.index("--")]
         if inner[0] == "kbatch-train":
             assert _check_kbatch_train(inner[1:])
     assert _check_script_flags(script, args)

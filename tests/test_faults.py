@@ -23,10 +23,18 @@ import kbatch.configs.mnist1d_cnn
 
 HERE = pathlib.Path(__file__).resolve().parent
 # Two epochs of mnist1d/original at batch 256: 32 updates, a checkpoint every 4.
-FLAGS = ["--config.dataset=mnist1d/original", "--config.batch_size=256", "--config.base_batch_size=256",
-         "--config.num_epochs=2", "--config.warmup_epochs=0.5", "--config.steps_per_loop=2",
-         "--config.checkpoint_every=4", "--config.strategy=one_device", "--config.deterministic=True",
-         "--config.norm=group"]
+FLAGS = [
+    "--config.dataset=mnist1d/original",
+    "--config.batch_size=256",
+    "--config.base_batch_size=256",
+    "--config.num_epochs=2",
+    "--config.warmup_epochs=0.5",
+    "--config.steps_per_loop=2",
+    "--config.checkpoint_every=4",
+    "--config.strategy=one_device",
+    "--config.deterministic=True",
+    "--config.norm=group",
+]
 
 
 def _train(model_dir, *extra, fault=None, timeout=300):
@@ -75,12 +83,16 @@ def test_a_kill_while_a_file_is_written_then_the_same_command_ends_exactly(tmp_p
 
 def test_a_truncated_checkpoint_is_skipped_saying_so_and_the_run_ends_exactly(tmp_path, uninterrupted):
     model_dir = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, "-m", "kbatch.train", *FLAGS, f"--config.model_dir={model_dir}"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kbatch.train", *FLAGS, f"--config.model_dir={model_dir}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     signal_at_checkpoint(process, str(model_dir), 12, signal.SIGKILL)
     newest = tf.train.latest_checkpoint(str(model_dir / "checkpoints"))
-    data = next(p for p in (model_dir / "checkpoints").iterdir()
-                if p.name.startswith(os.path.basename(newest) + ".data"))
+    data = next(
+        p for p in (model_dir / "checkpoints").iterdir() if p.name.startswith(os.path.basename(newest) + ".data")
+    )
     data.write_bytes(data.read_bytes()[: data.stat().st_size // 3])
     again = _train(model_dir)
     assert again.returncode == 0, again.stderr[-2000:]
@@ -91,8 +103,12 @@ def test_a_truncated_checkpoint_is_skipped_saying_so_and_the_run_ends_exactly(tm
 
 def test_ctrl_c_saves_exits_130_in_one_line_and_the_same_command_ends_exactly(tmp_path, uninterrupted):
     model_dir = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, "-m", "kbatch.train", *FLAGS, f"--config.model_dir={model_dir}"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kbatch.train", *FLAGS, f"--config.model_dir={model_dir}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     _, stderr = signal_at_checkpoint(process, str(model_dir), 4, signal.SIGINT, delay=0.2)
     assert process.returncode == 130
     assert len(_stop_lines(stderr)) == 1 and "interrupted: checkpoint of step" in stderr and "Traceback" not in stderr
@@ -144,26 +160,33 @@ def test_the_default_model_dir_is_the_same_for_the_same_command(tmp_path):
     (folder,) = (tmp_path / "runs").iterdir()
     again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert "this run is finished" in again.stdout and list((tmp_path / "runs").iterdir()) == [folder]
-    other = subprocess.run([*command, "--config.batch_size=128"], cwd=tmp_path, capture_output=True, text=True,
-                           timeout=300)
+    other = subprocess.run(
+        [*command, "--config.batch_size=128"], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert other.returncode == 0 and len(list((tmp_path / "runs").iterdir())) == 2
 
 
 def _killed_at(model_dir, step):
     """A run of FLAGS killed (SIGKILL) once checkpoint `step` is recorded."""
-    process = subprocess.Popen([sys.executable, "-m", "kbatch.train", *FLAGS, f"--config.model_dir={model_dir}"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kbatch.train", *FLAGS, f"--config.model_dir={model_dir}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     signal_at_checkpoint(process, str(model_dir), step, signal.SIGKILL)
 
 
-@pytest.mark.parametrize("damage, content, says", [
-    ("config.json", "{ not json", "is not readable"),
-    ("history.json", "{ not json", "is not readable"),
-    ("config.json", "[]", "holds a JSON list, not the dict kbatch writes"),
-    ("config.json", "{}", "is not a kbatch run's config"),
-    ("history.json", '{"evals": 5}', "is not the evaluation history kbatch writes"),
-    ("history.json", "[1, 2]", "holds a JSON list"),
-])
+@pytest.mark.parametrize(
+    "damage, content, says",
+    [
+        ("config.json", "{ not json", "is not readable"),
+        ("history.json", "{ not json", "is not readable"),
+        ("config.json", "[]", "holds a JSON list, not the dict kbatch writes"),
+        ("config.json", "{}", "is not a kbatch run's config"),
+        ("history.json", '{"evals": 5}', "is not the evaluation history kbatch writes"),
+        ("history.json", "[1, 2]", "holds a JSON list"),
+    ],
+)
 def test_an_unreadable_run_file_is_named_in_one_line(tmp_path, damage, content, says):
     model_dir = tmp_path / "run"
     _killed_at(model_dir, 4)
@@ -221,8 +244,11 @@ def test_a_finished_run_with_a_damaged_result_or_model_writes_them_again(tmp_pat
 def test_a_second_run_into_a_folder_in_use_is_refused_and_a_dead_holder_does_not_block(tmp_path, uninterrupted):
     """Finding 1 of issue 31: the same folder, a changed rate, while the first run still trains."""
     model_dir = tmp_path / "run"
-    first = subprocess.Popen([sys.executable, str(HERE / "fault_run.py"), "hold:8", *FLAGS,
-                              f"--config.model_dir={model_dir}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = subprocess.Popen(
+        [sys.executable, str(HERE / "fault_run.py"), "hold:8", *FLAGS, f"--config.model_dir={model_dir}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         while not (model_dir / "checkpoints" / "ckpt-8.index").exists():
             assert first.poll() is None, "the first run ended early"
@@ -242,15 +268,24 @@ def test_a_second_run_into_a_folder_in_use_is_refused_and_a_dead_holder_does_not
     _same_as(uninterrupted[0], model_dir)
 
 
-@pytest.mark.parametrize("cluster, strategy, says", [
-    ({"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "one_device", "trains in one process, but TF_CONFIG"),
-    ({"chief": ["127.0.0.1:1"], "worker": ["127.0.0.1:2"], "ps": ["127.0.0.1:3"]}, "one_device", "a cluster of 3"),
-    ({"worker": ["127.0.0.1:1"]}, "parameter_server", "needs a cluster with 'chief', 'worker' and 'ps' jobs"),
-])
+@pytest.mark.parametrize(
+    "cluster, strategy, says",
+    [
+        ({"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "one_device", "trains in one process, but TF_CONFIG"),
+        ({"chief": ["127.0.0.1:1"], "worker": ["127.0.0.1:2"], "ps": ["127.0.0.1:3"]}, "one_device", "a cluster of 3"),
+        ({"worker": ["127.0.0.1:1"]}, "parameter_server", "needs a cluster with 'chief', 'worker' and 'ps' jobs"),
+    ],
+)
 def test_a_cluster_that_cannot_train_this_strategy_is_one_line_not_a_hang(tmp_path, cluster, strategy, says):
     env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}})}
-    command = [sys.executable, "-m", "kbatch.train", *FLAGS, f"--config.strategy={strategy}",
-               f"--config.model_dir={tmp_path / 'run'}"]
+    command = [
+        sys.executable,
+        "-m",
+        "kbatch.train",
+        *FLAGS,
+        f"--config.strategy={strategy}",
+        f"--config.model_dir={tmp_path / 'run'}",
+    ]
     run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 2
     (line,) = _stop_lines(run.stderr)
@@ -261,13 +296,24 @@ def test_a_resumed_run_with_another_model_says_so_instead_of_calling_checkpoints
     model_dir = tmp_path / "run"
     _killed_at(model_dir, 4)
     config = kbatch.configs.mnist1d_cnn.get_config()
-    config.update(dataset="mnist1d/original", batch_size=256, base_batch_size=256, num_epochs=2, warmup_epochs=0.5,
-                  steps_per_loop=2, checkpoint_every=4, strategy="one_device", deterministic=True, norm="group",
-                  model_dir=str(model_dir))
+    config.update(
+        dataset="mnist1d/original",
+        batch_size=256,
+        base_batch_size=256,
+        num_epochs=2,
+        warmup_epochs=0.5,
+        steps_per_loop=2,
+        checkpoint_every=4,
+        strategy="one_device",
+        deterministic=True,
+        norm="group",
+        model_dir=str(model_dir),
+    )
 
     def other_model(info):
-        return keras.Sequential([keras.Input(info.input_shape), keras.layers.Flatten(),
-                                 keras.layers.Dense(info.num_classes)])
+        return keras.Sequential(
+            [keras.Input(info.input_shape), keras.layers.Flatten(), keras.layers.Dense(info.num_classes)]
+        )
 
     with pytest.raises(ValueError, match=r"checkpoint ckpt-4 holds another model .*model_fn changed"):
         kbatch.training.build_run(config, model_fn=other_model)
@@ -283,8 +329,11 @@ def test_a_model_dir_under_a_file_is_one_line_before_anything_is_written(tmp_pat
 
 def test_when_every_checkpoint_is_damaged_the_run_stops_in_one_line_leaving_them(tmp_path):
     model_dir = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, "-m", "kbatch.train", *FLAGS, f"--config.model_dir={model_dir}"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kbatch.train", *FLAGS, f"--config.model_dir={model_dir}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     signal_at_checkpoint(process, str(model_dir), 8, signal.SIGKILL)
     for data in (model_dir / "checkpoints").glob("ckpt-*.data-*"):
         data.write_bytes(b"")
@@ -330,8 +379,12 @@ def test_a_run_resumed_behind_its_logged_points_logs_each_update_once(tmp_path, 
 def test_two_ctrl_c_50_ms_apart_stop_in_one_line_and_the_same_command_ends_exactly(tmp_path, uninterrupted):
     """Finding 13 of issue 31: the second Ctrl-C may land inside the checkpoint's save."""
     model_dir = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, "-m", "kbatch.train", *FLAGS, f"--config.model_dir={model_dir}"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kbatch.train", *FLAGS, f"--config.model_dir={model_dir}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         while not (model_dir / "checkpoints" / "ckpt-4.index").exists():
             assert process.poll() is None, "the run ended before checkpoint 4"

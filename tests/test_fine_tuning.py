@@ -32,8 +32,10 @@ def named_model(info, hidden=16, seed=2):
     inputs = keras.Input(info.input_shape)
     x = keras.layers.Dense(hidden, kernel_initializer=constant(info.input_shape[0], hidden), name="body")(inputs)
     x = keras.layers.Activation("tanh")(keras.layers.BatchNormalization(name="norm")(x))
-    return keras.Model(inputs, keras.layers.Dense(info.num_classes, kernel_initializer=constant(
-        hidden, info.num_classes), name="logits")(x))
+    return keras.Model(
+        inputs,
+        keras.layers.Dense(info.num_classes, kernel_initializer=constant(hidden, info.num_classes), name="logits")(x),
+    )
 
 
 def _named(weights_of, model):
@@ -48,8 +50,12 @@ def _values(model):
 def pretrained(tmp_path_factory):
     """A finished run of `named_model` (its folder) and its model."""
     model_dir = tmp_path_factory.mktemp("pre") / "run"
-    train({**CONFIG, "model_dir": str(model_dir), "num_epochs": 3, "warmup_epochs": 0.5},
-          data=user_data.source(), model_fn=named_model, verbose=False)
+    train(
+        {**CONFIG, "model_dir": str(model_dir), "num_epochs": 3, "warmup_epochs": 0.5},
+        data=user_data.source(),
+        model_fn=named_model,
+        verbose=False,
+    )
     return model_dir, keras.models.load_model(model_dir / "model.keras")
 
 
@@ -64,15 +70,25 @@ def test_weight_keys_are_the_same_before_and_after_a_save(tmp_path):
         assert [v.path for v in loaded.weights] != [v.path for v in built.weights]  # Keras's paths lose a prefix
         assert fine_tuning.weight_keys(loaded) == fine_tuning.weight_keys(built)
     dense = [layer.name for layer in body.layers]
-    assert fine_tuning.weight_keys(model) == ["stem/kernel", "stem/bias", f"body/{dense[0]}/kernel",
-                                              f"body/{dense[0]}/bias", f"body/{dense[1]}/kernel",
-                                              f"body/{dense[1]}/bias", "head/kernel", "head/bias"]
+    assert fine_tuning.weight_keys(model) == [
+        "stem/kernel",
+        "stem/bias",
+        f"body/{dense[0]}/kernel",
+        f"body/{dense[0]}/bias",
+        f"body/{dense[1]}/kernel",
+        f"body/{dense[1]}/bias",
+        "head/kernel",
+        "head/bias",
+    ]
 
 
 def test_a_fine_tune_starts_from_the_source_but_the_excluded_head(pretrained, tmp_path):
     source_dir, source = pretrained
-    run = build_run({**CONFIG, "model_dir": str(tmp_path / "ft"), "init_from": str(source_dir),
-                     "init_exclude": "^logits/"}, data=user_data.source(), model_fn=named_model)
+    run = build_run(
+        {**CONFIG, "model_dir": str(tmp_path / "ft"), "init_from": str(source_dir), "init_exclude": "^logits/"},
+        data=user_data.source(),
+        model_fn=named_model,
+    )
     try:
         start = _named(_values, named_model(user_data.source().describe()))
         got, want = _named(_values, run.model), _named(_values, source)
@@ -90,9 +106,19 @@ def test_a_fine_tune_starts_from_the_source_but_the_excluded_head(pretrained, tm
 def test_frozen_weights_stay_bitwise_and_the_rest_trains(pretrained, tmp_path, strategy):
     source_dir, source = pretrained
     model_dir = tmp_path / "ft"
-    train({**CONFIG, "strategy": strategy, "model_dir": str(model_dir), "init_from": str(source_dir / "model.keras"),
-           "freeze": "^(body|norm)/", "base_learning_rate": 0.2}, data=user_data.source(), model_fn=named_model,
-          verbose=False)
+    train(
+        {
+            **CONFIG,
+            "strategy": strategy,
+            "model_dir": str(model_dir),
+            "init_from": str(source_dir / "model.keras"),
+            "freeze": "^(body|norm)/",
+            "base_learning_rate": 0.2,
+        },
+        data=user_data.source(),
+        model_fn=named_model,
+        verbose=False,
+    )
     tuned = _named(_values, keras.models.load_model(model_dir / "model.keras"))
     want = _named(_values, source)
     for key in ("body/kernel", "body/bias", "norm/gamma", "norm/beta", "norm/moving_mean", "norm/moving_variance"):
@@ -105,8 +131,11 @@ def test_a_layer_named_by_keras_is_matched_by_its_name_in_the_saved_model(tmp_pa
     train({**CONFIG, "model_dir": str(pre)}, data=user_data.source(), model_fn=user_data.seeded_mlp, verbose=False)
     source = keras.models.load_model(pre / "model.keras")
     saved_head = source.layers[-1].name  # dense_N: Keras numbered it in this process
-    run = build_run({**CONFIG, "model_dir": str(tmp_path / "ft"), "init_from": str(pre),
-                     "init_exclude": f"^{saved_head}/"}, data=user_data.source(), model_fn=user_data.seeded_mlp)
+    run = build_run(
+        {**CONFIG, "model_dir": str(tmp_path / "ft"), "init_from": str(pre), "init_exclude": f"^{saved_head}/"},
+        data=user_data.source(),
+        model_fn=user_data.seeded_mlp,
+    )
     try:
         assert run.model.layers[-1].name != saved_head  # a fresh model in the same process: another number
         start = user_data.seeded_mlp(user_data.source().describe())
@@ -144,11 +173,18 @@ def test_on_jax_the_source_is_loaded_and_frozen_weights_stay_bitwise(tmp_path):
     train({**CONFIG, "model_dir": str(pre)}, data=user_data.source(), model_fn=user_data.seeded_mlp, verbose=False)
     env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": f"{HERE.parent}{os.pathsep}{HERE}"}
     overrides = {"backend": "jax", "strategy": "one_device", "init_from": str(pre), "freeze": "^dense/"}
-    done = subprocess.run([sys.executable, str(HERE / "user_data.py"), str(tuned), json.dumps(overrides)], env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(HERE / "user_data.py"), str(tuned), json.dumps(overrides)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    source, start = _values(keras.models.load_model(pre / "model.keras")), user_data.seeded_mlp(
-        user_data.source().describe()).get_weights()
+    source, start = (
+        _values(keras.models.load_model(pre / "model.keras")),
+        user_data.seeded_mlp(user_data.source().describe()).get_weights(),
+    )
     got = _values(keras.models.load_model(tuned / "model.keras"))
     for frozen in (0, 1):  # the first layer (fresh in the JAX process: `dense`): the source's, bitwise
         np.testing.assert_array_equal(got[frozen], source[frozen])
@@ -157,13 +193,20 @@ def test_on_jax_the_source_is_loaded_and_frozen_weights_stay_bitwise(tmp_path):
 
 
 def test_frozen_layers_are_skipped_by_the_optimizer(pretrained, tmp_path):
-    run = build_run({**CONFIG, "model_dir": str(tmp_path / "ft"), "init_from": str(pretrained[0]),
-                     "freeze": "^norm/"}, data=user_data.source(), model_fn=named_model)
+    run = build_run(
+        {**CONFIG, "model_dir": str(tmp_path / "ft"), "init_from": str(pretrained[0]), "freeze": "^norm/"},
+        data=user_data.source(),
+        model_fn=named_model,
+    )
     try:
         norm = run.model.get_layer("norm")
         assert not norm.trainable  # the whole layer: BN then normalizes with its moving statistics
         assert {fine_tuning.weight_keys(run.model)[i] for i, v in enumerate(run.model.weights) if v.trainable} == {
-            "body/kernel", "body/bias", "logits/kernel", "logits/bias"}
+            "body/kernel",
+            "body/bias",
+            "logits/kernel",
+            "logits/bias",
+        }
         assert len(run.model.trainable_variables) == 4
     finally:
         run.close()
@@ -173,22 +216,37 @@ def _with_extra_layer(model):
     return keras.Model(model.inputs, keras.layers.Dense(model.outputs[0].shape[-1], name="extra")(model.outputs[0]))
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"init_from": "nowhere/model.keras"}, r"^config.init_from='nowhere/model.keras': no such file or folder; "),
-    ({"init_from": "EMPTY"}, r"^config.init_from='.*': the folder holds no model.keras "),
-    ({"init_from": "CONFIG_JSON"}, r"^config.init_from='.*config.json': not a Keras model file; "),
-    ({"init_from": "PRE", "hidden": 8}, r"^config.init_from: weight body/kernel has shape \[12, 8\] here and "
-                                        r"\[12, 16\] as body/kernel there: leave it out with config.init_exclude"),
-    ({"init_from": "PRE", "extra": True}, r"^config.init_from: holds 8 weights, and this model's weight 9, "
-                                          r"extra/kernel, has none to start from: leave it out"),
-    ({"init_from": "PRE", "init_exclude": "^head/"}, r"^config.init_exclude='\^head/': matches none of the model's "
-                                                     r"weights \(a typo\?\); they are body/kernel, "),
-    ({"init_from": "PRE", "freeze": "^bdoy"}, r"^config.freeze='\^bdoy': matches none of the model's weights"),
-    ({"init_from": "PRE", "freeze": "."}, r"^config.freeze='.': freezes every trainable weight of the model"),
-    ({"init_exclude": "^logits/"}, r"^config.init_exclude='\^logits/': leaves weights out of config.init_from, "
-                                   r"which is not set\.$"),
-    ({"freeze": "body("}, r"^config.freeze='body\(': must be a regular expression \(missing \), "),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"init_from": "nowhere/model.keras"}, r"^config.init_from='nowhere/model.keras': no such file or folder; "),
+        ({"init_from": "EMPTY"}, r"^config.init_from='.*': the folder holds no model.keras "),
+        ({"init_from": "CONFIG_JSON"}, r"^config.init_from='.*config.json': not a Keras model file; "),
+        (
+            {"init_from": "PRE", "hidden": 8},
+            r"^config.init_from: weight body/kernel has shape \[12, 8\] here and "
+            r"\[12, 16\] as body/kernel there: leave it out with config.init_exclude",
+        ),
+        (
+            {"init_from": "PRE", "extra": True},
+            r"^config.init_from: holds 8 weights, and this model's weight 9, "
+            r"extra/kernel, has none to start from: leave it out",
+        ),
+        (
+            {"init_from": "PRE", "init_exclude": "^head/"},
+            r"^config.init_exclude='\^head/': matches none of the model's "
+            r"weights \(a typo\?\); they are body/kernel, ",
+        ),
+        ({"init_from": "PRE", "freeze": "^bdoy"}, r"^config.freeze='\^bdoy': matches none of the model's weights"),
+        ({"init_from": "PRE", "freeze": "."}, r"^config.freeze='.': freezes every trainable weight of the model"),
+        (
+            {"init_exclude": "^logits/"},
+            r"^config.init_exclude='\^logits/': leaves weights out of config.init_from, "
+            r"which is not set\.$",
+        ),
+        ({"freeze": "body("}, r"^config.freeze='body\(': must be a regular expression \(missing \), "),
+    ],
+)
 def test_bad_fine_tuning_input_is_one_line_before_anything_is_written(pretrained, tmp_path, overrides, message):
     places = {"PRE": str(pretrained[0]), "EMPTY": str(tmp_path), "CONFIG_JSON": str(pretrained[0] / "config.json")}
     overrides = dict(overrides)
@@ -197,9 +255,12 @@ def test_bad_fine_tuning_input_is_one_line_before_anything_is_written(pretrained
         overrides["init_from"] = places.get(overrides["init_from"], overrides["init_from"])
     model_dir = tmp_path / "ft"
     with pytest.raises(ValueError, match=message) as raised:
-        train({**CONFIG, "model_dir": str(model_dir), **overrides}, data=user_data.source(),
-              model_fn=lambda info: (_with_extra_layer if extra else lambda m: m)(named_model(info, hidden)),
-              verbose=False)
+        train(
+            {**CONFIG, "model_dir": str(model_dir), **overrides},
+            data=user_data.source(),
+            model_fn=lambda info: (_with_extra_layer if extra else lambda m: m)(named_model(info, hidden)),
+            verbose=False,
+        )
     assert "\n" not in str(raised.value)
     assert not model_dir.exists()
 

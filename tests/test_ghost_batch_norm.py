@@ -31,9 +31,7 @@ def _pair(virtual_batch_size, shape, axis=-1, momentum=0.9):
     return ghost, batch
 
 
-@pytest.mark.parametrize(
-    "shape, axis", [((8, 5), -1), ((8, 6, 3), -1), ((8, 4, 3, 2), -1), ((8, 2, 4, 3), 1)]
-)
+@pytest.mark.parametrize("shape, axis", [((8, 5), -1), ((8, 6, 3), -1), ((8, 4, 3, 2), -1), ((8, 2, 4, 3), 1)])
 def test_virtual_batch_equal_to_batch_is_batch_norm(shape, axis):
     ghost, batch = _pair(shape[0], shape, axis)
     for step in range(3):
@@ -181,11 +179,18 @@ def test_bad_virtual_batch_size(virtual_batch_size):
         GhostBatchNormalization(virtual_batch_size)
 
 
-@pytest.mark.parametrize("argument, value, allowed", [
-    ("momentum", 1.5, r"in \[0, 1\]"), ("momentum", -0.5, r"in \[0, 1\]"),
-    ("momentum", float("nan"), r"in \[0, 1\]"), ("momentum", "0.9", r"in \[0, 1\]"),
-    ("epsilon", -1.0, "> 0"), ("epsilon", 0.0, "> 0"), ("epsilon", float("inf"), "> 0"),
-])
+@pytest.mark.parametrize(
+    "argument, value, allowed",
+    [
+        ("momentum", 1.5, r"in \[0, 1\]"),
+        ("momentum", -0.5, r"in \[0, 1\]"),
+        ("momentum", float("nan"), r"in \[0, 1\]"),
+        ("momentum", "0.9", r"in \[0, 1\]"),
+        ("epsilon", -1.0, "> 0"),
+        ("epsilon", 0.0, "> 0"),
+        ("epsilon", float("inf"), "> 0"),
+    ],
+)
 def test_momentum_and_epsilon_out_of_range_are_refused(argument, value, allowed):
     with pytest.raises(ValueError, match=rf"{argument}={value!r}: must be a finite number {allowed}\."):
         GhostBatchNormalization(4, **{argument: value})

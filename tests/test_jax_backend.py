@@ -27,13 +27,22 @@ HERE = pathlib.Path(__file__).resolve().parent
 
 
 def _env(devices):
-    return {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": f"{HERE.parent}{os.pathsep}{HERE}",
-            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    return {
+        **os.environ,
+        "KERAS_BACKEND": "jax",
+        "PYTHONPATH": f"{HERE.parent}{os.pathsep}{HERE}",
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+    }
 
 
 def _jax(devices, *args, timeout=300):
-    run = subprocess.run([sys.executable, str(HERE / "jax_worker.py"), *args], env=_env(devices),
-                         capture_output=True, text=True, timeout=timeout)
+    run = subprocess.run(
+        [sys.executable, str(HERE / "jax_worker.py"), *args],
+        env=_env(devices),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     return run.stdout
 
@@ -71,10 +80,17 @@ def test_the_jax_step_takes_the_tensorflow_steps_on_the_same_batches(tmp_path, a
         optimizer.build(model.trainable_variables)
     step = make_train_step(strategy, model, optimizer, Classification(), Chain(), Geometry(batch, accumulation_steps))
     batches = tf.data.Dataset.from_tensor_slices((xs.reshape(-1, 40, 1), ys.reshape(-1))).batch(batch)
-    records = make_train_loop(strategy, step)(iter(strategy.experimental_distribute_dataset(batches)),
-                                              tf.constant(steps))
-    np.savez(tmp_path / "in.npz", xs=xs, ys=ys, learning_rate=rate, accumulation_steps=accumulation_steps,
-             **{f"w{i}": w for i, w in enumerate(initial)})
+    records = make_train_loop(strategy, step)(
+        iter(strategy.experimental_distribute_dataset(batches)), tf.constant(steps)
+    )
+    np.savez(
+        tmp_path / "in.npz",
+        xs=xs,
+        ys=ys,
+        learning_rate=rate,
+        accumulation_steps=accumulation_steps,
+        **{f"w{i}": w for i, w in enumerate(initial)},
+    )
     _jax(2, "steps", str(tmp_path / "in.npz"), str(tmp_path / "out.npz"))
     got = np.load(tmp_path / "out.npz")
     np.testing.assert_allclose(got["losses"], records["loss"].numpy() / records["count"].numpy(), rtol=1e-5)
@@ -83,9 +99,17 @@ def test_the_jax_step_takes_the_tensorflow_steps_on_the_same_batches(tmp_path, a
         assert not np.allclose(want, initial[i])  # the steps moved every weight
 
 
-FLAGS = ["--config.backend=jax", "--config.dataset=mnist1d/original", "--config.batch_size=256",
-         "--config.base_batch_size=256", "--config.num_epochs=2", "--config.warmup_epochs=0.5",
-         "--config.steps_per_loop=2", "--config.checkpoint_every=4", "--config.norm=group"]
+FLAGS = [
+    "--config.backend=jax",
+    "--config.dataset=mnist1d/original",
+    "--config.batch_size=256",
+    "--config.base_batch_size=256",
+    "--config.num_epochs=2",
+    "--config.warmup_epochs=0.5",
+    "--config.steps_per_loop=2",
+    "--config.checkpoint_every=4",
+    "--config.norm=group",
+]
 
 
 def _kbatch_train(model_dir):
@@ -95,8 +119,9 @@ def _kbatch_train(model_dir):
 def test_a_jax_run_killed_after_a_checkpoint_resumes_bitwise(tmp_path):
     whole = subprocess.run(_kbatch_train(tmp_path / "whole"), env=_env(2), capture_output=True, text=True, timeout=300)
     assert whole.returncode == 0, whole.stderr[-2000:]
-    process = subprocess.Popen(_kbatch_train(tmp_path / "killed"), env=_env(2), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        _kbatch_train(tmp_path / "killed"), env=_env(2), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.time() + 240
         while not (tmp_path / "killed" / "checkpoints" / "ckpt-12.npz").exists():
@@ -144,7 +169,8 @@ def test_kbatch_trains_on_jax_where_tensorflow_cannot_be_imported(tmp_path):
         f"result = kbatch.training.train({{'backend': 'jax', 'dataset': 'mnist1d/original', 'num_epochs': 1, "
         f"'warmup_epochs': 0.5, 'model_dir': {str(tmp_path / 'run')!r}}}, verbose=False)\n"
         "assert not [m for m in sys.modules if m.startswith('tensorflow') and sys.modules[m] is not None]\n"
-        "print(json.dumps(result['final_eval_accuracy']))\n")
+        "print(json.dumps(result['final_eval_accuracy']))\n"
+    )
     run = subprocess.run([sys.executable, "-c", script], env=_env(2), capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert 0.1 < float(run.stdout.strip().splitlines()[-1]) <= 1.0
@@ -160,6 +186,7 @@ def test_kbatch_trains_on_jax_where_tensorflow_cannot_be_imported(tmp_path):
 
 def test_a_jax_config_under_keras_on_tensorflow_is_one_line(make_config):
     from kbatch.training import train
+
     config = make_config(backend="jax")
     with pytest.raises(ValueError, match=r"config.backend='jax' but Keras runs on tensorflow .*KERAS_BACKEND=jax"):
         train(config, verbose=False)
@@ -168,11 +195,14 @@ def test_a_jax_config_under_keras_on_tensorflow_is_one_line(make_config):
 
 def test_a_tensorflow_config_under_keras_on_jax_is_one_line_from_python_too(tmp_path):
     """Finding 22 of issue 31, the Python API: TensorFlow's "please open an issue" before."""
-    script = ("import sys; sys.path.insert(0, 'tests'); from conftest import small_config; import kbatch\n"
-              f"config = small_config({str(tmp_path / 'run')!r}, backend='tensorflow')\n"
-              "try:\n    kbatch.training.train(config, verbose=False)\nexcept ValueError as error:\n    print(error)")
-    run = subprocess.run([sys.executable, "-c", script], env=_env(1), capture_output=True, text=True, timeout=300,
-                         cwd=HERE.parent)
+    script = (
+        "import sys; sys.path.insert(0, 'tests'); from conftest import small_config; import kbatch\n"
+        f"config = small_config({str(tmp_path / 'run')!r}, backend='tensorflow')\n"
+        "try:\n    kbatch.training.train(config, verbose=False)\nexcept ValueError as error:\n    print(error)"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script], env=_env(1), capture_output=True, text=True, timeout=300, cwd=HERE.parent
+    )
     assert "config.backend='tensorflow' but Keras runs on jax (KERAS_BACKEND=jax)" in run.stdout, run.stderr[-2000:]
     assert not (tmp_path / "run").exists()
 
@@ -200,9 +230,22 @@ def test_the_strategy_names_the_devices_on_jax_too(tmp_path):
     for strategy, replicas in (("cpu:2", 2), ("one_device", 1), ("auto", 4)):
         line = _jax(4, "train", str(tmp_path / strategy), json.dumps({"strategy": strategy}))
         assert json.loads(line.strip().splitlines()[-1])["num_replicas"] == replicas, strategy
-    run = subprocess.run([sys.executable, str(HERE / "jax_worker.py"), "train", str(tmp_path / "eight"),
-                          json.dumps({"strategy": "cpu:8"})], env=_env(4), capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(HERE / "jax_worker.py"),
+            "train",
+            str(tmp_path / "eight"),
+            json.dumps({"strategy": "cpu:8"}),
+        ],
+        env=_env(4),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode != 0
-    assert ("config.strategy='cpu:8' needs 8 host CPU devices, and JAX has 4: start Python with "
-            "XLA_FLAGS=--xla_force_host_platform_device_count=8.") in run.stderr
+    assert (
+        "config.strategy='cpu:8' needs 8 host CPU devices, and JAX has 4: start Python with "
+        "XLA_FLAGS=--xla_force_host_platform_device_count=8."
+    ) in run.stderr
     assert not (tmp_path / "eight").exists()

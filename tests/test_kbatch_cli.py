@@ -45,9 +45,11 @@ def test_a_stop_is_one_line_and_its_code_and_other_errors_are_not_hidden(capsys)
 def test_outputs_are_refused_unless_they_can_be_written(tmp_path):
     kbatch_cli.refuse_existing({"csv": str(tmp_path / "t.csv")}, overwrite=False)
     (tmp_path / "t.csv").write_text("mine")
-    for outputs, message in [({"csv": ""}, "--csv is required."),
-                             ({"csv": str(tmp_path / "t.csv")}, "exists: refusing to overwrite it"),
-                             ({"plot": str(tmp_path / "no" / "p.png")}, r"does not exist \(create it first\)")]:
+    for outputs, message in [
+        ({"csv": ""}, "--csv is required."),
+        ({"csv": str(tmp_path / "t.csv")}, "exists: refusing to overwrite it"),
+        ({"plot": str(tmp_path / "no" / "p.png")}, r"does not exist \(create it first\)"),
+    ]:
         with pytest.raises(ValueError, match=message):
             kbatch_cli.refuse_existing(outputs, overwrite=False)
     kbatch_cli.refuse_existing({"csv": str(tmp_path / "t.csv")}, overwrite=True)
@@ -59,10 +61,13 @@ def test_help_is_asked_only_before_the_launched_command():
 
 
 def test_import_light_loads_a_numpy_only_module_without_keras_or_tensorflow():
-    code = ("import sys, kbatch_cli; s = kbatch_cli.import_light('kbatch.study.straggler_report');"
-            "import kbatch.launcher;"
-            "print(s.Setting(('4',)).modes()[1], sorted({m.split('.')[0] for m in sys.modules} & "
-            "{'keras', 'tensorflow', 'jax'}))")
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         env=dict(os.environ, PYTHONPATH=REPO))
+    code = (
+        "import sys, kbatch_cli; s = kbatch_cli.import_light('kbatch.study.straggler_report');"
+        "import kbatch.launcher;"
+        "print(s.Setting(('4',)).modes()[1], sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'keras', 'tensorflow', 'jax'}))"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=REPO)
+    )
     assert run.returncode == 0 and run.stdout.split() == ["backups", "b=4", "[]"], run.stderr[-2000:]

@@ -39,8 +39,10 @@ def make_variables(rng):
 
 def make_gradients(rng, steps):
     return [
-        [np.zeros(s, "float32") if p.startswith("frozen") else rng.normal(size=s).astype("float32")
-         for p, s in SHAPES.items()]
+        [
+            np.zeros(s, "float32") if p.startswith("frozen") else rng.normal(size=s).astype("float32")
+            for p, s in SHAPES.items()
+        ]
         for _ in range(steps)
     ]
 
@@ -49,8 +51,19 @@ def excluded(patterns, path):
     return any(p in path or re.search(p, path) or re.search(p, path.split("/")[-1]) for p in patterns)
 
 
-def reference(weights, gradients, *, lr, momentum=0.9, nesterov=False, weight_decay=0.0,
-              trust_coefficient=0.001, epsilon=0.0, decay_exclude=(), adapt_exclude=None):
+def reference(
+    weights,
+    gradients,
+    *,
+    lr,
+    momentum=0.9,
+    nesterov=False,
+    weight_decay=0.0,
+    trust_coefficient=0.001,
+    epsilon=0.0,
+    decay_exclude=(),
+    adapt_exclude=None,
+):
     """The four steps of the issue, in float64, one variable at a time."""
     adapt_exclude = decay_exclude if adapt_exclude is None else adapt_exclude
     w = [np.array(x, np.float64) for x in weights]
@@ -71,15 +84,12 @@ def reference(weights, gradients, *, lr, momentum=0.9, nesterov=False, weight_de
     return w, trust
 
 
-
-
 CASES = {
     "plain": dict(),
     "weight_decay": dict(weight_decay=0.05),
     "nesterov": dict(weight_decay=0.05, nesterov=True),
     "exclusions": dict(weight_decay=0.05, decay_exclude=("bias", "^norm/")),
-    "separate_adaptation": dict(weight_decay=0.05, decay_exclude=("bias",),
-                                adapt_exclude=("gamma", r"dense_\d+/")),
+    "separate_adaptation": dict(weight_decay=0.05, decay_exclude=("bias",), adapt_exclude=("gamma", r"dense_\d+/")),
     "epsilon_no_momentum": dict(weight_decay=0.05, epsilon=0.5, momentum=0.0),
 }
 
@@ -93,11 +103,15 @@ def test_lars_follows_the_four_steps(case, mode):
     gradients = make_gradients(rng, steps=4)
     settings = dict(lr=2.0, trust_coefficient=0.02, **CASES[case])
     optimizer = LARS(
-        learning_rate=settings["lr"], momentum=settings.get("momentum", 0.9),
-        nesterov=settings.get("nesterov", False), weight_decay=settings.get("weight_decay", 0.0),
-        trust_coefficient=settings["trust_coefficient"], epsilon=settings.get("epsilon", 0.0),
+        learning_rate=settings["lr"],
+        momentum=settings.get("momentum", 0.9),
+        nesterov=settings.get("nesterov", False),
+        weight_decay=settings.get("weight_decay", 0.0),
+        trust_coefficient=settings["trust_coefficient"],
+        epsilon=settings.get("epsilon", 0.0),
         exclude_from_weight_decay=settings.get("decay_exclude"),
-        exclude_from_layer_adaptation=settings.get("adapt_exclude"))
+        exclude_from_layer_adaptation=settings.get("adapt_exclude"),
+    )
     apply_gradients(optimizer, variables, gradients, mode)
 
     expected, trust = reference(initial, gradients, **settings)
@@ -130,8 +144,14 @@ def test_without_adaptation_lars_is_keras_sgd_with_l2_in_the_gradient(nesterov):
     rng = np.random.default_rng(1)
     lars_vars = make_variables(rng)
     sgd_vars = [keras.Variable(v.numpy(), name=v.name) for v in lars_vars]
-    lars = LARS(0.3, momentum=0.8, nesterov=nesterov, weight_decay=0.01, trust_coefficient=0.02,
-                exclude_from_layer_adaptation=[".*"])
+    lars = LARS(
+        0.3,
+        momentum=0.8,
+        nesterov=nesterov,
+        weight_decay=0.01,
+        trust_coefficient=0.02,
+        exclude_from_layer_adaptation=[".*"],
+    )
     sgd = keras.optimizers.SGD(0.3, momentum=0.8, nesterov=nesterov)
     for grads in make_gradients(rng, steps=5):
         lars.apply([keras.ops.convert_to_tensor(g) for g in grads], lars_vars)
@@ -180,12 +200,17 @@ def _train_on(strategy, x, y, steps):
 
     with strategy.scope():
         keras.utils.set_random_seed(3)
-        model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4, activation="tanh", name="hidden"),
-                                  keras.layers.Dense(3, name="out")], name="net")
+        model = keras.Sequential(
+            [
+                keras.Input((5,)),
+                keras.layers.Dense(4, activation="tanh", name="hidden"),
+                keras.layers.Dense(3, name="out"),
+            ],
+            name="net",
+        )
         optimizer = kbatch.optimizers.build("lars", 0.5, weight_decay=0.01, trust_coefficient=0.05)
         optimizer.build(model.trainable_variables)
-    data = strategy.experimental_distribute_dataset(
-        tf.data.Dataset.from_tensor_slices((x, y)).batch(len(x)).repeat())
+    data = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensor_slices((x, y)).batch(len(x)).repeat())
 
     def replica_step(batch):
         features, labels = batch
@@ -232,8 +257,17 @@ def test_in_the_trainer_two_replicas_end_with_the_one_device_weights(make_config
     built = []  # the optimizer of each run, as the trainer builds it
     build = kbatch.optimizers.build
     monkeypatch.setattr(kbatch.optimizers, "build", lambda *a, **k: built.append(build(*a, **k)) or built[-1])
-    runs = [make_config(num_epochs=1, optimizer="lars", base_learning_rate=2.0, trust_coefficient=0.01,
-                        weight_decay=1e-3, strategy=strategy) for strategy in ("one_device", "cpu:2")]
+    runs = [
+        make_config(
+            num_epochs=1,
+            optimizer="lars",
+            base_learning_rate=2.0,
+            trust_coefficient=0.01,
+            weight_decay=1e-3,
+            strategy=strategy,
+        )
+        for strategy in ("one_device", "cpu:2")
+    ]
     for config in runs:
         assert train(config, model_fn=smooth_model, verbose=False)["steps"] >= 20
     one, two = (keras.models.load_model(f"{c.model_dir}/model.keras") for c in runs)
@@ -252,9 +286,17 @@ def test_in_the_trainer_two_replicas_end_with_the_one_device_weights(make_config
 def test_saved_model_keeps_the_lars_config_and_slots(tmp_path):
     x, y = linear_problem()
     model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3)])
-    optimizer = LARS(0.2, momentum=0.8, nesterov=True, weight_decay=1e-3, trust_coefficient=0.01,
-                     epsilon=1e-9, exclude_from_weight_decay=["bias"],
-                     exclude_from_layer_adaptation=["bias", "gamma"], global_clipnorm=5.0)
+    optimizer = LARS(
+        0.2,
+        momentum=0.8,
+        nesterov=True,
+        weight_decay=1e-3,
+        trust_coefficient=0.01,
+        epsilon=1e-9,
+        exclude_from_weight_decay=["bias"],
+        exclude_from_layer_adaptation=["bias", "gamma"],
+        global_clipnorm=5.0,
+    )
     model.compile(optimizer=optimizer, loss="mse")
     model.fit(x, y, batch_size=8, epochs=1, verbose=0)
     model.save(tmp_path / "lars.keras")
@@ -289,29 +331,34 @@ def test_a_subclass_can_change_the_trust_ratio():
     assert ClippedLARS.from_config(optimizer.get_config()).trust_coefficient == 10.0
 
 
-@pytest.mark.parametrize("argument, value, message", [
-    ("learning_rate", -0.1, "learning_rate=-0.1: must be a finite number >= 0"),
-    ("learning_rate", float("nan"), "learning_rate=nan: must be a finite number >= 0"),
-    ("learning_rate", float("inf"), "learning_rate=inf: must be a finite number >= 0"),
-    ("momentum", 1.0, r"momentum=1.0: must be a finite number in \[0, 1\)"),
-    ("momentum", -0.1, r"momentum=-0.1: must be a finite number in \[0, 1\)"),
-    ("momentum", float("nan"), r"momentum=nan: must be a finite number in \[0, 1\)"),
-    ("trust_coefficient", -1e-3, "trust_coefficient=-0.001: must be a finite number >= 0"),
-    ("weight_decay", -1e-4, "weight_decay=-0.0001: must be a finite number >= 0"),
-    ("epsilon", -1.0, "epsilon=-1.0: must be a finite number >= 0"),
-    ("nesterov", "yes", "nesterov='yes': must be True or False"),
-    ("exclude_from_weight_decay", ["bias", "norm(["],
-     r"exclude_from_weight_decay=\['bias', 'norm\(\['\]: must be valid regular expressions; 'norm\(\[' is not"),
-    ("exclude_from_layer_adaptation", ["[gamma"], r"exclude_from_layer_adaptation=\['\[gamma'\]: must be valid"),
-    ("exclude_from_weight_decay", [3], r"exclude_from_weight_decay=\[3\]: must be a list of .*3 \(int\) is not"),
-])
+@pytest.mark.parametrize(
+    "argument, value, message",
+    [
+        ("learning_rate", -0.1, "learning_rate=-0.1: must be a finite number >= 0"),
+        ("learning_rate", float("nan"), "learning_rate=nan: must be a finite number >= 0"),
+        ("learning_rate", float("inf"), "learning_rate=inf: must be a finite number >= 0"),
+        ("momentum", 1.0, r"momentum=1.0: must be a finite number in \[0, 1\)"),
+        ("momentum", -0.1, r"momentum=-0.1: must be a finite number in \[0, 1\)"),
+        ("momentum", float("nan"), r"momentum=nan: must be a finite number in \[0, 1\)"),
+        ("trust_coefficient", -1e-3, "trust_coefficient=-0.001: must be a finite number >= 0"),
+        ("weight_decay", -1e-4, "weight_decay=-0.0001: must be a finite number >= 0"),
+        ("epsilon", -1.0, "epsilon=-1.0: must be a finite number >= 0"),
+        ("nesterov", "yes", "nesterov='yes': must be True or False"),
+        (
+            "exclude_from_weight_decay",
+            ["bias", "norm(["],
+            r"exclude_from_weight_decay=\['bias', 'norm\(\['\]: must be valid regular expressions; 'norm\(\[' is not",
+        ),
+        ("exclude_from_layer_adaptation", ["[gamma"], r"exclude_from_layer_adaptation=\['\[gamma'\]: must be valid"),
+        ("exclude_from_weight_decay", [3], r"exclude_from_weight_decay=\[3\]: must be a list of .*3 \(int\) is not"),
+    ],
+)
 def test_bad_arguments_are_refused_with_the_argument_named(argument, value, message):
     with pytest.raises(ValueError, match=message):
         LARS(**{argument: value})
 
 
-@pytest.mark.parametrize("learning_rate", [
-    0.0, 3, keras.optimizers.schedules.CosineDecay(0.1, 100), lambda: 0.1])
+@pytest.mark.parametrize("learning_rate", [0.0, 3, keras.optimizers.schedules.CosineDecay(0.1, 100), lambda: 0.1])
 def test_a_finite_rate_a_schedule_or_a_callable_is_accepted(learning_rate):
     optimizer = LARS(learning_rate)
     variable = keras.Variable(np.ones(2, "float32"), name="kernel")
@@ -322,14 +369,14 @@ def test_a_finite_rate_a_schedule_or_a_callable_is_accepted(learning_rate):
 def test_trust_ratio_stats_summarize_the_adapted_variables_only():
     rng = np.random.default_rng(5)
     variables = make_variables(rng)
-    optimizer = LARS(1.0, weight_decay=0.05, trust_coefficient=0.02,
-                     exclude_from_weight_decay=["bias", "^norm/"])
+    optimizer = LARS(1.0, weight_decay=0.05, trust_coefficient=0.02, exclude_from_weight_decay=["bias", "^norm/"])
     apply_gradients(optimizer, variables, make_gradients(rng, steps=2), "eager")
     ratios = optimizer.trust_ratios()
     adapted = [ratios[p] for p in SHAPES if not excluded(["bias", "^norm/"], p)]
     assert len(adapted) == len(SHAPES) - 3
     assert optimizer.trust_ratio_stats() == pytest.approx(
-        {"min": np.min(adapted), "median": np.median(adapted), "max": np.max(adapted)}, rel=1e-7)
+        {"min": np.min(adapted), "median": np.median(adapted), "max": np.max(adapted)}, rel=1e-7
+    )
     nothing = LARS(1.0, exclude_from_layer_adaptation=[".*"])
     apply_gradients(nothing, variables, make_gradients(rng, steps=1), "eager")
     assert nothing.trust_ratio_stats() == {}

@@ -41,8 +41,12 @@ def test_imagenet_config_is_the_mlperf_batch_32k_recipe():
     optimizer = kbatch.optimizers.build(config, 1.0)
     assert isinstance(optimizer, kbatch.optimizers.LARS)
     settings = optimizer.get_config()
-    assert (settings["momentum"], settings["weight_decay"], settings["trust_coefficient"],
-            settings["epsilon"]) == (0.9, 1e-4, 0.001, 1e-5)
+    assert (settings["momentum"], settings["weight_decay"], settings["trust_coefficient"], settings["epsilon"]) == (
+        0.9,
+        1e-4,
+        0.001,
+        1e-5,
+    )
     assert config.mixed_precision == "mixed_bfloat16" and config.target_accuracy == 0.759
 
 
@@ -88,8 +92,15 @@ def check_lars_adapted_only_the_kernels(optimizer, config):
 
 def test_cifar10_lars_config_trains_on_mock_data(tmp_path, spy_on_optimizer):
     config = cifar10_resnet20_lars.get_config()
-    config.update(batch_size=32, num_epochs=1, warmup_epochs=0.5, steps_per_loop=2, strategy="cpu:2",
-                  model_dir=str(tmp_path / "run"), jit_compile=False)
+    config.update(
+        batch_size=32,
+        num_epochs=1,
+        warmup_epochs=0.5,
+        steps_per_loop=2,
+        strategy="cpu:2",
+        model_dir=str(tmp_path / "run"),
+        jit_compile=False,
+    )
     with tfds.testing.mock_data(num_examples=64):
         result = train(config, verbose=False)
     assert result["steps"] == 2 and result["examples_seen"] == 64
@@ -102,14 +113,21 @@ def test_imagenet_lars_config_trains_resnet50_on_mock_data(tmp_path, monkeypatch
     # on a CPU (every layer is the same, only the spatial size shrinks).
     monkeypatch.setattr(preprocessing, "IMAGENET_SIZE", 64)
     config = imagenet_resnet50_lars.get_config()
-    config.update(batch_size=4, num_epochs=1, warmup_epochs=0.5, steps_per_loop=2, strategy="one_device",
-                  mixed_precision=None, model_dir=str(tmp_path / "run"), jit_compile=False)
+    config.update(
+        batch_size=4,
+        num_epochs=1,
+        warmup_epochs=0.5,
+        steps_per_loop=2,
+        strategy="one_device",
+        mixed_precision=None,
+        model_dir=str(tmp_path / "run"),
+        jit_compile=False,
+    )
     seen = {}
 
     def model_fn(info):
         seen["info"] = info
-        seen["model"] = kbatch.models.get(config.model, num_classes=info.num_classes,
-                                          input_shape=info.input_shape)
+        seen["model"] = kbatch.models.get(config.model, num_classes=info.num_classes, input_shape=info.input_shape)
         return seen["model"]
 
     with tfds.testing.mock_data(num_examples=8):

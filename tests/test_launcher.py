@@ -26,7 +26,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 #   ignore_term   as sleep, but ignore SIGTERM (only SIGKILL stops it)
 #   exitN         as sleep, but once every worker has recorded its pids, exit with code N
 #   killself      as exitN, but die of SIGKILL
-WORKER = r'''
+WORKER = r"""
 import json, os, signal, socket, subprocess, sys, time
 
 tf_config = json.loads(os.environ["TF_CONFIG"])
@@ -57,7 +57,7 @@ if mode.startswith("exit") or mode == "killself":
         os.kill(os.getpid(), signal.SIGKILL)
     sys.exit(int(mode[4:]))
 time.sleep(60)
-'''
+"""
 
 
 @pytest.fixture
@@ -70,8 +70,12 @@ def worker(tmp_path):
     def command(*modes):
         return [sys.executable, str(script), str(pid_dir), ",".join(modes)]
 
-    command.pids = lambda: [pid for name in sorted(os.listdir(pid_dir)) if name.endswith(".json")
-                            for pid in json.loads((pid_dir / name).read_text())]
+    command.pids = lambda: [
+        pid
+        for name in sorted(os.listdir(pid_dir))
+        if name.endswith(".json")
+        for pid in json.loads((pid_dir / name).read_text())
+    ]
     yield command
     for pid in command.pids():  # a failed test must not leave its workers behind either
         if _running(pid):
@@ -165,13 +169,20 @@ def test_command_line_returns_the_failing_workers_code(worker):
     assert _none_running(worker.pids())
 
 
-@pytest.mark.parametrize("started_with_sigint", [signal.SIG_DFL, signal.SIG_IGN],
-                         ids=["foreground", "background job of a shell without job control"])
+@pytest.mark.parametrize(
+    "started_with_sigint",
+    [signal.SIG_DFL, signal.SIG_IGN],
+    ids=["foreground", "background job of a shell without job control"],
+)
 def test_ctrl_c_stops_every_worker(worker, started_with_sigint):
     launcher = [sys.executable, str(ROOT / "tools" / "launch_local.py"), "--workers=2", "--timeout_s=60", "--"]
-    process = subprocess.Popen(launcher + worker("sleep", "sleep"), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, started_with_sigint))
+    process = subprocess.Popen(
+        launcher + worker("sleep", "sleep"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, started_with_sigint),
+    )
     try:
         deadline = time.monotonic() + 30
         while len(worker.pids()) < 4:
@@ -187,21 +198,23 @@ def test_ctrl_c_stops_every_worker(worker, started_with_sigint):
             process.wait()
 
 
-@pytest.mark.parametrize("command, workers, timeout_s, message", [
-    (["true"], 0, None, "workers must be a positive integer"),
-    ([], 2, None, "command must be a non-empty list"),
-    (["true"], 2, 0, "timeout_s must be a positive number"),
-])
+@pytest.mark.parametrize(
+    "command, workers, timeout_s, message",
+    [
+        (["true"], 0, None, "workers must be a positive integer"),
+        ([], 2, None, "command must be a non-empty list"),
+        (["true"], 2, 0, "timeout_s must be a positive number"),
+    ],
+)
 def test_bad_arguments_are_named(command, workers, timeout_s, message):
     with pytest.raises(ValueError, match=message):
         launch(command, workers, timeout_s=timeout_s)
 
 
-
 # A task of a parameter-server cluster: `ps_task.py PIDDIR CHIEF_CODE TASKS`. Every task records
 # its pid and a child's; the chief waits for all TASKS to have done so and exits with CHIEF_CODE,
 # the others (a worker or ps server) serve forever, as kbatch's do.
-PS_TASK = r'''
+PS_TASK = r"""
 import json, os, subprocess, sys, time
 
 task = json.loads(os.environ["TF_CONFIG"])["task"]
@@ -221,17 +234,24 @@ if task["type"] == "chief":
         os.kill(os.getpid(), -chief_code)
     sys.exit(chief_code)
 time.sleep(60)
-'''
+"""
 
 
 def test_parameter_server_cluster_has_a_coordinator_the_workers_and_the_servers():
     configs = tf_configs([5001, 5002, 5003, 5004, 5005], ps=2)
-    cluster = {"chief": ["127.0.0.1:5001"], "worker": ["127.0.0.1:5002", "127.0.0.1:5003"],
-               "ps": ["127.0.0.1:5004", "127.0.0.1:5005"]}
+    cluster = {
+        "chief": ["127.0.0.1:5001"],
+        "worker": ["127.0.0.1:5002", "127.0.0.1:5003"],
+        "ps": ["127.0.0.1:5004", "127.0.0.1:5005"],
+    }
     assert [c["cluster"] for c in configs] == [cluster] * 5
-    assert [c["task"] for c in configs] == [{"type": "chief", "index": 0}, {"type": "worker", "index": 0},
-                                            {"type": "worker", "index": 1}, {"type": "ps", "index": 0},
-                                            {"type": "ps", "index": 1}]
+    assert [c["task"] for c in configs] == [
+        {"type": "chief", "index": 0},
+        {"type": "worker", "index": 0},
+        {"type": "worker", "index": 1},
+        {"type": "ps", "index": 0},
+        {"type": "ps", "index": 1},
+    ]
 
 
 @pytest.mark.parametrize("chief_code", [0, 3])
@@ -241,8 +261,12 @@ def test_parameter_server_cluster_ends_with_its_coordinator_and_stops_every_serv
     pid_dir.mkdir()
     command = [sys.executable, str(script), str(pid_dir), str(chief_code), "5"]
     code, seconds, _, _ = _launch(command, 2, ps=2, grace_s=1.0, timeout_s=60)
-    pids = [pid for name in os.listdir(pid_dir) if name.endswith(".json")
-            for pid in json.loads((pid_dir / name).read_text())]
+    pids = [
+        pid
+        for name in os.listdir(pid_dir)
+        if name.endswith(".json")
+        for pid in json.loads((pid_dir / name).read_text())
+    ]
     assert sorted(os.listdir(pid_dir)) == ["chief0.json", "ps0.json", "ps1.json", "worker0.json", "worker1.json"]
     assert code == chief_code and seconds < 15
     assert _none_running(pids)
@@ -255,13 +279,14 @@ def test_a_coordinator_killed_by_a_signal_is_named_in_one_line(tmp_path):
     command = [sys.executable, str(script), str(pid_dir), str(-signal.SIGKILL), "3"]
     code, _, _, err = _launch(command, 1, ps=1, grace_s=1.0, timeout_s=60)
     assert code == 137
-    assert err.strip().splitlines() == ["[launcher] chief 0 (the coordinator) was killed by SIGKILL (exit code 137); "
-                                        "stopping worker 0, ps 0."]
+    assert err.strip().splitlines() == [
+        "[launcher] chief 0 (the coordinator) was killed by SIGKILL (exit code 137); stopping worker 0, ps 0."
+    ]
 
 
 # A task that records its pid and serves forever (no child of its own: the kernel's death signal
 # reaches the processes the launcher started, not processes they start in turn).
-SERVER = r'''
+SERVER = r"""
 import json, os, sys, time
 
 task = json.loads(os.environ["TF_CONFIG"])["task"]
@@ -270,7 +295,7 @@ with open(os.path.join(sys.argv[1], f"{task['type']}{task['index']}.tmp"), "w") 
 os.replace(os.path.join(sys.argv[1], f"{task['type']}{task['index']}.tmp"),
            os.path.join(sys.argv[1], f"{task['type']}{task['index']}.pid"))
 time.sleep(120)
-'''
+"""
 
 
 def test_sigkill_of_the_launcher_kills_every_process_it_started(tmp_path):
@@ -278,9 +303,20 @@ def test_sigkill_of_the_launcher_kills_every_process_it_started(tmp_path):
     script, pid_dir = tmp_path / "server.py", tmp_path / "pids"
     script.write_text(SERVER)
     pid_dir.mkdir()
-    launcher = subprocess.Popen([sys.executable, str(ROOT / "tools" / "launch_local.py"), "--workers=2", "--ps=1",
-                                 "--", sys.executable, str(script), str(pid_dir)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    launcher = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "tools" / "launch_local.py"),
+            "--workers=2",
+            "--ps=1",
+            "--",
+            sys.executable,
+            str(script),
+            str(pid_dir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 30
     while len([n for n in os.listdir(pid_dir) if n.endswith(".pid")]) < 4 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -299,7 +335,11 @@ def test_sigkill_of_the_launcher_kills_every_process_it_started(tmp_path):
 def test_a_negative_grace_is_refused_in_one_line():
     with pytest.raises(ValueError, match="grace_s must be a number of seconds >= 0"):
         launch(["true"], 1, grace_s=-5)
-    run = subprocess.run([sys.executable, str(ROOT / "tools" / "launch_local.py"), "--grace_s=-5", "--", "true"],
-                         capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "launch_local.py"), "--grace_s=-5", "--", "true"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 2
     assert run.stderr.strip() == "launch_local: flag --grace_s=-5: -5.0 is not a non-negative number"

@@ -13,12 +13,32 @@ pytestmark = pytest.mark.fast
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TRAINING = REPO / "kbatch" / "training"
 # Lowest first: a module may import the trainer's modules of its own layer or of a layer before it.
-LAYERS = (("stops", "tasks", "transforms"), ("actions",), ("config",), ("run_files",), ("backends",),
-          ("runner", "__init__"))
-IMPORTS_TENSORFLOW = {"backends/tf_backend.py", "backends/ps_backend.py", "backends/tf_step.py",
-                      "backends/preemption.py", "run_files/summaries.py"}
-COMPONENTS = ("checks.py", "ledger.py", "scaling.py", "schedules.py", "layers", "optimizers", "models",
-              "diagnostics", "data")
+LAYERS = (
+    ("stops", "tasks", "transforms"),
+    ("actions",),
+    ("config",),
+    ("run_files",),
+    ("backends",),
+    ("runner", "__init__"),
+)
+IMPORTS_TENSORFLOW = {
+    "backends/tf_backend.py",
+    "backends/ps_backend.py",
+    "backends/tf_step.py",
+    "backends/preemption.py",
+    "run_files/summaries.py",
+}
+COMPONENTS = (
+    "checks.py",
+    "ledger.py",
+    "scaling.py",
+    "schedules.py",
+    "layers",
+    "optimizers",
+    "models",
+    "diagnostics",
+    "data",
+)
 
 
 def _modules():
@@ -77,7 +97,7 @@ def test_the_trainers_imports_have_no_cycle():
     done, visiting = set(), []
 
     def visit(node):
-        assert node not in visiting, f"import cycle: {' -> '.join(visiting[visiting.index(node):] + [node])}"
+        assert node not in visiting, f"import cycle: {' -> '.join(visiting[visiting.index(node) :] + [node])}"
         if node not in done:
             visiting.append(node)
             for target in graph.get(node, ()):
@@ -98,13 +118,13 @@ def test_tensorflow_is_imported_only_by_the_modules_the_docs_name():
 def test_components_never_import_the_trainer():
     for component in COMPONENTS:
         path = REPO / "kbatch" / component
-        for file in ([path] if path.is_file() else sorted(path.rglob("*.py"))):
+        for file in [path] if path.is_file() else sorted(path.rglob("*.py")):
             assert not [n for n in _imported(file) if n.startswith("kbatch.training")], file
 
 
 def test_the_docs_module_table_is_the_tree():
     text = (REPO / "docs" / "training.md").read_text()
-    table = text[text.index("| module (`kbatch/training/`)"):text.index("\nBuilding a run is separate")]
+    table = text[text.index("| module (`kbatch/training/`)") : text.index("\nBuilding a run is separate")]
     rows = [line for line in table.splitlines() if line.startswith("|")]
     named = {name for row in rows for name in re.findall(r"`([a-z_/]+\.py)`", row.split("|")[1])}
     in_tree = {m for m in _modules() if not m.endswith("__init__.py")}
@@ -113,8 +133,10 @@ def test_the_docs_module_table_is_the_tree():
 
 def test_no_function_of_kbatch_is_longer_than_a_screen():
     """Functions under 50 lines (issue 26): each fits on one screen, with its docstring."""
-    long = [f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
-            for path in sorted((REPO / "kbatch").rglob("*.py")) + [REPO / "kbatch_cli.py"]
-            for node in ast.walk(ast.parse(path.read_text()))
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 50]
+    long = [
+        f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for path in sorted((REPO / "kbatch").rglob("*.py")) + [REPO / "kbatch_cli.py"]
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 50
+    ]
     assert not long, long

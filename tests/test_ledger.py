@@ -84,7 +84,7 @@ def test_examples_are_monotone_and_step_at_inverts_epoch(case, step):
 
 
 @FAST
-@given(a=st.integers(-10**6, 10**6), b=st.integers(1, 10**4))
+@given(a=st.integers(-(10**6), 10**6), b=st.integers(1, 10**4))
 def test_ceil_div_is_the_exact_ceiling(a, b):
     assert ledger.ceil_div(a, b) == math.ceil(Fraction(a, b))
 
@@ -131,16 +131,17 @@ def test_a_run_shorter_than_the_schedule_counts_only_its_phases():
 
 
 @FAST
-@given(micro=st.integers(1, 64), replicas=st.integers(1, 8), accumulation=st.integers(1, 8),
-       extra=st.integers(0, 63))
+@given(micro=st.integers(1, 64), replicas=st.integers(1, 8), accumulation=st.integers(1, 8), extra=st.integers(0, 63))
 def test_per_replica_batch_size_divides_or_says_what_to_choose(micro, replicas, accumulation, extra):
     parts = replicas * accumulation
     batch = micro * parts + extra % parts
     if batch % parts == 0:
         assert ledger.per_replica_batch_size(batch, replicas, accumulation) * parts == batch
     else:
-        message = (rf"batch_size={batch} \(global\) does not divide by {replicas} replicas x "
-                   rf"accumulation_steps={accumulation} = {parts}; choose a multiple of {parts}\.")
+        message = (
+            rf"batch_size={batch} \(global\) does not divide by {replicas} replicas x "
+            rf"accumulation_steps={accumulation} = {parts}; choose a multiple of {parts}\."
+        )
         with pytest.raises(ValueError, match=message):
             ledger.per_replica_batch_size(batch, replicas, accumulation)
 
@@ -149,21 +150,24 @@ def test_distribute_reexports_the_same_function():
     assert distribute.per_replica_batch_size is ledger.per_replica_batch_size
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda: ledger.per_replica_batch_size(0, 2), "batch_size=0: must be a positive integer"),
-    (lambda: ledger.per_replica_batch_size(64, 0), "num_replicas=0: must be a positive integer"),
-    (lambda: ledger.per_replica_batch_size(64, 2, 0), "accumulation_steps=0: must be a positive integer"),
-    (lambda: ledger.per_replica_batch_size(64, 2, True), "accumulation_steps=True: must be a positive integer"),
-    (lambda: StepLedger([64], [], 0), "num_examples=0: must be a positive integer"),
-    (lambda: StepLedger([64, 0], [1], 10), r"batch_sizes\[1\]=0: must be a positive integer"),
-    (lambda: StepLedger([64, 32], [0], 10), r"boundaries\[0\]=0: must be a finite number > 0"),
-    (lambda: StepLedger([64, 32, 16], [2, 1], 10), r"boundaries=\[2.0, 1.0\]: must be strictly increasing"),
-    (lambda: StepLedger([64], [1], 10), r"boundaries=\[1.0\]: must be 0 epoch\(s\)"),
-    (lambda: StepLedger([64], [], 10).examples_seen(-1), "step=-1: must be an integer >= 0"),
-    (lambda: StepLedger([64], [], 10).phase_index(2.0), "step=2.0: must be an integer >= 0"),
-    (lambda: StepLedger([64], [], 10).step_at(float("nan")), "epoch=nan: must be a finite number >= 0"),
-    (lambda: StepLedger([64], [], 10).phase_steps(0), "num_epochs=0: must be a finite number > 0"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: ledger.per_replica_batch_size(0, 2), "batch_size=0: must be a positive integer"),
+        (lambda: ledger.per_replica_batch_size(64, 0), "num_replicas=0: must be a positive integer"),
+        (lambda: ledger.per_replica_batch_size(64, 2, 0), "accumulation_steps=0: must be a positive integer"),
+        (lambda: ledger.per_replica_batch_size(64, 2, True), "accumulation_steps=True: must be a positive integer"),
+        (lambda: StepLedger([64], [], 0), "num_examples=0: must be a positive integer"),
+        (lambda: StepLedger([64, 0], [1], 10), r"batch_sizes\[1\]=0: must be a positive integer"),
+        (lambda: StepLedger([64, 32], [0], 10), r"boundaries\[0\]=0: must be a finite number > 0"),
+        (lambda: StepLedger([64, 32, 16], [2, 1], 10), r"boundaries=\[2.0, 1.0\]: must be strictly increasing"),
+        (lambda: StepLedger([64], [1], 10), r"boundaries=\[1.0\]: must be 0 epoch\(s\)"),
+        (lambda: StepLedger([64], [], 10).examples_seen(-1), "step=-1: must be an integer >= 0"),
+        (lambda: StepLedger([64], [], 10).phase_index(2.0), "step=2.0: must be an integer >= 0"),
+        (lambda: StepLedger([64], [], 10).step_at(float("nan")), "epoch=nan: must be a finite number >= 0"),
+        (lambda: StepLedger([64], [], 10).phase_steps(0), "num_epochs=0: must be a finite number > 0"),
+    ],
+)
 def test_bad_input_names_the_argument_and_the_allowed_values(call, message):
     with pytest.raises(ValueError, match=message):
         call()

@@ -34,8 +34,9 @@ def _scalars(model_dir, group, name):
 
 def _script(*args):
     env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": f"{HERE.parent}{os.pathsep}{HERE}"}
-    process = subprocess.run([sys.executable, str(HERE / "lm_run.py"), *args], env=env, capture_output=True,
-                             text=True, timeout=600)
+    process = subprocess.run(
+        [sys.executable, str(HERE / "lm_run.py"), *args], env=env, capture_output=True, text=True, timeout=600
+    )
     assert process.returncode == 0, process.stderr[-3000:]
     return json.loads(process.stdout.strip().splitlines()[-1])
 
@@ -74,12 +75,14 @@ def test_tokens_perplexity_and_token_accuracy_are_reported(runs, backend):
     assert result["tokens_per_batch"] == batch * lm_run.SEQUENCE_LENGTH
     assert result["tokens_seen"] == result["steps"] * batch * lm_run.SEQUENCE_LENGTH
     assert result["final_eval_perplexity"] == pytest.approx(
-        math.exp(result["final_eval_token_loss"] / result["final_eval_tokens"]), rel=1e-9)
+        math.exp(result["final_eval_token_loss"] / result["final_eval_tokens"]), rel=1e-9
+    )
     assert 1.0 < result["final_train_perplexity"] < lm_run.VOCAB_SIZE
     model_dir = str(folder / backend)
     assert _scalars(model_dir, "eval", "perplexity")[-1] == pytest.approx(result["final_eval_perplexity"], rel=1e-5)
-    assert _scalars(model_dir, "eval", "token_accuracy")[-1] == pytest.approx(result["final_eval_token_accuracy"],
-                                                                               rel=1e-5)
+    assert _scalars(model_dir, "eval", "token_accuracy")[-1] == pytest.approx(
+        result["final_eval_token_accuracy"], rel=1e-5
+    )
     train_perplexities = _scalars(model_dir, "train", "perplexity")
     tokens = np.array(_scalars(model_dir, "train", "tokens"))
     assert len(train_perplexities) == result["steps"]
@@ -91,23 +94,40 @@ def test_tokens_perplexity_and_token_accuracy_are_reported(runs, backend):
     assert np.all((batch_tokens > full - lm_run.SEQUENCE_LENGTH) & (batch_tokens <= full))
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (dict(dataset="pystdlib_bytes/seq64"), r"^config.dataset='pystdlib_bytes/seq64': must be a pystdlib_bytes config: "
-                                           r"'pystdlib_bytes/seq128', 'pystdlib_bytes/seq256'\.$"),
-    (dict(dataset="mnist1d/large", model="mnist1d_cnn", model_width=None, model_layers=None, model_heads=None),
-     r"^config.task='next_token' predicts each next token of a sequence, and config.dataset='mnist1d/large' has "
-     r"one class per example: .*\.$"),
-    (dict(task="classification"), r"^config.task='classification': config.dataset='pystdlib_bytes/seq128' labels "
-                                  r"every position of a sequence; set config.task='next_token'\.$"),
-    (dict(model="resnet20"), r"^config.model_width=64: sizes config.model='transformer_lm', not 'resnet20': leave it "
-                             r"None\.$"),
-    (dict(model="mnist1d_cnn", model_width=None, model_layers=None, model_heads=None),
-     r"^config.task='next_token' needs a prediction per position, and config.model='mnist1d_cnn' gives one per "
-     r"example: use transformer_lm \(or a model_fn of your own\)\.$"),
-    (dict(model_heads=3), r"^config.model_heads=3: must be a divisor of width=64 \(config.model_width\)\.$"),
-])
-def test_a_config_that_does_not_fit_a_language_model_is_one_line_before_anything_is_written(tmp_path, overrides,
-                                                                                            message):
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            dict(dataset="pystdlib_bytes/seq64"),
+            r"^config.dataset='pystdlib_bytes/seq64': must be a pystdlib_bytes config: "
+            r"'pystdlib_bytes/seq128', 'pystdlib_bytes/seq256'\.$",
+        ),
+        (
+            dict(dataset="mnist1d/large", model="mnist1d_cnn", model_width=None, model_layers=None, model_heads=None),
+            r"^config.task='next_token' predicts each next token of a sequence, and config.dataset='mnist1d/large' has "
+            r"one class per example: .*\.$",
+        ),
+        (
+            dict(task="classification"),
+            r"^config.task='classification': config.dataset='pystdlib_bytes/seq128' labels "
+            r"every position of a sequence; set config.task='next_token'\.$",
+        ),
+        (
+            dict(model="resnet20"),
+            r"^config.model_width=64: sizes config.model='transformer_lm', not 'resnet20': leave it "
+            r"None\.$",
+        ),
+        (
+            dict(model="mnist1d_cnn", model_width=None, model_layers=None, model_heads=None),
+            r"^config.task='next_token' needs a prediction per position, and config.model='mnist1d_cnn' gives one per "
+            r"example: use transformer_lm \(or a model_fn of your own\)\.$",
+        ),
+        (dict(model_heads=3), r"^config.model_heads=3: must be a divisor of width=64 \(config.model_width\)\.$"),
+    ],
+)
+def test_a_config_that_does_not_fit_a_language_model_is_one_line_before_anything_is_written(
+    tmp_path, overrides, message
+):
     from kbatch.configs import lm_bytes
     from kbatch.training import train
 
@@ -131,9 +151,12 @@ def test_a_model_without_a_prediction_per_position_is_refused_in_one_line(tmp_pa
 
     config = lm_bytes.get_config()
     config.model_dir = str(tmp_path / "run")
-    with pytest.raises(ValueError, match=r"^model_fn's model gives outputs of shape \[batch, 257\]; predicting the "
-                                         r"next tokens of pystdlib_bytes/seq128 takes \[batch, 128, 257\]: logits "
-                                         r"over the tokens at each position\.$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^model_fn's model gives outputs of shape \[batch, 257\]; predicting the "
+        r"next tokens of pystdlib_bytes/seq128 takes \[batch, 128, 257\]: logits "
+        r"over the tokens at each position\.$",
+    ):
         train(config, model_fn=classifier, verbose=False)
     assert not (tmp_path / "run").exists()
 
@@ -158,7 +181,7 @@ def test_both_backends_read_the_same_examples_of_the_built_in_in_their_own_order
         np.testing.assert_array_equal(inputs[order], data["x"][np.lexsort(data["x"].T[::-1])])
         np.testing.assert_array_equal(targets[:, :-1], inputs[:, 1:])  # each target is the next input byte
     resumed_x, _ = source.examples_at(size // 2, size, seed=3)
-    np.testing.assert_array_equal(resumed_x, x[size // 2:])
+    np.testing.assert_array_equal(resumed_x, x[size // 2 :])
 
 
 def test_the_config_check_takes_each_builder_config_of_pystdlib_bytes():

@@ -29,7 +29,7 @@ def test_points_walk_the_lines_and_wildcards_stay_in_range():
 def test_the_exponent_and_its_error_are_numpys_least_squares():
     batches = np.array([32, 64, 128, 256, 512, 1024])
     noise = np.array([0.1, -0.05, 0.08, -0.12, 0.03, 0.02])
-    rates = 0.001 * batches ** 0.8 * np.exp(noise)
+    rates = 0.001 * batches**0.8 * np.exp(noise)
     alpha, error = lr_search.fit_exponent(batches, rates)
     (slope, _), covariance = np.polyfit(np.log(batches), np.log(rates), 1, cov="unscaled")
     residual = np.log(rates) - np.polyval([slope, _], np.log(batches))
@@ -40,11 +40,23 @@ def test_the_exponent_and_its_error_are_numpys_least_squares():
 
 def test_the_best_rate_is_the_fewest_steps_and_unfinished_points_never_win():
     def row(batch, rate, steps, final, state="finished"):
-        return {"optimizer": "sgd", "batch_size": batch, "base_learning_rate": rate, "peak_learning_rate": rate,
-                "steps_to_0.9": steps, "final_eval_accuracy": final, "state": state}
+        return {
+            "optimizer": "sgd",
+            "batch_size": batch,
+            "base_learning_rate": rate,
+            "peak_learning_rate": rate,
+            "steps_to_0.9": steps,
+            "final_eval_accuracy": final,
+            "state": state,
+        }
 
-    table = [row(64, 0.1, 50, 0.95), row(64, 0.2, 40, 0.93), row(64, 0.4, None, None, "diverged"),
-             row(64, 0.05, 40, 0.96), row(128, 0.2, 30, 0.9)]
+    table = [
+        row(64, 0.1, 50, 0.95),
+        row(64, 0.2, 40, 0.93),
+        row(64, 0.4, None, None, "diverged"),
+        row(64, 0.05, 40, 0.96),
+        row(128, 0.2, 30, 0.9),
+    ]
     best = lr_search.best_rows(table, ["optimizer"], "steps_to_0.9")[("sgd",)]
     assert best[64]["base_learning_rate"] == 0.05  # 40 steps, the tie broken by the higher final accuracy
     final = lr_search.best_rows(table, ["optimizer"], "final_eval_accuracy")[("sgd",)]
@@ -63,11 +75,23 @@ def test_the_three_regimes_are_named_where_a_curve_has_them():
 
 def test_the_tool_searches_reports_alpha_and_refuses_bad_input(tmp_path):
     sweep_dir = tmp_path / "s"
-    base = ["--config.dataset=mnist1d/original", "--config.num_epochs=1", "--config.warmup_epochs=0",
-            "--config.strategy=one_device", "--config.evals_per_epoch=2"]
-    flags = [f"--sweep_dir={sweep_dir}", *base, "--batch_sizes=256,1024", "--lrs=momentum:0.05,0.2",
-             "--wildcards=1", "--targets=0.15", f"--output_prefix={tmp_path / 'out'}",
-             f"--theory_run={_theory_run(tmp_path / 'theory')}"]
+    base = [
+        "--config.dataset=mnist1d/original",
+        "--config.num_epochs=1",
+        "--config.warmup_epochs=0",
+        "--config.strategy=one_device",
+        "--config.evals_per_epoch=2",
+    ]
+    flags = [
+        f"--sweep_dir={sweep_dir}",
+        *base,
+        "--batch_sizes=256,1024",
+        "--lrs=momentum:0.05,0.2",
+        "--wildcards=1",
+        "--targets=0.15",
+        f"--output_prefix={tmp_path / 'out'}",
+        f"--theory_run={_theory_run(tmp_path / 'theory')}",
+    ]
     run = run_tool("lr_search.py", flags, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     text = (tmp_path / "out_lr.md").read_text()
@@ -78,16 +102,29 @@ def test_the_tool_searches_reports_alpha_and_refuses_bad_input(tmp_path):
     assert (sweep_dir / "lr_search.md").read_text() == text
     again = run_tool("lr_search.py", flags)
     assert again.returncode == 2 and "refusing to overwrite" in again.stderr.strip().splitlines()[-1]
-    lines = [run_tool("lr_search.py", [f"--sweep_dir={tmp_path / 'n'}", *base, *extra]).stderr.strip().splitlines()[-1]
-             for extra in (["--batch_sizes=256"], ["--batch_sizes=256", "--lrs=momentum:0.1", "--grid=batchsize=1,2"])]
+    lines = [
+        run_tool("lr_search.py", [f"--sweep_dir={tmp_path / 'n'}", *base, *extra]).stderr.strip().splitlines()[-1]
+        for extra in (["--batch_sizes=256"], ["--batch_sizes=256", "--lrs=momentum:0.1", "--grid=batchsize=1,2"])
+    ]
     assert lines[0].startswith("lr_search: --lrs:") and "empty" in lines[0]
     assert "config.batchsize: no such field" in lines[1]
-    foreign = run_tool("lr_search.py", [f"--sweep_dir={sweep_dir}", *base, "--config.seed=1", "--batch_sizes=256",
-                                        "--lrs=momentum:0.05"])
+    foreign = run_tool(
+        "lr_search.py",
+        [f"--sweep_dir={sweep_dir}", *base, "--config.seed=1", "--batch_sizes=256", "--lrs=momentum:0.05"],
+    )
     assert foreign.returncode == 2 and "belongs to another sweep" in foreign.stderr.strip().splitlines()[-1]
-    unreached = run_tool("lr_search.py", [f"--sweep_dir={sweep_dir}", *base, "--batch_sizes=256,1024",
-                                          "--lrs=momentum:0.05,0.2", "--wildcards=1", "--targets=0.999",
-                                          "--report_only"])
+    unreached = run_tool(
+        "lr_search.py",
+        [
+            f"--sweep_dir={sweep_dir}",
+            *base,
+            "--batch_sizes=256,1024",
+            "--lrs=momentum:0.05,0.2",
+            "--wildcards=1",
+            "--targets=0.999",
+            "--report_only",
+        ],
+    )
     assert unreached.returncode == 0, unreached.stderr[-2000:]
     assert "No run reached 99.9%: no best rate by steps and no alpha" in unreached.stdout
     assert "| group | alpha" not in (sweep_dir / "lr_search.md").read_text()
@@ -97,12 +134,20 @@ def test_the_tool_searches_reports_alpha_and_refuses_bad_input(tmp_path):
 def _theory_run(folder, reached_step=8):
     """A finished run's result.json with sharpness and noise-scale points (as MeasureSharpness and
     MeasureNoiseScale write them) and the step where it reached 25%."""
-    history = [{"step": s, "epoch": s / 16, "eval_accuracy": 0.1 + 0.2 * (s >= reached_step), "eval_loss": 2.0 - s / 16}
-               for s in (4, 8, 12, 16)]
+    history = [
+        {"step": s, "epoch": s / 16, "eval_accuracy": 0.1 + 0.2 * (s >= reached_step), "eval_loss": 2.0 - s / 16}
+        for s in (4, 8, 12, 16)
+    ]
     folder.mkdir()
-    (folder / "result.json").write_text(json.dumps({
-        "history": history, "sharpness": [{"step": s, "sharpness": 10.0 + s} for s in (4, 8, 16)],
-        "noise_scale": [{"step": s, "b_simple": 50.0 * s} for s in (2, 7, 12)]}))
+    (folder / "result.json").write_text(
+        json.dumps(
+            {
+                "history": history,
+                "sharpness": [{"step": s, "sharpness": 10.0 + s} for s in (4, 8, 16)],
+                "noise_scale": [{"step": s, "b_simple": 50.0 * s} for s in (2, 7, 12)],
+            }
+        )
+    )
     return folder
 
 
@@ -122,8 +167,14 @@ def test_the_calibrated_nqm_takes_the_measured_steps_at_the_smallest_batch():
 
 
 def test_a_long_point_keeps_its_name_when_its_tuples_come_back_as_lists():
-    point = {"decay_boundaries": (2.0, 4.0, 6.0), "batch_sizes": (512, 1024), "optimizer": "lars",
-             "exclude_from_weight_decay": ("bias", "gamma", "beta", "moving"), "base_learning_rate": 0.123456,
-             "warmup_epochs": 2.5, "virtual_batch_size": 16}
+    point = {
+        "decay_boundaries": (2.0, 4.0, 6.0),
+        "batch_sizes": (512, 1024),
+        "optimizer": "lars",
+        "exclude_from_weight_decay": ("bias", "gamma", "beta", "moving"),
+        "base_learning_rate": 0.123456,
+        "warmup_epochs": 2.5,
+        "virtual_batch_size": 16,
+    }
     assert len(grid.run_name(point)) == grid.NAME_LIMIT  # shortened, with a hash of the whole
     assert grid.run_name(point) == grid.run_name(json.loads(json.dumps(point)))  # as sweep.json holds it

@@ -26,14 +26,13 @@ def _logged(model_dir, tag):
 @pytest.fixture(scope="module")
 def float32_run(tmp_path_factory):
     from conftest import small_config
+
     config = small_config(tmp_path_factory.mktemp("float32") / "run", num_epochs=1)
     return config, train(config, verbose=False)
 
 
-@pytest.mark.parametrize("policy, compute_dtype", [("mixed_bfloat16", "bfloat16"),
-                                                   ("mixed_float16", "float16")])
-def test_mixed_precision_learns_as_float32_with_float32_weights(make_config, float32_run, policy,
-                                                                compute_dtype):
+@pytest.mark.parametrize("policy, compute_dtype", [("mixed_bfloat16", "bfloat16"), ("mixed_float16", "float16")])
+def test_mixed_precision_learns_as_float32_with_float32_weights(make_config, float32_run, policy, compute_dtype):
     reference_config, reference = float32_run
     config = make_config(num_epochs=1, mixed_precision=policy)
     try:

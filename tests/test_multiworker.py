@@ -30,8 +30,17 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 WORKER = str(ROOT / "tests" / "multiworker_worker.py")
 TIMEOUT_S = 150  # per launch; the launcher stops every worker past it (and always, on return)
-CHIEF_FILES = {"config.json", "result.json", "model.keras", "history.json", "checkpoints", "train", "eval",
-               "examples", ".kbatch.lock"}  # the chief alone locks the run folder
+CHIEF_FILES = {
+    "config.json",
+    "result.json",
+    "model.keras",
+    "history.json",
+    "checkpoints",
+    "train",
+    "eval",
+    "examples",
+    ".kbatch.lock",
+}  # the chief alone locks the run folder
 
 
 def _launch_two_workers(command, tmp_path):
@@ -39,8 +48,7 @@ def _launch_two_workers(command, tmp_path):
     worker_tmp = tmp_path / "worker_tmp"
     worker_tmp.mkdir()
     out, err = io.StringIO(), io.StringIO()
-    code = launch(command, 2, timeout_s=TIMEOUT_S, grace_s=2.0, env={"TMPDIR": str(worker_tmp)},
-                  stdout=out, stderr=err)
+    code = launch(command, 2, timeout_s=TIMEOUT_S, grace_s=2.0, env={"TMPDIR": str(worker_tmp)}, stdout=out, stderr=err)
     assert code == 0, (out.getvalue() + err.getvalue())[-4000:]
     return worker_tmp, out.getvalue()
 
@@ -74,10 +82,21 @@ def test_kbatch_train_on_two_workers_through_the_launcher(tmp_path):
     """The command the README gives: the chief alone writes and reports, and the saved model is
     the one evaluated (its test accuracy is the result's, with the test set split over workers)."""
     model_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "kbatch.train", "--config.strategy=multiworker",
-               "--config.dataset=mnist1d/original", "--config.batch_size=128", "--config.base_batch_size=128",
-               "--config.num_epochs=1", "--config.warmup_epochs=0.5", "--config.steps_per_loop=10",
-               "--config.deterministic=True", "--config.norm=group", f"--config.model_dir={model_dir}"]
+    command = [
+        sys.executable,
+        "-m",
+        "kbatch.train",
+        "--config.strategy=multiworker",
+        "--config.dataset=mnist1d/original",
+        "--config.batch_size=128",
+        "--config.base_batch_size=128",
+        "--config.num_epochs=1",
+        "--config.warmup_epochs=0.5",
+        "--config.steps_per_loop=10",
+        "--config.deterministic=True",
+        "--config.norm=group",
+        f"--config.model_dir={model_dir}",
+    ]
     worker_tmp, out = _launch_two_workers(command, tmp_path)
 
     assert set(os.listdir(model_dir)) == CHIEF_FILES
@@ -87,6 +106,7 @@ def test_kbatch_train_on_two_workers_through_the_launcher(tmp_path):
     steps = -(-4000 // 128)  # one epoch: the updates that see all 4,000 examples
     assert (result["steps"], result["examples_seen"], result["num_replicas"]) == (steps, steps * 128, 2)
     import tensorflow_datasets as tfds
+
     x, y = tfds.as_numpy(tfds.load("mnist1d/original", split="test", as_supervised=True, batch_size=-1))
     model = keras.models.load_model(model_dir / "model.keras")
     accuracy = np.mean(np.argmax(model.predict(x[..., None], verbose=0), -1) == y)
@@ -97,21 +117,44 @@ def test_stopped_two_worker_run_resumes_on_both_workers_and_ends_as_if_never_sto
     """SIGTERM to the launcher after checkpoint 8 stops both workers (they save through the
     preemption handler); the same command then resumes every worker from the chief's checkpoint
     (a non-chief's own folder is new at each start) and ends bitwise equal to an uninterrupted run."""
+
     def command(model_dir):  # 2 epochs of mnist1d/original at batch 256: 32 updates, a checkpoint every 4
-        return [sys.executable, "-m", "kbatch.train", "--config.strategy=multiworker",
-                "--config.dataset=mnist1d/original", "--config.batch_size=256", "--config.base_batch_size=256",
-                "--config.num_epochs=2", "--config.warmup_epochs=0.5", "--config.steps_per_loop=2",
-                "--config.checkpoint_every=4", "--config.deterministic=True", "--config.norm=group",
-                f"--config.model_dir={model_dir}"]
+        return [
+            sys.executable,
+            "-m",
+            "kbatch.train",
+            "--config.strategy=multiworker",
+            "--config.dataset=mnist1d/original",
+            "--config.batch_size=256",
+            "--config.base_batch_size=256",
+            "--config.num_epochs=2",
+            "--config.warmup_epochs=0.5",
+            "--config.steps_per_loop=2",
+            "--config.checkpoint_every=4",
+            "--config.deterministic=True",
+            "--config.norm=group",
+            f"--config.model_dir={model_dir}",
+        ]
 
     (tmp_path / "reference").mkdir()
     _launch_two_workers(command(tmp_path / "reference" / "run"), tmp_path / "reference")
     model_dir, worker_tmp = tmp_path / "run", tmp_path / "worker_tmp"
     worker_tmp.mkdir()
     launcher = subprocess.Popen(
-        [sys.executable, str(ROOT / "tools" / "launch_local.py"), "--workers=2", f"--timeout_s={TIMEOUT_S}",
-         "--grace_s=30", "--", *command(model_dir)],
-        env={**os.environ, "TMPDIR": str(worker_tmp)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            str(ROOT / "tools" / "launch_local.py"),
+            "--workers=2",
+            f"--timeout_s={TIMEOUT_S}",
+            "--grace_s=30",
+            "--",
+            *command(model_dir),
+        ],
+        env={**os.environ, "TMPDIR": str(worker_tmp)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     _, stderr = signal_at_checkpoint(launcher, model_dir, 8, signal.SIGTERM, timeout_s=TIMEOUT_S)
     assert not (model_dir / "result.json").exists(), "the run ended before it was stopped"
     assert "[worker 1] kbatch-train: preempted" in stderr, stderr[-3000:]
@@ -126,14 +169,19 @@ def test_stopped_two_worker_run_resumes_on_both_workers_and_ends_as_if_never_sto
     assert not os.listdir(worker_tmp) and not os.listdir(tmp_path / "restart" / "worker_tmp")
 
 
-@pytest.mark.parametrize("tf_config, message", [
-    (None, "strategy 'multiworker' needs the TF_CONFIG environment variable"),
-    ("{'cluster': 1", "TF_CONFIG is not valid JSON"),
-    ('{"cluster": {"worker": ["127.0.0.1:2222"]}}', "TF_CONFIG names no 'task'"),
-    ('{"task": {"type": "worker", "index": 0}}', "TF_CONFIG names no 'cluster'"),
-    ('{"cluster": {"worker": ["127.0.0.1:2222"]}, "task": {"type": "worker", "index": 1}}',
-     "is not in its cluster"),
-])
+@pytest.mark.parametrize(
+    "tf_config, message",
+    [
+        (None, "strategy 'multiworker' needs the TF_CONFIG environment variable"),
+        ("{'cluster': 1", "TF_CONFIG is not valid JSON"),
+        ('{"cluster": {"worker": ["127.0.0.1:2222"]}}', "TF_CONFIG names no 'task'"),
+        ('{"task": {"type": "worker", "index": 0}}', "TF_CONFIG names no 'cluster'"),
+        (
+            '{"cluster": {"worker": ["127.0.0.1:2222"]}, "task": {"type": "worker", "index": 1}}',
+            "is not in its cluster",
+        ),
+    ],
+)
 def test_bad_tf_config_is_named_and_nothing_is_written(make_config, monkeypatch, tf_config, message):
     if tf_config is None:
         monkeypatch.delenv("TF_CONFIG", raising=False)
@@ -147,9 +195,19 @@ def test_bad_tf_config_is_named_and_nothing_is_written(make_config, monkeypatch,
 
 def test_kbatch_train_without_tf_config_says_so_in_one_line(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-    run = subprocess.run([sys.executable, "-m", "kbatch.train", "--config.strategy=multiworker",
-                          f"--config.model_dir={tmp_path / 'run'}"],
-                         env=env, capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kbatch.train",
+            "--config.strategy=multiworker",
+            f"--config.model_dir={tmp_path / 'run'}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 2
     assert "kbatch-train: strategy 'multiworker' needs the TF_CONFIG environment variable" in run.stderr
     assert "Traceback" not in run.stderr

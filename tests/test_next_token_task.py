@@ -19,7 +19,7 @@ def _batch(seed=0, batch=6, length=64, vocab=257):
     logits = (rng.normal(size=(batch, length, vocab)) * 3).astype("float32")
     labels = rng.integers(0, 256, size=(batch, length)).astype("int32")
     labels[1, 50:] = PAD  # a packed split's last window
-    labels[2, :] = PAD    # padding only
+    labels[2, :] = PAD  # padding only
     labels[3, ::7] = PAD
     labels[4, :10] = logits[4, :10].argmax(-1)  # some right predictions
     return labels, logits

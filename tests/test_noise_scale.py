@@ -21,8 +21,14 @@ from kbatch.diagnostics import NoiseScale, unbiased_estimates
 from kbatch.training import train
 
 HERE = pathlib.Path(__file__).resolve().parent
-NOISE = dict(base_learning_rate=1e-12, num_epochs=12, noise_scale_every=25,
-             noise_scale_decay=0.995, warmup_epochs=0.0, weight_decay=0.0)
+NOISE = dict(
+    base_learning_rate=1e-12,
+    num_epochs=12,
+    noise_scale_every=25,
+    noise_scale_decay=0.995,
+    warmup_epochs=0.0,
+    weight_decay=0.0,
+)
 
 
 def test_the_estimates_are_exact_on_expected_norms():
@@ -66,7 +72,7 @@ def exact_b_simple(weights):
     residual = p - np.eye(10)[y]
     per_example = np.concatenate([np.einsum("ni,nj->nij", x, residual).reshape(len(x), -1), residual], axis=1)
     mean = per_example.mean(axis=0)
-    trace = (per_example ** 2).sum(axis=1).mean() - mean @ mean
+    trace = (per_example**2).sum(axis=1).mean() - mean @ mean
     return trace / (mean @ mean)
 
 
@@ -90,11 +96,20 @@ def test_b_simple_in_training_matches_the_closed_form(make_config, strategy):
 
 
 def test_b_simple_on_jax_with_4_devices_matches_the_closed_form(tmp_path):
-    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": f"{HERE.parent}{os.pathsep}{HERE}",
-           "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": "jax",
+        "PYTHONPATH": f"{HERE.parent}{os.pathsep}{HERE}",
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+    }
     overrides = {**NOISE, "model_fn": "linear", "deterministic": True}
-    run = subprocess.run([sys.executable, str(HERE / "jax_worker.py"), "train", str(tmp_path / "run"),
-                          json.dumps(overrides)], env=env, capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [sys.executable, str(HERE / "jax_worker.py"), "train", str(tmp_path / "run"), json.dumps(overrides)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     summary = json.loads(run.stdout.strip().splitlines()[-1])
     assert summary["num_replicas"] == 4
@@ -131,4 +146,4 @@ def test_the_critical_batch_fit_weighs_every_batch_alike_and_keeps_s_min_nonnega
     falling = fit_critical_batch(batches, 100_000.0 / batches * noise)
     a = 1.0 / (batches * 100_000.0 / batches * noise)  # the 1/B column over the steps
     assert falling.s_min == 0.0 and falling.b_crit == float("inf")
-    assert falling.e_min == pytest.approx(a.sum() / (a ** 2).sum())  # least squares of the one term
+    assert falling.e_min == pytest.approx(a.sum() / (a**2).sum())  # least squares of the one term

@@ -64,8 +64,11 @@ def test_rms_is_keras_rms_normalization_with_its_scale_called_gamma():
 
 
 def test_groups_that_do_not_divide_the_channels():
-    with pytest.raises(ValueError, match=r"groups=8: must be a divisor of the number of channels \(12.*"
-                                         r"one of \[1, 2, 3, 4, 6, 12\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"groups=8: must be a divisor of the number of channels \(12.*"
+        r"one of \[1, 2, 3, 4, 6, 12\]",
+    ):
         layers.get("group", groups=8)(keras.Input((5, 12)))
 
 
@@ -82,16 +85,25 @@ def test_unknown_name_lists_the_choices():
 
 
 def test_unknown_switchable_mode():
-    with pytest.raises(ValueError, match=r"modes=\('batch', 'group'\): must be a non-empty sequence of distinct "
-                                         r"names from 'batch', 'layer', 'instance'"):
+    with pytest.raises(
+        ValueError,
+        match=r"modes=\('batch', 'group'\): must be a non-empty sequence of distinct "
+        r"names from 'batch', 'layer', 'instance'",
+    ):
         layers.get("switchable", modes=("batch", "group"))
 
 
 @pytest.mark.parametrize("name", layers.NAMES)
-@pytest.mark.parametrize("argument, value, allowed", [
-    ("momentum", 1.5, r"in \[0, 1\]"), ("momentum", -0.1, r"in \[0, 1\]"),
-    ("momentum", float("nan"), r"in \[0, 1\]"), ("epsilon", 0.0, "> 0"), ("epsilon", -1.0, "> 0"),
-])
+@pytest.mark.parametrize(
+    "argument, value, allowed",
+    [
+        ("momentum", 1.5, r"in \[0, 1\]"),
+        ("momentum", -0.1, r"in \[0, 1\]"),
+        ("momentum", float("nan"), r"in \[0, 1\]"),
+        ("epsilon", 0.0, "> 0"),
+        ("epsilon", -1.0, "> 0"),
+    ],
+)
 def test_every_name_refuses_a_momentum_or_epsilon_out_of_range(name, argument, value, allowed):
     """Keras's BatchNormalization takes momentum=1.5 silently; every name refuses it alike."""
     with pytest.raises(ValueError, match=rf"{argument}={value!r}: must be a finite number {allowed}\."):
@@ -165,8 +177,7 @@ def test_registry_names_are_the_factory_names_and_unknown_is_refused():
 
 @pytest.mark.parametrize("name", layers.NAMES)
 def test_mnist1d_cnn_drops_the_conv_bias_exactly_for_per_channel_means(name):
-    model = models.get("mnist1d_cnn", num_classes=10, input_shape=(40, 1), norm=name,
-                       norm_kwargs=KWARGS.get(name))
+    model = models.get("mnist1d_cnn", num_classes=10, input_shape=(40, 1), norm=name, norm_kwargs=KWARGS.get(name))
     for index in (1, 2, 3):
         assert model.get_layer(f"conv{index}").use_bias == (not registry.facts(name).per_channel_mean)
 
@@ -190,10 +201,13 @@ _TaggedGhost = _tagged(layers.GhostBatchNormalization)
 _TaggedSwitchable = _tagged(layers.SwitchableNormalization)
 
 
-@pytest.mark.parametrize("make", [
-    lambda: _TaggedGhost("g", virtual_batch_size=2, momentum=0.5),
-    lambda: _TaggedSwitchable("s", momentum=0.5),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: _TaggedGhost("g", virtual_batch_size=2, momentum=0.5),
+        lambda: _TaggedSwitchable("s", momentum=0.5),
+    ],
+)
 def test_user_subclasses_round_trip_through_a_keras_file(make, tmp_path):
     inputs = keras.Input((5, 4))
     norm = make()

@@ -14,8 +14,10 @@ from nbclient import NotebookClient
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "colab").glob("*.ipynb"))
-BADGE = re.compile(r"\[!\[Open In Colab\]\(https://colab\.research\.google\.com/assets/colab-badge\.svg\)\]"
-                   r"\(https://colab\.research\.google\.com/github/([\w.-]+/[\w.-]+)/blob/main/(colab/[\w.-]+\.ipynb)\)")
+BADGE = re.compile(
+    r"\[!\[Open In Colab\]\(https://colab\.research\.google\.com/assets/colab-badge\.svg\)\]"
+    r"\(https://colab\.research\.google\.com/github/([\w.-]+/[\w.-]+)/blob/main/(colab/[\w.-]+\.ipynb)\)"
+)
 
 
 def _read(path):
@@ -29,8 +31,12 @@ def _parameters_index(notebook):
 
 
 def test_the_four_notebooks_of_the_issue_are_there():
-    assert [p.name for p in NOTEBOOKS] == ["01_quickstart.ipynb", "02_scaling_rules.ipynb",
-                                           "03_normalization.ipynb", "04_noise_scale.ipynb"]
+    assert [p.name for p in NOTEBOOKS] == [
+        "01_quickstart.ipynb",
+        "02_scaling_rules.ipynb",
+        "03_normalization.ipynb",
+        "04_noise_scale.ipynb",
+    ]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -82,8 +88,9 @@ def test_runs_top_to_bottom_with_its_small_setting_without_the_repository(path, 
     monkeypatch.setenv("KERAS_BACKEND", "auto")  # the notebook's own choice, as on Colab
     monkeypatch.setenv("PYTHONPATH", str(_package_only(tmp_path / "site")))
     (tmp_path / "cwd").mkdir()
-    NotebookClient(notebook, timeout=900, kernel_name="python3",
-                   resources={"metadata": {"path": str(tmp_path / "cwd")}}).execute()
+    NotebookClient(
+        notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path / "cwd")}}
+    ).execute()
     errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
     assert list((tmp_path / "runs").rglob("result.json")), "it trained, and wrote under WORK_DIR"

@@ -52,6 +52,7 @@ def lyapunov_steady_loss(problem, optimizer, lr, batch, momentum=BETA):
 
 # 1. The closed form against the simulation and the exact recursion.
 
+
 @pytest.mark.parametrize("optimizer", nqm.OPTIMIZERS)
 @pytest.mark.parametrize("batch", [1, 256])
 def test_expected_loss_matches_monte_carlo(optimizer, batch):
@@ -90,6 +91,7 @@ def test_steps_need_not_be_sorted_and_may_repeat():
 
 # 2. The steady state.
 
+
 @pytest.mark.parametrize("optimizer", ["sgd", "preconditioned"])
 @pytest.mark.parametrize("batch", [1, 64])
 def test_steady_state_is_zhang_et_al_formula(optimizer, batch):
@@ -110,6 +112,7 @@ def test_steady_state_is_the_fixed_point_of_the_recursion(optimizer):
 
 
 # 3. Steps to target: the first crossing.
+
 
 def assert_first_crossing(problem, optimizer, lr, batch, target, horizon):
     steps = nqm.steps_to_target(problem, optimizer, lr, batch, target, max_steps=horizon)
@@ -227,6 +230,7 @@ def test_best_steps_is_the_minimum_over_the_grid():
 
 # 5. fit and bad input.
 
+
 def test_fit_reproduces_the_measurements():
     fitted = nqm.fit(top_curvature=3.0, b_simple=50.0, initial_loss=2.3, dims=200)
     assert fitted.curvatures.max() == pytest.approx(3.0)
@@ -239,23 +243,26 @@ def test_fit_reproduces_the_measurements():
     assert fitted.initial_loss == pytest.approx(2.3, rel=1e-12)
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda: nqm.NoisyQuadratic([1.0, -1.0], [1.0, 1.0], [1.0, 1.0]), r"^curvatures\[1\]=-1\.0: must be"),
-    (lambda: nqm.NoisyQuadratic([1.0, 2.0], [1.0], [1.0, 1.0]), r"^noise\.shape=\(1,\): must be \(2,\)"),
-    (lambda: nqm.NoisyQuadratic([1.0], [1.0], [np.nan]), r"^initial_second_moments\[0\]=nan"),
-    (lambda: nqm.NoisyQuadratic([[1.0]], [1.0], [1.0]), r"^curvatures\.shape=\(1, 1\)"),
-    (lambda: nqm.expected_loss(SMALL, "adam", 0.1, 1, [1]), r"^optimizer='adam': must be one of 'sgd'"),
-    (lambda: nqm.expected_loss(SMALL, "sgd", -0.1, 1, [1]), r"^lr=-0\.1: must be"),
-    (lambda: nqm.expected_loss(SMALL, "sgd", 0.1, 0, [1]), r"^batch=0: must be"),
-    (lambda: nqm.expected_loss(SMALL, "sgd", 0.1, 1, [1.5]), r"^steps\.dtype='float64'"),
-    (lambda: nqm.expected_loss(SMALL, "sgd", 0.1, 1, [3, -1]), r"^steps\[1\]=-1"),
-    (lambda: nqm.expected_loss(SMALL, "momentum", 0.1, 1, [1], momentum=1.0), r"^momentum=1\.0"),
-    (lambda: nqm.steps_to_target(SMALL, "sgd", 0.1, 1, 0.0), r"^target=0\.0"),
-    (lambda: nqm.fit(-1.0, 10.0, 1.0), r"^top_curvature=-1\.0"),
-    (lambda: nqm.fit(1.0, 0.0, 1.0), r"^b_simple=0\.0"),
-    (lambda: nqm.power_law(0, 1.0), r"^dims=0"),
-    (lambda: nqm.expected_loss("not an nqm", "sgd", 0.1, 1, [1]), r"^nqm='not an nqm'"),
-])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: nqm.NoisyQuadratic([1.0, -1.0], [1.0, 1.0], [1.0, 1.0]), r"^curvatures\[1\]=-1\.0: must be"),
+        (lambda: nqm.NoisyQuadratic([1.0, 2.0], [1.0], [1.0, 1.0]), r"^noise\.shape=\(1,\): must be \(2,\)"),
+        (lambda: nqm.NoisyQuadratic([1.0], [1.0], [np.nan]), r"^initial_second_moments\[0\]=nan"),
+        (lambda: nqm.NoisyQuadratic([[1.0]], [1.0], [1.0]), r"^curvatures\.shape=\(1, 1\)"),
+        (lambda: nqm.expected_loss(SMALL, "adam", 0.1, 1, [1]), r"^optimizer='adam': must be one of 'sgd'"),
+        (lambda: nqm.expected_loss(SMALL, "sgd", -0.1, 1, [1]), r"^lr=-0\.1: must be"),
+        (lambda: nqm.expected_loss(SMALL, "sgd", 0.1, 0, [1]), r"^batch=0: must be"),
+        (lambda: nqm.expected_loss(SMALL, "sgd", 0.1, 1, [1.5]), r"^steps\.dtype='float64'"),
+        (lambda: nqm.expected_loss(SMALL, "sgd", 0.1, 1, [3, -1]), r"^steps\[1\]=-1"),
+        (lambda: nqm.expected_loss(SMALL, "momentum", 0.1, 1, [1], momentum=1.0), r"^momentum=1\.0"),
+        (lambda: nqm.steps_to_target(SMALL, "sgd", 0.1, 1, 0.0), r"^target=0\.0"),
+        (lambda: nqm.fit(-1.0, 10.0, 1.0), r"^top_curvature=-1\.0"),
+        (lambda: nqm.fit(1.0, 0.0, 1.0), r"^b_simple=0\.0"),
+        (lambda: nqm.power_law(0, 1.0), r"^dims=0"),
+        (lambda: nqm.expected_loss("not an nqm", "sgd", 0.1, 1, [1]), r"^nqm='not an nqm'"),
+    ],
+)
 def test_bad_input_raises_one_line_naming_the_argument(call, match):
     with pytest.raises(ValueError, match=match) as error:
         call()
@@ -264,8 +271,10 @@ def test_bad_input_raises_one_line_naming_the_argument(call, match):
 
 # 6. The stability limit.
 
-@pytest.mark.parametrize("optimizer, limit", [("sgd", 2 / 4), ("momentum", 2 * (1 + BETA) / 4),
-                                              ("preconditioned", 2 / 4**0.5)])
+
+@pytest.mark.parametrize(
+    "optimizer, limit", [("sgd", 2 / 4), ("momentum", 2 * (1 + BETA) / 4), ("preconditioned", 2 / 4**0.5)]
+)
 def test_beyond_the_stability_limit_the_loss_diverges(optimizer, limit):
     problem = nqm.power_law(8, 4.0)
     assert nqm.stability_limit(problem, optimizer) == pytest.approx(limit)

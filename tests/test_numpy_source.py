@@ -48,10 +48,10 @@ def test_the_stream_shows_every_example_once_per_epoch_and_resumes_where_it_stop
     batches = [next(stream)[0] for _ in range(-(-2 * len(x) // 96))]  # the epochs meet mid-batch
     seen = np.concatenate(batches)
     for epoch in range(2):  # each epoch is a permutation of the training examples
-        block = seen[epoch * len(x):(epoch + 1) * len(x)]
+        block = seen[epoch * len(x) : (epoch + 1) * len(x)]
         order = np.lexsort(block.reshape(len(block), -1).T)
         np.testing.assert_array_equal(block[order], x[np.lexsort(x.reshape(len(x), -1).T)])
-    assert not np.array_equal(seen[:len(x)], seen[len(x):2 * len(x)])  # another order the second time
+    assert not np.array_equal(seen[: len(x)], seen[len(x) : 2 * len(x)])  # another order the second time
     resumed = BuiltinSource("mnist1d/original").train_batches(96, seed=3, start_example=96 * 7)
     np.testing.assert_array_equal(next(resumed)[0], batches[7])
 

@@ -34,9 +34,13 @@ def _windows(image):
     """{(top, left, flipped): window} of every 32x32 window of `image` zero-padded to 40x40."""
     padded = np.zeros((40, 40, image.shape[-1]), image.dtype)
     padded[4:36, 4:36] = image
-    return {(top, left, flipped): window[:, ::-1] if flipped else window
-            for top in range(9) for left in range(9) for flipped in (False, True)
-            for window in [padded[top:top + 32, left:left + 32]]}
+    return {
+        (top, left, flipped): window[:, ::-1] if flipped else window
+        for top in range(9)
+        for left in range(9)
+        for flipped in (False, True)
+        for window in [padded[top : top + 32, left : left + 32]]
+    }
 
 
 def _which_window(crop, images):
@@ -63,7 +67,7 @@ def test_each_cifar_training_example_is_a_window_of_its_padded_image_flipped_or_
     images = np.random.default_rng(0).integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
     positions = np.arange(1000, 1064)
     crops = numpy_source.augment_cifar(images, positions, seed=5)
-    places = [_which_window(crop, images[i:i + 1]) for i, crop in enumerate(crops)]
+    places = [_which_window(crop, images[i : i + 1]) for i, crop in enumerate(crops)]
     assert None not in places
     assert {p[3] for p in places} == {False, True}  # both flipped and not
     assert len({p[1:3] for p in places}) > 20  # offsets spread over the 81 (here about 45)
@@ -106,11 +110,24 @@ def test_without_tfds_a_tfds_dataset_is_one_line_saying_how_to_get_it(monkeypatc
 
 
 def test_resnet20_trains_on_cifar10_under_keras_on_jax(tmp_path):
-    config = {"model": "resnet20", "dataset": "cifar10", "batch_size": 8, "base_batch_size": 8, "num_epochs": 1,
-              "warmup_epochs": 0.5, "steps_per_loop": 2, "strategy": "one_device"}
+    config = {
+        "model": "resnet20",
+        "dataset": "cifar10",
+        "batch_size": 8,
+        "base_batch_size": 8,
+        "num_epochs": 1,
+        "warmup_epochs": 0.5,
+        "steps_per_loop": 2,
+        "strategy": "one_device",
+    }
     env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": f"{HERE.parent}{os.pathsep}{HERE}"}
-    run = subprocess.run([sys.executable, str(HERE / "jax_worker.py"), "mock", str(tmp_path / "run"),
-                          json.dumps(config), "32"], env=env, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, str(HERE / "jax_worker.py"), "mock", str(tmp_path / "run"), json.dumps(config), "32"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert result["steps"] == 4 and result["num_replicas"] == 1

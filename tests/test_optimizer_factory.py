@@ -27,8 +27,9 @@ def test_each_name_builds_its_optimizer_with_the_settings():
     }
     assert set(expected) == set(optimizers.NAMES)
     for name, (cls, settings) in expected.items():
-        optimizer = optimizers.build(name, 0.3, momentum=0.8, weight_decay=1e-4,
-                                     trust_coefficient=0.002, beta_1=0.85, beta_2=0.99)
+        optimizer = optimizers.build(
+            name, 0.3, momentum=0.8, weight_decay=1e-4, trust_coefficient=0.002, beta_1=0.85, beta_2=0.99
+        )
         assert type(optimizer) is cls, name
         config = optimizer.get_config()
         assert config["learning_rate"] == pytest.approx(0.3)
@@ -38,18 +39,29 @@ def test_each_name_builds_its_optimizer_with_the_settings():
 
 
 def test_resolve_checks_a_config_without_building_anything():
-    config = ml_collections.ConfigDict(dict(optimizer="lars", momentum=0.8, weight_decay=None,
-                                            exclude_from_weight_decay=["bias", "stage3_"]))
+    config = ml_collections.ConfigDict(
+        dict(optimizer="lars", momentum=0.8, weight_decay=None, exclude_from_weight_decay=["bias", "stage3_"])
+    )
     name, settings = optimizers.resolve(config, trust_coefficient=0.01)
     assert name == "lars"
-    assert settings == dict(optimizers.DEFAULTS, momentum=0.8, trust_coefficient=0.01,
-                            exclude_from_weight_decay=("bias", "stage3_"))
+    assert settings == dict(
+        optimizers.DEFAULTS, momentum=0.8, trust_coefficient=0.01, exclude_from_weight_decay=("bias", "stage3_")
+    )
 
 
 def test_a_config_supplies_the_fields_and_keywords_win():
-    config = ml_collections.ConfigDict(dict(
-        optimizer="lars", momentum=0.5, weight_decay=2e-4, nesterov=True, trust_coefficient=0.02,
-        epsilon=1e-6, exclude_from_weight_decay=("bias",), exclude_from_layer_adaptation=("gamma",)))
+    config = ml_collections.ConfigDict(
+        dict(
+            optimizer="lars",
+            momentum=0.5,
+            weight_decay=2e-4,
+            nesterov=True,
+            trust_coefficient=0.02,
+            epsilon=1e-6,
+            exclude_from_weight_decay=("bias",),
+            exclude_from_layer_adaptation=("gamma",),
+        )
+    )
     config = optimizers.build(config, 0.2).get_config()
     assert (config["momentum"], config["weight_decay"], config["nesterov"]) == (0.5, 2e-4, True)
     assert (config["trust_coefficient"], config["epsilon"]) == (0.02, 1e-6)
@@ -95,8 +107,7 @@ def test_biases_and_every_norm_parameter_are_excluded_by_default(name):
     model = all_layers_model()
     optimizer = optimizers.build(name, LR, weight_decay=WD, trust_coefficient=TC)
     excluded = optimizers.apply_exclusions(optimizer, model)
-    norm_paths = {v.path for layer in model.layers if layer.name.startswith("norm_")
-                  for v in layer.trainable_variables}
+    norm_paths = {v.path for layer in model.layers if layer.name.startswith("norm_") for v in layer.trainable_variables}
     assert norm_paths and norm_paths <= set(excluded)
     assert set(excluded) == norm_paths | {"conv/bias", "head/bias"}
     # Keras: w <- w - lr * wd * w; LARS: g = wd * w, trust = tc / wd, so w <- w - lr * tc * w.
@@ -156,7 +167,9 @@ def test_apply_exclusions_unwraps_loss_scaling_and_takes_explicit_patterns():
     inner = optimizers.build("adam", LR, weight_decay=WD)
     wrapped = keras.optimizers.LossScaleOptimizer(inner)
     assert optimizers.apply_exclusions(wrapped, model, exclude_from_weight_decay=["head"]) == [
-        "head/kernel", "head/bias"]
+        "head/kernel",
+        "head/bias",
+    ]
     moved = decay_step(inner, model)
     np.testing.assert_array_equal(moved["head/kernel"][1], moved["head/kernel"][0])
     np.testing.assert_allclose(moved["body/bias"][1], moved["body/bias"][0] * (1 - LR * WD), rtol=1e-6)
@@ -183,8 +196,9 @@ def test_patterns_given_to_apply_exclusions_add_to_lars_own():
 
 def test_lars_config_can_keep_adaptation_on_norm_parameters():
     model = all_layers_model()
-    optimizer = optimizers.build(dict(optimizer="lars", weight_decay=WD, trust_coefficient=TC,
-                                      exclude_from_layer_adaptation=["bias"]), LR)
+    optimizer = optimizers.build(
+        dict(optimizer="lars", weight_decay=WD, trust_coefficient=TC, exclude_from_layer_adaptation=["bias"]), LR
+    )
     rng = np.random.default_rng(1)
     grads = [rng.normal(size=v.shape).astype("float32") for v in model.trainable_variables]
     before = {v.path: v.numpy() for v in model.trainable_variables}
@@ -201,30 +215,46 @@ def test_lars_config_can_keep_adaptation_on_norm_parameters():
         np.testing.assert_allclose(ratios[path], trust, rtol=1e-5, err_msg=path)
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda: optimizers.build("rmsprop", 0.1),
-     r"optimizer='rmsprop': must be one of 'sgd', 'momentum', 'nesterov', 'lars', 'lamb', 'adamw', 'adam'\."),
-    (lambda: optimizers.build(ml_collections.ConfigDict(dict(optimizer="Lars")), 0.1),
-     "optimizer='Lars': must be one of"),
-    (lambda: optimizers.build("momentum", 0.1, weight_decay=-1.0),
-     "weight_decay=-1.0: must be a finite number >= 0"),
-    (lambda: optimizers.build("momentum", 0.1, weight_decay=float("inf")), "weight_decay=inf: must be a finite"),
-    (lambda: optimizers.build("momentum", 0.1, momentum=1.0),
-     r"momentum=1.0: must be a finite number in \[0, 1\)"),
-    (lambda: optimizers.build("momentum", 0.1, momentum=float("nan")),
-     r"momentum=nan: must be a finite number in \[0, 1\)"),
-    (lambda: optimizers.build("adam", 0.1, beta_2=1.5), r"beta_2=1.5: must be a finite number in \[0, 1\)"),
-    (lambda: optimizers.resolve(dict(optimizer="lars", nesterov="yes")), "nesterov='yes': must be True or False"),
-    (lambda: optimizers.resolve(dict(optimizer="lars", trust_coefficient=-1)),
-     "trust_coefficient=-1: must be a finite number >= 0"),
-    (lambda: optimizers.resolve("adamw", epsilon=-1e-8), "epsilon=-1e-08: must be a finite number >= 0, or None"),
-    (lambda: optimizers.build("adamw", 0.1, exclude_from_weight_decay=["bias("]),
-     r"exclude_from_weight_decay=\['bias\('\]: must be valid regular expressions; 'bias\(' is not"),
-    (lambda: optimizers.build("lars", -0.1), "learning_rate=-0.1: must be a finite number >= 0"),
-    (lambda: optimizers.build("lars", 0.1, momentum=1.5), r"momentum=1.5: must be a finite number in \[0, 1\)"),
-    (lambda: optimizers.build(dict(optimizer="lars", exclude_from_layer_adaptation=["(gamma"]), 0.1),
-     "exclude_from_layer_adaptation"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (
+            lambda: optimizers.build("rmsprop", 0.1),
+            r"optimizer='rmsprop': must be one of 'sgd', 'momentum', 'nesterov', 'lars', 'lamb', 'adamw', 'adam'\.",
+        ),
+        (
+            lambda: optimizers.build(ml_collections.ConfigDict(dict(optimizer="Lars")), 0.1),
+            "optimizer='Lars': must be one of",
+        ),
+        (
+            lambda: optimizers.build("momentum", 0.1, weight_decay=-1.0),
+            "weight_decay=-1.0: must be a finite number >= 0",
+        ),
+        (lambda: optimizers.build("momentum", 0.1, weight_decay=float("inf")), "weight_decay=inf: must be a finite"),
+        (lambda: optimizers.build("momentum", 0.1, momentum=1.0), r"momentum=1.0: must be a finite number in \[0, 1\)"),
+        (
+            lambda: optimizers.build("momentum", 0.1, momentum=float("nan")),
+            r"momentum=nan: must be a finite number in \[0, 1\)",
+        ),
+        (lambda: optimizers.build("adam", 0.1, beta_2=1.5), r"beta_2=1.5: must be a finite number in \[0, 1\)"),
+        (lambda: optimizers.resolve(dict(optimizer="lars", nesterov="yes")), "nesterov='yes': must be True or False"),
+        (
+            lambda: optimizers.resolve(dict(optimizer="lars", trust_coefficient=-1)),
+            "trust_coefficient=-1: must be a finite number >= 0",
+        ),
+        (lambda: optimizers.resolve("adamw", epsilon=-1e-8), "epsilon=-1e-08: must be a finite number >= 0, or None"),
+        (
+            lambda: optimizers.build("adamw", 0.1, exclude_from_weight_decay=["bias("]),
+            r"exclude_from_weight_decay=\['bias\('\]: must be valid regular expressions; 'bias\(' is not",
+        ),
+        (lambda: optimizers.build("lars", -0.1), "learning_rate=-0.1: must be a finite number >= 0"),
+        (lambda: optimizers.build("lars", 0.1, momentum=1.5), r"momentum=1.5: must be a finite number in \[0, 1\)"),
+        (
+            lambda: optimizers.build(dict(optimizer="lars", exclude_from_layer_adaptation=["(gamma"]), 0.1),
+            "exclude_from_layer_adaptation",
+        ),
+    ],
+)
 def test_bad_input_is_refused_naming_the_field(call, message):
     with pytest.raises(ValueError, match=message):
         call()

@@ -72,10 +72,19 @@ def _staleness_histograms(model_dir):
 
 def test_two_workers_record_their_staleness_and_the_launcher_leaves_no_process(tmp_path):
     model_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "kbatch.train", "--config.strategy=parameter_server",
-               "--config.dataset=mnist1d/original", "--config.batch_size=128", "--config.base_batch_size=128",
-               "--config.num_epochs=1", "--config.warmup_epochs=0.5", "--config.steps_per_loop=8",
-               f"--config.model_dir={model_dir}"]
+    command = [
+        sys.executable,
+        "-m",
+        "kbatch.train",
+        "--config.strategy=parameter_server",
+        "--config.dataset=mnist1d/original",
+        "--config.batch_size=128",
+        "--config.base_batch_size=128",
+        "--config.num_epochs=1",
+        "--config.warmup_epochs=0.5",
+        "--config.steps_per_loop=8",
+        f"--config.model_dir={model_dir}",
+    ]
     out = _launch(command, workers=2, ps=2)
 
     assert psutil.Process().children(recursive=True) == []  # coordinator, workers, servers: all gone
@@ -99,17 +108,39 @@ def test_a_stopped_run_resumes_from_its_checkpoint_and_ends_as_if_never_stopped(
     """SIGTERM to the launcher after checkpoint 8 stops the coordinator and the servers; the same
     command resumes from the checkpoint at the stream position it had reached and, with one
     worker (no race), ends with the weights of an uninterrupted run."""
+
     def command(model_dir):  # 2 epochs of mnist1d/original at batch 256: 32 updates, a checkpoint every 4
-        return [sys.executable, "-m", "kbatch.train", "--config.strategy=parameter_server",
-                "--config.dataset=mnist1d/original", "--config.batch_size=256", "--config.base_batch_size=256",
-                "--config.num_epochs=2", "--config.warmup_epochs=0.5", "--config.steps_per_loop=2",
-                "--config.checkpoint_every=4", f"--config.model_dir={model_dir}"]
+        return [
+            sys.executable,
+            "-m",
+            "kbatch.train",
+            "--config.strategy=parameter_server",
+            "--config.dataset=mnist1d/original",
+            "--config.batch_size=256",
+            "--config.base_batch_size=256",
+            "--config.num_epochs=2",
+            "--config.warmup_epochs=0.5",
+            "--config.steps_per_loop=2",
+            "--config.checkpoint_every=4",
+            f"--config.model_dir={model_dir}",
+        ]
 
     _launch(command(tmp_path / "reference"), workers=1, ps=1)
     model_dir = tmp_path / "run"
     launcher = subprocess.Popen(
-        [sys.executable, str(ROOT / "tools" / "launch_local.py"), "--workers=1", "--ps=1", f"--timeout_s={TIMEOUT_S}",
-         "--", *command(model_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            str(ROOT / "tools" / "launch_local.py"),
+            "--workers=1",
+            "--ps=1",
+            f"--timeout_s={TIMEOUT_S}",
+            "--",
+            *command(model_dir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     signal_at_checkpoint(launcher, model_dir, 8, signal.SIGTERM, timeout_s=TIMEOUT_S)
     assert not (model_dir / "result.json").exists(), "the run ended before it was stopped"
 
@@ -121,15 +152,18 @@ def test_a_stopped_run_resumes_from_its_checkpoint_and_ends_as_if_never_stopped(
         np.testing.assert_array_equal(b, a)
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("staleness", 2, "config.staleness=2: the delay is real here"),
-    ("accumulation_steps", 2, "config.accumulation_steps=2: each worker's update is one batch"),
-    ("noise_scale_every", 10, "config.noise_scale_every=10"),
-    ("norm", "sync_batch", "config.norm='sync_batch'"),
-    ("mixed_precision", "mixed_float16", "config.mixed_precision='mixed_float16'"),
-    ("dataset", "imagenet2012", "held in memory"),
-    ("backend", "jax", "needs config.backend='tensorflow'"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("staleness", 2, "config.staleness=2: the delay is real here"),
+        ("accumulation_steps", 2, "config.accumulation_steps=2: each worker's update is one batch"),
+        ("noise_scale_every", 10, "config.noise_scale_every=10"),
+        ("norm", "sync_batch", "config.norm='sync_batch'"),
+        ("mixed_precision", "mixed_float16", "config.mixed_precision='mixed_float16'"),
+        ("dataset", "imagenet2012", "held in memory"),
+        ("backend", "jax", "needs config.backend='tensorflow'"),
+    ],
+)
 def test_what_an_asynchronous_run_cannot_do_is_refused_naming_the_field(make_config, field, value, message):
     config = make_config(strategy="parameter_server")
     config[field] = value
@@ -138,15 +172,27 @@ def test_what_an_asynchronous_run_cannot_do_is_refused_naming_the_field(make_con
     assert "\n" not in str(error.value)
 
 
-@pytest.mark.parametrize("tf_config, message", [
-    (None, "strategy 'parameter_server' needs the TF_CONFIG environment variable"),
-    ({"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 0}},
-     "needs a cluster with 'chief', 'worker' and 'ps' jobs .TF_CONFIG has worker."),
-    ({"cluster": {"chief": ["127.0.0.1:1"], "worker": ["127.0.0.1:2"]}, "task": {"type": "chief", "index": 0}},
-     "needs a cluster with 'chief', 'worker' and 'ps' jobs .TF_CONFIG has chief, worker."),
-    ({"cluster": {"chief": ["127.0.0.1:1"], "worker": ["127.0.0.1:2"], "ps": ["127.0.0.1:3"]},
-      "task": {"type": "worker", "index": 0}}, "the training process is the coordinator, TF_CONFIG task 'chief'"),
-])
+@pytest.mark.parametrize(
+    "tf_config, message",
+    [
+        (None, "strategy 'parameter_server' needs the TF_CONFIG environment variable"),
+        (
+            {"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 0}},
+            "needs a cluster with 'chief', 'worker' and 'ps' jobs .TF_CONFIG has worker.",
+        ),
+        (
+            {"cluster": {"chief": ["127.0.0.1:1"], "worker": ["127.0.0.1:2"]}, "task": {"type": "chief", "index": 0}},
+            "needs a cluster with 'chief', 'worker' and 'ps' jobs .TF_CONFIG has chief, worker.",
+        ),
+        (
+            {
+                "cluster": {"chief": ["127.0.0.1:1"], "worker": ["127.0.0.1:2"], "ps": ["127.0.0.1:3"]},
+                "task": {"type": "worker", "index": 0},
+            },
+            "the training process is the coordinator, TF_CONFIG task 'chief'",
+        ),
+    ],
+)
 def test_a_cluster_without_coordinator_workers_and_servers_is_refused(monkeypatch, tf_config, message):
     if tf_config is None:
         monkeypatch.delenv("TF_CONFIG", raising=False)

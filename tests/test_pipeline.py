@@ -81,16 +81,24 @@ def test_cifar10_pipeline_augments_with_pad_crop_flip_on_mock_data():
         padded_value = (0.0 - np.array(kbatch.data.preprocessing.CIFAR_MEAN)) / kbatch.data.preprocessing.CIFAR_STD
         train = np.concatenate([t.numpy() for t in local])
         plain = np.concatenate([t.numpy() for t in strategy.experimental_local_results(eval_x)])
+
         def has_padding(images):
             return np.isclose(images, padded_value, atol=1e-5).all(-1).any()
+
         assert has_padding(train) and not has_padding(plain)
 
 
 def _table_batches(name, global_batch, steps, seed):
     table = next(iter(data.train_table_fn(name)()))
-    return [[t.numpy() for t in data.train_examples_at(name, table, tf.range(t * global_batch, (t + 1) * global_batch,
-                                                                              dtype=tf.int64), seed)]
-            for t in range(steps)]
+    return [
+        [
+            t.numpy()
+            for t in data.train_examples_at(
+                name, table, tf.range(t * global_batch, (t + 1) * global_batch, dtype=tf.int64), seed
+            )
+        ]
+        for t in range(steps)
+    ]
 
 
 def _stream_batches(name, global_batch, steps, seed):

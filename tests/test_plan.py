@@ -48,8 +48,7 @@ def test_steps_epochs_and_phases_match_the_walk(case):
     plan = make(*case)
     updates = walk(batch_sizes, boundaries, num_examples, num_epochs)
     assert plan.total_steps == len(updates)
-    assert plan.epoch_starts == tuple(first_count_reaching(updates, e * num_examples)
-                                      for e in range(num_epochs + 1))
+    assert plan.epoch_starts == tuple(first_count_reaching(updates, e * num_examples) for e in range(num_epochs + 1))
     used = sorted({phase for _, phase in updates})
     assert [p.batch_size for p in plan.phases] == [batch_sizes[i] for i in used]
     assert all(p.num_steps > 0 for p in plan.phases)

@@ -37,8 +37,8 @@ def test_windows_are_the_split_files_bytes_shifted_by_one():
         np.testing.assert_array_equal(y[:, :-1], x[:, 1:])  # targets are the inputs shifted by one
         np.testing.assert_array_equal(y[:-1, -1], x[1:, 0])  # each window starts where the last one ended
         stream = np.concatenate([x.ravel(), y[-1, -1:]])
-        np.testing.assert_array_equal(stream[:len(text)], text)
-        assert (stream[len(text):] == PAD).all() and len(stream) - len(text) < 64
+        np.testing.assert_array_equal(stream[: len(text)], text)
+        assert (stream[len(text) :] == PAD).all() and len(stream) - len(text) < 64
 
 
 def test_pack_fills_only_the_last_window_with_pad():
@@ -67,9 +67,12 @@ def test_a_different_standard_library_is_refused_in_one_line(tmp_path):
     np.testing.assert_array_equal(make_pystdlib_bytes(64, str(folder))["x"], make_pystdlib_bytes(64)["x"])
     with open(folder / "textwrap.py", "ab") as file:
         file.write(b"# changed in a later Python\n")
-    with pytest.raises(ValueError, match=r"^pystdlib_bytes: the standard library in .* has sha256 [0-9a-f]{16}\.\.\., "
-                                         r"not the pinned 4757c2e0b303c0bc\.\.\. of CPython 3\.11: run with Python "
-                                         r"3\.11\.$") as error:
+    with pytest.raises(
+        ValueError,
+        match=r"^pystdlib_bytes: the standard library in .* has sha256 [0-9a-f]{16}\.\.\., "
+        r"not the pinned 4757c2e0b303c0bc\.\.\. of CPython 3\.11: run with Python "
+        r"3\.11\.$",
+    ) as error:
         make_pystdlib_bytes(64, str(folder))
     assert "\n" not in str(error.value)
     os.remove(folder / "zipapp.py")
@@ -111,8 +114,13 @@ assert not [m for m in sys.modules if m.startswith('tensorflow') and sys.modules
 
 def test_the_jax_backend_gets_the_same_arrays_without_tensorflow(tmp_path):
     env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(HERE.parent)}
-    run = subprocess.run([sys.executable, "-c", WITHOUT_TENSORFLOW, str(tmp_path / "arrays.npz")], env=env,
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-c", WITHOUT_TENSORFLOW, str(tmp_path / "arrays.npz")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     expected = make_pystdlib_bytes(64)
     with np.load(tmp_path / "arrays.npz") as arrays:

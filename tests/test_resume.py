@@ -18,10 +18,18 @@ import kbatch  # noqa: F401  (registers the layers for load_model)
 from kbatch.training import train
 
 # Two epochs of mnist1d/original at batch 256: 15 steps an epoch, a checkpoint every 4 steps.
-FLAGS = ["--config.dataset=mnist1d/original", "--config.batch_size=256", "--config.base_batch_size=256",
-         "--config.num_epochs=2", "--config.warmup_epochs=0.5", "--config.steps_per_loop=2",
-         "--config.checkpoint_every=4", "--config.strategy=one_device", "--config.deterministic=True",
-         "--config.norm=group"]
+FLAGS = [
+    "--config.dataset=mnist1d/original",
+    "--config.batch_size=256",
+    "--config.base_batch_size=256",
+    "--config.num_epochs=2",
+    "--config.warmup_epochs=0.5",
+    "--config.steps_per_loop=2",
+    "--config.checkpoint_every=4",
+    "--config.strategy=one_device",
+    "--config.deterministic=True",
+    "--config.norm=group",
+]
 
 
 # The same run with the batch doubled after epoch 1: 16 updates at 256 (4,096 examples), then 8 at
@@ -51,11 +59,14 @@ def uninterrupted(tmp_path_factory):
     return _weights(model_dir)
 
 
-@pytest.mark.parametrize("checkpoint_step, delay", [
-    (4, 0.0),   # right after a checkpoint
-    (12, 0.3),  # between checkpoints, inside the first epoch
-    (20, 0.1),  # between checkpoints, inside the second epoch (its last 12 updates take ~0.3 s)
-])
+@pytest.mark.parametrize(
+    "checkpoint_step, delay",
+    [
+        (4, 0.0),  # right after a checkpoint
+        (12, 0.3),  # between checkpoints, inside the first epoch
+        (20, 0.1),  # between checkpoints, inside the second epoch (its last 12 updates take ~0.3 s)
+    ],
+)
 def test_killed_and_restarted_run_ends_with_the_uninterrupted_weights(tmp_path, uninterrupted, checkpoint_step, delay):
     model_dir = tmp_path / "run"
     _run_and_kill(model_dir, checkpoint_step, delay)
@@ -98,8 +109,15 @@ def test_sigterm_saves_where_it_lands_exits_42_and_the_same_command_resumes_exac
 
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(make_config):
     # Warmup from 0 to an absurd rate: the first updates are sane, then the loss overflows.
-    config = make_config(num_epochs=1, optimizer="sgd", base_learning_rate=1e6, warmup_epochs=0.9,
-                         checkpoint_every=1, steps_per_loop=1, norm="none")
+    config = make_config(
+        num_epochs=1,
+        optimizer="sgd",
+        base_learning_rate=1e6,
+        warmup_epochs=0.9,
+        checkpoint_every=1,
+        steps_per_loop=1,
+        norm="none",
+    )
     diverged = r"loss is (nan|inf) at step (\d+).*last good checkpoint.*ckpt-(\d+)"
     with pytest.raises(FloatingPointError, match=diverged) as error:
         train(config, verbose=False)
@@ -110,6 +128,7 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
     assert f"ckpt-{last}" in str(error.value)
     # The kept checkpoint holds finite weights.
     import tensorflow as tf
+
     reader = tf.train.load_checkpoint(os.path.join(config.model_dir, "checkpoints", f"ckpt-{last}"))
     for name in reader.get_variable_to_shape_map():
         value = reader.get_tensor(name)

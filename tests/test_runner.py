@@ -83,8 +83,10 @@ class SquaredError(Task):
 
 
 def test_a_custom_task_trains_end_to_end_and_agrees_on_one_device_and_cpu2(make_config):
-    runs = [make_config(num_epochs=2, optimizer="adam", base_learning_rate=0.01, strategy=s, target_accuracy=0.9)
-            for s in ("one_device", "cpu:2")]
+    runs = [
+        make_config(num_epochs=2, optimizer="adam", base_learning_rate=0.01, strategy=s, target_accuracy=0.9)
+        for s in ("one_device", "cpu:2")
+    ]
     first, second = [train(c, model_fn=smooth_model, task=SquaredError(), verbose=False) for c in runs]
     assert first["monitor"] == "loss" and "final_eval_accuracy" not in first
     # It learned (the error fell from the first evaluation to the last), and "best" is the lowest.
@@ -130,8 +132,9 @@ def test_a_user_action_sees_every_update_once_across_a_batch_phase_change(make_c
 def test_evaluation_counts_every_example_once_when_a_replica_gets_none_of_the_last_batch(make_config, norm):
     """1,000 test examples at batch 64 on 4 replicas: the last batch of 40 leaves 16/16/8/0.
     The evaluation is that of the same weights on one device."""
-    runs = {s: build_run(make_config(num_epochs=1, batch_size=64, norm=norm, strategy=s))
-            for s in ("cpu:4", "one_device")}
+    runs = {
+        s: build_run(make_config(num_epochs=1, batch_size=64, norm=norm, strategy=s)) for s in ("cpu:4", "one_device")
+    }
     runs["one_device"].model.set_weights(runs["cpu:4"].model.get_weights())
     totals = {s: run.backend.evaluate() for s, run in runs.items()}
     assert totals["cpu:4"]["count"] == totals["one_device"]["count"] == 1000
@@ -144,6 +147,7 @@ def test_evaluation_counts_every_example_once_when_a_replica_gets_none_of_the_la
 
 def _test_split():
     import tensorflow_datasets as tfds
+
     x, y = tfds.as_numpy(tfds.load("mnist1d/original", split="test", as_supervised=True, batch_size=-1))
     return x[..., None], y
 

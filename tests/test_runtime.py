@@ -14,8 +14,10 @@ from kbatch.training.config import schema
 
 pytestmark = pytest.mark.fast
 
-PICKED = ("import kbatch, keras, os; "
-          "print(keras.backend.backend(), os.environ['KERAS_BACKEND'], kbatch.runtime.describe().split(' (')[0])")
+PICKED = (
+    "import kbatch, keras, os; "
+    "print(keras.backend.backend(), os.environ['KERAS_BACKEND'], kbatch.runtime.describe().split(' (')[0])"
+)
 
 
 def _fresh_python(**environ):
@@ -26,9 +28,17 @@ def _fresh_python(**environ):
     return run.stdout.split(maxsplit=2)
 
 
-@pytest.mark.parametrize("kind, has_tensorflow, expected", [
-    ("tpu", True, "jax"), ("tpu", False, "jax"), ("gpu", True, "tensorflow"), ("gpu", False, "jax"),
-    ("cpu", True, "tensorflow"), ("cpu", False, "jax")])
+@pytest.mark.parametrize(
+    "kind, has_tensorflow, expected",
+    [
+        ("tpu", True, "jax"),
+        ("tpu", False, "jax"),
+        ("gpu", True, "tensorflow"),
+        ("gpu", False, "jax"),
+        ("cpu", True, "tensorflow"),
+        ("cpu", False, "jax"),
+    ],
+)
 def test_tpus_get_jax_and_the_rest_tensorflow_where_installed(kind, has_tensorflow, expected):
     assert runtime.backend_for(kind, has_tensorflow=has_tensorflow) == expected
 

@@ -39,20 +39,27 @@ def test_linear_rule_reproduces_goyal_imagenet_numbers():
     assert scaling.scale_learning_rate(0.1, 256, 8192, "sqrt") == pytest.approx(0.1 * math.sqrt(32))
 
 
-SGD = scaling.Recipe(batch_size=64, learning_rate=0.05, num_epochs=12, warmup_epochs=2, weight_decay=5e-4,
-                     momentum=0.9, ema_momentum=0.999, bn_momentum=0.99)
-ADAM = dataclasses.replace(SGD, adaptive=True, momentum=0.0, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
-                           weight_decay=0.05)
+SGD = scaling.Recipe(
+    batch_size=64,
+    learning_rate=0.05,
+    num_epochs=12,
+    warmup_epochs=2,
+    weight_decay=5e-4,
+    momentum=0.9,
+    ema_momentum=0.999,
+    bn_momentum=0.99,
+)
+ADAM = dataclasses.replace(SGD, adaptive=True, momentum=0.0, beta_1=0.9, beta_2=0.999, epsilon=1e-8, weight_decay=0.05)
 
 
 def test_rescale_sgd_recipe_closed_form():
     k = 4096 / 64
     new = scaling.rescale(SGD, 4096)
     assert new.batch_size == 4096
-    assert new.learning_rate == pytest.approx(0.05 * k)           # Goyal: linear
-    assert new.momentum == SGD.momentum                           # Goyal: momentum kept
-    assert new.weight_decay == pytest.approx(SGD.weight_decay)    # linear: lr*wd*steps per epoch fixed
-    assert new.bn_momentum == pytest.approx(0.99**64)             # Busbridge: rho**k
+    assert new.learning_rate == pytest.approx(0.05 * k)  # Goyal: linear
+    assert new.momentum == SGD.momentum  # Goyal: momentum kept
+    assert new.weight_decay == pytest.approx(SGD.weight_decay)  # linear: lr*wd*steps per epoch fixed
+    assert new.bn_momentum == pytest.approx(0.99**64)  # Busbridge: rho**k
     assert new.ema_momentum == pytest.approx(0.999**64)
     assert (new.num_epochs, new.warmup_epochs) == (SGD.num_epochs, SGD.warmup_epochs)
     # Adam's fields are left alone for a non-adaptive recipe.
@@ -78,7 +85,8 @@ def test_rescale_keeps_weight_decay_per_epoch_for_every_rule():
     for rule in ("linear", "sqrt", "none", 0.75):
         new = scaling.rescale(SGD, 1024, rule=rule)
         assert n / new.batch_size * new.learning_rate * new.weight_decay == pytest.approx(
-            n / SGD.batch_size * SGD.learning_rate * SGD.weight_decay)
+            n / SGD.batch_size * SGD.learning_rate * SGD.weight_decay
+        )
 
 
 def test_rescaled_ema_has_the_same_memory_in_examples():
@@ -185,47 +193,70 @@ RULE = r"must be one of 'linear', 'sqrt', 'none', or a real exponent\."
 RULE_HERE = r"must be one of 'linear', 'sqrt', 'none', or a real exponent, or 'staleness' with a staleness\."
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda: scaling.scale_learning_rate(0.1, 0, 256), "base_batch_size=0: must be a finite number > 0"),
-    (lambda: scaling.scale_learning_rate(0.1, 256, -8), "batch_size=-8: must be a finite number > 0"),
-    (lambda: scaling.scale_learning_rate(0.1, 256, float("nan")), "batch_size=nan: must be a finite number > 0"),
-    (lambda: scaling.scale_learning_rate(float("nan"), 256, 512), "base_lr=nan: must be a finite number >= 0"),
-    (lambda: scaling.scale_learning_rate(-0.1, 256, 512), "base_lr=-0.1: must be a finite number >= 0"),
-    (lambda: scaling.scale_learning_rate(0.1, 256, 512, "cubic"), "rule='cubic': " + RULE_HERE),
-    (lambda: scaling.scale_learning_rate(0.1, 256, 512, float("inf")), "rule=inf: " + RULE_HERE),
-    (lambda: scaling.scaling_exponent(True), "rule=True: " + RULE),
-    (lambda: scaling.rescale(SGD, 0), "batch_size=0: must be a positive integer"),
-    (lambda: scaling.rescale(SGD, 512, rule="quadratic"), "rule='quadratic': " + RULE_HERE),
-    (lambda: scaling.rescale({"batch_size": 64}, 512),
-     r"recipe=\{'batch_size': 64\}: must be a kbatch.scaling.Recipe"),
-    (lambda: dataclasses.replace(SGD, warmup_epochs=12),
-     r"Recipe.warmup_epochs=12: must be shorter than Recipe.num_epochs=\S+ \(a warmup longer than training\)"),
-    (lambda: dataclasses.replace(SGD, batch_size=0), "Recipe.batch_size=0: must be a positive integer"),
-    (lambda: dataclasses.replace(SGD, bn_momentum=1.5),
-     r"Recipe.bn_momentum=1.5: must be a finite number in \[0, 1\)"),
-    (lambda: dataclasses.replace(SGD, beta_2=float("nan")),
-     r"Recipe.beta_2=nan: must be a finite number in \[0, 1\)"),
-    (lambda: dataclasses.replace(SGD, ema_momentum=1.0),
-     r"Recipe.ema_momentum=1.0: must be a finite number in \[0, 1\), or None"),
-    (lambda: dataclasses.replace(SGD, epsilon=0.0), "Recipe.epsilon=0.0: must be a finite number > 0"),
-    (lambda: dataclasses.replace(SGD, adaptive=1), "Recipe.adaptive=1: must be True or False"),
-    (lambda: scaling.warmup_epochs(0, 256, 1.0), "batch_size=0: must be a finite number > 0"),
-    (lambda: scaling.warmup_epochs(512, 256, 10.0, num_epochs=8),
-     r"base_warmup_epochs=10.0: must be shorter than num_epochs=8.0 \(a warmup longer than training\)"),
-    (lambda: scaling.warmup_epochs(512, 256, 1.0, epochs_per_doubling=-1),
-     "epochs_per_doubling=-1: must be a finite number >= 0"),
-    (lambda: scaling.warmup_epochs(512, 256, 1.0, num_epochs=8, max_fraction=1.5),
-     r"max_fraction=1.5: must be a finite number in \[0, 1\]"),
-    (lambda: scaling.max_stable_learning_rate(0.0), "sharpness=0.0: must be a finite number > 0"),
-    (lambda: scaling.max_stable_learning_rate(1.0, momentum=1.0),
-     r"momentum=1.0: must be a finite number in \[0, 1\)"),
-    (lambda: scaling.min_batch_size(1.0, 0.0), "tolerance=0.0: must be a finite number > 0"),
-    (lambda: scaling.min_batch_size(1.0, 0.1, confidence=1.0),
-     r"confidence=1.0: must be a finite number in \(0, 1\)"),
-    (lambda: scaling.rescale_momentum(1.5, 128, 256), r"momentum=1.5: must be a finite number in \[0, 1\]"),
-    (lambda: scaling.rescale_momentum(0.9, 0, 256), "base_batch_size=0: must be a finite number > 0"),
-    (lambda: scaling.rescale_momentum(0.9, 128, float("nan")), "batch_size=nan: must be a finite number > 0"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: scaling.scale_learning_rate(0.1, 0, 256), "base_batch_size=0: must be a finite number > 0"),
+        (lambda: scaling.scale_learning_rate(0.1, 256, -8), "batch_size=-8: must be a finite number > 0"),
+        (lambda: scaling.scale_learning_rate(0.1, 256, float("nan")), "batch_size=nan: must be a finite number > 0"),
+        (lambda: scaling.scale_learning_rate(float("nan"), 256, 512), "base_lr=nan: must be a finite number >= 0"),
+        (lambda: scaling.scale_learning_rate(-0.1, 256, 512), "base_lr=-0.1: must be a finite number >= 0"),
+        (lambda: scaling.scale_learning_rate(0.1, 256, 512, "cubic"), "rule='cubic': " + RULE_HERE),
+        (lambda: scaling.scale_learning_rate(0.1, 256, 512, float("inf")), "rule=inf: " + RULE_HERE),
+        (lambda: scaling.scaling_exponent(True), "rule=True: " + RULE),
+        (lambda: scaling.rescale(SGD, 0), "batch_size=0: must be a positive integer"),
+        (lambda: scaling.rescale(SGD, 512, rule="quadratic"), "rule='quadratic': " + RULE_HERE),
+        (
+            lambda: scaling.rescale({"batch_size": 64}, 512),
+            r"recipe=\{'batch_size': 64\}: must be a kbatch.scaling.Recipe",
+        ),
+        (
+            lambda: dataclasses.replace(SGD, warmup_epochs=12),
+            r"Recipe.warmup_epochs=12: must be shorter than Recipe.num_epochs=\S+ \(a warmup longer than training\)",
+        ),
+        (lambda: dataclasses.replace(SGD, batch_size=0), "Recipe.batch_size=0: must be a positive integer"),
+        (
+            lambda: dataclasses.replace(SGD, bn_momentum=1.5),
+            r"Recipe.bn_momentum=1.5: must be a finite number in \[0, 1\)",
+        ),
+        (
+            lambda: dataclasses.replace(SGD, beta_2=float("nan")),
+            r"Recipe.beta_2=nan: must be a finite number in \[0, 1\)",
+        ),
+        (
+            lambda: dataclasses.replace(SGD, ema_momentum=1.0),
+            r"Recipe.ema_momentum=1.0: must be a finite number in \[0, 1\), or None",
+        ),
+        (lambda: dataclasses.replace(SGD, epsilon=0.0), "Recipe.epsilon=0.0: must be a finite number > 0"),
+        (lambda: dataclasses.replace(SGD, adaptive=1), "Recipe.adaptive=1: must be True or False"),
+        (lambda: scaling.warmup_epochs(0, 256, 1.0), "batch_size=0: must be a finite number > 0"),
+        (
+            lambda: scaling.warmup_epochs(512, 256, 10.0, num_epochs=8),
+            r"base_warmup_epochs=10.0: must be shorter than num_epochs=8.0 \(a warmup longer than training\)",
+        ),
+        (
+            lambda: scaling.warmup_epochs(512, 256, 1.0, epochs_per_doubling=-1),
+            "epochs_per_doubling=-1: must be a finite number >= 0",
+        ),
+        (
+            lambda: scaling.warmup_epochs(512, 256, 1.0, num_epochs=8, max_fraction=1.5),
+            r"max_fraction=1.5: must be a finite number in \[0, 1\]",
+        ),
+        (lambda: scaling.max_stable_learning_rate(0.0), "sharpness=0.0: must be a finite number > 0"),
+        (
+            lambda: scaling.max_stable_learning_rate(1.0, momentum=1.0),
+            r"momentum=1.0: must be a finite number in \[0, 1\)",
+        ),
+        (lambda: scaling.min_batch_size(1.0, 0.0), "tolerance=0.0: must be a finite number > 0"),
+        (
+            lambda: scaling.min_batch_size(1.0, 0.1, confidence=1.0),
+            r"confidence=1.0: must be a finite number in \(0, 1\)",
+        ),
+        (lambda: scaling.rescale_momentum(1.5, 128, 256), r"momentum=1.5: must be a finite number in \[0, 1\]"),
+        (lambda: scaling.rescale_momentum(0.9, 0, 256), "base_batch_size=0: must be a finite number > 0"),
+        (lambda: scaling.rescale_momentum(0.9, 128, float("nan")), "batch_size=nan: must be a finite number > 0"),
+    ],
+)
 def test_bad_input_is_a_value_error_naming_the_argument_and_the_allowed_values(call, message):
     with pytest.raises(ValueError, match=message):
         call()
@@ -239,13 +270,13 @@ def test_bad_input_is_a_value_error_naming_the_argument_and_the_allowed_values(c
 def test_staleness_factor_closed_forms():
     assert scaling.staleness_factor(0) == 1.0
     assert scaling.staleness_factor(0, momentum=0.9) == 1.0
-    assert scaling.staleness_factor(1) == pytest.approx(0.5, rel=1e-14)                        # sin(pi/6)
-    assert scaling.staleness_factor(2) == pytest.approx((math.sqrt(5) - 1) / 4, rel=1e-14)     # sin(pi/10)
-    assert scaling.staleness_factor(3) == pytest.approx(0.2225209339563144, rel=1e-14)         # sin(pi/14)
+    assert scaling.staleness_factor(1) == pytest.approx(0.5, rel=1e-14)  # sin(pi/6)
+    assert scaling.staleness_factor(2) == pytest.approx((math.sqrt(5) - 1) / 4, rel=1e-14)  # sin(pi/10)
+    assert scaling.staleness_factor(3) == pytest.approx(0.2225209339563144, rel=1e-14)  # sin(pi/14)
     # One update late with heavy ball m: the characteristic polynomial z^2 - (1 + m) z + m + a
     # reaches the unit circle at a = 1 - m, against 2 + 2m synchronously.
     assert scaling.staleness_factor(1, momentum=0.5) == pytest.approx(0.5 / 3.0, rel=1e-12)
-    assert scaling.staleness_factor(1, momentum=0.9) == pytest.approx(0.1 / 3.8, rel=1e-12)   # 1/38
+    assert scaling.staleness_factor(1, momentum=0.9) == pytest.approx(0.1 / 3.8, rel=1e-12)  # 1/38
     assert scaling.max_stable_learning_rate(4.0, 0.9, staleness=1) == pytest.approx(0.1 / 4.0, rel=1e-12)
     assert scaling.max_stable_learning_rate(4.0, staleness=2) == pytest.approx(2 * math.sin(math.pi / 10) / 4.0)
 
@@ -260,7 +291,8 @@ def test_staleness_rule_values_against_the_formula():
     # By hand: 0.1 at 256 -> 1024 one update late: 0.1 * 4 * 1/2; with momentum 0.9: 0.1 * 4 / 38.
     assert scaling.scale_learning_rate(0.1, 256, 1024, "staleness", staleness=1) == pytest.approx(0.2)
     assert scaling.scale_learning_rate(0.1, 256, 1024, "staleness", staleness=1, momentum=0.9) == pytest.approx(
-        0.4 / 38)
+        0.4 / 38
+    )
     # From a rate tuned at tau0 = 1 back to synchronous training: divided by F(1) = 1/2.
     assert scaling.scale_learning_rate(0.05, 64, 64, "staleness", staleness=0, base_staleness=1) == pytest.approx(0.1)
 
@@ -279,7 +311,7 @@ def _characteristic_radius(a, momentum, staleness):
 @pytest.mark.parametrize("momentum", [0.0, 0.5, 0.9, 0.99])
 @pytest.mark.parametrize("staleness", [0, 1, 2, 3, 5, 8, 20])
 def test_delayed_limit_is_where_a_characteristic_root_leaves_the_unit_circle(staleness, momentum):
-    limit = scaling.max_stable_learning_rate(1.0, momentum, staleness)   # lr * h at h = 1
+    limit = scaling.max_stable_learning_rate(1.0, momentum, staleness)  # lr * h at h = 1
     assert _characteristic_radius(limit * (1 - 1e-6), momentum, staleness) < 1.0
     assert _characteristic_radius(limit * (1 + 1e-6), momentum, staleness) > 1.0
     assert scaling.staleness_factor(staleness, momentum) == pytest.approx(limit / (2 + 2 * momentum), rel=1e-12)
@@ -314,39 +346,58 @@ def test_staleness_factor_falls_as_one_over_tau():
     for momentum in (0.0, 0.5, 0.9):
         tau = 100_000
         assert tau * scaling.staleness_factor(tau, momentum) == pytest.approx(
-            math.pi * (1 - momentum) / (4 * (1 + momentum)), rel=1e-3)
+            math.pi * (1 - momentum) / (4 * (1 + momentum)), rel=1e-3
+        )
         assert scaling.staleness_factor(2 * tau, momentum) / scaling.staleness_factor(tau, momentum) == (
-            pytest.approx(0.5, rel=1e-3))
+            pytest.approx(0.5, rel=1e-3)
+        )
     # More momentum, a larger cut at the same delay.
     assert scaling.staleness_factor(3, 0.9) < scaling.staleness_factor(3, 0.5) < scaling.staleness_factor(3)
 
 
 @FAST
-@given(lr=st.floats(1e-4, 10.0), b0=batches, b1=batches, b2=batches, tau=st.integers(0, 64),
-       momentum=st.sampled_from([0.0, 0.5, 0.9]))
+@given(
+    lr=st.floats(1e-4, 10.0),
+    b0=batches,
+    b1=batches,
+    b2=batches,
+    tau=st.integers(0, 64),
+    momentum=st.sampled_from([0.0, 0.5, 0.9]),
+)
 def test_staleness_rule_moves_with_the_batch_as_the_linear_rule(lr, b0, b1, b2, tau, momentum):
     """At a fixed staleness the rule is linear in B (it grows with the batch, where the issue's
     1/(tau sqrt(B)) would fall): B0 -> B1 -> B2 equals B0 -> B2, and lr(B2) / lr(B1) = B2 / B1."""
+
     def stale(rate, frm, to, base_tau):
-        return scaling.scale_learning_rate(rate, frm, to, "staleness", staleness=tau, base_staleness=base_tau,
-                                           momentum=momentum)
+        return scaling.scale_learning_rate(
+            rate, frm, to, "staleness", staleness=tau, base_staleness=base_tau, momentum=momentum
+        )
+
     direct = stale(lr, b0, b2, 0)
     assert stale(stale(lr, b0, b1, 0), b1, b2, tau) == pytest.approx(direct, rel=1e-9)
     assert stale(lr, b0, b1, 0) * b2 / b1 == pytest.approx(direct, rel=1e-9)
     assert scaling.scale_learning_rate(stale(lr, b0, b1, 0), b1, b2, "linear") == pytest.approx(direct, rel=1e-9)
     # tau = 0 is synchronous training: the linear rule.
     assert scaling.scale_learning_rate(lr, b0, b1, "staleness", staleness=0, momentum=momentum) == pytest.approx(
-        scaling.scale_learning_rate(lr, b0, b1, "linear"), rel=1e-12)
+        scaling.scale_learning_rate(lr, b0, b1, "linear"), rel=1e-12
+    )
 
 
 @FAST
-@given(lr=st.floats(1e-4, 10.0), b=st.lists(batches, min_size=3, max_size=3),
-       tau=st.lists(st.integers(0, 50), min_size=3, max_size=3), momentum=st.floats(0.0, 0.95))
+@given(
+    lr=st.floats(1e-4, 10.0),
+    b=st.lists(batches, min_size=3, max_size=3),
+    tau=st.lists(st.integers(0, 50), min_size=3, max_size=3),
+    momentum=st.floats(0.0, 0.95),
+)
 def test_staleness_moves_compose(lr, b, tau, momentum):
     """(B0, tau0) -> (B1, tau1) -> (B2, tau2) equals (B0, tau0) -> (B2, tau2)."""
+
     def move(rate, i, j):
-        return scaling.scale_learning_rate(rate, b[i], b[j], "staleness", staleness=tau[j], base_staleness=tau[i],
-                                           momentum=momentum)
+        return scaling.scale_learning_rate(
+            rate, b[i], b[j], "staleness", staleness=tau[j], base_staleness=tau[i], momentum=momentum
+        )
+
     assert move(move(lr, 0, 1), 1, 2) == pytest.approx(move(lr, 0, 2), rel=1e-9)
     assert move(move(lr, 0, 1), 1, 0) == pytest.approx(lr, rel=1e-9)
 
@@ -367,8 +418,8 @@ def test_rescale_with_the_staleness_rule_closed_form():
     new = scaling.rescale(SGD, 4096, rule="staleness", staleness=1)
     linear = scaling.rescale(SGD, 4096, rule="linear")
     assert new.staleness == 1
-    assert new.learning_rate == pytest.approx(0.05 * k * 0.1 / 3.8)   # momentum 0.9, one update late
-    assert new.weight_decay == SGD.weight_decay                        # as the linear rule: lr * wd shortens too
+    assert new.learning_rate == pytest.approx(0.05 * k * 0.1 / 3.8)  # momentum 0.9, one update late
+    assert new.weight_decay == SGD.weight_decay  # as the linear rule: lr * wd shortens too
     for field in ("momentum", "bn_momentum", "ema_momentum", "num_epochs", "warmup_epochs", "beta_1"):
         assert getattr(new, field) == getattr(linear, field), field
     # Synchronous (the recipe's staleness, 0) the rule is the linear rule.
@@ -388,8 +439,11 @@ def test_rescale_with_the_staleness_rule_closed_form():
 
 
 @FAST
-@given(b=st.lists(batches, min_size=2, max_size=2), tau=st.lists(st.integers(0, 16), min_size=3, max_size=3),
-       adaptive=st.booleans())
+@given(
+    b=st.lists(batches, min_size=2, max_size=2),
+    tau=st.lists(st.integers(0, 16), min_size=3, max_size=3),
+    adaptive=st.booleans(),
+)
 def test_rescale_with_the_staleness_rule_is_multiplicative(b, tau, adaptive):
     recipe = dataclasses.replace(SGD, adaptive=adaptive, staleness=tau[0])
     twice = scaling.rescale(scaling.rescale(recipe, b[0], "staleness", tau[1]), b[1], "staleness", tau[2])
@@ -404,52 +458,96 @@ def test_config_lr_scaling_staleness_is_the_rule_at_the_run_s_batch_and_delay(op
     # The trainer's peak rate is scale_learning_rate's staleness rule, with the run's momentum
     # (Adam's beta_1; none for plain SGD).
     from kbatch.training.config import recipe, schema
-    settings = schema.resolve({"lr_scaling": "staleness", "staleness": 4, "batch_size": 1024, "optimizer": optimizer,
-                               "base_batch_size": 128, "base_learning_rate": 0.05})
+
+    settings = schema.resolve(
+        {
+            "lr_scaling": "staleness",
+            "staleness": 4,
+            "batch_size": 1024,
+            "optimizer": optimizer,
+            "base_batch_size": 128,
+            "base_learning_rate": 0.05,
+        }
+    )
     expected = scaling.scale_learning_rate(0.05, 128, 1024, "staleness", staleness=4, momentum=momentum)
     assert recipe.RunRecipe.from_settings(settings).peak_learning_rate() == pytest.approx(expected, rel=1e-12)
     synchronous = schema.resolve({"lr_scaling": "staleness", "batch_size": 1024, "optimizer": optimizer})
-    assert recipe.RunRecipe.from_settings(synchronous).peak_learning_rate() == pytest.approx(0.05 * 1024 / 128,
-                                                                                            rel=1e-12)
+    assert recipe.RunRecipe.from_settings(synchronous).peak_learning_rate() == pytest.approx(
+        0.05 * 1024 / 128, rel=1e-12
+    )
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda: scaling.scale_learning_rate(0.1, 256, 512, "staleness"),
-     r"^staleness=None: must be an integer >= 0 with rule='staleness' \(the updates by which each gradient is late; "
-     r"0 is synchronous\)\.$"),
-    (lambda: scaling.scale_learning_rate(0.1, 256, 512, "staleness", staleness=-1),
-     r"^staleness=-1: must be an integer >= 0\.$"),
-    (lambda: scaling.scale_learning_rate(0.1, 256, 512, "staleness", staleness=1.5),
-     r"^staleness=1.5: must be an integer >= 0\.$"),
-    (lambda: scaling.scale_learning_rate(0.1, 256, 512, "staleness", staleness=True),
-     r"^staleness=True: must be an integer >= 0\.$"),
-    (lambda: scaling.scale_learning_rate(0.1, 256, 512, "staleness", staleness=2, base_staleness=-2),
-     r"^base_staleness=-2: must be an integer >= 0\.$"),
-    (lambda: scaling.scale_learning_rate(0.1, 256, 512, "staleness", staleness=2, momentum=1.0),
-     r"^momentum=1.0: must be a finite number in \[0, 1\)\.$"),
-    (lambda: scaling.scale_learning_rate(0.1, 256, 512, "linear", staleness=3),
-     r"^staleness=3: must be None or base_staleness=0 with rule='linear' \(only rule='staleness' moves a learning "
-     r"rate to another staleness\)\.$"),
-    (lambda: scaling.scale_learning_rate(0.1, 256, 512, "sqrt", staleness=-3),
-     r"^staleness=-3: must be an integer >= 0\.$"),
-    (lambda: scaling.scale_learning_rate(0.1, 256, 512, "sqrt", base_staleness=0.5),
-     r"^base_staleness=0.5: must be an integer >= 0\.$"),
-    (lambda: scaling.scale_learning_rate(0.1, 0, 512, "staleness", staleness=1),
-     r"^base_batch_size=0: must be a finite number > 0\.$"),
-    (lambda: scaling.scaling_exponent("staleness"),
-     r"^rule='staleness': must be one of 'linear', 'sqrt', 'none', or a real exponent \(the staleness rule moves "
-     r"the rate with the staleness too"),
-    (lambda: scaling.staleness_factor(-1), r"^staleness=-1: must be an integer >= 0\.$"),
-    (lambda: scaling.staleness_factor(2, momentum=-0.1), r"^momentum=-0.1: must be a finite number in \[0, 1\)\.$"),
-    (lambda: scaling.max_stable_learning_rate(1.0, staleness=0.5), r"^staleness=0.5: must be an integer >= 0\.$"),
-    (lambda: scaling.rescale(SGD, 512, rule="linear", staleness=2),
-     r"^staleness=2: must be None or the recipe's staleness 0 with rule='linear' \(only rule='staleness' moves a "
-     r"recipe to another staleness\)\.$"),
-    (lambda: scaling.rescale(SGD, 512, staleness=2), r"^staleness=2: must be None or the recipe's staleness 0 "),
-    (lambda: scaling.rescale(SGD, 512, rule="staleness", staleness=-1), r"^staleness=-1: must be an integer >= 0\.$"),
-    (lambda: dataclasses.replace(SGD, staleness=-1), r"^Recipe.staleness=-1: must be an integer >= 0\.$"),
-    (lambda: dataclasses.replace(SGD, staleness=2.0), r"^Recipe.staleness=2.0: must be an integer >= 0\.$"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (
+            lambda: scaling.scale_learning_rate(0.1, 256, 512, "staleness"),
+            r"^staleness=None: must be an integer >= 0 with rule='staleness' \(the updates by "
+            r"which each gradient is late; "
+            r"0 is synchronous\)\.$",
+        ),
+        (
+            lambda: scaling.scale_learning_rate(0.1, 256, 512, "staleness", staleness=-1),
+            r"^staleness=-1: must be an integer >= 0\.$",
+        ),
+        (
+            lambda: scaling.scale_learning_rate(0.1, 256, 512, "staleness", staleness=1.5),
+            r"^staleness=1.5: must be an integer >= 0\.$",
+        ),
+        (
+            lambda: scaling.scale_learning_rate(0.1, 256, 512, "staleness", staleness=True),
+            r"^staleness=True: must be an integer >= 0\.$",
+        ),
+        (
+            lambda: scaling.scale_learning_rate(0.1, 256, 512, "staleness", staleness=2, base_staleness=-2),
+            r"^base_staleness=-2: must be an integer >= 0\.$",
+        ),
+        (
+            lambda: scaling.scale_learning_rate(0.1, 256, 512, "staleness", staleness=2, momentum=1.0),
+            r"^momentum=1.0: must be a finite number in \[0, 1\)\.$",
+        ),
+        (
+            lambda: scaling.scale_learning_rate(0.1, 256, 512, "linear", staleness=3),
+            r"^staleness=3: must be None or base_staleness=0 with rule='linear' \(only "
+            r"rule='staleness' moves a learning "
+            r"rate to another staleness\)\.$",
+        ),
+        (
+            lambda: scaling.scale_learning_rate(0.1, 256, 512, "sqrt", staleness=-3),
+            r"^staleness=-3: must be an integer >= 0\.$",
+        ),
+        (
+            lambda: scaling.scale_learning_rate(0.1, 256, 512, "sqrt", base_staleness=0.5),
+            r"^base_staleness=0.5: must be an integer >= 0\.$",
+        ),
+        (
+            lambda: scaling.scale_learning_rate(0.1, 0, 512, "staleness", staleness=1),
+            r"^base_batch_size=0: must be a finite number > 0\.$",
+        ),
+        (
+            lambda: scaling.scaling_exponent("staleness"),
+            r"^rule='staleness': must be one of 'linear', 'sqrt', 'none', or a real exponent "
+            r"\(the staleness rule moves "
+            r"the rate with the staleness too",
+        ),
+        (lambda: scaling.staleness_factor(-1), r"^staleness=-1: must be an integer >= 0\.$"),
+        (lambda: scaling.staleness_factor(2, momentum=-0.1), r"^momentum=-0.1: must be a finite number in \[0, 1\)\.$"),
+        (lambda: scaling.max_stable_learning_rate(1.0, staleness=0.5), r"^staleness=0.5: must be an integer >= 0\.$"),
+        (
+            lambda: scaling.rescale(SGD, 512, rule="linear", staleness=2),
+            r"^staleness=2: must be None or the recipe's staleness 0 with rule='linear' "
+            r"\(only rule='staleness' moves a "
+            r"recipe to another staleness\)\.$",
+        ),
+        (lambda: scaling.rescale(SGD, 512, staleness=2), r"^staleness=2: must be None or the recipe's staleness 0 "),
+        (
+            lambda: scaling.rescale(SGD, 512, rule="staleness", staleness=-1),
+            r"^staleness=-1: must be an integer >= 0\.$",
+        ),
+        (lambda: dataclasses.replace(SGD, staleness=-1), r"^Recipe.staleness=-1: must be an integer >= 0\.$"),
+        (lambda: dataclasses.replace(SGD, staleness=2.0), r"^Recipe.staleness=2.0: must be an integer >= 0\.$"),
+    ],
+)
 def test_staleness_bad_input_is_one_line_naming_the_argument(call, message):
     with pytest.raises(ValueError, match=message) as error:
         call()

@@ -30,8 +30,12 @@ def vector_values(schedule, steps):
 
 afters = st.one_of(
     st.floats(0.01, 2.0),
-    st.builds(lambda lr, end, n: Polynomial(lr, n, end_learning_rate=lr + end),  # increasing
-              st.floats(0.01, 1.0), st.floats(0.0, 1.0), st.integers(1, 500)),
+    st.builds(
+        lambda lr, end, n: Polynomial(lr, n, end_learning_rate=lr + end),  # increasing
+        st.floats(0.01, 1.0),
+        st.floats(0.0, 1.0),
+        st.integers(1, 500),
+    ),
 )
 
 
@@ -43,9 +47,9 @@ def test_warmup_is_monotone_continuous_and_reaches_after_exactly(after, warmup, 
     steps = np.arange(0, 2 * warmup + 5)
     lr = vector_values(schedule, steps)
     assert lr[0] == pytest.approx(initial, abs=1e-7)
-    assert np.all(np.diff(lr) >= -1e-6)                                   # monotone
+    assert np.all(np.diff(lr) >= -1e-6)  # monotone
     target = after_at(0 if offset else warmup)
-    assert lr[warmup] == pytest.approx(target, rel=1e-6)                  # reaches `after`
+    assert lr[warmup] == pytest.approx(target, rel=1e-6)  # reaches `after`
     just_before = float(schedule(keras.ops.convert_to_tensor(warmup - 1e-3)))
     assert just_before == pytest.approx(target, abs=1e-3 * abs(target - initial) / warmup + 1e-6)
     # The ramp is the straight line from `initial` to the target.
@@ -75,8 +79,12 @@ PHASED_COSINE = schedules.PhasedSchedule(256, 3000, schedules.Warmup(Cosine(0.3,
 
 
 def all_schedules():
-    return [schedules.Warmup(Cosine(0.4, 90), 10), schedules.Warmup(0.1, 5, 0.01, offset=False),
-            PHASED_WARMUP, PHASED_COSINE]
+    return [
+        schedules.Warmup(Cosine(0.4, 90), 10),
+        schedules.Warmup(0.1, 5, 0.01, offset=False),
+        PHASED_WARMUP,
+        PHASED_COSINE,
+    ]
 
 
 @pytest.mark.parametrize("schedule", all_schedules(), ids=lambda s: type(s).__name__)
@@ -156,20 +164,29 @@ def test_subclass_round_trips_through_a_saved_model(tmp_path):
     np.testing.assert_allclose(optimizer_rates(loaded.optimizer, steps), 0.5 * base, rtol=1e-6)
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda: schedules.Warmup(0.1, -1), "warmup_steps=-1: must be a finite number >= 0"),
-    (lambda: schedules.Warmup(0.1, float("nan")), "warmup_steps=nan: must be a finite number >= 0"),
-    (lambda: schedules.Warmup(0.1, 10, initial_learning_rate=-0.1),
-     "initial_learning_rate=-0.1: must be a finite number >= 0"),
-    (lambda: schedules.Warmup("cosine", 10), "after='cosine': must be a finite number >= 0"),
-    (lambda: schedules.Warmup(float("inf"), 10), "after=inf: must be a finite number >= 0"),
-    (lambda: schedules.PhasedSchedule(BATCH, 0), "num_examples=0: must be a positive integer"),
-    (lambda: schedules.PhasedSchedule([64, 128], 100),
-     r"batch_schedule=\[64, 128\]: must be a BatchSizeSchedule or a positive integer"),
-    (lambda: schedules.PhasedSchedule(-64, 100), "batch_schedule=-64: must be a positive integer"),
-    (lambda: schedules.PhasedSchedule(64, 100, epoch_schedule=-1.0),
-     "epoch_schedule=-1.0: must be a finite number >= 0"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: schedules.Warmup(0.1, -1), "warmup_steps=-1: must be a finite number >= 0"),
+        (lambda: schedules.Warmup(0.1, float("nan")), "warmup_steps=nan: must be a finite number >= 0"),
+        (
+            lambda: schedules.Warmup(0.1, 10, initial_learning_rate=-0.1),
+            "initial_learning_rate=-0.1: must be a finite number >= 0",
+        ),
+        (lambda: schedules.Warmup("cosine", 10), "after='cosine': must be a finite number >= 0"),
+        (lambda: schedules.Warmup(float("inf"), 10), "after=inf: must be a finite number >= 0"),
+        (lambda: schedules.PhasedSchedule(BATCH, 0), "num_examples=0: must be a positive integer"),
+        (
+            lambda: schedules.PhasedSchedule([64, 128], 100),
+            r"batch_schedule=\[64, 128\]: must be a BatchSizeSchedule or a positive integer",
+        ),
+        (lambda: schedules.PhasedSchedule(-64, 100), "batch_schedule=-64: must be a positive integer"),
+        (
+            lambda: schedules.PhasedSchedule(64, 100, epoch_schedule=-1.0),
+            "epoch_schedule=-1.0: must be a finite number >= 0",
+        ),
+    ],
+)
 def test_bad_input_is_a_value_error_naming_the_argument_and_the_allowed_values(call, message):
     with pytest.raises(ValueError, match=message):
         call()

@@ -31,13 +31,33 @@ def test_a_partial_config_is_completed_with_the_defaults():
     assert settings.batch_size == 512 and settings.num_epochs == schema.defaults().num_epochs
 
 
-@pytest.mark.parametrize("field, bad", [
-    ("batch_size", 0), ("batch_size", 2.5), ("batch_size", True), ("num_epochs", -1), ("bn_momentum", 1.5),
-    ("momentum", 1.0), ("base_learning_rate", float("nan")), ("warmup_epochs", -0.5), ("decay", "exponential"),
-    ("rescale_recipe", "yes"), ("jit_compile", 1), ("checkpoint_every", -1), ("seed", 1.5), ("model", "vgg"),
-    ("strategy", "cpu:x"), ("backend", "torch"), ("virtual_batch_size", 0), ("batch_sizes", (64, -1)),
-    ("decay_boundaries", "3"), ("exclude_from_weight_decay", ("bias(",)), ("model_dir", ""), ("epsilon", -1.0),
-])
+@pytest.mark.parametrize(
+    "field, bad",
+    [
+        ("batch_size", 0),
+        ("batch_size", 2.5),
+        ("batch_size", True),
+        ("num_epochs", -1),
+        ("bn_momentum", 1.5),
+        ("momentum", 1.0),
+        ("base_learning_rate", float("nan")),
+        ("warmup_epochs", -0.5),
+        ("decay", "exponential"),
+        ("rescale_recipe", "yes"),
+        ("jit_compile", 1),
+        ("checkpoint_every", -1),
+        ("seed", 1.5),
+        ("model", "vgg"),
+        ("strategy", "cpu:x"),
+        ("backend", "torch"),
+        ("virtual_batch_size", 0),
+        ("batch_sizes", (64, -1)),
+        ("decay_boundaries", "3"),
+        ("exclude_from_weight_decay", ("bias(",)),
+        ("model_dir", ""),
+        ("epsilon", -1.0),
+    ],
+)
 def test_each_field_refuses_a_bad_value_in_one_line_naming_it(field, bad):
     with pytest.raises(ValueError) as error:
         schema.resolve({field: bad})

@@ -40,8 +40,9 @@ def test_a_small_mlp_against_its_dense_hessian():
 
 
 def test_moving_statistics_are_left_alone_and_bad_arguments_are_one_line():
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), keras.layers.BatchNormalization(),
-                              keras.layers.Dense(1)])
+    model = keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(4), keras.layers.BatchNormalization(), keras.layers.Dense(1)]
+    )
     x, y = np.random.default_rng(2).normal(size=(2, 16, 3)).astype("float32")
     moving = [v.numpy() if hasattr(v, "numpy") else np.asarray(v) for v in model.non_trainable_variables]
     sharpness(model, keras.losses.MeanSquaredError(), (x, y[:, :1]), iterations=3)
@@ -85,4 +86,5 @@ def test_a_warning_line_when_lr_times_sharpness_crosses_the_bound(make_config, m
     step = result["sharpness"][1]["step"]
     assert len(warnings) == 1 and warnings[0].startswith(
         f"kbatch: warning: lr x sharpness = {result['sharpness'][1]['lr_times_sharpness']:.3g} at step {step} "
-        "is past the stability bound 3.8 (2 + 2 x momentum; Cohen et al. 2021)")
+        "is past the stability bound 3.8 (2 + 2 x momentum; Cohen et al. 2021)"
+    )

@@ -20,8 +20,10 @@ def runs(tmp_path_factory):
     made = []
     for batch in (64, 256):
         directory = tmp_path_factory.mktemp("runs") / f"b{batch}"
-        train(small_config(directory, batch_size=batch, base_batch_size=64, sharpness_every=1, num_epochs=2),
-              verbose=False)
+        train(
+            small_config(directory, batch_size=batch, base_batch_size=64, sharpness_every=1, num_epochs=2),
+            verbose=False,
+        )
         made.append(directory)
     return made
 
@@ -49,9 +51,12 @@ def test_one_row_per_run_with_its_own_figures(runs, tmp_path):
 
 def test_outputs_are_not_overwritten_and_bad_runs_are_one_line(runs, tmp_path):
     (tmp_path / "t.md").write_text("mine")
-    done = run_tool("sharpness_report.py", [f"--runs={runs[0]}", f"--markdown={tmp_path / 't.md'}",
-                                            f"--plot={tmp_path / 'p.png'}"])
+    done = run_tool(
+        "sharpness_report.py", [f"--runs={runs[0]}", f"--markdown={tmp_path / 't.md'}", f"--plot={tmp_path / 'p.png'}"]
+    )
     assert done.returncode != 0 and "refusing to overwrite" in done.stderr and (tmp_path / "t.md").read_text() == "mine"
-    done = run_tool("sharpness_report.py", [f"--runs={tmp_path / 'nowhere'}", f"--markdown={tmp_path / 'u.md'}",
-                                            f"--plot={tmp_path / 'u.png'}"])
+    done = run_tool(
+        "sharpness_report.py",
+        [f"--runs={tmp_path / 'nowhere'}", f"--markdown={tmp_path / 'u.md'}", f"--plot={tmp_path / 'u.png'}"],
+    )
     assert done.returncode != 0 and "--runs: must name finished runs" in done.stderr

@@ -40,7 +40,7 @@ def test_from_arrays_describes_the_arrays():
 def test_each_epoch_of_the_arrays_stream_is_a_permutation_of_the_arrays():
     seen = np.concatenate([x for x, _ in _stream(_arrays_source(), 10, 10)])  # two epochs of 50
     for epoch in range(2):
-        assert _rows(seen[epoch * 50:(epoch + 1) * 50]) == _rows(X)
+        assert _rows(seen[epoch * 50 : (epoch + 1) * 50]) == _rows(X)
     assert not np.array_equal(seen[:50], seen[50:])  # a fresh order each epoch
 
 
@@ -100,12 +100,13 @@ def test_uneven_chunks_are_recut_into_whole_weighted_batches():
 
 
 def _batches_of(x, y, size):
-    return [(x[i:i + size], y[i:i + size]) for i in range(0, len(y), size)]
+    return [(x[i : i + size], y[i : i + size]) for i in range(0, len(y), size)]
 
 
 def test_a_recreatable_iterable_resumes_exactly_and_recuts_to_the_global_batch():
-    source = from_iterable(lambda: iter(_batches_of(X, Y, 7)), eval=_batches_of(X_EVAL, Y_EVAL, 5),
-                           num_train_examples=50, num_classes=4)
+    source = from_iterable(
+        lambda: iter(_batches_of(X, Y, 7)), eval=_batches_of(X_EVAL, Y_EVAL, 5), num_train_examples=50, num_classes=4
+    )
     assert source.guarantees().exact_resume and source.describe().num_eval_examples == 13
     stream = np.concatenate([x for x, _ in _stream(source, 20, 5)])  # two passes of 50
     np.testing.assert_array_equal(stream, np.concatenate([X, X])[:100])
@@ -137,8 +138,12 @@ BAD = [
     (lambda: from_arrays(X, Y, eval=(X_EVAL, Y_EVAL), num_classes=3), r"label 3 is out of range for num_classes=3"),
     (lambda: from_arrays(X, Y), r"no evaluation data: give eval=\(x_eval, y_eval\)"),
     (lambda: from_arrays({"a": X, "b": X}, Y, eval=({"a": X_EVAL}, Y_EVAL)), r"x_eval lacks the feature\(s\) 'b'"),
-    (lambda: from_iterable(lambda: iter([({"a": X[:5]}, Y[:5])]), eval=[({"b": X_EVAL}, Y_EVAL)],
-                           num_train_examples=5).describe(), r"an evaluation batch lacks the feature\(s\) 'a'"),
+    (
+        lambda: from_iterable(
+            lambda: iter([({"a": X[:5]}, Y[:5])]), eval=[({"b": X_EVAL}, Y_EVAL)], num_train_examples=5
+        ).describe(),
+        r"an evaluation batch lacks the feature\(s\) 'a'",
+    ),
     (lambda: from_iterable(lambda: iter([(X, Y)]), eval=None, num_train_examples=50), r"no evaluation data"),
     (lambda: from_iterable(lambda: iter([(X, Y)]), eval=iter([(X, Y)]), num_train_examples=50), r"one-shot iterator"),
     (lambda: BuiltinSource("svhn"), r"Unknown dataset 'svhn'"),

@@ -21,9 +21,14 @@ def _replica_batches(strategy, dataset_fn, steps):
     out = []
     for _ in range(steps):
         batch = next(iterator)
-        out.append([tf.nest.map_structure(
-            lambda value: np.concatenate([t.numpy() for t in strategy.experimental_local_results(value)]), part)
-            for part in batch])
+        out.append(
+            [
+                tf.nest.map_structure(
+                    lambda value: np.concatenate([t.numpy() for t in strategy.experimental_local_results(value)]), part
+                )
+                for part in batch
+            ]
+        )
     return out
 
 
@@ -43,9 +48,15 @@ def test_the_tf_eval_form_counts_every_example_once(replicas):
     source = sources.from_arrays(X, Y, eval=(X_EVAL, Y_EVAL))
     strategy = kbatch.distribute.resolve_strategy("one_device" if replicas == 1 else "cpu:2")
     dataset = kbatch.data.distribute(strategy, source.tf_eval_dataset_fn(4 * replicas))
-    x, _, w = (np.concatenate(parts) for parts in zip(*[
-        [np.concatenate([t.numpy() for t in strategy.experimental_local_results(p)]) for p in batch]
-        for batch in dataset]))
+    x, _, w = (
+        np.concatenate(parts)
+        for parts in zip(
+            *[
+                [np.concatenate([t.numpy() for t in strategy.experimental_local_results(p)]) for p in batch]
+                for batch in dataset
+            ]
+        )
+    )
     np.testing.assert_array_equal(x[w == 1], X_EVAL)
     assert w.sum() == 11
 
@@ -55,8 +66,9 @@ def _user_dataset():
 
 
 def test_a_deterministic_tf_dataset_resumes_exactly_and_matches_under_cpu2():
-    source = sources.from_tf_dataset(_user_dataset(), tf.data.Dataset.from_tensor_slices((X_EVAL, Y_EVAL)),
-                                     num_classes=3, deterministic=True)
+    source = sources.from_tf_dataset(
+        _user_dataset(), tf.data.Dataset.from_tensor_slices((X_EVAL, Y_EVAL)), num_classes=3, deterministic=True
+    )
     assert source.guarantees().exact_resume and source.describe().num_eval_examples == 11
     reference = np.stack([x for x, _ in tfds.as_numpy(_user_dataset())] * 3)  # the dataset, repeated
     stream = source.train_batches(12, seed=0)
@@ -80,8 +92,11 @@ def _split(name, split, keys):
 @pytest.mark.parametrize("scale_images", [True, False])
 def test_a_tfds_image_set_by_name_is_the_data_tfds_reads_scaled_to_0_1(scale_images):
     with tfds.testing.mock_data(num_examples=24):
-        source = sources.get("tfds:fashion_mnist") if scale_images else \
-            sources.from_tfds("fashion_mnist", scale_images=False)
+        source = (
+            sources.get("tfds:fashion_mnist")
+            if scale_images
+            else sources.from_tfds("fashion_mnist", scale_images=False)
+        )
         x, y = _split("fashion_mnist", "train", ("image", "label"))
         x_eval, y_eval = _split("fashion_mnist", "test", ("image", "label"))
     if scale_images:  # uint8 pixels as float32 in [0, 1]
@@ -124,16 +139,18 @@ def test_bad_input_is_one_line_naming_what_is_wrong(build, message):
 
 
 def _recut(x, y, size):
-    return [(x[i:i + size], y[i:i + size]) for i in range(0, len(y), size)]
+    return [(x[i : i + size], y[i : i + size]) for i in range(0, len(y), size)]
 
 
 SOURCES = {
     "arrays": lambda: sources.from_arrays(X, Y, eval=(X_EVAL, Y_EVAL)),
     "arrays dict": lambda: sources.from_arrays({"a": X, "b": Y}, Y, eval=({"a": X_EVAL, "b": Y_EVAL}, Y_EVAL)),
-    "iterable": lambda: sources.from_iterable(lambda: iter(_recut(X, Y, 7)), eval=_recut(X_EVAL, Y_EVAL, 4),
-                                              num_train_examples=40),
-    "tf.data": lambda: sources.from_tf_dataset(_user_dataset(), tf.data.Dataset.from_tensor_slices((X_EVAL, Y_EVAL)),
-                                               deterministic=True),
+    "iterable": lambda: sources.from_iterable(
+        lambda: iter(_recut(X, Y, 7)), eval=_recut(X_EVAL, Y_EVAL, 4), num_train_examples=40
+    ),
+    "tf.data": lambda: sources.from_tf_dataset(
+        _user_dataset(), tf.data.Dataset.from_tensor_slices((X_EVAL, Y_EVAL)), deterministic=True
+    ),
     "tfds": lambda: sources.get("tfds:mnist"),
     "tfds streamed": lambda: sources.from_tfds("mnist", in_memory=False, shuffle_buffer=16),
     "builtin": lambda: sources.get("mnist1d/original"),
@@ -150,14 +167,17 @@ def _global(source, batch, steps, start=0):
 
 def _rows(batches, part):
     values = [batch[part] for batch in batches]
-    return {k: np.concatenate([v[k] for v in values]) for k in values[0]} if isinstance(values[0], dict) \
+    return (
+        {k: np.concatenate([v[k] for v in values]) for k in values[0]}
+        if isinstance(values[0], dict)
         else np.concatenate(values)
+    )
 
 
 def _assert_same(one, two):
     for part in (0, 1):
         a, b = _rows(one, part), _rows(two, part)
-        for key in (a if isinstance(a, dict) else [None]):
+        for key in a if isinstance(a, dict) else [None]:
             np.testing.assert_array_equal(a[key] if key else a, b[key] if key else b)
 
 
@@ -187,8 +207,9 @@ def test_imagenet_is_a_streamed_source_that_counts_its_eval_once_and_claims_no_g
         info = source.describe()
         x, y = next(source.train_batches(4, seed=0))
         batches = source.eval_batches(4)
-        labels = [label for _, label in tfds.as_numpy(tfds.load("imagenet2012", split="validation",
-                                                                as_supervised=True))]
+        labels = [
+            label for _, label in tfds.as_numpy(tfds.load("imagenet2012", split="validation", as_supervised=True))
+        ]
     assert source.guarantees() == sources.Guarantees(False, False, False)
     assert info.input_shape == (32, 32, 3) and info.num_classes == 1000 and x.shape == (4, 32, 32, 3)
     weights = np.concatenate([b[2] for b in batches])

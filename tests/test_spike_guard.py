@@ -65,8 +65,11 @@ def test_optimizers_that_normalize_the_gradient_are_refused(make_config, optimiz
     from kbatch.training import train
 
     config = make_config(loss_spike_guard=3.0, optimizer=optimizer)
-    with pytest.raises(ValueError, match=rf"^config.loss_spike_guard=3.0: scales the update's gradient, which is "
-                                         rf"its learning rate only for SGD \(sgd, momentum, nesterov\); {optimizer} "):
+    with pytest.raises(
+        ValueError,
+        match=rf"^config.loss_spike_guard=3.0: scales the update's gradient, which is "
+        rf"its learning rate only for SGD \(sgd, momentum, nesterov\); {optimizer} ",
+    ):
         train(config, verbose=False)
 
 

@@ -74,8 +74,7 @@ def _train_tensorflow(tau, strategy_name):
     step = tf_step.make_train_step(strategy, model, optimizer, Classification(), chain, Geometry(BATCH))
     x, y, _, _ = _data()
     batches = tf.data.Dataset.from_tensor_slices((x, y))
-    tf_step.make_train_loop(strategy, step)(iter(strategy.experimental_distribute_dataset(batches)),
-                                            tf.constant(STEPS))
+    tf_step.make_train_loop(strategy, step)(iter(strategy.experimental_distribute_dataset(batches)), tf.constant(STEPS))
     return model.get_weights()
 
 
@@ -85,8 +84,11 @@ def _train_jax(tau):
     model, optimizer = _model_and_optimizer()
     chain = Chain([DelayLine(tau)] if tau else []).build(optimizer, model.trainable_variables)
     step = jax_step.make_train_step(model, optimizer, Classification(), chain, Geometry(BATCH))
-    state = ([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables],
-             [v.value for v in optimizer.variables])
+    state = (
+        [v.value for v in model.trainable_variables],
+        [v.value for v in model.non_trainable_variables],
+        [v.value for v in optimizer.variables],
+    )
     x, y, _, _ = _data()
     for t in range(STEPS):
         state, _ = step(state, x[t], y[t])

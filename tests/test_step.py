@@ -18,8 +18,7 @@ BATCH, STEPS = 64, 5
 
 
 def _model():
-    return models.get("mnist1d_cnn", num_classes=10, input_shape=(40, 1), norm="batch",
-                      norm_kwargs={"momentum": 0.5})
+    return models.get("mnist1d_cnn", num_classes=10, input_shape=(40, 1), norm="batch", norm_kwargs={"momentum": 0.5})
 
 
 def _optimizer():
@@ -36,8 +35,10 @@ def test_train_step_takes_the_steps_of_keras_train_on_batch(jit_compile):
     reference = _model()
     initial = reference.get_weights()
     reference.compile(_optimizer(), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    expected_losses = [float(reference.train_on_batch(x[i * BATCH:(i + 1) * BATCH], y[i * BATCH:(i + 1) * BATCH]))
-                       for i in range(STEPS)]
+    expected_losses = [
+        float(reference.train_on_batch(x[i * BATCH : (i + 1) * BATCH], y[i * BATCH : (i + 1) * BATCH]))
+        for i in range(STEPS)
+    ]
 
     strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
     with strategy.scope():
@@ -45,11 +46,13 @@ def test_train_step_takes_the_steps_of_keras_train_on_batch(jit_compile):
         model.set_weights(initial)
         optimizer = _optimizer()
         optimizer.build(model.trainable_variables)
-    step = make_train_step(strategy, model, optimizer, Classification(), Chain([GlobalNorm()]), Geometry(BATCH),
-                           jit_compile=jit_compile)
+    step = make_train_step(
+        strategy, model, optimizer, Classification(), Chain([GlobalNorm()]), Geometry(BATCH), jit_compile=jit_compile
+    )
     batches = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH)
-    records = make_train_loop(strategy, step)(iter(strategy.experimental_distribute_dataset(batches)),
-                                              tf.constant(STEPS))
+    records = make_train_loop(strategy, step)(
+        iter(strategy.experimental_distribute_dataset(batches)), tf.constant(STEPS)
+    )
 
     np.testing.assert_allclose(records["loss"].numpy() / records["count"].numpy(), expected_losses, rtol=1e-5)
     assert expected_losses[-1] < expected_losses[0]  # the steps did something

@@ -20,12 +20,15 @@ def _sigint_handler_kept():
     signal.signal(signal.SIGINT, handler)
 
 
-@pytest.mark.parametrize("error, code", [
-    (ValueError("config.batch_size=0: must be a positive integer."), 2),
-    (FloatingPointError("The training loss is nan at step 3: stopping."), 3),
-    (stops.Preempted(8, "runs/x/checkpoints/ckpt-8"), 42),
-    (stops.Interrupted(8, "runs/x/checkpoints/ckpt-8"), 130),
-])
+@pytest.mark.parametrize(
+    "error, code",
+    [
+        (ValueError("config.batch_size=0: must be a positive integer."), 2),
+        (FloatingPointError("The training loss is nan at step 3: stopping."), 3),
+        (stops.Preempted(8, "runs/x/checkpoints/ckpt-8"), 42),
+        (stops.Interrupted(8, "runs/x/checkpoints/ckpt-8"), 130),
+    ],
+)
 def test_a_stop_is_one_line_and_its_exit_code(capsys, error, code):
     def main(argv):
         raise error
@@ -45,9 +48,15 @@ def test_a_sweep_under_sigterm_saves_exits_42_in_one_line_and_continues_the_poin
     """The point in progress is preempted, not recorded as a failure: the same command trains it
     again in the same folder (where the trainer resumes from the checkpoint, as test_faults shows)."""
     repo = pathlib.Path(__file__).resolve().parents[1]
-    command = [sys.executable, str(repo / "tools" / "sweep.py"), f"--sweep_dir={tmp_path / 'sweep'}",
-               "--grid=batch_size=128", "--config.dataset=mnist1d/original", "--config.num_epochs=4",
-               "--config.strategy=one_device"]
+    command = [
+        sys.executable,
+        str(repo / "tools" / "sweep.py"),
+        f"--sweep_dir={tmp_path / 'sweep'}",
+        "--grid=batch_size=128",
+        "--config.dataset=mnist1d/original",
+        "--config.num_epochs=4",
+        "--config.strategy=one_device",
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=repo)
     model_dir = tmp_path / "sweep" / "runs" / "batch_size=128"
     _, stderr = signal_at_checkpoint(process, str(model_dir), 32, signal.SIGTERM)  # the first epoch's end

@@ -15,7 +15,13 @@ pytestmark = pytest.mark.fast
 
 def test_the_modes_are_sync_each_backups_pair_then_async():
     assert report.Setting(("4", "N/16")).modes() == [
-        "sync", "backups b=4", "sync on N+b, b=4", "backups b=N/16", "sync on N+b, b=N/16", "async"]
+        "sync",
+        "backups b=4",
+        "sync on N+b, b=4",
+        "backups b=N/16",
+        "sync on N+b, b=N/16",
+        "async",
+    ]
 
 
 def test_each_distribution_spec_is_its_step_time_and_a_bad_one_names_the_flag():
@@ -26,14 +32,17 @@ def test_each_distribution_spec_is_its_step_time_and_a_bad_one_names_the_flag():
             report.parse_distribution(spec, 0.1)
 
 
-@pytest.mark.parametrize("setting, specs, workers, message", [
-    (report.Setting(("4",)), [], ["2"], "--distributions: give at least one"),
-    (report.Setting(("4",), mean_step=0.0), ["constant"], ["2"], "--mean_step=0.0"),
-    (report.Setting(("4",)), ["constant"], ["2", "2"], "--workers=2,2: want distinct integers"),
-    (report.Setting(("N/0",)), ["constant"], ["2"], "--backups=N/0: 'N/0' is not a count"),
-    (report.Setting(("4", "4")), ["constant"], ["2"], "a backup setting given twice"),
-    (report.Setting(("4",), updates=1), ["constant"], ["2"], "--updates=1: want an integer >= 2"),
-])
+@pytest.mark.parametrize(
+    "setting, specs, workers, message",
+    [
+        (report.Setting(("4",)), [], ["2"], "--distributions: give at least one"),
+        (report.Setting(("4",), mean_step=0.0), ["constant"], ["2"], "--mean_step=0.0"),
+        (report.Setting(("4",)), ["constant"], ["2", "2"], "--workers=2,2: want distinct integers"),
+        (report.Setting(("N/0",)), ["constant"], ["2"], "--backups=N/0: 'N/0' is not a count"),
+        (report.Setting(("4", "4")), ["constant"], ["2"], "a backup setting given twice"),
+        (report.Setting(("4",), updates=1), ["constant"], ["2"], "--updates=1: want an integer >= 2"),
+    ],
+)
 def test_a_bad_setting_is_refused_naming_its_flag(setting, specs, workers, message):
     with pytest.raises(ValueError, match=message):
         report.check(setting, specs, workers)
@@ -41,7 +50,10 @@ def test_a_bad_setting_is_refused_naming_its_flag(setting, specs, workers, messa
 
 def test_outputs_are_refused_in_a_missing_folder_or_when_they_exist(tmp_path):
     assert report.output_paths(str(tmp_path / "s"), False) == {
-        "csv": str(tmp_path / "s.csv"), "markdown": str(tmp_path / "s.md"), "plot": str(tmp_path / "s.png")}
+        "csv": str(tmp_path / "s.csv"),
+        "markdown": str(tmp_path / "s.md"),
+        "plot": str(tmp_path / "s.png"),
+    }
     with pytest.raises(ValueError, match="no folder"):
         report.output_paths(str(tmp_path / "missing" / "s"), False)
     (tmp_path / "s.md").write_text("mine")
@@ -70,8 +82,7 @@ def test_a_report_of_constant_steps_and_one_slow_machine_has_the_closed_form_fig
         slow = row["distribution"].startswith("one slow") and row["mode"] in ("sync", "sync on N+b, b=1")
         if row["mode"] != "async":
             assert float(row["seconds_per_update"]) == pytest.approx(0.4 if slow else 0.1)
-        assert float(row["closed_form_seconds_per_update"]) == pytest.approx(float(row["seconds_per_update"]),
-                                                                             rel=0.05)
+        assert float(row["closed_form_seconds_per_update"]) == pytest.approx(float(row["seconds_per_update"]), rel=0.05)
     text = open(paths["markdown"]).read()
     # efficiency of sync at N = 4 with one machine 4 x slower: 4 / 0.4 against (3 / 0.1 + 1 / 0.4) per second
     assert f"| one slow machine (x4, others constant) | {(4 / 0.4) / (3 / 0.1 + 1 / 0.4):.2f} |" in text

@@ -23,10 +23,10 @@ def harmonic(n):
 def lognormal_expected_max(mean, sigma, n):
     """E[max of n] = integral of 1 - F(t)^n dt, with t = exp(mu + sigma z): the integral over z of
     (1 - Phi(z)^n) sigma exp(mu + sigma z), by Simpson's rule on [-12, 12], plus the part below."""
-    mu = math.log(mean) - sigma ** 2 / 2
+    mu = math.log(mean) - sigma**2 / 2
     z = np.linspace(-12.0, 12.0, 24_001)
     phi = np.array([0.5 * math.erfc(-x / math.sqrt(2)) for x in z])
-    y = (1 - phi ** n) * sigma * np.exp(mu + sigma * z)
+    y = (1 - phi**n) * sigma * np.exp(mu + sigma * z)
     h = z[1] - z[0]
     return math.exp(mu - 12 * sigma) + h / 3 * (y[0] + y[-1] + 4 * y[1:-1:2].sum() + 2 * y[2:-1:2].sum())
 
@@ -59,8 +59,9 @@ def test_the_numerical_integral_matches_the_exact_order_statistics():
         exact = 2.0 * (harmonic(n) - harmonic(n - k))
         assert step_times.integrate_order_statistic(exponential, k, n) == pytest.approx(exact, rel=1e-8)
         assert step_times.expected_order_statistic(exponential, k, n) == pytest.approx(exact, rel=1e-12)
-        exact = t_m * math.exp(math.lgamma(n + 1) - math.lgamma(n + 1 - a) + math.lgamma(n - k + 1 - a)
-                               - math.lgamma(n - k + 1))
+        exact = t_m * math.exp(
+            math.lgamma(n + 1) - math.lgamma(n + 1 - a) + math.lgamma(n - k + 1 - a) - math.lgamma(n - k + 1)
+        )
         assert step_times.integrate_order_statistic(pareto, k, n) == pytest.approx(exact, rel=1e-6)
         assert step_times.expected_order_statistic(pareto, k, n) == pytest.approx(exact, rel=1e-12)
     assert step_times.expected_order_statistic(pareto, 1, 1) == pytest.approx(1.0)  # its mean
@@ -68,8 +69,9 @@ def test_the_numerical_integral_matches_the_exact_order_statistics():
 
 @pytest.mark.parametrize("workers, backups", [(16, 1), (256, 16)])
 def test_with_backups_an_update_takes_the_expected_nth_of_n_plus_b(workers, backups):
-    result = stragglers.simulate_sync(step_times.Exponential(1.0), workers, 8, 3000, np.random.default_rng(0),
-                                      backups=backups)
+    result = stragglers.simulate_sync(
+        step_times.Exponential(1.0), workers, 8, 3000, np.random.default_rng(0), backups=backups
+    )
     expected = harmonic(workers + backups) - harmonic(backups)
     assert result.mode == "backups" and result.machines == workers + backups and within(result, expected)
     assert result.examples_per_update == 8 * workers  # the late gradients are dropped
@@ -86,9 +88,14 @@ def test_backups_are_the_nth_smallest_of_the_same_draws_and_none_is_plain_sync(b
         assert result.mode == "sync" and np.array_equal(reference, draws.max(axis=1))
 
 
-@pytest.mark.parametrize("dist, workers", [(step_times.LogNormal(0.1, 0.5), 16),
-                                           (step_times.Pareto(0.1, 3.0), 128),
-                                           (step_times.OneSlowMachine(step_times.LogNormal(0.1, 0.5), 4.0), 32)])
+@pytest.mark.parametrize(
+    "dist, workers",
+    [
+        (step_times.LogNormal(0.1, 0.5), 16),
+        (step_times.Pareto(0.1, 3.0), 128),
+        (step_times.OneSlowMachine(step_times.LogNormal(0.1, 0.5), 4.0), 32),
+    ],
+)
 def test_asynchronous_throughput_is_the_sum_of_the_workers_rates(dist, workers):
     result = stragglers.simulate_async(dist, workers, 16, 4000, np.random.default_rng(1))
     rate = sum(1 / m for m in dist.worker_means(workers))  # (N - 1) / mean + 1 / (4 mean) for the slow machine
@@ -137,8 +144,16 @@ def test_the_async_burn_in_window_and_backup_specs():
 
 def test_the_tool_writes_its_table_plot_and_crossovers(tmp_path):
     prefix = tmp_path / "s"
-    run = run_tool("stragglers.py", ["--workers=4,2,8", "--updates=300", "--backups=N/2",
-                                     "--distributions=lognormal:1.0,slow_machine:4", f"--output_prefix={prefix}"])
+    run = run_tool(
+        "stragglers.py",
+        [
+            "--workers=4,2,8",
+            "--updates=300",
+            "--backups=N/2",
+            "--distributions=lognormal:1.0,slow_machine:4",
+            f"--output_prefix={prefix}",
+        ],
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     lines = [line for line in run.stdout.splitlines() if "overtakes" in line or "vs sync" in line]
     assert len(lines) == 2 and lines[1].startswith("stragglers: one slow machine (x4")

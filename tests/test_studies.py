@@ -52,15 +52,24 @@ def test_a_bad_sweep_or_search_is_a_value_error_before_training(tmp_path):
 
 
 def _row(batch, rate, steps, final):
-    return {"optimizer": "sgd", "batch_size": batch, "base_learning_rate": rate, "peak_learning_rate": rate,
-            "steps_to_0.9": steps, "final_eval_accuracy": final, "state": "finished"}
+    return {
+        "optimizer": "sgd",
+        "batch_size": batch,
+        "base_learning_rate": rate,
+        "peak_learning_rate": rate,
+        "steps_to_0.9": steps,
+        "final_eval_accuracy": final,
+        "state": "finished",
+    }
 
 
 def test_the_search_summary_gives_the_best_rates_alpha_and_regimes():
     table = [_row(64, 0.1, 100, 0.95), _row(64, 0.2, 80, 0.93), _row(128, 0.2, 45, 0.96), _row(128, 0.4, 40, 0.94)]
     best = lr_search.best_rows(table, ["optimizer"], "steps_to_0.9")
-    fits = {group: lr_search.fit_exponent(list(rows), [r["peak_learning_rate"] for r in rows.values()])
-            for group, rows in best.items()}
+    fits = {
+        group: lr_search.fit_exponent(list(rows), [r["peak_learning_rate"] for r in rows.values()])
+        for group, rows in best.items()
+    }
     text = lr_search.summary_markdown(["optimizer"], 0.9, best, fits, lr_search.summary_rows(table, ["optimizer"], 0.9))
     assert "| optimizer=sgd | 64 | 0.2* | 80 | 0.1* | 95.00 |" in text  # both at an edge of the rates tried at 64
     assert "| optimizer=sgd | 1.00 | 64-128 perfect |" in text  # the best rate doubles with the batch: alpha 1

@@ -19,9 +19,10 @@ def _write_sweep(path, rows):
 
 
 def test_the_fewest_steps_at_each_batch_among_the_kept_rows(tmp_path):
-    rows = [{"batch_size": b, "optimizer": o, "steps_to_0.9": s}
-            for b, o, s in [(64, "sgd", 900), (64, "sgd", 700), (128, "sgd", 400), (128, "lars", 100),
-                            (256, "sgd", "")]]
+    rows = [
+        {"batch_size": b, "optimizer": o, "steps_to_0.9": s}
+        for b, o, s in [(64, "sgd", 900), (64, "sgd", 700), (128, "sgd", 400), (128, "lars", 100), (256, "sgd", "")]
+    ]
     sweep = _write_sweep(tmp_path / "r.csv", rows)
     assert critical_batch.read_curves(str(sweep), ["optimizer=sgd"]) == {0.9: {64: 700, 128: 400}}
     assert critical_batch.read_curves(str(sweep), []) == {0.9: {64: 700, 128: 100}}
@@ -40,8 +41,11 @@ def test_the_report_fits_b_crit_and_reads_b_simple_where_the_run_reached_the_tar
     run.mkdir()
     history = [{"step": 100, "epoch": 1.0, "eval_accuracy": 0.8}, {"step": 200, "epoch": 2.0, "eval_accuracy": 0.95}]
     noise = [{"step": s, "b_simple": b, "global_batch_size": 64} for s, b in ((90, 30.0), (210, 120.0))]
-    (run / "result.json").write_text(json.dumps({"history": history, "noise_scale": noise, "global_batch_size": 64,
-                                                 "examples_seen": 64 * 300, "epochs": 3}))
+    (run / "result.json").write_text(
+        json.dumps(
+            {"history": history, "noise_scale": noise, "global_batch_size": 64, "examples_seen": 64 * 300, "epochs": 3}
+        )
+    )
     text = critical_batch.report(str(sweep), [], str(run), str(tmp_path / "c.md"), str(tmp_path / "c.png"))
     row = text.splitlines()[2].split("|")
     assert row[5].strip() == f"**{e_min / s_min:,.0f}**" and row[6].strip() == "120 (epoch 2.00)"
@@ -53,15 +57,24 @@ def test_the_report_fits_b_crit_and_reads_b_simple_where_the_run_reached_the_tar
 
 def test_the_staleness_table_has_each_runs_shares_mean_and_max(tmp_path):
     counts = np.array([50, 30, 10, 5, 3, 2])
-    asynchronous = {"steps": 100, "final_eval_accuracy": 0.9, "best_eval_accuracy": 0.91,
-                    "staleness": {"counts": counts.tolist(), "mean": float((np.arange(6) * counts).sum() / 100),
-                                  "max": 5}}
+    asynchronous = {
+        "steps": 100,
+        "final_eval_accuracy": 0.9,
+        "best_eval_accuracy": 0.91,
+        "staleness": {"counts": counts.tolist(), "mean": float((np.arange(6) * counts).sum() / 100), "max": 5},
+    }
     synchronous = {"steps": 40, "final_eval_accuracy": 0.95, "best_eval_accuracy": 0.96}
-    rows = [line.split("|")[1:-1] for line in staleness_report.table([("ps", asynchronous),
-                                                                      ("sync", synchronous)]).splitlines()[2:]]
+    rows = [
+        line.split("|")[1:-1]
+        for line in staleness_report.table([("ps", asynchronous), ("sync", synchronous)]).splitlines()[2:]
+    ]
     shares = [*(counts[:4] / 100), counts[4:].sum() / 100]
-    assert [c.strip() for c in rows[0][3:]] == ["100", f"{(np.arange(6) * counts).sum() / 100:.2f}", "5",
-                                                *(f"{100 * s:.1f}%" for s in shares)]
+    assert [c.strip() for c in rows[0][3:]] == [
+        "100",
+        f"{(np.arange(6) * counts).sum() / 100:.2f}",
+        "5",
+        *(f"{100 * s:.1f}%" for s in shares),
+    ]
     assert [c.strip() for c in rows[1][3:]] == ["40", "0.00", "0", "100.0%", "0.0%", "0.0%", "0.0%", "0.0%"]
     assert staleness_report.delayed_by(3, 10) == {"counts": [0, 0, 0, 10], "mean": 3.0, "max": 3}
     with pytest.raises(ValueError, match="'a' is not LABEL=MODEL_DIR"):
@@ -70,12 +83,33 @@ def test_the_staleness_table_has_each_runs_shares_mean_and_max(tmp_path):
 
 
 def test_the_sharpness_table_has_the_gap_and_the_peak_epoch():
-    row = {"run": "b256", "batch": 256, "lr_scaling": "linear", "warmup_epochs": 2.0, "peak_lr": 0.4, "test": 0.91,
-           "train": 0.985, "final_sharpness": 12.5, "peak_lr_sharpness": 3.9, "peak_step": 300, "bound": 3.8,
-           "steps_per_epoch": 100.0}
+    row = {
+        "run": "b256",
+        "batch": 256,
+        "lr_scaling": "linear",
+        "warmup_epochs": 2.0,
+        "peak_lr": 0.4,
+        "test": 0.91,
+        "train": 0.985,
+        "final_sharpness": 12.5,
+        "peak_lr_sharpness": 3.9,
+        "peak_step": 300,
+        "bound": 3.8,
+        "steps_per_epoch": 100.0,
+    }
     cells = [c.strip() for c in sharpness_report.table([row]).splitlines()[2].split("|")[1:-1]]
-    assert cells == ["b256", "256", "linear, 2", "0.4", "91.00", "98.50", f"{100 * (0.985 - 0.91):+.2f}", "12.5",
-                     "3.9 (3.0)", "3.80"]
+    assert cells == [
+        "b256",
+        "256",
+        "linear, 2",
+        "0.4",
+        "91.00",
+        "98.50",
+        f"{100 * (0.985 - 0.91):+.2f}",
+        "12.5",
+        "3.9 (3.0)",
+        "3.80",
+    ]
     with pytest.raises(ValueError, match="--runs: must name finished runs"):
         sharpness_report.report(["/nonexistent"], "unused.md", "unused.png")
 

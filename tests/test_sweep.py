@@ -16,8 +16,14 @@ import psutil
 import pytest
 from run_tool import REPO, run_tool
 
-BASE = ["--config.dataset=mnist1d/original", "--config.num_epochs=1", "--config.warmup_epochs=0",
-        "--config.strategy=one_device", "--config.evals_per_epoch=2", "--config.target_accuracy=0.3"]
+BASE = [
+    "--config.dataset=mnist1d/original",
+    "--config.num_epochs=1",
+    "--config.warmup_epochs=0",
+    "--config.strategy=one_device",
+    "--config.evals_per_epoch=2",
+    "--config.target_accuracy=0.3",
+]
 
 
 def _rows(path):
@@ -103,8 +109,14 @@ def test_a_killed_sweep_continues_where_it_stopped(tmp_path):
     sweep_dir = tmp_path / "s"
     flags = [f"--sweep_dir={sweep_dir}", *BASE, "--config.num_epochs=2", "--grid=batch_size=128,256,512"]
     env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
-    process = subprocess.Popen([sys.executable, os.path.join(REPO, "tools", "sweep.py"), *flags], cwd=REPO, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, os.path.join(REPO, "tools", "sweep.py"), *flags],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     first = sweep_dir / "runs" / "batch_size=128" / "result.json"
     deadline = time.time() + 240
     while not first.exists() and time.time() < deadline and process.poll() is None:
@@ -126,9 +138,14 @@ def test_a_killed_sweep_continues_where_it_stopped(tmp_path):
     assert [int(r["steps"]) for r in rows] == [-(-8000 // b) for b in (128, 256, 512)]
 
 
-@pytest.mark.parametrize("stop, code, line", [(signal.SIGTERM, 42, "sweep: preempted: stopped the workers of"),
-                                              (signal.SIGINT, 130, "sweep: interrupted: stopped the workers of"),
-                                              (signal.SIGKILL, -signal.SIGKILL, None)])
+@pytest.mark.parametrize(
+    "stop, code, line",
+    [
+        (signal.SIGTERM, 42, "sweep: preempted: stopped the workers of"),
+        (signal.SIGINT, 130, "sweep: interrupted: stopped the workers of"),
+        (signal.SIGKILL, -signal.SIGKILL, None),
+    ],
+)
 def test_a_sweep_in_worker_processes_stopped_leaves_no_worker_running(tmp_path, stop, code, line):
     """SIGTERM, Ctrl-C or SIGKILL of a sweep training in 2 worker processes: SIGTERM and Ctrl-C stop
     the workers (they save their checkpoints) and exit 42 or 130 with one line; after SIGKILL the
@@ -136,8 +153,14 @@ def test_a_sweep_in_worker_processes_stopped_leaves_no_worker_running(tmp_path, 
     sweep_dir = tmp_path / "s"
     flags = [f"--sweep_dir={sweep_dir}", *BASE, "--config.num_epochs=50", "--grid=batch_size=128,256", "--processes=2"]
     env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
-    process = subprocess.Popen([sys.executable, os.path.join(REPO, "tools", "sweep.py"), *flags], cwd=REPO, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, os.path.join(REPO, "tools", "sweep.py"), *flags],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     started = [sweep_dir / "runs" / f"batch_size={b}" / "config.json" for b in (128, 256)]
     deadline = time.time() + 240
     while not all(p.exists() for p in started) and time.time() < deadline and process.poll() is None:
@@ -177,7 +200,8 @@ def test_an_empty_grid_an_unknown_field_and_bad_axes_are_one_line(tmp_path):
     assert "point batch_size=0: config.batch_size=0" in line
     (tmp_path / "spec.py").write_text('SWEEP = {"overrides": {"num_epoch": 2}, "grid": {"seed": [1, 2]}}\n')
     assert "spec overrides: config.num_epoch: no such field" in _refused(
-        [f"--sweep_dir={sweep_dir}", *BASE, f"--spec={tmp_path / 'spec.py'}"])
+        [f"--sweep_dir={sweep_dir}", *BASE, f"--spec={tmp_path / 'spec.py'}"]
+    )
     line = _refused([f"--sweep_dir={sweep_dir}", *BASE, "--grid=seed=1,2", "--report_only"])
     assert "no sweep has run there yet" in line and "without --report_only" in line
     assert not sweep_dir.exists()  # nothing written before everything is checked

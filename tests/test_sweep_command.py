@@ -11,14 +11,25 @@ from kbatch.study import lr_search_command, sweep_command
 
 
 def _options(sweep_dir, **given):
-    options = dict(sweep_dir=str(sweep_dir), grid=[], spec=None, targets=[], processes=1, report_only=False,
-                   retry_failed=False, output_prefix=None, overwrite=False)
+    options = dict(
+        sweep_dir=str(sweep_dir),
+        grid=[],
+        spec=None,
+        targets=[],
+        processes=1,
+        report_only=False,
+        retry_failed=False,
+        output_prefix=None,
+        overwrite=False,
+    )
     return types.SimpleNamespace(**{**options, **given})
 
 
 def test_grid_flags_naming_one_field_add_up_and_a_repeated_value_is_refused():
     assert sweep_command.command_line_axes(["batch_size=64,128", "optimizer=lars", "batch_size=256"]) == {
-        "batch_size": [64, 128, 256], "optimizer": ["lars"]}
+        "batch_size": [64, 128, 256],
+        "optimizer": ["lars"],
+    }
     with pytest.raises(ValueError, match="a value of batch_size is given twice"):
         sweep_command.command_line_axes(["batch_size=64", "batch_size=32,64"])
 
@@ -32,11 +43,10 @@ def test_targets_default_and_are_accuracies():
 
 def test_the_spec_and_the_grid_combine_into_the_points(tmp_path):
     (tmp_path / "spec.py").write_text("SWEEP = {'grid': {'batch_size': [64, 128]}, 'targets': [0.8]}\n")
-    built, targets = sweep_command.build_sweep(small_config(tmp_path / "unused"),
-                                               _options(tmp_path / "s", spec=str(tmp_path / "spec.py"),
-                                                        grid=["seed=1,2"]))
-    assert sorted(p.name for p in built.points) == sorted(f"batch_size={b},seed={s}" for b in (64, 128)
-                                                          for s in (1, 2))
+    built, targets = sweep_command.build_sweep(
+        small_config(tmp_path / "unused"), _options(tmp_path / "s", spec=str(tmp_path / "spec.py"), grid=["seed=1,2"])
+    )
+    assert sorted(p.name for p in built.points) == sorted(f"batch_size={b},seed={s}" for b in (64, 128) for s in (1, 2))
     assert targets == [0.8] and not (tmp_path / "s").exists()
     with pytest.raises(ValueError, match="--sweep_dir is required"):
         sweep_command.build_sweep(small_config(tmp_path / "unused"), _options(""))
@@ -44,8 +54,9 @@ def test_the_spec_and_the_grid_combine_into_the_points(tmp_path):
 
 def test_report_only_on_a_folder_with_no_sweep_is_refused(tmp_path):
     with pytest.raises(ValueError, match="no sweep has run there yet"):
-        sweep_command.run(small_config(tmp_path / "unused"), _options(tmp_path / "s", report_only=True,
-                                                                      grid=["batch_size=64"]))
+        sweep_command.run(
+            small_config(tmp_path / "unused"), _options(tmp_path / "s", report_only=True, grid=["batch_size=64"])
+        )
 
 
 def test_the_search_refuses_bad_rates_batches_and_a_rule_other_than_linear(tmp_path):

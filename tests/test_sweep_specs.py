@@ -32,7 +32,7 @@ TRAIN_EXAMPLES = {"mnist1d/large": 60000, "mnist1d/original": 4000}  # docs/resu
 
 # Each spec as tools/sweep.py itself reads it (its flags, kbatch.study.sweep_command.build_sweep), nothing trained:
 # {spec: {"names", "targets", "configs"}}.
-ENGINE = r'''
+ENGINE = r"""
 import importlib, json, os, sys
 
 sys.path.insert(0, os.path.join(sys.argv[1], "tools"))
@@ -49,7 +49,7 @@ for spec, path in json.loads(sys.argv[2]).items():
     out[spec] = {"names": [p.name for p in built.points], "targets": targets,
                  "configs": [schema.as_json(schema.resolve(p.config)) for p in built.points]}
 print("ENGINE " + json.dumps(out))
-'''
+"""
 
 
 def spec_path(spec):
@@ -85,11 +85,17 @@ def sweeps(tmp_path_factory):
 def engine(tmp_path_factory):
     paths = {spec: spec_path(spec) for spec in RESULTS}
     env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
-    done = subprocess.run([sys.executable, "-c", ENGINE, REPO, json.dumps(paths), str(tmp_path_factory.mktemp("e"))],
-                          capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", ENGINE, REPO, json.dumps(paths), str(tmp_path_factory.mktemp("e"))],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     line = next(line for line in done.stdout.splitlines() if line.startswith("ENGINE "))
-    return json.loads(line[len("ENGINE "):])
+    return json.loads(line[len("ENGINE ") :])
 
 
 def _typed(value):

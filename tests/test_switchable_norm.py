@@ -53,9 +53,14 @@ def _keras_reference(mode, shape, gamma, beta):
 
 
 CASES = [
-    ("batch", (8, 5)), ("batch", (8, 6, 3)), ("batch", (8, 4, 3, 2)),
-    ("layer", (8, 5)), ("layer", (8, 6, 3)), ("layer", (8, 4, 3, 2)),
-    ("instance", (8, 6, 3)), ("instance", (8, 4, 3, 2)),
+    ("batch", (8, 5)),
+    ("batch", (8, 6, 3)),
+    ("batch", (8, 4, 3, 2)),
+    ("layer", (8, 5)),
+    ("layer", (8, 6, 3)),
+    ("layer", (8, 4, 3, 2)),
+    ("instance", (8, 6, 3)),
+    ("instance", (8, 4, 3, 2)),
 ]
 
 
@@ -174,22 +179,35 @@ def test_compiled_for_any_batch_size_as_eager():
 @pytest.mark.parametrize("modes", [("batch", "group"), (), ("layer", "layer"), "weight"])
 def test_bad_modes(modes):
     shown = re.escape(repr(tuple(modes) if not isinstance(modes, str) else (modes,)))
-    with pytest.raises(ValueError, match=rf"modes={shown}: must be a non-empty sequence of distinct names from "
-                                         r"'batch', 'layer', 'instance'\."):
+    with pytest.raises(
+        ValueError,
+        match=rf"modes={shown}: must be a non-empty sequence of distinct names from "
+        r"'batch', 'layer', 'instance'\.",
+    ):
         SwitchableNormalization(modes=modes)
 
 
 def test_instance_mode_needs_a_spatial_axis():
-    with pytest.raises(ValueError, match=r"modes=\('batch', 'layer', 'instance'\): must be without 'instance' "
-                                         r"for input shape \(None, 5\).*use modes=\('batch', 'layer'\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"modes=\('batch', 'layer', 'instance'\): must be without 'instance' "
+        r"for input shape \(None, 5\).*use modes=\('batch', 'layer'\)",
+    ):
         SwitchableNormalization()(keras.Input((5,)))
 
 
-@pytest.mark.parametrize("argument, value, allowed", [
-    ("momentum", 1.5, r"in \[0, 1\]"), ("momentum", -0.5, r"in \[0, 1\]"),
-    ("momentum", float("nan"), r"in \[0, 1\]"), ("momentum", None, r"in \[0, 1\]"),
-    ("epsilon", -1.0, "> 0"), ("epsilon", 0.0, "> 0"), ("epsilon", float("nan"), "> 0"),
-])
+@pytest.mark.parametrize(
+    "argument, value, allowed",
+    [
+        ("momentum", 1.5, r"in \[0, 1\]"),
+        ("momentum", -0.5, r"in \[0, 1\]"),
+        ("momentum", float("nan"), r"in \[0, 1\]"),
+        ("momentum", None, r"in \[0, 1\]"),
+        ("epsilon", -1.0, "> 0"),
+        ("epsilon", 0.0, "> 0"),
+        ("epsilon", float("nan"), "> 0"),
+    ],
+)
 def test_momentum_and_epsilon_out_of_range_are_refused(argument, value, allowed):
     with pytest.raises(ValueError, match=rf"{argument}={value!r}: must be a finite number {allowed}\."):
         SwitchableNormalization(**{argument: value})

@@ -52,8 +52,10 @@ def test_the_weights_are_the_softmax_of_the_logits_averaged_over_the_layers(tmp_
     assert run.returncode == 0, run.stderr[-2000:]
     header, _, *rows = (tmp_path / "w.md").read_text().splitlines()
     assert len(rows) == 1 and "| norm=switchable |" in rows[0].replace("batch_size=8,", "")
-    expected = {stat: np.mean([_softmax(logits[i]) for logits in LOGITS.values()], axis=0)
-                for i, stat in enumerate(("mean", "variance"))}
+    expected = {
+        stat: np.mean([_softmax(logits[i]) for logits in LOGITS.values()], axis=0)
+        for i, stat in enumerate(("mean", "variance"))
+    }
     cells = [float(c) for c in rows[0].strip("|").split("|")[2:]]
     np.testing.assert_allclose(cells, np.concatenate([expected["mean"], expected["variance"]]), atol=5e-4)
     assert header.split("|")[3].strip() == "mean batch" and header.split("|")[-2].strip() == "variance instance"
@@ -73,8 +75,9 @@ def test_the_library_reads_the_same_weights_without_the_tool(tmp_path):
     rows = switchable.switchable_runs(made)
     assert [(batch, name) for batch, name, _ in rows] == [(8, made.points[0].name)]
     expected = np.mean([_softmax(mean) for mean, _ in LOGITS.values()], axis=0)
-    np.testing.assert_allclose([rows[0][2]["mean", mode] for mode in ("batch", "layer", "instance")], expected,
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        [rows[0][2]["mean", mode] for mode in ("batch", "layer", "instance")], expected, rtol=1e-5
+    )
     assert switchable.weights_table(tmp_path / "sweep") == switchable.table(rows)
     assert switchable.table(rows).splitlines()[0].startswith("| batch | run | mean batch |")
     with pytest.raises(ValueError, match="no SwitchableNormalization layer"):

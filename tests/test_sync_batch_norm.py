@@ -57,8 +57,7 @@ def test_synchronized_batch_norm_trains_with_accumulation_under_cpu2(make_config
     in a nested tf.function or a graph loop (TF's merge_call refuses both). Accumulating two
     micro-batches learns as the plain cpu:2 run does (statistics over 64 examples instead of 128:
     close, not equal), and every replica ends with the same moving statistics."""
-    plain = train(make_config(num_epochs=1, strategy="cpu:2"), model_fn=_model_with("sync_batch"),
-                  verbose=False)
+    plain = train(make_config(num_epochs=1, strategy="cpu:2"), model_fn=_model_with("sync_batch"), verbose=False)
     seen = {}
 
     def model_fn(info):

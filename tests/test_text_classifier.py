@@ -14,8 +14,9 @@ VOCABULARY, LENGTH = 30, 10
 
 def _model(norm="layer"):
     keras.utils.set_random_seed(0)
-    return kbatch.models.get("text_classifier", num_classes=3, input_shape=(LENGTH,), norm=norm,
-                             vocabulary_size=VOCABULARY)
+    return kbatch.models.get(
+        "text_classifier", num_classes=3, input_shape=(LENGTH,), norm=norm, vocabulary_size=VOCABULARY
+    )
 
 
 def _tokens():
@@ -29,8 +30,11 @@ def test_the_padding_embedding_does_not_change_the_logits_and_a_token_does():
     model, tokens = _model(), _tokens()
     before = keras.ops.convert_to_numpy(model(tokens))
     table = model.get_layer("token_embedding").embeddings
-    table.assign(keras.ops.convert_to_tensor(np.concatenate(
-        [np.full((1, table.shape[1]), 50.0, np.float32), keras.ops.convert_to_numpy(table)[1:]])))
+    table.assign(
+        keras.ops.convert_to_tensor(
+            np.concatenate([np.full((1, table.shape[1]), 50.0, np.float32), keras.ops.convert_to_numpy(table)[1:]])
+        )
+    )
     np.testing.assert_allclose(keras.ops.convert_to_numpy(model(tokens)), before, atol=1e-5)
     changed = tokens.copy()
     changed[1, 0] = changed[1, 0] % (VOCABULARY - 1) + 1

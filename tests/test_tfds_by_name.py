@@ -48,7 +48,7 @@ def test_text_is_the_ids_of_its_words_in_a_vocabulary_of_the_most_frequent_train
     ids = {}
     for words, row in zip(train_words, train):
         kept = words[:LENGTH]
-        assert (row[len(kept):] == 0).all() and (row[:len(kept)] > 0).all()  # 0: padding only
+        assert (row[len(kept) :] == 0).all() and (row[: len(kept)] > 0).all()  # 0: padding only
         for word, token in zip(kept, row):
             assert ids.setdefault(word, token) == token  # one id a word
     known = {word: token for word, token in ids.items() if token > 1}
@@ -58,7 +58,7 @@ def test_text_is_the_ids_of_its_words_in_a_vocabulary_of_the_most_frequent_train
     assert by_id == sorted(by_id, reverse=True)  # the most frequent first
     assert min(by_id) >= max([counts[word] for word in counts if word not in known] or [0])
     for words, row in zip(eval_words, evaluation):
-        np.testing.assert_array_equal(row[:len(words[:LENGTH])], [known.get(word, 1) for word in words[:LENGTH]])
+        np.testing.assert_array_equal(row[: len(words[:LENGTH])], [known.get(word, 1) for word in words[:LENGTH]])
 
 
 def test_the_tokenizer_keeps_the_most_frequent_words_lower_cased_without_punctuation_cut_and_padded():
@@ -72,10 +72,12 @@ def test_the_tokenizer_keeps_the_most_frequent_words_lower_cased_without_punctua
 
 
 def test_the_token_ids_are_the_same_on_jax():
-    script = ("import json, tensorflow_datasets as tfds, test_tfds_by_name as t\n"
-              "with tfds.testing.mock_data(num_examples=t.EXAMPLES):\n"
-              "    train, evaluation = t._tokens(t._text_source(), t.EXAMPLES)\n"
-              "print(json.dumps([train.tolist(), evaluation.tolist()]))")
+    script = (
+        "import json, tensorflow_datasets as tfds, test_tfds_by_name as t\n"
+        "with tfds.testing.mock_data(num_examples=t.EXAMPLES):\n"
+        "    train, evaluation = t._tokens(t._text_source(), t.EXAMPLES)\n"
+        "print(json.dumps([train.tolist(), evaluation.tolist()]))"
+    )
     env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": f"{HERE.parent}{os.pathsep}{HERE}"}
     run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -98,9 +100,20 @@ def test_a_streamed_image_set_is_scaled_as_one_held_in_memory():
 def _kbatch_train(model_dir, backend, flags, num_examples=64):
     """`kbatch-train FLAGS` on TFDS mock data, on `backend` (a process of its own)."""
     env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(HERE.parent), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.Popen([sys.executable, str(HERE / "mock_train.py"), str(num_examples), *flags,
-                             f"--config.backend={backend}", f"--config.model_dir={model_dir}"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(HERE / "mock_train.py"),
+            str(num_examples),
+            *flags,
+            f"--config.backend={backend}",
+            f"--config.model_dir={model_dir}",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _trained(process, model_dir, dataset, steps):
@@ -114,9 +127,16 @@ def _trained(process, model_dir, dataset, steps):
 
 
 def test_an_image_set_trains_by_name_on_tensorflow_and_jax(tmp_path):
-    flags = ["--config.dataset=tfds:fashion_mnist", "--config.model=resnet20", "--config.batch_size=32",
-             "--config.base_batch_size=32", "--config.num_epochs=1", "--config.warmup_epochs=0",
-             "--config.strategy=one_device", "--config.steps_per_loop=2"]
+    flags = [
+        "--config.dataset=tfds:fashion_mnist",
+        "--config.model=resnet20",
+        "--config.batch_size=32",
+        "--config.base_batch_size=32",
+        "--config.num_epochs=1",
+        "--config.warmup_epochs=0",
+        "--config.strategy=one_device",
+        "--config.steps_per_loop=2",
+    ]
     runs = {backend: _kbatch_train(tmp_path / backend, backend, flags) for backend in ("tensorflow", "jax")}
     for backend, process in runs.items():
         model = _trained(process, tmp_path / backend, "tfds:fashion_mnist", steps=2)
@@ -124,9 +144,16 @@ def test_an_image_set_trains_by_name_on_tensorflow_and_jax(tmp_path):
 
 
 def test_a_text_set_trains_by_name_with_the_imdb_config_on_tensorflow_and_jax(tmp_path):
-    flags = ["--config=configs/imdb_text.py", f"--config.text_vocabulary_size={VOCABULARY * 4}",
-             f"--config.text_sequence_length={LENGTH * 2}", "--config.batch_size=32", "--config.base_batch_size=32",
-             "--config.num_epochs=2", "--config.strategy=one_device", "--config.steps_per_loop=2"]
+    flags = [
+        "--config=configs/imdb_text.py",
+        f"--config.text_vocabulary_size={VOCABULARY * 4}",
+        f"--config.text_sequence_length={LENGTH * 2}",
+        "--config.batch_size=32",
+        "--config.base_batch_size=32",
+        "--config.num_epochs=2",
+        "--config.strategy=one_device",
+        "--config.steps_per_loop=2",
+    ]
     runs = {backend: _kbatch_train(tmp_path / backend, backend, flags) for backend in ("tensorflow", "jax")}
     for backend, process in runs.items():
         model = _trained(process, tmp_path / backend, "tfds:imdb_reviews", steps=4)

@@ -61,7 +61,7 @@ def test_wall_time_to_target_is_the_steps_times_the_fitted_update():
     steps = {1024: 120, 16: 9000, 256: None, 64: 2600}
     rows = throughput.wall_time_to_target(fit, steps)
     batches = np.array([16, 64, 256, 1024])
-    per_update = 2e-3 + 3e-5 * batches ** 0.9
+    per_update = 2e-3 + 3e-5 * batches**0.9
     assert [r["batch"] for r in rows] == list(batches) and [r["steps"] for r in rows] == [9000, 2600, None, 120]
     np.testing.assert_allclose([r["seconds_per_update"] for r in rows], per_update)
     expected = np.array([9000, 2600, np.nan, 120]) * per_update
@@ -81,12 +81,19 @@ def _sweep(path, rows, fields=("batch_size", "base_learning_rate", "status", "st
 
 @pytest.mark.parametrize("status", ["status", "state"])  # kbatch.study.report's CSV says state
 def test_read_steps_takes_the_best_finished_run_at_each_batch(tmp_path, status):
-    path = _sweep(tmp_path / "sweep.csv", [
-        (16, 0.1, "finished", 900), (16, 0.2, "finished", 700), (16, 0.4, "failed", 50),  # failed: skipped
-        (32, 0.2, "finished", ""), (32, 0.4, "finished", 400),
-        (64, 0.4, "finished", ""),  # finished, never reached the target
-        (128, 0.8, "diverged", 10)],  # no finished run: absent
-        fields=("batch_size", "base_learning_rate", status, "steps_to_0.97"))
+    path = _sweep(
+        tmp_path / "sweep.csv",
+        [
+            (16, 0.1, "finished", 900),
+            (16, 0.2, "finished", 700),
+            (16, 0.4, "failed", 50),  # failed: skipped
+            (32, 0.2, "finished", ""),
+            (32, 0.4, "finished", 400),
+            (64, 0.4, "finished", ""),  # finished, never reached the target
+            (128, 0.8, "diverged", 10),
+        ],  # no finished run: absent
+        fields=("batch_size", "base_learning_rate", status, "steps_to_0.97"),
+    )
     assert throughput.read_steps(path, "steps_to_0.97") == {16: 700, 32: 400, 64: None}
 
 
@@ -101,14 +108,33 @@ def _outputs(tmp_path):
 
 
 def test_the_tool_times_three_batches_and_writes_its_files(tmp_path):
-    sweep = _sweep(tmp_path / "sweep.csv", [(16, 0.1, "finished", 10_000), (16, 0.2, "failed", 1),
-                                            (32, 0.1, "finished", 5_000), (64, 0.1, "finished", 100),
-                                            (128, 0.1, "finished", "")])
-    run = run_tool("throughput.py", ["--batch_sizes=64,16,32", "--steps=4", "--repeats=1",
-                                     "--config.dataset=mnist1d/original", f"--sweep_csv={sweep}", *_outputs(tmp_path)])
+    sweep = _sweep(
+        tmp_path / "sweep.csv",
+        [
+            (16, 0.1, "finished", 10_000),
+            (16, 0.2, "failed", 1),
+            (32, 0.1, "finished", 5_000),
+            (64, 0.1, "finished", 100),
+            (128, 0.1, "finished", ""),
+        ],
+    )
+    run = run_tool(
+        "throughput.py",
+        [
+            "--batch_sizes=64,16,32",
+            "--steps=4",
+            "--repeats=1",
+            "--config.dataset=mnist1d/original",
+            f"--sweep_csv={sweep}",
+            *_outputs(tmp_path),
+        ],
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert [line.split(":")[1] for line in run.stdout.splitlines() if "ms/update" in line] == [
-        " batch 16", " batch 32", " batch 64"]
+        " batch 16",
+        " batch 32",
+        " batch 64",
+    ]
     with open(tmp_path / "t.csv") as file:
         rows = list(csv.DictReader(file))
     assert [int(r["batch"]) for r in rows] == [16, 32, 64]
@@ -129,17 +155,22 @@ def _refused(run):
     return lines[0]
 
 
-@pytest.mark.parametrize("flag, message", [
-    ("--batch_sizes=", "want at least 3 distinct positive integers"), ("--batch_sizes=16,32", "(the fit has 3"),
-    ("--batch_sizes=16,16,32", "want at least 3 distinct"), ("--steps=0", "--steps=0: want a positive integer")])
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        ("--batch_sizes=", "want at least 3 distinct positive integers"),
+        ("--batch_sizes=16,32", "(the fit has 3"),
+        ("--batch_sizes=16,16,32", "want at least 3 distinct"),
+        ("--steps=0", "--steps=0: want a positive integer"),
+    ],
+)
 def test_a_bad_flag_is_refused_before_tensorflow_starts(tmp_path, flag, message):
     line = _refused(run_tool("throughput.py", ["--batch_sizes=16,32,64", flag, *_outputs(tmp_path)]))
     assert message in line and not list(tmp_path.iterdir())
 
 
 def test_an_unknown_config_field_is_refused(tmp_path):
-    line = _refused(run_tool("throughput.py", ["--batch_sizes=16,32,64", "--config.batchsize=64",
-                                               *_outputs(tmp_path)]))
+    line = _refused(run_tool("throughput.py", ["--batch_sizes=16,32,64", "--config.batchsize=64", *_outputs(tmp_path)]))
     assert "config.batchsize: no such field (did you mean batch_size" in line and not list(tmp_path.iterdir())
 
 

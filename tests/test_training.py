@@ -37,6 +37,7 @@ def test_a_run_writes_config_result_model_and_tensorboard_logs(make_config):
     # The saved model is the trained one: its test accuracy is the final eval accuracy.
     model = keras.models.load_model(os.path.join(config.model_dir, "model.keras"))
     import tensorflow_datasets as tfds
+
     x, y = tfds.as_numpy(tfds.load("mnist1d/original", split="test", as_supervised=True, batch_size=-1))
     accuracy = np.mean(np.argmax(model.predict(x[..., None], verbose=0), -1) == y)
     assert accuracy == pytest.approx(result["final_eval_accuracy"], abs=1e-6)
@@ -54,8 +55,15 @@ def test_default_config_learns_mnist1d(make_config):
 
 @pytest.mark.parametrize("optimizer", ["momentum", "adam"])
 def test_one_device_cpu2_and_cpu4_end_with_the_same_weights(make_config, optimizer):
-    runs = [make_config(num_epochs=1, optimizer=optimizer, base_learning_rate=0.01 if optimizer == "adam" else 0.05,
-                        strategy=strategy) for strategy in ("one_device", "cpu:2", "cpu:4")]
+    runs = [
+        make_config(
+            num_epochs=1,
+            optimizer=optimizer,
+            base_learning_rate=0.01 if optimizer == "adam" else 0.05,
+            strategy=strategy,
+        )
+        for strategy in ("one_device", "cpu:2", "cpu:4")
+    ]
     for config in runs:
         assert train(config, model_fn=smooth_model, verbose=False)["steps"] >= 20
     reference = _weights(runs[0].model_dir)
@@ -66,6 +74,7 @@ def test_one_device_cpu2_and_cpu4_end_with_the_same_weights(make_config, optimiz
 
 def test_tensorboard_logs_learning_rate_and_batch_size_per_step(make_config):
     import tensorflow as tf
+
     config = make_config(num_epochs=1, warmup_epochs=0.5)
     train(config, verbose=False)
     train_dir = os.path.join(config.model_dir, "train")

@@ -62,8 +62,9 @@ def test_tied_head_is_the_token_embedding_transposed_and_untied_is_a_dense_layer
 
 
 def test_built_by_name_with_the_norm_and_its_arguments():
-    model = models.get("transformer_lm", num_classes=257, input_shape=(64,), norm="batch",
-                       norm_kwargs={"momentum": 0.9})
+    model = models.get(
+        "transformer_lm", num_classes=257, input_shape=(64,), norm="batch", norm_kwargs={"momentum": 0.9}
+    )
     norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     assert len(norms) == 2 * 4 + 1 and all(layer.momentum == 0.9 for layer in norms)  # 2 per block (4) + final
     assert model.output.shape == (None, 64, 257) and model.input.dtype == "int32"
@@ -74,10 +75,13 @@ def test_post_norm_has_no_final_norm():
     assert "final_norm" not in names and "block2_norm2" in names
 
 
-@pytest.mark.parametrize("arguments, message", [
-    (dict(width=32, num_heads=3), r"^num_heads=3: must be a divisor of width=32\.$"),
-    (dict(input_shape=(40, 1)), r"^input_shape=\(40, 1\): must be \(sequence_length,\): one axis of token ids\.$"),
-])
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (dict(width=32, num_heads=3), r"^num_heads=3: must be a divisor of width=32\.$"),
+        (dict(input_shape=(40, 1)), r"^input_shape=\(40, 1\): must be \(sequence_length,\): one axis of token ids\.$"),
+    ],
+)
 def test_bad_arguments_are_refused_in_one_line(arguments, message):
     with pytest.raises(ValueError, match=message):
         transformer_lm(**{**TINY, **arguments})
@@ -112,7 +116,19 @@ def test_the_same_file_predicts_the_same_on_jax(tmp_path):
     tokens = _tokens(2)
     np.save(tmp_path / "tokens.npy", tokens)
     env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(HERE.parent)}
-    run = subprocess.run([sys.executable, "-c", JAX_SCRIPT, str(tmp_path / "model.keras"), str(tmp_path / "jax.npy"),
-                          str(tmp_path / "tokens.npy")], env=env, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            JAX_SCRIPT,
+            str(tmp_path / "model.keras"),
+            str(tmp_path / "jax.npy"),
+            str(tmp_path / "tokens.npy"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     np.testing.assert_allclose(np.load(tmp_path / "jax.npy"), model(tokens, training=False), rtol=1e-4, atol=1e-4)

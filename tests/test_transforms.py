@@ -27,14 +27,16 @@ def _optimizer():
 
 
 def _context(optimizer, batch=8, parts=1, sums=None, part_sq=None):
-    context = transforms.Context(optimizer, transforms.Geometry(batch), parts,
-                                 values=[(v, v.value) for v in optimizer.variables])
+    context = transforms.Context(
+        optimizer, transforms.Geometry(batch), parts, values=[(v, v.value) for v in optimizer.variables]
+    )
     context.took(sums or {}, part_sq)
     return context
 
 
 def _apply(transform, context, mode, state=None):
     """(grads, state, record) of `transform` on GRADS, as NumPy."""
+
     def run(grads, state):
         return transform.apply(grads, state, context)
 
@@ -122,18 +124,24 @@ def test_the_noise_record_is_the_parts_mean_squared_norm(mode):
 
 
 def _settings(**fields):
-    defaults = dict(clip_global_norm=None, log_gradient_norm=False, noise_scale_every=0, loss_spike_guard=None,
-                    staleness=0)
+    defaults = dict(
+        clip_global_norm=None, log_gradient_norm=False, noise_scale_every=0, loss_spike_guard=None, staleness=0
+    )
     return types.SimpleNamespace(**{**defaults, **fields})
 
 
-@pytest.mark.parametrize("fields, kinds", [
-    ({}, []),
-    ({"log_gradient_norm": True}, ["GlobalNorm"]),
-    ({"noise_scale_every": 5}, ["GlobalNorm", "NoiseRecord"]),
-    ({"clip_global_norm": 1.0, "loss_spike_guard": 3.0, "staleness": 2},
-     ["GlobalNorm", "ClipByGlobalNorm", "SpikeGuard", "DelayLine"]),
-])
+@pytest.mark.parametrize(
+    "fields, kinds",
+    [
+        ({}, []),
+        ({"log_gradient_norm": True}, ["GlobalNorm"]),
+        ({"noise_scale_every": 5}, ["GlobalNorm", "NoiseRecord"]),
+        (
+            {"clip_global_norm": 1.0, "loss_spike_guard": 3.0, "staleness": 2},
+            ["GlobalNorm", "ClipByGlobalNorm", "SpikeGuard", "DelayLine"],
+        ),
+    ],
+)
 def test_the_settings_build_the_chain_in_its_order(fields, kinds):
     optimizer, variables = _optimizer()
     before = len(optimizer.variables)
@@ -147,8 +155,9 @@ def test_the_settings_build_the_chain_in_its_order(fields, kinds):
 
 def test_the_chain_clips_with_the_norm_before_it_and_writes_the_state():
     optimizer, variables = _optimizer()
-    chain = transforms.Chain([transforms.GlobalNorm(), transforms.ClipByGlobalNorm(1.3),
-                              transforms.DelayLine(1)]).build(optimizer, variables)
+    chain = transforms.Chain(
+        [transforms.GlobalNorm(), transforms.ClipByGlobalNorm(1.3), transforms.DelayLine(1)]
+    ).build(optimizer, variables)
     context = _context(optimizer)
     grads, record = chain.apply(list(GRADS), context)
     assert float(keras.ops.convert_to_numpy(record["grad_norm"])) == pytest.approx(13.0)

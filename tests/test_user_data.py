@@ -26,10 +26,19 @@ def _weights(model_dir):
 
 
 def _script(model_dir, overrides, backend="tensorflow", devices=1):
-    env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": f"{HERE.parent}{os.pathsep}{HERE}",
-           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-    return subprocess.Popen([sys.executable, str(HERE / "user_data.py"), str(model_dir), json.dumps(overrides)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": backend,
+        "PYTHONPATH": f"{HERE.parent}{os.pathsep}{HERE}",
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+    }
+    return subprocess.Popen(
+        [sys.executable, str(HERE / "user_data.py"), str(model_dir), json.dumps(overrides)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _finished(process, timeout=300):
@@ -41,8 +50,12 @@ def _finished(process, timeout=300):
 @pytest.fixture(scope="module")
 def one_device(tmp_path_factory):
     model_dir = tmp_path_factory.mktemp("user") / "one_device"
-    result = train({**user_data.CONFIG, "model_dir": str(model_dir), "strategy": "one_device"},
-                   data=user_data.source(), model_fn=user_data.seeded_mlp, verbose=False)
+    result = train(
+        {**user_data.CONFIG, "model_dir": str(model_dir), "strategy": "one_device"},
+        data=user_data.source(),
+        model_fn=user_data.seeded_mlp,
+        verbose=False,
+    )
     return model_dir, result
 
 
@@ -55,8 +68,12 @@ def test_a_users_arrays_and_model_learn(one_device):
 def test_two_replicas_and_the_jax_backend_end_with_the_weights_of_one_device(one_device, tmp_path):
     reference = _weights(one_device[0])
     jax_run = _script(tmp_path / "jax", {"backend": "jax", "strategy": "cpu:2"}, backend="jax", devices=2)
-    train({**user_data.CONFIG, "model_dir": str(tmp_path / "cpu2"), "strategy": "cpu:2"},
-          data=user_data.source(), model_fn=user_data.seeded_mlp, verbose=False)
+    train(
+        {**user_data.CONFIG, "model_dir": str(tmp_path / "cpu2"), "strategy": "cpu:2"},
+        data=user_data.source(),
+        model_fn=user_data.seeded_mlp,
+        verbose=False,
+    )
     _finished(jax_run)
     initial = user_data.seeded_mlp(user_data.source().describe()).get_weights()
     for name in ("cpu2", "jax"):
@@ -89,8 +106,12 @@ def test_named_features_reach_a_model_with_several_inputs(tmp_path):
         hidden = keras.layers.Dense(16, "tanh")(joined)
         return keras.Model(inputs, keras.layers.Dense(info.num_classes)(hidden))
 
-    result = train({**user_data.CONFIG, "model_dir": str(tmp_path / "run"), "strategy": "cpu:2"},
-                   data=data, model_fn=model_fn, verbose=False)
+    result = train(
+        {**user_data.CONFIG, "model_dir": str(tmp_path / "run"), "strategy": "cpu:2"},
+        data=data,
+        model_fn=model_fn,
+        verbose=False,
+    )
     assert result["final_eval_accuracy"] > 0.6
 
 
@@ -101,8 +122,11 @@ def test_what_the_run_cannot_take_is_one_line_before_anything_is_written(tmp_pat
         train(config, data=user_data.arrays()[:2], model_fn=user_data.seeded_mlp, verbose=False)
     with pytest.raises(ValueError, match=r"config.dataset='data:mine' names a source of your own: pass it"):
         train({**config, "dataset": "data:mine"}, model_fn=user_data.seeded_mlp, verbose=False)
-    with pytest.raises(ValueError, match=r"^config.batch_size: a global batch of 1024 is larger than the 512 "
-                                         r"training examples of arrays\.$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^config.batch_size: a global batch of 1024 is larger than the 512 "
+        r"training examples of arrays\.$",
+    ):
         train({**config, "batch_size": 1024}, data=user_data.source(), model_fn=user_data.seeded_mlp, verbose=False)
     assert not model_dir.exists() or not (set(os.listdir(model_dir)) - {".kbatch.lock"})
 

@@ -15,8 +15,15 @@ import user_sources
 from run_tool import REPO, run_tool
 
 SOURCE = "python:tests.user_sources:signals"  # found from the repository root, where the tools run
-SMALL = ["--config.model=mnist1d_cnn", "--config.norm=layer", "--config.num_epochs=1", "--config.warmup_epochs=0",
-         "--config.strategy=one_device", "--config.steps_per_loop=2", "--config.base_batch_size=32"]
+SMALL = [
+    "--config.model=mnist1d_cnn",
+    "--config.norm=layer",
+    "--config.num_epochs=1",
+    "--config.warmup_epochs=0",
+    "--config.strategy=one_device",
+    "--config.steps_per_loop=2",
+    "--config.base_batch_size=32",
+]
 KBATCH_TRAIN = os.path.join(os.path.dirname(sys.executable), "kbatch-train")
 
 
@@ -28,8 +35,14 @@ def _kbatch_train(folder, *flags):
 
 def test_kbatch_train_measures_the_noise_scale_on_a_source_in_the_current_folder(tmp_path):
     shutil.copy(user_sources.__file__, tmp_path / "my_data.py")
-    run = _kbatch_train(tmp_path, "--config.dataset=python:my_data:signals", *SMALL, "--config.batch_size=32",
-                        "--config.noise_scale_every=2", "--config.model_dir=run")
+    run = _kbatch_train(
+        tmp_path,
+        "--config.dataset=python:my_data:signals",
+        *SMALL,
+        "--config.batch_size=32",
+        "--config.noise_scale_every=2",
+        "--config.model_dir=run",
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert json.loads((tmp_path / "run" / "config.json").read_text())["dataset"] == "python:my_data:signals"
@@ -41,8 +54,14 @@ def test_kbatch_train_measures_the_noise_scale_on_a_source_in_the_current_folder
 
 
 def test_a_two_point_sweep_trains_a_users_source_in_its_workers(tmp_path):
-    flags = [f"--sweep_dir={tmp_path / 's'}", f"--config.dataset={SOURCE}", *SMALL, "--grid=batch_size=32,64",
-             "--processes=2", "--targets=0.3"]
+    flags = [
+        f"--sweep_dir={tmp_path / 's'}",
+        f"--config.dataset={SOURCE}",
+        *SMALL,
+        "--grid=batch_size=32,64",
+        "--processes=2",
+        "--targets=0.3",
+    ]
     run = run_tool("sweep.py", flags, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     with open(tmp_path / "s" / "report.csv") as f:
@@ -54,8 +73,15 @@ def test_a_two_point_sweep_trains_a_users_source_in_its_workers(tmp_path):
 
 
 def test_a_short_lr_search_trains_a_users_source(tmp_path):
-    flags = [f"--sweep_dir={tmp_path / 's'}", f"--config.dataset={SOURCE}", *SMALL, "--batch_sizes=32",
-             "--lrs=momentum:0.05,0.2", "--targets=0.3", "--processes=2"]
+    flags = [
+        f"--sweep_dir={tmp_path / 's'}",
+        f"--config.dataset={SOURCE}",
+        *SMALL,
+        "--batch_sizes=32",
+        "--lrs=momentum:0.05,0.2",
+        "--targets=0.3",
+        "--processes=2",
+    ]
     run = run_tool("lr_search.py", flags, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     text = (tmp_path / "s" / "lr_search.md").read_text()
@@ -66,13 +92,16 @@ def test_a_short_lr_search_trains_a_users_source(tmp_path):
     assert all(row["state"] == "finished" and row["dataset"] == SOURCE for row in rows)
 
 
-@pytest.mark.parametrize("dataset, message", [
-    ("python:no_such_module:signals", "no module 'no_such_module' in"),
-    ("python:tests.user_sources:missing", "module 'tests.user_sources' has no function 'missing'"),
-    ("python:tests.user_sources:NOT_A_FUNCTION", "has no function 'NOT_A_FUNCTION'"),
-    ("python:tests.user_sources:arrays_not_a_source", "arrays_not_a_source() returned a tuple, not a kbatch.data"),
-    ("python:tests.user_sources", "not MODULE:FUNCTION"),
-])
+@pytest.mark.parametrize(
+    "dataset, message",
+    [
+        ("python:no_such_module:signals", "no module 'no_such_module' in"),
+        ("python:tests.user_sources:missing", "module 'tests.user_sources' has no function 'missing'"),
+        ("python:tests.user_sources:NOT_A_FUNCTION", "has no function 'NOT_A_FUNCTION'"),
+        ("python:tests.user_sources:arrays_not_a_source", "arrays_not_a_source() returned a tuple, not a kbatch.data"),
+        ("python:tests.user_sources", "not MODULE:FUNCTION"),
+    ],
+)
 def test_a_wrong_module_function_or_source_is_one_line_before_anything_is_written(tmp_path, dataset, message):
     run = _kbatch_train(REPO, f"--config.dataset={dataset}", *SMALL, f"--config.model_dir={tmp_path / 'run'}")
     lines = run.stderr.strip().splitlines()

@@ -10,8 +10,16 @@ import sys
 import keras
 import numpy as np
 
-CONFIG = {"batch_size": 64, "base_batch_size": 64, "num_epochs": 6, "base_learning_rate": 0.05,
-          "warmup_epochs": 0.5, "steps_per_loop": 4, "checkpoint_every": 4, "evals_per_epoch": 1}
+CONFIG = {
+    "batch_size": 64,
+    "base_batch_size": 64,
+    "num_epochs": 6,
+    "base_learning_rate": 0.05,
+    "warmup_epochs": 0.5,
+    "steps_per_loop": 4,
+    "checkpoint_every": 4,
+    "evals_per_epoch": 1,
+}
 
 
 def arrays(num_train=512, num_eval=96, features=12, classes=4, seed=0):
@@ -40,8 +48,9 @@ def seeded_mlp(info):
 
     inputs = keras.Input(info.input_shape)
     hidden = keras.layers.Dense(16, "tanh", kernel_initializer=constant(width, 16))(inputs)
-    return keras.Model(inputs, keras.layers.Dense(info.num_classes, kernel_initializer=constant(16, info.num_classes))(
-        hidden))
+    return keras.Model(
+        inputs, keras.layers.Dense(info.num_classes, kernel_initializer=constant(16, info.num_classes))(hidden)
+    )
 
 
 def main(model_dir, overrides):

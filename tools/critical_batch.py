@@ -16,8 +16,9 @@ from absl import flags
 
 from kbatch_cli import refuse_existing, run_tool
 
-SWEEP_CSV = flags.DEFINE_string("sweep_csv", None, "A sweep's report CSV (required), e.g. "
-                                "docs/results/batch_study.csv.")
+SWEEP_CSV = flags.DEFINE_string(
+    "sweep_csv", None, "A sweep's report CSV (required), e.g. docs/results/batch_study.csv."
+)
 WHERE = flags.DEFINE_multi_string("where", [], "FIELD=VALUE: keep only the rows whose FIELD is VALUE; repeatable.")
 NOISE_RUN = flags.DEFINE_string("noise_run", None, "model_dir of a run trained with noise_scale_every > 0.")
 MARKDOWN = flags.DEFINE_string("markdown", None, "The table (markdown) to write.")

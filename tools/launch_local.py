@@ -35,8 +35,13 @@ import kbatch_cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("workers", 2, "Number of worker processes.", lower_bound=1)
-flags.DEFINE_integer("ps", 0, "Parameter servers: with >= 1, a parameter-server cluster (a coordinator, the "
-                     "workers and these) for --config.strategy=parameter_server.", lower_bound=0)
+flags.DEFINE_integer(
+    "ps",
+    0,
+    "Parameter servers: with >= 1, a parameter-server cluster (a coordinator, the "
+    "workers and these) for --config.strategy=parameter_server.",
+    lower_bound=0,
+)
 flags.DEFINE_float("timeout_s", None, "Stop all workers after this many seconds (exit code 124).")
 flags.DEFINE_float("grace_s", 5.0, "Seconds between SIGTERM and SIGKILL when stopping workers.", lower_bound=0)
 

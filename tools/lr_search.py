@@ -30,9 +30,13 @@ _BATCHES = flags.DEFINE_list("batch_sizes", [], "Global batch sizes to search th
 _LRS = flags.DEFINE_multi_string("lrs", [], "OPTIMIZER:RATE,RATE,... rates at base_batch_size; repeat per optimizer.")
 _WILDCARDS = flags.DEFINE_integer("wildcards", 0, "Random rates per optimizer and batch, off the lines.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the wildcard rates.")
-_THEORY_RUN = flags.DEFINE_string("theory_run", None, "model_dir of a finished run with sharpness and noise-scale "
-                                  "points: the noisy quadratic model fitted to it is drawn beside SGD-momentum's "
-                                  "curve.")
+_THEORY_RUN = flags.DEFINE_string(
+    "theory_run",
+    None,
+    "model_dir of a finished run with sharpness and noise-scale "
+    "points: the noisy quadratic model fitted to it is drawn beside SGD-momentum's "
+    "curve.",
+)
 
 
 def main(argv):
@@ -41,8 +45,9 @@ def main(argv):
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments {' '.join(argv[1:])}")
     try:
-        lr_search_command.run(flags.FLAGS.config, OPTIONS(), _LRS.value, _BATCHES.value, _WILDCARDS.value, _SEED.value,
-                              _THEORY_RUN.value)
+        lr_search_command.run(
+            flags.FLAGS.config, OPTIONS(), _LRS.value, _BATCHES.value, _WILDCARDS.value, _SEED.value, _THEORY_RUN.value
+        )
     except runs.SweepStopped as stop:
         print(f"lr_search: {stop}", file=sys.stderr)
         return stop.exit_code
@@ -55,8 +60,9 @@ def parse_flags(argv):
     kbatch_cli.refuse_unknown("lr_search", argv)
     from kbatch.train import one_line_parser
 
-    return one_line_parser("lr_search", lambda: kbatch_cli.define_config_flag("The base config every point "
-                                                                              "overrides."))(argv)
+    return one_line_parser(
+        "lr_search", lambda: kbatch_cli.define_config_flag("The base config every point overrides.")
+    )(argv)
 
 
 if __name__ == "__main__":

@@ -43,10 +43,15 @@ from absl import flags  # noqa: E402
 import kbatch_cli  # noqa: E402
 
 DISTRIBUTIONS = flags.DEFINE_list(
-    "distributions", ["lognormal:0.5", "lognormal:1.0", "pareto:3", "slowdowns:0.01:10", "slow_machine:4"],
-    "Step-time distributions: constant, exponential, lognormal:SIGMA, pareto:ALPHA, slowdowns:P:K, slow_machine:S.")
-WORKERS = flags.DEFINE_list("workers", [str(2 ** k) for k in range(1, 11)],
-                            "Numbers of workers N (gradients per synchronous update), 2 to 1024 by default.")
+    "distributions",
+    ["lognormal:0.5", "lognormal:1.0", "pareto:3", "slowdowns:0.01:10", "slow_machine:4"],
+    "Step-time distributions: constant, exponential, lognormal:SIGMA, pareto:ALPHA, slowdowns:P:K, slow_machine:S.",
+)
+WORKERS = flags.DEFINE_list(
+    "workers",
+    [str(2**k) for k in range(1, 11)],
+    "Numbers of workers N (gradients per synchronous update), 2 to 1024 by default.",
+)
 BACKUPS = flags.DEFINE_list("backups", ["N/16", "4"], "Backup workers b: a count, or N/K for ceil(N / K).")
 BATCH_PER_WORKER = flags.DEFINE_integer("batch_per_worker", 32, "Examples in each worker's batch b_w.")
 MEAN_STEP = flags.DEFINE_float("mean_step", 0.1, "Mean seconds of a (normal) worker's step.")
@@ -63,8 +68,14 @@ def main(argv):
     setting = report.Setting(tuple(BACKUPS.value), BATCH_PER_WORKER.value, MEAN_STEP.value, UPDATES.value, SEED.value)
     report.check(setting, DISTRIBUTIONS.value, WORKERS.value)
     paths = report.output_paths(OUTPUT_PREFIX.value, OVERWRITE.value)
-    report.report(setting, DISTRIBUTIONS.value, WORKERS.value, paths,
-                  "python tools/stragglers.py " + " ".join(sys.argv[1:]), STARTED)
+    report.report(
+        setting,
+        DISTRIBUTIONS.value,
+        WORKERS.value,
+        paths,
+        "python tools/stragglers.py " + " ".join(sys.argv[1:]),
+        STARTED,
+    )
     return 0
 
 

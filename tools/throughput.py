@@ -29,17 +29,26 @@ from absl import flags, logging  # noqa: E402
 
 import kbatch_cli  # noqa: E402
 
-BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["32", "64", "128", "256", "512", "1024", "2048"],
-                                "Global batch sizes to time (distinct positive integers, at least 3).")
+BATCH_SIZES = flags.DEFINE_list(
+    "batch_sizes",
+    ["32", "64", "128", "256", "512", "1024", "2048"],
+    "Global batch sizes to time (distinct positive integers, at least 3).",
+)
 STEPS = flags.DEFINE_integer("steps", 20, "Timed updates per batch and repeat.")
 REPEATS = flags.DEFINE_integer("repeats", 3, "Timings per batch; the median is the figure.")
-SWEEP_CSV = flags.DEFINE_string("sweep_csv", None, "A sweep's CSV (batch_size, status or state, --target_column): "
-                                "with it, the wall time to target at each of its batch sizes.")
+SWEEP_CSV = flags.DEFINE_string(
+    "sweep_csv",
+    None,
+    "A sweep's CSV (batch_size, status or state, --target_column): "
+    "with it, the wall time to target at each of its batch sizes.",
+)
 TARGET_COLUMN = flags.DEFINE_string("target_column", "steps_to_target", "--sweep_csv's column of steps to target.")
 CSV = flags.DEFINE_string("csv", None, "The table (CSV) to write: a row per batch.")
 MARKDOWN = flags.DEFINE_string("markdown", None, "The tables and the fit (markdown) to write.")
 PLOT = flags.DEFINE_string("plot", None, "The plot (PNG) to write.")
 OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace --csv, --markdown and --plot if they exist.")
+
+
 def parse_batch_sizes(values):
     """The sorted batch sizes of --batch_sizes; ValueError unless at least 3 distinct positive integers."""
     usage = f"--batch_sizes={','.join(values)}: want at least 3 distinct positive integers (the fit has 3 parameters)"
@@ -74,8 +83,9 @@ def parse_flags(argv):
     except (flags.Error, ValueError) as error:
         _refuse(str(error).splitlines()[0])
     try:
-        kbatch_cli.define_config_flag("The config to time; the batch, learning-rate schedule, epochs and model_dir "
-                                      "are set for each timing.")
+        kbatch_cli.define_config_flag(
+            "The config to time; the batch, learning-rate schedule, epochs and model_dir are set for each timing."
+        )
         rest = flags.FLAGS(argv)
         flags.FLAGS.config.keys()  # a config file that does not load fails here
     except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError) as error:
@@ -96,13 +106,22 @@ def main(argv):
     from kbatch.study import throughput_report
 
     paths = {"csv": CSV.value, "markdown": MARKDOWN.value, "plot": PLOT.value}
-    fit = throughput_report.report(flags.FLAGS.config, parse_batch_sizes(BATCH_SIZES.value), STEPS.value,
-                                   REPEATS.value, paths, SWEEP_CSV.value, TARGET_COLUMN.value)
-    print(f"throughput: T0 {1e3 * fit.t0:.3f} ms, k {1e3 * fit.k:.4g} ms, gamma {fit.gamma:.2f}; wrote "
-          f"{', '.join(paths.values())}", flush=True)
+    fit = throughput_report.report(
+        flags.FLAGS.config,
+        parse_batch_sizes(BATCH_SIZES.value),
+        STEPS.value,
+        REPEATS.value,
+        paths,
+        SWEEP_CSV.value,
+        TARGET_COLUMN.value,
+    )
+    print(
+        f"throughput: T0 {1e3 * fit.t0:.3f} ms, k {1e3 * fit.k:.4g} ms, gamma {fit.gamma:.2f}; wrote "
+        f"{', '.join(paths.values())}",
+        flush=True,
+    )
     return 0
 
 
 if __name__ == "__main__":
-    kbatch_cli.run_tool("throughput", main, __doc__, flags_parser=parse_flags,
-                          config_help=kbatch_cli.CONFIG_HELP)
+    kbatch_cli.run_tool("throughput", main, __doc__, flags_parser=parse_flags, config_help=kbatch_cli.CONFIG_HELP)

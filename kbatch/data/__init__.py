@@ -24,9 +24,17 @@ if frameworks.uses_tensorflow():
 def __getattr__(name):
     """Under Keras on JAX, the TFDS pipeline and the MNIST-1D builder (and TensorFlow, quietly) are
     imported when first asked for (`kbatch.data.describe`, ...), where TensorFlow is installed."""
-    if frameworks.HAS_TENSORFLOW and name in ("Mnist1d", "PystdlibBytes", "describe", "distribute", "eval_dataset_fn",
-                                              "first_eval_examples", "train_dataset_fn", "train_examples_at",
-                                              "train_table_fn"):
+    if frameworks.HAS_TENSORFLOW and name in (
+        "Mnist1d",
+        "PystdlibBytes",
+        "describe",
+        "distribute",
+        "eval_dataset_fn",
+        "first_eval_examples",
+        "train_dataset_fn",
+        "train_examples_at",
+        "train_table_fn",
+    ):
         frameworks.import_tensorflow()
         from kbatch.data import mnist1d, pipeline, pystdlib_bytes_builder
 

@@ -40,7 +40,6 @@ FACTS = {
     "mnist": DatasetFacts((28, 28, 1), 10, "unit", in_memory=True, download_host="storage.googleapis.com"),
     "cifar10": DatasetFacts((32, 32, 3), 10, "cifar", in_memory=True, download_host="www.cs.toronto.edu"),
     "cifar100": DatasetFacts((32, 32, 3), 100, "cifar", in_memory=True, download_host="www.cs.toronto.edu"),
-    "pystdlib_bytes": DatasetFacts(None, 257, "none", in_memory=True, generated=True, labels="sequence",
-                                   pad_id=256),
+    "pystdlib_bytes": DatasetFacts(None, 257, "none", in_memory=True, generated=True, labels="sequence", pad_id=256),
     "imagenet2012": DatasetFacts((224, 224, 3), 1000, "imagenet", in_memory=False, eval_split="validation"),
 }

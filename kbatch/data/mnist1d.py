@@ -34,11 +34,17 @@ class Mnist1d(tfds.core.GeneratorBasedBuilder):
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Generated with mnist1d.data.make_dataset (Greydanus 2020)."}
     BUILDER_CONFIGS = [
-        Mnist1dConfig(name=name, description=description, num_examples=MNIST1D_CONFIGS[name][0],
-                      train_fraction=MNIST1D_CONFIGS[name][1], seed=MNIST1D_CONFIGS[name][2])
+        Mnist1dConfig(
+            name=name,
+            description=description,
+            num_examples=MNIST1D_CONFIGS[name][0],
+            train_fraction=MNIST1D_CONFIGS[name][1],
+            seed=MNIST1D_CONFIGS[name][2],
+        )
         for name, description in (
             ("original", "The published benchmark: 4,000 train / 1,000 test."),
-            ("large", "70,000 examples (60,000 train / 10,000 test) for batch-size studies."))
+            ("large", "70,000 examples (60,000 train / 10,000 test) for batch-size studies."),
+        )
     ]
 
     def _info(self):

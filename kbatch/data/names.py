@@ -83,15 +83,19 @@ def check_dataset(name, value):
     if isinstance(value, str) and value.startswith(TFDS_PREFIX):
         from kbatch.data.sources import tfds_source
 
-        tfds_source.check_name(value[len(TFDS_PREFIX):])
+        tfds_source.check_name(value[len(TFDS_PREFIX) :])
         return value
     if isinstance(value, str) and value.startswith(USER_PREFIX) and len(value) > len(USER_PREFIX):
         return value
     family = value.split("/")[0].split(":")[0] if isinstance(value, str) else None
     if family not in DATASETS:
-        checks.fail(name, value, f"a TFDS name of {', '.join(DATASETS)} (with its config where it has "
-                                 "several, e.g. 'mnist1d/large'), 'tfds:NAME' for any TFDS data set, or "
-                                 "'python:MODULE:FUNCTION' for the source FUNCTION() returns")
+        checks.fail(
+            name,
+            value,
+            f"a TFDS name of {', '.join(DATASETS)} (with its config where it has "
+            "several, e.g. 'mnist1d/large'), 'tfds:NAME' for any TFDS data set, or "
+            "'python:MODULE:FUNCTION' for the source FUNCTION() returns",
+        )
     configs = generated_configs(family)
     if configs and "/" in value and value.split("/")[1].split(":")[0] not in configs:
         what = "an MNIST-1D config" if family == "mnist1d" else f"a {family} config"
@@ -122,7 +126,8 @@ def check_prepared(name, data_dir=None):
 
     family = dataset_family(name)
     if FACTS[family].generated or tfds.core.DatasetBuilder.download_and_prepare.__module__.startswith(
-            "tensorflow_datasets.testing"):
+        "tensorflow_datasets.testing"
+    ):
         return
     absl = logging.getLogger("absl")
     level = absl.level
@@ -132,8 +137,10 @@ def check_prepared(name, data_dir=None):
         prepared = builder.is_prepared()
     except Exception as error:  # TFDS raises several kinds here, each with a page of text
         configs = [c.name for c in tfds.builder_cls(family).BUILDER_CONFIGS] or ["none"]
-        raise ValueError(f"config.dataset={name!r}: TFDS knows no such config or version of {family} "
-                         f"({type(error).__name__}); its configs: {', '.join(configs)}.") from None
+        raise ValueError(
+            f"config.dataset={name!r}: TFDS knows no such config or version of {family} "
+            f"({type(error).__name__}); its configs: {', '.join(configs)}."
+        ) from None
     finally:
         absl.setLevel(level)
     host = DOWNLOAD_HOSTS.get(family)
@@ -142,7 +149,8 @@ def check_prepared(name, data_dir=None):
         raise ValueError(
             f"config.dataset={name!r} needs a download, {why}, and no prepared copy is in {builder.data_dir} "
             f"(config.data_dir={data_dir!r}): prepare it once where there is network, `tfds build {name}"
-            f"{' --data_dir=' + data_dir if data_dir else ''}`, or set config.data_dir to a folder that holds it.")
+            f"{' --data_dir=' + data_dir if data_dir else ''}`, or set config.data_dir to a folder that holds it."
+        )
 
 
 @contextlib.contextmanager
@@ -153,9 +161,11 @@ def preparing(name, data_dir):
         yield
     except OSError as error:
         where = data_dir or "TFDS's default folder (~/tensorflow_datasets)"
-        raise ValueError(f"config.data_dir={data_dir!r}: preparing {name} in {where} failed "
-                         f"({error.strerror or error}); choose a writable data_dir, or one that holds it "
-                         "prepared.") from None
+        raise ValueError(
+            f"config.data_dir={data_dir!r}: preparing {name} in {where} failed "
+            f"({error.strerror or error}); choose a writable data_dir, or one that holds it "
+            "prepared."
+        ) from None
 
 
 def reachable(host, timeout=5.0):

@@ -95,16 +95,21 @@ def _mnist1d_arrays(name):
         raise ValueError(f"config.dataset={name!r}: MNIST-1D has the configs {', '.join(MNIST1D_CONFIGS)}.")
     data = cached_mnist1d(config)
     as_inputs = lambda x: np.asarray(x, np.float32)[..., None]  # noqa: E731
-    return (as_inputs(data["x"]), np.asarray(data["y"], np.int32),
-            as_inputs(data["x_test"]), np.asarray(data["y_test"], np.int32))
+    return (
+        as_inputs(data["x"]),
+        np.asarray(data["y"], np.int32),
+        as_inputs(data["x_test"]),
+        np.asarray(data["y_test"], np.int32),
+    )
 
 
 def _pystdlib_arrays(name):
     """(x, y, x_test, y_test) of a pystdlib_bytes name: int32 token windows, as the TFDS builder stores them."""
     config = name.partition("/")[2] or next(iter(pystdlib_bytes.CONFIGS))
     if config not in pystdlib_bytes.CONFIGS:
-        raise ValueError(f"config.dataset={name!r}: pystdlib_bytes has the configs "
-                         f"{', '.join(pystdlib_bytes.CONFIGS)}.")
+        raise ValueError(
+            f"config.dataset={name!r}: pystdlib_bytes has the configs {', '.join(pystdlib_bytes.CONFIGS)}."
+        )
     data = pystdlib_bytes.make_pystdlib_bytes(pystdlib_bytes.CONFIGS[config])
     return data["x"], data["y"], data["x_test"], data["y_test"]
 
@@ -118,9 +123,11 @@ def _import_tfds(name):
         import tensorflow as tf
         import tensorflow_datasets as tfds
     except ImportError:
-        raise ValueError(f"config.dataset={name!r} is read through TensorFlow Datasets, which is not installed: "
-                         "pip install tensorflow-datasets tensorflow (without them the JAX backend reads "
-                         f"{', '.join('mnist1d/' + c for c in MNIST1D_CONFIGS)}).") from None
+        raise ValueError(
+            f"config.dataset={name!r} is read through TensorFlow Datasets, which is not installed: "
+            "pip install tensorflow-datasets tensorflow (without them the JAX backend reads "
+            f"{', '.join('mnist1d/' + c for c in MNIST1D_CONFIGS)})."
+        ) from None
     try:  # TensorFlow only reads files here: keep it off the GPUs JAX uses.
         tf.config.set_visible_devices([], "GPU")
     except RuntimeError:  # TensorFlow's devices are already set up: leave them.
@@ -142,9 +149,11 @@ def _arrays(name, data_dir=None):
     if family in GENERATED:
         return GENERATED[family](name)
     if family not in TFDS_SETS:
-        raise ValueError(f"config.dataset={name!r}: the JAX backend reads {', '.join(GENERATED)}, "
-                         f"{', '.join(TFDS_SETS)} "
-                         "(data sets held in memory); use the TensorFlow backend for the others.")
+        raise ValueError(
+            f"config.dataset={name!r}: the JAX backend reads {', '.join(GENERATED)}, "
+            f"{', '.join(TFDS_SETS)} "
+            "(data sets held in memory); use the TensorFlow backend for the others."
+        )
     tfds = _import_tfds(name)
     check_prepared(name, data_dir)
     with preparing(name, data_dir):
@@ -187,7 +196,7 @@ def augment_cifar(images, positions, seed):
     bits = random_bits(seed, positions)
     top, left, flip = _below(bits, 9, shift=0), _below(bits, 9, shift=8), _below(bits, 2, shift=16)
     padded = np.pad(images, ((0, 0), (4, 4), (4, 4), (0, 0)))
-    crops = np.stack([image[row:row + 32, col:col + 32] for image, row, col in zip(padded, top, left)])
+    crops = np.stack([image[row : row + 32, col : col + 32] for image, row, col in zip(padded, top, left)])
     crops[flip == 1] = crops[flip == 1, :, ::-1]
     return crops
 
@@ -202,12 +211,16 @@ def train_inputs(family, x, positions, seed):
 
 def describe(name, data_dir=None):
     x, _, x_test, _ = _arrays(name, data_dir)
-    return DatasetInfo(name=name, num_train_examples=len(x), num_eval_examples=len(x_test),
-                       input_shape=x.shape[1:], num_classes=FACTS[dataset_family(name)].num_classes)
+    return DatasetInfo(
+        name=name,
+        num_train_examples=len(x),
+        num_eval_examples=len(x_test),
+        input_shape=x.shape[1:],
+        num_classes=FACTS[dataset_family(name)].num_classes,
+    )
 
 
 def training_split(name, data_dir=None):
     """The whole training split `(x, y)`, preprocessed for evaluation (no augmentation)."""
     x, y, _, _ = _arrays(name, data_dir)
     return eval_inputs(dataset_family(name), x), y
-

@@ -64,7 +64,8 @@ def _in_memory_examples(name, data_dir, start_example, seed):
 def _shuffled(positions, size, seed, epoch):
     """The training example each stream position holds, for positions of one `epoch`."""
     return tf.random.experimental.index_shuffle(
-        positions % size, seed=tf.stack([tf.cast(seed, tf.int64), epoch]), max_index=size - 1)
+        positions % size, seed=tf.stack([tf.cast(seed, tf.int64), epoch]), max_index=size - 1
+    )
 
 
 def train_table_fn(name, data_dir=None):
@@ -92,8 +93,9 @@ def train_examples_at(name, table, positions, seed):
     this_epoch, next_epoch = _shuffled(positions, size, seed, first), _shuffled(positions, size, seed, first + 1)
     index = tf.where(epoch == first, this_epoch, next_epoch)
     augment = preprocessing.train_fn(dataset_family(name), seed)
-    return tf.vectorized_map(lambda e: augment(e[0], (e[1], e[2])),
-                             (positions, tf.gather(x, index), tf.gather(y, index)))
+    return tf.vectorized_map(
+        lambda e: augment(e[0], (e[1], e[2])), (positions, tf.gather(x, index), tf.gather(y, index))
+    )
 
 
 def train_dataset_fn(name, global_batch_size, seed, data_dir=None, start_example=0):
@@ -112,11 +114,15 @@ def train_dataset_fn(name, global_batch_size, seed, data_dir=None, start_example
         if FACTS[family].in_memory:
             positions, example_at = _in_memory_examples(name, data_dir, start_example, seed)
             dataset = positions.shard(*shard).map(
-                lambda p: augment(*example_at(p)), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                lambda p: augment(*example_at(p)), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+            )
         else:
             examples = _load(name, "train", data_dir).shuffle(SHUFFLE_BUFFER, seed=seed).repeat()
-            dataset = examples.enumerate(start_example).shard(*shard).map(
-                augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            dataset = (
+                examples.enumerate(start_example)
+                .shard(*shard)
+                .map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            )
         dataset = dataset.batch(per_replica, drop_remainder=True)
         return dataset.prefetch(tf.data.AUTOTUNE)
 

@@ -23,15 +23,82 @@ import sysconfig
 
 import numpy as np
 
-MODULES = tuple(f"{name}.py" for name in (
-    "_collections_abc", "_strptime", "bisect", "bz2", "cmd", "code", "compileall", "copy", "copyreg", "csv",
-    "difflib", "filecmp", "fnmatch", "fractions", "ftplib", "functools", "genericpath", "getopt", "getpass", "glob",
-    "graphlib", "gzip", "hashlib", "heapq", "hmac", "imaplib", "linecache", "lzma", "mailbox", "mimetypes",
-    "modulefinder", "netrc", "numbers", "opcode", "operator", "optparse", "os", "pickle", "pickletools", "poplib",
-    "posixpath", "pprint", "pstats", "pyclbr", "queue", "random", "reprlib", "rlcompleter", "runpy", "sched",
-    "secrets", "shelve", "shlex", "smtplib", "socketserver", "stat", "statistics", "string", "stringprep", "symtable",
-    "tabnanny", "textwrap", "tokenize", "tracemalloc", "types", "uuid", "warnings", "weakref", "webbrowser", "zipapp",
-    "zipimport"))
+MODULES = tuple(
+    f"{name}.py"
+    for name in (
+        "_collections_abc",
+        "_strptime",
+        "bisect",
+        "bz2",
+        "cmd",
+        "code",
+        "compileall",
+        "copy",
+        "copyreg",
+        "csv",
+        "difflib",
+        "filecmp",
+        "fnmatch",
+        "fractions",
+        "ftplib",
+        "functools",
+        "genericpath",
+        "getopt",
+        "getpass",
+        "glob",
+        "graphlib",
+        "gzip",
+        "hashlib",
+        "heapq",
+        "hmac",
+        "imaplib",
+        "linecache",
+        "lzma",
+        "mailbox",
+        "mimetypes",
+        "modulefinder",
+        "netrc",
+        "numbers",
+        "opcode",
+        "operator",
+        "optparse",
+        "os",
+        "pickle",
+        "pickletools",
+        "poplib",
+        "posixpath",
+        "pprint",
+        "pstats",
+        "pyclbr",
+        "queue",
+        "random",
+        "reprlib",
+        "rlcompleter",
+        "runpy",
+        "sched",
+        "secrets",
+        "shelve",
+        "shlex",
+        "smtplib",
+        "socketserver",
+        "stat",
+        "statistics",
+        "string",
+        "stringprep",
+        "symtable",
+        "tabnanny",
+        "textwrap",
+        "tokenize",
+        "tracemalloc",
+        "types",
+        "uuid",
+        "warnings",
+        "weakref",
+        "webbrowser",
+        "zipapp",
+        "zipimport",
+    )
+)
 CORPUS_SHA256 = "4757c2e0b303c0bc140406cdc577c2ada4894835837bdf5931dfab6ba46cc1a6"
 PAD = 256
 VOCAB_SIZE = 257
@@ -55,12 +122,16 @@ def read_corpus(folder=None):
             with open(path, "rb") as file:
                 texts[name] = file.read()
         except OSError:
-            raise ValueError(f"pystdlib_bytes: {path} cannot be read; the data set is the text of CPython 3.11's "
-                             "standard library, which this interpreter does not have.") from None
+            raise ValueError(
+                f"pystdlib_bytes: {path} cannot be read; the data set is the text of CPython 3.11's "
+                "standard library, which this interpreter does not have."
+            ) from None
         digest.update(f"{name}\0{len(texts[name])}\0".encode() + texts[name])
     if digest.hexdigest() != CORPUS_SHA256:
-        raise ValueError(f"pystdlib_bytes: the standard library in {folder} has sha256 {digest.hexdigest()[:16]}..., "
-                         f"not the pinned {CORPUS_SHA256[:16]}... of CPython 3.11: run with Python 3.11.")
+        raise ValueError(
+            f"pystdlib_bytes: the standard library in {folder} has sha256 {digest.hexdigest()[:16]}..., "
+            f"not the pinned {CORPUS_SHA256[:16]}... of CPython 3.11: run with Python 3.11."
+        )
     return texts
 
 
@@ -76,7 +147,7 @@ def pack(text, sequence_length):
     tokens = np.frombuffer(text, np.uint8).astype(np.int32)
     windows = -(-(len(tokens) - 1) // sequence_length)
     filled = np.full(windows * sequence_length + 1, PAD, np.int32)
-    filled[:len(tokens)] = tokens
+    filled[: len(tokens)] = tokens
     starts = np.arange(windows)[:, None] * sequence_length + np.arange(sequence_length + 1)
     packed = filled[starts]
     return packed[:, :-1], packed[:, 1:]

@@ -27,17 +27,21 @@ class PystdlibBytes(tfds.core.GeneratorBasedBuilder):
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": f"CPython 3.11's {len(MODULES)} modules, sha256 {CORPUS_SHA256}."}
-    BUILDER_CONFIGS = [PystdlibBytesConfig(name=name, description=f"{length}-byte windows", sequence_length=length)
-                       for name, length in CONFIGS.items()]
+    BUILDER_CONFIGS = [
+        PystdlibBytesConfig(name=name, description=f"{length}-byte windows", sequence_length=length)
+        for name, length in CONFIGS.items()
+    ]
 
     def _info(self):
         length = self.builder_config.sequence_length
         return self.dataset_info_from_configs(
             description=__doc__,
-            features=tfds.features.FeaturesDict({
-                "inputs": tfds.features.Tensor(shape=(length,), dtype=np.int32),
-                "targets": tfds.features.Tensor(shape=(length,), dtype=np.int32),
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    "inputs": tfds.features.Tensor(shape=(length,), dtype=np.int32),
+                    "targets": tfds.features.Tensor(shape=(length,), dtype=np.int32),
+                }
+            ),
             supervised_keys=("inputs", "targets"),
             metadata=tfds.core.MetadataDict(corpus_sha256=CORPUS_SHA256, vocab_size=VOCAB_SIZE, pad_id=PAD),
             homepage="https://github.com/python/cpython/tree/3.11/Lib",
@@ -46,8 +50,10 @@ class PystdlibBytes(tfds.core.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager):
         del dl_manager  # generated locally: nothing to download
         data = make_pystdlib_bytes(self.builder_config.sequence_length)
-        return {"train": self._generate_examples(data["x"], data["y"]),
-                "test": self._generate_examples(data["x_test"], data["y_test"])}
+        return {
+            "train": self._generate_examples(data["x"], data["y"]),
+            "test": self._generate_examples(data["x_test"], data["y_test"]),
+        }
 
     def _generate_examples(self, inputs, targets):
         for index, (window, shifted) in enumerate(zip(inputs, targets)):

@@ -6,5 +6,12 @@ from kbatch.diagnostics.critical_batch import CriticalBatch, fit_critical_batch
 from kbatch.diagnostics.hessian import hessian_vector_product, sharpness, top_eigenvalue
 from kbatch.diagnostics.noise_scale import NoiseScale, unbiased_estimates
 
-__all__ = ["CriticalBatch", "NoiseScale", "fit_critical_batch", "hessian_vector_product", "sharpness",
-           "top_eigenvalue", "unbiased_estimates"]
+__all__ = [
+    "CriticalBatch",
+    "NoiseScale",
+    "fit_critical_batch",
+    "hessian_vector_product",
+    "sharpness",
+    "top_eigenvalue",
+    "unbiased_estimates",
+]

@@ -22,8 +22,10 @@ def fit_critical_batch(batch_sizes, steps):
     two batch sizes. B_crit = E_min / S_min is infinite when the steps never stop falling as 1 / B."""
     batch_sizes, steps = np.asarray(batch_sizes, np.float64), np.asarray(steps, np.float64)
     if batch_sizes.shape != steps.shape or len(np.unique(batch_sizes)) < 2:
-        raise ValueError(f"batch_sizes={batch_sizes.tolist()}, steps={steps.tolist()}: need steps at two or more "
-                         "batch sizes, one per batch size.")
+        raise ValueError(
+            f"batch_sizes={batch_sizes.tolist()}, steps={steps.tolist()}: need steps at two or more "
+            "batch sizes, one per batch size."
+        )
     design = np.stack([np.ones_like(batch_sizes), 1.0 / batch_sizes], axis=1) / steps[:, None]
     s_min, e_min = np.linalg.lstsq(design, np.ones_like(steps), rcond=None)[0]
     if s_min < 0 or e_min < 0:  # the optimum is on an edge: one term alone

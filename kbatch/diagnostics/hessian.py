@@ -43,8 +43,11 @@ def _hvp_jax(model, loss_fn, x, y):
         return loss_fn(y, outputs)
 
     gradient = jax.grad(loss)
-    hvp = jax.jit(lambda trainable, non_trainable, vector: jax.jvp(
-        lambda w: gradient(w, non_trainable), (trainable,), (vector,))[1])
+    hvp = jax.jit(
+        lambda trainable, non_trainable, vector: jax.jvp(lambda w: gradient(w, non_trainable), (trainable,), (vector,))[
+            1
+        ]
+    )
 
     def product(vector):  # at the model's weights as they are now
         trainable = [v.value for v in model.trainable_variables]
@@ -68,8 +71,9 @@ def sharpness(model, loss_fn, batch, *, iterations=50, tolerance=1e-4, seed=0):
     weights, `batch` an `(x, y)` pair and `loss_fn` a Keras loss (or any `f(y_true, y_pred)`):
     `top_eigenvalue` of `hessian_vector_product(model, loss_fn, batch)`."""
     hvp = hessian_vector_product(model, loss_fn, batch)
-    return top_eigenvalue(hvp, [v.shape for v in model.trainable_variables], iterations=iterations,
-                          tolerance=tolerance, seed=seed)
+    return top_eigenvalue(
+        hvp, [v.shape for v in model.trainable_variables], iterations=iterations, tolerance=tolerance, seed=seed
+    )
 
 
 def top_eigenvalue(hvp, shapes, *, iterations=50, tolerance=1e-4, seed=0):

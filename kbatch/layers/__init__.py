@@ -14,8 +14,16 @@ from kbatch.layers.moving_stats import average_moving_statistics
 from kbatch.layers.rms_norm import RMSNormalization
 from kbatch.layers.switchable_norm import SwitchableNormalization
 
-__all__ = ["GhostBatchNormalization", "GroupNormalization", "NAMES", "RMSNormalization", "SwitchableNormalization",
-           "average_moving_statistics", "get", "registry"]
+__all__ = [
+    "GhostBatchNormalization",
+    "GroupNormalization",
+    "NAMES",
+    "RMSNormalization",
+    "SwitchableNormalization",
+    "average_moving_statistics",
+    "get",
+    "registry",
+]
 
 NAMES = registry.NAMES
 
@@ -45,9 +53,7 @@ def get(name, /, *, momentum=0.99, epsilon=1e-3, groups=8, axis=-1, **kwargs):
             axis=axis, momentum=momentum, epsilon=epsilon, synchronized=synchronized, **kwargs
         )
     if name == "batch_renorm":
-        return keras.layers.BatchNormalization(
-            axis=axis, momentum=momentum, epsilon=epsilon, renorm=True, **kwargs
-        )
+        return keras.layers.BatchNormalization(axis=axis, momentum=momentum, epsilon=epsilon, renorm=True, **kwargs)
     if name == "ghost_batch":
         if "virtual_batch_size" not in kwargs:
             raise ValueError(

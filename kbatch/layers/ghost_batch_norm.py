@@ -125,9 +125,7 @@ class GhostBatchNormalization(keras.layers.BatchNormalization):
         batch_mean = ops.sum(mean * count, axis=ghost_axes) / total
         batch_variance = ops.sum(variance * count, axis=ghost_axes) / total
         momentum = self.momentum
-        self.moving_mean.assign(
-            ops.cast(self.moving_mean, mean.dtype) * momentum + batch_mean * (1.0 - momentum)
-        )
+        self.moving_mean.assign(ops.cast(self.moving_mean, mean.dtype) * momentum + batch_mean * (1.0 - momentum))
         self.moving_variance.assign(
             ops.cast(self.moving_variance, mean.dtype) * momentum + batch_variance * (1.0 - momentum)
         )

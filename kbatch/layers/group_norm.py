@@ -17,6 +17,10 @@ class GroupNormalization(keras.layers.GroupNormalization):
         channels = input_shape[self.axis]
         if self.groups != -1 and channels is not None and channels % self.groups:
             divisors = [d for d in range(1, channels + 1) if channels % d == 0]
-            checks.fail("groups", self.groups, f"a divisor of the number of channels ({channels}, axis "
-                        f"{self.axis} of input shape {input_shape}): one of {divisors}")
+            checks.fail(
+                "groups",
+                self.groups,
+                f"a divisor of the number of channels ({channels}, axis "
+                f"{self.axis} of input shape {input_shape}): one of {divisors}",
+            )
         super().build(input_shape)

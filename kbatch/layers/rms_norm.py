@@ -20,8 +20,7 @@ class RMSNormalization(keras.layers.Layer):
         self.gamma_initializer = keras.initializers.get(gamma_initializer)
 
     def build(self, input_shape):
-        self.gamma = self.add_weight(name="gamma", shape=(input_shape[self.axis],),
-                                     initializer=self.gamma_initializer)
+        self.gamma = self.add_weight(name="gamma", shape=(input_shape[self.axis],), initializer=self.gamma_initializer)
 
     def call(self, inputs):
         mean_square = ops.mean(ops.square(inputs), axis=self.axis, keepdims=True)
@@ -31,5 +30,9 @@ class RMSNormalization(keras.layers.Layer):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "axis": self.axis, "epsilon": self.epsilon,
-                "gamma_initializer": keras.initializers.serialize(self.gamma_initializer)}
+        return {
+            **super().get_config(),
+            "axis": self.axis,
+            "epsilon": self.epsilon,
+            "gamma_initializer": keras.initializers.serialize(self.gamma_initializer),
+        }

@@ -55,8 +55,9 @@ class SwitchableNormalization(keras.layers.Layer):
         modes = (modes,) if isinstance(modes, str) else tuple(modes)
         unknown = [mode for mode in modes if mode not in MODES]
         if not modes or unknown or len(set(modes)) != len(modes):
-            checks.fail("modes", modes, "a non-empty sequence of distinct names from "
-                        + ", ".join(repr(m) for m in MODES))
+            checks.fail(
+                "modes", modes, "a non-empty sequence of distinct names from " + ", ".join(repr(m) for m in MODES)
+            )
         self.axis = int(axis)
         self.modes = modes
         self.momentum = checks.real("momentum", momentum, low=0, high=1)
@@ -73,16 +74,8 @@ class SwitchableNormalization(keras.layers.Layer):
         self.gamma_constraint = constraints.get(gamma_constraint)
 
     def build(self, input_shape):
-        rank = len(input_shape)
-        channel = self.axis % rank
-        if channel == 0:
-            checks.fail("axis", self.axis, f"a feature axis, not the batch axis 0 (input shape {input_shape})")
-        if "instance" in self.modes and rank < 3:
-            checks.fail("modes", self.modes, f"without 'instance' for input shape {input_shape}: it has "
-                        f"no spatial axis to normalize an instance over; use modes=('batch', 'layer')")
-        channels = input_shape[channel]
-        if channels is None:
-            checks.fail("axis", self.axis, f"an axis of defined size (input shape {input_shape})")
+        rank, channel = len(input_shape), self.axis % len(input_shape)
+        channels = self._check_input(input_shape, channel)
         self._axes = {
             "batch": [a for a in range(rank) if a != channel],
             "layer": list(range(1, rank)),
@@ -93,28 +86,42 @@ class SwitchableNormalization(keras.layers.Layer):
 
         def weight(name, initializer, trainable=True, **extra):
             return self.add_weight(
-                shape=(channels,), name=name, initializer=initializer, trainable=trainable,
-                autocast=False, **extra,
+                shape=(channels,), name=name, initializer=initializer, trainable=trainable, autocast=False, **extra
             )
 
         self.gamma = self.beta = self.moving_mean = self.moving_variance = None
         if self.scale:
-            self.gamma = weight("gamma", self.gamma_initializer,
-                                regularizer=self.gamma_regularizer, constraint=self.gamma_constraint)
+            self.gamma = weight(
+                "gamma", self.gamma_initializer, regularizer=self.gamma_regularizer, constraint=self.gamma_constraint
+            )
         if self.center:
-            self.beta = weight("beta", self.beta_initializer,
-                               regularizer=self.beta_regularizer, constraint=self.beta_constraint)
+            self.beta = weight(
+                "beta", self.beta_initializer, regularizer=self.beta_regularizer, constraint=self.beta_constraint
+            )
         if "batch" in self.modes:
             self.moving_mean = weight("moving_mean", self.moving_mean_initializer, trainable=False)
-            self.moving_variance = weight(
-                "moving_variance", self.moving_variance_initializer, trainable=False
-            )
+            self.moving_variance = weight("moving_variance", self.moving_variance_initializer, trainable=False)
         self.mean_logits = self.add_weight(
             shape=(len(self.modes),), name="mean_logits", initializer="zeros", autocast=False
         )
         self.variance_logits = self.add_weight(
             shape=(len(self.modes),), name="variance_logits", initializer="zeros", autocast=False
         )
+
+    def _check_input(self, input_shape, channel):
+        """The channel count of `input_shape`; a one-line ValueError for an axis or modes it cannot take."""
+        if channel == 0:
+            checks.fail("axis", self.axis, f"a feature axis, not the batch axis 0 (input shape {input_shape})")
+        if "instance" in self.modes and len(input_shape) < 3:
+            checks.fail(
+                "modes",
+                self.modes,
+                f"without 'instance' for input shape {input_shape}: it has "
+                f"no spatial axis to normalize an instance over; use modes=('batch', 'layer')",
+            )
+        if input_shape[channel] is None:
+            checks.fail("axis", self.axis, f"an axis of defined size (input shape {input_shape})")
+        return input_shape[channel]
 
     def call(self, inputs, training=None):
         x = ops.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))

@@ -32,5 +32,5 @@ def get(name, *, num_classes, input_shape, norm="batch", norm_kwargs=None, vocab
     if name == "text_classifier":
         return text_classifier(**kwargs, vocabulary_size=vocabulary_size)
     if name in ("resnet20", "resnet32", "resnet56"):
-        return cifar_resnet(int(name[len("resnet"):]), **kwargs)
+        return cifar_resnet(int(name[len("resnet") :]), **kwargs)
     return resnet50(**kwargs)

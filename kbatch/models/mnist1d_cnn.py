@@ -22,8 +22,12 @@ def mnist1d_cnn(num_classes=10, input_shape=(40, 1), norm="batch", norm_kwargs=N
     x = inputs
     for index, (channels, stride) in enumerate([(width, 1), (2 * width, 2), (4 * width, 2)]):
         x = keras.layers.Conv1D(
-            channels, 5 if index == 0 else 3, strides=stride, padding="same",
-            use_bias=use_bias, name=f"conv{index + 1}",
+            channels,
+            5 if index == 0 else 3,
+            strides=stride,
+            padding="same",
+            use_bias=use_bias,
+            name=f"conv{index + 1}",
         )(x)
         x = layers.get(norm, name=f"norm{index + 1}", **norm_kwargs)(x)
         x = keras.layers.ReLU(name=f"relu{index + 1}")(x)

@@ -14,8 +14,13 @@ from kbatch.layers import registry
 
 def _conv(filters, kernel, stride, name):
     return keras.layers.Conv2D(
-        filters, kernel, strides=stride, padding="same", use_bias=False,
-        kernel_initializer="he_normal", name=name,
+        filters,
+        kernel,
+        strides=stride,
+        padding="same",
+        use_bias=False,
+        kernel_initializer="he_normal",
+        name=name,
     )
 
 

@@ -40,8 +40,18 @@ class MaskedMean(keras.layers.Layer):
         return (x_shape[0], x_shape[2])
 
 
-def text_classifier(num_classes=2, input_shape=(256,), vocabulary_size=20000, norm="layer", norm_kwargs=None,
-                    num_layers=1, width=64, num_heads=4, mlp_ratio=2, dropout=0.0):
+def text_classifier(
+    num_classes=2,
+    input_shape=(256,),
+    vocabulary_size=20000,
+    norm="layer",
+    norm_kwargs=None,
+    num_layers=1,
+    width=64,
+    num_heads=4,
+    mlp_ratio=2,
+    dropout=0.0,
+):
     """Token ids [batch, length] -> class logits [batch, num_classes].
 
     Token and learned position embeddings, `num_layers` pre-LN encoder blocks (self-attention over
@@ -51,12 +61,23 @@ def text_classifier(num_classes=2, input_shape=(256,), vocabulary_size=20000, no
     tokens = token_input(input_shape, width, num_heads)
     norm_kwargs = dict(norm_kwargs or {})
     mask = TokenMask(name="token_mask")(tokens)
-    x = keras.layers.Embedding(vocabulary_size, width, embeddings_initializer=EMBEDDING_INIT,
-                               name="token_embedding")(tokens)
+    x = keras.layers.Embedding(vocabulary_size, width, embeddings_initializer=EMBEDDING_INIT, name="token_embedding")(
+        tokens
+    )
     x = PositionEmbedding(input_shape[0], name="position_embedding")(x)
     for index in range(num_layers):
-        x = transformer_block(x, index, num_heads=num_heads, mlp_ratio=mlp_ratio, dropout=dropout, pre_norm=True,
-                              norm=norm, norm_kwargs=norm_kwargs, causal=False, attention_mask=mask)
+        x = transformer_block(
+            x,
+            index,
+            num_heads=num_heads,
+            mlp_ratio=mlp_ratio,
+            dropout=dropout,
+            pre_norm=True,
+            norm=norm,
+            norm_kwargs=norm_kwargs,
+            causal=False,
+            attention_mask=mask,
+        )
     x = layers.get(norm, name="final_norm", **norm_kwargs)(x)
     logits = keras.layers.Dense(num_classes, name="logits")(MaskedMean(name="pool")(x, mask))
     return keras.Model(tokens, logits, name="text_classifier")

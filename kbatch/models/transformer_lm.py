@@ -42,8 +42,9 @@ class PositionEmbedding(keras.layers.Layer):
         self.initializer = keras.initializers.get(initializer)
 
     def build(self, input_shape):
-        self.embeddings = self.add_weight(name="embeddings", shape=(self.sequence_length, input_shape[-1]),
-                                          initializer=self.initializer)
+        self.embeddings = self.add_weight(
+            name="embeddings", shape=(self.sequence_length, input_shape[-1]), initializer=self.initializer
+        )
 
     def call(self, inputs):
         length = ops.shape(inputs)[1]
@@ -53,8 +54,11 @@ class PositionEmbedding(keras.layers.Layer):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "sequence_length": self.sequence_length,
-                "initializer": keras.initializers.serialize(self.initializer)}
+        return {
+            **super().get_config(),
+            "sequence_length": self.sequence_length,
+            "initializer": keras.initializers.serialize(self.initializer),
+        }
 
 
 def token_input(input_shape, width, num_heads):
@@ -67,18 +71,25 @@ def token_input(input_shape, width, num_heads):
     return keras.Input(tuple(input_shape), dtype="int32", name="tokens")
 
 
-def transformer_block(x, index, *, num_heads, mlp_ratio, dropout, pre_norm, norm, norm_kwargs, causal=True,
-                      attention_mask=None):
+def transformer_block(
+    x, index, *, num_heads, mlp_ratio, dropout, pre_norm, norm, norm_kwargs, causal=True, attention_mask=None
+):
     """One block: self-attention (causal, or over the keys `attention_mask` [batch, 1, length]
     allows) then an MLP, each in a residual branch, the norm before the branch (pre-LN) or after
     the sum (post-LN, the original Transformer)."""
     width, name = x.shape[-1], f"block{index + 1}"
-    attention = keras.layers.MultiHeadAttention(num_heads, width // num_heads, dropout=dropout,
-                                                name=f"{name}_attention")
-    mlp = [keras.layers.Dense(mlp_ratio * width, activation="gelu", name=f"{name}_mlp_in"),
-           keras.layers.Dense(width, name=f"{name}_mlp_out"), keras.layers.Dropout(dropout, name=f"{name}_dropout")]
-    for part, branch in (("1", lambda h: attention(h, h, attention_mask=attention_mask, use_causal_mask=causal)),
-                         ("2", lambda h: mlp[2](mlp[1](mlp[0](h))))):
+    attention = keras.layers.MultiHeadAttention(
+        num_heads, width // num_heads, dropout=dropout, name=f"{name}_attention"
+    )
+    mlp = [
+        keras.layers.Dense(mlp_ratio * width, activation="gelu", name=f"{name}_mlp_in"),
+        keras.layers.Dense(width, name=f"{name}_mlp_out"),
+        keras.layers.Dropout(dropout, name=f"{name}_dropout"),
+    ]
+    for part, branch in (
+        ("1", lambda h: attention(h, h, attention_mask=attention_mask, use_causal_mask=causal)),
+        ("2", lambda h: mlp[2](mlp[1](mlp[0](h)))),
+    ):
         norm_layer = layers.get(norm, name=f"{name}_norm{part}", **norm_kwargs)
         if pre_norm:
             x = keras.layers.Add(name=f"{name}_add{part}")([x, branch(norm_layer(x))])
@@ -87,8 +98,19 @@ def transformer_block(x, index, *, num_heads, mlp_ratio, dropout, pre_norm, norm
     return x
 
 
-def transformer_lm(num_classes=257, input_shape=(128,), norm="layer", norm_kwargs=None, num_layers=4, width=128,
-                   num_heads=4, mlp_ratio=4, pre_norm=True, tie_embeddings=True, dropout=0.0):
+def transformer_lm(
+    num_classes=257,
+    input_shape=(128,),
+    norm="layer",
+    norm_kwargs=None,
+    num_layers=4,
+    width=128,
+    num_heads=4,
+    mlp_ratio=4,
+    pre_norm=True,
+    tie_embeddings=True,
+    dropout=0.0,
+):
     """Token ids [batch, length] -> next-token logits [batch, length, num_classes] (the vocabulary).
 
     Token and learned position embeddings, `num_layers` blocks of causal self-attention and a
@@ -101,8 +123,16 @@ def transformer_lm(num_classes=257, input_shape=(128,), norm="layer", norm_kwarg
     x = PositionEmbedding(input_shape[0], name="position_embedding")(embedding(inputs))
     x = keras.layers.Dropout(dropout, name="embedding_dropout")(x)
     for index in range(num_layers):
-        x = transformer_block(x, index, num_heads=num_heads, mlp_ratio=mlp_ratio, dropout=dropout, pre_norm=pre_norm,
-                              norm=norm, norm_kwargs=norm_kwargs)
+        x = transformer_block(
+            x,
+            index,
+            num_heads=num_heads,
+            mlp_ratio=mlp_ratio,
+            dropout=dropout,
+            pre_norm=pre_norm,
+            norm=norm,
+            norm_kwargs=norm_kwargs,
+        )
     if pre_norm:
         x = layers.get(norm, name="final_norm", **norm_kwargs)(x)
     outputs = embedding(x, reverse=True) if tie_embeddings else keras.layers.Dense(num_classes, name="logits")(x)

@@ -20,8 +20,18 @@ from kbatch.optimizers.kinds import kind
 from kbatch.optimizers.lars import LARS
 from kbatch.optimizers.loss_scale import unwrap
 
-__all__ = ["DEFAULT_EXCLUDE", "LARS", "NAMES", "apply_exclusions", "build", "check_patterns",
-           "kind", "resolve", "short_name", "unwrap"]
+__all__ = [
+    "DEFAULT_EXCLUDE",
+    "LARS",
+    "NAMES",
+    "apply_exclusions",
+    "build",
+    "check_patterns",
+    "kind",
+    "resolve",
+    "short_name",
+    "unwrap",
+]
 
 NAMES = ("sgd", "momentum", "nesterov", "lars", "lamb", "adamw", "adam")
 
@@ -70,9 +80,21 @@ def resolve(config_or_name, **overrides):
     return name, s
 
 
-def build(config_or_name, learning_rate, *, momentum=None, weight_decay=None, nesterov=None,
-          trust_coefficient=None, exclude_from_weight_decay=None,
-          exclude_from_layer_adaptation=None, beta_1=None, beta_2=None, epsilon=None, **kwargs):
+def build(
+    config_or_name,
+    learning_rate,
+    *,
+    momentum=None,
+    weight_decay=None,
+    nesterov=None,
+    trust_coefficient=None,
+    exclude_from_weight_decay=None,
+    exclude_from_layer_adaptation=None,
+    beta_1=None,
+    beta_2=None,
+    epsilon=None,
+    **kwargs,
+):
     """A new optimizer: one of `NAMES`, given by name or by a config's `optimizer` field.
 
     A config (an `ml_collections.ConfigDict` or a dict) supplies, where it has them and they are
@@ -89,33 +111,49 @@ def build(config_or_name, learning_rate, *, momentum=None, weight_decay=None, ne
     (w -= lr * weight_decay * w each step) for the others. "sgd" has no momentum.
     """
     name, s = resolve(
-        config_or_name, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov,
-        trust_coefficient=trust_coefficient, exclude_from_weight_decay=exclude_from_weight_decay,
-        exclude_from_layer_adaptation=exclude_from_layer_adaptation, beta_1=beta_1,
-        beta_2=beta_2, epsilon=epsilon)
+        config_or_name,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        nesterov=nesterov,
+        trust_coefficient=trust_coefficient,
+        exclude_from_weight_decay=exclude_from_weight_decay,
+        exclude_from_layer_adaptation=exclude_from_layer_adaptation,
+        beta_1=beta_1,
+        beta_2=beta_2,
+        epsilon=epsilon,
+    )
+    optimizer = _new_optimizer(name, s, learning_rate, kwargs)
     excluded = s["exclude_from_weight_decay"]
-    if s["epsilon"] is not None:
-        kwargs["epsilon"] = s["epsilon"]
-    if name == "lars":
-        return LARS(learning_rate, momentum=s["momentum"], nesterov=s["nesterov"],
-                    weight_decay=s["weight_decay"], trust_coefficient=s["trust_coefficient"],
-                    exclude_from_weight_decay=excluded,
-                    exclude_from_layer_adaptation=s["exclude_from_layer_adaptation"], **kwargs)
-    decay = s["weight_decay"] or None
-    if name in ("sgd", "momentum", "nesterov"):
-        optimizer = keras.optimizers.SGD(
-            learning_rate, momentum=0.0 if name == "sgd" else s["momentum"],
-            nesterov=name == "nesterov" or (name == "momentum" and s["nesterov"]),
-            weight_decay=decay, **kwargs)
-    else:
-        cls = {"lamb": keras.optimizers.Lamb, "adamw": keras.optimizers.AdamW,
-               "adam": keras.optimizers.Adam}[name]
-        if name == "adamw":
-            decay = s["weight_decay"]  # AdamW requires a number; 0 turns the decay off
-        optimizer = cls(learning_rate, beta_1=s["beta_1"], beta_2=s["beta_2"], weight_decay=decay,
-                        **kwargs)
     # Short-name matching now (enough for the defaults under model.fit); `apply_exclusions`
     # re-reads the patterns and adds the variables they match by path.
     setattr(optimizer, PATTERNS_ATTRIBUTE, excluded)
     optimizer.exclude_from_weight_decay(var_names=list(excluded) or None)
     return optimizer
+
+
+def _new_optimizer(name, s, learning_rate, kwargs):
+    """Optimizer `name` with the resolved settings `s` (see `build`) and Keras's other `kwargs`."""
+    if s["epsilon"] is not None:
+        kwargs = {**kwargs, "epsilon": s["epsilon"]}
+    if name == "lars":
+        return LARS(
+            learning_rate,
+            momentum=s["momentum"],
+            nesterov=s["nesterov"],
+            weight_decay=s["weight_decay"],
+            trust_coefficient=s["trust_coefficient"],
+            exclude_from_weight_decay=s["exclude_from_weight_decay"],
+            exclude_from_layer_adaptation=s["exclude_from_layer_adaptation"],
+            **kwargs,
+        )
+    if name in ("sgd", "momentum", "nesterov"):
+        return keras.optimizers.SGD(
+            learning_rate,
+            momentum=0.0 if name == "sgd" else s["momentum"],
+            nesterov=name == "nesterov" or (name == "momentum" and s["nesterov"]),
+            weight_decay=s["weight_decay"] or None,
+            **kwargs,
+        )
+    cls = {"lamb": keras.optimizers.Lamb, "adamw": keras.optimizers.AdamW, "adam": keras.optimizers.Adam}[name]
+    decay = s["weight_decay"] if name == "adamw" else s["weight_decay"] or None  # AdamW needs a number; 0: off
+    return cls(learning_rate, beta_1=s["beta_1"], beta_2=s["beta_2"], weight_decay=decay, **kwargs)

@@ -48,12 +48,20 @@ def check_patterns(patterns, argument):
         patterns = (patterns,)
     for pattern in patterns:
         if not isinstance(pattern, str):
-            checks.fail(argument, given, "a list of variable-name substrings or regular expressions; "
-                                         f"{pattern!r} ({type(pattern).__name__}) is not a string")
+            checks.fail(
+                argument,
+                given,
+                "a list of variable-name substrings or regular expressions; "
+                f"{pattern!r} ({type(pattern).__name__}) is not a string",
+            )
         problem = _regex_error(pattern)
         if problem:
-            checks.fail(argument, given, f"valid regular expressions; {pattern!r} is not ({problem}): "
-                                         f"escape special characters, e.g. {re.escape(pattern)!r}")
+            checks.fail(
+                argument,
+                given,
+                f"valid regular expressions; {pattern!r} is not ({problem}): "
+                f"escape special characters, e.g. {re.escape(pattern)!r}",
+            )
     return tuple(patterns)
 
 
@@ -75,11 +83,7 @@ def variable_names(variable):
 def matches(patterns, variable):
     """Whether any pattern occurs in, or is found by `re.search` in, the path or short name."""
     names = variable_names(variable)
-    return any(
-        pattern in name or re.search(pattern, name) is not None
-        for pattern in patterns
-        for name in names
-    )
+    return any(pattern in name or re.search(pattern, name) is not None for pattern in patterns for name in names)
 
 
 def select(patterns, variables):
@@ -114,8 +118,9 @@ def apply_exclusions(optimizer, model_or_variables, exclude_from_weight_decay=No
         patterns = check_patterns(exclude_from_weight_decay, "exclude_from_weight_decay")
     if patterns is not None:
         # Keras replaces both lists on every call: give the short-name patterns again too.
-        optimizer.exclude_from_weight_decay(var_list=select(patterns, variables),
-                                            var_names=None if is_lars else list(patterns) or None)
+        optimizer.exclude_from_weight_decay(
+            var_list=select(patterns, variables), var_names=None if is_lars else list(patterns) or None
+        )
     if is_lars:
         return [variable_names(v)[0] for v in variables if optimizer.weight_decay_excluded(v)]
     return [variable_names(v)[0] for v in select(patterns, variables)]

@@ -77,9 +77,7 @@ class LARS(keras.optimizers.Optimizer):
         self.weight_decay = checks.real("weight_decay", weight_decay, low=0)
         self.trust_coefficient = checks.real("trust_coefficient", trust_coefficient, low=0)
         self.epsilon = checks.real("epsilon", epsilon, low=0)
-        self._decay_patterns = exclusions.check_patterns(
-            exclude_from_weight_decay, "exclude_from_weight_decay"
-        )
+        self._decay_patterns = exclusions.check_patterns(exclude_from_weight_decay, "exclude_from_weight_decay")
         self._adaptation_patterns = None
         if exclude_from_layer_adaptation is not None:
             self._adaptation_patterns = exclusions.check_patterns(
@@ -95,7 +93,8 @@ class LARS(keras.optimizers.Optimizer):
             self.momentums = self.add_optimizer_variables(variables, "momentum")
         self.trust_ratio_variables = [
             self.add_variable(
-                shape=(), initializer="ones",
+                shape=(),
+                initializer="ones",
                 name=exclusions.variable_names(variable)[0].replace("/", "_") + "_trust_ratio",
             )
             for variable in variables
@@ -104,9 +103,7 @@ class LARS(keras.optimizers.Optimizer):
     def weight_decay_excluded(self, variable):
         """Whether step 1 skips `variable`: it matches `exclude_from_weight_decay`, or Keras's
         `exclude_from_weight_decay(var_list=..., var_names=...)` was told to skip it."""
-        return exclusions.matches(self._decay_patterns, variable) or not self._use_weight_decay(
-            variable
-        )
+        return exclusions.matches(self._decay_patterns, variable) or not self._use_weight_decay(variable)
 
     def layer_adaptation_excluded(self, variable):
         """Whether step 2 uses trust = 1 for `variable`."""
@@ -159,13 +156,15 @@ class LARS(keras.optimizers.Optimizer):
         """{"min", "median", "max"} of the last trust ratios of the variables LARS adapts (not
         excluded from layer adaptation), for a trainer's logs; {} if it adapts none."""
         ratios = self.trust_ratios()
-        adapted = [ratios[exclusions.variable_names(v)[0]] for v in self._trainable_variables
-                   if not self.layer_adaptation_excluded(v)]
+        adapted = [
+            ratios[exclusions.variable_names(v)[0]]
+            for v in self._trainable_variables
+            if not self.layer_adaptation_excluded(v)
+        ]
         if not adapted:
             return {}
         adapted = np.array(adapted)
-        return {"min": float(adapted.min()), "median": float(np.median(adapted)),
-                "max": float(adapted.max())}
+        return {"min": float(adapted.min()), "median": float(np.median(adapted)), "max": float(adapted.max())}
 
     def get_config(self):
         config = super().get_config()

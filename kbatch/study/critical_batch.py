@@ -46,7 +46,7 @@ def best_steps(rows):
     for row in rows:
         for column, steps in row.items():
             if column.startswith(STEPS_PREFIX) and steps:
-                curve = curves.setdefault(_number(column[len(STEPS_PREFIX):], "column name", column), {})
+                curve = curves.setdefault(_number(column[len(STEPS_PREFIX) :], "column name", column), {})
                 batch = int(_number(row["batch_size"], "batch_size", row["batch_size"]))
                 curve[batch] = min(curve.get(batch, float("inf")), int(_number(steps, column, steps)))
     return curves
@@ -63,8 +63,10 @@ def check_columns(path, columns):
     """A ValueError unless the CSV's header has `batch_size` and a steps_to_<T> column: a sweep's
     report CSV, not another file."""
     if "batch_size" not in columns or not any(c.startswith(STEPS_PREFIX) for c in columns if c):
-        raise ValueError(f"--sweep_csv={path}: not a sweep's report CSV (it needs a batch_size column and "
-                         f"{STEPS_PREFIX}<T> columns, as tools/sweep.py's report.csv has).")
+        raise ValueError(
+            f"--sweep_csv={path}: not a sweep's report CSV (it needs a batch_size column and "
+            f"{STEPS_PREFIX}<T> columns, as tools/sweep.py's report.csv has)."
+        )
 
 
 def read_curves(path, where):
@@ -86,8 +88,10 @@ def read_curves(path, where):
     rows = kept_rows(rows, where)
     curves = best_steps(rows)
     if not any(len(curve) >= 2 for curve in curves.values()):
-        raise ValueError(f"--sweep_csv={path}: no target reached at two batch sizes or more in the "
-                         f"{len(rows)} rows kept, so there is no curve to fit.")
+        raise ValueError(
+            f"--sweep_csv={path}: no target reached at two batch sizes or more in the "
+            f"{len(rows)} rows kept, so there is no curve to fit."
+        )
     return curves
 
 
@@ -110,16 +114,21 @@ def perfect_scaling(curve, fit):
 
 def table(fits, noise, run_batch):
     """The markdown table: each target's steps, fit and B_crit beside the noise run's B_simple."""
-    lines = ["| target | steps at each batch (best recipe) | S_min | E_min | B_crit fitted | "
-             f"B_simple where the noise run (batch {run_batch}) reached it | B_simple / B_crit |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| target | steps at each batch (best recipe) | S_min | E_min | B_crit fitted | "
+        f"B_simple where the noise run (batch {run_batch}) reached it | B_simple / B_crit |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for target, (curve, fit) in sorted(fits.items()):
         steps = ", ".join(f"{b}: {s}" for b, s in sorted(curve.items()))
         at = noise.get(target)
         measured = f"{at[1]:,.0f} (epoch {at[0]:.2f})" if at else "not reached"
         if perfect_scaling(curve, fit):
-            s_min, b_crit, ratio = "~0", f"perfect scaling over the measured range: B_crit above the largest batch " \
-                f"({max(curve)})", "-"
+            s_min, b_crit, ratio = (
+                "~0",
+                f"perfect scaling over the measured range: B_crit above the largest batch ({max(curve)})",
+                "-",
+            )
         else:
             s_min, b_crit = f"{fit.s_min:,.0f}", f"**{fit.b_crit:,.0f}**"
             ratio = f"{at[1] / fit.b_crit:.2f}" if at else "-"
@@ -133,14 +142,24 @@ def plot(fits, result, path):
     left, right = figure.subplots(1, 2)
     batches = sorted({b for curve, _ in fits.values() for b in curve})
     for target, (curve, fit) in sorted(fits.items()):
-        line, = left.plot(list(curve), list(curve.values()), "o", label=f"to {100 * target:g}%")
+        (line,) = left.plot(list(curve), list(curve.values()), "o", label=f"to {100 * target:g}%")
         grid = np.geomspace(min(batches) / 2, max(batches) * 4, 100)
         if perfect_scaling(curve, fit):
-            left.plot(grid, fit.s_min + fit.e_min / grid, "--", color=line.get_color(),
-                      label=f"perfect scaling, B_crit above {max(curve)}")
+            left.plot(
+                grid,
+                fit.s_min + fit.e_min / grid,
+                "--",
+                color=line.get_color(),
+                label=f"perfect scaling, B_crit above {max(curve)}",
+            )
             continue
-        left.plot(grid, fit.s_min + fit.e_min / grid, "--", color=line.get_color(),
-                  label=f"S_min + E_min/B, B_crit {fit.b_crit:,.0f}")
+        left.plot(
+            grid,
+            fit.s_min + fit.e_min / grid,
+            "--",
+            color=line.get_color(),
+            label=f"S_min + E_min/B, B_crit {fit.b_crit:,.0f}",
+        )
         right.axhline(fit.b_crit, ls="--", color=line.get_color(), label=f"B_crit fitted, {100 * target:g}%")
     batch_axis(left, batches, "global batch")
     left.set_yscale("log")
@@ -159,8 +178,10 @@ def report(sweep_csv, where, noise_run, markdown_path, plot_path):
     the finished run `noise_run`, write the table to `markdown_path` and the figure to `plot_path`;
     the table. A ValueError names a bad input before anything is written."""
     if not noise_run or not os.path.exists(os.path.join(noise_run, "result.json")):
-        raise ValueError(f"--noise_run={noise_run}: must be the model_dir of a finished run (its "
-                         "result.json), trained with --config.noise_scale_every > 0.")
+        raise ValueError(
+            f"--noise_run={noise_run}: must be the model_dir of a finished run (its "
+            "result.json), trained with --config.noise_scale_every > 0."
+        )
     curves = read_curves(sweep_csv, where)
     with open(os.path.join(noise_run, "result.json")) as file:
         result = json.load(file)

@@ -25,8 +25,15 @@ from kbatch.training import train
 
 BATCHES = (8, 32, 128, 512, 1024)
 HEAD = "^logits/"  # the classifier, trained anew on the subset
-COLUMNS = ("start", "batch_size", "learning_rate", "steps", "final_eval_accuracy", "best_eval_accuracy",
-           "steps_to_target")
+COLUMNS = (
+    "start",
+    "batch_size",
+    "learning_rate",
+    "steps",
+    "final_eval_accuracy",
+    "best_eval_accuracy",
+    "steps_to_target",
+)
 
 
 def subset(size, seed=0):
@@ -50,8 +57,9 @@ def fine_tune_config(model_dir, batch_size, epochs, init_from=None):
     """The subset's recipe at `batch_size`: the default CNN recipe (SGD with momentum, 0.05 at 128,
     linear scaling, a warmup epoch, cosine decay), from `init_from` less the head or from scratch."""
     config = mnist1d_cnn.get_config()
-    config.update(batch_size=batch_size, num_epochs=epochs, model_dir=model_dir, target_accuracy=0.85,
-                  steps_per_loop=50)
+    config.update(
+        batch_size=batch_size, num_epochs=epochs, model_dir=model_dir, target_accuracy=0.85, steps_per_loop=50
+    )
     if init_from is not None:
         config.init_from, config.init_exclude = init_from, HEAD
     return config
@@ -67,9 +75,14 @@ def run_all(runs, subset_size=2048, epochs=30, pretrain_epochs=8, batches=BATCHE
         for batch in batches:
             config = fine_tune_config(os.path.join(runs, f"{start}_b{batch}"), batch, epochs, init_from)
             result = train(config, data=data, verbose=False)
-            rows.append({"start": start, "batch_size": batch,
-                         "learning_rate": config.base_learning_rate * batch / config.base_batch_size,
-                         **{k: result[k] for k in COLUMNS[3:]}})
+            rows.append(
+                {
+                    "start": start,
+                    "batch_size": batch,
+                    "learning_rate": config.base_learning_rate * batch / config.base_batch_size,
+                    **{k: result[k] for k in COLUMNS[3:]},
+                }
+            )
             log(", ".join(f"{k}={v}" for k, v in rows[-1].items()))
     return rows
 
@@ -88,8 +101,9 @@ def plot(path, rows, title):
     batches = sorted({r["batch_size"] for r in rows})
     for i, start in enumerate(sorted({r["start"] for r in rows})):
         mine = sorted((r for r in rows if r["start"] == start), key=lambda r: r["batch_size"])
-        accuracy.plot([r["batch_size"] for r in mine], [r["best_eval_accuracy"] for r in mine], "o-", color=f"C{i}",
-                      label=start)
+        accuracy.plot(
+            [r["batch_size"] for r in mine], [r["best_eval_accuracy"] for r in mine], "o-", color=f"C{i}", label=start
+        )
         reached = [(r["batch_size"], r["steps_to_target"]) for r in mine if r["steps_to_target"]]
         if reached:
             steps.plot(*zip(*reached), "o-", color=f"C{i}", label=start)
@@ -115,8 +129,11 @@ def main(argv=None):
     os.makedirs(args.out_dir, exist_ok=True)
     rows = run_all(args.runs_dir or os.path.join(args.out_dir, "runs"), args.subset, args.epochs, args.pretrain_epochs)
     write_csv(os.path.join(args.out_dir, "fine_tuning.csv"), rows)
-    plot(os.path.join(args.out_dir, "fine_tuning.png"), rows,
-         f"MNIST-1D CNN: {args.subset} labelled examples, pretrained on mnist1d/large at batch 1024 vs from scratch")
+    plot(
+        os.path.join(args.out_dir, "fine_tuning.png"),
+        rows,
+        f"MNIST-1D CNN: {args.subset} labelled examples, pretrained on mnist1d/large at batch 1024 vs from scratch",
+    )
 
 
 if __name__ == "__main__":

@@ -93,7 +93,7 @@ def run_name(overrides):
         return text
     # JSON, not repr: sweep.json keeps a tuple as a list, and the name must not change on reopening.
     digest = hashlib.sha256(json.dumps(sorted(overrides.items())).encode()).hexdigest()[:10]
-    return f"{text[:NAME_LIMIT - 11]}-{digest}"
+    return f"{text[: NAME_LIMIT - 11]}-{digest}"
 
 
 def _short(value):

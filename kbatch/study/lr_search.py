@@ -57,8 +57,11 @@ def best_rows(table, fields, column):
 def at_edge(table, row, fields):
     """Whether `row`'s rate is the smallest or largest tried at its batch in its group: the best
     rate may then lie outside the searched range."""
-    rates = [r[RATE] for r in table if r["batch_size"] == row["batch_size"]
-             and group_key(r, fields) == group_key(row, fields)]
+    rates = [
+        r[RATE]
+        for r in table
+        if r["batch_size"] == row["batch_size"] and group_key(r, fields) == group_key(row, fields)
+    ]
     return row[RATE] in (min(rates), max(rates))
 
 
@@ -96,27 +99,39 @@ def summary_rows(table, fields, target):
     for group in sorted(set(by_steps) | set(by_final), key=str):
         for batch in sorted(set(by_steps.get(group, {})) | set(by_final.get(group, {}))):
             fast, good = by_steps.get(group, {}).get(batch), by_final.get(group, {}).get(batch)
-            out.append({"group": group, "batch_size": batch,
-                        "rate_by_steps": fast and fast["peak_learning_rate"], "steps": fast and fast[steps],
-                        "edge_by_steps": bool(fast) and at_edge(table, fast, fields),
-                        "rate_by_final": good and good["peak_learning_rate"],
-                        "final_eval_accuracy": good and good["final_eval_accuracy"],
-                        "edge_by_final": bool(good) and at_edge(table, good, fields)})
+            out.append(
+                {
+                    "group": group,
+                    "batch_size": batch,
+                    "rate_by_steps": fast and fast["peak_learning_rate"],
+                    "steps": fast and fast[steps],
+                    "edge_by_steps": bool(fast) and at_edge(table, fast, fields),
+                    "rate_by_final": good and good["peak_learning_rate"],
+                    "final_eval_accuracy": good and good["final_eval_accuracy"],
+                    "edge_by_final": bool(good) and at_edge(table, good, fields),
+                }
+            )
     return out
 
 
 def summary_markdown(fields, target, best, fits, summary):
     """The best rates per batch (`summary`, see `summary_rows`), then per group its alpha and
     regimes (`best`, see `best_rows`; `fits`, see `fit_exponent`), in markdown."""
-    lines = [f"Best peak learning rate per batch (by steps to {100 * target:g}%, and by final accuracy); "
-             "* marks a rate at the edge of the range searched there:", "",
-             "| group | batch | rate by steps | steps | rate by final | final (%) |", "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"Best peak learning rate per batch (by steps to {100 * target:g}%, and by final accuracy); "
+        "* marks a rate at the edge of the range searched there:",
+        "",
+        "| group | batch | rate by steps | steps | rate by final | final (%) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for row in summary:
         rate_steps = _rate(row["rate_by_steps"], row["edge_by_steps"])
         rate_final = _rate(row["rate_by_final"], row["edge_by_final"])
         final = f"{100 * row['final_eval_accuracy']:.2f}" if row["final_eval_accuracy"] is not None else "-"
-        lines.append(f"| {group_label(row['group'], fields)} | {row['batch_size']} | {rate_steps} | "
-                     f"{row['steps'] or '-'} | {rate_final} | {final} |")
+        lines.append(
+            f"| {group_label(row['group'], fields)} | {row['batch_size']} | {rate_steps} | "
+            f"{row['steps'] or '-'} | {rate_final} | {final} |"
+        )
     if not best:
         return "\n".join(lines + ["", no_target_line(target)]) + "\n"
     lines += ["", "| group | alpha (lr* ~ B^alpha, by steps) | regimes (per doubling of the batch) |", "|---|---|---|"]
@@ -129,8 +144,7 @@ def summary_markdown(fields, target, best, fits, summary):
 
 def no_target_line(target):
     """What the search says when no run reached `target`: there is no best rate by steps to fit."""
-    return (f"No run reached {100 * target:g}%: no best rate by steps and no alpha (lower --targets, or train "
-            "longer).")
+    return f"No run reached {100 * target:g}%: no best rate by steps and no alpha (lower --targets, or train longer)."
 
 
 def _rate(rate, edge):

@@ -57,8 +57,9 @@ def run(config, options, lrs, batch_sizes, wildcards, seed, theory_run):
     `lrs` the --lrs entries, `batch_sizes` strings."""
     rates, batches = parse_rates(lrs), parse_batches(batch_sizes)
     if config.lr_scaling != "linear":
-        raise ValueError(f"config.lr_scaling={config.lr_scaling!r}: the search walks the lines lr = cB, "
-                         "so it needs 'linear'.")
+        raise ValueError(
+            f"config.lr_scaling={config.lr_scaling!r}: the search walks the lines lr = cB, so it needs 'linear'."
+        )
     if wildcards < 0:
         raise ValueError(f"--wildcards={wildcards}: give 0 or more.")
     prefix = options.output_prefix and options.output_prefix + "_lr"

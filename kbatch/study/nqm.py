@@ -63,8 +63,9 @@ class NoisyQuadratic:
     def __post_init__(self):
         object.__setattr__(self, "curvatures", _array("curvatures", self.curvatures))
         object.__setattr__(self, "noise", _array("noise", self.noise, allow_zero=True))
-        object.__setattr__(self, "initial_second_moments",
-                           _array("initial_second_moments", self.initial_second_moments))
+        object.__setattr__(
+            self, "initial_second_moments", _array("initial_second_moments", self.initial_second_moments)
+        )
         for name in ("noise", "initial_second_moments"):
             shape = getattr(self, name).shape
             if shape != self.curvatures.shape:
@@ -180,7 +181,7 @@ class _Modes:
         block = max(1, _BLOCK // (self.rates.size + 3 * self.angles.size))
         terms = np.empty(steps.size)
         for i in range(0, steps.size, block):
-            terms[i:i + block] = self._terms(steps[i:i + block, None])
+            terms[i : i + block] = self._terms(steps[i : i + block, None])
         return self.steady + terms
 
     def _terms(self, t):

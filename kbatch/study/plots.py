@@ -50,7 +50,7 @@ def plot_sweep(path, table, axes, targets, title, theory=None):
         _to_target(grid[t][1], groups, examples, False, curve)
         grid[t][0].set_ylabel(f"steps to {100 * target:g}% test accuracy")
         grid[t][1].set_ylabel(f"examples to {100 * target:g}% test accuracy")
-    for t, column in enumerate(["final_eval_accuracy", "best_eval_accuracy"][:len(targets)]):
+    for t, column in enumerate(["final_eval_accuracy", "best_eval_accuracy"][: len(targets)]):
         for i, (label, rows) in enumerate(groups.items()):
             points = [(r["batch_size"], 100 * r[column]) for r in rows if r[column] is not None]
             if points:
@@ -79,14 +79,30 @@ def _lr_panel(ax, table, best, fits, fields):
         color = f"C{i % 10}"
         mine = [r for r in table if tuple(r[f] for f in fields) == group]
         done = [r for r in mine if r["state"] == "finished"]
-        ax.scatter([r["batch_size"] for r in done], [r["peak_learning_rate"] for r in done], s=18,
-                   facecolors="none", edgecolors=color, alpha=0.6)
+        ax.scatter(
+            [r["batch_size"] for r in done],
+            [r["peak_learning_rate"] for r in done],
+            s=18,
+            facecolors="none",
+            edgecolors=color,
+            alpha=0.6,
+        )
         failed = [r for r in mine if r["state"] in ("failed", "diverged")]
-        ax.scatter([r["batch_size"] for r in failed], [r["peak_learning_rate"] for r in failed], marker="x",
-                   color=color, alpha=0.6)
+        ax.scatter(
+            [r["batch_size"] for r in failed],
+            [r["peak_learning_rate"] for r in failed],
+            marker="x",
+            color=color,
+            alpha=0.6,
+        )
         batches = list(by_batch)
-        ax.plot(batches, [by_batch[b]["peak_learning_rate"] for b in batches], "o-", color=color,
-                label=f"{lr_search.group_label(group, fields)}: alpha {_alpha_text(fits[group])}")
+        ax.plot(
+            batches,
+            [by_batch[b]["peak_learning_rate"] for b in batches],
+            "o-",
+            color=color,
+            label=f"{lr_search.group_label(group, fields)}: alpha {_alpha_text(fits[group])}",
+        )
     ax.set_yscale("log")
     ax.set_ylabel("peak learning rate (o: tried, x: diverged or failed)")
 
@@ -126,8 +142,13 @@ def plot_lr_search(path, table, fields, target, fits, title, theory=None):
     _steps_panel(steps, by_steps, column, fields, theory)
     steps.set_ylabel(f"steps to {100 * target:g}% at the best rate (dashed: perfect scaling)")
     for i, (group, by_batch) in enumerate(by_final.items()):
-        final.plot(list(by_batch), [100 * r["final_eval_accuracy"] for r in by_batch.values()], "o-",
-                   color=f"C{i % 10}", label=lr_search.group_label(group, fields))
+        final.plot(
+            list(by_batch),
+            [100 * r["final_eval_accuracy"] for r in by_batch.values()],
+            "o-",
+            color=f"C{i % 10}",
+            label=lr_search.group_label(group, fields),
+        )
     final.set_ylabel("final test accuracy at the best rate (%)")
     batches = sorted({r["batch_size"] for r in table})
     if not by_steps:

@@ -12,8 +12,19 @@ import time
 
 from kbatch.training.config import recipe, schema
 
-DESCRIBED = ("dataset", "model", "norm", "optimizer", "batch_size", "base_batch_size", "base_learning_rate",
-             "lr_scaling", "warmup_epochs", "num_epochs", "seed")
+DESCRIBED = (
+    "dataset",
+    "model",
+    "norm",
+    "optimizer",
+    "batch_size",
+    "base_batch_size",
+    "base_learning_rate",
+    "lr_scaling",
+    "warmup_epochs",
+    "num_epochs",
+    "seed",
+)
 RESULTS = ("steps", "examples_seen", "final_eval_accuracy", "best_eval_accuracy", "final_eval_loss", "wall_seconds")
 
 
@@ -106,5 +117,10 @@ def write_hparams(folder, table, axes, targets):
         if row["state"] != "finished":
             continue
         values = [summary_pb2.Summary.Value(tag=m, simple_value=float(row[m])) for m in metrics if row[m] is not None]
-        write(row["name"], [(0, hp.hparams_pb({f: _hparam_value(row[f]) for f in fields}, trial_id=row["name"])),
-                            (int(row["steps"]), summary_pb2.Summary(value=values))])
+        write(
+            row["name"],
+            [
+                (0, hp.hparams_pb({f: _hparam_value(row[f]) for f in fields}, trial_id=row["name"])),
+                (int(row["steps"]), summary_pb2.Summary(value=values)),
+            ],
+        )

@@ -37,8 +37,10 @@ def describe(state, record):
     """One line for a point's outcome."""
     if state == "finished":
         target = record.get("steps_to_target")
-        return (f"finished, final accuracy {record['final_eval_accuracy']:.4f}, {record['steps']} steps "
-                f"({target if target is not None else '-'} to target), {record['wall_seconds']:.0f} s")
+        return (
+            f"finished, final accuracy {record['final_eval_accuracy']:.4f}, {record['steps']} steps "
+            f"({target if target is not None else '-'} to target), {record['wall_seconds']:.0f} s"
+        )
     return f"{state}: {record['error'].split('. ')[0]}" if record else state
 
 
@@ -71,13 +73,17 @@ def run_sweep(sweep, processes=1, retry_failed=False, log=print):
         if os.path.exists(sweep.failure_path(point)):
             os.remove(sweep.failure_path(point))
     done = len(sweep.points) - len(todo)
-    log(f"sweep: {len(sweep.points)} points, {done} already done, {len(todo)} to run "
-        f"({'here' if processes == 1 else f'{processes} processes at a time'})")
+    log(
+        f"sweep: {len(sweep.points)} points, {done} already done, {len(todo)} to run "
+        f"({'here' if processes == 1 else f'{processes} processes at a time'})"
+    )
     started = time.time()
 
     def report(index, point, state, record):
-        log(f"[{index}/{len(todo)}] {point.name}: {describe(state, record)}; "
-            f"{(time.time() - started) / 60:.1f} min so far")
+        log(
+            f"[{index}/{len(todo)}] {point.name}: {describe(state, record)}; "
+            f"{(time.time() - started) / 60:.1f} min so far"
+        )
 
     if processes == 1:
         for index, point in enumerate(todo, 1):
@@ -122,8 +128,10 @@ def _preempted(signum, frame):
 
 def _stopped_line(how, running):
     names = ", ".join(running) or "no point"
-    return (f"{how}: stopped the workers of {names} (a point resumes from its last checkpoint); run the same "
-            "command again to continue the sweep.")
+    return (
+        f"{how}: stopped the workers of {names} (a point resumes from its last checkpoint); run the same "
+        "command again to continue the sweep."
+    )
 
 
 def _stop_workers(workers):
@@ -147,9 +155,15 @@ def _start_worker(sweep, point):
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # Its own session: Ctrl-C at the terminal reaches the sweep alone, which stops each worker once
     # (SIGTERM); and SIGTERM from the kernel (it saves its checkpoint) if the sweep is killed with SIGKILL.
-    return subprocess.Popen([sys.executable, "-m", "kbatch.study.runs", sweep.sweep_dir, point.name], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            preexec_fn=children.dying_with_parent(signal.SIGTERM))
+    return subprocess.Popen(
+        [sys.executable, "-m", "kbatch.study.runs", sweep.sweep_dir, point.name],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=children.dying_with_parent(signal.SIGTERM),
+    )
 
 
 def _worker_outcome(sweep, point, worker):
@@ -158,8 +172,11 @@ def _worker_outcome(sweep, point, worker):
     state, record = sweep.state(point)
     if state in ("partial", "pending"):
         if worker.returncode in (42, 130):  # preempted or interrupted: it resumes next time
-            raise SweepStopped(f"point {point.name}: {error_tail[-1] if error_tail else 'stopped'}; run the same "
-                               "command again to continue the sweep.", worker.returncode)
+            raise SweepStopped(
+                f"point {point.name}: {error_tail[-1] if error_tail else 'stopped'}; run the same "
+                "command again to continue the sweep.",
+                worker.returncode,
+            )
         message = error_tail[-1] if error_tail else f"the worker exited with code {worker.returncode}"
         sweep.record_failure(point, "failed", f"exit code {worker.returncode}: {message}")
         state, record = sweep.state(point)

@@ -44,25 +44,38 @@ def summarize(model_dir):
     peak = max(finite, key=lambda p: p["lr_times_sharpness"]) if finite else None
     test = result["final_eval_accuracy"]
     train = train_accuracy(model_dir, config["dataset"])
-    return {"run": os.path.basename(os.path.normpath(model_dir)), "batch": config["batch_size"],
-            "lr_scaling": config["lr_scaling"], "warmup_epochs": config["warmup_epochs"],
-            "peak_lr": schedule_peak(config), "test": test, "train": train,
-            "final_sharpness": finite[-1]["sharpness"] if finite else float("nan"),
-            "peak_lr_sharpness": peak["lr_times_sharpness"] if peak else float("nan"),
-            "peak_step": peak["step"] if peak else None, "bound": points[-1]["stability_bound"],
-            "points": points, "steps_per_epoch": result["steps"] / result["epochs"]}
+    return {
+        "run": os.path.basename(os.path.normpath(model_dir)),
+        "batch": config["batch_size"],
+        "lr_scaling": config["lr_scaling"],
+        "warmup_epochs": config["warmup_epochs"],
+        "peak_lr": schedule_peak(config),
+        "test": test,
+        "train": train,
+        "final_sharpness": finite[-1]["sharpness"] if finite else float("nan"),
+        "peak_lr_sharpness": peak["lr_times_sharpness"] if peak else float("nan"),
+        "peak_step": peak["step"] if peak else None,
+        "bound": points[-1]["stability_bound"],
+        "points": points,
+        "steps_per_epoch": result["steps"] / result["epochs"],
+    }
 
 
 def table(rows):
     """The markdown table: a row per run."""
-    lines = ["| run | batch | LR rule, warmup | peak LR | test (%) | train (%) | gap (points) | final lambda_max | "
-             "peak lr x lambda_max (epoch) | bound |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| run | batch | LR rule, warmup | peak LR | test (%) | train (%) | gap (points) | final lambda_max | "
+        "peak lr x lambda_max (epoch) | bound |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in rows:
         epoch = f" ({r['peak_step'] / r['steps_per_epoch']:.1f})" if r["peak_step"] is not None else ""
         bound = "-" if r["bound"] is None else f"{r['bound']:.2f}"
-        lines.append(f"| {r['run']} | {r['batch']} | {r['lr_scaling']}, {r['warmup_epochs']:g} | {r['peak_lr']:.3g} | "
-                     f"{100 * r['test']:.2f} | {100 * r['train']:.2f} | {100 * (r['train'] - r['test']):+.2f} | "
-                     f"{r['final_sharpness']:.3g} | {r['peak_lr_sharpness']:.3g}{epoch} | {bound} |")
+        lines.append(
+            f"| {r['run']} | {r['batch']} | {r['lr_scaling']}, {r['warmup_epochs']:g} | {r['peak_lr']:.3g} | "
+            f"{100 * r['test']:.2f} | {100 * r['train']:.2f} | {100 * (r['train'] - r['test']):+.2f} | "
+            f"{r['final_sharpness']:.3g} | {r['peak_lr_sharpness']:.3g}{epoch} | {bound} |"
+        )
     return "\n".join(lines) + "\n"
 
 

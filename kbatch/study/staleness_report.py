@@ -59,16 +59,20 @@ def summary_of(result):
 def table(runs):
     """The markdown table of `read_runs`'s runs."""
     delays = [f"tau {t}" for t in range(SHOWN_DELAYS)] + [f"tau >= {SHOWN_DELAYS}"]
-    lines = ["| run | final accuracy (%) | best (%) | updates | mean staleness | max | " + " | ".join(delays) + " |",
-             "|---|---:|---:|---:|---:|---:|" + "---:|" * len(delays)]
+    lines = [
+        "| run | final accuracy (%) | best (%) | updates | mean staleness | max | " + " | ".join(delays) + " |",
+        "|---|---:|---:|---:|---:|---:|" + "---:|" * len(delays),
+    ]
     for label, result in runs:
         summary = summary_of(result)
         counts = summary["counts"]
         total = sum(counts)
         shares = [*counts[:SHOWN_DELAYS], *[0] * (SHOWN_DELAYS - len(counts)), sum(counts[SHOWN_DELAYS:])]
         cells = [f"{100 * n / total:.1f}%" for n in shares]
-        lines.append(f"| {label} | {100 * result['final_eval_accuracy']:.2f} | {100 * result['best_eval_accuracy']:.2f}"
-                     f" | {total} | {summary['mean']:.2f} | {summary['max']} | " + " | ".join(cells) + " |")
+        lines.append(
+            f"| {label} | {100 * result['final_eval_accuracy']:.2f} | {100 * result['best_eval_accuracy']:.2f}"
+            f" | {total} | {summary['mean']:.2f} | {summary['max']} | " + " | ".join(cells) + " |"
+        )
     return "\n".join(lines) + "\n"
 
 

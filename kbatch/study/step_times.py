@@ -80,8 +80,11 @@ def _binomial_tail(n, k, log_p, log_q):
     j = np.arange(k, n + 1, dtype=float)
     log_choose = np.array([math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) for i in j])
     with np.errstate(invalid="ignore"):  # 0 x -inf: p^0 = 1, so the product is 0
-        terms = (log_choose + np.where(j > 0, np.multiply.outer(log_p, j), 0.0)
-                 + np.where(n - j > 0, np.multiply.outer(log_q, n - j), 0.0))
+        terms = (
+            log_choose
+            + np.where(j > 0, np.multiply.outer(log_p, j), 0.0)
+            + np.where(n - j > 0, np.multiply.outer(log_q, n - j), 0.0)
+        )
     top = np.max(terms, axis=-1, keepdims=True)
     top = np.where(np.isfinite(top), top, 0.0)
     return np.minimum(np.exp(top[..., 0]) * np.sum(np.exp(terms - top), axis=-1), 1.0)
@@ -168,7 +171,7 @@ class LogNormal(StepTime):
 
     @property
     def mu(self):
-        return math.log(self.mean_seconds) - self.sigma ** 2 / 2
+        return math.log(self.mean_seconds) - self.sigma**2 / 2
 
     def sample(self, rng, shape):
         return rng.lognormal(self.mu, self.sigma, shape)
@@ -228,8 +231,9 @@ class Pareto(StepTime):
     def exact_order_statistic(self, k, n):
         """t_m Gamma(n + 1) Gamma(n - k + 1 - 1/alpha) / (Gamma(n - k + 1) Gamma(n + 1 - 1/alpha))."""
         a = 1 / self.alpha
-        return self.scale * math.exp(math.lgamma(n + 1) - math.lgamma(n + 1 - a)
-                                     + math.lgamma(n - k + 1 - a) - math.lgamma(n - k + 1))
+        return self.scale * math.exp(
+            math.lgamma(n + 1) - math.lgamma(n + 1 - a) + math.lgamma(n - k + 1 - a) - math.lgamma(n - k + 1)
+        )
 
     @property
     def name(self):
@@ -248,8 +252,10 @@ class Slowdowns(StepTime):
 
     def __post_init__(self):
         if not (0 <= self.fraction <= 1 and self.factor >= 1):
-            raise ValueError(f"Slowdowns: fraction={self.fraction}, factor={self.factor}: want a fraction in [0, 1] "
-                             "and a factor >= 1.")
+            raise ValueError(
+                f"Slowdowns: fraction={self.fraction}, factor={self.factor}: want a fraction in [0, 1] "
+                "and a factor >= 1."
+            )
 
     @property
     def t0(self):
@@ -323,8 +329,7 @@ class OneSlowMachine(StepTime):
         log_f, log_sf = _log1m(sf), _log(sf)
         if k == n:  # 1 - F(t / s) F(t)^(n - 1)
             return -np.expm1(_log1m(slow_sf) + (n - 1) * log_f)
-        return ((1 - slow_sf) * _fewer_than(n - 1, k - 1, log_f, log_sf)
-                + slow_sf * _fewer_than(n - 1, k, log_f, log_sf))
+        return (1 - slow_sf) * _fewer_than(n - 1, k - 1, log_f, log_sf) + slow_sf * _fewer_than(n - 1, k, log_f, log_sf)
 
     def exact_order_statistic(self, k, n):
         if isinstance(self.base, Constant):
@@ -351,9 +356,10 @@ def integrate_order_statistic(dist, k, n):
     u = np.linspace(math.log(low), math.log(high), _GRID)
     t = np.exp(u)
     step = max(1, CHUNK // min(k, n - k + 1))  # the binomial sums: (grid points) x (terms) at a time
-    integrand = np.concatenate([dist.order_sf(t[i:i + step], k, n) for i in range(0, t.size, step)]) * t
-    return float(low * dist.order_sf(np.array([low]), k, n)[0]
-                 + np.sum((integrand[1:] + integrand[:-1]) / 2) * (u[1] - u[0]))
+    integrand = np.concatenate([dist.order_sf(t[i : i + step], k, n) for i in range(0, t.size, step)]) * t
+    return float(
+        low * dist.order_sf(np.array([low]), k, n)[0] + np.sum((integrand[1:] + integrand[:-1]) / 2) * (u[1] - u[0])
+    )
 
 
 def expected_order_statistic(dist, k, n, exact=True):

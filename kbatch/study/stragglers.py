@@ -74,8 +74,12 @@ class Throughput:
 
 
 def _check(workers, batch_per_worker, updates, backups=0):
-    for name, value, least in (("workers", workers, 1), ("batch_per_worker", batch_per_worker, 1),
-                               ("updates", updates, 2), ("backups", backups, 0)):
+    for name, value, least in (
+        ("workers", workers, 1),
+        ("batch_per_worker", batch_per_worker, 1),
+        ("updates", updates, 2),
+        ("backups", backups, 0),
+    ):
         if int(value) != value or value < least:
             raise ValueError(f"{name}={value}: want an integer >= {least}.")
 
@@ -96,10 +100,18 @@ def simulate_sync(dist, workers, batch_per_worker, updates, rng, backups=0):
         else:
             per_update.append(np.partition(times, workers - 1, axis=1)[:, workers - 1])
     per_update = np.concatenate(per_update)
-    return Throughput(mode="sync" if backups == 0 else "backups", workers=workers, machines=machines,
-                      backups=backups, batch_per_worker=batch_per_worker, seconds_per_update=float(per_update.mean()),
-                      standard_error=float(per_update.std(ddof=1) / math.sqrt(updates)), staleness=0.0,
-                      staleness_p99=0.0, updates=updates)
+    return Throughput(
+        mode="sync" if backups == 0 else "backups",
+        workers=workers,
+        machines=machines,
+        backups=backups,
+        batch_per_worker=batch_per_worker,
+        seconds_per_update=float(per_update.mean()),
+        standard_error=float(per_update.std(ddof=1) / math.sqrt(updates)),
+        staleness=0.0,
+        staleness_p99=0.0,
+        updates=updates,
+    )
 
 
 def simulate_async(dist, workers, batch_per_worker, updates, rng):
@@ -122,8 +134,10 @@ def simulate_async(dist, workers, batch_per_worker, updates, rng):
         if counted.sum() >= updates and counted.sum(axis=0).min() >= ASYNC_MIN_STEPS:
             break
         if steps * workers > 1 << 27:
-            raise RuntimeError(f"simulate_async: {workers} workers of {dist} did not fill a window of "
-                               f"{updates} updates in {steps} steps each.")
+            raise RuntimeError(
+                f"simulate_async: {workers} workers of {dist} did not fill a window of "
+                f"{updates} updates in {steps} steps each."
+            )
         steps *= 2
     times, worker = done.ravel(), np.tile(np.arange(workers), steps)
     order = np.lexsort((worker, times))
@@ -138,10 +152,18 @@ def simulate_async(dist, workers, batch_per_worker, updates, rng):
     rate = counted.sum() / length
     rate_error = per_batch.std(ddof=1) / math.sqrt(ASYNC_BATCHES)
     applied = staleness[counted[1:]]
-    return Throughput(mode="async", workers=workers, machines=workers, backups=0, batch_per_worker=batch_per_worker,
-                      seconds_per_update=float(1.0 / rate), standard_error=float(rate_error / rate ** 2),
-                      staleness=float(applied.mean()), staleness_p99=float(np.percentile(applied, 99)),
-                      updates=int(counted.sum()))
+    return Throughput(
+        mode="async",
+        workers=workers,
+        machines=workers,
+        backups=0,
+        batch_per_worker=batch_per_worker,
+        seconds_per_update=float(1.0 / rate),
+        standard_error=float(rate_error / rate**2),
+        staleness=float(applied.mean()),
+        staleness_p99=float(np.percentile(applied, 99)),
+        updates=int(counted.sum()),
+    )
 
 
 def backups_for(spec, workers):
@@ -164,11 +186,14 @@ def simulate(dist, workers, batch_per_worker, updates, seed, backups=("N/16",)):
     many machines as the backup run launched: Chen et al.'s comparison at equal machines). Each
     mode has its own random stream from (seed, N, mode), so a result does not depend on which
     other N or modes are simulated."""
+
     def rng(*key):
         return np.random.default_rng([seed, workers, *key])
 
-    results = {"sync": simulate_sync(dist, workers, batch_per_worker, updates, rng(0)),
-               "async": simulate_async(dist, workers, batch_per_worker, updates, rng(1))}
+    results = {
+        "sync": simulate_sync(dist, workers, batch_per_worker, updates, rng(0)),
+        "async": simulate_async(dist, workers, batch_per_worker, updates, rng(1)),
+    }
     for spec in backups:
         b = backups_for(spec, workers)
         results[f"backups b={spec}"] = simulate_sync(dist, workers, batch_per_worker, updates, rng(2, b), backups=b)
@@ -194,8 +219,10 @@ def efficiency(dist, result):
 def significantly_above(a, b, z=2.0):
     """Whether `Throughput` a has more examples/s than b by more than z combined standard errors
     (deterministic step times: by more than a relative 1e-9)."""
-    se = math.hypot(a.examples_per_second * a.standard_error / a.seconds_per_update,
-                    b.examples_per_second * b.standard_error / b.seconds_per_update)
+    se = math.hypot(
+        a.examples_per_second * a.standard_error / a.seconds_per_update,
+        b.examples_per_second * b.standard_error / b.seconds_per_update,
+    )
     return a.examples_per_second - b.examples_per_second > max(z * se, 1e-9 * b.examples_per_second)
 
 

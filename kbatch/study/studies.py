@@ -53,8 +53,11 @@ def check_datasets(built):
 
     def train_examples(dataset, data_dir):
         if (dataset, data_dir) not in sizes:
-            info = data.describe(dataset, data_dir) if names.is_builtin(dataset) else \
-                sources.get(dataset, data_dir, tokenize_text=False).describe()
+            info = (
+                data.describe(dataset, data_dir)
+                if names.is_builtin(dataset)
+                else sources.get(dataset, data_dir, tokenize_text=False).describe()
+            )
             sizes[dataset, data_dir] = info.num_train_examples
         return sizes[dataset, data_dir]
 
@@ -74,8 +77,10 @@ def write_report(built, targets, extra=None, log=SAY):
     report.write_hparams(os.path.join(built.sweep_dir, "tensorboard"), table, built.axes, targets)
     states = [r["state"] for r in table]
     also = f" and {os.path.splitext(extra['csv'])[0]}.*" if extra else ""
-    log(f"sweep: {', '.join(f'{states.count(s)} {s}' for s in dict.fromkeys(states))}; report in "
-        f"{built.sweep_dir}{also}; HParams: tensorboard --logdir {os.path.join(built.sweep_dir, 'tensorboard')}")
+    log(
+        f"sweep: {', '.join(f'{states.count(s)} {s}' for s in dict.fromkeys(states))}; report in "
+        f"{built.sweep_dir}{also}; HParams: tensorboard --logdir {os.path.join(built.sweep_dir, 'tensorboard')}"
+    )
     return table
 
 
@@ -83,8 +88,9 @@ def lr_search(sweep_dir, config, rates, batch_sizes, targets, wildcards=0, seed=
     """Search the rate at every batch (`rates`: {optimizer: [rates at base_batch_size]}, see
     `lr_search.points`), and write the sweep's report and lr_search.md and .png; the fits."""
     if config.lr_scaling != "linear":
-        raise ValueError(f"config.lr_scaling={config.lr_scaling!r}: the search walks the lines lr = cB, "
-                         "so it needs 'linear'.")
+        raise ValueError(
+            f"config.lr_scaling={config.lr_scaling!r}: the search walks the lines lr = cB, so it needs 'linear'."
+        )
     points = lr_search_lib.points(rates, batch_sizes, wildcards, seed)
     built = sweep_lib.Sweep(sweep_dir, config, grid.expand({}, points))
     table = run(built, list(targets), processes, log=log)
@@ -97,8 +103,10 @@ def analyse_lr_search(built, targets, table, extra_prefix=None, theory_run=None,
     fields = [a for a in built.axes if a not in ("batch_size", lr_search_lib.RATE)] or ["optimizer"]
     target, column = targets[0], f"steps_to_{targets[0]:g}"
     best = lr_search_lib.best_rows(table, fields, column)
-    fits = {group: lr_search_lib.fit_exponent(list(by_batch), [r["peak_learning_rate"] for r in by_batch.values()])
-            for group, by_batch in best.items()}
+    fits = {
+        group: lr_search_lib.fit_exponent(list(by_batch), [r["peak_learning_rate"] for r in by_batch.values()])
+        for group, by_batch in best.items()
+    }
     curves, theory_lines = theory.group_curves(theory_run, target, fields, best)
     text = lr_search_lib.summary_markdown(fields, target, best, fits, lr_search_lib.summary_rows(table, fields, target))
     text += "\n".join(["", *theory_lines]) if theory_lines else ""

@@ -90,8 +90,10 @@ class Sweep:
                 raise ValueError(f"point {point.name}: {error}") from None
             size = train_examples(settings.dataset, settings.data_dir) if train_examples else None
             if size and settings.batch_size > size:
-                raise ValueError(f"point {point.name}: config.batch_size={settings.batch_size} is larger than "
-                                 f"the {size} training examples of {settings.dataset}.")
+                raise ValueError(
+                    f"point {point.name}: config.batch_size={settings.batch_size} is larger than "
+                    f"the {size} training examples of {settings.dataset}."
+                )
 
     def _check_folder(self):
         if not os.path.exists(self.sweep_dir):
@@ -101,15 +103,19 @@ class Sweep:
         manifest = read_manifest(self.sweep_dir)
         if manifest is None:
             if os.listdir(self.sweep_dir):
-                raise ValueError(f"--sweep_dir={self.sweep_dir} holds files that are not a kbatch sweep: "
-                                 "choose a new or empty folder.")
+                raise ValueError(
+                    f"--sweep_dir={self.sweep_dir} holds files that are not a kbatch sweep: "
+                    "choose a new or empty folder."
+                )
             return
         saved = {k: v for k, v in schema.completed(manifest["base"]).items() if k != "model_dir"}
         differ = sorted(k for k in set(saved) | set(self.base) if saved.get(k) != self.base.get(k))
         if differ:
             shown = ", ".join(f"{k}: {saved.get(k)!r} -> {self.base.get(k)!r}" for k in differ[:4])
-            raise ValueError(f"--sweep_dir={self.sweep_dir} belongs to another sweep (its base config differs: "
-                             f"{shown}): choose another folder.")
+            raise ValueError(
+                f"--sweep_dir={self.sweep_dir} belongs to another sweep (its base config differs: "
+                f"{shown}): choose another folder."
+            )
 
     def write_manifest(self):
         """Record the base and the points (with any the folder held before) in `sweep.json`."""

@@ -18,8 +18,10 @@ def read_spec(path):
     try:
         spec = runpy.run_path(path).get("SWEEP")
     except Exception as error:  # noqa: BLE001 - any error of the user's file is reported in one line
-        raise ValueError(f"--spec={path}: the file does not run: {type(error).__name__}: "
-                         f"{str(error).splitlines()[0] if str(error) else ''}") from None
+        raise ValueError(
+            f"--spec={path}: the file does not run: {type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}"
+        ) from None
     allowed = {"overrides", "grid", "points", "targets"}
     if not isinstance(spec, dict) or set(spec) - allowed:
         raise ValueError(f"--spec={path}: must define SWEEP, a dict with keys from {', '.join(sorted(allowed))}.")
@@ -34,8 +36,9 @@ def check_spec_types(path, spec):
             raise ValueError(f"--spec={path}: SWEEP[{key!r}] must be a {kind.__name__}.")
     for field, values in spec.get("grid", {}).items():
         if not isinstance(values, (list, tuple)):
-            raise ValueError(f"--spec={path}: SWEEP['grid'][{field!r}] = {values!r}: give a list of values, "
-                             f"e.g. [{values!r}].")
+            raise ValueError(
+                f"--spec={path}: SWEEP['grid'][{field!r}] = {values!r}: give a list of values, e.g. [{values!r}]."
+            )
     if not all(isinstance(point, dict) for point in spec.get("points", [])):
         raise ValueError(f"--spec={path}: SWEEP['points'] must be a list of dicts of overrides.")
 
@@ -98,7 +101,9 @@ def run(config, options, points=()):
     extra = outputs(options.output_prefix, options.overwrite)
     built, targets = build_sweep(config, options, points)
     if options.report_only and not os.path.isdir(built.sweep_dir):
-        raise ValueError(f"--sweep_dir={built.sweep_dir}: no sweep has run there yet, so there is nothing to report; "
-                         "run the same command without --report_only to train it.")
+        raise ValueError(
+            f"--sweep_dir={built.sweep_dir}: no sweep has run there yet, so there is nothing to report; "
+            "run the same command without --report_only to train it."
+        )
     table = studies.run(built, targets, options.processes, options.retry_failed, options.report_only, extra)
     return built, targets, table

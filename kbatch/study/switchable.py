@@ -38,8 +38,10 @@ def switchable_runs(sweep):
 def table(rows):
     """The markdown table of `switchable_runs`' rows."""
     columns = list(rows[0][2])
-    lines = ["| batch | run | " + " | ".join(f"{stat} {mode}" for stat, mode in columns) + " |",
-             "|---:|---|" + "---:|" * len(columns)]
+    lines = [
+        "| batch | run | " + " | ".join(f"{stat} {mode}" for stat, mode in columns) + " |",
+        "|---:|---|" + "---:|" * len(columns),
+    ]
     for batch, name, weights in rows:
         lines.append(f"| {batch} | {name} | " + " | ".join(f"{weights[c]:.3f}" for c in columns) + " |")
     return "\n".join(lines) + "\n"

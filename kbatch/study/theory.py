@@ -27,8 +27,10 @@ def run_measurements(result, target):
     if reached is None:
         raise ValueError(f"the run never reached {target:g} test accuracy: its measurements there are missing.")
     if not result.get("sharpness") or not result.get("noise_scale"):
-        raise ValueError("the run has no sharpness or no noise-scale points: train it with "
-                         "--config.sharpness_every and --config.noise_scale_every.")
+        raise ValueError(
+            "the run has no sharpness or no noise-scale points: train it with "
+            "--config.sharpness_every and --config.noise_scale_every."
+        )
     step = reached["step"]
     sharp = min(result["sharpness"], key=lambda p: abs(p["step"] - step))
     noise = min(result["noise_scale"], key=lambda p: abs(p["step"] - step))

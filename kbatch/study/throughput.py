@@ -74,7 +74,7 @@ def _nonnegative_least_squares(design, target):
 def _fit_at(gamma, batches, seconds):
     """(t0, k, sum of squared relative residuals) of the best fit with this gamma. Relative:
     each point is divided by its measured time, so a 1 ms and a 100 ms update weigh alike."""
-    design = np.stack([np.ones_like(batches), batches ** gamma], axis=1) / seconds[:, None]
+    design = np.stack([np.ones_like(batches), batches**gamma], axis=1) / seconds[:, None]
     t0, k = _nonnegative_least_squares(design, np.ones_like(seconds))
     return t0, k, float(np.sum((design @ np.array([t0, k]) - 1) ** 2))
 
@@ -102,11 +102,15 @@ def fit_update_time(batches, seconds):
     found on a grid over `GAMMA_RANGE` and refined by golden section around the grid's best."""
     batches, seconds = np.asarray(batches, float), np.asarray(seconds, float)
     if batches.shape != seconds.shape or batches.ndim != 1:
-        raise ValueError(f"fit_update_time: {batches.shape} batches against {seconds.shape} times; want two "
-                         "lists of the same length.")
+        raise ValueError(
+            f"fit_update_time: {batches.shape} batches against {seconds.shape} times; want two "
+            "lists of the same length."
+        )
     if len(np.unique(batches)) < 3:
-        raise ValueError(f"fit_update_time: {len(np.unique(batches))} distinct batch sizes; the fit has 3 parameters "
-                         "(T0, k, gamma), so it needs at least 3.")
+        raise ValueError(
+            f"fit_update_time: {len(np.unique(batches))} distinct batch sizes; the fit has 3 parameters "
+            "(T0, k, gamma), so it needs at least 3."
+        )
     if not (np.all(batches > 0) and np.all(seconds > 0) and np.all(np.isfinite(seconds))):
         raise ValueError("fit_update_time: batch sizes and seconds per update must be positive and finite.")
     loss = lambda gamma: _fit_at(gamma, batches, seconds)[2]  # noqa: E731
@@ -124,8 +128,14 @@ def wall_time_to_target(fit, steps_by_batch):
     rows = []
     for batch, steps in sorted(steps_by_batch.items()):
         per_update = float(fit.seconds(batch))
-        rows.append({"batch": batch, "steps": steps, "seconds_per_update": per_update,
-                     "seconds_to_target": None if steps is None else steps * per_update})
+        rows.append(
+            {
+                "batch": batch,
+                "steps": steps,
+                "seconds_per_update": per_update,
+                "seconds_to_target": None if steps is None else steps * per_update,
+            }
+        )
     return rows
 
 
@@ -180,10 +190,19 @@ def timing_config(config, batch_size, steps, repeats, model_dir=None):
     import keras
 
     timed = copy.deepcopy(config)
-    timed.update(batch_size=batch_size, base_batch_size=batch_size, warmup_epochs=0.0, decay="constant",
-                 batch_boundaries=(), batch_sizes=(), anneal_batch=False, batch_schedule="fixed",
-                 steps_per_loop=min(config["steps_per_loop"], steps), backend=keras.backend.backend(),
-                 model_dir=None if model_dir is None else str(model_dir))
+    timed.update(
+        batch_size=batch_size,
+        base_batch_size=batch_size,
+        warmup_epochs=0.0,
+        decay="constant",
+        batch_boundaries=(),
+        batch_sizes=(),
+        anneal_batch=False,
+        batch_schedule="fixed",
+        steps_per_loop=min(config["steps_per_loop"], steps),
+        backend=keras.backend.backend(),
+        model_dir=None if model_dir is None else str(model_dir),
+    )
     examples = _num_train_examples(timed["dataset"], timed.get("data_dir"), timed["backend"])
     if batch_size > examples:
         raise ValueError(f"batch {batch_size} is larger than the {examples} training examples of {timed['dataset']}.")

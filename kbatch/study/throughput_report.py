@@ -15,8 +15,7 @@ from kbatch.study import throughput
 from kbatch.study.axes import batch_axis
 from kbatch.training import validate
 
-GAMMA_MEANING = ("gamma 0 = a fixed cost per update (latency bound), 1 = time proportional to the batch "
-                 "(compute bound)")
+GAMMA_MEANING = "gamma 0 = a fixed cost per update (latency bound), 1 = time proportional to the batch (compute bound)"
 
 
 def device_description():
@@ -45,16 +44,26 @@ def write_csv(path, timings, fit, wall, target_column):
     """A row per timed batch: the median and each repeat's seconds per update, examples/s, the
     fit there and, with a sweep, the steps and wall time to target."""
     repeats = len(next(iter(timings.values())))
-    fields = ["batch", "seconds_per_update", "examples_per_second", "fit_seconds_per_update",
-              *(f"repeat_{i}_seconds_per_update" for i in range(1, repeats + 1))]
+    fields = [
+        "batch",
+        "seconds_per_update",
+        "examples_per_second",
+        "fit_seconds_per_update",
+        *(f"repeat_{i}_seconds_per_update" for i in range(1, repeats + 1)),
+    ]
     if wall is not None:
         fields += [target_column, "seconds_to_target"]
     with open(path, "w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(fields)
         for batch, (median, *each) in _medians(timings):
-            row = [batch, f"{median:.6g}", f"{batch / median:.6g}", f"{float(fit.seconds(batch)):.6g}",
-                   *(f"{s:.6g}" for s in each)]
+            row = [
+                batch,
+                f"{median:.6g}",
+                f"{batch / median:.6g}",
+                f"{float(fit.seconds(batch)):.6g}",
+                *(f"{s:.6g}" for s in each),
+            ]
             if wall is not None:
                 at = wall.get(batch, {})
                 row += [_or_blank(at.get("steps")), _or_blank(at.get("seconds_to_target"), "{:.6g}")]
@@ -72,25 +81,36 @@ def _or_blank(value, form="{}"):
 
 def markdown(timings, fit, rows, best, title, config, steps, repeats, target_column):
     """The timing table, the fit and what it means, and with a sweep the wall time to target."""
-    lines = [f"# Time per update against the global batch: {title}", "",
-             f"{steps} timed updates per repeat (steps_per_loop {min(config.steps_per_loop, steps)}), "
-             f"median of {repeats}; strategy {config.strategy}, jit_compile {config.jit_compile}, "
-             f"mixed_precision {config.mixed_precision}.", "",
-             "| batch | ms per update (median) | examples/s | ms per update, each repeat | fit, ms |",
-             "| ---: | ---: | ---: | --- | ---: |"]
+    lines = [
+        f"# Time per update against the global batch: {title}",
+        "",
+        f"{steps} timed updates per repeat (steps_per_loop {min(config.steps_per_loop, steps)}), "
+        f"median of {repeats}; strategy {config.strategy}, jit_compile {config.jit_compile}, "
+        f"mixed_precision {config.mixed_precision}.",
+        "",
+        "| batch | ms per update (median) | examples/s | ms per update, each repeat | fit, ms |",
+        "| ---: | ---: | ---: | --- | ---: |",
+    ]
     for batch, (median, *each) in _medians(timings):
-        lines.append(f"| {batch} | {1e3 * median:.3f} | {batch / median:,.0f} | "
-                     f"{', '.join(f'{1e3 * s:.3f}' for s in each)} | {1e3 * float(fit.seconds(batch)):.3f} |")
-    lines += ["", f"Fit T_update(B) = T0 + k B^gamma: **T0 = {1e3 * fit.t0:.3f} ms**, k = {1e3 * fit.k:.4g} ms, "
-              f"**gamma = {fit.gamma:.2f}** (RMS relative error {fit.residual:.1%}); {GAMMA_MEANING}. "
-              "T0 is the fixed cost of an update that a larger batch amortises."]
+        lines.append(
+            f"| {batch} | {1e3 * median:.3f} | {batch / median:,.0f} | "
+            f"{', '.join(f'{1e3 * s:.3f}' for s in each)} | {1e3 * float(fit.seconds(batch)):.3f} |"
+        )
+    lines += [
+        "",
+        f"Fit T_update(B) = T0 + k B^gamma: **T0 = {1e3 * fit.t0:.3f} ms**, k = {1e3 * fit.k:.4g} ms, "
+        f"**gamma = {fit.gamma:.2f}** (RMS relative error {fit.residual:.1%}); {GAMMA_MEANING}. "
+        "T0 is the fixed cost of an update that a larger batch amortises.",
+    ]
     if fit.gamma_at_search_edge:
         lines[-1] += " (gamma is at the edge of the range searched: the data want a value beyond it.)"
     if fit.t0 > 0 and fit.k > 0:
         even = (fit.t0 / fit.k) ** (1 / fit.gamma)
-        lines[-1] += (f" The batch-dependent part equals T0 at B = {even:,.0f}: below it the fixed cost dominates "
-                      "and examples/s grows almost in proportion to the batch; above it examples/s goes as "
-                      "B^(1 - gamma).")
+        lines[-1] += (
+            f" The batch-dependent part equals T0 at B = {even:,.0f}: below it the fixed cost dominates "
+            "and examples/s grows almost in proportion to the batch; above it examples/s goes as "
+            "B^(1 - gamma)."
+        )
     if rows is not None:
         lines += ["", *wall_table(rows, best, sorted(timings), target_column)]
     return "\n".join(lines) + "\n"
@@ -98,15 +118,20 @@ def markdown(timings, fit, rows, best, title, config, steps, repeats, target_col
 
 def wall_table(rows, best, timed, target_column):
     """The wall time to target at each batch of the sweep, and the batch that minimises it."""
-    lines = [f"Wall time to target: the sweep's fewest `{target_column}` at each batch (its best "
-             "learning rate) times the fitted time per update.", "",
-             "| batch | steps to target | ms per update (fit) | wall time to target (s) |",
-             "| ---: | ---: | ---: | ---: |"]
+    lines = [
+        f"Wall time to target: the sweep's fewest `{target_column}` at each batch (its best "
+        "learning rate) times the fitted time per update.",
+        "",
+        "| batch | steps to target | ms per update (fit) | wall time to target (s) |",
+        "| ---: | ---: | ---: | ---: |",
+    ]
     for row in rows:
         outside = "" if timed[0] <= row["batch"] <= timed[-1] else " (extrapolated)"
         wall = "not reached" if row["steps"] is None else f"{row['seconds_to_target']:,.2f}"
-        lines.append(f"| {row['batch']} | {_or_blank(row['steps']) or '-'} | "
-                     f"{1e3 * row['seconds_per_update']:.3f}{outside} | {wall} |")
+        lines.append(
+            f"| {row['batch']} | {_or_blank(row['steps']) or '-'} | "
+            f"{1e3 * row['seconds_per_update']:.3f}{outside} | {wall} |"
+        )
     if best is None:
         lines += ["", "No batch of the sweep reached the target."]
     else:
@@ -124,11 +149,21 @@ def plot(path, timings, fit, rows, best, title, target_column):
     axes = figure.subplots(1, 2 if rows is None else 3)
     per_update, rate = axes[0], axes[1]
     for batch in batches:
-        per_update.plot([batch] * len(timings[batch]), 1e3 * np.array(timings[batch]), ".", color="0.6",
-                        label="each repeat" if batch == batches[0] else None)
+        per_update.plot(
+            [batch] * len(timings[batch]),
+            1e3 * np.array(timings[batch]),
+            ".",
+            color="0.6",
+            label="each repeat" if batch == batches[0] else None,
+        )
     per_update.plot(batches, 1e3 * medians, "o", color="C0", label="measured (median)")
-    per_update.plot(grid, 1e3 * fit.seconds(grid), "--", color="C1",
-                    label=f"T0 + k B^gamma: T0 {1e3 * fit.t0:.3g} ms, gamma {fit.gamma:.2f}")
+    per_update.plot(
+        grid,
+        1e3 * fit.seconds(grid),
+        "--",
+        color="C1",
+        label=f"T0 + k B^gamma: T0 {1e3 * fit.t0:.3g} ms, gamma {fit.gamma:.2f}",
+    )
     per_update.set_ylabel("ms per update")
     per_update.set_title("time per update", fontsize=9)
     rate.plot(batches, np.array(batches) / medians, "o", color="C0", label="measured (median)")
@@ -158,8 +193,14 @@ def wall_panel(ax, rows, best, target_column):
     reached = [r for r in rows if r["seconds_to_target"] is not None]
     ax.plot([r["batch"] for r in reached], [r["seconds_to_target"] for r in reached], "o-", color="C2")
     if best is not None:
-        ax.plot([best], [next(r["seconds_to_target"] for r in reached if r["batch"] == best)], "*", color="C3",
-                markersize=14, label=f"fastest: batch {best}")
+        ax.plot(
+            [best],
+            [next(r["seconds_to_target"] for r in reached if r["batch"] == best)],
+            "*",
+            color="C3",
+            markersize=14,
+            label=f"fastest: batch {best}",
+        )
         ax.legend(fontsize=7)
     plain_log_y(ax)
     ax.set_ylabel("wall time to target (s)")

@@ -78,12 +78,15 @@ def _backend(settings, strategy):
 
 def _check_plan(settings, batches, replicas, info):
     batches.check_divisible(replicas, settings.accumulation_steps, settings.num_epochs)
-    plan = Plan.make(batches, info.num_train_examples, settings.num_epochs, settings.evals_per_epoch,
-                     settings.checkpoint_every)
+    plan = Plan.make(
+        batches, info.num_train_examples, settings.num_epochs, settings.evals_per_epoch, settings.checkpoint_every
+    )
     for phase in plan.phases:
         if phase.batch_size > info.num_train_examples:
-            raise ValueError(f"config.batch_size: a global batch of {phase.batch_size} is larger than the "
-                             f"{info.num_train_examples} training examples of {info.name}.")
+            raise ValueError(
+                f"config.batch_size: a global batch of {phase.batch_size} is larger than the "
+                f"{info.num_train_examples} training examples of {info.name}."
+            )
     return plan
 
 
@@ -94,15 +97,19 @@ def _build_model_and_optimizer(run_recipe, info, batches, model_fn, source=None)
     if model_fn is not None:
         model = model_fn(info)
         if not isinstance(model, keras.Model):
-            raise TypeError(f"model_fn returned {type(model).__name__}: it must return a keras.Model mapping inputs "
-                            "to the task's outputs (a missing return?).")
+            raise TypeError(
+                f"model_fn returned {type(model).__name__}: it must return a keras.Model mapping inputs "
+                "to the task's outputs (a missing return?)."
+            )
     else:
         model = kbatch_model(run_recipe, info.input_shape, info.num_classes)
     if settings.freeze is not None:
         fine_tuning.freeze(model, settings.freeze, fine_tuning.weight_keys(source) if source is not None else ())
     optimizer = optimizers.build(
-        run_recipe.optimizer, run_recipe.learning_rate_schedule(info.num_train_examples, batches),
-        **run_recipe.optimizer_settings(batches.batch_sizes[0]))
+        run_recipe.optimizer,
+        run_recipe.learning_rate_schedule(info.num_train_examples, batches),
+        **run_recipe.optimizer_settings(batches.batch_sizes[0]),
+    )
     optimizers.apply_exclusions(optimizer, model)
     if settings.mixed_precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
@@ -115,27 +122,38 @@ def kbatch_model(run_recipe, input_shape, num_classes):
     named as the config field, not as the layer's argument `groups`."""
     settings = run_recipe.settings
     if settings.task == "next_token" and settings.model not in models.SEQUENCE_MODELS:
-        raise ValueError(f"config.task='next_token' needs a prediction per position, and config.model="
-                         f"{settings.model!r} gives one per example: use {', '.join(models.SEQUENCE_MODELS)} "
-                         "(or a model_fn of your own).")
+        raise ValueError(
+            f"config.task='next_token' needs a prediction per position, and config.model="
+            f"{settings.model!r} gives one per example: use {', '.join(models.SEQUENCE_MODELS)} "
+            "(or a model_fn of your own)."
+        )
     sizes = {arg: getattr(settings, field) for arg, field in MODEL_SIZES.items() if getattr(settings, field)}
     try:
-        return models.get(settings.model, num_classes=num_classes, input_shape=input_shape, norm=settings.norm,
-                          norm_kwargs=run_recipe.norm_kwargs(), vocabulary_size=settings.text_vocabulary_size,
-                          **sizes)
+        return models.get(
+            settings.model,
+            num_classes=num_classes,
+            input_shape=input_shape,
+            norm=settings.norm,
+            norm_kwargs=run_recipe.norm_kwargs(),
+            vocabulary_size=settings.text_vocabulary_size,
+            **sizes,
+        )
     except ValueError as error:
         said, _, must = str(error).partition(": must be ")
         if said.startswith("num_heads="):  # the heads the model was given (its own default if the field is None)
-            raise ValueError(f"config.model_heads={said.partition('=')[2]}: must be {must[:-1]} "
-                             "(config.model_width).") from None
+            raise ValueError(
+                f"config.model_heads={said.partition('=')[2]}: must be {must[:-1]} (config.model_width)."
+            ) from None
         if settings.norm != "group" or not str(error).startswith("groups="):
             raise
-        raise ValueError(f"config.norm_groups={settings.norm_groups} (norm='group' in {settings.model}): must be "
-                         f"{must}") from None
+        raise ValueError(
+            f"config.norm_groups={settings.norm_groups} (norm='group' in {settings.model}): must be {must}"
+        ) from None
 
 
 # transformer_lm's size arguments -> the config fields that set them.
 MODEL_SIZES = {"width": "model_width", "num_layers": "model_layers", "num_heads": "model_heads"}
+
 
 def check_model(settings):
     """Build the config's model as `build_run` does, with no data, strategy or files (what
@@ -157,8 +175,10 @@ def _check_halves(settings, backend):
     if not settings.noise_scale_every or not backend.noise_parts()[1]:
         return 1
     if settings.batch_size % (2 * backend.num_replicas):
-        raise ValueError(f"config.batch_size={settings.batch_size}: with noise_scale_every each replica's batch "
-                         f"is split in two halves, so it must be a multiple of {2 * backend.num_replicas}.")
+        raise ValueError(
+            f"config.batch_size={settings.batch_size}: with noise_scale_every each replica's batch "
+            f"is split in two halves, so it must be a multiple of {2 * backend.num_replicas}."
+        )
     return 2
 
 
@@ -200,9 +220,15 @@ def build_run(config, strategy=None, model_fn=None, task=None, data=None):
     backend = _backend(settings, strategy)
     lock = run_lock.acquire(settings.model_dir) if backend.is_chief else None
     try:
-        backend.use_source(data or sources.get(settings.dataset, settings.data_dir,
-                                               text_vocabulary_size=settings.text_vocabulary_size,
-                                               text_sequence_length=settings.text_sequence_length))
+        backend.use_source(
+            data
+            or sources.get(
+                settings.dataset,
+                settings.data_dir,
+                text_vocabulary_size=settings.text_vocabulary_size,
+                text_sequence_length=settings.text_sequence_length,
+            )
+        )
         return _build_locked_run(recipe.RunRecipe.from_settings(settings), backend, model_fn, task, lock)
     except BaseException:
         if lock:
@@ -236,7 +262,8 @@ def _build_locked_run(run_recipe, backend, model_fn, task, lock):
             f"config.noise_scale_every={settings.noise_scale_every}: here it compares the two halves of each batch, "
             "which would give this model's batch normalization half batches: set accumulation_steps >= 2 (each "
             "micro-batch is then its own BN batch, as it is without the noise scale), train on several replicas "
-            "(TensorFlow), or use a norm without batch statistics.")
+            "(TensorFlow), or use a norm without batch statistics."
+        )
     run = Run(run_recipe, backend, task, info, model, optimizer, plan, changed, lock)
     if backend.is_chief:
         with run_dir.writing(settings.model_dir, "config.json", lambda: backend.latest_checkpoint):
@@ -264,16 +291,19 @@ class Run:
         if self.step:
             self.history.load(self.step, self.settings.model_dir)
         self._phase = self._loop = None
-        self._actions, self._published = [], {"last_evaluation": None, "noise_scale": float("nan"),
-                                              "staleness_counts": None}
+        self._actions, self._published = (
+            [],
+            {"last_evaluation": None, "noise_scale": float("nan"), "staleness_counts": None},
+        )
         self.batch_decisions = []
         saved = self.history.actions.get("AdaptBatchSize", {}).get("decisions", [])
         decisions = [d for d in saved if d["step"] <= self.step]
         if decisions:  # a resumed adaptive run: the phases it chose, exactly (AdaptBatchSize's state)
             self.adapt(decisions)
         if changed is not None and backend.is_chief:  # points logged after the checkpoint are logged again
-            event_writer.drop_events_from(self.settings.model_dir, self.step + 1,
-                                          {"examples": self.plan.ledger.examples_seen(self.step)})
+            event_writer.drop_events_from(
+                self.settings.model_dir, self.step + 1, {"examples": self.plan.ledger.examples_seen(self.step)}
+            )
         self._started = time.time()
 
     def adapt(self, decisions):
@@ -285,7 +315,8 @@ class Run:
         batches = self.recipe.batch_schedule(self.backend.num_replicas * s.accumulation_steps * halves, decisions)
         self.plan = _check_plan(s, batches, self.backend.num_replicas, self.info)
         optimizers.unwrap(self.optimizer).learning_rate = self.recipe.learning_rate_schedule(
-            self.info.num_train_examples, batches)
+            self.info.num_train_examples, batches
+        )
         self.batch_decisions = list(decisions)
         self._phase = None  # the next loop starts the new phase (a new compiled step)
 
@@ -320,8 +351,9 @@ class Run:
 
     def save(self, step):
         """A checkpoint at `step`, with the evaluation history beside it."""
-        with run_dir.writing(self.settings.model_dir, f"the checkpoint of step {step}",
-                             lambda: self.backend.latest_checkpoint):
+        with run_dir.writing(
+            self.settings.model_dir, f"the checkpoint of step {step}", lambda: self.backend.latest_checkpoint
+        ):
             states = {action.name: action.state() for action in self._actions}
             self.history.actions.update({name: state for name, state in states.items() if state is not None})
             self.history.save(self.wall_seconds())
@@ -389,8 +421,9 @@ class Run:
         self.backend.average_moving_statistics()  # a collective: every worker takes part
         result = history.result(self, self.wall_seconds())
         if self.backend.is_chief:
-            with run_dir.writing(self.settings.model_dir, "model.keras and result.json",
-                                 lambda: self.backend.latest_checkpoint):
+            with run_dir.writing(
+                self.settings.model_dir, "model.keras and result.json", lambda: self.backend.latest_checkpoint
+            ):
                 run_dir.write_atomically(os.path.join(self.settings.model_dir, run_dir.MODEL_FILE), self.model.save)
                 run_dir.write_json(os.path.join(self.settings.model_dir, run_dir.RESULT_FILE), result)
         return result
@@ -415,12 +448,16 @@ def train(config, *, strategy=None, model_fn=None, task=None, data=None, actions
     finished = run_dir.finished_result(settings)
     if finished is not None:  # the same command again: the results stay as they are
         if verbose:
-            print(f"kbatch: this run is finished; its results are in {settings.model_dir} (left as they are).",
-                  flush=True)
+            print(
+                f"kbatch: this run is finished; its results are in {settings.model_dir} (left as they are).", flush=True
+            )
         return finished
     problems = run_dir.final_files_problems(settings.model_dir)
     if problems and verbose:
-        print(f"kbatch: this run has finished, but {' and '.join(problems)}: writing them again from its last "
-              "checkpoint.", flush=True)
+        print(
+            f"kbatch: this run has finished, but {' and '.join(problems)}: writing them again from its last "
+            "checkpoint.",
+            flush=True,
+        )
     run = build_run(settings, strategy=strategy, model_fn=model_fn, task=task, data=data)
     return run.train(actions=actions, callbacks=callbacks, verbose=verbose)

@@ -89,17 +89,27 @@ class NextToken(Task):
     def per_example(self, labels, outputs):
         logits = ops.cast(outputs, "float32")
         labels = ops.cast(labels, "int32")
-        valid = ops.ones_like(labels, "float32") if self.pad_id is None else ops.cast(
-            ops.not_equal(labels, self.pad_id), "float32")
+        valid = (
+            ops.ones_like(labels, "float32")
+            if self.pad_id is None
+            else ops.cast(ops.not_equal(labels, self.pad_id), "float32")
+        )
         targets = ops.where(valid > 0, labels, ops.zeros_like(labels))
         token_loss = keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True) * valid
         correct = ops.cast(ops.equal(ops.cast(ops.argmax(logits, axis=-1), "int32"), targets), "float32") * valid
         tokens, loss_sum, correct_sum = (ops.sum(value, axis=-1) for value in (valid, token_loss, correct))
         per_token = 1.0 / ops.maximum(tokens, 1.0)  # a sequence of padding only: 0, not NaN
-        return {"loss": loss_sum * per_token, "accuracy": correct_sum * per_token,
-                "tokens": tokens, "token_loss": loss_sum, "token_correct": correct_sum}
+        return {
+            "loss": loss_sum * per_token,
+            "accuracy": correct_sum * per_token,
+            "tokens": tokens,
+            "token_loss": loss_sum,
+            "token_correct": correct_sum,
+        }
 
     def summary(self, means):
         tokens = max(float(means["tokens"]), 1e-12)
-        return {"perplexity": float(np.exp(means["token_loss"] / tokens)),
-                "token_accuracy": float(means["token_correct"] / tokens)}
+        return {
+            "perplexity": float(np.exp(means["token_loss"] / tokens)),
+            "token_accuracy": float(means["token_correct"] / tokens),
+        }

@@ -19,19 +19,43 @@ from kbatch import scaling
 
 BASE_BATCH, BN_MOMENTUM = 128, 0.9
 RUNS = (  # (optimizer, global batch, LR at batch 128, warmup epochs): docs/results/lars.md's --runs
-    ("momentum", 1024, 0.05, 1.0), ("momentum", 2048, 0.05, 1.0), ("momentum", 4096, 0.05, 1.0),
-    ("momentum", 8192, 0.05, 1.0), ("momentum", 16384, 0.05, 1.0),
-    ("momentum", 8192, 0.05, 3.0), ("momentum", 8192, 0.0125, 1.0), ("momentum", 8192, 0.003125, 1.0),
-    ("lars", 1024, 0.1, 1.0), ("lars", 2048, 0.1, 1.0), ("lars", 4096, 0.1, 1.0), ("lars", 8192, 0.1, 1.0),
-    ("lars", 16384, 0.1, 1.0), ("lars", 8192, 0.2, 1.0), ("lars", 8192, 0.4, 1.0),
+    ("momentum", 1024, 0.05, 1.0),
+    ("momentum", 2048, 0.05, 1.0),
+    ("momentum", 4096, 0.05, 1.0),
+    ("momentum", 8192, 0.05, 1.0),
+    ("momentum", 16384, 0.05, 1.0),
+    ("momentum", 8192, 0.05, 3.0),
+    ("momentum", 8192, 0.0125, 1.0),
+    ("momentum", 8192, 0.003125, 1.0),
+    ("lars", 1024, 0.1, 1.0),
+    ("lars", 2048, 0.1, 1.0),
+    ("lars", 4096, 0.1, 1.0),
+    ("lars", 8192, 0.1, 1.0),
+    ("lars", 16384, 0.1, 1.0),
+    ("lars", 8192, 0.2, 1.0),
+    ("lars", 8192, 0.4, 1.0),
 )
 
 SWEEP = {
-    "overrides": {"dataset": "mnist1d/large", "num_epochs": 8, "base_batch_size": BASE_BATCH,
-                  "bn_momentum": BN_MOMENTUM, "rescale_recipe": False, "trust_coefficient": 0.001,
-                  "strategy": "one_device", "target_accuracy": None},
-    "points": [{"optimizer": optimizer, "batch_size": batch, "base_learning_rate": lr, "warmup_epochs": warmup,
-                "bn_momentum": scaling.rescale_momentum(BN_MOMENTUM, BASE_BATCH, batch)}
-               for optimizer, batch, lr, warmup in RUNS],
+    "overrides": {
+        "dataset": "mnist1d/large",
+        "num_epochs": 8,
+        "base_batch_size": BASE_BATCH,
+        "bn_momentum": BN_MOMENTUM,
+        "rescale_recipe": False,
+        "trust_coefficient": 0.001,
+        "strategy": "one_device",
+        "target_accuracy": None,
+    },
+    "points": [
+        {
+            "optimizer": optimizer,
+            "batch_size": batch,
+            "base_learning_rate": lr,
+            "warmup_epochs": warmup,
+            "bn_momentum": scaling.rescale_momentum(BN_MOMENTUM, BASE_BATCH, batch),
+        }
+        for optimizer, batch, lr, warmup in RUNS
+    ],
     "targets": [0.95, 0.97],
 }

@@ -37,8 +37,9 @@ ANNEAL_BATCH, ANNEAL_BOUNDARIES, ANNEAL_FACTOR = 256, (EPOCHS / 2, 3 * EPOCHS / 
 
 def warmup(batch):
     """W(B): the warmup of variants c-e and of the annealing pair."""
-    return scaling.warmup_epochs(batch, BASE_BATCH, BASE_WARMUP, epochs_per_doubling=EPOCHS_PER_DOUBLING,
-                                 num_epochs=EPOCHS)
+    return scaling.warmup_epochs(
+        batch, BASE_BATCH, BASE_WARMUP, epochs_per_doubling=EPOCHS_PER_DOUBLING, num_epochs=EPOCHS
+    )
 
 
 def variant_point(variant, multiplier):
@@ -46,15 +47,26 @@ def variant_point(variant, multiplier):
     batch = multiplier * BASE_BATCH
     if multiplier == 1:  # k = 1: no rule and no rescaling changes anything
         rule, rescale = "none", False
-    return {"batch_size": batch, "lr_scaling": rule, "warmup_epochs": warmup(batch) if warm else 0.0,
-            "rescale_recipe": rescale}
+    return {
+        "batch_size": batch,
+        "lr_scaling": rule,
+        "warmup_epochs": warmup(batch) if warm else 0.0,
+        "rescale_recipe": rescale,
+    }
 
 
 def anneal_point(anneal):
     """The step-decay run (anneal=False) or its batch-annealing twin (Smith et al. 2018)."""
-    return {"batch_size": ANNEAL_BATCH, "lr_scaling": "linear", "warmup_epochs": warmup(ANNEAL_BATCH),
-            "rescale_recipe": True, "decay": "step", "decay_boundaries": list(ANNEAL_BOUNDARIES),
-            "decay_factor": ANNEAL_FACTOR, "anneal_batch": anneal}
+    return {
+        "batch_size": ANNEAL_BATCH,
+        "lr_scaling": "linear",
+        "warmup_epochs": warmup(ANNEAL_BATCH),
+        "rescale_recipe": True,
+        "decay": "step",
+        "decay_boundaries": list(ANNEAL_BOUNDARIES),
+        "decay_factor": ANNEAL_FACTOR,
+        "anneal_batch": anneal,
+    }
 
 
 def points():
@@ -68,9 +80,17 @@ def points():
 
 
 SWEEP = {
-    "overrides": {"dataset": "mnist1d/large", "base_batch_size": BASE_BATCH, "base_learning_rate": BASE_LR,
-                  "num_epochs": EPOCHS, "evals_per_epoch": 8, "target_accuracy": 0.97, "strategy": "one_device",
-                  "checkpoint_every": 0, "steps_per_loop": 1000},
+    "overrides": {
+        "dataset": "mnist1d/large",
+        "base_batch_size": BASE_BATCH,
+        "base_learning_rate": BASE_LR,
+        "num_epochs": EPOCHS,
+        "evals_per_epoch": 8,
+        "target_accuracy": 0.97,
+        "strategy": "one_device",
+        "checkpoint_every": 0,
+        "steps_per_loop": 1000,
+    },
     "points": points(),
     "targets": [0.97, 0.99],
 }

@@ -26,19 +26,32 @@ def get(dataset, data_dir=None, **text_options):
     `text_vocabulary_size`, `text_sequence_length` of `from_tfds`), "python:MODULE:FUNCTION" for the
     source FUNCTION() returns, or a built-in one ("data:NAME" is a user's source, given to the run itself)."""
     if dataset.startswith(names.USER_PREFIX):
-        raise ValueError(f"config.dataset={dataset!r} names a source of your own: pass it to the run, "
-                         "kbatch.training.train(config, data=source); on the command line name it "
-                         "'python:MODULE:FUNCTION', a built-in or a 'tfds:NAME' data set.")
+        raise ValueError(
+            f"config.dataset={dataset!r} names a source of your own: pass it to the run, "
+            "kbatch.training.train(config, data=source); on the command line name it "
+            "'python:MODULE:FUNCTION', a built-in or a 'tfds:NAME' data set."
+        )
     if dataset.startswith(names.PYTHON_PREFIX):
         from kbatch.data.sources import python_source
 
         return python_source.source(dataset)
     if dataset.startswith(names.TFDS_PREFIX):
-        return from_tfds(dataset[len(names.TFDS_PREFIX):], data_dir=data_dir, **text_options)
+        return from_tfds(dataset[len(names.TFDS_PREFIX) :], data_dir=data_dir, **text_options)
     from kbatch.data.sources.builtin import builtin_source
 
     return builtin_source(dataset, data_dir)
 
 
-__all__ = ["ArraySource", "Guarantees", "IterableSource", "PositionalSource", "Source", "from_arrays", "from_iterable",
-           "from_tf_dataset", "from_tfds", "get", "weighted_batches"]
+__all__ = [
+    "ArraySource",
+    "Guarantees",
+    "IterableSource",
+    "PositionalSource",
+    "Source",
+    "from_arrays",
+    "from_iterable",
+    "from_tf_dataset",
+    "from_tfds",
+    "get",
+    "weighted_batches",
+]

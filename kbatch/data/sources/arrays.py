@@ -43,9 +43,15 @@ class ArraySource(PositionalSource):
 
     def describe(self):
         input_spec = examples.spec(self.x)
-        return DatasetInfo(name=self.name, num_train_examples=len(self.y), num_eval_examples=len(self.y_eval),
-                           input_shape=examples.shapes(input_spec), num_classes=self.num_classes,
-                           input_spec=input_spec, label_spec=examples.spec(self.y))
+        return DatasetInfo(
+            name=self.name,
+            num_train_examples=len(self.y),
+            num_eval_examples=len(self.y_eval),
+            input_shape=examples.shapes(input_spec),
+            num_classes=self.num_classes,
+            input_spec=input_spec,
+            label_spec=examples.spec(self.y),
+        )
 
     def guarantees(self):
         return Guarantees(exact_resume=True, same_across_strategies=True, same_across_backends=True)

@@ -48,8 +48,9 @@ class BuiltinSource(PipelineForms, ArraySource):
     def __init__(self, name, data_dir=None):
         self.family, self.data_dir = dataset_family(name), data_dir
         x, y, x_eval, y_eval = numpy_source._arrays(name, data_dir)
-        super().__init__(x, y, numpy_source.eval_inputs(self.family, x_eval), y_eval,
-                         FACTS[self.family].num_classes, name)
+        super().__init__(
+            x, y, numpy_source.eval_inputs(self.family, x_eval), y_eval, FACTS[self.family].num_classes, name
+        )
 
     def describe(self):
         x, _ = self.examples_at(0, 1, seed=0)  # as the model reads it (stored CIFAR images are uint8)
@@ -76,8 +77,9 @@ class StreamedBuiltinSource(PipelineForms, Source):
         from kbatch.data import pipeline
 
         info = pipeline.describe(self.name, self.data_dir)
-        return dataclasses.replace(info, input_spec=FeatureSpec(tuple(info.input_shape), "float32"),
-                                   label_spec=FeatureSpec((), "int64"))
+        return dataclasses.replace(
+            info, input_spec=FeatureSpec(tuple(info.input_shape), "float32"), label_spec=FeatureSpec((), "int64")
+        )
 
     def guarantees(self):
         return Guarantees(exact_resume=False, same_across_strategies=False, same_across_backends=False)

@@ -7,8 +7,11 @@ from kbatch.data.sources import examples
 
 def same_length(who, x, y, split):
     """A ValueError unless every feature of `x` and the labels `y` have one row per example."""
-    lengths = {f"{split} feature {key!r}": len(value) for key, value in x.items()} if isinstance(x, dict) \
+    lengths = (
+        {f"{split} feature {key!r}": len(value) for key, value in x.items()}
+        if isinstance(x, dict)
         else {f"x{split}": len(x)}
+    )
     lengths[f"y{split}"] = len(y)
     if len(set(lengths.values())) > 1:
         said = ", ".join(f"{name} has {length}" for name, length in lengths.items())
@@ -32,12 +35,16 @@ def labels_in_range(who, labels, num_classes):
     labels = np.asarray(labels)
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         bad = labels.min() if labels.min() < 0 else labels.max()
-        raise ValueError(f"{who}: label {bad} is out of range for num_classes={num_classes}: "
-                         f"labels must be integers in [0, {num_classes}).")
+        raise ValueError(
+            f"{who}: label {bad} is out of range for num_classes={num_classes}: "
+            f"labels must be integers in [0, {num_classes})."
+        )
 
 
 def eval_given(who, eval_data):
     """A ValueError when a source has no evaluation data."""
     if eval_data is None:
-        raise ValueError(f"{who}: no evaluation data: give eval=(x_eval, y_eval) (kbatch evaluates every run; "
-                         "hold out part of the training data if there is no other).")
+        raise ValueError(
+            f"{who}: no evaluation data: give eval=(x_eval, y_eval) (kbatch evaluates every run; "
+            "hold out part of the training data if there is no other)."
+        )

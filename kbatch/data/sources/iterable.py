@@ -23,11 +23,14 @@ def from_iterable(train, eval, num_train_examples, num_classes=None, name="itera
     iterable of them); `num_train_examples` is one epoch (the schedules count epochs)."""
     checks.eval_given(WHO, eval)
     if not (callable(eval) or iter(eval) is not eval):
-        raise ValueError(f"{WHO}: eval is a one-shot iterator; it is read at every evaluation: give a list of "
-                         "batches or a function that returns a fresh iterable.")
+        raise ValueError(
+            f"{WHO}: eval is a one-shot iterator; it is read at every evaluation: give a list of "
+            "batches or a function that returns a fresh iterable."
+        )
     if not isinstance(num_train_examples, int) or num_train_examples < 1:
-        raise ValueError(f"{WHO}: num_train_examples={num_train_examples!r}: must be a positive integer "
-                         "(the examples of one epoch).")
+        raise ValueError(
+            f"{WHO}: num_train_examples={num_train_examples!r}: must be a positive integer (the examples of one epoch)."
+        )
     return IterableSource(train, eval, num_train_examples, num_classes, name)
 
 
@@ -62,13 +65,22 @@ class IterableSource(Source):
         x, y = self._spec_batch
         input_spec = examples.spec(x)
         num_eval = sum(len(batch[1]) for batch in self.eval_chunks())
-        return DatasetInfo(name=self.name, num_train_examples=self.num_train_examples, num_eval_examples=num_eval,
-                           input_shape=examples.shapes(input_spec), num_classes=self.num_classes,
-                           input_spec=input_spec, label_spec=examples.spec(y))
+        return DatasetInfo(
+            name=self.name,
+            num_train_examples=self.num_train_examples,
+            num_eval_examples=num_eval,
+            input_shape=examples.shapes(input_spec),
+            num_classes=self.num_classes,
+            input_spec=input_spec,
+            label_spec=examples.spec(y),
+        )
 
     def guarantees(self):
-        return Guarantees(exact_resume=self.recreatable, same_across_strategies=self.recreatable,
-                          same_across_backends=self.recreatable)
+        return Guarantees(
+            exact_resume=self.recreatable,
+            same_across_strategies=self.recreatable,
+            same_across_backends=self.recreatable,
+        )
 
     def _passes(self):
         """The training batches, checked: pass after pass where re-creatable, else until they run out."""
@@ -76,8 +88,10 @@ class IterableSource(Source):
             for batch in self._fresh():
                 yield self._checked(batch, "a training batch")
             if not self.recreatable:
-                raise ValueError(f"{WHO}: the training iterable ran out: give an endless one, or a function that "
-                                 "returns a fresh iterable each call.")
+                raise ValueError(
+                    f"{WHO}: the training iterable ran out: give an endless one, or a function that "
+                    "returns a fresh iterable each call."
+                )
 
     def train_batches(self, global_batch_size, seed, start_example=0):
         del seed  # the user's pipeline shuffles

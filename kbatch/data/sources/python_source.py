@@ -38,7 +38,7 @@ def _import(value, module):
 def function(value):
     """The FUNCTION of `value` ("python:MODULE:FUNCTION"), imported; a one-line ValueError when
     the spelling, the module or the function is wrong."""
-    parts = value[len(names.PYTHON_PREFIX):].split(":")
+    parts = value[len(names.PYTHON_PREFIX) :].split(":")
     if len(parts) != 2 or not all(part.strip() for part in parts):
         _fail(value, "not MODULE:FUNCTION")
     module_name, function_name = parts
@@ -53,6 +53,9 @@ def source(value):
     """The `Source` that FUNCTION() of `value` returns; a one-line ValueError when it is not one."""
     made = function(value)()
     if not isinstance(made, Source):
-        _fail(value, f"{value[len(names.PYTHON_PREFIX):]}() returned a {type(made).__name__}, not a kbatch.data.Source "
-                     "(kbatch.data.from_arrays, from_tfds, from_tf_dataset, from_iterable)")
+        _fail(
+            value,
+            f"{value[len(names.PYTHON_PREFIX) :]}() returned a {type(made).__name__}, not a kbatch.data.Source "
+            "(kbatch.data.from_arrays, from_tfds, from_tf_dataset, from_iterable)",
+        )
     return made

@@ -23,5 +23,6 @@ class EpochShuffle:
         """The example numbers at stream positions [start, stop)."""
         positions = np.arange(start, stop)
         epochs = positions // self.size
-        return np.concatenate([self._permutation(seed, int(epoch))[positions[epochs == epoch] % self.size]
-                               for epoch in np.unique(epochs)])
+        return np.concatenate(
+            [self._permutation(seed, int(epoch))[positions[epochs == epoch] % self.size] for epoch in np.unique(epochs)]
+        )

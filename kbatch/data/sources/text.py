@@ -27,5 +27,5 @@ def token_ids(layer, texts):
     """int32 [len(texts), sequence_length]: `texts` through `layer`, a chunk at a time."""
     import keras
 
-    chunks = [keras.ops.convert_to_numpy(layer(texts[i:i + CHUNK])) for i in range(0, len(texts), CHUNK)]
+    chunks = [keras.ops.convert_to_numpy(layer(texts[i : i + CHUNK])) for i in range(0, len(texts), CHUNK)]
     return np.concatenate(chunks).astype(np.int32)

@@ -41,9 +41,11 @@ def train_dataset_fn(source, global_batch_size, seed, start_example=0):
     def dataset_fn(input_context):
         per_replica = input_context.get_per_replica_batch_size(global_batch_size)
         return tf.data.Dataset.from_generator(
-            lambda: _shares(source.train_batches(global_batch_size, seed, start_example), input_context,
-                            global_batch_size),
-            output_signature=signature(info, per_replica)).prefetch(tf.data.AUTOTUNE)
+            lambda: _shares(
+                source.train_batches(global_batch_size, seed, start_example), input_context, global_batch_size
+            ),
+            output_signature=signature(info, per_replica),
+        ).prefetch(tf.data.AUTOTUNE)
 
     return dataset_fn
 
@@ -56,6 +58,7 @@ def eval_dataset_fn(source, global_batch_size):
         per_replica = input_context.get_per_replica_batch_size(global_batch_size)
         return tf.data.Dataset.from_generator(
             lambda: _shares(source.eval_batches(global_batch_size), input_context, global_batch_size),
-            output_signature=signature(info, per_replica, weighted=True))
+            output_signature=signature(info, per_replica, weighted=True),
+        )
 
     return dataset_fn

@@ -24,21 +24,32 @@ def _spec(tensor_spec):
     return FeatureSpec(tuple(tensor_spec.shape), dtype)
 
 
-def from_tf_dataset(train, eval, num_train_examples=None, num_classes=None, deterministic=False,  # noqa: A002
-                    name="tf.data"):
+def from_tf_dataset(
+    train,
+    eval,
+    num_train_examples=None,
+    num_classes=None,
+    deterministic=False,  # noqa: A002
+    name="tf.data",
+):
     """A `Source` of the `tf.data.Dataset` `train` of `(x, y)` examples (x a tensor or a dict),
     evaluated on `eval` (one of the same kind); `num_train_examples` is needed where `train`'s
     cardinality is unknown."""
     checks.eval_given(WHO, eval)
     for what, dataset in (("train", train), ("eval", eval)):
-        if not isinstance(dataset, tf.data.Dataset) or not isinstance(dataset.element_spec, tuple) \
-                or len(dataset.element_spec) != 2:
+        if (
+            not isinstance(dataset, tf.data.Dataset)
+            or not isinstance(dataset.element_spec, tuple)
+            or len(dataset.element_spec) != 2
+        ):
             raise ValueError(f"{WHO}: {what} must be a tf.data.Dataset of unbatched (x, y) examples; got {dataset!r}.")
     size = int(train.cardinality())
     num_train_examples = num_train_examples or (size if size > 0 else None)
     if num_train_examples is None:
-        raise ValueError(f"{WHO}: the training dataset's size is unknown (cardinality {size}): give "
-                         "num_train_examples, the examples of one epoch.")
+        raise ValueError(
+            f"{WHO}: the training dataset's size is unknown (cardinality {size}): give "
+            "num_train_examples, the examples of one epoch."
+        )
     return TFDatasetSource(train, eval, num_train_examples, num_classes, deterministic, name)
 
 
@@ -53,14 +64,22 @@ class TFDatasetSource(Source):
     def describe(self):
         x_spec, y_spec = self.train.element_spec
         input_spec = tf.nest.map_structure(_spec, x_spec)
-        return DatasetInfo(name=self.name, num_train_examples=self.num_train_examples,
-                           num_eval_examples=int(self.eval.reduce(0, lambda count, _: count + 1)),
-                           input_shape=examples.shapes(input_spec), num_classes=self.num_classes,
-                           input_spec=input_spec, label_spec=_spec(y_spec))
+        return DatasetInfo(
+            name=self.name,
+            num_train_examples=self.num_train_examples,
+            num_eval_examples=int(self.eval.reduce(0, lambda count, _: count + 1)),
+            input_shape=examples.shapes(input_spec),
+            num_classes=self.num_classes,
+            input_spec=input_spec,
+            label_spec=_spec(y_spec),
+        )
 
     def guarantees(self):
-        return Guarantees(exact_resume=self.deterministic, same_across_strategies=self.deterministic,
-                          same_across_backends=self.deterministic)
+        return Guarantees(
+            exact_resume=self.deterministic,
+            same_across_strategies=self.deterministic,
+            same_across_backends=self.deterministic,
+        )
 
     def global_batches(self, global_batch_size, start_example=0):
         """The training stream as a `tf.data.Dataset` of global batches from `start_example` on."""
@@ -79,7 +98,8 @@ class TFDatasetSource(Source):
             part = global_batch_size // input_context.num_input_pipelines
             first = input_context.input_pipeline_id * part
             mine = self.global_batches(global_batch_size, start_example).map(
-                lambda *batch: tf.nest.map_structure(lambda value: value[first:first + part], batch))
+                lambda *batch: tf.nest.map_structure(lambda value: value[first : first + part], batch)
+            )
             return mine.unbatch().batch(per_replica, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
         return dataset_fn

@@ -28,17 +28,21 @@ def check_name(name):
     try:
         import tensorflow_datasets as tfds
     except ImportError:
-        raise ValueError(f"config.dataset='tfds:{name}': reading a TFDS data set needs tensorflow-datasets "
-                         "(pip install tensorflow-datasets); without it, pass your arrays as "
-                         "kbatch.training.train(config, data=kbatch.data.from_arrays(...)).") from None
+        raise ValueError(
+            f"config.dataset='tfds:{name}': reading a TFDS data set needs tensorflow-datasets "
+            "(pip install tensorflow-datasets); without it, pass your arrays as "
+            "kbatch.training.train(config, data=kbatch.data.from_arrays(...))."
+        ) from None
     family = name.split("/")[0].split(":")[0]
     try:
         tfds.builder_cls(family)
     except tfds.core.registered.DatasetNotFoundError:
         known = tfds.list_builders(with_community_datasets=False)
         close = difflib.get_close_matches(family, known, n=3) or known[:3]
-        raise ValueError(f"config.dataset='tfds:{name}': TFDS has no data set {family!r}; close names: "
-                         f"{', '.join(close)} (tfds.list_builders() lists all {len(known)}).") from None
+        raise ValueError(
+            f"config.dataset='tfds:{name}': TFDS has no data set {family!r}; close names: "
+            f"{', '.join(close)} (tfds.list_builders() lists all {len(known)})."
+        ) from None
 
 
 def _builder(name, data_dir):
@@ -53,14 +57,18 @@ def _keys(name, info, input_key, label_key):
     """(input key(s), label key): given, else the builder's supervised keys; each checked against its features."""
     if input_key is None or label_key is None:
         if not info.supervised_keys:
-            raise ValueError(f"config.dataset='tfds:{name}': the builder names no supervised keys: give input_key "
-                             f"and label_key, from its features {sorted(info.features)}.")
+            raise ValueError(
+                f"config.dataset='tfds:{name}': the builder names no supervised keys: give input_key "
+                f"and label_key, from its features {sorted(info.features)}."
+            )
         input_key, label_key = input_key or info.supervised_keys[0], label_key or info.supervised_keys[1]
     wanted = [*(input_key if isinstance(input_key, (list, tuple)) else [input_key]), label_key]
     missing = [key for key in wanted if key not in info.features]
     if missing:
-        raise ValueError(f"config.dataset='tfds:{name}': no feature {', '.join(map(repr, missing))}: "
-                         f"its features are {sorted(info.features)}.")
+        raise ValueError(
+            f"config.dataset='tfds:{name}': no feature {', '.join(map(repr, missing))}: "
+            f"its features are {sorted(info.features)}."
+        )
     return input_key, label_key
 
 
@@ -69,8 +77,10 @@ def _eval_split(name, info, eval_split):
     if eval_split is None:
         eval_split = next((split for split in EVAL_SPLITS if split in known), None)
     if eval_split is None:
-        raise ValueError(f"config.dataset='tfds:{name}': no evaluation split among {known}: "
-                         f"give eval_split (a TFDS split, e.g. 'train[90%:]').")
+        raise ValueError(
+            f"config.dataset='tfds:{name}': no evaluation split among {known}: "
+            f"give eval_split (a TFDS split, e.g. 'train[90%:]')."
+        )
     return eval_split
 
 
@@ -125,21 +135,42 @@ def _streamed_source(name, data_dir, input_key, label_key, splits, num_classes, 
     train, evaluation = (_streamed(name, split, data_dir, input_key, label_key) for split in splits)
     spec = train.element_spec[0]
     if any(feature.dtype == tf.string for feature in (spec.values() if isinstance(spec, dict) else [spec])):
-        raise ValueError(f"config.dataset='tfds:{name}': text is tokenized in memory (the tokenizer is adapted on "
-                         "the whole training split): use in_memory=True.")
+        raise ValueError(
+            f"config.dataset='tfds:{name}': text is tokenized in memory (the tokenizer is adapted on "
+            "the whole training split): use in_memory=True."
+        )
     if scale_images:
+
         def scaled(x, y):
             return tf.nest.map_structure(
-                lambda f: tf.cast(f, tf.float32) / 255 if f.dtype == tf.uint8 and f.shape.rank >= 2 else f, x), y
+                lambda f: tf.cast(f, tf.float32) / 255 if f.dtype == tf.uint8 and f.shape.rank >= 2 else f, x
+            ), y
 
         train, evaluation = train.map(scaled), evaluation.map(scaled)
-    return from_tf_dataset(train.shuffle(shuffle[0], seed=shuffle[1]), evaluation, num_classes=num_classes,
-                           deterministic=True, name=f"tfds:{name}")
+    return from_tf_dataset(
+        train.shuffle(shuffle[0], seed=shuffle[1]),
+        evaluation,
+        num_classes=num_classes,
+        deterministic=True,
+        name=f"tfds:{name}",
+    )
 
 
-def from_tfds(name, data_dir=None, input_key=None, label_key=None, train_split="train", eval_split=None,
-              in_memory=True, shuffle_buffer=16384, shuffle_seed=0, scale_images=True, tokenize_text=True,
-              text_vocabulary_size=20000, text_sequence_length=256):
+def from_tfds(
+    name,
+    data_dir=None,
+    input_key=None,
+    label_key=None,
+    train_split="train",
+    eval_split=None,
+    in_memory=True,
+    shuffle_buffer=16384,
+    shuffle_seed=0,
+    scale_images=True,
+    tokenize_text=True,
+    text_vocabulary_size=20000,
+    text_sequence_length=256,
+):
     """A `Source` of TFDS data set `name` (e.g. "mnist", "imdb_reviews"), held in memory; with
     `in_memory=False` (a set too large for memory) streamed through a seeded shuffle buffer.
     uint8 images are served as float32 in [0, 1] (`scale_images=False`: as stored); text as
@@ -150,8 +181,16 @@ def from_tfds(name, data_dir=None, input_key=None, label_key=None, train_split="
     eval_split = _eval_split(name, info, eval_split)
     num_classes = getattr(info.features[label_key], "num_classes", None)
     if not in_memory:
-        return _streamed_source(name, data_dir, input_key, label_key, (train_split, eval_split), num_classes,
-                                scale_images, (shuffle_buffer, shuffle_seed))
+        return _streamed_source(
+            name,
+            data_dir,
+            input_key,
+            label_key,
+            (train_split, eval_split),
+            num_classes,
+            scale_images,
+            (shuffle_buffer, shuffle_seed),
+        )
     x, y = _split_arrays(name, train_split, data_dir, input_key, label_key)
     x_eval, y_eval = _split_arrays(name, eval_split, data_dir, input_key, label_key)
     text_options = (text_vocabulary_size, text_sequence_length) if tokenize_text else None

@@ -12,6 +12,22 @@ from kbatch.training.actions.records import LogSteps, RecordStaleness, ReportLos
 from kbatch.training.actions.safety import CheckFinite, Checkpoint, WatchInterrupt, WatchPreemption, diverged
 from kbatch.training.actions.standard import standard
 
-__all__ = ["Action", "AdaptBatchSize", "AverageMovingStatistics", "CheckFinite", "Checkpoint", "Evaluate",
-           "KerasCallbacks", "LogSteps", "MeasureNoiseScale", "MeasureSharpness", "Progress", "RecordStaleness",
-           "ReportLossSpikes", "WatchInterrupt", "WatchPreemption", "diverged", "standard"]
+__all__ = [
+    "Action",
+    "AdaptBatchSize",
+    "AverageMovingStatistics",
+    "CheckFinite",
+    "Checkpoint",
+    "Evaluate",
+    "KerasCallbacks",
+    "LogSteps",
+    "MeasureNoiseScale",
+    "MeasureSharpness",
+    "Progress",
+    "RecordStaleness",
+    "ReportLossSpikes",
+    "WatchInterrupt",
+    "WatchPreemption",
+    "diverged",
+    "standard",
+]

@@ -58,6 +58,8 @@ def check_order(actions):
         for needed in action.after:
             if needed not in seen:
                 where = "comes after it" if any(a.name == needed for a in actions) else "is not in the run"
-                raise ValueError(f"Action {action.name} must run after {needed}, which {where}: {needed} has to "
-                                 f"come before {action.name} in the list of actions.")
+                raise ValueError(
+                    f"Action {action.name} must run after {needed}, which {where}: {needed} has to "
+                    f"come before {action.name} in the list of actions."
+                )
         seen.add(action.name)

@@ -42,6 +42,8 @@ class AdaptBatchSize(Action):
         self._decisions.append({"epoch": epoch, "batch": 2 * batch, "step": run.step})
         run.adapt(self._decisions)
         if self.verbose and run.backend.is_chief:
-            print(f"kbatch: adaptive batch: B_simple {_above(b_simple, batch)} > batch {batch} at epoch {epoch}: the "
-                  f"batch doubles to {2 * batch} (lr by the {run.settings.lr_scaling} rule; was {before:.4g})",
-                  flush=True)
+            print(
+                f"kbatch: adaptive batch: B_simple {_above(b_simple, batch)} > batch {batch} at epoch {epoch}: the "
+                f"batch doubles to {2 * batch} (lr by the {run.settings.lr_scaling} rule; was {before:.4g})",
+                flush=True,
+            )

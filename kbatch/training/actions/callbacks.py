@@ -27,8 +27,14 @@ class KerasCallbacks(Action):
         self.callbacks = list(callbacks)
 
     def begin(self, run):
-        self._list = keras.callbacks.CallbackList(self.callbacks, add_history=False, add_progbar=False,
-                                                  model=run.model, epochs=run.settings.num_epochs, verbose=0)
+        self._list = keras.callbacks.CallbackList(
+            self.callbacks,
+            add_history=False,
+            add_progbar=False,
+            model=run.model,
+            epochs=run.settings.num_epochs,
+            verbose=0,
+        )
         self._list.on_train_begin()
         self._start_epoch(run, run.plan.epoch_at(run.step))
 
@@ -60,4 +66,4 @@ def _val_logs(entry):
     """An evaluation's metrics as Keras names them: eval_accuracy -> val_accuracy."""
     if not entry:
         return {}
-    return {"val_" + k[len("eval_"):]: v for k, v in entry.items() if k.startswith("eval_")}
+    return {"val_" + k[len("eval_") :]: v for k, v in entry.items() if k.startswith("eval_")}

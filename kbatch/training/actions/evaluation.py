@@ -35,12 +35,16 @@ class Evaluate(Action):
         means = {name: value / count for name, value in sums.items()}
         means.update(run.task.summary(means))
         examples = run.plan.ledger.examples_seen(run.step)
-        entry = {"step": run.step, "epoch": examples / run.info.num_train_examples, "examples": examples,
-                 **{f"eval_{name}": value for name, value in means.items()},
-                 **{f"train_{name}": value for name, value in self._train_summary(run).items()},
-                 "learning_rate": float(loop.records["learning_rate"][-1]),
-                 "global_batch_size": loop.phase.batch_size,
-                 "examples_per_second": self._examples / max(self._seconds, 1e-9)}
+        entry = {
+            "step": run.step,
+            "epoch": examples / run.info.num_train_examples,
+            "examples": examples,
+            **{f"eval_{name}": value for name, value in means.items()},
+            **{f"train_{name}": value for name, value in self._train_summary(run).items()},
+            "learning_rate": float(loop.records["learning_rate"][-1]),
+            "global_batch_size": loop.phase.batch_size,
+            "examples_per_second": self._examples / max(self._seconds, 1e-9),
+        }
         self._examples, self._seconds, self._train_sums = 0, 0.0, {}
         run.history.evals.append(entry)
         run.backend.summaries.scalars("eval", run.step, means)

@@ -31,15 +31,19 @@ class MeasureNoiseScale(Action):
     def after_loop(self, run, loop):
         records, batch = loop.records, loop.phase.batch_size
         for i in range(loop.num_steps):
-            self.estimate.update(records[noise_scale.RECORD][i], records["grad_norm"][i] ** 2,
-                                 batch / self.parts, batch)
+            self.estimate.update(
+                records[noise_scale.RECORD][i], records["grad_norm"][i] ** 2, batch / self.parts, batch
+            )
             step = loop.first_step + i + 1
             if step % self.every == 0:
                 b_simple = self.estimate.simple
-                point = {"b_simple": b_simple, "gradient_sq": self.estimate.gradient_sq,
-                         "trace_sigma": self.estimate.trace,
-                         "temperature": float(records["learning_rate"][i]) / batch,
-                         "batch_over_b_simple": batch / b_simple if b_simple > 0 else float("nan")}
+                point = {
+                    "b_simple": b_simple,
+                    "gradient_sq": self.estimate.gradient_sq,
+                    "trace_sigma": self.estimate.trace,
+                    "temperature": float(records["learning_rate"][i]) / batch,
+                    "batch_over_b_simple": batch / b_simple if b_simple > 0 else float("nan"),
+                }
                 run.backend.summaries.scalars("noise", step, point)
                 run.history.noise_scale.append({"step": step, "global_batch_size": batch, **point})
         run.publish("noise_scale", self.estimate.simple)
@@ -72,11 +76,15 @@ class MeasureSharpness(Action):
         bound = 2.0 + 2.0 * float(optimizers.unwrap(run.optimizer).momentum) if sgd else None
         entry = {"step": run.step, "sharpness": value, "lr_times_sharpness": lr * value, "stability_bound": bound}
         run.history.sharpness.append(entry)
-        run.backend.summaries.scalars("diagnostics", run.step, {k: v for k, v in entry.items()
-                                                                if k != "step" and v is not None})
+        run.backend.summaries.scalars(
+            "diagnostics", run.step, {k: v for k, v in entry.items() if k != "step" and v is not None}
+        )
         above = bound is not None and lr * value > bound
         if above and not self._above and self.verbose and run.backend.is_chief:
-            print(f"kbatch: warning: lr x sharpness = {lr * value:.3g} at step {run.step} is past the stability "
-                  f"bound {bound:.3g} (2 + 2 x momentum; Cohen et al. 2021): the loss may oscillate or diverge. A "
-                  "lower learning rate or a longer warmup keeps it below.", flush=True)
+            print(
+                f"kbatch: warning: lr x sharpness = {lr * value:.3g} at step {run.step} is past the stability "
+                f"bound {bound:.3g} (2 + 2 x momentum; Cohen et al. 2021): the loss may oscillate or diverge. A "
+                "lower learning rate or a longer warmup keeps it below.",
+                flush=True,
+            )
         self._above = above

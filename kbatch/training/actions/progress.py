@@ -27,9 +27,12 @@ class Progress(Action):
         if run.changed:
             state += " with " + ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in run.changed.items())
         sizes = " -> ".join(str(p.batch_size) for p in run.plan.phases)
-        print(f"kbatch: {state}; {run.backend.layout}, global batch {sizes}, "
-              f"{run.plan.total_steps} steps in {run.settings.num_epochs} epochs. "
-              f"TensorBoard: tensorboard --logdir {shlex.quote(run.settings.model_dir)}", flush=True)
+        print(
+            f"kbatch: {state}; {run.backend.layout}, global batch {sizes}, "
+            f"{run.plan.total_steps} steps in {run.settings.num_epochs} epochs. "
+            f"TensorBoard: tensorboard --logdir {shlex.quote(run.settings.model_dir)}",
+            flush=True,
+        )
         self._bar = _new_bar(run.plan, run.plan.epoch_at(run.step))
 
     def after_loop(self, run, loop):
@@ -44,30 +47,43 @@ class Progress(Action):
         self._examples += loop.num_steps * loop.phase.batch_size
         self._seconds += loop.seconds
         logs = loop.train_logs()
-        values = {**logs, **run.task.summary(logs), "lr": float(loop.records["learning_rate"][-1]),
-                  "examples/s": self._examples / max(self._seconds, 1e-9)}
+        values = {
+            **logs,
+            **run.task.summary(logs),
+            "lr": float(loop.records["learning_rate"][-1]),
+            "examples/s": self._examples / max(self._seconds, 1e-9),
+        }
         self._bar.update(loop.last_step - start, values=list(values.items()))
         if loop.last_step == plan.epoch_starts[epoch + 1] and epoch + 1 < run.settings.num_epochs:
             self._bar = _new_bar(plan, epoch + 1)  # the next epoch starts now
         if run.evaluated(loop):
             e = run.last_evaluation
             metrics = ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in e.items() if k.startswith("eval_"))
-            print(f"  step {e['step']}: {metrics}, lr {e['learning_rate']:.4g}, batch {e['global_batch_size']}, "
-                  f"{e['examples_per_second']:,.0f} examples/s", flush=True)
+            print(
+                f"  step {e['step']}: {metrics}, lr {e['learning_rate']:.4g}, batch {e['global_batch_size']}, "
+                f"{e['examples_per_second']:,.0f} examples/s",
+                flush=True,
+            )
 
     def end(self, run, result):
         if self.enabled:
             monitor = run.task.monitor
             final, best = result[f"final_eval_{monitor}"], result[f"best_eval_{monitor}"]
             shown = f"final eval {monitor} {final:.4f} (best {best:.4f})" if final is not None else "no evaluation"
-            print(f"kbatch: done. {shown}, {run.step} steps, {result['wall_seconds']:.0f} s. "
-                  f"Results in {run.settings.model_dir}", flush=True)
+            print(
+                f"kbatch: done. {shown}, {run.step} steps, {result['wall_seconds']:.0f} s. "
+                f"Results in {run.settings.model_dir}",
+                flush=True,
+            )
 
 
 def _new_bar(plan, epoch):
     """The progress bar of `epoch`, made as it starts."""
-    return keras.utils.Progbar(plan.epoch_starts[epoch + 1] - plan.epoch_starts[epoch],
-                               verbose=1 if sys.stdout.isatty() else 2, stateful_metrics=["lr", "examples/s"])
+    return keras.utils.Progbar(
+        plan.epoch_starts[epoch + 1] - plan.epoch_starts[epoch],
+        verbose=1 if sys.stdout.isatty() else 2,
+        stateful_metrics=["lr", "examples/s"],
+    )
 
 
 def _batches(plan, epoch):

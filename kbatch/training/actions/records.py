@@ -27,8 +27,9 @@ class LogSteps(Action):
             if np.isfinite(records["grad_norm"][i]):
                 point["gradient_norm"] = records["grad_norm"][i]
             run.backend.summaries.scalars("train", step, point)
-            run.backend.summaries.scalars("examples", first_example + i * batch,
-                                          {"learning_rate": lr, "global_batch_size": batch})
+            run.backend.summaries.scalars(
+                "examples", first_example + i * batch, {"learning_rate": lr, "global_batch_size": batch}
+            )
         if optimizers.kind(run.optimizer) == "lars":
             stats = optimizers.unwrap(run.optimizer).trust_ratio_stats()
             run.backend.summaries.scalars("train", loop.last_step, {f"trust_ratio/{k}": v for k, v in stats.items()})
@@ -50,8 +51,10 @@ class ReportLossSpikes(Action):
             run.backend.summaries.scalars("train", step, {"loss_spike_factor": factor})
         if spikes and self.verbose and run.backend.is_chief:
             listed = ", ".join(f"step {step} x{factor:.2f}" for step, factor in spikes[:5])
-            print(f"kbatch: loss spike guard scaled {len(spikes)} update(s): {listed}"
-                  f"{' ...' if len(spikes) > 5 else ''}", flush=True)
+            print(
+                f"kbatch: loss spike guard scaled {len(spikes)} update(s): {listed}{' ...' if len(spikes) > 5 else ''}",
+                flush=True,
+            )
 
 
 class RecordStaleness(Action):

@@ -19,7 +19,8 @@ def diverged(run, what):
     return FloatingPointError(
         f"{what}: stopping. The last good checkpoint, kept as it was, is {latest or '(none yet)'}. To go on "
         f"{'from it' if latest else 'from the start'} at a lower learning rate: the same command with "
-        f"--config.model_dir={run.settings.model_dir} --config.base_learning_rate=<lower>.")
+        f"--config.model_dir={run.settings.model_dir} --config.base_learning_rate=<lower>."
+    )
 
 
 class CheckFinite(Action):
@@ -81,7 +82,8 @@ class WatchInterrupt(Action):
         # garbage collector's callback, Python swallows it and prints a traceback: not that one.
         self._unraisable = sys.unraisablehook
         sys.unraisablehook = lambda unraisable: (
-            None if issubclass(unraisable.exc_type, KeyboardInterrupt) else self._unraisable(unraisable))
+            None if issubclass(unraisable.exc_type, KeyboardInterrupt) else self._unraisable(unraisable)
+        )
 
     def after_loop(self, run, loop):
         if self._pressed:

@@ -11,12 +11,18 @@ from kbatch.training.actions.safety import CheckFinite, Checkpoint, WatchInterru
 def standard(settings, verbose=True):
     """The actions `settings` (`Settings`) turn on, each with its parameters, in the order they run."""
     s = settings
-    return [CheckFinite(), LogSteps(),
-            *([ReportLossSpikes(verbose)] if s.loss_spike_guard else []),
-            *([RecordStaleness()] if s.strategy == "parameter_server" else []),
-            *([MeasureNoiseScale(s.noise_scale_every, s.noise_scale_decay)] if s.noise_scale_every else []),
-            *([AdaptBatchSize(s.max_batch_size, verbose)] if s.batch_schedule == "adaptive" else []),
-            AverageMovingStatistics(), Evaluate(),
-            *([MeasureSharpness(s.sharpness_every, verbose)] if s.sharpness_every else []),
-            *([Progress()] if verbose else []),
-            Checkpoint(), WatchPreemption(), WatchInterrupt()]
+    return [
+        CheckFinite(),
+        LogSteps(),
+        *([ReportLossSpikes(verbose)] if s.loss_spike_guard else []),
+        *([RecordStaleness()] if s.strategy == "parameter_server" else []),
+        *([MeasureNoiseScale(s.noise_scale_every, s.noise_scale_decay)] if s.noise_scale_every else []),
+        *([AdaptBatchSize(s.max_batch_size, verbose)] if s.batch_schedule == "adaptive" else []),
+        AverageMovingStatistics(),
+        Evaluate(),
+        *([MeasureSharpness(s.sharpness_every, verbose)] if s.sharpness_every else []),
+        *([Progress()] if verbose else []),
+        Checkpoint(),
+        WatchPreemption(),
+        WatchInterrupt(),
+    ]

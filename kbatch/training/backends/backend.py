@@ -141,14 +141,19 @@ class Backend(abc.ABC):
             except CheckpointMismatch as error:
                 raise run_dir.checkpoint_mismatch(self.settings.model_dir, path, error.__cause__ or error) from None
             except DamagedCheckpoint as error:
-                print(f"kbatch: checkpoint {path} is damaged ({_first_line(error.__cause__ or error)}); trying the one "
-                      "before.", flush=True)
+                print(
+                    f"kbatch: checkpoint {path} is damaged ({_first_line(error.__cause__ or error)}); trying the one "
+                    "before.",
+                    flush=True,
+                )
                 continue
             self._restored(candidates[:newest])
             return step
         if candidates:
-            raise ValueError(f"config.model_dir={self.settings.model_dir!r}: none of its checkpoints is intact; "
-                             "move the folder away to start afresh.")
+            raise ValueError(
+                f"config.model_dir={self.settings.model_dir!r}: none of its checkpoints is intact; "
+                "move the folder away to start afresh."
+            )
         return 0
 
     def has_checkpoint(self):
@@ -174,8 +179,9 @@ class Backend(abc.ABC):
 
     def all_finite(self):
         """Whether every floating weight and optimizer variable is finite (what a checkpoint may hold)."""
-        return all(np.isfinite(np.asarray(v)).all() for v in self._variables()
-                   if np.issubdtype(np.dtype(v.dtype), np.floating))
+        return all(
+            np.isfinite(np.asarray(v)).all() for v in self._variables() if np.issubdtype(np.dtype(v.dtype), np.floating)
+        )
 
     def close(self):
         """Flush the summaries and remove what only this process needed."""

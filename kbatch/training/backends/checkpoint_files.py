@@ -16,8 +16,10 @@ from kbatch.training.run_files import run_dir
 STATE_FILE = "checkpoint"
 
 
-FIELD = re.compile(r'^(model_checkpoint_path|all_model_checkpoint_paths): "([^"]*)"$'
-                   r"|^(all_model_checkpoint_timestamps|last_preserved_timestamp): [0-9.e+-]+$")
+FIELD = re.compile(
+    r'^(model_checkpoint_path|all_model_checkpoint_paths): "([^"]*)"$'
+    r"|^(all_model_checkpoint_timestamps|last_preserved_timestamp): [0-9.e+-]+$"
+)
 
 
 def state_listing(directory):
@@ -51,16 +53,20 @@ def listed(directory):
     files = on_disk(directory)
     if files:
         what = "missing" if not os.path.exists(os.path.join(directory, STATE_FILE)) else "unreadable"
-        print(f"kbatch: the checkpoint state file {os.path.join(directory, STATE_FILE)} is {what}; "
-              f"found {len(files)} checkpoint(s) by their files, the newest {os.path.basename(files[-1])}.", flush=True)
+        print(
+            f"kbatch: the checkpoint state file {os.path.join(directory, STATE_FILE)} is {what}; "
+            f"found {len(files)} checkpoint(s) by their files, the newest {os.path.basename(files[-1])}.",
+            flush=True,
+        )
     return files
 
 
 def write_state(directory, prefixes):
     """List `prefixes` (oldest first) in the state file, written atomically."""
     names = [os.path.basename(p) for p in prefixes]
-    text = "".join([f'model_checkpoint_path: "{names[-1]}"\n',
-                    *(f'all_model_checkpoint_paths: "{name}"\n' for name in names)])
+    text = "".join(
+        [f'model_checkpoint_path: "{names[-1]}"\n', *(f'all_model_checkpoint_paths: "{name}"\n' for name in names)]
+    )
     run_dir.write_atomically(os.path.join(directory, STATE_FILE), lambda tmp: _write_text(tmp, text))
 
 

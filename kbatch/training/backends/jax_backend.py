@@ -43,11 +43,15 @@ def select_devices(strategy):
     if strategy.startswith("cpu:"):
         count, cpus = int(strategy[4:]), jax.devices("cpu")
         if len(cpus) < count:
-            raise ValueError(f"config.strategy={strategy!r} needs {count} host CPU devices, and JAX has {len(cpus)}: "
-                             f"start Python with XLA_FLAGS=--xla_force_host_platform_device_count={count}.")
+            raise ValueError(
+                f"config.strategy={strategy!r} needs {count} host CPU devices, and JAX has {len(cpus)}: "
+                f"start Python with XLA_FLAGS=--xla_force_host_platform_device_count={count}."
+            )
         return cpus[:count]
-    raise ValueError(f"config.strategy={strategy!r}: with config.backend='jax' must be auto, tpu, mirrored, "
-                     "one_device or cpu:N (several hosts join through jax.distributed.initialize(), then auto).")
+    raise ValueError(
+        f"config.strategy={strategy!r}: with config.backend='jax' must be auto, tpu, mirrored, "
+        "one_device or cpu:N (several hosts join through jax.distributed.initialize(), then auto)."
+    )
 
 
 class JaxBackend(backend.Backend):
@@ -74,13 +78,16 @@ class JaxBackend(backend.Backend):
         """Nothing to build: a checkpoint is the variables' values, written with NumPy."""
 
     def _state(self):
-        return ([v.value for v in self.model.trainable_variables],
-                [v.value for v in self.model.non_trainable_variables],
-                [v.value for v in self.optimizer.variables])
+        return (
+            [v.value for v in self.model.trainable_variables],
+            [v.value for v in self.model.non_trainable_variables],
+            [v.value for v in self.optimizer.variables],
+        )
 
     def _write_back(self, state):
-        for variables, values in zip((self.model.trainable_variables, self.model.non_trainable_variables,
-                                      self.optimizer.variables), state):
+        for variables, values in zip(
+            (self.model.trainable_variables, self.model.non_trainable_variables, self.optimizer.variables), state
+        ):
             for variable, value in zip(variables, values):
                 variable.assign(value)
 
@@ -90,8 +97,13 @@ class JaxBackend(backend.Backend):
 
     def _train_step(self, phase):
         s = self.settings
-        return jax_step.make_train_step(self.model, self.optimizer, self.task, self.chain,
-                                        transforms.Geometry(phase.batch_size, s.accumulation_steps))
+        return jax_step.make_train_step(
+            self.model,
+            self.optimizer,
+            self.task,
+            self.chain,
+            transforms.Geometry(phase.batch_size, s.accumulation_steps),
+        )
 
     def _loop(self, step, phase, start_example):
         s = self.settings
@@ -135,8 +147,9 @@ class JaxBackend(backend.Backend):
         """`ckpt-<step>.npz`, written whole or not at all; the oldest beyond `KEEP` removed."""
         os.makedirs(self._checkpoints, exist_ok=True)
         arrays = {f"v{i}": np.asarray(v) for i, v in enumerate(self._variables())}
-        run_dir.write_atomically(os.path.join(self._checkpoints, f"ckpt-{step}.npz"),
-                                 lambda tmp: np.savez(tmp, step=step, **arrays))
+        run_dir.write_atomically(
+            os.path.join(self._checkpoints, f"ckpt-{step}.npz"), lambda tmp: np.savez(tmp, step=step, **arrays)
+        )
         for old in self._checkpoint_candidates()[:-KEEP]:
             os.remove(old)
 
@@ -154,7 +167,8 @@ class JaxBackend(backend.Backend):
         values = [arrays.get(f"v{i}") for i in range(len(variables))]
         if len(arrays) != len(variables) + 1 or [np.shape(v) for v in values] != [tuple(v.shape) for v in variables]:
             raise backend.CheckpointMismatch() from ValueError(
-                f"{len(arrays) - 1} arrays, this model has {len(variables)} variables, or their shapes differ")
+                f"{len(arrays) - 1} arrays, this model has {len(variables)} variables, or their shapes differ"
+            )
         for variable, value in zip(variables, values):
             variable.assign(value)
         return int(arrays["step"])

@@ -32,8 +32,9 @@ def _sums(task, labels, outputs, weights=None):
 
 def _gradient_fn(model, task, global_batch_size, accumulation_steps):
     def loss(trainable, non_trainable, x, labels):
-        outputs, non_trainable, losses = model.stateless_call(trainable, non_trainable, x, training=True,
-                                                              return_losses=True)
+        outputs, non_trainable, losses = model.stateless_call(
+            trainable, non_trainable, x, training=True, return_losses=True
+        )
         sums = _sums(task, labels, outputs)
         total = sums["loss"] / global_batch_size
         if losses:  # regularizers: one copy per update, split over the micro-batches
@@ -77,23 +78,31 @@ def make_train_step(model, optimizer, task, chain, geometry):
 
     def step(state, x, labels):
         trainable, non_trainable, optimizer_variables = state
-        context = transforms.Context(optimizer, geometry, accumulation_steps,
-                                     values=zip(optimizer.variables, optimizer_variables))
+        context = transforms.Context(
+            optimizer, geometry, accumulation_steps, values=zip(optimizer.variables, optimizer_variables)
+        )
         if accumulation_steps == 1:
             grads, (sums, non_trainable) = gradient(trainable, non_trainable, x, labels)
             context.took(sums)
         else:
-            grads, sums, squares, non_trainable = _accumulate(gradient, trainable, non_trainable, x, labels,
-                                                              accumulation_steps, unroll=halves)
+            grads, sums, squares, non_trainable = _accumulate(
+                gradient, trainable, non_trainable, x, labels, accumulation_steps, unroll=halves
+            )
             context.took(sums, squares)
         grads, record = chain.apply(grads, context)
         with keras.StatelessScope(state_mapping=list(zip(optimizer.variables, optimizer_variables))):
             learning_rate = jnp.asarray(optimizer.learning_rate, "float32")
         trainable, optimizer_variables = optimizer.stateless_apply(optimizer_variables, grads, trainable)
-        optimizer_variables = [context.written.get(id(v), value) for v, value in zip(optimizer.variables,
-                                                                                      optimizer_variables)]
-        record = {**sums, "count": jnp.asarray(labels.shape[0], "float32"),
-                  "grad_norm": jnp.asarray(jnp.nan, "float32"), "learning_rate": learning_rate, **record}
+        optimizer_variables = [
+            context.written.get(id(v), value) for v, value in zip(optimizer.variables, optimizer_variables)
+        ]
+        record = {
+            **sums,
+            "count": jnp.asarray(labels.shape[0], "float32"),
+            "grad_norm": jnp.asarray(jnp.nan, "float32"),
+            "learning_rate": learning_rate,
+            **record,
+        }
         return (trainable, non_trainable, optimizer_variables), record
 
     return jax.jit(step, donate_argnums=0)

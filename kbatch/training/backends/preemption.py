@@ -45,11 +45,13 @@ def handler(strategy, manager, save, current_step):
 
     previous = signal.getsignal(signal.SIGTERM)
     config = tf.distribute.experimental.TerminationConfig(
-        exit_fn=stop, save_fn=lambda checkpoint_number: save(checkpoint_number))
+        exit_fn=stop, save_fn=lambda checkpoint_number: save(checkpoint_number)
+    )
     watcher = None
     try:
         watcher = tf.distribute.experimental.PreemptionCheckpointHandler(
-            strategy.cluster_resolver, manager, termination_config=config)
+            strategy.cluster_resolver, manager, termination_config=config
+        )
         yield _Quiet(watcher)
     finally:
         signal.signal(signal.SIGTERM, previous)

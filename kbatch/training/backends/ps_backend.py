@@ -41,14 +41,15 @@ class ParameterServerBackend(tf_backend.TensorFlowBackend):
         self.coordinator = tf.distribute.coordinator.ClusterCoordinator(self.strategy)
         self.multi_worker = False  # nothing collective: the coordinator alone saves and evaluates
         cluster = distribute.read_tf_config("parameter_server")["cluster"]
-        self.layout = (f"{len(cluster['worker'])} asynchronous worker(s) and {len(cluster['ps'])} parameter "
-                       f"server(s)")
+        self.layout = f"{len(cluster['worker'])} asynchronous worker(s) and {len(cluster['ps'])} parameter server(s)"
 
     def use_source(self, source):
         if not isinstance(source, BuiltinSource):
-            raise ValueError("config.strategy='parameter_server': its workers read batches by stream position from a "
-                             "built-in data set held in memory (kbatch.data.facts); train a source of your own under "
-                             "a synchronous strategy.")
+            raise ValueError(
+                "config.strategy='parameter_server': its workers read batches by stream position from a "
+                "built-in data set held in memory (kbatch.data.facts); train a source of your own under "
+                "a synchronous strategy."
+            )
         super().use_source(source)
 
     def attach(self, model, optimizer, task):
@@ -62,8 +63,9 @@ class ParameterServerBackend(tf_backend.TensorFlowBackend):
 
     def _train_step(self, phase):
         chain = transforms.Chain([*self.chain, tf_step.CountStaleness(self._applied)])
-        return tf_step.make_train_step(self.strategy, self.model, self.optimizer, self.task, chain,
-                                       transforms.Geometry(phase.batch_size))
+        return tf_step.make_train_step(
+            self.strategy, self.model, self.optimizer, self.task, chain, transforms.Geometry(phase.batch_size)
+        )
 
     def _loop(self, step, phase, start_example):
         """`loop(num_steps)`: `num_steps` updates scheduled on the workers, waited for, and their
@@ -76,9 +78,17 @@ class ParameterServerBackend(tf_backend.TensorFlowBackend):
         def loop(num_steps):
             first = int(self._applied.numpy())
             position = start_example + (first - phase_start) * phase.batch_size
-            futures = [self.coordinator.schedule(update, args=(
-                tables, tf.constant(position + i * phase.batch_size, tf.int64), tf.constant(first + i, tf.int64)))
-                for i in range(num_steps)]
+            futures = [
+                self.coordinator.schedule(
+                    update,
+                    args=(
+                        tables,
+                        tf.constant(position + i * phase.batch_size, tf.int64),
+                        tf.constant(first + i, tf.int64),
+                    ),
+                )
+                for i in range(num_steps)
+            ]
             self.coordinator.join()
             self.optimizer.iterations.assign(first + num_steps)  # exact again, whatever the race
             records = [future.fetch() for future in futures]

@@ -29,8 +29,9 @@ class TensorFlowBackend(backend.Backend):
             tf.config.experimental.enable_op_determinism()
         self.strategy = strategy or distribute.resolve_strategy(settings.strategy)
         multi_worker = bool(getattr(getattr(self.strategy, "cluster_resolver", None), "task_type", None))
-        super().__init__(settings, self.strategy.num_replicas_in_sync, run_dir.is_chief(self.strategy), Summaries,
-                         multi_worker)
+        super().__init__(
+            settings, self.strategy.num_replicas_in_sync, run_dir.is_chief(self.strategy), Summaries, multi_worker
+        )
 
     def noise_parts(self):
         """(parts, halves): replicas x micro-batches, and whether that splits one batch."""
@@ -49,8 +50,9 @@ class TensorFlowBackend(backend.Backend):
         # The transforms' state is optimizer variables: the checkpoint's `optimizer` holds it.
         guard = self.chain.get(transforms.SpikeGuard)
         guarded = {"loss_spike": list(guard.variables)} if guard else {}
-        self._checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
-                                               trained_steps=self._trained_steps, **guarded)
+        self._checkpoint = tf.train.Checkpoint(
+            model=self.model, optimizer=self.optimizer, trained_steps=self._trained_steps, **guarded
+        )
         # On the chief, `model_dir/checkpoints`; elsewhere a temporary folder (a worker's saves
         # take part in the collective and are thrown away).
         self.write_dir = run_dir.writable_dir(self.settings.model_dir, self.strategy)
@@ -105,8 +107,15 @@ class TensorFlowBackend(backend.Backend):
 
     def _train_step(self, phase):
         s = self.settings
-        return tf_step.make_train_step(self.strategy, self.model, self.optimizer, self.task, self.chain,
-                                       transforms.Geometry(phase.batch_size, s.accumulation_steps), s.jit_compile)
+        return tf_step.make_train_step(
+            self.strategy,
+            self.model,
+            self.optimizer,
+            self.task,
+            self.chain,
+            transforms.Geometry(phase.batch_size, s.accumulation_steps),
+            s.jit_compile,
+        )
 
     def _loop(self, step, phase, start_example):
         """`step` compiled into one `tf.function` loop over the distributed input stream."""
@@ -141,8 +150,11 @@ class TensorFlowBackend(backend.Backend):
     def preemption(self, save, current_step):
         """TensorFlow's PreemptionCheckpointHandler watches for the notice."""
         with preemption.handler(self.strategy, self._manager, save, current_step) as watcher:
-            yield (lambda step: watcher.save_checkpoint_if_preempted(checkpoint_number=step)) if watcher else (
-                lambda step: None)
+            yield (
+                (lambda step: watcher.save_checkpoint_if_preempted(checkpoint_number=step))
+                if watcher
+                else (lambda step: None)
+            )
 
     def close(self):
         super().close()

@@ -57,8 +57,11 @@ def _micro_gradients_fn(strategy, model, optimizer, task, global_batch_size, acc
             scaled = loss * _loss_scale(optimizer)
         return tape.gradient(scaled, variables), sums
 
-    return micro_gradients if _cross_replica_forward(strategy, model) else tf.function(
-        micro_gradients, jit_compile=jit_compile)
+    return (
+        micro_gradients
+        if _cross_replica_forward(strategy, model)
+        else tf.function(micro_gradients, jit_compile=jit_compile)
+    )
 
 
 def _cross_replica_forward(strategy, model):
@@ -105,10 +108,14 @@ def make_train_step(strategy, model, optimizer, task, chain, geometry, jit_compi
     variables = model.trainable_variables
     replicas, accumulation_steps = strategy.num_replicas_in_sync, geometry.accumulation_steps
     halves = chain.needs_parts and replicas * accumulation_steps == 1
-    parts, accumulation_steps = noise_parts(replicas, accumulation_steps) if chain.needs_parts else (
-        replicas * accumulation_steps, accumulation_steps)
-    micro_gradients = _micro_gradients_fn(strategy, model, optimizer, task, geometry.global_batch_size,
-                                          accumulation_steps, jit_compile)
+    parts, accumulation_steps = (
+        noise_parts(replicas, accumulation_steps)
+        if chain.needs_parts
+        else (replicas * accumulation_steps, accumulation_steps)
+    )
+    micro_gradients = _micro_gradients_fn(
+        strategy, model, optimizer, task, geometry.global_batch_size, accumulation_steps, jit_compile
+    )
     # The two halves unrolled: a graph loop under XLA on a CPU ran the update 5.8x slower (measured).
     python_loop = _cross_replica_forward(strategy, model) or halves
 
@@ -129,8 +136,13 @@ def make_train_step(strategy, model, optimizer, task, chain, geometry, jit_compi
         learning_rate = tf.cast(optimizer.learning_rate, tf.float32)
         optimizer.apply(context.ordered(grads), variables)
         chain.finish(context, variables)
-        return {**sums, "count": tf.cast(tf.shape(labels)[0], tf.float32), "grad_norm": tf.constant(float("nan")),
-                "learning_rate": learning_rate, **record}
+        return {
+            **sums,
+            "count": tf.cast(tf.shape(labels)[0], tf.float32),
+            "grad_norm": tf.constant(float("nan")),
+            "learning_rate": learning_rate,
+            **record,
+        }
 
     if jit_compile and strategy.num_replicas_in_sync == 1:
         # One replica: no cross-replica sum inside, so XLA can compile the whole update,
@@ -200,8 +212,10 @@ class CountStaleness(transforms.GradientTransform):
 def reduce_record(strategy, per_replica):
     """A replica record for the whole global batch: sums added, shared fields from replica 0."""
     first = strategy.experimental_local_results(per_replica)[0]
-    return {name: first[name] if name in SHARED else strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
-            for name, value in per_replica.items()}
+    return {
+        name: first[name] if name in SHARED else strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
+        for name, value in per_replica.items()
+    }
 
 
 def _by_name(names, stacked):

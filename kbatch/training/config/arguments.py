@@ -17,30 +17,39 @@ def check_arguments(config, strategy, model_fn, task, actions=(), callbacks=(), 
     """The Python API's arguments besides the config's fields, checked before anything is built
     or written: a TypeError or ValueError of one line naming the argument."""
     if isinstance(config, (str, bytes, os.PathLike)):
-        raise TypeError(f"config={config!r} is a path: pass the config itself, e.g. "
-                        f"kbatch.train.load_config({str(config)!r}).")
+        raise TypeError(
+            f"config={config!r} is a path: pass the config itself, e.g. kbatch.train.load_config({str(config)!r})."
+        )
     if not hasattr(config, "items") and not isinstance(config, schema.Settings):
         raise TypeError(f"config: an ml_collections.ConfigDict, a dict or Settings, got {type(config).__name__}.")
     if isinstance(strategy, str):
-        raise TypeError(f"strategy={strategy!r}: a tf.distribute.Strategy object; to choose one by name, set "
-                        f"config.strategy={strategy!r}.")
+        raise TypeError(
+            f"strategy={strategy!r}: a tf.distribute.Strategy object; to choose one by name, set "
+            f"config.strategy={strategy!r}."
+        )
     if model_fn is not None and not callable(model_fn):
         raise TypeError(f"model_fn: a function dataset_info -> keras.Model, got {type(model_fn).__name__}.")
     if data is not None and not isinstance(data, Source):
-        raise TypeError(f"data: a kbatch.data.Source (kbatch.data.from_arrays(x, y, eval=(x_eval, y_eval)), "
-                        f"from_tfds, from_tf_dataset, from_iterable), got {type(data).__name__}.")
+        raise TypeError(
+            f"data: a kbatch.data.Source (kbatch.data.from_arrays(x, y, eval=(x_eval, y_eval)), "
+            f"from_tfds, from_tf_dataset, from_iterable), got {type(data).__name__}."
+        )
     if task is not None and not isinstance(task, Task):
         raise TypeError(f"task: a kbatch.training.Task instance, got {task!r}.")
     if task is not None and task.mode not in ("max", "min"):
         raise ValueError(f"task.mode={task.mode!r}: must be 'max' (a larger {task.monitor} is better) or 'min'.")
-    for name, items, kind, what in (("actions", actions, Action, "kbatch.training.Action"),
-                                    ("callbacks", callbacks, keras.callbacks.Callback, "keras.callbacks.Callback")):
+    for name, items, kind, what in (
+        ("actions", actions, Action, "kbatch.training.Action"),
+        ("callbacks", callbacks, keras.callbacks.Callback, "keras.callbacks.Callback"),
+    ):
         if not isinstance(items, (list, tuple)):
             raise TypeError(f"{name}: a list of {what} objects, got one {type(items).__name__}: pass [{name[:-1]}].")
         for item in items:
             if not isinstance(item, kind):
-                raise TypeError(f"{name}: each must be a {what}, got {getattr(item, '__name__', type(item).__name__)}"
-                                f"{' (subclass it and override its hooks)' if kind is Action else ''}.")
+                raise TypeError(
+                    f"{name}: each must be a {what}, got {getattr(item, '__name__', type(item).__name__)}"
+                    f"{' (subclass it and override its hooks)' if kind is Action else ''}."
+                )
 
 
 def check_outputs(model, task, info, from_model_fn):
@@ -55,18 +64,26 @@ def check_outputs(model, task, info, from_model_fn):
     values = task.per_example(labels, outputs)
     name = f"task: {type(task).__name__}.per_example"
     if not isinstance(values, dict):
-        raise TypeError(f"{name} returned {type(values).__name__}: it must return a dict {{name: one value per "
-                        "example} holding 'loss'.")
+        raise TypeError(
+            f"{name} returned {type(values).__name__}: it must return a dict {{name: one value per "
+            "example} holding 'loss'."
+        )
     if "loss" not in values:
-        raise ValueError(f"{name} returned no 'loss' (only {', '.join(map(repr, values)) or 'nothing'}): the loss "
-                         "to train is required.")
+        raise ValueError(
+            f"{name} returned no 'loss' (only {', '.join(map(repr, values)) or 'nothing'}): the loss "
+            "to train is required."
+        )
     if task.monitor not in values:
-        raise ValueError(f"task.monitor={task.monitor!r}: not one of the values {type(task).__name__}.per_example "
-                         f"returns ({', '.join(map(repr, values))}).")
+        raise ValueError(
+            f"task.monitor={task.monitor!r}: not one of the values {type(task).__name__}.per_example "
+            f"returns ({', '.join(map(repr, values))})."
+        )
     for key, value in values.items():
         if tuple(keras.ops.shape(value)) != (2,):
-            raise ValueError(f"{name}'s {key!r} has shape {tuple(keras.ops.shape(value))} for 2 examples: each value "
-                             "is one number per example, [batch].")
+            raise ValueError(
+                f"{name}'s {key!r} has shape {tuple(keras.ops.shape(value))} for 2 examples: each value "
+                "is one number per example, [batch]."
+            )
 
 
 def _check_logits(shape, task, info, who):
@@ -79,9 +96,11 @@ def _check_logits(shape, task, info, who):
         positions = tuple(info.label_spec.shape) if info.label_spec else ()
         if shape[:-1] != (2, *positions) or (info.num_classes and shape[-1] < info.num_classes):
             vocabulary = info.num_classes or "vocabulary"
-            raise ValueError(f"{said}; predicting the next tokens of {info.name} takes [batch, "
-                             f"{', '.join(map(str, (*positions, vocabulary)))}]: logits over the tokens at each "
-                             "position.")
+            raise ValueError(
+                f"{said}; predicting the next tokens of {info.name} takes [batch, "
+                f"{', '.join(map(str, (*positions, vocabulary)))}]: logits over the tokens at each "
+                "position."
+            )
 
 
 def _symbolic_inputs(info):

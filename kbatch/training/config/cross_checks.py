@@ -11,31 +11,41 @@ def check(settings):
     """Raise a ValueError for the first pair of `settings` fields that disagree."""
     s = settings
     if s.warmup_epochs >= s.num_epochs:
-        raise ValueError(f"config.warmup_epochs={s.warmup_epochs}: must be shorter than "
-                         f"config.num_epochs={s.num_epochs}.")
+        raise ValueError(
+            f"config.warmup_epochs={s.warmup_epochs}: must be shorter than config.num_epochs={s.num_epochs}."
+        )
     for field in ("decay_boundaries", "batch_boundaries"):
         _check_epochs(s, field)
     _check_decay(s)
     _check_batch_phases(s)
     if s.norm == "ghost_batch" and s.virtual_batch_size is None:
-        raise ValueError("config.norm='ghost_batch' needs config.virtual_batch_size (examples per ghost "
-                         "batch; it must divide the per-replica micro-batch).")
+        raise ValueError(
+            "config.norm='ghost_batch' needs config.virtual_batch_size (examples per ghost "
+            "batch; it must divide the per-replica micro-batch)."
+        )
     if s.batch_schedule == "adaptive":
         _check_adaptive(s)
     if s.loss_spike_guard is not None and s.optimizer not in ("sgd", "momentum", "nesterov"):
-        raise ValueError(f"config.loss_spike_guard={s.loss_spike_guard}: scales the update's gradient, which is its "
-                         f"learning rate only for SGD (sgd, momentum, nesterov); {s.optimizer} normalizes it away.")
+        raise ValueError(
+            f"config.loss_spike_guard={s.loss_spike_guard}: scales the update's gradient, which is its "
+            f"learning rate only for SGD (sgd, momentum, nesterov); {s.optimizer} normalizes it away."
+        )
     if s.staleness and s.mixed_precision == "mixed_float16":
-        raise ValueError(f"config.staleness={s.staleness}: a delayed gradient would be unscaled by a later loss "
-                         "scale than the one it was computed with: use mixed_bfloat16 or float32 with staleness.")
+        raise ValueError(
+            f"config.staleness={s.staleness}: a delayed gradient would be unscaled by a later loss "
+            "scale than the one it was computed with: use mixed_bfloat16 or float32 with staleness."
+        )
     if s.backend == "jax" and s.mixed_precision == "mixed_float16":
-        raise ValueError("config.mixed_precision='mixed_float16' needs loss scaling, which the JAX backend does not "
-                         "do: use 'mixed_bfloat16' (TPU, recent GPUs) with config.backend='jax'.")
+        raise ValueError(
+            "config.mixed_precision='mixed_float16' needs loss scaling, which the JAX backend does not "
+            "do: use 'mixed_bfloat16' (TPU, recent GPUs) with config.backend='jax'."
+        )
     if s.strategy == "parameter_server":
         _check_parameter_server(s)
     if s.init_exclude is not None and s.init_from is None:
-        raise ValueError(f"config.init_exclude={s.init_exclude!r}: leaves weights out of config.init_from, "
-                         "which is not set.")
+        raise ValueError(
+            f"config.init_exclude={s.init_exclude!r}: leaves weights out of config.init_from, which is not set."
+        )
     _check_task(s)
     # The replica count is known now for cpu:N; for the others it is checked again once the
     # strategy exists (still before anything is written).
@@ -50,15 +60,21 @@ def check_plan(settings, plan, replicas):
     still before anything is built or written."""
     s, total = settings, plan.total_steps
     if s.staleness >= total:
-        raise ValueError(f"config.staleness={s.staleness}: must be shorter than the run, {total} updates (every "
-                         "update would apply the zero gradient of the unfilled delay line).")
+        raise ValueError(
+            f"config.staleness={s.staleness}: must be shorter than the run, {total} updates (every "
+            "update would apply the zero gradient of the unfilled delay line)."
+        )
     if s.noise_scale_every > total:
-        raise ValueError(f"config.noise_scale_every={s.noise_scale_every}: the run has {total} updates, so no point "
-                         f"would be measured: at most {total} (0: off).")
+        raise ValueError(
+            f"config.noise_scale_every={s.noise_scale_every}: the run has {total} updates, so no point "
+            f"would be measured: at most {total} (0: off)."
+        )
     evaluations = len(plan.eval_points)
     if s.sharpness_every > evaluations:
-        raise ValueError(f"config.sharpness_every={s.sharpness_every}: counts evaluations and the run has "
-                         f"{evaluations}, so none would be measured: at most {evaluations} (0: off).")
+        raise ValueError(
+            f"config.sharpness_every={s.sharpness_every}: counts evaluations and the run has "
+            f"{evaluations}, so none would be measured: at most {evaluations} (0: off)."
+        )
     _check_ghost_batches(s, [phase.batch_size for phase in plan.phases], replicas)
 
 
@@ -72,7 +88,8 @@ def _check_ghost_batches(s, batch_sizes, replicas):
             raise ValueError(
                 f"config.virtual_batch_size={s.virtual_batch_size}: must divide the per-replica micro-batch, "
                 f"{micro} (global batch {batch} / {replicas} replica(s) / accumulation_steps="
-                f"{s.accumulation_steps}).")
+                f"{s.accumulation_steps})."
+            )
 
 
 def _check_epochs(s, field):
@@ -89,30 +106,42 @@ def _check_decay(s):
         if not s.decay_boundaries:
             raise ValueError('config.decay="step" needs config.decay_boundaries (epochs where the LR drops).')
         if s.batch_boundaries:
-            raise ValueError('config.batch_boundaries cannot be combined with config.decay="step": use '
-                             'config.anneal_batch=True to grow the batch at the decay boundaries, or another decay.')
+            raise ValueError(
+                'config.batch_boundaries cannot be combined with config.decay="step": use '
+                "config.anneal_batch=True to grow the batch at the decay boundaries, or another decay."
+            )
     if s.anneal_batch:
         if s.decay != "step":
-            raise ValueError(f'config.anneal_batch=True grows the batch where a step decay would cut the LR: '
-                             f'it needs config.decay="step", got {s.decay!r}.')
+            raise ValueError(
+                f"config.anneal_batch=True grows the batch where a step decay would cut the LR: "
+                f'it needs config.decay="step", got {s.decay!r}.'
+            )
         if s.lr_scaling != "staleness" and scaling.scaling_exponent(s.lr_scaling) <= 0:
-            raise ValueError(f"config.anneal_batch=True needs an lr_scaling that grows the LR with the batch, "
-                             f"got {s.lr_scaling!r}.")
+            raise ValueError(
+                f"config.anneal_batch=True needs an lr_scaling that grows the LR with the batch, got {s.lr_scaling!r}."
+            )
         if s.max_batch_size is not None and s.max_batch_size < s.batch_size:
-            raise ValueError(f"config.max_batch_size={s.max_batch_size}: must be None or an integer >= "
-                             f"batch_size={s.batch_size}.")
+            raise ValueError(
+                f"config.max_batch_size={s.max_batch_size}: must be None or an integer >= batch_size={s.batch_size}."
+            )
 
 
 def _check_adaptive(s):
     if not s.noise_scale_every:
-        raise ValueError("config.batch_schedule='adaptive' reads the noise scale: set config.noise_scale_every "
-                         "(updates between its points, e.g. 10).")
+        raise ValueError(
+            "config.batch_schedule='adaptive' reads the noise scale: set config.noise_scale_every "
+            "(updates between its points, e.g. 10)."
+        )
     if s.max_batch_size is None or s.max_batch_size < 2 * s.batch_size:
-        raise ValueError(f"config.batch_schedule='adaptive' doubles the batch up to config.max_batch_size, which "
-                         f"must be at least 2 x batch_size={2 * s.batch_size} (it is {s.max_batch_size}).")
+        raise ValueError(
+            f"config.batch_schedule='adaptive' doubles the batch up to config.max_batch_size, which "
+            f"must be at least 2 x batch_size={2 * s.batch_size} (it is {s.max_batch_size})."
+        )
     if s.batch_boundaries or s.anneal_batch:
-        raise ValueError("config.batch_schedule='adaptive' chooses the phases itself: leave config.batch_boundaries "
-                         "empty and config.anneal_batch off.")
+        raise ValueError(
+            "config.batch_schedule='adaptive' chooses the phases itself: leave config.batch_boundaries "
+            "empty and config.anneal_batch off."
+        )
 
 
 def _check_batch_phases(s):
@@ -120,7 +149,8 @@ def _check_batch_phases(s):
         raise ValueError(
             f"config.batch_sizes ({len(s.batch_sizes)} entries) must have one global batch per epoch in "
             f"config.batch_boundaries ({len(s.batch_boundaries)}): batch_sizes[i] is used from "
-            f"batch_boundaries[i] on.")
+            f"batch_boundaries[i] on."
+        )
 
 
 def _check_task(s):
@@ -128,37 +158,55 @@ def _check_task(s):
     against the model they size (a model of your own, `model_fn`, is checked once built)."""
     sizes = [f"model_{part}" for part in ("width", "layers", "heads") if getattr(s, f"model_{part}") is not None]
     if sizes and s.model != "transformer_lm":
-        raise ValueError(f"config.{sizes[0]}={getattr(s, sizes[0])}: sizes config.model='transformer_lm', not "
-                         f"{s.model!r}: leave it None.")
+        raise ValueError(
+            f"config.{sizes[0]}={getattr(s, sizes[0])}: sizes config.model='transformer_lm', not "
+            f"{s.model!r}: leave it None."
+        )
     sequences = is_builtin(s.dataset) and dataset_family(s.dataset) in SEQUENCES
     if s.task == "next_token" and is_builtin(s.dataset) and not sequences:
-        raise ValueError(f"config.task='next_token' predicts each next token of a sequence, and "
-                         f"config.dataset={s.dataset!r} has one class per example: use a data set of token "
-                         f"sequences ({', '.join(SEQUENCES)}) or config.task='classification'.")
+        raise ValueError(
+            f"config.task='next_token' predicts each next token of a sequence, and "
+            f"config.dataset={s.dataset!r} has one class per example: use a data set of token "
+            f"sequences ({', '.join(SEQUENCES)}) or config.task='classification'."
+        )
     if s.task == "classification" and (sequences or s.model == "transformer_lm"):
         what = f"config.dataset={s.dataset!r} labels" if sequences else f"config.model={s.model!r} predicts"
-        raise ValueError(f"config.task='classification': {what} every position of a sequence; set "
-                         "config.task='next_token'.")
+        raise ValueError(
+            f"config.task='classification': {what} every position of a sequence; set config.task='next_token'."
+        )
 
 
 def _check_parameter_server(s):
     """What an asynchronous parameter-server run cannot do (`kbatch.training.backends.ps_backend`)."""
     where = "config.strategy='parameter_server'"
     if s.backend != "tensorflow":
-        raise ValueError(f"{where} is TensorFlow's ParameterServerStrategy: it needs config.backend='tensorflow' "
-                         f"(got {s.backend!r}); for a delay under JAX, simulate it exactly with config.staleness.")
+        raise ValueError(
+            f"{where} is TensorFlow's ParameterServerStrategy: it needs config.backend='tensorflow' "
+            f"(got {s.backend!r}); for a delay under JAX, simulate it exactly with config.staleness."
+        )
     if not is_builtin(s.dataset) or dataset_family(s.dataset) not in IN_MEMORY:
-        raise ValueError(f"{where}: its workers read batches by stream position from the training split held in "
-                         f"memory, one of {', '.join(IN_MEMORY)}; config.dataset={s.dataset!r} is not.")
+        raise ValueError(
+            f"{where}: its workers read batches by stream position from the training split held in "
+            f"memory, one of {', '.join(IN_MEMORY)}; config.dataset={s.dataset!r} is not."
+        )
     refused = (
-        ("staleness", s.staleness, "the delay is real here, and measured: set config.staleness on a synchronous "
-         "strategy to simulate one"),
-        ("accumulation_steps", s.accumulation_steps > 1, "each worker's update is one batch: raise "
-         "config.batch_size instead"),
+        (
+            "staleness",
+            s.staleness,
+            "the delay is real here, and measured: set config.staleness on a synchronous strategy to simulate one",
+        ),
+        (
+            "accumulation_steps",
+            s.accumulation_steps > 1,
+            "each worker's update is one batch: raise config.batch_size instead",
+        ),
         ("noise_scale_every", s.noise_scale_every, "the noise scale needs the parts of one synchronous update"),
         ("loss_spike_guard", s.loss_spike_guard, "the guard's running statistics would race between workers"),
-        ("mixed_precision", s.mixed_precision == "mixed_float16", "the loss scale would race between workers: use "
-         "mixed_bfloat16 or float32"),
+        (
+            "mixed_precision",
+            s.mixed_precision == "mixed_float16",
+            "the loss scale would race between workers: use mixed_bfloat16 or float32",
+        ),
         ("norm", s.norm == "sync_batch", "synchronized batch norm needs replicas in step: use norm='batch'"),
     )
     for field, value, why in refused:

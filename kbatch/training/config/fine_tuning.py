@@ -46,13 +46,17 @@ def _inside(variable, layer):
     parts = variable.path.split("/")
     if layer.name not in parts:
         return [variable.name]
-    return parts[len(parts) - parts[::-1].index(layer.name):]
+    return parts[len(parts) - parts[::-1].index(layer.name) :]
+
 
 def _matching(pattern, keys, source_keys=()):
     """The indices of the weights whose key (or key in the source model) `pattern` finds."""
     compiled = re.compile(pattern)
-    return [i for i, key in enumerate(keys)
-            if compiled.search(key) or (i < len(source_keys) and compiled.search(source_keys[i]))]
+    return [
+        i
+        for i, key in enumerate(keys)
+        if compiled.search(key) or (i < len(source_keys) and compiled.search(source_keys[i]))
+    ]
 
 
 def _refuse_no_match(field, pattern, keys):
@@ -69,8 +73,10 @@ def freeze(model, pattern, source_keys=()):
         _refuse_no_match("freeze", pattern, keys)
     trainable = [i for i, v in enumerate(model.weights) if v.trainable]
     if set(trainable) <= set(frozen):
-        raise ValueError(f"config.freeze={pattern!r}: freezes every trainable weight of the model, so nothing would "
-                         "train; match only the layers to keep (e.g. '^conv').")
+        raise ValueError(
+            f"config.freeze={pattern!r}: freezes every trainable weight of the model, so nothing would "
+            "train; match only the layers to keep (e.g. '^conv')."
+        )
     chosen = {id(model.weights[i]) for i in frozen}
     for variable in (model.weights[i] for i in frozen):
         variable.trainable = False
@@ -93,12 +99,16 @@ def copy_weights(source, model, exclude=None):
         if i in skipped:
             continue
         if i >= len(source.weights):
-            raise ValueError(f"{where}: holds {len(source.weights)} weights, and this model's weight {i + 1}, {key}, "
-                             "has none to start from: leave it out with config.init_exclude.")
+            raise ValueError(
+                f"{where}: holds {len(source.weights)} weights, and this model's weight {i + 1}, {key}, "
+                "has none to start from: leave it out with config.init_exclude."
+            )
         theirs, mine = tuple(source.weights[i].shape), tuple(variable.shape)
         if theirs != mine:
-            raise ValueError(f"{where}: weight {key} has shape {list(mine)} here and {list(theirs)} as "
-                             f"{source_keys[i]} there: leave it out with config.init_exclude, or build the same model.")
+            raise ValueError(
+                f"{where}: weight {key} has shape {list(mine)} here and {list(theirs)} as "
+                f"{source_keys[i]} there: leave it out with config.init_exclude, or build the same model."
+            )
         pairs.append((variable, source.weights[i]))
     for variable, saved in pairs:  # nothing is assigned until every pair is checked
         variable.assign(np.asarray(saved, dtype=variable.dtype))

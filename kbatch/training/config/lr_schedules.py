@@ -34,11 +34,18 @@ def batch_schedule(settings, rule, base, multiple_of=1):
         peak = peak_learning_rate(s, rule, base)
         if s.anneal_batch:
             return schedules.BatchSizeSchedule.from_step_decay(
-                peak, s.batch_size, s.decay_boundaries, s.decay_factor, max_batch_size=s.max_batch_size,
-                rule=rule, multiple_of=multiple_of)
+                peak,
+                s.batch_size,
+                s.decay_boundaries,
+                s.decay_factor,
+                max_batch_size=s.max_batch_size,
+                rule=rule,
+                multiple_of=multiple_of,
+            )
         return schedules.BatchSizeSchedule.step_decay(peak, s.batch_size, s.decay_boundaries, s.decay_factor)
     return schedules.BatchSizeSchedule.scaled(
-        base, s.base_batch_size, [s.batch_size, *s.batch_sizes], s.batch_boundaries, rule=rule)
+        base, s.base_batch_size, [s.batch_size, *s.batch_sizes], s.batch_boundaries, rule=rule
+    )
 
 
 def epoch_schedule(settings):

@@ -31,14 +31,14 @@ class Plan:
         phases = tuple(p for p in schedule.phases(num_epochs, num_examples) if p.num_steps)
         total = ledger.total_steps(num_epochs)  # = ledger.step_at(num_epochs): no point lies past it
         epoch_starts = tuple(ledger.step_at(e) for e in range(num_epochs + 1))
-        evals = {ledger.step_at(e + j / evals_per_epoch)
-                 for e in range(num_epochs) for j in range(1, evals_per_epoch + 1)}
+        evals = {
+            ledger.step_at(e + j / evals_per_epoch) for e in range(num_epochs) for j in range(1, evals_per_epoch + 1)
+        }
         if checkpoint_every:
             checkpoints = set(range(checkpoint_every, total, checkpoint_every)) | {total}
         else:
             checkpoints = set(epoch_starts[1:])
-        return cls(phases, total, epoch_starts, tuple(sorted(evals - {0})), tuple(sorted(checkpoints - {0})),
-                   ledger)
+        return cls(phases, total, epoch_starts, tuple(sorted(evals - {0})), tuple(sorted(checkpoints - {0})), ledger)
 
     def phase_at(self, step):
         """The phase that the update after `step` updates belongs to."""

@@ -30,8 +30,7 @@ def batch_rule(settings):
 
 def optimizer_config(settings):
     """The fields `kbatch.optimizers.build` reads, as a dict."""
-    return {"optimizer": settings.optimizer,
-            **{field: getattr(settings, field) for field in optimizers.DEFAULTS}}
+    return {"optimizer": settings.optimizer, **{field: getattr(settings, field) for field in optimizers.DEFAULTS}}
 
 
 def base_recipe(settings, optimizer):
@@ -40,11 +39,18 @@ def base_recipe(settings, optimizer):
     s = settings
     _, resolved = optimizers.resolve(optimizer)
     return scaling.Recipe(
-        batch_size=s.base_batch_size, learning_rate=s.base_learning_rate,
-        num_epochs=s.num_epochs, warmup_epochs=s.warmup_epochs,
-        weight_decay=resolved["weight_decay"], momentum=resolved["momentum"], adaptive=s.optimizer in ADAPTIVE,
-        beta_1=resolved["beta_1"], beta_2=resolved["beta_2"],
-        epsilon=resolved["epsilon"] or KERAS_EPSILON.get(s.optimizer, 1e-7), bn_momentum=s.bn_momentum)
+        batch_size=s.base_batch_size,
+        learning_rate=s.base_learning_rate,
+        num_epochs=s.num_epochs,
+        warmup_epochs=s.warmup_epochs,
+        weight_decay=resolved["weight_decay"],
+        momentum=resolved["momentum"],
+        adaptive=s.optimizer in ADAPTIVE,
+        beta_1=resolved["beta_1"],
+        beta_2=resolved["beta_2"],
+        epsilon=resolved["epsilon"] or KERAS_EPSILON.get(s.optimizer, 1e-7),
+        bn_momentum=s.bn_momentum,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,8 +111,11 @@ class RunRecipe:
         its epoch on."""
         s = self.settings
         if decisions is not None:
-            s = dataclasses.replace(s, batch_boundaries=tuple(float(d["epoch"]) for d in decisions),
-                                    batch_sizes=tuple(int(d["batch"]) for d in decisions))
+            s = dataclasses.replace(
+                s,
+                batch_boundaries=tuple(float(d["epoch"]) for d in decisions),
+                batch_sizes=tuple(int(d["batch"]) for d in decisions),
+            )
         return lr_schedules.batch_schedule(s, self.rule, self.base_learning_rate, multiple_of)
 
     def learning_rate_schedule(self, num_examples, batches=None):

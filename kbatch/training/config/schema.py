@@ -128,7 +128,8 @@ def _strategy(name, value):
     ok = isinstance(value, str) and (
         value in ("auto", "tpu", "mirrored", "multiworker", "parameter_server", "one_device")
         or value.startswith("tpu:")
-        or (value.startswith("cpu:") and value[4:].isdigit() and int(value[4:]) >= 1))
+        or (value.startswith("cpu:") and value[4:].isdigit() and int(value[4:]) >= 1)
+    )
     if not ok:
         checks.fail(name, value, "one of " + ", ".join(STRATEGIES))
     return value
@@ -137,60 +138,143 @@ def _strategy(name, value):
 _F = Field
 FIELDS = (
     # Data and model.
-    _F("dataset", "mnist1d/large", check_dataset, "TFDS name: `mnist1d/large`, `mnist1d/original`, `mnist`, "
-       "`cifar10`, `cifar100`, `imagenet2012`, `pystdlib_bytes/seq128` (text, docs/text.md); `tfds:NAME` for any "
-       "TFDS data set; `python:MODULE:FUNCTION` for the `kbatch.data.Source` that FUNCTION() returns (docs/data.md)"),
+    _F(
+        "dataset",
+        "mnist1d/large",
+        check_dataset,
+        "TFDS name: `mnist1d/large`, `mnist1d/original`, `mnist`, "
+        "`cifar10`, `cifar100`, `imagenet2012`, `pystdlib_bytes/seq128` (text, docs/text.md); `tfds:NAME` for any "
+        "TFDS data set; `python:MODULE:FUNCTION` for the `kbatch.data.Source` that FUNCTION() returns (docs/data.md)",
+    ),
     _F("data_dir", None, _text_or_none, "TFDS data folder (None: TFDS's default)", str),
-    _F("text_vocabulary_size", 20000, checks.positive_int, "a `tfds:NAME` text set's tokenizer keeps this many "
-       "tokens (padding and out-of-vocabulary included); the embedding rows of `text_classifier`"),
-    _F("text_sequence_length", 256, checks.positive_int, "a `tfds:NAME` text set's token ids per example "
-       "(cut or padded with 0)"),
-    _F("model", "mnist1d_cnn", _choice(models.NAMES), "`mnist1d_cnn`, `resnet20`, `resnet32`, `resnet56` "
-       "(CIFAR, He et al. 2016), `resnet50`, `transformer_lm`, `text_classifier` (docs/text.md)"),
-    _F("model_width", None, _optional_positive_int, "`transformer_lm`: the embedding width (None: its own, 128)",
-       int),
-    _F("model_layers", None, _optional_positive_int, "`transformer_lm`: the Transformer blocks (None: its own, 4)",
-       int),
-    _F("model_heads", None, _optional_positive_int, "`transformer_lm`: attention heads, a divisor of the width "
-       "(None: its own, 4)", int),
-    _F("task", "classification", _choice(TASKS), "what the model is trained for: `classification` (cross-entropy, "
-       "accuracy) or `next_token` (a language model: a label per position, padding masked, perplexity)"),
+    _F(
+        "text_vocabulary_size",
+        20000,
+        checks.positive_int,
+        "a `tfds:NAME` text set's tokenizer keeps this many "
+        "tokens (padding and out-of-vocabulary included); the embedding rows of `text_classifier`",
+    ),
+    _F(
+        "text_sequence_length",
+        256,
+        checks.positive_int,
+        "a `tfds:NAME` text set's token ids per example (cut or padded with 0)",
+    ),
+    _F(
+        "model",
+        "mnist1d_cnn",
+        _choice(models.NAMES),
+        "`mnist1d_cnn`, `resnet20`, `resnet32`, `resnet56` "
+        "(CIFAR, He et al. 2016), `resnet50`, `transformer_lm`, `text_classifier` (docs/text.md)",
+    ),
+    _F("model_width", None, _optional_positive_int, "`transformer_lm`: the embedding width (None: its own, 128)", int),
+    _F(
+        "model_layers", None, _optional_positive_int, "`transformer_lm`: the Transformer blocks (None: its own, 4)", int
+    ),
+    _F(
+        "model_heads",
+        None,
+        _optional_positive_int,
+        "`transformer_lm`: attention heads, a divisor of the width (None: its own, 4)",
+        int,
+    ),
+    _F(
+        "task",
+        "classification",
+        _choice(TASKS),
+        "what the model is trained for: `classification` (cross-entropy, "
+        "accuracy) or `next_token` (a language model: a label per position, padding masked, perplexity)",
+    ),
     _F("norm", "batch", _choice(layers.NAMES), "any `kbatch.layers.get` name"),
-    _F("bn_momentum", 0.9, _real(low=0, high=1), "moving-average momentum of the norms that keep "
-       "moving statistics, at `base_batch_size`"),
+    _F(
+        "bn_momentum",
+        0.9,
+        _real(low=0, high=1),
+        "moving-average momentum of the norms that keep moving statistics, at `base_batch_size`",
+    ),
     _F("norm_groups", 8, checks.positive_int, "groups of `norm=group`"),
-    _F("virtual_batch_size", None, _optional_positive_int,
-       "examples per ghost batch (`norm=ghost_batch`); it must divide each replica's micro-batch", int),
+    _F(
+        "virtual_batch_size",
+        None,
+        _optional_positive_int,
+        "examples per ghost batch (`norm=ghost_batch`); it must divide each replica's micro-batch",
+        int,
+    ),
     # Fine-tuning (docs/training.md): the run's own recipe at its own batch, from another run's weights.
-    _F("init_from", None, _folder, "start from this model's weights: a `.keras` file or a finished run's folder "
-       "(its `model.keras`); weights paired in order, shapes checked; a resumed run starts from its checkpoint", str),
-    _F("init_exclude", None, _regex, "`init_from`: a regular expression of the weights left at their initial values "
-       "(e.g. the head: `^logits/`), searched in each weight's layer path and name", str),
-    _F("freeze", None, _regex, "a regular expression of the weights not trained (e.g. `^conv`); a layer whose "
-       "weights all match is frozen whole (BN keeps its moving statistics)", str),
+    _F(
+        "init_from",
+        None,
+        _folder,
+        "start from this model's weights: a `.keras` file or a finished run's folder "
+        "(its `model.keras`); weights paired in order, shapes checked; a resumed run starts from its checkpoint",
+        str,
+    ),
+    _F(
+        "init_exclude",
+        None,
+        _regex,
+        "`init_from`: a regular expression of the weights left at their initial values "
+        "(e.g. the head: `^logits/`), searched in each weight's layer path and name",
+        str,
+    ),
+    _F(
+        "freeze",
+        None,
+        _regex,
+        "a regular expression of the weights not trained (e.g. `^conv`); a layer whose "
+        "weights all match is frozen whole (BN keeps its moving statistics)",
+        str,
+    ),
     # The recipe, given at base_batch_size.
-    _F("batch_size", 256, checks.positive_int, "the **global** batch: micro-batch x replicas x "
-       "`accumulation_steps`"),
+    _F("batch_size", 256, checks.positive_int, "the **global** batch: micro-batch x replicas x `accumulation_steps`"),
     _F("base_batch_size", 128, checks.positive_int, "the batch the recipe is given at"),
     _F("base_learning_rate", 0.05, _real(low=0), "the learning rate at `base_batch_size`"),
-    _F("lr_scaling", "linear", _lr_scaling, "how the LR moves with the batch: `linear`, `sqrt`, `none`, "
-       "an exponent alpha (lr x (B/B0)^alpha), or `staleness`: linear, lowered for `staleness` (docs/schedules.md)"),
-    _F("rescale_recipe", True, checks.boolean, "the rest of the recipe follows the batch too "
-       "(`kbatch.scaling.rescale`): BN momentum^(B/B0), weight decay, Adam's betas and epsilon"),
+    _F(
+        "lr_scaling",
+        "linear",
+        _lr_scaling,
+        "how the LR moves with the batch: `linear`, `sqrt`, `none`, "
+        "an exponent alpha (lr x (B/B0)^alpha), or `staleness`: linear, lowered for `staleness` (docs/schedules.md)",
+    ),
+    _F(
+        "rescale_recipe",
+        True,
+        checks.boolean,
+        "the rest of the recipe follows the batch too "
+        "(`kbatch.scaling.rescale`): BN momentum^(B/B0), weight decay, Adam's betas and epsilon",
+    ),
     _F("warmup_epochs", 1.0, _real(low=0), "linear warmup, in epochs"),
     _F("decay", "cosine", _choice(DECAYS), "after warmup: " + ", ".join(f"`{d}`" for d in DECAYS)),
     _F("decay_power", 2.0, _real(low=0, low_open=True), "`decay=polynomial`: (1 - progress)^power"),
     _F("decay_boundaries", (), _epochs, "`decay=step`: epochs where the LR is divided by `decay_factor`"),
     _F("decay_factor", 10.0, _real(low=1, low_open=True), "`decay=step`: the LR's divisor at each boundary"),
-    _F("batch_boundaries", (), _epochs, "batch-size phases: `batch_sizes[i]` from epoch "
-       "`batch_boundaries[i]` on, each with its scaled LR"),
+    _F(
+        "batch_boundaries",
+        (),
+        _epochs,
+        "batch-size phases: `batch_sizes[i]` from epoch `batch_boundaries[i]` on, each with its scaled LR",
+    ),
     _F("batch_sizes", (), _batch_sizes, "the global batch of each phase after the first"),
-    _F("anneal_batch", False, checks.boolean, "with `decay=step`: grow the batch where the LR would drop "
-       "(Smith et al. 2018)"),
-    _F("max_batch_size", None, _optional_positive_int, "`anneal_batch`, `batch_schedule=adaptive`: the largest "
-       "batch", int),
-    _F("batch_schedule", "fixed", _choice(("fixed", "adaptive")), "`adaptive`: double the batch at an epoch's end "
-       "while the noise scale B_simple is above it (needs `noise_scale_every`, `max_batch_size`)"),
+    _F(
+        "anneal_batch",
+        False,
+        checks.boolean,
+        "with `decay=step`: grow the batch where the LR would drop (Smith et al. 2018)",
+    ),
+    _F(
+        "max_batch_size",
+        None,
+        _optional_positive_int,
+        "`anneal_batch`, `batch_schedule=adaptive`: the largest batch",
+        int,
+    ),
+    _F(
+        "batch_schedule",
+        "fixed",
+        _choice(("fixed", "adaptive")),
+        "`adaptive`: double the batch at an epoch's end "
+        "while the noise scale B_simple is above it (needs `noise_scale_every`, `max_batch_size`)",
+    ),
     _F("num_epochs", 8, checks.positive_int, "epochs of training (an epoch is N examples of one stream)"),
     # The optimizer.
     _F("optimizer", "momentum", _choice(optimizers.NAMES), ", ".join(f"`{n}`" for n in optimizers.NAMES)),
@@ -200,53 +284,124 @@ FIELDS = (
     _F("trust_coefficient", 0.001, _real(low=0), "LARS's eta"),
     _F("beta_1", 0.9, _real(low=0, high=1, high_open=True), "Adam, AdamW, Lamb"),
     _F("beta_2", 0.999, _real(low=0, high=1, high_open=True), "Adam, AdamW, Lamb"),
-    _F("epsilon", None, _real(low=0, allow_none=True), "LARS's trust-ratio epsilon or Adam's "
-       "(None: the optimizer's own)", float),
-    _F("exclude_from_weight_decay", None, _patterns, "variable-path patterns left out of weight decay "
-       "(None: biases and norm parameters)", tuple),
-    _F("exclude_from_layer_adaptation", None, _patterns, "LARS: patterns left out of the trust ratio "
-       "(None: the weight-decay exclusions)", tuple),
-    _F("clip_global_norm", None, _real(low=0, low_open=True, allow_none=True), "clip the **all-reduced** "
-       "gradient to this global norm (Keras clips per replica)", float),
+    _F(
+        "epsilon",
+        None,
+        _real(low=0, allow_none=True),
+        "LARS's trust-ratio epsilon or Adam's (None: the optimizer's own)",
+        float,
+    ),
+    _F(
+        "exclude_from_weight_decay",
+        None,
+        _patterns,
+        "variable-path patterns left out of weight decay (None: biases and norm parameters)",
+        tuple,
+    ),
+    _F(
+        "exclude_from_layer_adaptation",
+        None,
+        _patterns,
+        "LARS: patterns left out of the trust ratio (None: the weight-decay exclusions)",
+        tuple,
+    ),
+    _F(
+        "clip_global_norm",
+        None,
+        _real(low=0, low_open=True, allow_none=True),
+        "clip the **all-reduced** gradient to this global norm (Keras clips per replica)",
+        float,
+    ),
     # Distribution and the loop.
-    _F("backend", "tensorflow", _backend, "`tensorflow` (`tf.distribute`), `jax` (`keras.distribution`, "
-       "with `KERAS_BACKEND=jax`), or `auto`: the one Keras runs on (`KERAS_BACKEND=auto`: JAX on a TPU)"),
-    _F("strategy", "auto", _strategy, "`auto`, `tpu`, `tpu:ADDRESS`, `mirrored`, `multiworker`, "
-       "`parameter_server` (asynchronous), `one_device`, `cpu:N`"),
+    _F(
+        "backend",
+        "tensorflow",
+        _backend,
+        "`tensorflow` (`tf.distribute`), `jax` (`keras.distribution`, "
+        "with `KERAS_BACKEND=jax`), or `auto`: the one Keras runs on (`KERAS_BACKEND=auto`: JAX on a TPU)",
+    ),
+    _F(
+        "strategy",
+        "auto",
+        _strategy,
+        "`auto`, `tpu`, `tpu:ADDRESS`, `mirrored`, `multiworker`, "
+        "`parameter_server` (asynchronous), `one_device`, `cpu:N`",
+    ),
     _F("accumulation_steps", 1, checks.positive_int, "micro-batches per update, summed in the step"),
     _F("steps_per_loop", 50, checks.positive_int, "updates per compiled loop call"),
     _F("jit_compile", True, checks.boolean, "XLA: the whole update on one replica, the gradient on several"),
-    _F("mixed_precision", None, _choice(MIXED_PRECISION), "`mixed_bfloat16` (TPU) or `mixed_float16` "
-       "(GPU, with loss scaling)", str),
+    _F(
+        "mixed_precision",
+        None,
+        _choice(MIXED_PRECISION),
+        "`mixed_bfloat16` (TPU) or `mixed_float16` (GPU, with loss scaling)",
+        str,
+    ),
     _F("deterministic", False, checks.boolean, "TensorFlow's op determinism"),
     # Outputs.
     _F("seed", 0, checks.integer, "seeds the weights and the input stream"),
-    _F("model_dir", None, _folder, "where the run writes (None: `runs/<model>-<dataset>-b<batch>-<config hash>`)",
-       str),
+    _F("model_dir", None, _folder, "where the run writes (None: `runs/<model>-<dataset>-b<batch>-<config hash>`)", str),
     _F("evals_per_epoch", 1, checks.positive_int, "evaluations per epoch"),
-    _F("target_accuracy", 0.95, _target, "`result.json` says when the eval metric first reached it (None: "
-       "never)", float),
+    _F(
+        "target_accuracy",
+        0.95,
+        _target,
+        "`result.json` says when the eval metric first reached it (None: never)",
+        float,
+    ),
     _F("checkpoint_every", 0, _non_negative_int, "updates between checkpoints (0: each epoch's end)"),
     _F("log_gradient_norm", True, checks.boolean, "log the global gradient norm every update"),
     # Diagnostics (docs/diagnostics.md).
-    _F("noise_scale_every", 0, _non_negative_int, "updates between points of the gradient noise scale "
-       "B_simple (0: off); measured in the step, at no extra pass"),
-    _F("noise_scale_decay", 0.99, _real(low=0, high=1, high_open=True), "moving-average decay of the noise "
-       "scale's two estimates"),
-    _F("loss_spike_guard", None, _real(low=0, low_open=True, allow_none=True), "k: an update whose loss is more "
-       "than k standard deviations above the running mean takes a step scaled by k / z (SGD; None: off)", float),
-    _F("staleness", 0, _non_negative_int, "tau: every update applies the gradient computed tau updates earlier, "
-       "exactly (asynchronous training's delay, reproducible; 0: synchronous; shorter than the run)"),
-    _F("sharpness_every", 0, _non_negative_int, "evaluations between measurements of the sharpness lambda_max "
-       "on a fixed evaluation batch (0: off)"),
+    _F(
+        "noise_scale_every",
+        0,
+        _non_negative_int,
+        "updates between points of the gradient noise scale B_simple (0: off); measured in the step, at no extra pass",
+    ),
+    _F(
+        "noise_scale_decay",
+        0.99,
+        _real(low=0, high=1, high_open=True),
+        "moving-average decay of the noise scale's two estimates",
+    ),
+    _F(
+        "loss_spike_guard",
+        None,
+        _real(low=0, low_open=True, allow_none=True),
+        "k: an update whose loss is more "
+        "than k standard deviations above the running mean takes a step scaled by k / z (SGD; None: off)",
+        float,
+    ),
+    _F(
+        "staleness",
+        0,
+        _non_negative_int,
+        "tau: every update applies the gradient computed tau updates earlier, "
+        "exactly (asynchronous training's delay, reproducible; 0: synchronous; shorter than the run)",
+    ),
+    _F(
+        "sharpness_every",
+        0,
+        _non_negative_int,
+        "evaluations between measurements of the sharpness lambda_max on a fixed evaluation batch (0: off)",
+    ),
 )
 NAMES = tuple(f.name for f in FIELDS)
 # What a resumed run may change: how it is run and watched, and the learning rate from the
 # resumed step on (to continue a diverged run from its last good checkpoint at a lower rate).
 # Anything else would make the checkpoint mean another run.
-MAY_CHANGE_ON_RESUME = ("base_learning_rate", "clip_global_norm", "steps_per_loop", "jit_compile",
-                        "deterministic", "evals_per_epoch", "checkpoint_every", "target_accuracy",
-                        "log_gradient_norm", "model_dir")
+MAY_CHANGE_ON_RESUME = (
+    "base_learning_rate",
+    "clip_global_norm",
+    "steps_per_loop",
+    "jit_compile",
+    "deterministic",
+    "evals_per_epoch",
+    "checkpoint_every",
+    "target_accuracy",
+    "log_gradient_norm",
+    "model_dir",
+)
 _BY_NAME = {f.name: f for f in FIELDS}
 
 Settings = dataclasses.make_dataclass("Settings", NAMES, frozen=True)

@@ -42,8 +42,9 @@ class EventWriter(GroupWriters):
         return EventFileWriter(folder)
 
     def _write(self, writer, step, values):
-        summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=name, simple_value=float(value))
-                                             for name, value in values.items()])
+        summary = summary_pb2.Summary(
+            value=[summary_pb2.Summary.Value(tag=name, simple_value=float(value)) for name, value in values.items()]
+        )
         writer.add_event(event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
 
 

@@ -8,9 +8,11 @@ from kbatch.training.run_files import run_dir
 HISTORY_FILE = "history.json"
 
 # history.json's `state` before actions saved their own (under `actions`): {old key: (action, its state)}.
-_OLD_STATE = {"noise_scale": ("MeasureNoiseScale", lambda v: {"averages": v}),
-              "staleness_counts": ("RecordStaleness", lambda v: {"counts": v}),
-              "adaptive_batch": ("AdaptBatchSize", lambda v: {"decisions": v})}
+_OLD_STATE = {
+    "noise_scale": ("MeasureNoiseScale", lambda v: {"averages": v}),
+    "staleness_counts": ("RecordStaleness", lambda v: {"counts": v}),
+    "adaptive_batch": ("AdaptBatchSize", lambda v: {"decisions": v}),
+}
 
 
 class History:
@@ -31,9 +33,11 @@ class History:
         history would resume with its evaluations and the diagnostics' state silently lost."""
         path = os.path.join(directory, HISTORY_FILE)
         if not os.path.exists(path):
-            raise ValueError(f"{path} is missing, but the run has a checkpoint of step {restored_step}: its "
-                             "evaluations and the diagnostics' state cannot be rebuilt; put history.json back, "
-                             "or move the folder away to start afresh.")
+            raise ValueError(
+                f"{path} is missing, but the run has a checkpoint of step {restored_step}: its "
+                "evaluations and the diagnostics' state cannot be rebuilt; put history.json back, "
+                "or move the folder away to start afresh."
+            )
         saved = _checked(run_dir.read_json(path), path)
         self.evals = [e for e in saved["evals"] if e["step"] <= restored_step]
         self.noise_scale = [p for p in saved.get("noise_scale", []) if p["step"] <= restored_step]
@@ -42,23 +46,34 @@ class History:
         self.actions, self.wall_seconds = _actions(saved), saved["wall_seconds"]
 
     def save(self, wall_seconds):
-        run_dir.write_json(self.path, {"evals": self.evals, "noise_scale": self.noise_scale,
-                                       "sharpness": self.sharpness, "loss_spikes": self.loss_spikes,
-                                       "actions": self.actions,
-                                       "wall_seconds": wall_seconds})
+        run_dir.write_json(
+            self.path,
+            {
+                "evals": self.evals,
+                "noise_scale": self.noise_scale,
+                "sharpness": self.sharpness,
+                "loss_spikes": self.loss_spikes,
+                "actions": self.actions,
+                "wall_seconds": wall_seconds,
+            },
+        )
 
 
 def _checked(saved, path):
     """`saved` if it has the shape `History.save` writes, else a ValueError naming the file."""
     records = [saved.get(name, []) for name in ("evals", "noise_scale", "sharpness", "loss_spikes")]
-    well_formed = (isinstance(saved.get("evals"), list) and isinstance(saved.get("state", {}), dict)
-                   and isinstance(saved.get("actions", {}), dict)
-                   and isinstance(saved.get("wall_seconds"), (int, float))
-                   and all(isinstance(r, list) and all(isinstance(e, dict) and "step" in e for e in r)
-                           for r in records))
+    well_formed = (
+        isinstance(saved.get("evals"), list)
+        and isinstance(saved.get("state", {}), dict)
+        and isinstance(saved.get("actions", {}), dict)
+        and isinstance(saved.get("wall_seconds"), (int, float))
+        and all(isinstance(r, list) and all(isinstance(e, dict) and "step" in e for e in r) for r in records)
+    )
     if not well_formed:
-        raise ValueError(f"{path} is not the evaluation history kbatch writes: it was damaged; put the "
-                         "original back, or move the folder away to start afresh.")
+        raise ValueError(
+            f"{path} is not the evaluation history kbatch writes: it was damaged; put the "
+            "original back, or move the folder away to start afresh."
+        )
     return saved
 
 
@@ -83,37 +98,42 @@ def result(run, wall_seconds):
         if best is None or task.better(entry[monitor], best[monitor]):
             best = entry
     final = evals[-1] if evals else {}
-    metrics = sorted({k[len("eval_"):] for e in evals for k in e if k.startswith("eval_")}) or [task.monitor, "loss"]
+    metrics = sorted({k[len("eval_") :] for e in evals for k in e if k.startswith("eval_")}) or [task.monitor, "loss"]
     out = {f"final_eval_{m}": final.get(f"eval_{m}") for m in metrics}
     out.update({f"final_{name}": value for name, value in final.items() if name.startswith("train_")})
     out.update(_tokens(run))
-    out.update({
-        f"best_eval_{task.monitor}": best[monitor] if best else None,
-        "best_eval_step": best["step"] if best else None,
-        "monitor": task.monitor,
-        "steps": run.step,
-        "examples_seen": run.plan.ledger.examples_seen(run.step),
-        "epochs": s.num_epochs,
-        "global_batch_size": s.batch_size,
-        "batch_sizes": [phase.batch_size for phase in run.plan.phases],
-        "num_replicas": run.backend.num_replicas,
-        "accumulation_steps": s.accumulation_steps,
-        "wall_seconds": wall_seconds,
-        "target_accuracy": s.target_accuracy,
-        "steps_to_target": None,
-        "examples_to_target": None,
-        "epochs_to_target": None,
-        "history": evals,
-        "noise_scale": run.history.noise_scale,
-        "sharpness": run.history.sharpness,
-        "loss_spikes": run.history.loss_spikes,
-        "staleness": staleness_summary(run.staleness_counts),
-    })
+    out.update(
+        {
+            f"best_eval_{task.monitor}": best[monitor] if best else None,
+            "best_eval_step": best["step"] if best else None,
+            "monitor": task.monitor,
+            "steps": run.step,
+            "examples_seen": run.plan.ledger.examples_seen(run.step),
+            "epochs": s.num_epochs,
+            "global_batch_size": s.batch_size,
+            "batch_sizes": [phase.batch_size for phase in run.plan.phases],
+            "num_replicas": run.backend.num_replicas,
+            "accumulation_steps": s.accumulation_steps,
+            "wall_seconds": wall_seconds,
+            "target_accuracy": s.target_accuracy,
+            "steps_to_target": None,
+            "examples_to_target": None,
+            "epochs_to_target": None,
+            "history": evals,
+            "noise_scale": run.history.noise_scale,
+            "sharpness": run.history.sharpness,
+            "loss_spikes": run.history.loss_spikes,
+            "staleness": staleness_summary(run.staleness_counts),
+        }
+    )
     if s.target_accuracy is not None:
         reached = [e for e in evals if task.reached(e[monitor], s.target_accuracy)]
         if reached:
-            out.update(steps_to_target=reached[0]["step"], examples_to_target=reached[0]["examples"],
-                       epochs_to_target=reached[0]["epoch"])
+            out.update(
+                steps_to_target=reached[0]["step"],
+                examples_to_target=reached[0]["examples"],
+                epochs_to_target=reached[0]["epoch"],
+            )
     return out
 
 
@@ -127,8 +147,10 @@ def _tokens(run):
     positions = 1
     for size in label.shape:
         positions *= size
-    return {"tokens_per_batch": run.settings.batch_size * positions,
-            "tokens_seen": run.plan.ledger.examples_seen(run.step) * positions}
+    return {
+        "tokens_per_batch": run.settings.batch_size * positions,
+        "tokens_seen": run.plan.ledger.examples_seen(run.step) * positions,
+    }
 
 
 def staleness_summary(counts):
@@ -137,5 +159,8 @@ def staleness_summary(counts):
     if not counts:
         return None
     total = sum(counts)
-    return {"counts": list(counts), "mean": sum(t * n for t, n in enumerate(counts)) / total,
-            "max": max(t for t, n in enumerate(counts) if n)}
+    return {
+        "counts": list(counts),
+        "mean": sum(t * n for t, n in enumerate(counts)) / total,
+        "max": max(t for t, n in enumerate(counts) if n),
+    }

@@ -16,13 +16,16 @@ def model_path(init_from):
     where = f"config.init_from={init_from!r}"
     path = os.path.join(init_from, run_dir.MODEL_FILE) if os.path.isdir(init_from) else init_from
     if os.path.isdir(init_from) and not os.path.isfile(path):
-        raise ValueError(f"{where}: the folder holds no {run_dir.MODEL_FILE} (a run writes it when it finishes): "
-                         "name a finished run's folder or a .keras file.")
+        raise ValueError(
+            f"{where}: the folder holds no {run_dir.MODEL_FILE} (a run writes it when it finishes): "
+            "name a finished run's folder or a .keras file."
+        )
     if not os.path.exists(path):
         raise ValueError(f"{where}: no such file or folder; must be a .keras file or a finished run's folder.")
     if not path.endswith(".keras") or not zipfile.is_zipfile(path):
-        raise ValueError(f"{where}: not a Keras model file; must be a .keras file (model.save) or a finished run's "
-                         "folder.")
+        raise ValueError(
+            f"{where}: not a Keras model file; must be a .keras file (model.save) or a finished run's folder."
+        )
     return path
 
 

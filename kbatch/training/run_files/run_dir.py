@@ -38,11 +38,14 @@ def read_json(path, kind=dict):
         with open(path) as f:
             payload = json.load(f)
     except (OSError, ValueError) as error:
-        raise ValueError(f"{path} is not readable ({error}): it was damaged or not written by kbatch; "
-                         "move it away to start afresh.") from None
+        raise ValueError(
+            f"{path} is not readable ({error}): it was damaged or not written by kbatch; move it away to start afresh."
+        ) from None
     if not isinstance(payload, kind):
-        raise ValueError(f"{path} holds a JSON {type(payload).__name__}, not the {kind.__name__} kbatch writes: "
-                         "it was damaged or not written by kbatch; move it away to start afresh.")
+        raise ValueError(
+            f"{path} holds a JSON {type(payload).__name__}, not the {kind.__name__} kbatch writes: "
+            "it was damaged or not written by kbatch; move it away to start afresh."
+        )
     return payload
 
 
@@ -68,15 +71,19 @@ def check(model_dir, config):
         return None
     saved = schema.completed(_saved_config(saved_path))
     current = json.loads(json.dumps(schema.as_json(schema.resolve(config))))
-    changed = {k: (saved.get(k), current.get(k)) for k in sorted(set(saved) | set(current))
-               if k != "model_dir" and saved.get(k) != current.get(k)}
+    changed = {
+        k: (saved.get(k), current.get(k))
+        for k in sorted(set(saved) | set(current))
+        if k != "model_dir" and saved.get(k) != current.get(k)
+    }
     fixed = [k for k in changed if k not in schema.MAY_CHANGE_ON_RESUME]
     if fixed:
         details = ", ".join(f"{k}: {changed[k][0]!r} -> {changed[k][1]!r}" for k in fixed[:6])
         raise ValueError(
             f"config.model_dir={model_dir!r} holds a run with a different config ({details}); "
             "refusing to mix them: choose another model_dir (a resumed run may change only "
-            f"{', '.join(schema.MAY_CHANGE_ON_RESUME)}).")
+            f"{', '.join(schema.MAY_CHANGE_ON_RESUME)})."
+        )
     return changed
 
 
@@ -86,8 +93,10 @@ def _saved_config(path):
     saved = read_json(path)
     missing = [name for name in ESSENTIAL_FIELDS if name not in saved]
     if missing:
-        raise ValueError(f"{path} is not a kbatch run's config (no {', '.join(missing)}): it was damaged or not "
-                         "written by kbatch; move the folder away to start afresh.")
+        raise ValueError(
+            f"{path} is not a kbatch run's config (no {', '.join(missing)}): it was damaged or not "
+            "written by kbatch; move the folder away to start afresh."
+        )
     return saved
 
 
@@ -153,9 +162,11 @@ def checkpoint_mismatch(model_dir, checkpoint, error):
     """The ValueError for a checkpoint that reads but holds another model's variables."""
     text = str(error).strip()
     first = text.splitlines()[0][:160] if text else type(error).__name__
-    return ValueError(f"config.model_dir={model_dir!r}: checkpoint {os.path.basename(checkpoint)} holds another model "
-                      f"({first}): the model or model_fn changed since this run started; train it with the "
-                      "model it started with, or choose another model_dir.")
+    return ValueError(
+        f"config.model_dir={model_dir!r}: checkpoint {os.path.basename(checkpoint)} holds another model "
+        f"({first}): the model or model_fn changed since this run started; train it with the "
+        "model it started with, or choose another model_dir."
+    )
 
 
 def check_one_process(strategy):
@@ -172,7 +183,8 @@ def check_one_process(strategy):
         raise ValueError(
             f"config.strategy={strategy!r} trains in one process, but TF_CONFIG describes a cluster of {tasks} tasks: "
             "each would train its own copy into one model_dir; use strategy=multiworker (or parameter_server), "
-            "or unset TF_CONFIG.")
+            "or unset TF_CONFIG."
+        )
 
 
 def is_chief(strategy):
@@ -228,6 +240,8 @@ def writing(model_dir, what, resume_from):
     try:
         yield
     except OSError as error:
-        raise ValueError(f"config.model_dir={model_dir!r}: writing {what} failed ({error.strerror or error}); "
-                         f"make room or fix the folder, then run the same command to resume from "
-                         f"{resume_from() or 'the start'}.") from None
+        raise ValueError(
+            f"config.model_dir={model_dir!r}: writing {what} failed ({error.strerror or error}); "
+            f"make room or fix the folder, then run the same command to resume from "
+            f"{resume_from() or 'the start'}."
+        ) from None

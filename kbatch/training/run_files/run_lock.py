@@ -52,10 +52,14 @@ def acquire(model_dir):
         holder = _read_holder(fd)
         os.close(fd)
         if holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
-            raise ValueError(f"config.model_dir={model_dir!r} is held by an earlier Run of this process that was "
-                             "neither trained nor closed: call .close() on it (or train it) first.") from None
-        raise ValueError(f"config.model_dir={model_dir!r} is in use by another run ({_describe(holder)}): one folder "
-                         "takes one run at a time; wait for it to end, or choose another model_dir.") from None
+            raise ValueError(
+                f"config.model_dir={model_dir!r} is held by an earlier Run of this process that was "
+                "neither trained nor closed: call .close() on it (or train it) first."
+            ) from None
+        raise ValueError(
+            f"config.model_dir={model_dir!r} is in use by another run ({_describe(holder)}): one folder "
+            "takes one run at a time; wait for it to end, or choose another model_dir."
+        ) from None
     try:
         _write_holder(fd)
     except OSError as error:
@@ -65,8 +69,11 @@ def acquire(model_dir):
 
 
 def _write_holder(fd):
-    holder = {"pid": os.getpid(), "host": socket.gethostname(),
-              "since": datetime.datetime.now().isoformat(timespec="seconds")}
+    holder = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "since": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(holder).encode(), 0)
 

@@ -4,7 +4,6 @@ One writer per group under `model_dir`: `train/` (per update), `eval/`, and `exa
 (the same points against examples seen, where runs of different batch sizes line up).
 """
 
-
 import tensorflow as tf
 
 from kbatch.training.run_files.event_writer import GroupWriters

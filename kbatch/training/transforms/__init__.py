@@ -8,8 +8,18 @@ from kbatch.training.transforms.noise_record import NoiseRecord
 from kbatch.training.transforms.norm import ClipByGlobalNorm, GlobalNorm
 from kbatch.training.transforms.spike_guard import SpikeGuard
 
-__all__ = ["Chain", "ClipByGlobalNorm", "Context", "DelayLine", "Geometry", "GlobalNorm", "GradientTransform",
-           "NoiseRecord", "SpikeGuard", "from_settings"]
+__all__ = [
+    "Chain",
+    "ClipByGlobalNorm",
+    "Context",
+    "DelayLine",
+    "Geometry",
+    "GlobalNorm",
+    "GradientTransform",
+    "NoiseRecord",
+    "SpikeGuard",
+    "from_settings",
+]
 
 
 def from_settings(settings, optimizer, model):

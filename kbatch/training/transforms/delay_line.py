@@ -26,9 +26,16 @@ def add_delay_line(optimizer, variables, staleness):
     `optimizer` variables after `build`; [] for staleness 0."""
     if not staleness:
         return []
-    return [optimizer.add_variable((staleness,) + tuple(v.shape), initializer="zeros", dtype=v.dtype,
-                                   aggregation="only_first_replica", name=f"stale_{i}")
-            for i, v in enumerate(variables)]
+    return [
+        optimizer.add_variable(
+            (staleness,) + tuple(v.shape),
+            initializer="zeros",
+            dtype=v.dtype,
+            aggregation="only_first_replica",
+            name=f"stale_{i}",
+        )
+        for i, v in enumerate(variables)
+    ]
 
 
 def delay(gradients, line, iterations):

@@ -26,8 +26,10 @@ NAMES = ("loss_spike_mean", "loss_spike_mean_square", "loss_spike_count")
 
 def add_statistics(optimizer):
     """The guard's three scalars, created as `optimizer` variables (call once, after `build`)."""
-    return [optimizer.add_variable((), initializer="zeros", dtype="float32", aggregation="only_first_replica",
-                                   name=name) for name in NAMES]
+    return [
+        optimizer.add_variable((), initializer="zeros", dtype="float32", aggregation="only_first_replica", name=name)
+        for name in NAMES
+    ]
 
 
 def guard(loss, statistics, threshold):
