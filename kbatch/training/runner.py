@@ -187,7 +187,7 @@ def resolve_settings(config, data=None):
     (`data`), `dataset` is its name, "data:NAME" (what config.json records)."""
     settings = schema.resolve(config)
     if data is not None:
-        settings = dataclasses.replace(settings, dataset=names.USER_PREFIX + data.describe().name)
+        settings = dataclasses.replace(settings, dataset=names.USER_PREFIX + data.name)
     if settings.model_dir is None:
         settings = dataclasses.replace(settings, model_dir=run_dir.default_model_dir(settings))
     return settings

@@ -33,7 +33,10 @@ class Guarantees:
 
 class Source(abc.ABC):
     """Training and evaluation data for `kbatch.training`: NumPy batches (JAX backend) and, where
-    TensorFlow is installed, `tf.data` dataset functions (TensorFlow backends)."""
+    TensorFlow is installed, `tf.data` dataset functions (TensorFlow backends). `name` is what a
+    run records (config.json's dataset "data:NAME"), known without reading the data."""
+
+    name = "source"
 
     @abc.abstractmethod
     def describe(self):
