@@ -10,7 +10,7 @@ import pytest
 from backend_ops import COMPILE_MODES, apply_gradients
 
 import kbatch
-from kbatch.optimizers import LARS
+from kbatch.optimizers import DEFAULT_EXCLUDE, LARS
 from kbatch.training import train
 
 pytestmark = [pytest.mark.components, pytest.mark.fast]  # components: CI runs them again on JAX
@@ -48,7 +48,10 @@ def make_gradients(rng, steps):
 
 
 def excluded(patterns, path):
-    return any(p in path or re.search(p, path) or re.search(p, path.split("/")[-1]) for p in patterns)
+    """The documented rule: a pattern occurs in, or `re.search` finds it in, the path or a '/'-suffix."""
+    parts = path.split("/")
+    keys = ["/".join(parts[i:]) for i in range(len(parts))]
+    return any(p in key or re.search(p, key) for p in patterns for key in keys)
 
 
 def reference(
@@ -61,10 +64,11 @@ def reference(
     weight_decay=0.0,
     trust_coefficient=0.001,
     epsilon=0.0,
-    decay_exclude=(),
+    decay_exclude=DEFAULT_EXCLUDE,
     adapt_exclude=None,
 ):
-    """The four steps of the issue, in float64, one variable at a time."""
+    """The four steps of the issue, in float64, one variable at a time (LARS's default exclusions
+    unless told otherwise)."""
     adapt_exclude = decay_exclude if adapt_exclude is None else adapt_exclude
     w = [np.array(x, np.float64) for x in weights]
     v = [np.zeros_like(x) for x in w]
@@ -87,6 +91,7 @@ def reference(
 CASES = {
     "plain": dict(),
     "weight_decay": dict(weight_decay=0.05),
+    "no_exclusions": dict(weight_decay=0.05, decay_exclude=()),
     "nesterov": dict(weight_decay=0.05, nesterov=True),
     "exclusions": dict(weight_decay=0.05, decay_exclude=("bias", "^norm/")),
     "separate_adaptation": dict(weight_decay=0.05, decay_exclude=("bias",), adapt_exclude=("gamma", r"dense_\d+/")),
@@ -150,6 +155,7 @@ def test_without_adaptation_lars_is_keras_sgd_with_l2_in_the_gradient(nesterov):
         nesterov=nesterov,
         weight_decay=0.01,
         trust_coefficient=0.02,
+        exclude_from_weight_decay=(),
         exclude_from_layer_adaptation=[".*"],
     )
     sgd = keras.optimizers.SGD(0.3, momentum=0.8, nesterov=nesterov)

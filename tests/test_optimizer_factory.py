@@ -117,6 +117,37 @@ def test_biases_and_every_norm_parameter_are_excluded_by_default(name):
         np.testing.assert_allclose(after, want, rtol=1e-6, err_msg=f"{name} {path}")
 
 
+@pytest.mark.parametrize("patterns", ["the default", ()])
+def test_lars_built_directly_excludes_what_the_factory_excludes_and_no_patterns_decay_all(patterns):
+    model = all_layers_model()
+    given = {} if patterns == "the default" else {"exclude_from_weight_decay": patterns}
+    optimizer = optimizers.LARS(LR, weight_decay=WD, trust_coefficient=TC, **given)
+    kernels = {"conv/kernel", "head/kernel"}
+    kept = set() if given else {v.path for v in model.trainable_variables} - kernels  # biases, norms
+    assert {v.path for v in model.trainable_variables if optimizer.weight_decay_excluded(v)} == kept
+    if not given:  # what the factory (and so the trainer) excludes
+        factory = optimizers.build("lars", LR)
+        assert {v.path for v in model.trainable_variables if factory.weight_decay_excluded(v)} == kept
+    # LARS on a zero gradient: g = wd * w, trust = tc / wd, so w <- w - lr * tc * w where decayed.
+    for path, (before, after) in decay_step(optimizer, model).items():
+        want = before if path in kept else before * (1 - LR * TC)
+        np.testing.assert_allclose(after, want, rtol=1e-6, err_msg=path)
+
+
+def test_lars_default_exclusions_serialize_and_an_old_config_loads_as_it_was():
+    new = optimizers.LARS(LR)
+    assert new.get_config()["exclude_from_weight_decay"] == list(optimizers.DEFAULT_EXCLUDE)
+    assert optimizers.LARS.from_config(new.get_config()).get_config() == new.get_config()
+    model = small_model()
+    # Before the default changed, LARS() saved `[]` (decay everything); an explicit list kept itself.
+    for saved, decayed in (
+        ([], ["body/kernel", "body/bias", "head/kernel", "head/bias"]),
+        (["bias"], ["body/kernel", "head/kernel"]),
+    ):
+        old = optimizers.LARS.from_config(dict(new.get_config(), exclude_from_weight_decay=saved))
+        assert [v.path for v in model.trainable_variables if not old.weight_decay_excluded(v)] == decayed
+
+
 def test_the_defaults_need_no_model_for_keras_optimizers_in_fit():
     # Without apply_exclusions, the short-name patterns given to Keras at build time still hold.
     model = all_layers_model()

@@ -1,12 +1,23 @@
 """Which variables an optimizer leaves out of weight decay (and LARS out of layer adaptation).
 
-A pattern is a substring or a regular expression; a variable matches it when the pattern occurs
-in, or `re.search` finds it in, the variable's path (`dense_1/bias`,
-`stage1_block1_norm1/gamma`) or its short name (`bias`). Keras's own
-`exclude_from_weight_decay(var_names=...)` searches the name of whatever variable object reaches
-its check: the short name `bias` on JAX (a layer's name then silently matches nothing), TF's
-`dense_1/bias:0` on TensorFlow (an end-anchored pattern such as `dense_1/bias$` then silently
-matches nothing). `apply_exclusions` hands Keras the matching variables themselves instead.
+A pattern is a substring or a regular expression. It is matched against a variable's *keys*: its
+path and every '/'-suffix of it, the short name last (`sequential/head/kernel`, `head/kernel`,
+`kernel`); the variable matches when the pattern occurs in, or `re.search` finds it in, one key.
+
+Why the suffixes: Keras names a variable by the scopes it was built under, and
+`keras.models.load_model` rebuilds a model without the scopes of its models (Keras 3.15, both
+backends): `sequential/head/kernel` (Sequential), `net/head/kernel` (subclassed) and
+`trunk/body/kernel` (a model nested in another) all load as `head/kernel` and `body/kernel`; a
+functional model's paths carry no model name and do not change. The path after a load is a suffix
+of the path before, so a pattern that names layers (`head`, `^head/kernel$`, `^body/`) selects the
+same variables before and after a save. A pattern that names a *model* (`sequential/`, `^trunk/`)
+matches its variables only until the model is saved and loaded: name the layers instead.
+
+Keras's own `exclude_from_weight_decay(var_names=...)` searches the name of whatever variable
+object reaches its check: the short name `bias` on JAX (a layer's name then silently matches
+nothing), TF's `dense_1/bias:0` on TensorFlow (an end-anchored pattern such as `dense_1/bias$`
+then silently matches nothing). `apply_exclusions` hands Keras the matching variables themselves
+instead.
 
 Biases and normalization parameters are left out of weight decay by default (Goyal et al. 2017,
 section 5.1; You et al. 2017 for LARS): `DEFAULT_EXCLUDE` matches the trainable variables of every
@@ -74,16 +85,21 @@ def _regex_error(pattern):
     return None
 
 
-def variable_names(variable):
-    """(path, short name) of a Keras variable, or of a `tf.Variable` (`dense/kernel:0`)."""
-    path = getattr(variable, "path", None) or str(variable.name).split(":")[0]
-    return path, path.rsplit("/", 1)[-1]
+def variable_path(variable):
+    """The path of a Keras variable (`dense/kernel`), or the name of a `tf.Variable` without `:0`."""
+    return getattr(variable, "path", None) or str(variable.name).split(":")[0]
+
+
+def variable_keys(variable):
+    """What a pattern is matched against: the path and every '/'-suffix of it, longest first."""
+    parts = variable_path(variable).split("/")
+    return ["/".join(parts[start:]) for start in range(len(parts))]
 
 
 def matches(patterns, variable):
-    """Whether any pattern occurs in, or is found by `re.search` in, the path or short name."""
-    names = variable_names(variable)
-    return any(pattern in name or re.search(pattern, name) is not None for pattern in patterns for name in names)
+    """Whether any pattern occurs in, or is found by `re.search` in, one of the variable's keys."""
+    keys = variable_keys(variable)
+    return any(pattern in key or re.search(pattern, key) is not None for pattern in patterns for key in keys)
 
 
 def select(patterns, variables):
@@ -98,12 +114,12 @@ def _variables_of(model_or_variables):
 
 
 def apply_exclusions(optimizer, model_or_variables, exclude_from_weight_decay=None):
-    """Make `optimizer` skip weight decay on the variables the patterns match by *path*.
+    """Make `optimizer` skip weight decay on the variables the patterns match by *path* (see above).
 
     Call it once the model is built and before the first training step (what to decay is decided
     when the step is traced). `exclude_from_weight_decay` defaults to the patterns
     `kbatch.optimizers.build` gave a Keras optimizer (else `DEFAULT_EXCLUDE`); LARS matches its
-    own patterns by path already, so it is only given patterns passed here (they then also leave
+    own patterns the same way already, so it is only given patterns passed here (they then also leave
     adaptation unless LARS has `exclude_from_layer_adaptation`). A `LossScaleOptimizer` is
     unwrapped. Returns the paths of the variables excluded from weight decay.
     """
@@ -122,5 +138,5 @@ def apply_exclusions(optimizer, model_or_variables, exclude_from_weight_decay=No
             var_list=select(patterns, variables), var_names=None if is_lars else list(patterns) or None
         )
     if is_lars:
-        return [variable_names(v)[0] for v in variables if optimizer.weight_decay_excluded(v)]
-    return [variable_names(v)[0] for v in select(patterns, variables)]
+        return [variable_path(v) for v in variables if optimizer.weight_decay_excluded(v)]
+    return [variable_path(v) for v in select(patterns, variables)]

@@ -45,14 +45,16 @@ class LARS(keras.optimizers.Optimizer):
         trust_coefficient: eta of the paper, >= 0.
         epsilon: added to ||g|| in the trust ratio, >= 0.
         exclude_from_weight_decay: substrings or regular expressions matched against each
-            variable's path (`dense_1/bias`) and short name (`bias`); see
-            `kbatch.optimizers.exclusions`. None: every variable is decayed (the factory
-            `kbatch.optimizers.build` passes `DEFAULT_EXCLUDE`: biases and norm parameters).
+            variable's path and its '/'-suffixes (`sequential/dense_1/bias`, `dense_1/bias`,
+            `bias`), so they select the same variables after `keras.models.load_model`; see
+            `kbatch.optimizers.exclusions`. The default (also None) is `DEFAULT_EXCLUDE`: biases
+            and normalization parameters. `()` decays every variable.
         exclude_from_layer_adaptation: the same for step 2; None: the variables excluded from
             weight decay (including those excluded by Keras's `exclude_from_weight_decay()`).
         **kwargs: Keras's optimizer arguments (`global_clipnorm`, `use_ema`, `name`, ...).
 
-    After a step, `trust_ratios()` gives {variable path: last trust ratio}, and
+    After a step, `trust_ratios()` gives {variable path: last trust ratio} (1.0 where adaptation is
+    off), and
     `trust_ratio_stats()` their min, median and max over the adapted variables.
     """
 
@@ -64,7 +66,7 @@ class LARS(keras.optimizers.Optimizer):
         weight_decay=0.0,
         trust_coefficient=0.001,
         epsilon=0.0,
-        exclude_from_weight_decay=None,
+        exclude_from_weight_decay=exclusions.DEFAULT_EXCLUDE,
         exclude_from_layer_adaptation=None,
         name="lars",
         **kwargs,
@@ -77,6 +79,8 @@ class LARS(keras.optimizers.Optimizer):
         self.weight_decay = checks.real("weight_decay", weight_decay, low=0)
         self.trust_coefficient = checks.real("trust_coefficient", trust_coefficient, low=0)
         self.epsilon = checks.real("epsilon", epsilon, low=0)
+        if exclude_from_weight_decay is None:
+            exclude_from_weight_decay = exclusions.DEFAULT_EXCLUDE
         self._decay_patterns = exclusions.check_patterns(exclude_from_weight_decay, "exclude_from_weight_decay")
         self._adaptation_patterns = None
         if exclude_from_layer_adaptation is not None:
@@ -95,7 +99,7 @@ class LARS(keras.optimizers.Optimizer):
             self.add_variable(
                 shape=(),
                 initializer="ones",
-                name=exclusions.variable_names(variable)[0].replace("/", "_") + "_trust_ratio",
+                name=exclusions.variable_path(variable).replace("/", "_") + "_trust_ratio",
             )
             for variable in variables
         ]
@@ -146,9 +150,12 @@ class LARS(keras.optimizers.Optimizer):
         to the gradient inside the trust ratio, in `update_step`."""
 
     def trust_ratios(self):
-        """{variable path: the trust ratio of its last update} (1.0 where adaptation is off)."""
+        """{variable path: the trust ratio of its last update}, 1.0 where adaptation is off now (a
+        ratio restored from a checkpoint whose exclusions differed is not reported)."""
         return {
-            exclusions.variable_names(variable)[0]: float(ops.convert_to_numpy(ratio))
+            exclusions.variable_path(variable): (
+                1.0 if self.layer_adaptation_excluded(variable) else float(ops.convert_to_numpy(ratio))
+            )
             for variable, ratio in zip(self._trainable_variables, self.trust_ratio_variables)
         }
 
@@ -157,7 +164,7 @@ class LARS(keras.optimizers.Optimizer):
         excluded from layer adaptation), for a trainer's logs; {} if it adapts none."""
         ratios = self.trust_ratios()
         adapted = [
-            ratios[exclusions.variable_names(v)[0]]
+            ratios[exclusions.variable_path(v)]
             for v in self._trainable_variables
             if not self.layer_adaptation_excluded(v)
         ]
