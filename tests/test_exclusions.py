@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 
+import kbatch
 from kbatch.optimizers import DEFAULT_EXCLUDE, LARS
 
 pytestmark = [pytest.mark.components, pytest.mark.fast]  # components: CI runs them again on JAX
@@ -90,6 +91,26 @@ def test_the_same_variables_are_excluded_after_a_save_and_load(make_model, tmp_p
     ratios = list(model.optimizer.trust_ratios().values()), list(loaded.optimizer.trust_ratios().values())
     np.testing.assert_allclose(ratios[1], ratios[0], rtol=1e-6)
     assert ratios[0][0] != 1.0 and set(ratios[0][1:]) == {1.0}
+
+
+def test_a_keras_optimizer_gets_its_exclusions_again_after_a_load(tmp_path):
+    """Keras's own optimizers do not save their exclusions: apply_exclusions after the load."""
+    x, y = data()
+    keras.utils.set_random_seed(0)
+    model = sequential()
+    model.compile(kbatch.optimizers.build("adamw", 0.1, weight_decay=0.5, exclude_from_weight_decay=PATTERNS), "mse")
+    assert kbatch.optimizers.apply_exclusions(model.optimizer, model) == [v.path for v in model.trainable_variables[1:]]
+    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    model.save(tmp_path / "model.keras")
+    forgot, loaded = (keras.models.load_model(tmp_path / "model.keras") for _ in range(2))
+    assert kbatch.optimizers.apply_exclusions(loaded.optimizer, loaded, PATTERNS) == [
+        v.path for v in loaded.trainable_variables[1:]
+    ]
+    for m in (model, forgot, loaded):
+        m.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    for a, b in zip(model.get_weights(), loaded.get_weights()):
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7)
+    assert not np.allclose(forgot.layers[-1].kernel.numpy(), model.layers[-1].kernel.numpy())  # decayed
 
 
 def test_a_suffix_of_the_path_matches_an_anchored_pattern_and_a_model_name_only_its_path():

@@ -1,9 +1,10 @@
 """Optimizers for large batches (LARS, which Keras lacks), and a factory from a config or a name.
 
-Every optimizer the factory builds leaves biases and normalization parameters out of weight decay
-(and LARS out of layer adaptation) unless told otherwise. Keras's optimizers decide by the
-variable's name; call `apply_exclusions(optimizer, model)` once the model is built so that
-patterns naming a layer or a path (`stage3_block1_conv1`, `dense_1/bias$`) work too.
+Every optimizer the factory builds, and `LARS` built directly, leaves biases and normalization
+parameters out of weight decay (and LARS out of layer adaptation) unless told otherwise.
+Keras's optimizers decide by the variable's name; call `apply_exclusions(optimizer, model)` once
+the model is built (and again after `keras.models.load_model`) so that patterns naming a layer or
+a path (`stage3_block1_conv1`, `dense_1/bias$`) work too.
 """
 
 import keras
