@@ -119,9 +119,10 @@ def apply_exclusions(optimizer, model_or_variables, exclude_from_weight_decay=No
     Call it once the model is built and before the first training step (what to decay is decided
     when the step is traced). `exclude_from_weight_decay` defaults to the patterns
     `kbatch.optimizers.build` gave a Keras optimizer (else `DEFAULT_EXCLUDE`); LARS matches its
-    own patterns the same way already, so it is only given patterns passed here (they then also leave
-    adaptation unless LARS has `exclude_from_layer_adaptation`). A `LossScaleOptimizer` is
-    unwrapped. Returns the paths of the variables excluded from weight decay.
+    own patterns the same way already, so it is only given patterns passed here (they then also
+    leave adaptation unless LARS has `exclude_from_layer_adaptation`). A `LossScaleOptimizer` is
+    unwrapped. Keras's optimizers do not save their exclusions: call it again after
+    `keras.models.load_model`. Returns the paths of the variables excluded from weight decay.
     """
     optimizer = loss_scale.unwrap(optimizer)
     variables = _variables_of(model_or_variables)

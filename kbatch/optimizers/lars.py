@@ -54,8 +54,7 @@ class LARS(keras.optimizers.Optimizer):
         **kwargs: Keras's optimizer arguments (`global_clipnorm`, `use_ema`, `name`, ...).
 
     After a step, `trust_ratios()` gives {variable path: last trust ratio} (1.0 where adaptation is
-    off), and
-    `trust_ratio_stats()` their min, median and max over the adapted variables.
+    off), and `trust_ratio_stats()` their min, median and max over the adapted variables.
     """
 
     def __init__(
