@@ -1,6 +1,8 @@
 """Learning-rate and batch-size schedules Keras lacks.
 
 - `Warmup`: a linear ramp in front of any Keras schedule or constant.
+- `PerUpdate`: any schedule read at the optimizer update count under Keras's own
+  `gradient_accumulation_steps` (which feeds schedules the micro-step count).
 - `BatchSizeSchedule`: the global batch size, and optionally the learning rate, as
   piecewise-constant functions of epochs, with constructors for the rules in the literature.
 - `PhasedSchedule`: a Keras schedule of optimizer steps that follows a rate given over epochs
@@ -51,7 +53,9 @@ class Warmup(_Schedule):
       after: a float, or any Keras schedule (CosineDecay, PiecewiseConstantDecay, a kbatch or a
         user schedule) to follow after warmup.
       warmup_steps: length of the ramp (0 means no warmup), in the unit `step` counts: optimizer
-        updates when the optimizer calls it, epochs when a `PhasedSchedule` does.
+        updates when the optimizer calls it, epochs when a `PhasedSchedule` does. Under Keras's
+        own `gradient_accumulation_steps=k` the optimizer calls it with the micro-step count
+        (k per update): wrap it in `PerUpdate(schedule, k)` (`kbatch.optimizers.build` does).
       initial_learning_rate: the rate at step 0.
       offset: if True (the default), `after` is indexed from the end of warmup
         (`after(step - warmup_steps)`), so a decay schedule's full length follows the warmup;
@@ -85,6 +89,45 @@ class Warmup(_Schedule):
             "warmup_steps": self.warmup_steps,
             "initial_learning_rate": self.initial_learning_rate,
             "offset": self.offset,
+            "name": self.name,
+        }
+
+
+@keras.saving.register_keras_serializable(package="kbatch")
+class PerUpdate(_Schedule):
+    """`schedule` read at the optimizer update count under Keras's own gradient accumulation.
+
+    A Keras optimizer built with `gradient_accumulation_steps=k` calls its schedule with the
+    micro-step count (`optimizer._iterations`: k per update; Keras's docstring: "Learning rate
+    schedules will look at 'real' iterations value"), so a schedule written in updates
+    (`Warmup(..., warmup_steps=5 * steps_per_epoch)`, a `PhasedSchedule`, Keras's `CosineDecay`)
+    would run k times too fast. This one returns `schedule(step // k)`: update m, made at
+    micro-steps m k .. m k + k - 1, uses `schedule(m)`, as it would without accumulation.
+
+    Args:
+      schedule: any Keras `LearningRateSchedule` whose step counts optimizer updates.
+      gradient_accumulation_steps: k, the optimizer's `gradient_accumulation_steps`.
+    """
+
+    def __init__(self, schedule, gradient_accumulation_steps, name="PerUpdate"):
+        super().__init__()
+        if isinstance(schedule, dict):
+            schedule = keras.saving.deserialize_keras_object(schedule)
+        if not isinstance(schedule, _Schedule):
+            checks.fail("schedule", schedule, "a keras.optimizers.schedules.LearningRateSchedule")
+        self.schedule = schedule
+        self.gradient_accumulation_steps = checks.positive_int(
+            "gradient_accumulation_steps", gradient_accumulation_steps
+        )
+        self.name = name
+
+    def __call__(self, step):
+        return self.schedule(ops.floor_divide(step, self.gradient_accumulation_steps))
+
+    def get_config(self):
+        return {
+            "schedule": keras.saving.serialize_keras_object(self.schedule),
+            "gradient_accumulation_steps": self.gradient_accumulation_steps,
             "name": self.name,
         }
 
@@ -276,7 +319,8 @@ class PhasedSchedule(_Schedule):
     """The optimizer's learning rate when the batch size changes between phases.
 
     `step` counts optimizer updates (`optimizer.iterations`), one per global batch whatever its
-    size (accumulated micro-batches are one update). The update at `step` in phase p (first step
+    size (accumulated micro-batches are one update; under Keras's own
+    `gradient_accumulation_steps` wrap it in `PerUpdate`). The update at `step` in phase p (first step
     s_p, examples seen before it e_p, batch B_p) starts at epoch
         epoch(step) = (e_p + (step - s_p) * B_p) / num_examples,
     the phases counted as in `BatchSizeSchedule.phases`. The rate is

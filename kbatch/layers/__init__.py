@@ -1,7 +1,8 @@
 """Normalization layers and the factory the models use to pick one by name.
 
 Keras's own layers wherever Keras has them; kbatch adds what Keras 3 dropped or never had:
-ghost batch norm, switchable norm, RMS norm with a `gamma`, and averaging per-replica moving statistics.
+ghost batch norm, switchable norm, RMS norm with a `gamma`, averaging per-replica moving statistics,
+and `replace_norms`: an existing model's BatchNormalization layers swapped for another norm.
 """
 
 import keras
@@ -12,6 +13,7 @@ from kbatch.layers.ghost_batch_norm import GhostBatchNormalization
 from kbatch.layers.group_norm import GroupNormalization
 from kbatch.layers.moving_stats import average_moving_statistics
 from kbatch.layers.rms_norm import RMSNormalization
+from kbatch.layers.surgery import replace_norms
 from kbatch.layers.switchable_norm import SwitchableNormalization
 
 __all__ = [
@@ -23,6 +25,7 @@ __all__ = [
     "average_moving_statistics",
     "get",
     "registry",
+    "replace_norms",
 ]
 
 NAMES = registry.NAMES

@@ -20,6 +20,7 @@ from kbatch.optimizers.exclusions import (
 from kbatch.optimizers.kinds import kind
 from kbatch.optimizers.lars import LARS
 from kbatch.optimizers.loss_scale import unwrap
+from kbatch.schedules import PerUpdate
 
 __all__ = [
     "DEFAULT_EXCLUDE",
@@ -106,7 +107,8 @@ def build(
     `beta_2` (Adam, AdamW, Lamb) and `epsilon` (LARS's trust-ratio epsilon, or Adam's). A keyword
     argument that is not None wins over the config (see `resolve`). `learning_rate` is a float or
     a Keras schedule; other keyword arguments (`global_clipnorm`, `use_ema`, ...) go to the
-    optimizer.
+    optimizer. With Keras's `gradient_accumulation_steps=k`, a schedule is wrapped in
+    `kbatch.schedules.PerUpdate(schedule, k)` so that it counts updates, not micro-steps.
 
     `weight_decay` is LARS's L2 term inside the trust ratio for "lars", Keras's decoupled decay
     (w -= lr * weight_decay * w each step) for the others. "sgd" has no momentum.
@@ -132,8 +134,17 @@ def build(
     return optimizer
 
 
+def _per_update(learning_rate, accumulation_steps):
+    """A schedule read at update counts under Keras's gradient accumulation (see `PerUpdate`)."""
+    schedule = isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule)
+    if accumulation_steps and schedule and not isinstance(learning_rate, PerUpdate):
+        return PerUpdate(learning_rate, accumulation_steps)
+    return learning_rate
+
+
 def _new_optimizer(name, s, learning_rate, kwargs):
     """Optimizer `name` with the resolved settings `s` (see `build`) and Keras's other `kwargs`."""
+    learning_rate = _per_update(learning_rate, kwargs.get("gradient_accumulation_steps"))
     if s["epsilon"] is not None:
         kwargs = {**kwargs, "epsilon": s["epsilon"]}
     if name == "lars":
