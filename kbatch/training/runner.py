@@ -23,7 +23,7 @@ from kbatch.data import names, sources
 from kbatch.diagnostics import noise_scale
 from kbatch.training import actions as actions_lib
 from kbatch.training.actions import action as action_lib
-from kbatch.training.config import apply_recipe, arguments, cross_checks, fine_tuning, recipe, schema
+from kbatch.training.config import apply_recipe, arguments, cross_checks, fine_tuning, probabilities, recipe, schema
 from kbatch.training.config.plan import Plan
 from kbatch.training.run_files import event_writer, history, init_from, run_dir, run_lock
 from kbatch.training.tasks import Classification, NextToken
@@ -256,7 +256,9 @@ def _build_locked_run(run_recipe, backend, model_fn, task, lock):
         backend.attach(model, optimizer, task)
         if source is not None and not backend.has_checkpoint():  # a resumed run starts from its checkpoint
             fine_tuning.copy_weights(source, model, settings.init_exclude)
+    who = "model_fn's model" if model_fn is not None else "the model"
     arguments.check_outputs(model, task, info, model_fn is not None)
+    probabilities.check_logits_not_probabilities(model, task, lambda: backend.probe_batch(2)[0], who)
     if halves == 2 and any("moving_mean" in v.path for v in model.non_trainable_variables):
         raise ValueError(
             f"config.noise_scale_every={settings.noise_scale_every}: here it compares the two halves of each batch, "
