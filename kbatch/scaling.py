@@ -397,3 +397,7 @@ def min_batch_size(grad_variance, tolerance, confidence=0.95):
     bound = variance / (tolerance**2 * delta)
     # Shave float noise (1 - 0.95 is 0.050000000000000044) so exact bounds do not round up.
     return max(1, math.ceil(bound * (1.0 - 1e-12)))
+
+
+# Moving a built Keras model's recipe needs Keras and kbatch's layers: its own module, named here.
+from kbatch.model_scaling import rescale_model  # noqa: E402, F401

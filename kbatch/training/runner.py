@@ -212,6 +212,7 @@ def build_run(config, strategy=None, model_fn=None, task=None, data=None):
     """
     arguments.check_arguments(config, strategy, model_fn, task, data=data)
     settings = resolve_settings(config, data)
+    arguments.warn_unused_norm_fields(settings, model_fn)
     if settings.init_from is not None:
         init_from.model_path(settings.init_from)
     if strategy is None:
@@ -287,7 +288,7 @@ class Run:
         self.backend, self.task, self.info = backend, task, info
         self.model, self.optimizer, self.plan, self.changed = model, optimizer, plan, changed
         self.lock = lock
-        self.momenta = apply_recipe.moving_average_momenta(model)
+        self.momenta = apply_recipe.moving_average_momenta(model, run_recipe.base.batch_size)
         self.history = history.History(backend.write_dir)
         self.step = backend.restore()
         if self.step:
