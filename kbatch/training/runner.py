@@ -200,8 +200,9 @@ def build_run(config, strategy=None, model_fn=None, task=None, data=None):
       config: an `ml_collections.ConfigDict`, a dict or `Settings` (fields: `schema.FIELDS`).
       strategy: a `tf.distribute.Strategy` to use instead of resolving `config.strategy`.
       model_fn: `model_fn(dataset_info) -> keras.Model` mapping inputs to the task's outputs
-        (logits by default), to train a model of your own. Its normalization layers' momenta are
-        taken as given at `base_batch_size` (and rescaled, with `rescale_recipe`).
+        (logits by default: a final softmax or sigmoid is refused), to train a model of your own.
+        Its normalization layers' momenta are taken as given at `base_batch_size`, or at the batch
+        `kbatch.scaling.rescale_model` recorded on them (and rescaled, with `rescale_recipe`).
       task: a `kbatch.training.Task` (default: the one `config.task` names, `default_task`).
       data: a `kbatch.data.Source` to train and evaluate on (`kbatch.data.from_arrays`, ...)
         instead of `config.dataset`; config.json then records its name as "data:NAME".
