@@ -4,6 +4,8 @@ Pure Python arithmetic, no TensorFlow graph: the trainer, the configs and the to
 to turn a recipe given at a base batch size into the numbers for another batch size.
 Throughout, k = batch_size / base_batch_size, and a staleness tau is the number of updates by
 which each gradient is late (tau = 0: synchronous training; see `staleness_factor`).
+`rescale_model` (written in `kbatch.model_scaling`, as it needs Keras) applies `rescale` to a
+compiled Keras model, in place, for a user's own `model.fit`.
 """
 
 import dataclasses
