@@ -4,6 +4,8 @@ Pure Python arithmetic, no TensorFlow graph: the trainer, the configs and the to
 to turn a recipe given at a base batch size into the numbers for another batch size.
 Throughout, k = batch_size / base_batch_size, and a staleness tau is the number of updates by
 which each gradient is late (tau = 0: synchronous training; see `staleness_factor`).
+`rescale_model` (written in `kbatch.model_scaling`, as it needs Keras) applies `rescale` to a
+compiled Keras model, in place, for a user's own `model.fit`.
 """
 
 import dataclasses
@@ -397,3 +399,7 @@ def min_batch_size(grad_variance, tolerance, confidence=0.95):
     bound = variance / (tolerance**2 * delta)
     # Shave float noise (1 - 0.95 is 0.050000000000000044) so exact bounds do not round up.
     return max(1, math.ceil(bound * (1.0 - 1e-12)))
+
+
+# Moving a built Keras model's recipe needs Keras and kbatch's layers: its own module, named here.
+from kbatch.model_scaling import rescale_model  # noqa: E402, F401

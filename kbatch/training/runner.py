@@ -23,7 +23,7 @@ from kbatch.data import names, sources
 from kbatch.diagnostics import noise_scale
 from kbatch.training import actions as actions_lib
 from kbatch.training.actions import action as action_lib
-from kbatch.training.config import apply_recipe, arguments, cross_checks, fine_tuning, recipe, schema
+from kbatch.training.config import apply_recipe, arguments, cross_checks, fine_tuning, probabilities, recipe, schema
 from kbatch.training.config.plan import Plan
 from kbatch.training.run_files import event_writer, history, init_from, run_dir, run_lock
 from kbatch.training.tasks import Classification, NextToken
@@ -200,8 +200,9 @@ def build_run(config, strategy=None, model_fn=None, task=None, data=None):
       config: an `ml_collections.ConfigDict`, a dict or `Settings` (fields: `schema.FIELDS`).
       strategy: a `tf.distribute.Strategy` to use instead of resolving `config.strategy`.
       model_fn: `model_fn(dataset_info) -> keras.Model` mapping inputs to the task's outputs
-        (logits by default), to train a model of your own. Its normalization layers' momenta are
-        taken as given at `base_batch_size` (and rescaled, with `rescale_recipe`).
+        (logits by default: a final softmax or sigmoid is refused), to train a model of your own.
+        Its normalization layers' momenta are taken as given at `base_batch_size`, or at the batch
+        `kbatch.scaling.rescale_model` recorded on them (and rescaled, with `rescale_recipe`).
       task: a `kbatch.training.Task` (default: the one `config.task` names, `default_task`).
       data: a `kbatch.data.Source` to train and evaluate on (`kbatch.data.from_arrays`, ...)
         instead of `config.dataset`; config.json then records its name as "data:NAME".
@@ -212,6 +213,7 @@ def build_run(config, strategy=None, model_fn=None, task=None, data=None):
     """
     arguments.check_arguments(config, strategy, model_fn, task, data=data)
     settings = resolve_settings(config, data)
+    arguments.warn_unused_norm_fields(settings, model_fn)
     if settings.init_from is not None:
         init_from.model_path(settings.init_from)
     if strategy is None:
@@ -256,7 +258,9 @@ def _build_locked_run(run_recipe, backend, model_fn, task, lock):
         backend.attach(model, optimizer, task)
         if source is not None and not backend.has_checkpoint():  # a resumed run starts from its checkpoint
             fine_tuning.copy_weights(source, model, settings.init_exclude)
+    who = "model_fn's model" if model_fn is not None else "the model"
     arguments.check_outputs(model, task, info, model_fn is not None)
+    probabilities.check_logits_not_probabilities(model, task, lambda: backend.probe_batch(2)[0], who)
     if halves == 2 and any("moving_mean" in v.path for v in model.non_trainable_variables):
         raise ValueError(
             f"config.noise_scale_every={settings.noise_scale_every}: here it compares the two halves of each batch, "
@@ -285,7 +289,7 @@ class Run:
         self.backend, self.task, self.info = backend, task, info
         self.model, self.optimizer, self.plan, self.changed = model, optimizer, plan, changed
         self.lock = lock
-        self.momenta = apply_recipe.moving_average_momenta(model)
+        self.momenta = apply_recipe.moving_average_momenta(model, run_recipe.base.batch_size)
         self.history = history.History(backend.write_dir)
         self.step = backend.restore()
         if self.step:

@@ -27,10 +27,14 @@ class Task:
       monitor: the metric that picks the best evaluation and that `target_accuracy` is read
         against ("accuracy" by default; "loss" for a task without one).
       mode: "max" if a larger `monitor` is better, "min" if smaller.
+      from_logits: True if the task takes logits (and applies the softmax itself): the trainer
+        then refuses a model that ends in a softmax or sigmoid. False by default: a task of your
+        own may take probabilities.
     """
 
     monitor = "loss"
     mode = "min"
+    from_logits = False
 
     def per_example(self, labels, outputs):
         """{name: [batch] values}; "loss" is required. Values are cast to float32 by the step."""
@@ -56,6 +60,7 @@ class Classification(Task):
 
     monitor = "accuracy"
     mode = "max"
+    from_logits = True
 
     def per_example(self, labels, outputs):
         logits = ops.cast(outputs, "float32")
@@ -82,6 +87,7 @@ class NextToken(Task):
 
     monitor = "loss"
     mode = "min"
+    from_logits = True
 
     def __init__(self, pad_id=None):
         self.pad_id = pad_id

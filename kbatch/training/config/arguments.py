@@ -4,6 +4,7 @@ built) what the model and the task give on a symbolic batch. Each wrong argument
 TypeError or ValueError line naming it."""
 
 import os
+import warnings
 
 import keras
 
@@ -50,6 +51,30 @@ def check_arguments(config, strategy, model_fn, task, actions=(), callbacks=(), 
                     f"{name}: each must be a {what}, got {getattr(item, '__name__', type(item).__name__)}"
                     f"{' (subclass it and override its hooks)' if kind is Action else ''}."
                 )
+
+
+NORM_FIELDS = ("norm", "bn_momentum", "norm_groups", "virtual_batch_size")  # what kbatch's own models read
+
+
+def warn_unused_norm_fields(settings, model_fn):
+    """With a `model_fn`, a UserWarning naming the norm fields set away from their defaults: the
+    model is the user's, so they build nothing (a moved `bn_momentum` would be mistaken for one
+    that moves the model's layers)."""
+    if model_fn is None:
+        return
+    defaults = {field.name: field.default for field in schema.FIELDS}
+    unused = [
+        f"config.{name}={getattr(settings, name)!r}"
+        for name in NORM_FIELDS
+        if getattr(settings, name) != defaults[name]
+    ]
+    if unused:
+        warnings.warn(
+            f"{', '.join(unused)}: unused with a model_fn, whose model brings its own norm layers (their momenta "
+            "are taken as given at base_batch_size and moved with rescale_recipe); leave them at their defaults.",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def check_outputs(model, task, info, from_model_fn):
