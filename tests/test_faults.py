@@ -58,9 +58,31 @@ def _stop_lines(stderr):
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
+    """(weights, result.json, folder) of FLAGS run to its end."""
     model_dir = tmp_path_factory.mktemp("uninterrupted") / "run"
     assert _train(model_dir).returncode == 0
-    return _weights(model_dir), json.loads((model_dir / "result.json").read_text())
+    return _weights(model_dir), json.loads((model_dir / "result.json").read_text()), model_dir
+
+
+@pytest.fixture(scope="module")
+def killed_at(tmp_path_factory):
+    """killed_at(step): the folder of a run of FLAGS killed once checkpoint `step` is recorded,
+    made once for the module; tests damage a copy of it (`_copy`)."""
+    folders = {}
+
+    def folder(step):
+        if step not in folders:
+            folders[step] = tmp_path_factory.mktemp(f"killed_at_{step}") / "run"
+            _killed_at(folders[step], step)
+        return folders[step]
+
+    return folder
+
+
+def _copy(run, tmp_path):
+    """A copy of the run folder `run` in `tmp_path`, for one test to damage. It is the same run:
+    a folder reached by another path resumes (`model_dir` is not part of what a run compares)."""
+    return pathlib.Path(shutil.copytree(run, tmp_path / "run"))
 
 
 @pytest.mark.parametrize("fault", ["state_file:8", "model_file", "result_file"])
@@ -142,8 +164,7 @@ def test_divergence_keeps_only_finite_checkpoints_and_resumes_at_a_lower_rate(tm
 
 
 def test_a_finished_run_is_left_as_it_is_by_the_same_command_from_another_path(tmp_path, uninterrupted):
-    model_dir = tmp_path / "run"
-    assert _train(model_dir).returncode == 0
+    model_dir = _copy(uninterrupted[2], tmp_path)
     stamps = {p.name: p.stat().st_mtime_ns for p in model_dir.iterdir()}
     moved = tmp_path / "moved"
     shutil.move(model_dir, moved)
@@ -187,9 +208,8 @@ def _killed_at(model_dir, step):
         ("history.json", "[1, 2]", "holds a JSON list"),
     ],
 )
-def test_an_unreadable_run_file_is_named_in_one_line(tmp_path, damage, content, says):
-    model_dir = tmp_path / "run"
-    _killed_at(model_dir, 4)
+def test_an_unreadable_run_file_is_named_in_one_line(tmp_path, killed_at, damage, content, says):
+    model_dir = _copy(killed_at(4), tmp_path)
     (model_dir / damage).write_text(content)
     again = _train(model_dir)
     assert again.returncode == 2
@@ -198,21 +218,23 @@ def test_an_unreadable_run_file_is_named_in_one_line(tmp_path, damage, content, 
     assert (model_dir / damage).read_text() == content
 
 
-def test_a_checkpointed_run_without_its_history_is_refused_not_resumed_without_it(tmp_path):
-    model_dir = tmp_path / "run"
-    _killed_at(model_dir, 8)
+def test_a_checkpointed_run_without_its_history_is_refused_not_resumed_without_it(tmp_path, killed_at):
+    model_dir = _copy(killed_at(12), tmp_path)
     (model_dir / "history.json").unlink()
+    checkpoints = sorted(p.name for p in (model_dir / "checkpoints").glob("*.index"))
     again = _train(model_dir)
     assert again.returncode == 2
     (line,) = _stop_lines(again.stderr)
-    assert "history.json is missing, but the run has a checkpoint of step 8" in line
-    assert sorted(p.name for p in (model_dir / "checkpoints").glob("*.index")) == ["ckpt-4.index", "ckpt-8.index"]
+    assert "history.json is missing, but the run has a checkpoint of step 12" in line
+    assert "ckpt-12.index" in checkpoints
+    assert sorted(p.name for p in (model_dir / "checkpoints").glob("*.index")) == checkpoints
 
 
 @pytest.mark.parametrize("state", ["deleted", "garbage"])
-def test_without_a_readable_state_file_the_run_resumes_from_the_checkpoint_files(tmp_path, uninterrupted, state):
-    model_dir = tmp_path / "run"
-    _killed_at(model_dir, 12)
+def test_without_a_readable_state_file_the_run_resumes_from_the_checkpoint_files(
+    tmp_path, uninterrupted, killed_at, state
+):
+    model_dir = _copy(killed_at(12), tmp_path)
     state_file = model_dir / "checkpoints" / "checkpoint"
     state_file.unlink() if state == "deleted" else state_file.write_bytes(b"\x00garbage {{")
     again = _train(model_dir)
@@ -223,8 +245,7 @@ def test_without_a_readable_state_file_the_run_resumes_from_the_checkpoint_files
 
 @pytest.mark.parametrize("damage", ["result_list", "model_deleted", "model_truncated"])
 def test_a_finished_run_with_a_damaged_result_or_model_writes_them_again(tmp_path, uninterrupted, damage):
-    model_dir = tmp_path / "run"
-    assert _train(model_dir).returncode == 0
+    model_dir = _copy(uninterrupted[2], tmp_path)
     if damage == "result_list":
         (model_dir / "result.json").write_text("[]")
     elif damage == "model_deleted":
@@ -361,8 +382,7 @@ def test_a_run_resumed_behind_its_logged_points_logs_each_update_once(tmp_path, 
     again by the resumed run; the first copies are dropped, so TensorBoard draws each once."""
     from kbatch.training.backends import checkpoint_files
 
-    model_dir = tmp_path / "run"
-    assert _train(model_dir).returncode == 0
+    model_dir = _copy(uninterrupted[2], tmp_path)
     assert sorted(_loss_steps(model_dir)) == list(range(1, 33))
     checkpoints = model_dir / "checkpoints"
     checkpoint_files.write_state(str(checkpoints), [str(checkpoints / "ckpt-24")])  # as if killed after 24
