@@ -1,7 +1,11 @@
-"""Every command in the README and docs/ still works: `kbatch-train` commands pass `--check` (every
-config field checked, nothing run), and the tools' and benchmarks' commands name only flags the
-script defines. (The Quickstart's two commands are what CI itself runs.)"""
+"""Every command in the README and docs/ still works: `kbatch-train` commands pass what `--check`
+checks (every config field, the model built, nothing run), all in one process
+(tests/check_commands.py, itself compared with `kbatch-train --check`), and the tools' and
+benchmarks' commands name only flags the script defines. (The Quickstart's two commands are what
+CI itself runs.)"""
 
+import json
+import os
 import pathlib
 import re
 import shlex
@@ -30,12 +34,45 @@ def _commands():
 COMMANDS = _commands()
 
 
+def _kbatch_train_args(command):
+    """The kbatch-train arguments of a documented command (the command the launcher starts, for
+    `launch_local.py ... -- kbatch-train ...`), or None."""
+    words = shlex.split(command)
+    if words[0] == "kbatch-train":
+        return words[1:]
+    if "--" in words and words[words.index("--") + 1] == "kbatch-train":
+        return words[words.index("--") + 2 :]
+    return None
+
+
+def _check_in_one_process(arg_lists):
+    """{tuple(args): "ok" or the error} for each list, checked by tests/check_commands.py."""
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "check_commands.py")],
+        input=json.dumps(arg_lists),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-1500:]
+    return dict(zip(map(tuple, arg_lists), json.loads(run.stdout.strip().splitlines()[-1])))
+
+
+@pytest.fixture(scope="module")
+def kbatch_train_checks():
+    """Every documented kbatch-train command checked in one process: TensorFlow imported once."""
+    arg_lists = [args for _, command in COMMANDS if (args := _kbatch_train_args(command)) is not None]
+    return _check_in_one_process(arg_lists)
+
+
 def _check_kbatch_train(args):
     run = subprocess.run(
         [sys.executable, "-m", "kbatch.train", *args, "--check"], cwd=ROOT, capture_output=True, text=True, timeout=300
     )
-    assert run.returncode == 0 and "the config is valid" in run.stdout, run.stderr[-1500:]
-    return True
+    return run.returncode == 0 and "the config is valid" in run.stdout
 
 
 def _check_script_flags(script, args):
@@ -58,16 +95,24 @@ def test_the_pages_have_commands():
     assert len(COMMANDS) >= 15 and any(c.startswith("kbatch-train") for _, c in COMMANDS)
 
 
+def test_one_process_judges_a_command_as_kbatch_train_check_does():
+    """The one-process check against `kbatch-train --check` itself, on a valid command and on two
+    that are not (a field out of range; a norm that does not fit the model's channels)."""
+    good = ["--config=configs/mnist1d_cnn.py", "--config.batch_size=512"]
+    out_of_range = ["--config.batch_size=-3"]
+    unbuildable = ["--config.norm=group", "--config.norm_groups=7"]
+    checks = _check_in_one_process([good, out_of_range, unbuildable])
+    assert checks[tuple(good)] == "ok" and _check_kbatch_train(good)
+    for args in (out_of_range, unbuildable):
+        assert checks[tuple(args)] != "ok" and not _check_kbatch_train(args)
+
+
 @pytest.mark.parametrize("page, command", COMMANDS, ids=[f"{p}:{c[:60]}" for p, c in COMMANDS])
-def test_a_documented_command_is_valid(page, command):
+def test_a_documented_command_is_valid(page, command, kbatch_train_checks):
+    args = _kbatch_train_args(command)
+    if args is not None:
+        assert kbatch_train_checks[tuple(args)] == "ok", f"{page}: {command}: {kbatch_train_checks[tuple(args)]}"
     words = shlex.split(command)
-    if words[0] == "kbatch-train":
-        assert _check_kbatch_train(words[1:])
-        return
-    script, args = words[1], words[2:]
-    if "--" in args:  # the launcher: its own flags, then the command it starts
-        inner = args[args.index("--") + 1 :]
-        args = args[: args.index("--")]
-        if inner[0] == "kbatch-train":
-            assert _check_kbatch_train(inner[1:])
-    assert _check_script_flags(script, args)
+    if words[0] != "kbatch-train":
+        script, flags = words[1], words[2:]
+        assert _check_script_flags(script, flags[: flags.index("--")] if "--" in flags else flags)
