@@ -1,0 +1,173 @@
+"""`kbatch-train` as a real separate process that skips importing TensorFlow, Keras and kbatch:
+forked from a server that imported them once (`multiprocessing`'s forkserver, started by the
+first call in each pytest worker). `Popen` and `run` stand in for `subprocess`'s:
+
+  forked.run(["kbatch-train", *flags], cwd=..., env=..., timeout=300)      # a CompletedProcess
+  process = forked.Popen(["kbatch-train", *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  forked.run([...], fault="state_file:8")    # tests/fault_run.py's fault planted first
+
+The child is its own session (a process-group signal reaches it alone), gets SIGKILL when the
+server dies (the server ends with the pytest worker), takes `cwd`, `env` (os.environ replaced),
+stdin /dev/null and its stdout/stderr (a pipe's text is read from a file once it ends) before it
+runs `kbatch.train.main()`; its exit code is the command's (-N for a signal), the handlers it
+registers with `atexit` run, the server's do not.
+
+Only for runs whose environment differs from the server's in variables read at run time
+(TF_CONFIG, not KERAS_BACKEND or TF_CPP_MIN_LOG_LEVEL, read at import: `Popen` refuses those):
+tests about the command itself (the console script, the import-time logging, `--verbosity`)
+keep `subprocess`. Checked: the server holds one thread when it forks; `cpu:N` logical devices and
+MirroredStrategy work in the child (tests/test_forked.py).
+"""
+
+import atexit
+import ctypes
+import multiprocessing
+import multiprocessing.forkserver
+import multiprocessing.resource_tracker
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PROGRAM = "kbatch-train"
+# read when TensorFlow, Keras or kbatch is imported: a child cannot change them
+IMPORT_TIME = ("KERAS_BACKEND", "KERAS_HOME", "TF_CPP_MIN_LOG_LEVEL", "TF_CPP_MAX_VLOG_LEVEL", "PYTHONPATH")
+_PR_SET_PDEATHSIG = 1
+_context = None
+
+
+def _server():
+    """The forkserver context, its server importing kbatch.train (and with it TensorFlow) once."""
+    global _context
+    if _context is None:
+        _context = multiprocessing.get_context("forkserver")
+        _context.set_forkserver_preload(["forked", "fault_run", "kbatch.train"])
+    return _context
+
+
+def server_pids():
+    """The pids of the processes `multiprocessing` started for this one (the forkserver and its
+    resource tracker), to leave out of a "no child left" check."""
+    pids = [
+        multiprocessing.forkserver._forkserver._forkserver_pid,
+        multiprocessing.resource_tracker._resource_tracker._pid,
+    ]
+    return {pid for pid in pids if pid is not None}
+
+
+def _redirect(fd, path, flags):
+    target = os.open(path, flags, 0o600)
+    os.dup2(target, fd)
+    os.close(target)
+
+
+def _leave_the_server():
+    """Close the server's "alive" pipe and the resource tracker's, which a forkserver child
+    inherits (for children of its own): held open here, they kept the server, and so the child,
+    alive after the test process died."""
+    server, tracker = multiprocessing.forkserver._forkserver, multiprocessing.resource_tracker._resource_tracker
+    for fd in (server._forkserver_alive_fd, tracker._fd):
+        os.close(fd)
+    server._forkserver_alive_fd = server._forkserver_address = server._forkserver_pid = None
+    tracker._fd = tracker._pid = None
+
+
+def _child(argv, cwd, env, outputs, fault):
+    """The forked child: its own session, killed with the server, then the command."""
+    _leave_the_server()
+    os.setsid()
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() == 1:  # the server died before prctl
+        os._exit(1)
+    atexit._clear()  # the server's handlers; the command's own run at its end, as in a real process
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    _redirect(0, os.devnull, os.O_RDONLY)
+    for fd, path in outputs.items():
+        _redirect(fd, path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    sys.argv = list(argv)
+    try:
+        if fault:
+            import fault_run
+
+            fault_run.plant(fault)
+        from kbatch import train
+
+        train.main()
+    finally:
+        atexit._run_exitfuncs()
+
+
+class Popen:
+    """A forked `kbatch-train argv[1:]`, with subprocess.Popen's pid, poll, wait, send_signal,
+    kill, returncode and communicate (text); stdout/stderr None (inherit), PIPE or DEVNULL."""
+
+    def __init__(self, argv, *, cwd=None, env=None, stdout=None, stderr=None, fault=None, text=True):
+        env = dict(os.environ if env is None else env)
+        changed = [name for name in IMPORT_TIME if env.get(name) != os.environ.get(name)]
+        if argv[0] != PROGRAM or changed or not text:
+            raise ValueError(f"forked runs {PROGRAM} in text mode in this environment; use subprocess for {changed}")
+        self._folder = tempfile.TemporaryDirectory(prefix="forked-")
+        self._pipes, outputs = {}, {}
+        for fd, how in ((1, stdout), (2, stderr)):
+            if how == subprocess.PIPE:
+                outputs[fd] = self._pipes[fd] = os.path.join(self._folder.name, f"fd{fd}")
+            elif how == subprocess.DEVNULL:
+                outputs[fd] = os.devnull
+        self.args = list(argv)
+        self._process = _server().Process(
+            target=_child, args=(self.args, os.path.abspath(cwd or os.getcwd()), env, outputs, fault)
+        )
+        self._process.start()
+        self.pid = self._process.pid
+        self.stdout = self.stderr = None
+
+    @property
+    def returncode(self):
+        return self._process.exitcode
+
+    def poll(self):
+        return self._process.exitcode
+
+    def wait(self, timeout=None):
+        self._process.join(timeout)
+        if self._process.exitcode is None:
+            raise subprocess.TimeoutExpired(self.args, timeout)
+        return self._process.exitcode
+
+    def send_signal(self, sig):
+        if self._process.exitcode is None:
+            os.kill(self.pid, sig)
+
+    def kill(self):
+        self.send_signal(signal.SIGKILL)
+
+    def terminate(self):
+        self.send_signal(signal.SIGTERM)
+
+    def _read(self, fd):
+        if fd not in self._pipes or not os.path.exists(self._pipes[fd]):
+            return None
+        with open(self._pipes[fd], errors="replace") as file:
+            return file.read()
+
+    def communicate(self, timeout=None):
+        """(stdout, stderr) once the process has ended; the text of each PIPE, else None."""
+        self.wait(timeout)
+        self.stdout, self.stderr = self._read(1), self._read(2)
+        return self.stdout, self.stderr
+
+
+def run(argv, *, cwd=None, env=None, timeout=None, fault=None):
+    """subprocess.run(argv, capture_output=True, text=True, ...) with a forked `kbatch-train`:
+    the child is killed if it outlives `timeout` (TimeoutExpired, as subprocess.run raises)."""
+    process = Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, fault=fault)
+    try:
+        stdout, stderr = process.communicate(timeout)
+    finally:
+        process.kill()
+        process.wait()
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
