@@ -44,7 +44,18 @@ def _server():
     if _context is None:
         _context = multiprocessing.get_context("forkserver")
         _context.set_forkserver_preload(["forked", "fault_run", "kbatch.train"])
+        atexit.register(_stop_server)
     return _context
+
+
+def _stop_server():
+    """At the test process's exit: end the server and wait for it, so that it and the runs it
+    forked count in this process's children's CPU time (`/usr/bin/time`, `resource`)."""
+    server = multiprocessing.forkserver._forkserver
+    if server._forkserver_pid is not None:
+        os.close(server._forkserver_alive_fd)
+        os.waitpid(server._forkserver_pid, 0)
+        server._forkserver_alive_fd = server._forkserver_address = server._forkserver_pid = None
 
 
 def server_pids():

@@ -1,6 +1,7 @@
 """Faults planted at chosen points (tests/fault_run.py kills the run there with SIGKILL), damaged
 files, Ctrl-C and divergence: the same command then continues exactly, or stops with one line,
-and every file a user or an earlier run made is intact."""
+and every file a user or an earlier run made is intact. The runs are kbatch-train forked from a
+server that imported TensorFlow once (tests/forked.py)."""
 
 import contextlib
 import json
@@ -9,9 +10,9 @@ import pathlib
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
+import forked
 import keras
 import numpy as np
 import pytest
@@ -21,7 +22,6 @@ from stop_run import signal_at_checkpoint
 import kbatch  # registers the layers for load_model
 import kbatch.configs.mnist1d_cnn
 
-HERE = pathlib.Path(__file__).resolve().parent
 # Two epochs of mnist1d/original at batch 256: 32 updates, a checkpoint every 4.
 FLAGS = [
     "--config.dataset=mnist1d/original",
@@ -38,9 +38,8 @@ FLAGS = [
 
 
 def _train(model_dir, *extra, fault=None, timeout=300):
-    entry = [str(HERE / "fault_run.py"), fault] if fault else ["-m", "kbatch.train"]
-    command = [sys.executable, *entry, *FLAGS, *extra, f"--config.model_dir={model_dir}"]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    """kbatch-train FLAGS, forked (tests/forked.py), with tests/fault_run.py's `fault` planted."""
+    return forked.run([forked.PROGRAM, *FLAGS, *extra, f"--config.model_dir={model_dir}"], fault=fault, timeout=timeout)
 
 
 def _weights(model_dir):
@@ -105,8 +104,8 @@ def test_a_kill_while_a_file_is_written_then_the_same_command_ends_exactly(tmp_p
 
 def test_a_truncated_checkpoint_is_skipped_saying_so_and_the_run_ends_exactly(tmp_path, uninterrupted):
     model_dir = tmp_path / "run"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "kbatch.train", *FLAGS, f"--config.model_dir={model_dir}"],
+    process = forked.Popen(
+        [forked.PROGRAM, *FLAGS, f"--config.model_dir={model_dir}"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -125,8 +124,8 @@ def test_a_truncated_checkpoint_is_skipped_saying_so_and_the_run_ends_exactly(tm
 
 def test_ctrl_c_saves_exits_130_in_one_line_and_the_same_command_ends_exactly(tmp_path, uninterrupted):
     model_dir = tmp_path / "run"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "kbatch.train", *FLAGS, f"--config.model_dir={model_dir}"],
+    process = forked.Popen(
+        [forked.PROGRAM, *FLAGS, f"--config.model_dir={model_dir}"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -175,22 +174,20 @@ def test_a_finished_run_is_left_as_it_is_by_the_same_command_from_another_path(t
 
 
 def test_the_default_model_dir_is_the_same_for_the_same_command(tmp_path):
-    command = [sys.executable, "-m", "kbatch.train", *FLAGS, "--config.num_epochs=1"]
-    first = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    command = [forked.PROGRAM, *FLAGS, "--config.num_epochs=1"]
+    first = forked.run(command, cwd=tmp_path, timeout=300)
     assert first.returncode == 0
     (folder,) = (tmp_path / "runs").iterdir()
-    again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    again = forked.run(command, cwd=tmp_path, timeout=300)
     assert "this run is finished" in again.stdout and list((tmp_path / "runs").iterdir()) == [folder]
-    other = subprocess.run(
-        [*command, "--config.batch_size=128"], cwd=tmp_path, capture_output=True, text=True, timeout=300
-    )
+    other = forked.run([*command, "--config.batch_size=128"], cwd=tmp_path, timeout=300)
     assert other.returncode == 0 and len(list((tmp_path / "runs").iterdir())) == 2
 
 
 def _killed_at(model_dir, step):
     """A run of FLAGS killed (SIGKILL) once checkpoint `step` is recorded."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "kbatch.train", *FLAGS, f"--config.model_dir={model_dir}"],
+    process = forked.Popen(
+        [forked.PROGRAM, *FLAGS, f"--config.model_dir={model_dir}"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -265,8 +262,9 @@ def test_a_finished_run_with_a_damaged_result_or_model_writes_them_again(tmp_pat
 def test_a_second_run_into_a_folder_in_use_is_refused_and_a_dead_holder_does_not_block(tmp_path, uninterrupted):
     """Finding 1 of issue 31: the same folder, a changed rate, while the first run still trains."""
     model_dir = tmp_path / "run"
-    first = subprocess.Popen(
-        [sys.executable, str(HERE / "fault_run.py"), "hold:8", *FLAGS, f"--config.model_dir={model_dir}"],
+    first = forked.Popen(
+        [forked.PROGRAM, *FLAGS, f"--config.model_dir={model_dir}"],
+        fault="hold:8",
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -300,14 +298,12 @@ def test_a_second_run_into_a_folder_in_use_is_refused_and_a_dead_holder_does_not
 def test_a_cluster_that_cannot_train_this_strategy_is_one_line_not_a_hang(tmp_path, cluster, strategy, says):
     env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}})}
     command = [
-        sys.executable,
-        "-m",
-        "kbatch.train",
+        forked.PROGRAM,
         *FLAGS,
         f"--config.strategy={strategy}",
         f"--config.model_dir={tmp_path / 'run'}",
     ]
-    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    run = forked.run(command, env=env, timeout=120)
     assert run.returncode == 2
     (line,) = _stop_lines(run.stderr)
     assert says in line and not (tmp_path / "run").exists()
@@ -350,8 +346,8 @@ def test_a_model_dir_under_a_file_is_one_line_before_anything_is_written(tmp_pat
 
 def test_when_every_checkpoint_is_damaged_the_run_stops_in_one_line_leaving_them(tmp_path):
     model_dir = tmp_path / "run"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "kbatch.train", *FLAGS, f"--config.model_dir={model_dir}"],
+    process = forked.Popen(
+        [forked.PROGRAM, *FLAGS, f"--config.model_dir={model_dir}"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -399,8 +395,8 @@ def test_a_run_resumed_behind_its_logged_points_logs_each_update_once(tmp_path, 
 def test_two_ctrl_c_50_ms_apart_stop_in_one_line_and_the_same_command_ends_exactly(tmp_path, uninterrupted):
     """Finding 13 of issue 31: the second Ctrl-C may land inside the checkpoint's save."""
     model_dir = tmp_path / "run"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "kbatch.train", *FLAGS, f"--config.model_dir={model_dir}"],
+    process = forked.Popen(
+        [forked.PROGRAM, *FLAGS, f"--config.model_dir={model_dir}"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
