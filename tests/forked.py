@@ -172,13 +172,16 @@ class Popen:
         return self.stdout, self.stderr
 
 
-def run(argv, *, cwd=None, env=None, timeout=None, fault=None):
+def run(argv, *, cwd=None, env=None, timeout=None, check=False, fault=None):
     """subprocess.run(argv, capture_output=True, text=True, ...) with a forked `kbatch-train`:
-    the child is killed if it outlives `timeout` (TimeoutExpired, as subprocess.run raises)."""
+    the child is killed if it outlives `timeout` (TimeoutExpired, as subprocess.run raises);
+    `check`: a non-zero exit is CalledProcessError."""
     process = Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, fault=fault)
     try:
         stdout, stderr = process.communicate(timeout)
     finally:
         process.kill()
         process.wait()
+    if check and process.returncode:
+        raise subprocess.CalledProcessError(process.returncode, process.args, stdout, stderr)
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)

@@ -1,14 +1,15 @@
 """Exact resume: a run killed with SIGKILL and started again with the same command ends with the
 same weights as an uninterrupted run. And a non-finite loss stops the run without touching the
-last good checkpoint."""
+last good checkpoint. The runs are kbatch-train forked from a server that imported TensorFlow once
+(tests/forked.py)."""
 
 import glob
 import json
 import os
 import signal
 import subprocess
-import sys
 
+import forked
 import keras
 import numpy as np
 import pytest
@@ -38,7 +39,8 @@ PHASED = ["--config.batch_boundaries=(1.0,)", "--config.batch_sizes=(512,)"]
 
 
 def _command(model_dir, extra=()):
-    return [sys.executable, "-m", "kbatch.train", *FLAGS, *extra, f"--config.model_dir={model_dir}"]
+    """kbatch-train's command line, run forked (tests/forked.py)."""
+    return [forked.PROGRAM, *FLAGS, *extra, f"--config.model_dir={model_dir}"]
 
 
 def _weights(model_dir):
@@ -47,7 +49,7 @@ def _weights(model_dir):
 
 def _run_and_kill(model_dir, checkpoint_step, delay, extra=()):
     """Start the run; SIGKILL it `delay` seconds after checkpoint `checkpoint_step` is written."""
-    process = subprocess.Popen(_command(model_dir, extra), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = forked.Popen(_command(model_dir, extra), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     signal_at_checkpoint(process, model_dir, checkpoint_step, signal.SIGKILL, delay=delay)
     assert not os.path.exists(os.path.join(model_dir, "result.json")), "the run finished before the kill"
 
@@ -55,7 +57,7 @@ def _run_and_kill(model_dir, checkpoint_step, delay, extra=()):
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     model_dir = tmp_path_factory.mktemp("uninterrupted") / "run"
-    subprocess.run(_command(model_dir), check=True, capture_output=True, timeout=300)
+    forked.run(_command(model_dir), check=True, timeout=300)
     return _weights(model_dir)
 
 
@@ -70,7 +72,7 @@ def uninterrupted(tmp_path_factory):
 def test_killed_and_restarted_run_ends_with_the_uninterrupted_weights(tmp_path, uninterrupted, checkpoint_step, delay):
     model_dir = tmp_path / "run"
     _run_and_kill(model_dir, checkpoint_step, delay)
-    restart = subprocess.run(_command(model_dir), check=True, capture_output=True, text=True, timeout=300)
+    restart = forked.run(_command(model_dir), check=True, timeout=300)
     # It continued from a checkpoint at or after the kill point, not from scratch.
     resumed_at = int(restart.stdout.split("resuming at step ")[1].split(";")[0])
     assert checkpoint_step <= resumed_at < 30
@@ -80,9 +82,9 @@ def test_killed_and_restarted_run_ends_with_the_uninterrupted_weights(tmp_path, 
 
 def test_run_killed_in_its_second_batch_phase_resumes_in_that_phase(tmp_path):
     reference, model_dir = tmp_path / "uninterrupted", tmp_path / "run"
-    subprocess.run(_command(reference, PHASED), check=True, capture_output=True, timeout=300)
+    forked.run(_command(reference, PHASED), check=True, timeout=300)
     _run_and_kill(model_dir, 20, 0.0, PHASED)
-    restart = subprocess.run(_command(model_dir, PHASED), check=True, capture_output=True, text=True, timeout=300)
+    restart = forked.run(_command(model_dir, PHASED), check=True, timeout=300)
     assert "resuming at step 20" in restart.stdout
     assert json.load(open(os.path.join(model_dir, "result.json")))["batch_sizes"] == [256, 512]
     for a, b in zip(_weights(reference), _weights(model_dir)):
@@ -93,7 +95,7 @@ def test_sigterm_saves_where_it_lands_exits_42_and_the_same_command_resumes_exac
     """Preemption: TF's PreemptionCheckpointHandler catches SIGTERM; kbatch saves after the next
     loop call, wherever that is, and exits with the restart code."""
     model_dir = tmp_path / "run"
-    process = subprocess.Popen(_command(model_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = forked.Popen(_command(model_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _, stderr = signal_at_checkpoint(process, model_dir, 8, signal.SIGTERM)
     assert process.returncode == 42, stderr
     indexes = glob.glob(str(model_dir / "checkpoints" / "*.index"))
@@ -101,7 +103,7 @@ def test_sigterm_saves_where_it_lands_exits_42_and_the_same_command_resumes_exac
     preempted_at = int(stderr.split("checkpoint of step ")[1].split()[0])
     assert saved[-1] == preempted_at and 8 < preempted_at < 30
     assert not os.path.exists(model_dir / "result.json")
-    restart = subprocess.run(_command(model_dir), check=True, capture_output=True, text=True, timeout=300)
+    restart = forked.run(_command(model_dir), check=True, timeout=300)
     assert f"resuming at step {preempted_at};" in restart.stdout
     for a, b in zip(uninterrupted, _weights(model_dir)):
         np.testing.assert_array_equal(b, a)
