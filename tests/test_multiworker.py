@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 
+import forked
 import keras
 import numpy as np
 import pytest
@@ -195,17 +196,9 @@ def test_bad_tf_config_is_named_and_nothing_is_written(make_config, monkeypatch,
 
 def test_kbatch_train_without_tf_config_says_so_in_one_line(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kbatch.train",
-            "--config.strategy=multiworker",
-            f"--config.model_dir={tmp_path / 'run'}",
-        ],
+    run = forked.run(
+        [forked.PROGRAM, "--config.strategy=multiworker", f"--config.model_dir={tmp_path / 'run'}"],
         env=env,
-        capture_output=True,
-        text=True,
         timeout=120,
     )
     assert run.returncode == 2
