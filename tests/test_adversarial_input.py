@@ -3,10 +3,9 @@ before anything is written, or shown as it is (the console's progress line)."""
 
 import os
 import re
-import subprocess
-import sys
 import time
 
+import forked
 import keras
 import pytest
 
@@ -15,9 +14,8 @@ from kbatch.training.actions import batch_control
 
 
 def _kbatch_train(*flags, cwd=None):
-    return subprocess.run(
-        [sys.executable, "-m", "kbatch.train", *flags], capture_output=True, text=True, timeout=300, cwd=cwd
-    )
+    """kbatch-train FLAGS, forked (tests/forked.py)."""
+    return forked.run([forked.PROGRAM, *flags], cwd=cwd, timeout=300)
 
 
 def _one_line(run):

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import forked
 import pytest
 
 from kbatch.training import train
@@ -126,8 +127,9 @@ def test_model_dir_with_a_users_files_is_refused(make_config, tmp_path):
     assert os.listdir(folder) == ["notes.txt"] and (folder / "notes.txt").read_text() == "precious"
 
 
-def _kbatch_train(*flags):
-    return subprocess.run([sys.executable, "-m", "kbatch.train", *flags], capture_output=True, text=True, timeout=300)
+def _kbatch_train(*flags, cwd=None):
+    """kbatch-train FLAGS, forked (tests/forked.py)."""
+    return forked.run([forked.PROGRAM, *flags], cwd=cwd, timeout=300)
 
 
 @pytest.mark.parametrize(
@@ -186,13 +188,7 @@ def test_an_lr_scaling_exponent_from_the_command_line_is_a_number():
 )
 def test_a_config_file_that_does_not_load_is_one_line(tmp_path, config_file, message):
     (tmp_path / "not_a_config.py").write_text("x = 1\n")
-    run = subprocess.run(
-        [sys.executable, "-m", "kbatch.train", f"--config={config_file}"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    run = _kbatch_train(f"--config={config_file}", cwd=tmp_path)
     assert run.returncode == 2
     lines = [line for line in run.stderr.splitlines() if line.startswith("kbatch-train")]
     assert len(lines) == 1 and lines[0].startswith(f"kbatch-train: {message}") and "Traceback" not in run.stderr
