@@ -10,6 +10,7 @@ Start it with KERAS_BACKEND=jax (and XLA_FLAGS=--xla_force_host_platform_device_
 """
 
 import json
+import os
 import sys
 
 import keras
@@ -17,6 +18,8 @@ import numpy as np
 from smooth_model import linear_model, smooth_model
 
 assert keras.backend.backend() == "jax", "start with KERAS_BACKEND=jax"
+if os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES"):
+    keras.distribution.initialize()
 
 
 def train(model_dir, overrides):

@@ -18,16 +18,19 @@ import contextlib
 import glob
 import os
 import re
+import shutil
 import signal
+import tempfile
 import threading
 import zipfile
 
 import jax
 import keras
 import numpy as np
+from jax.experimental import multihost_utils
 
 from kbatch.training import stops, transforms
-from kbatch.training.backends import backend, jax_step
+from kbatch.training.backends import backend, jax_input, jax_step
 from kbatch.training.run_files import run_dir
 from kbatch.training.run_files.event_writer import EventWriter
 
@@ -39,6 +42,11 @@ def select_devices(strategy):
     if strategy in ("auto", "tpu", "mirrored"):
         return jax.devices()
     if strategy == "one_device":
+        if jax.process_count() > 1:
+            raise ValueError(
+                f"config.strategy='one_device' trains on one device, but this job has {jax.process_count()} processes: "
+                "use auto (every device of every process) or cpu:N."
+            )
         return jax.devices()[:1]
     if strategy.startswith("cpu:"):
         count, cpus = int(strategy[4:]), jax.devices("cpu")
@@ -62,7 +70,12 @@ class JaxBackend(backend.Backend):
             raise ValueError("config.backend='jax' takes no tf.distribute strategy: it uses every local device.")
         self.devices = select_devices(settings.strategy)
         self.distribution = keras.distribution.DataParallel(devices=self.devices)
-        super().__init__(settings, len(self.devices), jax.process_index() == 0, EventWriter)
+        processes = jax.process_count()
+        super().__init__(settings, len(self.devices), jax.process_index() == 0, EventWriter, processes > 1)
+        if processes > 1:
+            self.layout = f"{len(self.devices)} replica(s) on {processes} processes"
+        if not self.is_chief:  # history.json is the chief's; the checkpoints are written by all
+            self.write_dir = tempfile.mkdtemp(prefix=f"kbatch-process-{jax.process_index()}-")
         self._checkpoints = os.path.join(settings.model_dir, "checkpoints")
 
     def noise_parts(self):
@@ -91,9 +104,11 @@ class JaxBackend(backend.Backend):
             for variable, value in zip(variables, values):
                 variable.assign(value)
 
-    def _batch(self, *arrays):
-        """Host arrays of a global batch, split along the batch axis over the devices."""
-        return [jax.device_put(a, self.distribution.get_data_layout(a.shape).backend_layout) for a in arrays]
+    def _rows(self, global_batch_size):
+        """The rows [start, stop) of a global batch this process's devices hold."""
+        return jax_input.process_rows(
+            self.distribution.get_data_layout((global_batch_size,)).backend_layout, global_batch_size
+        )
 
     def _train_step(self, phase):
         s = self.settings
@@ -107,14 +122,16 @@ class JaxBackend(backend.Backend):
 
     def _loop(self, step, phase, start_example):
         s = self.settings
-        stream = self.source.train_batches(phase.batch_size, s.seed, start_example)
+        size = phase.batch_size
+        local = jax_input.local_train_batches(self.source, size, s.seed, start_example, self._rows(size))
+        stream = jax_input.ahead(jax_input.global_arrays(self.distribution, size, batch) for batch in local)
 
         def loop(num_steps):
             # One jitted call per update, dispatched asynchronously; the records are read at the
             # end. (One `lax.scan` over all the loop's batches ran 13x slower on XLA:CPU, measured.)
             state, records = self._state(), []
             for _ in range(num_steps):
-                state, record = step(state, *self._batch(*next(stream)))
+                state, record = step(state, *next(stream))
                 records.append(record)
             self._write_back(state)
             return {name: np.array([float(r[name]) for r in records], np.float32) for name in records[0]}
@@ -124,12 +141,15 @@ class JaxBackend(backend.Backend):
     def _build_evaluation(self):
         """The jitted evaluation step over the evaluation split's batches, on the current weights."""
         step, s = jax_step.make_eval_step(self.model, self.task), self.settings
+        size = s.batch_size // s.accumulation_steps
 
         def evaluate():
             trainable, non_trainable, _ = self._state()
             totals = {}
-            for batch in self.source.eval_batches(s.batch_size // s.accumulation_steps):
-                for name, value in step(trainable, non_trainable, *self._batch(*batch)).items():
+            for batch in jax_input.local_eval_batches(self.source, size, self._rows(size)):
+                for name, value in step(
+                    trainable, non_trainable, *jax_input.global_arrays(self.distribution, size, batch)
+                ).items():
                     totals[name] = totals.get(name, 0.0) + float(value)
             return totals
 
@@ -145,8 +165,10 @@ class JaxBackend(backend.Backend):
 
     def save(self, step):
         """`ckpt-<step>.npz`, written whole or not at all; the oldest beyond `KEEP` removed."""
-        os.makedirs(self._checkpoints, exist_ok=True)
         arrays = {f"v{i}": np.asarray(v) for i, v in enumerate(self._variables())}
+        if not self.is_chief:  # TEMPORARY until Orbax: one writer
+            return
+        os.makedirs(self._checkpoints, exist_ok=True)
         run_dir.write_atomically(
             os.path.join(self._checkpoints, f"ckpt-{step}.npz"), lambda tmp: np.savez(tmp, step=step, **arrays)
         )
@@ -180,7 +202,8 @@ class JaxBackend(backend.Backend):
 
     @contextlib.contextmanager
     def preemption(self, save, current_step):
-        """Yields `check(step)`: after SIGTERM, save and raise `Preempted` (main thread only)."""
+        """Yields `check(step)`: once any process has had SIGTERM, every process saves at the same
+        step and raises `Preempted` (signals are watched on the main thread only)."""
         if threading.current_thread() is not threading.main_thread():
             yield lambda step: None
             return
@@ -188,7 +211,7 @@ class JaxBackend(backend.Backend):
         previous = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
 
         def check(step):
-            if seen:
+            if self._anywhere(bool(seen)):
                 save(step)
                 raise stops.Preempted(step, self.latest_checkpoint)
 
@@ -196,3 +219,14 @@ class JaxBackend(backend.Backend):
             yield check
         finally:
             signal.signal(signal.SIGTERM, previous)
+
+    def _anywhere(self, flag):
+        """Whether `flag` holds on any process (every process calls this at the same step)."""
+        if not self.multi_worker:
+            return flag
+        return bool(multihost_utils.process_allgather(np.asarray(flag)).any())
+
+    def close(self):
+        super().close()
+        if self.write_dir != self.settings.model_dir:
+            shutil.rmtree(self.write_dir, ignore_errors=True)
