@@ -29,7 +29,9 @@ Imports nothing of kbatch, and JAX only in `join`: `tools/launch_local.py` reads
 """
 
 import os
+import socket
 import sys
+import time
 import traceback
 
 JOB_ADDRESSES = "KERAS_DISTRIBUTION_JOB_ADDRESSES"
@@ -117,15 +119,32 @@ def join(environ=None, initialization_timeout_s=300, heartbeat_timeout_s=60, shu
     if jax.distributed.is_initialized():
         return True
     try:
+        if settings["process_id"] and settings["coordinator_address"]:
+            _wait_for_coordinator(settings["coordinator_address"], initialization_timeout_s)
         jax.distributed.initialize(
             **settings,
             initialization_timeout=initialization_timeout_s,
             heartbeat_timeout_seconds=heartbeat_timeout_s,
             shutdown_timeout_seconds=shutdown_timeout_s,
         )
-    except (RuntimeError, ValueError) as error:  # JaxRuntimeError is a RuntimeError
+    except (OSError, RuntimeError, ValueError) as error:  # JaxRuntimeError is a RuntimeError
         raise ValueError(f"cannot join the JAX job ({_described(settings)}): {_first_line(error)}") from None
     return True
+
+
+def _wait_for_coordinator(address, timeout_s):
+    """Return once something listens at `address` (process 0's coordinator), else an OSError after
+    `timeout_s`: JAX would end the process (exit code 134) where it finds no coordinator."""
+    host, _, port = address.rpartition(":")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=1.0).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise OSError(f"nothing answers at {address} after {timeout_s} s (process 0 serves there)") from None
+            time.sleep(0.2)
 
 
 def _described(settings):
