@@ -10,19 +10,20 @@ Start it with KERAS_BACKEND=jax (and XLA_FLAGS=--xla_force_host_platform_device_
 """
 
 import json
-import os
 import sys
 
 import keras
 import numpy as np
 from smooth_model import linear_model, smooth_model
 
+from kbatch import jax_job
+
 assert keras.backend.backend() == "jax", "start with KERAS_BACKEND=jax"
-if os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES"):
-    keras.distribution.initialize()
+jax_job.join()  # a process of a multi-process job (tests/test_jax_processes.py) joins it first
 
 
 def train(model_dir, overrides):
+    from kbatch.training import stops
     from kbatch.training import train as run
 
     config = {
@@ -37,7 +38,11 @@ def train(model_dir, overrides):
         **json.loads(overrides),
     }
     model_fn = {"smooth": smooth_model, "linear": linear_model}[config.pop("model_fn", "smooth")]
-    print(json.dumps({k: v for k, v in run(config, model_fn=model_fn, verbose=False).items() if k != "history"}))
+    try:
+        result = run(config, model_fn=model_fn, verbose=False)
+    except stops.Preempted:
+        sys.exit(stops.PREEMPTED)  # as kbatch-train exits
+    print(json.dumps({k: v for k, v in result.items() if k != "history"}))
 
 
 def mock(model_dir, config, num_examples):
@@ -89,4 +94,6 @@ def steps(source, target):
 
 
 if __name__ == "__main__":
-    {"train": train, "steps": steps, "mock": mock}[sys.argv[1]](*sys.argv[2:])
+    jax_job.leaving_at_once_on_error(lambda argv: {"train": train, "steps": steps, "mock": mock}[argv[1]](*argv[2:]))(
+        sys.argv
+    )

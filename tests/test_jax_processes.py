@@ -15,44 +15,34 @@ import numpy as np
 import psutil
 import pytest
 
+from kbatch import launcher
+
 HERE = pathlib.Path(__file__).resolve().parent
 OVERRIDES = {"strategy": "auto", "checkpoint_every": 4, "steps_per_loop": 2}
 
 
-def _env(devices, processes=1, process_id=0, port=0):
-    env = {
-        **os.environ,
-        "KERAS_BACKEND": "jax",
-        "JAX_PLATFORMS": "cpu",
-        "PYTHONPATH": f"{HERE.parent}{os.pathsep}{HERE}",
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-    }
-    if processes > 1:
-        env.update(
-            KERAS_DISTRIBUTION_JOB_ADDRESSES=f"127.0.0.1:{port}",
-            KERAS_DISTRIBUTION_NUM_PROCESSES=str(processes),
-            KERAS_DISTRIBUTION_PROCESS_ID=str(process_id),
-        )
-    return env
-
-
 def _start(processes, devices, model_dir, overrides=None):
-    """`processes` processes of `devices` host devices each, training into `model_dir` as one job."""
-    from kbatch.launcher import free_ports
-
-    (port,) = free_ports(1)
+    """`processes` processes of `devices` host devices each, training into `model_dir` as one job
+    (each with the variables `tools/launch_local.py --jax_processes` gives it)."""
+    (port,) = launcher.free_ports(1)
     command = [sys.executable, str(HERE / "jax_worker.py"), "train", str(model_dir), json.dumps(overrides or OVERRIDES)]
+    variables = launcher.jax_environments(processes, devices, port) if processes > 1 else [_one_process(devices)]
     return [
         subprocess.Popen(
             command,
-            env=_env(devices, processes, i, port),
+            env={**os.environ, "PYTHONPATH": f"{HERE.parent}{os.pathsep}{HERE}", **own},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             start_new_session=True,
         )
-        for i in range(processes)
+        for own in variables
     ]
+
+
+def _one_process(devices):
+    (variables,) = launcher.jax_environments(1, devices, 0)
+    return {k: v for k, v in variables.items() if not k.startswith(("KERAS_DISTRIBUTION", "JAX_COORDINATOR"))}
 
 
 def _finish(job, timeout=300):
