@@ -8,30 +8,28 @@ loops and is written back to the Keras variables after each loop, so the model, 
 `model.keras` see the trained weights. Input is the run's `kbatch.data.Source` in its NumPy form
 (the built-in MNIST-1D with no TensorFlow; mnist, cifar10, cifar100 through TFDS, from
 `config.data_dir`; a user's arrays or iterable). Checkpoints
-are `checkpoints/ckpt-<step>.npz` (every weight and optimizer variable, and the step), written
-whole or not at all; the newest intact one is restored. On SIGTERM the run saves after the loop
+are Orbax's, `checkpoints/ckpt_<step>/` (every weight and optimizer variable; `orbax_checkpoints`),
+committed whole or not at all, asynchronous with `config.async_checkpoints`; the newest intact
+one is restored, onto however many devices this run has. On SIGTERM the run saves after the loop
 under way and raises `Preempted`. Several hosts: `jax.distributed.initialize()` before kbatch
 runs (one process per host); not tested here.
 """
 
 import contextlib
-import glob
 import os
-import re
 import signal
 import threading
-import zipfile
 
 import jax
 import keras
 import numpy as np
 
 from kbatch.training import stops, transforms
-from kbatch.training.backends import backend, jax_step
-from kbatch.training.run_files import run_dir
+from kbatch.training.backends import backend, jax_step, orbax_checkpoints
 from kbatch.training.run_files.event_writer import EventWriter
 
 KEEP = 3  # checkpoints kept, as the TensorFlow backend's CheckpointManager
+PARTS = ("trainable", "non_trainable", "optimizer")  # the state's parts, named in the checkpoint
 
 
 def select_devices(strategy):
@@ -63,7 +61,9 @@ class JaxBackend(backend.Backend):
         self.devices = select_devices(settings.strategy)
         self.distribution = keras.distribution.DataParallel(devices=self.devices)
         super().__init__(settings, len(self.devices), jax.process_index() == 0, EventWriter)
-        self._checkpoints = os.path.join(settings.model_dir, "checkpoints")
+        self._checkpoints = orbax_checkpoints.OrbaxCheckpoints(
+            os.path.join(settings.model_dir, "checkpoints"), KEEP, settings.async_checkpoints
+        )
 
     def noise_parts(self):
         """(parts, halves): the micro-batches the noise scale compares with the whole batch (the
@@ -75,7 +75,7 @@ class JaxBackend(backend.Backend):
         return self.distribution.scope()
 
     def _attach_checkpoints(self):
-        """Nothing to build: a checkpoint is the variables' values, written with NumPy."""
+        """Nothing to build: a checkpoint is the state's arrays, written by Orbax."""
 
     def _state(self):
         return (
@@ -144,39 +144,34 @@ class JaxBackend(backend.Backend):
         """Nothing to do: under DataParallel every variable is one array (replicated)."""
 
     def save(self, step):
-        """`ckpt-<step>.npz`, written whole or not at all; the oldest beyond `KEEP` removed."""
-        os.makedirs(self._checkpoints, exist_ok=True)
-        arrays = {f"v{i}": np.asarray(v) for i, v in enumerate(self._variables())}
-        run_dir.write_atomically(
-            os.path.join(self._checkpoints, f"ckpt-{step}.npz"), lambda tmp: np.savez(tmp, step=step, **arrays)
-        )
-        for old in self._checkpoint_candidates()[:-KEEP]:
-            os.remove(old)
+        """`ckpt_<step>`, committed whole or not at all (every process saves its shards); the oldest
+        beyond `KEEP` removed."""
+        self._checkpoints.save(step, dict(zip(PARTS, self._state())))
 
     def _checkpoint_candidates(self):
-        found = glob.glob(os.path.join(self._checkpoints, "ckpt-*.npz"))
-        return sorted(found, key=lambda p: int(re.search(r"ckpt-(\d+)\.npz$", p).group(1)))
+        return self._checkpoints.candidates()
 
     def _load_checkpoint(self, path):
-        variables = self._variables()
-        try:
-            with np.load(path) as saved:
-                arrays = {name: saved[name] for name in saved.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-            raise backend.DamagedCheckpoint() from error
-        values = [arrays.get(f"v{i}") for i in range(len(variables))]
-        if len(arrays) != len(variables) + 1 or [np.shape(v) for v in values] != [tuple(v.shape) for v in variables]:
-            raise backend.CheckpointMismatch() from ValueError(
-                f"{len(arrays) - 1} arrays, this model has {len(variables)} variables, or their shapes differ"
-            )
-        for variable, value in zip(variables, values):
-            variable.assign(value)
-        return int(arrays["step"])
+        if orbax_checkpoints.is_legacy(path):
+            return orbax_checkpoints.read_legacy(path, self._variables())
+        step, state = self._checkpoints.load(path, dict(zip(PARTS, self._state())))
+        self._write_back([state[part] for part in PARTS])
+        return step
+
+    def _restored(self, intact):
+        """The damaged checkpoints newer than the restored one are deleted: their steps are saved again."""
+        self._checkpoints.discard_after(intact[-1])
 
     @property
     def latest_checkpoint(self):
+        """The newest checkpoint's path (once a save in flight is written), or None."""
         paths = self._checkpoint_candidates()
         return paths[-1] if paths else None
+
+    def close(self):
+        """Also wait for a checkpoint in flight (before a preempted process exits)."""
+        super().close()
+        self._checkpoints.close()
 
     @contextlib.contextmanager
     def preemption(self, save, current_step):
