@@ -140,6 +140,7 @@ def test_a_jax_run_killed_after_a_checkpoint_resumes_bitwise(tmp_path):
         np.testing.assert_array_equal(a, b)
     _a_truncated_checkpoint_falls_back_and_none_intact_is_one_line(tmp_path / "truncated", tmp_path / "whole")
     _sigterm_with_asynchronous_checkpoints_saves_before_exit_42(tmp_path / "preempted", tmp_path / "whole")
+    _a_full_disk_is_one_line_and_the_run_finishes_with_room(tmp_path, tmp_path / "whole")
 
 
 def _sigterm_with_asynchronous_checkpoints_saves_before_exit_42(model_dir, whole):
@@ -164,6 +165,32 @@ def _sigterm_with_asynchronous_checkpoints_saves_before_exit_42(model_dir, whole
     again = subprocess.run(command, env=_env(2), capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and f"resuming at step {step}" in again.stdout, again.stderr[-2000:]
     for a, b in zip(_weights(whole), _weights(model_dir)):
+        np.testing.assert_array_equal(a, b)
+
+
+def _a_full_disk_is_one_line_and_the_run_finishes_with_room(tmp_path, whole):
+    """Orbax's write error on a full disk (tensorstore's RESOURCE_EXHAUSTED) is the one line a full
+    disk gets on TensorFlow; the half-written checkpoint left there is never restored, and with room
+    the same command finishes with the uninterrupted weights."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=60k", "tmpfs", str(disk)], check=True)
+    try:
+        full = subprocess.run(_kbatch_train(disk / "run"), env=_env(2), capture_output=True, text=True, timeout=300)
+        shutil.copytree(disk / "run", tmp_path / "with room")
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=True)
+    assert full.returncode == 2, full.stderr[-2000:]
+    (line,) = [line for line in full.stderr.splitlines() if line.startswith("kbatch-train:")]
+    assert "writing the checkpoint of step 4 failed (No space left on device)" in line
+    assert "resume from the start" in line and "Event loop is closed" not in full.stderr
+    assert not _steps(tmp_path / "with room") and list((tmp_path / "with room" / "checkpoints").glob("*tmp*"))
+    again = subprocess.run(
+        _kbatch_train(tmp_path / "with room"), env=_env(2), capture_output=True, text=True, timeout=300
+    )
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert not list((tmp_path / "with room" / "checkpoints").glob("*tmp*"))
+    for a, b in zip(_weights(whole), _weights(tmp_path / "with room")):
         np.testing.assert_array_equal(a, b)
 
 

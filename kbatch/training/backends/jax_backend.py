@@ -26,6 +26,7 @@ import numpy as np
 
 from kbatch.training import stops, transforms
 from kbatch.training.backends import backend, jax_step, orbax_checkpoints
+from kbatch.training.run_files import run_dir
 from kbatch.training.run_files.event_writer import EventWriter
 
 KEEP = 3  # checkpoints kept, as the TensorFlow backend's CheckpointManager
@@ -169,9 +170,10 @@ class JaxBackend(backend.Backend):
         return paths[-1] if paths else None
 
     def close(self):
-        """Also wait for a checkpoint in flight (before a preempted process exits)."""
+        """Also wait for a checkpoint in flight (before a preempted process exits); one line if it failed."""
         super().close()
-        self._checkpoints.close()
+        with run_dir.writing(self.settings.model_dir, "a checkpoint in the background", lambda: self.latest_checkpoint):
+            self._checkpoints.close()
 
     @contextlib.contextmanager
     def preemption(self, save, current_step):

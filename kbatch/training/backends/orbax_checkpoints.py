@@ -2,13 +2,14 @@
 kbatch wrote before it (read, never written).
 
 Orbax's `CheckpointManager` writes a checkpoint into a temporary folder
-(`ckpt_<step>.orbax-checkpoint-tmp-<time>`) and renames it once whole, so a half-written one is
+(`ckpt_<step>.orbax-checkpoint-tmp`) and renames it once whole, so a half-written one is
 never listed (the next manager removes it). Several JAX processes save together, each its own
 shards, and Orbax agrees between them. A checkpoint is restored onto the live arrays' shardings,
 so a run resumes on another number of devices or processes. Asynchronous saving returns once
 the arrays are copied off the devices and writes the files while training goes on.
 """
 
+import contextlib
 import glob
 import os
 import re
@@ -38,6 +39,7 @@ class OrbaxCheckpoints:
     def _open(self, create=False):
         """Orbax's manager, made on first use once the folder exists (nothing is written before)."""
         if self._manager is None and (create or os.path.isdir(self.directory)):
+            _quiet_abandoned_operations()
             options = ocp.CheckpointManagerOptions(
                 max_to_keep=self._keep,
                 step_prefix=PREFIX,
@@ -58,7 +60,8 @@ class OrbaxCheckpoints:
         found = [(step, 0, path) for step, path in _legacy_files(self.directory)]
         manager = self._open()
         if manager is not None:
-            manager.wait_until_finished()
+            with contextlib.suppress(OSError, ValueError):  # a save that failed is not listed (`save` says why)
+                manager.wait_until_finished()
             found += [(step, 1, self.path(step)) for step in manager.all_steps()]
         return [path for _, _, path in sorted(found)]
 
@@ -67,13 +70,13 @@ class OrbaxCheckpoints:
         (a preemption right after a checkpoint). Every process calls it."""
         manager = self._open(create=True)
         if step not in manager.all_steps():
-            manager.save(step, args=ocp.args.StandardSave(state), force=True)
+            with _write_errors_as_os_errors():
+                manager.save(step, args=ocp.args.StandardSave(state), force=True)
 
     def load(self, path, like):
         """(step, state) of the Orbax checkpoint at `path`, placed as the arrays of `like` (a pytree
         of the same structure) are; `DamagedCheckpoint` or `CheckpointMismatch` from the cause."""
         step, manager = _step(path), self._open()
-        _quiet_abandoned_reads()
         try:
             saved = manager.item_metadata(step).tree
         except READ_ERRORS as error:
@@ -94,16 +97,31 @@ class OrbaxCheckpoints:
     def close(self):
         """Wait for a save in flight and let the manager go (a later use makes a new one)."""
         if self._manager is not None:
-            self._manager.wait_until_finished()
-            self._manager.close()
-            self._manager = None
+            manager, self._manager = self._manager, None
+            try:
+                with _write_errors_as_os_errors():
+                    manager.wait_until_finished()
+            finally:
+                manager.close()
 
 
-def _quiet_abandoned_reads():
-    """From now on, drop the "Event loop is closed" noise of a failed read: Orbax closes its event
-    loop at the first read error while the others are still under way, and each of them, finishing
-    (then or later), reports a RuntimeError to `sys.unraisablehook`: a traceback on stderr each.
-    Every other report passes on."""
+@contextlib.contextmanager
+def _write_errors_as_os_errors():
+    """Orbax's write errors (tensorstore's ValueError: a full disk, a folder made read-only) as the
+    OSError a backend's `save` raises, with the system's words when it names an errno."""
+    try:
+        yield
+    except (OSError, ValueError) as error:
+        text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        code = re.search(r"os_error_code='(\d+)'", text)
+        raise (OSError(int(code.group(1)), os.strerror(int(code.group(1)))) if code else OSError(text[:200])) from None
+
+
+def _quiet_abandoned_operations():
+    """From now on, drop the "Event loop is closed" noise of a failed read or write: Orbax closes its
+    event loop at the first error while the other reads or writes are still under way, and each of
+    them, finishing (then or later), reports a RuntimeError to `sys.unraisablehook`: a traceback on
+    stderr each. Every other report passes on."""
     previous = sys.unraisablehook
     if getattr(previous, "kbatch_quiet", False):
         return
