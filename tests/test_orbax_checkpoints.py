@@ -1,11 +1,16 @@
 """The JAX backend's checkpoint files (`kbatch.training.backends.orbax_checkpoints`), on this
 process's JAX CPU device: Orbax's steps round-trip bitwise and keep the newest three, a
 half-written (temporary) folder is never a candidate, a damaged step is `DamagedCheckpoint` and
-another model's `CheckpointMismatch`, and the `.npz` files kbatch wrote before still read."""
+another model's `CheckpointMismatch`, and the `.npz` files kbatch wrote before still read; and
+in several JAX processes (gloo on 127.0.0.1), a checkpoint they save together restores on fewer."""
 
 import os
+import pathlib
 import re
 import shutil
+import socket
+import subprocess
+import sys
 
 import jax
 import keras
@@ -14,8 +19,6 @@ import pytest
 
 from kbatch.training.backends import backend
 from kbatch.training.backends.orbax_checkpoints import OrbaxCheckpoints, is_legacy, read_legacy
-
-pytestmark = pytest.mark.fast
 
 
 def _state(seed, shapes=((3, 4), (4,))):
@@ -30,6 +33,7 @@ def _equal(a, b):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("asynchronous", [False, True])
 def test_the_newest_three_steps_are_kept_and_each_restores_bitwise(tmp_path, asynchronous):
     checkpoints = OrbaxCheckpoints(str(tmp_path / "checkpoints"), keep=3, asynchronous=asynchronous)
@@ -47,6 +51,7 @@ def test_the_newest_three_steps_are_kept_and_each_restores_bitwise(tmp_path, asy
     again.close()
 
 
+@pytest.mark.fast
 def test_a_half_written_checkpoint_is_never_a_candidate_and_goes_at_the_next_save(tmp_path):
     checkpoints = OrbaxCheckpoints(str(tmp_path), keep=3)
     checkpoints.save(4, _state(4))
@@ -76,6 +81,7 @@ DAMAGES = {
 }
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("damage", DAMAGES)
 def test_a_damaged_step_is_a_damaged_checkpoint_from_orbaxs_error(tmp_path, damage):
     checkpoints = OrbaxCheckpoints(str(tmp_path), keep=3)
@@ -89,6 +95,7 @@ def test_a_damaged_step_is_a_damaged_checkpoint_from_orbaxs_error(tmp_path, dama
     checkpoints.close()
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(
     "other, says",
     [
@@ -105,6 +112,7 @@ def test_another_models_state_is_a_mismatch_not_damage(tmp_path, other, says):
     checkpoints.close()
 
 
+@pytest.mark.fast
 def test_damaged_steps_after_the_restored_one_are_discarded(tmp_path):
     checkpoints = OrbaxCheckpoints(str(tmp_path), keep=3)
     for step in (4, 8, 12):
@@ -116,6 +124,7 @@ def test_damaged_steps_after_the_restored_one_are_discarded(tmp_path):
     checkpoints.close()
 
 
+@pytest.mark.fast
 def test_kbatchs_former_npz_checkpoints_are_candidates_and_still_read(tmp_path):
     values = [np.arange(12, dtype=np.float32).reshape(3, 4), np.ones(4, np.float32)]
     np.savez(tmp_path / "ckpt-8.npz", step=8, v0=values[0], v1=values[1])  # the format before Orbax
@@ -134,3 +143,50 @@ def test_kbatchs_former_npz_checkpoints_are_candidates_and_still_read(tmp_path):
     with pytest.raises(backend.DamagedCheckpoint):
         read_legacy(str(tmp_path / "ckpt-8.npz"), variables)
     checkpoints.close()
+
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+
+def _processes(count, devices, directory, mode):
+    """`count` JAX processes of `devices` host CPU devices each running tests/orbax_worker.py as one job."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{HERE.parent}{os.pathsep}{HERE}",
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+        "JAX_PLATFORMS": "cpu",
+        "KERAS_BACKEND": "jax",  # no TensorFlow to import
+    }
+    command = [sys.executable, str(HERE / "orbax_worker.py")]
+    started = [
+        subprocess.Popen(
+            [*command, str(i), str(count), str(port), str(directory), mode],
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for i in range(count)
+    ]
+    try:
+        outputs = [p.communicate(timeout=240) for p in started]
+    finally:
+        for p in started:
+            p.kill()
+    for p, (_, err) in zip(started, outputs):
+        assert p.returncode == 0, err[-2000:]
+    return [out for out, _ in outputs]
+
+
+def test_two_processes_save_together_and_the_checkpoint_restores_on_two_or_one(tmp_path):
+    """Each of 2 processes (2 devices each) writes its own shards of an array split over all 4
+    devices, synchronously then asynchronously; Orbax commits one checkpoint of each step, which
+    restores exactly on 2 processes and on 1 device."""
+    _processes(2, 2, tmp_path, "save")
+    assert sorted(os.listdir(tmp_path)) == ["ckpt_4", "ckpt_8"]
+    for count, devices in ((2, 2), (1, 1)):
+        for out in _processes(count, devices, tmp_path, "load"):
+            assert out.strip().splitlines()[-1] == "restored 8 True", (count, out)
