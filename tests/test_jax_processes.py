@@ -6,6 +6,7 @@ float rounding from growing, so that 1e-5 separates a wrong sum from a different
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -79,7 +80,7 @@ def _weights(model_dir):
 def _saved_steps(model_dir):
     """The steps of the finished checkpoints in `model_dir`."""
     folder = pathlib.Path(model_dir) / "checkpoints"
-    return sorted(int(p.name) for p in folder.glob("*") if p.name.isdigit()) if folder.exists() else []
+    return sorted(int(m.group(1)) for p in folder.glob("ckpt_*") if (m := re.fullmatch(r"ckpt_(\d+)", p.name)))
 
 
 def _wait_for_checkpoint(job, model_dir, step, deadline_s=240):

@@ -8,21 +8,24 @@ loops and is written back to the Keras variables after each loop, so the model, 
 `model.keras` see the trained weights. Input is the run's `kbatch.data.Source` in its NumPy form
 (the built-in MNIST-1D with no TensorFlow; mnist, cifar10, cifar100 through TFDS, from
 `config.data_dir`; a user's arrays or iterable). Checkpoints
-are `checkpoints/ckpt-<step>.npz` (every weight and optimizer variable, and the step), written
-whole or not at all; the newest intact one is restored. On SIGTERM the run saves after the loop
-under way and raises `Preempted`. Several hosts: `jax.distributed.initialize()` before kbatch
-runs (one process per host); not tested here.
+are Orbax's, `checkpoints/ckpt_<step>/` (every weight and optimizer variable; `orbax_checkpoints`),
+committed whole or not at all, asynchronous with `config.async_checkpoints`; the newest intact
+one is restored, onto however many devices and processes this run has. On SIGTERM the run saves
+after the loop under way and raises `Preempted`.
+
+Several processes (the hosts of a TPU pod slice; `tools/launch_local.py --jax_processes=N` here):
+each joins the job first (`kbatch.jax_job.join`), the mesh spans every process's devices, each
+process reads only its devices' rows of a global batch (`jax_input`), every process saves its
+shards of a checkpoint together, process 0 alone writes the run's other files, and a SIGTERM on
+any process is agreed on after each loop, so every process saves at the same step.
 """
 
 import contextlib
-import glob
 import os
-import re
 import shutil
 import signal
 import tempfile
 import threading
-import zipfile
 
 import jax
 import keras
@@ -30,7 +33,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from kbatch.training import stops, transforms
-from kbatch.training.backends import backend, jax_input, jax_step
+from kbatch.training.backends import backend, jax_input, jax_step, orbax_checkpoints
 from kbatch.training.run_files import run_dir
 from kbatch.training.run_files.event_writer import EventWriter
 
@@ -39,6 +42,7 @@ KEEP = 3  # checkpoints kept, as the TensorFlow backend's CheckpointManager
 # collectives a loop of 50 steps dispatched at once hung in every try (2 processes x 2 devices),
 # with at most 4 queued none did; two keep the devices busy while the host prepares the next.
 QUEUED_STEPS = 2
+PARTS = ("trainable", "non_trainable", "optimizer")  # the state's parts, named in the checkpoint
 
 
 def select_devices(strategy):
@@ -80,7 +84,9 @@ class JaxBackend(backend.Backend):
             self.layout = f"{len(self.devices)} replica(s) on {processes} processes"
         if not self.is_chief:  # history.json is the chief's; the checkpoints are written by all
             self.write_dir = tempfile.mkdtemp(prefix=f"kbatch-process-{jax.process_index()}-")
-        self._checkpoints = os.path.join(settings.model_dir, "checkpoints")
+        self._checkpoints = orbax_checkpoints.OrbaxCheckpoints(
+            os.path.join(settings.model_dir, "checkpoints"), KEEP, settings.async_checkpoints
+        )
 
     def noise_parts(self):
         """(parts, halves): the micro-batches the noise scale compares with the whole batch (the
@@ -92,7 +98,7 @@ class JaxBackend(backend.Backend):
         return self.distribution.scope()
 
     def _attach_checkpoints(self):
-        """Nothing to build: a checkpoint is the variables' values, written with NumPy."""
+        """Nothing to build: a checkpoint is the state's arrays, written by Orbax."""
 
     def _state(self):
         return (
@@ -170,41 +176,37 @@ class JaxBackend(backend.Backend):
         """Nothing to do: under DataParallel every variable is one array (replicated)."""
 
     def save(self, step):
-        """`ckpt-<step>.npz`, written whole or not at all; the oldest beyond `KEEP` removed."""
-        arrays = {f"v{i}": np.asarray(v) for i, v in enumerate(self._variables())}
-        if not self.is_chief:  # TEMPORARY until Orbax: one writer
-            return
-        os.makedirs(self._checkpoints, exist_ok=True)
-        run_dir.write_atomically(
-            os.path.join(self._checkpoints, f"ckpt-{step}.npz"), lambda tmp: np.savez(tmp, step=step, **arrays)
-        )
-        for old in self._checkpoint_candidates()[:-KEEP]:
-            os.remove(old)
+        """`ckpt_<step>`, committed whole or not at all (every process saves its shards); the oldest
+        beyond `KEEP` removed."""
+        self._checkpoints.save(step, dict(zip(PARTS, self._state())))
 
     def _checkpoint_candidates(self):
-        found = glob.glob(os.path.join(self._checkpoints, "ckpt-*.npz"))
-        return sorted(found, key=lambda p: int(re.search(r"ckpt-(\d+)\.npz$", p).group(1)))
+        return self._checkpoints.candidates()
 
     def _load_checkpoint(self, path):
-        variables = self._variables()
-        try:
-            with np.load(path) as saved:
-                arrays = {name: saved[name] for name in saved.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-            raise backend.DamagedCheckpoint() from error
-        values = [arrays.get(f"v{i}") for i in range(len(variables))]
-        if len(arrays) != len(variables) + 1 or [np.shape(v) for v in values] != [tuple(v.shape) for v in variables]:
-            raise backend.CheckpointMismatch() from ValueError(
-                f"{len(arrays) - 1} arrays, this model has {len(variables)} variables, or their shapes differ"
-            )
-        for variable, value in zip(variables, values):
-            variable.assign(value)
-        return int(arrays["step"])
+        if orbax_checkpoints.is_legacy(path):
+            return orbax_checkpoints.read_legacy(path, self._variables())
+        step, state = self._checkpoints.load(path, dict(zip(PARTS, self._state())))
+        self._write_back([state[part] for part in PARTS])
+        return step
+
+    def _restored(self, intact):
+        """The damaged checkpoints newer than the restored one are deleted: their steps are saved again."""
+        self._checkpoints.discard_after(intact[-1])
 
     @property
     def latest_checkpoint(self):
+        """The newest checkpoint's path (once a save in flight is written), or None."""
         paths = self._checkpoint_candidates()
         return paths[-1] if paths else None
+
+    def close(self):
+        """Also wait for a checkpoint in flight (before a preempted process exits); one line if it failed."""
+        super().close()
+        with run_dir.writing(self.settings.model_dir, "a checkpoint in the background", lambda: self.latest_checkpoint):
+            self._checkpoints.close()
+        if self.write_dir != self.settings.model_dir:
+            shutil.rmtree(self.write_dir, ignore_errors=True)
 
     @contextlib.contextmanager
     def preemption(self, save, current_step):
@@ -231,8 +233,3 @@ class JaxBackend(backend.Backend):
         if not self.multi_worker:
             return flag
         return bool(multihost_utils.process_allgather(np.asarray(flag)).any())
-
-    def close(self):
-        super().close()
-        if self.write_dir != self.settings.model_dir:
-            shutil.rmtree(self.write_dir, ignore_errors=True)
