@@ -111,7 +111,10 @@ def two_processes(tmp_path_factory):
 def test_two_processes_of_two_devices_end_as_one_process_of_four_and_as_one_device(tmp_path, two_processes):
     results = {(1, 4): _train(1, 4, tmp_path / "1x4"), (1, 1): _train(1, 1, tmp_path / "1x1")}
     assert results[1, 4]["num_replicas"] == 4 and results[1, 1]["num_replicas"] == 1
-    assert json.loads((two_processes / "result.json").read_text())["steps"] == results[1, 4]["steps"] > 0
+    two = json.loads((two_processes / "result.json").read_text())
+    assert two["steps"] == results[1, 4]["steps"] > 0
+    # the evaluation counts each example once: the same mean loss as one process computes
+    assert two["final_eval_loss"] == pytest.approx(results[1, 4]["final_eval_loss"], rel=1e-5)
     for processes, devices in results:
         for a, b in zip(_weights(two_processes), _weights(tmp_path / f"{processes}x{devices}")):
             np.testing.assert_allclose(b, a, atol=1e-5, err_msg=f"{processes} process(es) x {devices} device(s)")
@@ -134,7 +137,7 @@ def _killed_after(step, model_dir, which):
 @pytest.mark.parametrize("which", ["one", "all"])
 def test_a_two_process_run_killed_resumes_bitwise(tmp_path, two_processes, which):
     _killed_after(12, tmp_path / "killed", which)
-    _train(2, 2, tmp_path / "killed")
+    assert _train(2, 2, tmp_path / "killed")["resumed_at"] >= 12
     for a, b in zip(_weights(two_processes), _weights(tmp_path / "killed")):
         np.testing.assert_array_equal(a, b)
 
@@ -142,7 +145,7 @@ def test_a_two_process_run_killed_resumes_bitwise(tmp_path, two_processes, which
 def test_a_run_checkpointed_on_two_processes_resumes_on_one(tmp_path, two_processes):
     _killed_after(12, tmp_path / "run", "all")
     result = _train(1, 4, tmp_path / "run")
-    assert result["steps"] > 12
+    assert result["resumed_at"] >= 12 and result["steps"] > result["resumed_at"]
     for a, b in zip(_weights(two_processes), _weights(tmp_path / "run")):
         np.testing.assert_allclose(b, a, atol=1e-5)
 
@@ -159,6 +162,6 @@ def test_a_sigterm_to_one_process_saves_on_every_process_and_exits_42(tmp_path, 
     saved = _saved_steps(tmp_path / "run")
     assert saved[-1] > 4 and saved[-1] % 2 == 0  # a loop's end after the signal, not a checkpoint point
     _assert_nothing_left(tmp_path / "run")
-    _train(2, 2, tmp_path / "run")
+    assert _train(2, 2, tmp_path / "run")["resumed_at"] == saved[-1]
     for a, b in zip(_weights(two_processes), _weights(tmp_path / "run")):
         np.testing.assert_array_equal(a, b)
