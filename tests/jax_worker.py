@@ -52,8 +52,9 @@ def train(model_dir, overrides):
     resumed_at = run.step
     try:
         result = {k: v for k, v in run.train(verbose=False).items() if k != "history"}
-    except stops.Preempted:
-        sys.exit(stops.PREEMPTED)  # as kbatch-train exits
+    except tuple(kind for kind, _ in stops.CODES) as stop:  # as kbatch-train exits: 42 preempted, 3 diverged, ...
+        print(f"stopped: {stop}", file=sys.stderr)
+        sys.exit(next(code for kind, code in stops.CODES if isinstance(stop, kind)))
     print(json.dumps({**result, "resumed_at": resumed_at}))
 
 

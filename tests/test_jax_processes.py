@@ -165,3 +165,10 @@ def test_a_sigterm_to_one_process_saves_on_every_process_and_exits_42(tmp_path, 
     assert _train(2, 2, tmp_path / "run")["resumed_at"] == saved[-1]
     for a, b in zip(_weights(two_processes), _weights(tmp_path / "run")):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_diverging_run_stops_on_every_process_with_exit_code_3(tmp_path):
+    outcomes = _finish(_start(2, 2, tmp_path / "run", {**OVERRIDES, "base_learning_rate": 1e6}))
+    assert [code for code, _, _ in outcomes] == [3, 3], [err[-2000:] for _, _, err in outcomes]
+    lines = [[line for line in err.splitlines() if line.startswith("stopped:")] for _, _, err in outcomes]
+    assert lines[0] == lines[1] and "at step" in lines[0][0], lines  # the same step, the same checkpoint named
