@@ -31,6 +31,6 @@ from kbatch import frameworks  # noqa: E402
 if frameworks.uses_tensorflow():
     frameworks.import_tensorflow()  # its start-up lines out of stderr
     from kbatch import distribute  # noqa: F401
-from kbatch import data, layers, models, optimizers, scaling, schedules, training  # noqa: E402
+from kbatch import data, jax_job, layers, models, optimizers, scaling, schedules, training  # noqa: E402
 
 __version__ = "0.1.0"

@@ -1,10 +1,11 @@
 """Local multi-process jobs (`tools/launch_local.py`): N processes of one command on this machine,
 each with its own TF_CONFIG (a multi-worker cluster, or a parameter-server one with a coordinator
-and servers), their output prefixed line by line, and all of them stopped together when one
-fails, on a timeout, on Ctrl-C or SIGTERM, and killed by the kernel if the launcher is.
+and servers) or its own place in a JAX job (`kbatch.jax_job`'s variables, M host CPU devices
+each), their output prefixed line by line, and all of them stopped together when one fails, on a
+timeout, on Ctrl-C or SIGTERM, and killed by the kernel if the launcher is.
 
-Imports nothing else of kbatch but `kbatch.study.children`: the launcher loads it with
-`kbatch_cli.import_light("kbatch.launcher")`, without Keras and TensorFlow.
+Imports nothing else of kbatch but `kbatch.study.children` and `kbatch.jax_job`: the launcher
+loads it with `kbatch_cli.import_light("kbatch.launcher")`, without Keras, TensorFlow and JAX.
 """
 
 import functools
@@ -17,11 +18,13 @@ import sys
 import threading
 import time
 
+from kbatch import jax_job
 from kbatch.study import children
 
 TIMEOUT_EXIT_CODE = 124  # as coreutils' `timeout`
 INTERRUPT_EXIT_CODE = 130  # as a shell after Ctrl-C
 POLL_SECONDS = 0.05
+HOST_DEVICES_FLAG = "--xla_force_host_platform_device_count"
 
 
 def free_ports(count, host="127.0.0.1"):
@@ -52,6 +55,22 @@ def tf_configs(ports, host="127.0.0.1", ps=0):
         for job, members in cluster.items()
         for i in range(len(members))
     ]
+
+
+def jax_environments(processes, devices_per_process, port, host="127.0.0.1", xla_flags=""):
+    """The variables of each process of a JAX job on `host`: the job's (`kbatch.jax_job`; process 0
+    the coordinator, serving on `port` of `host` only), Keras on JAX, and `devices_per_process`
+    host CPU devices (replacing a device count in `xla_flags`, the XLA_FLAGS they inherit)."""
+    kept = [flag for flag in xla_flags.split() if not flag.startswith(HOST_DEVICES_FLAG + "=")]
+    job = {
+        jax_job.JOB_ADDRESSES: f"{host}:{port}",
+        jax_job.NUM_PROCESSES: str(processes),
+        "JAX_COORDINATOR_BIND_ADDRESS": f"{host}:{port}",
+        "KERAS_BACKEND": "jax",
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": " ".join([*kept, f"{HOST_DEVICES_FLAG}={devices_per_process}"]),
+    }
+    return [{**job, jax_job.PROCESS_ID: str(i)} for i in range(processes)]
 
 
 def exit_code(returncode):
@@ -118,32 +137,44 @@ def stop(processes, grace_s):
         process.wait()
 
 
-def launch(command, workers, timeout_s=None, env=None, grace_s=5.0, stdout=None, stderr=None, host="127.0.0.1", ps=0):
-    """Run `command` (a list of strings) as `workers` multi-worker processes; return the exit code.
+def launch(
+    command,
+    workers,
+    timeout_s=None,
+    env=None,
+    grace_s=5.0,
+    stdout=None,
+    stderr=None,
+    host="127.0.0.1",
+    ps=0,
+    devices_per_process=None,
+):
+    """Run `command` (a list of strings) as `workers` processes of one job; return the exit code.
 
     Args:
-      command: the worker command, the same for every worker (it reads TF_CONFIG).
-      workers: the number of workers, >= 1.
+      command: the command, the same for every process (it reads TF_CONFIG, or the JAX job's variables).
+      workers: the number of TF workers, or of JAX processes, >= 1.
       ps: parameter servers; with ps >= 1, a parameter-server cluster (a coordinator, the workers,
         the servers) whose coordinator's exit ends the job.
+      devices_per_process: None for TF workers; M >= 1: a JAX job of `workers` processes with M
+        host CPU devices each (`jax_environments`; no parameter servers).
       timeout_s: stop everything after this many seconds and return 124; None: no limit.
-      env: extra environment variables for the workers (on top of this process's environment).
-      grace_s: seconds between SIGTERM and SIGKILL when workers are stopped.
+      env: extra environment variables for the processes (on top of this process's environment).
+      grace_s: seconds between SIGTERM and SIGKILL when processes are stopped.
       stdout, stderr: where the prefixed lines go (default: this process's streams).
 
-    Returns the largest exit code of the workers that exited on their own (a worker killed by
-    signal N counts as 128 + N), or the coordinator's, 124 after a timeout, 130 after Ctrl-C.
+    Returns the largest exit code of the processes that exited on their own (one killed by signal
+    N counts as 128 + N), or the coordinator's, 124 after a timeout, 130 after Ctrl-C.
     """
-    _check_arguments(command, workers, ps, timeout_s, grace_s)
+    _check_arguments(command, workers, ps, devices_per_process, timeout_s, grace_s)
     stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
     processes, printers = [], []
     say = functools.partial(_say, stderr)
     started = time.monotonic()
     try:
-        configs = tf_configs(free_ports(workers + (ps + 1 if ps else 0), host), host, ps)
-        names = [f"{c['task']['type']} {c['task']['index']}" for c in configs]
-        _start(command, names, configs, env, processes, printers, stdout, stderr)
-        result = _wait(processes, names, ps, started, timeout_s, say)
+        tasks = _tasks(workers, ps, devices_per_process, host, {**os.environ, **(env or {})})
+        _start(command, tasks, env, processes, printers, stdout, stderr)
+        result = _wait(processes, [name for name, _ in tasks], ps, started, timeout_s, say)
     except KeyboardInterrupt:
         say("interrupted; stopping every process.")
         result = INTERRUPT_EXIT_CODE
@@ -155,12 +186,28 @@ def launch(command, workers, timeout_s=None, env=None, grace_s=5.0, stdout=None,
     return result
 
 
-def _check_arguments(command, workers, ps, timeout_s, grace_s):
+def _tasks(workers, ps, devices_per_process, host, environ):
+    """(name, variables) of each process to start: TF tasks, or the processes of a JAX job."""
+    if devices_per_process:
+        port = free_ports(1, host)[0]
+        variables = jax_environments(workers, devices_per_process, port, host, environ.get("XLA_FLAGS", ""))
+        return [(f"process {i}", job) for i, job in enumerate(variables)]
+    configs = tf_configs(free_ports(workers + (ps + 1 if ps else 0), host), host, ps)
+    return [(f"{c['task']['type']} {c['task']['index']}", {"TF_CONFIG": json.dumps(c)}) for c in configs]
+
+
+def _check_arguments(command, workers, ps, devices_per_process, timeout_s, grace_s):
     """A ValueError naming the first bad argument of `launch`."""
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}.")
     if isinstance(ps, bool) or not isinstance(ps, int) or ps < 0:
         raise ValueError(f"ps must be a non-negative integer, got {ps!r}.")
+    if devices_per_process is not None and (
+        isinstance(devices_per_process, bool) or not isinstance(devices_per_process, int) or devices_per_process < 1
+    ):
+        raise ValueError(f"devices_per_process must be a positive integer or None, got {devices_per_process!r}.")
+    if devices_per_process and ps:
+        raise ValueError(f"ps={ps} with devices_per_process: a JAX job has no parameter servers.")
     if not command or not all(isinstance(part, str) for part in command):
         raise ValueError(f"command must be a non-empty list of strings, got {command!r}.")
     if timeout_s is not None and not timeout_s > 0:
@@ -176,12 +223,12 @@ def _say(stderr, message):
         stderr.flush()
 
 
-def _start(command, names, configs, env, processes, printers, stdout, stderr):
-    """Start one process per TF_CONFIG of `configs`, appending each to `processes` as it starts
-    (so that `launch` stops every started one) and its two stream copiers to `printers`."""
+def _start(command, tasks, env, processes, printers, stdout, stderr):
+    """Start one process per (name, variables) of `tasks`, appending each to `processes` as it
+    starts (so that `launch` stops every started one) and its two stream copiers to `printers`."""
     preexec = dying_with_launcher()
-    for name, tf_config in zip(names, configs):
-        worker_env = {**os.environ, **(env or {}), "TF_CONFIG": json.dumps(tf_config), "PYTHONUNBUFFERED": "1"}
+    for name, variables in tasks:
+        worker_env = {**os.environ, **(env or {}), **variables, "PYTHONUNBUFFERED": "1"}
         process = subprocess.Popen(
             command,
             env=worker_env,

@@ -195,6 +195,7 @@ def _define_flags():
 def _run(argv):
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments {' '.join(argv[1:])}: settings go in --config.FIELD=VALUE")
+    from kbatch import jax_job
     from kbatch.training import train
 
     if flags.FLAGS.check:
@@ -212,17 +213,22 @@ def _run(argv):
     settings = _settings()
     if settings.strategy == "parameter_server" and _serve_if_server():
         return 0
+    if settings.backend == "jax":
+        jax_job.join()  # a multi-process job the environment names, before any JAX computation
     train(settings)
     return 0
 
 
 def _settings():
-    """The config resolved (every field checked), on the backend Keras runs on."""
-    from kbatch import runtime
+    """The config resolved (every field checked), on the backend Keras runs on; on JAX, the
+    variables of the multi-process job it joins checked too."""
+    from kbatch import jax_job, runtime
     from kbatch.training import resolve_settings
 
     settings = resolve_settings(flags.FLAGS.config)
     runtime.check_backend(settings.backend)
+    if settings.backend == "jax":
+        jax_job.job_settings()
     return settings
 
 
@@ -247,10 +253,11 @@ def _one_copy_of_tensorflow_logs():
 
 
 def main():
+    from kbatch import jax_job
     from kbatch.training import stops
 
     _one_copy_of_tensorflow_logs()
-    app.run(stops.reporting("kbatch-train", _run), flags_parser=_parse)
+    app.run(jax_job.leaving_at_once_on_error(stops.reporting("kbatch-train", _run)), flags_parser=_parse)
 
 
 if __name__ == "__main__":

@@ -5,23 +5,30 @@
   python tests/jax_worker.py steps IN.npz OUT.npz             # jax_step updates from given weights
   python tests/jax_worker.py mock MODEL_DIR JSON_CONFIG N      # kbatch's runner on a config's own model,
                                                               # under tfds.testing.mock_data(num_examples=N)
+  python tests/jax_worker.py legacy MODEL_DIR JSON_OVERRIDES  # the run's newest checkpoint in kbatch's
+                                                              # format before Orbax (ckpt-<step>.npz) only
 
 Start it with KERAS_BACKEND=jax (and XLA_FLAGS=--xla_force_host_platform_device_count=N).
 """
 
+import glob
 import json
+import os
+import shutil
 import sys
 
 import keras
 import numpy as np
 from smooth_model import linear_model, smooth_model
 
+from kbatch import jax_job
+
 assert keras.backend.backend() == "jax", "start with KERAS_BACKEND=jax"
+jax_job.join()  # a process of a multi-process job (tests/test_jax_processes.py) joins it first
 
 
-def train(model_dir, overrides):
-    from kbatch.training import train as run
-
+def _config(model_dir, overrides):
+    """The runner's config and model_fn for `train` and `legacy`."""
     config = {
         "dataset": "mnist1d/original",
         "backend": "jax",
@@ -33,8 +40,39 @@ def train(model_dir, overrides):
         "model_dir": model_dir,
         **json.loads(overrides),
     }
-    model_fn = {"smooth": smooth_model, "linear": linear_model}[config.pop("model_fn", "smooth")]
-    print(json.dumps({k: v for k, v in run(config, model_fn=model_fn, verbose=False).items() if k != "history"}))
+    return config, {"smooth": smooth_model, "linear": linear_model}[config.pop("model_fn", "smooth")]
+
+
+def train(model_dir, overrides):
+    """The result, and `resumed_at`: the step the run started from (its checkpoint's, 0 for none)."""
+    from kbatch.training import build_run, stops
+
+    config, model_fn = _config(model_dir, overrides)
+    run = build_run(config, model_fn=model_fn)
+    resumed_at = run.step
+    try:
+        result = {k: v for k, v in run.train(verbose=False).items() if k != "history"}
+    except tuple(kind for kind, _ in stops.CODES) as stop:  # as kbatch-train exits: 42 preempted, 3 diverged, ...
+        print(f"stopped: {stop}", file=sys.stderr)
+        sys.exit(next(code for kind, code in stops.CODES if isinstance(stop, kind)))
+    print(json.dumps({**result, "resumed_at": resumed_at}))
+
+
+def legacy(model_dir, overrides):
+    """The run's newest checkpoint as kbatch wrote it before Orbax: `ckpt-<step>.npz` holding `step`
+    and `v<i>` for each of the model's weights, then the optimizer's variables; Orbax's folders removed."""
+    from kbatch.training import build_run
+
+    config, model_fn = _config(model_dir, overrides)
+    run = build_run(config, model_fn=model_fn)
+    variables = [*run.model.weights, *run.optimizer.variables]
+    checkpoints = os.path.join(model_dir, "checkpoints")
+    arrays = {f"v{i}": np.asarray(v) for i, v in enumerate(variables)}
+    np.savez(os.path.join(checkpoints, f"ckpt-{run.step}.npz"), step=run.step, **arrays)
+    run.close()
+    for folder in glob.glob(os.path.join(checkpoints, "ckpt_*")):
+        shutil.rmtree(folder)
+    print(run.step)
 
 
 def mock(model_dir, config, num_examples):
@@ -85,5 +123,7 @@ def steps(source, target):
     np.savez(target, losses=np.array(losses), **{f"w{i}": np.asarray(w) for i, w in enumerate(state[0])})
 
 
+COMMANDS = {"train": train, "steps": steps, "mock": mock, "legacy": legacy}
+
 if __name__ == "__main__":
-    {"train": train, "steps": steps, "mock": mock}[sys.argv[1]](*sys.argv[2:])
+    jax_job.leaving_at_once_on_error(lambda argv: COMMANDS[argv[1]](*argv[2:]))(sys.argv)

@@ -45,9 +45,12 @@ def _kbatch_train_args(command):
     return None
 
 
-def _check_in_one_process(arg_lists):
-    """{tuple(args): "ok" or the error} for each list, checked by tests/check_commands.py."""
+def _check_in_one_process(arg_lists, keras_backend=None):
+    """{tuple(args): "ok" or the error} for each list, checked by tests/check_commands.py (on
+    `keras_backend`, default this process's)."""
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    if keras_backend:
+        env["KERAS_BACKEND"] = keras_backend
     run = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "check_commands.py")],
         input=json.dumps(arg_lists),
@@ -61,11 +64,25 @@ def _check_in_one_process(arg_lists):
     return dict(zip(map(tuple, arg_lists), json.loads(run.stdout.strip().splitlines()[-1])))
 
 
+def _keras_backend(command):
+    """The Keras backend a documented command's kbatch-train runs on: JAX where the launcher starts
+    JAX processes (it sets KERAS_BACKEND=jax), else None (this process's)."""
+    words = shlex.split(command)
+    own = words[: words.index("--")] if "--" in words else []
+    return "jax" if any(word.startswith("--jax_processes") for word in own) else None
+
+
 @pytest.fixture(scope="module")
 def kbatch_train_checks():
-    """Every documented kbatch-train command checked in one process: TensorFlow imported once."""
-    arg_lists = [args for _, command in COMMANDS if (args := _kbatch_train_args(command)) is not None]
-    return _check_in_one_process(arg_lists)
+    """Every documented kbatch-train command checked in one process per Keras backend: TensorFlow imported once."""
+    by_backend = {}
+    for _, command in COMMANDS:
+        if (args := _kbatch_train_args(command)) is not None:
+            by_backend.setdefault(_keras_backend(command), []).append(args)
+    checks = {}
+    for backend, arg_lists in by_backend.items():
+        checks.update(_check_in_one_process(arg_lists, backend))
+    return checks
 
 
 def _check_kbatch_train(args):

@@ -1,7 +1,8 @@
 """The JAX backend (Keras on JAX, `keras.distribution.DataParallel`), run in subprocesses with
 KERAS_BACKEND=jax and N host CPU devices: it agrees with itself across device counts and
-accumulation, with the TensorFlow step on the same batches, resumes bitwise after SIGKILL, and
-runs where TensorFlow cannot be imported. The smooth model keeps float rounding from growing."""
+accumulation, with the TensorFlow step on the same batches, resumes bitwise after SIGKILL (on
+another number of devices within float rounding, from kbatch's former `.npz` checkpoints too),
+and runs where TensorFlow cannot be imported. The smooth model keeps float rounding from growing."""
 
 import json
 import os
@@ -124,7 +125,7 @@ def test_a_jax_run_killed_after_a_checkpoint_resumes_bitwise(tmp_path):
     )
     try:
         deadline = time.time() + 240
-        while not (tmp_path / "killed" / "checkpoints" / "ckpt-12.npz").exists():
+        while not (tmp_path / "killed" / "checkpoints" / "ckpt_12").exists():  # Orbax renames it once whole
             assert process.poll() is None and time.time() < deadline, "no checkpoint 12"
             time.sleep(0.05)
         process.send_signal(signal.SIGKILL)
@@ -138,28 +139,156 @@ def test_a_jax_run_killed_after_a_checkpoint_resumes_bitwise(tmp_path):
     for a, b in zip(_weights(tmp_path / "whole"), _weights(tmp_path / "killed")):
         np.testing.assert_array_equal(a, b)
     _a_truncated_checkpoint_falls_back_and_none_intact_is_one_line(tmp_path / "truncated", tmp_path / "whole")
+    _sigterm_with_asynchronous_checkpoints_saves_before_exit_42(tmp_path / "preempted", tmp_path / "whole")
+    _a_full_disk_is_one_line_and_the_run_finishes_with_room(tmp_path, tmp_path / "whole")
+
+
+def _sigterm_with_asynchronous_checkpoints_saves_before_exit_42(model_dir, whole):
+    """The preemption save, written in the background, is committed before the process exits 42,
+    and the line names it; the same command resumes bitwise."""
+    command = [*_kbatch_train(model_dir), "--config.async_checkpoints=True"]
+    process = subprocess.Popen(command, env=_env(2), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 240
+        while not (model_dir / "checkpoints" / "ckpt_4").exists():
+            assert process.poll() is None and time.time() < deadline, "no checkpoint 4"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 42, stderr[-2000:]
+    (line,) = [line for line in stderr.splitlines() if line.startswith("kbatch-train:")]
+    step = int(line.split("checkpoint of step ")[1].split()[0])
+    assert f"saved at {model_dir / 'checkpoints' / f'ckpt_{step}'};" in line
+    assert _steps(model_dir)[-1].name == f"ckpt_{step}" and not list((model_dir / "checkpoints").glob("*tmp*"))
+    again = subprocess.run(command, env=_env(2), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and f"resuming at step {step}" in again.stdout, again.stderr[-2000:]
+    for a, b in zip(_weights(whole), _weights(model_dir)):
+        np.testing.assert_array_equal(a, b)
+
+
+def _a_full_disk_is_one_line_and_the_run_finishes_with_room(tmp_path, whole):
+    """Orbax's write error on a full disk (tensorstore's RESOURCE_EXHAUSTED) is the one line a full
+    disk gets on TensorFlow; the half-written checkpoint left there is never restored, and with room
+    the same command finishes with the uninterrupted weights."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=60k", "tmpfs", str(disk)], check=True)
+    try:
+        full = subprocess.run(_kbatch_train(disk / "run"), env=_env(2), capture_output=True, text=True, timeout=300)
+        shutil.copytree(disk / "run", tmp_path / "with room")
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=True)
+    assert full.returncode == 2, full.stderr[-2000:]
+    (line,) = [line for line in full.stderr.splitlines() if line.startswith("kbatch-train:")]
+    assert "writing the checkpoint of step 4 failed (No space left on device)" in line
+    assert "resume from the start" in line and "Event loop is closed" not in full.stderr
+    assert not _steps(tmp_path / "with room") and list((tmp_path / "with room" / "checkpoints").glob("*tmp*"))
+    again = subprocess.run(
+        _kbatch_train(tmp_path / "with room"), env=_env(2), capture_output=True, text=True, timeout=300
+    )
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert not list((tmp_path / "with room" / "checkpoints").glob("*tmp*"))
+    for a, b in zip(_weights(whole), _weights(tmp_path / "with room")):
+        np.testing.assert_array_equal(a, b)
+
+
+def _steps(model_dir):
+    """Orbax's committed checkpoint folders, oldest first."""
+    found = [p for p in (model_dir / "checkpoints").glob("ckpt_*") if p.name.split("_")[1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.split("_")[1]))
 
 
 def _truncate(checkpoint):
-    checkpoint.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
+    """Every array file of an Orbax checkpoint folder cut to half its length."""
+    files = list(checkpoint.rglob("d/*"))
+    assert files, checkpoint
+    for data in files:
+        data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
 
 
 def _a_truncated_checkpoint_falls_back_and_none_intact_is_one_line(model_dir, whole):
-    """Finding 10 of issue 31: a truncated .npz was a BadZipFile traceback."""
+    """Finding 10 of issue 31 (a truncated .npz was a BadZipFile traceback), for Orbax's folders."""
     every = model_dir.parent / "every_truncated"
     shutil.copytree(model_dir, every)
-    newest = max((model_dir / "checkpoints").glob("ckpt-*.npz"), key=lambda p: int(p.stem.split("-")[1]))
+    newest = _steps(model_dir)[-1]
     _truncate(newest)
     again = subprocess.run(_kbatch_train(model_dir), env=_env(2), capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and f"checkpoint {newest} is damaged" in again.stdout, again.stderr[-2000:]
     for a, b in zip(_weights(whole), _weights(model_dir)):
         np.testing.assert_array_equal(a, b)
-    for checkpoint in (every / "checkpoints").glob("ckpt-*.npz"):
+    for checkpoint in _steps(every):
         _truncate(checkpoint)
     none = subprocess.run(_kbatch_train(every), env=_env(2), capture_output=True, text=True, timeout=300)
     assert none.returncode == 2 and "Traceback" not in none.stderr, none.stderr[-2000:]
     (line,) = [line for line in none.stderr.splitlines() if line.startswith("kbatch-train:")]
     assert "none of its checkpoints is intact" in line
+
+
+def _killed_after(model_dir, step, devices, overrides):
+    """A `jax_worker.py train` run on `devices` devices, SIGKILLed once Orbax committed `step`'s checkpoint."""
+    process = subprocess.Popen(
+        [sys.executable, str(HERE / "jax_worker.py"), "train", str(model_dir), json.dumps(overrides)],
+        env=_env(devices),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 240
+        while not (model_dir / "checkpoints" / f"ckpt_{step}").exists():
+            assert process.poll() is None and time.time() < deadline, f"no checkpoint {step}"
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+    assert not (model_dir / "result.json").exists()
+
+
+RESUMED = {"num_epochs": 2, "checkpoint_every": 4, "steps_per_loop": 2}
+
+
+def test_a_checkpoint_written_on_four_devices_resumes_on_four_two_and_one(tmp_path):
+    """Orbax restores onto the resumed run's shardings: at the same global batch the run ends with
+    the uninterrupted run's weights, bitwise on 4 devices, within float rounding (1e-5, as 1 device
+    against 4 in the first test) on 2 and 1; and kbatch's former `.npz` checkpoint resumes bitwise,
+    the next checkpoint then Orbax's."""
+    overrides = json.dumps(RESUMED)
+    _jax(4, "train", str(tmp_path / "whole"), overrides)
+    _killed_after(tmp_path / "on 4", 12, 4, RESUMED)
+    for copy in ("on 2", "on 1", "legacy"):
+        shutil.copytree(tmp_path / "on 4", tmp_path / copy)
+    legacy_step = int(_jax(4, "legacy", str(tmp_path / "legacy"), overrides).strip().splitlines()[-1])
+    resumed = {name: int(_steps(tmp_path / name)[-1].name.split("_")[1]) for name in ("on 4", "on 2", "on 1")}
+    assert legacy_step >= 12 and not _steps(tmp_path / "legacy")  # only ckpt-<step>.npz is left
+    for name, devices in (("on 4", 4), ("on 2", 2), ("on 1", 1), ("legacy", 4)):
+        result = json.loads(_jax(devices, "train", str(tmp_path / name), overrides).strip().splitlines()[-1])
+        assert result["num_replicas"] == devices and result["steps"] == 63, name
+        assert result["resumed_at"] == (legacy_step if name == "legacy" else resumed[name]), name
+        for a, b in zip(_weights(tmp_path / "whole"), _weights(tmp_path / name)):
+            if devices == 4:
+                np.testing.assert_array_equal(b, a, err_msg=name)
+            else:
+                np.testing.assert_allclose(b, a, atol=1e-5, err_msg=name)
+    assert (tmp_path / "legacy" / "checkpoints" / f"ckpt-{legacy_step}.npz").exists()
+    assert [p.name for p in _steps(tmp_path / "legacy")] == ["ckpt_56", "ckpt_60", "ckpt_63"]
+
+
+def test_asynchronous_checkpoints_hold_what_synchronous_ones_do(tmp_path):
+    """With async_checkpoints Orbax writes while training goes on: the same final weights, and the
+    last checkpoint, restored alone (model.keras and result.json removed), is the same weights."""
+    _jax(4, "train", str(tmp_path / "sync"), json.dumps(RESUMED))
+    _jax(4, "train", str(tmp_path / "async"), json.dumps({**RESUMED, "async_checkpoints": True}))
+    for a, b in zip(_weights(tmp_path / "sync"), _weights(tmp_path / "async")):
+        np.testing.assert_array_equal(b, a)
+    assert [p.name for p in _steps(tmp_path / "async")] == ["ckpt_56", "ckpt_60", "ckpt_63"]
+    for written in ("model.keras", "result.json"):
+        (tmp_path / "async" / written).unlink()
+    again = _jax(2, "train", str(tmp_path / "async"), json.dumps({**RESUMED, "async_checkpoints": True}))
+    assert json.loads(again.strip().splitlines()[-1])["resumed_at"] == 63
+    for a, b in zip(_weights(tmp_path / "sync"), _weights(tmp_path / "async")):
+        np.testing.assert_array_equal(b, a)
 
 
 def test_kbatch_trains_on_jax_where_tensorflow_cannot_be_imported(tmp_path):

@@ -1,5 +1,5 @@
-"""kbatch.launcher and tools/launch_local.py: N workers with their own TF_CONFIG, prefixed output, and nothing left
-running when a worker fails, time runs out or the user presses Ctrl-C.
+"""kbatch.launcher and tools/launch_local.py: N workers with their own TF_CONFIG (or N processes of one JAX job),
+prefixed output, and nothing left running when a worker fails, time runs out or the user presses Ctrl-C.
 
 The workers here are small Python processes (no TensorFlow) that say who they are; each starts a
 child of its own, so the tests also see that a worker's whole process group is stopped."""
@@ -13,10 +13,13 @@ import subprocess
 import sys
 import time
 
+import jax_job_process
+import numpy as np
 import psutil
 import pytest
 
-from kbatch.launcher import launch, tf_configs
+from kbatch import jax_job
+from kbatch.launcher import jax_environments, launch, tf_configs
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -343,3 +346,103 @@ def test_a_negative_grace_is_refused_in_one_line():
     )
     assert run.returncode == 2
     assert run.stderr.strip() == "launch_local: flag --grace_s=-5: -5.0 is not a non-negative number"
+
+
+# A JAX job: `--jax_processes=N --devices_per_process=M` starts N processes of tests/jax_job_process.py,
+# each joining with kbatch.jax_job.join() (a coordinator on 127.0.0.1, gloo collectives between them).
+JAX_PROCESS = [sys.executable, str(ROOT / "tests" / "jax_job_process.py")]
+
+
+def test_jax_processes_get_one_job_of_local_addresses_with_their_host_devices():
+    environments = jax_environments(3, 2, 5001, xla_flags="--xla_cpu_foo=1 --xla_force_host_platform_device_count=4")
+    assert [e[jax_job.PROCESS_ID] for e in environments] == ["0", "1", "2"]
+    for environment in environments:
+        assert environment[jax_job.JOB_ADDRESSES] == environment["JAX_COORDINATOR_BIND_ADDRESS"] == "127.0.0.1:5001"
+        assert environment[jax_job.NUM_PROCESSES] == "3"
+        assert environment["KERAS_BACKEND"] == "jax" and environment["JAX_PLATFORMS"] == "cpu"
+        assert environment["XLA_FLAGS"] == "--xla_cpu_foo=1 --xla_force_host_platform_device_count=2"
+    settings = [jax_job.job_settings(e) for e in environments]
+    assert settings == [
+        {"coordinator_address": "127.0.0.1:5001", "num_processes": 3, "process_id": i} for i in range(3)
+    ]
+
+
+def test_two_jax_processes_of_two_host_devices_form_one_job_that_sums_across_them():
+    code, _, out, err = _launch(JAX_PROCESS + ["check"], 2, devices_per_process=2, timeout_s=120)
+    assert code == 0, err[-3000:]
+    seen = {}
+    for line in out.splitlines():
+        prefix, _, text = line.partition("] ")
+        if text.startswith("{"):
+            seen[int(prefix.removeprefix("[process "))] = json.loads(text)
+    assert sorted(seen) == [0, 1]
+    # The global array is process 0's rows, then process 1's: every process gathers it whole and sums it.
+    rows = np.concatenate([jax_job_process.local_rows(process, 2) for process in range(2)])
+    for process, report in seen.items():
+        assert report["process_index"] == process and report["process_count"] == 2
+        assert report["device_count"] == 4 and report["local_device_count"] == 2 and report["platform"] == "cpu"
+        assert report["global_shape"] == [4, 3]
+        np.testing.assert_array_equal(report["gathered"], rows)
+        assert report["sum"] == float(rows.sum())
+
+
+def test_a_failing_jax_process_stops_the_job_with_its_own_exit_code(tmp_path):
+    """Process 1 returns 3 while process 0 goes on: JAX's exit would hold process 1 for process 0
+    (60 s) and then abort both (exit code 134); it leaves at once with its own code instead."""
+    code, seconds, _, err = _launch(JAX_PROCESS + ["exit3", str(tmp_path)], 2, devices_per_process=2, grace_s=1.0)
+    pids = [int(path.read_text()) for path in tmp_path.glob("*.pid")]
+    assert code == 3 and len(pids) == 2, err[-3000:]
+    assert "[launcher] process 1 exited with code 3; stopping process 0." in err
+    assert seconds < 30
+    assert _none_running(pids)
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"])
+def test_ctrl_c_or_sigterm_to_the_launcher_stops_every_jax_process(tmp_path, stop_signal):
+    launcher = [sys.executable, str(ROOT / "tools" / "launch_local.py"), "--jax_processes=2", "--grace_s=1", "--"]
+    process = subprocess.Popen(
+        launcher + JAX_PROCESS + ["sleep", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(tmp_path.glob("*.pid"))) < 2:  # both joined the job
+            assert time.monotonic() < deadline and process.poll() is None, "the processes never joined"
+            time.sleep(0.05)
+        pids = [int(path.read_text()) for path in tmp_path.glob("*.pid")]
+        process.send_signal(stop_signal)
+        assert process.wait(timeout=15) == 130
+        assert "[launcher] interrupted; stopping every process." in process.stderr.read()
+        assert _none_running(pids)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--jax_processes=2", "--ps=1"], "--ps with --jax_processes: a JAX job has no parameter servers."),
+        (["--jax_processes=2", "--workers=2"], "--workers with --jax_processes: give one"),
+        (["--devices_per_process=2"], "--devices_per_process goes with --jax_processes"),
+        (["--jax_processes=0"], "flag --jax_processes=0: 0 is not a positive integer"),
+    ],
+)
+def test_a_jax_job_with_flags_that_do_not_go_together_is_refused_in_one_line(flags, message):
+    launcher = [sys.executable, str(ROOT / "tools" / "launch_local.py"), *flags, "--", "true"]
+    run = subprocess.run(launcher, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and run.stdout == ""
+    assert len(run.stderr.splitlines()) == 1 and run.stderr.startswith("launch_local: ") and message in run.stderr
+
+
+@pytest.mark.parametrize(
+    "ps, devices_per_process, message",
+    [
+        (1, 2, "ps=1 with devices_per_process: a JAX job has no parameter servers"),
+        (0, 0, "devices_per_process must be a positive integer or None"),
+        (0, True, "devices_per_process must be a positive integer or None"),
+    ],
+)
+def test_a_bad_jax_job_is_named_by_launch(ps, devices_per_process, message):
+    with pytest.raises(ValueError, match=message):
+        launch(["true"], 2, ps=ps, devices_per_process=devices_per_process)

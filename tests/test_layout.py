@@ -115,6 +115,16 @@ def test_tensorflow_is_imported_only_by_the_modules_the_docs_name():
     assert importing == IMPORTS_TENSORFLOW
 
 
+def test_orbax_is_imported_only_by_the_jax_backends_checkpoint_files():
+    """kbatch imports under TensorFlow without Orbax installed (it is in the `jax` extras only)."""
+    importing = {
+        path.relative_to(REPO).as_posix()
+        for path in (REPO / "kbatch").rglob("*.py")
+        if any(n.split(".")[0] == "orbax" for n in _imported(path))
+    }
+    assert importing == {"kbatch/training/backends/orbax_checkpoints.py"}
+
+
 def test_components_never_import_the_trainer():
     for component in COMPONENTS:
         path = REPO / "kbatch" / component

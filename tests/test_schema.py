@@ -46,6 +46,7 @@ def test_a_partial_config_is_completed_with_the_defaults():
         ("rescale_recipe", "yes"),
         ("jit_compile", 1),
         ("checkpoint_every", -1),
+        ("async_checkpoints", "yes"),
         ("seed", 1.5),
         ("model", "vgg"),
         ("strategy", "cpu:x"),
@@ -63,6 +64,12 @@ def test_each_field_refuses_a_bad_value_in_one_line_naming_it(field, bad):
         schema.resolve({field: bad})
     message = str(error.value)
     assert message.startswith(f"config.{field}") and "\n" not in message
+
+
+def test_asynchronous_checkpoints_are_orbaxs_so_jax_only():
+    assert schema.resolve({"async_checkpoints": True, "backend": "jax"}).async_checkpoints is True
+    with pytest.raises(ValueError, match=r"^config.async_checkpoints=True: .*backend='jax' only \(got 'tensorflow'\)"):
+        schema.resolve({"async_checkpoints": True})
 
 
 def test_an_unknown_field_is_named_with_the_closest_known_ones():

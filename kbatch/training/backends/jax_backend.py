@@ -8,30 +8,41 @@ loops and is written back to the Keras variables after each loop, so the model, 
 `model.keras` see the trained weights. Input is the run's `kbatch.data.Source` in its NumPy form
 (the built-in MNIST-1D with no TensorFlow; mnist, cifar10, cifar100 through TFDS, from
 `config.data_dir`; a user's arrays or iterable). Checkpoints
-are `checkpoints/ckpt-<step>.npz` (every weight and optimizer variable, and the step), written
-whole or not at all; the newest intact one is restored. On SIGTERM the run saves after the loop
-under way and raises `Preempted`. Several hosts: `jax.distributed.initialize()` before kbatch
-runs (one process per host); not tested here.
+are Orbax's, `checkpoints/ckpt_<step>/` (every weight and optimizer variable; `orbax_checkpoints`),
+committed whole or not at all, asynchronous with `config.async_checkpoints`; the newest intact
+one is restored, onto however many devices and processes this run has. On SIGTERM the run saves
+after the loop under way and raises `Preempted`.
+
+Several processes (the hosts of a TPU pod slice; `tools/launch_local.py --jax_processes=N` here):
+each joins the job first (`kbatch.jax_job.join`), the mesh spans every process's devices, each
+process reads only its devices' rows of a global batch (`jax_input`), every process saves its
+shards of a checkpoint together, process 0 alone writes the run's other files, and a SIGTERM on
+any process is agreed on after each loop, so every process saves at the same step.
 """
 
 import contextlib
-import glob
 import os
-import re
+import shutil
 import signal
+import tempfile
 import threading
-import zipfile
 
 import jax
 import keras
 import numpy as np
+from jax.experimental import multihost_utils
 
 from kbatch.training import stops, transforms
-from kbatch.training.backends import backend, jax_step
+from kbatch.training.backends import backend, jax_input, jax_step, orbax_checkpoints
 from kbatch.training.run_files import run_dir
 from kbatch.training.run_files.event_writer import EventWriter
 
 KEEP = 3  # checkpoints kept, as the TensorFlow backend's CheckpointManager
+# Steps dispatched ahead of the newest finished one on several processes. On XLA:CPU with gloo
+# collectives a loop of 50 steps dispatched at once hung in every try (2 processes x 2 devices),
+# with at most 4 queued none did; two keep the devices busy while the host prepares the next.
+QUEUED_STEPS = 2
+PARTS = ("trainable", "non_trainable", "optimizer")  # the state's parts, named in the checkpoint
 
 
 def select_devices(strategy):
@@ -39,6 +50,11 @@ def select_devices(strategy):
     if strategy in ("auto", "tpu", "mirrored"):
         return jax.devices()
     if strategy == "one_device":
+        if jax.process_count() > 1:
+            raise ValueError(
+                f"config.strategy='one_device' trains on one device, but this job has {jax.process_count()} processes: "
+                "use auto (every device of every process) or cpu:N."
+            )
         return jax.devices()[:1]
     if strategy.startswith("cpu:"):
         count, cpus = int(strategy[4:]), jax.devices("cpu")
@@ -62,8 +78,15 @@ class JaxBackend(backend.Backend):
             raise ValueError("config.backend='jax' takes no tf.distribute strategy: it uses every local device.")
         self.devices = select_devices(settings.strategy)
         self.distribution = keras.distribution.DataParallel(devices=self.devices)
-        super().__init__(settings, len(self.devices), jax.process_index() == 0, EventWriter)
-        self._checkpoints = os.path.join(settings.model_dir, "checkpoints")
+        processes = jax.process_count()
+        super().__init__(settings, len(self.devices), jax.process_index() == 0, EventWriter, processes > 1)
+        if processes > 1:
+            self.layout = f"{len(self.devices)} replica(s) on {processes} processes"
+        if not self.is_chief:  # history.json is the chief's; the checkpoints are written by all
+            self.write_dir = tempfile.mkdtemp(prefix=f"kbatch-process-{jax.process_index()}-")
+        self._checkpoints = orbax_checkpoints.OrbaxCheckpoints(
+            os.path.join(settings.model_dir, "checkpoints"), KEEP, settings.async_checkpoints
+        )
 
     def noise_parts(self):
         """(parts, halves): the micro-batches the noise scale compares with the whole batch (the
@@ -75,7 +98,7 @@ class JaxBackend(backend.Backend):
         return self.distribution.scope()
 
     def _attach_checkpoints(self):
-        """Nothing to build: a checkpoint is the variables' values, written with NumPy."""
+        """Nothing to build: a checkpoint is the state's arrays, written by Orbax."""
 
     def _state(self):
         return (
@@ -91,9 +114,11 @@ class JaxBackend(backend.Backend):
             for variable, value in zip(variables, values):
                 variable.assign(value)
 
-    def _batch(self, *arrays):
-        """Host arrays of a global batch, split along the batch axis over the devices."""
-        return [jax.device_put(a, self.distribution.get_data_layout(a.shape).backend_layout) for a in arrays]
+    def _rows(self, global_batch_size):
+        """The rows [start, stop) of a global batch this process's devices hold."""
+        return jax_input.process_rows(
+            self.distribution.get_data_layout((global_batch_size,)).backend_layout, global_batch_size
+        )
 
     def _train_step(self, phase):
         s = self.settings
@@ -107,14 +132,18 @@ class JaxBackend(backend.Backend):
 
     def _loop(self, step, phase, start_example):
         s = self.settings
-        stream = self.source.train_batches(phase.batch_size, s.seed, start_example)
+        size = phase.batch_size
+        local = jax_input.local_train_batches(self.source, size, s.seed, start_example, self._rows(size))
+        stream = jax_input.ahead(jax_input.global_arrays(self.distribution, size, batch) for batch in local)
 
         def loop(num_steps):
             # One jitted call per update, dispatched asynchronously; the records are read at the
             # end. (One `lax.scan` over all the loop's batches ran 13x slower on XLA:CPU, measured.)
             state, records = self._state(), []
             for _ in range(num_steps):
-                state, record = step(state, *self._batch(*next(stream)))
+                state, record = step(state, *next(stream))
+                if self.multi_worker and len(records) >= QUEUED_STEPS:
+                    jax.block_until_ready(records[-QUEUED_STEPS])
                 records.append(record)
             self._write_back(state)
             return {name: np.array([float(r[name]) for r in records], np.float32) for name in records[0]}
@@ -124,12 +153,15 @@ class JaxBackend(backend.Backend):
     def _build_evaluation(self):
         """The jitted evaluation step over the evaluation split's batches, on the current weights."""
         step, s = jax_step.make_eval_step(self.model, self.task), self.settings
+        size = s.batch_size // s.accumulation_steps
 
         def evaluate():
             trainable, non_trainable, _ = self._state()
             totals = {}
-            for batch in self.source.eval_batches(s.batch_size // s.accumulation_steps):
-                for name, value in step(trainable, non_trainable, *self._batch(*batch)).items():
+            for batch in jax_input.local_eval_batches(self.source, size, self._rows(size)):
+                for name, value in step(
+                    trainable, non_trainable, *jax_input.global_arrays(self.distribution, size, batch)
+                ).items():
                     totals[name] = totals.get(name, 0.0) + float(value)
             return totals
 
@@ -144,43 +176,42 @@ class JaxBackend(backend.Backend):
         """Nothing to do: under DataParallel every variable is one array (replicated)."""
 
     def save(self, step):
-        """`ckpt-<step>.npz`, written whole or not at all; the oldest beyond `KEEP` removed."""
-        os.makedirs(self._checkpoints, exist_ok=True)
-        arrays = {f"v{i}": np.asarray(v) for i, v in enumerate(self._variables())}
-        run_dir.write_atomically(
-            os.path.join(self._checkpoints, f"ckpt-{step}.npz"), lambda tmp: np.savez(tmp, step=step, **arrays)
-        )
-        for old in self._checkpoint_candidates()[:-KEEP]:
-            os.remove(old)
+        """`ckpt_<step>`, committed whole or not at all (every process saves its shards); the oldest
+        beyond `KEEP` removed."""
+        self._checkpoints.save(step, dict(zip(PARTS, self._state())))
 
     def _checkpoint_candidates(self):
-        found = glob.glob(os.path.join(self._checkpoints, "ckpt-*.npz"))
-        return sorted(found, key=lambda p: int(re.search(r"ckpt-(\d+)\.npz$", p).group(1)))
+        return self._checkpoints.candidates()
 
     def _load_checkpoint(self, path):
-        variables = self._variables()
-        try:
-            with np.load(path) as saved:
-                arrays = {name: saved[name] for name in saved.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-            raise backend.DamagedCheckpoint() from error
-        values = [arrays.get(f"v{i}") for i in range(len(variables))]
-        if len(arrays) != len(variables) + 1 or [np.shape(v) for v in values] != [tuple(v.shape) for v in variables]:
-            raise backend.CheckpointMismatch() from ValueError(
-                f"{len(arrays) - 1} arrays, this model has {len(variables)} variables, or their shapes differ"
-            )
-        for variable, value in zip(variables, values):
-            variable.assign(value)
-        return int(arrays["step"])
+        if orbax_checkpoints.is_legacy(path):
+            return orbax_checkpoints.read_legacy(path, self._variables())
+        step, state = self._checkpoints.load(path, dict(zip(PARTS, self._state())))
+        self._write_back([state[part] for part in PARTS])
+        return step
+
+    def _restored(self, intact):
+        """The damaged checkpoints newer than the restored one are deleted: their steps are saved again."""
+        self._checkpoints.discard_after(intact[-1])
 
     @property
     def latest_checkpoint(self):
+        """The newest checkpoint's path (once a save in flight is written), or None."""
         paths = self._checkpoint_candidates()
         return paths[-1] if paths else None
 
+    def close(self):
+        """Also wait for a checkpoint in flight (before a preempted process exits); one line if it failed."""
+        super().close()
+        with run_dir.writing(self.settings.model_dir, "a checkpoint in the background", lambda: self.latest_checkpoint):
+            self._checkpoints.close()
+        if self.write_dir != self.settings.model_dir:
+            shutil.rmtree(self.write_dir, ignore_errors=True)
+
     @contextlib.contextmanager
     def preemption(self, save, current_step):
-        """Yields `check(step)`: after SIGTERM, save and raise `Preempted` (main thread only)."""
+        """Yields `check(step)`: once any process has had SIGTERM, every process saves at the same
+        step and raises `Preempted` (signals are watched on the main thread only)."""
         if threading.current_thread() is not threading.main_thread():
             yield lambda step: None
             return
@@ -188,7 +219,7 @@ class JaxBackend(backend.Backend):
         previous = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
 
         def check(step):
-            if seen:
+            if self._anywhere(bool(seen)):
                 save(step)
                 raise stops.Preempted(step, self.latest_checkpoint)
 
@@ -196,3 +227,9 @@ class JaxBackend(backend.Backend):
             yield check
         finally:
             signal.signal(signal.SIGTERM, previous)
+
+    def _anywhere(self, flag):
+        """Whether `flag` holds on any process (every process calls this at the same step)."""
+        if not self.multi_worker:
+            return flag
+        return bool(multihost_utils.process_allgather(np.asarray(flag)).any())

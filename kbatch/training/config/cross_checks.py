@@ -40,6 +40,11 @@ def check(settings):
             "config.mixed_precision='mixed_float16' needs loss scaling, which the JAX backend does not "
             "do: use 'mixed_bfloat16' (TPU, recent GPUs) with config.backend='jax'."
         )
+    if s.async_checkpoints and s.backend != "jax":
+        raise ValueError(
+            "config.async_checkpoints=True: asynchronous checkpoints are Orbax's, with config.backend='jax' "
+            f"only (got {s.backend!r}); set it to False."
+        )
     if s.strategy == "parameter_server":
         _check_parameter_server(s)
     if s.init_exclude is not None and s.init_from is None:

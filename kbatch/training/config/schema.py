@@ -350,6 +350,12 @@ FIELDS = (
         float,
     ),
     _F("checkpoint_every", 0, _non_negative_int, "updates between checkpoints (0: each epoch's end)"),
+    _F(
+        "async_checkpoints",
+        False,
+        checks.boolean,
+        "JAX: Orbax writes each checkpoint in the background while training goes on",
+    ),
     _F("log_gradient_norm", True, checks.boolean, "log the global gradient norm every update"),
     # Diagnostics (docs/diagnostics.md).
     _F(
@@ -398,6 +404,7 @@ MAY_CHANGE_ON_RESUME = (
     "deterministic",
     "evals_per_epoch",
     "checkpoint_every",
+    "async_checkpoints",
     "target_accuracy",
     "log_gradient_norm",
     "model_dir",
