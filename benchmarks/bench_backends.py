@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 
+import run_timing  # benchmarks/, beside this script
 from absl import flags
 
 import kbatch_cli
@@ -32,7 +33,7 @@ KINDS = ("kbatch_tensorflow", "kbatch_jax", "fit_jax")
 
 def _kbatch(backend, model_dir):
     from kbatch.configs import mnist1d_cnn
-    from kbatch.training import actions, build_run
+    from kbatch.training import build_run
 
     config = mnist1d_cnn.get_config()
     config.update(
@@ -47,16 +48,7 @@ def _kbatch(backend, model_dir):
         steps_per_loop=STEPS_PER_LOOP.value,
         model_dir=model_dir,
     )
-    run = build_run(config)
-    every_loop = [actions.CheckFinite(), actions.LogSteps()]
-    run.run_loop()  # trace, compile, warm up
-    start, done = time.perf_counter(), 0
-    while done < STEPS.value:
-        loop = run.run_loop()
-        for action in every_loop:
-            action.after_loop(run, loop)
-        done += loop.num_steps
-    return done * BATCH.value / (time.perf_counter() - start)
+    return run_timing.examples_per_second(build_run(config), STEPS.value)
 
 
 def _fit():

@@ -14,8 +14,8 @@ import json
 import re
 import sys
 import tempfile
-import time
 
+import run_timing  # benchmarks/, beside this script
 from absl import flags
 
 import kbatch_cli
@@ -34,7 +34,7 @@ def _measure_here():
 
     jax_job.join()
     from kbatch.configs import mnist1d_cnn
-    from kbatch.training import actions, build_run
+    from kbatch.training import build_run
 
     config = mnist1d_cnn.get_config()
     config.update(
@@ -48,15 +48,7 @@ def _measure_here():
         model_dir=tempfile.mkdtemp(prefix="bench_processes-"),
     )
     run = build_run(config)
-    every_loop = [actions.CheckFinite(), actions.LogSteps()]
-    run.run_loop()  # trace, compile, warm up
-    start, done = time.perf_counter(), 0
-    while done < STEPS.value:
-        loop = run.run_loop()
-        for action in every_loop:
-            action.after_loop(run, loop)
-        done += loop.num_steps
-    rate = done * BATCH.value / (time.perf_counter() - start)
+    rate = run_timing.examples_per_second(run, STEPS.value)
     if run.backend.is_chief:
         print(json.dumps({"examples_per_second": rate, "layout": run.backend.layout}), flush=True)
     run.close()
