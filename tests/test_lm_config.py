@@ -63,8 +63,11 @@ def test_each_backends_evaluation_is_the_numpy_one_of_its_model_on_the_other_bac
     folder, results = runs
     model_dir = str(folder / backend)
     reference = _script("evaluate", model_dir) if other == "jax" else lm_run.numpy_evaluation(model_dir)
-    for name in ("loss", "perplexity", "token_accuracy"):
+    for name in ("loss", "perplexity"):
         np.testing.assert_allclose(results[backend][f"final_eval_{name}"], reference[name], rtol=2e-5, err_msg=name)
+    # a count of argmax hits: float rounding on the other backend may flip a near-tie token (one of
+    # ~87,000 flipped in one CI run: 1.2e-5), so two tokens' worth is allowed, no more
+    np.testing.assert_allclose(results[backend]["final_eval_token_accuracy"], reference["token_accuracy"], atol=2.5e-5)
 
 
 @pytest.mark.parametrize("backend", ["tensorflow", "jax"])
