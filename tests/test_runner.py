@@ -4,6 +4,7 @@ every update once; evaluation covers every example once whatever the replica cou
 
 import math
 import os
+import weakref
 
 import keras
 import numpy as np
@@ -161,3 +162,17 @@ def test_build_run_writes_nothing_when_the_model_cannot_be_built(make_config):
 
 def test_kbatch_imports_the_runner(make_config):
     assert kbatch.training.train is train
+
+
+def test_close_lets_go_of_the_input_streams_at_once_and_a_later_loop_starts_them_again(make_config):
+    """Freed by reference counting at `close`, not left to the garbage collector (a tf.data
+    iterator of several devices can block whoever destroys it for a minute: docs/reliability.md)."""
+    run = build_run(make_config(num_epochs=1, batch_size=64, strategy="cpu:2", steps_per_loop=2))
+    run.run_loop()
+    run.backend.evaluate()
+    stream, evaluation = weakref.ref(run._loop), weakref.ref(run.backend._evaluation)
+    run.close()
+    assert stream() is None and evaluation() is None
+    before = run.step
+    assert run.run_loop().num_steps == 2 and run.step == before + 2
+    run.close()

@@ -416,7 +416,13 @@ class Run:
             self.backend.close()
 
     def close(self):
-        """Release `model_dir` for other runs (training releases it when it ends)."""
+        """Release `model_dir` for other runs (training releases it when it ends), and the input
+        stream now: a tf.data iterator of several devices, destroyed later by the garbage
+        collector, blocks the thread that destroys it for up to a minute (the tf.data model thread
+        finishes its sleep first; measured with TF 2.21, docs/reliability.md). A later `run_loop`
+        starts the stream again where the run is."""
+        self._phase = self._loop = None
+        self.backend.release_input()
         if self.lock:
             self.lock.release()
 

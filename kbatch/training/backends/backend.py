@@ -183,6 +183,10 @@ class Backend(abc.ABC):
             np.isfinite(np.asarray(v)).all() for v in self._variables() if np.issubdtype(np.dtype(v.dtype), np.floating)
         )
 
+    def release_input(self):
+        """Drop the evaluation's input stream (rebuilt at the next `evaluate`)."""
+        self._evaluation = None
+
     def close(self):
         """Flush the summaries and remove what only this process needed."""
         self.summaries.flush()
