@@ -173,11 +173,11 @@ def sweep(distribution, device_kind):
 
 def default_experiment():
     """The default config on the JAX backend: accuracy and seconds, as `kbatch-train` reports."""
-    import tempfile
+    import scratch  # benchmarks/, beside this script
 
     from kbatch.training import train
 
-    result = train({"backend": "jax", "model_dir": tempfile.mkdtemp(prefix="bench_accelerator-")}, verbose=True)
+    result = train({"backend": "jax", "model_dir": scratch.scratch_folder(prefix="bench_accelerator-")}, verbose=True)
     print(
         f"default experiment on JAX: {result['final_eval_accuracy']:.2%} test accuracy, "
         f"{result['wall_seconds']:.0f} s of training, {result['steps']} updates"

@@ -15,10 +15,10 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
 import run_timing  # benchmarks/, beside this script
+import scratch  # benchmarks/, beside this script
 from absl import flags
 
 import kbatch_cli
@@ -91,7 +91,9 @@ def main(argv):
     del argv
     if WORKER.value:
         backend = WORKER.value.rpartition("_")[2]
-        rate = _fit() if WORKER.value == "fit_jax" else _kbatch(backend, tempfile.mkdtemp(prefix="bench_backends-"))
+        rate = (
+            _fit() if WORKER.value == "fit_jax" else _kbatch(backend, scratch.scratch_folder(prefix="bench_backends-"))
+        )
         print(json.dumps(rate))
         return
     rates = {kind: [] for kind in KINDS}

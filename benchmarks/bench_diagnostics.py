@@ -13,9 +13,9 @@ epochs with `sharpness_every=1`.
 """
 
 import statistics
-import tempfile
 import time
 
+import scratch  # benchmarks/, beside this script
 from absl import flags
 
 import kbatch_cli
@@ -33,7 +33,9 @@ def _config(**overrides):
     from kbatch.configs import mnist1d_cnn
 
     config = mnist1d_cnn.get_config()
-    config.update(steps_per_loop=STEPS.value, model_dir=tempfile.mkdtemp(prefix="bench_diagnostics-"), **overrides)
+    config.update(
+        steps_per_loop=STEPS.value, model_dir=scratch.scratch_folder(prefix="bench_diagnostics-"), **overrides
+    )
     return config
 
 

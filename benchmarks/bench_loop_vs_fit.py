@@ -11,8 +11,9 @@ input pipeline (kbatch's stateless stream), so only the loops differ.
 """
 
 import os
-import tempfile
 import time
+
+import scratch  # benchmarks/, beside this script
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -88,7 +89,7 @@ def time_kbatch(batch_size, steps, jit, model_dir):
 def main(argv):
     del argv
     fit, ours = [], []
-    folder = tempfile.mkdtemp(prefix="bench_loop_vs_fit-")
+    folder = scratch.scratch_folder(prefix="bench_loop_vs_fit-")
     for repeat in range(REPEATS.value):
         fit.append(time_fit(FLAGS.value, STEPS.value, JIT.value))
         ours.append(time_kbatch(FLAGS.value, STEPS.value, JIT.value, os.path.join(folder, f"run{repeat}")))

@@ -13,9 +13,9 @@ import io
 import json
 import re
 import sys
-import tempfile
 
 import run_timing  # benchmarks/, beside this script
+import scratch  # benchmarks/, beside this script
 from absl import flags
 
 import kbatch_cli
@@ -45,7 +45,7 @@ def _measure_here():
         decay="constant",
         strategy="auto",
         steps_per_loop=STEPS_PER_LOOP.value,
-        model_dir=tempfile.mkdtemp(prefix="bench_processes-"),
+        model_dir=scratch.scratch_folder(prefix="bench_processes-"),
     )
     run = build_run(config)
     rate = run_timing.examples_per_second(run, STEPS.value)
