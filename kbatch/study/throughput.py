@@ -216,19 +216,25 @@ def time_updates(config, batch_size, steps, repeats):
     per repeat: one loop to trace, compile and warm up, then each repeat times whole loops (each
     followed by the actions every loop of training ends with) until `steps` updates are done.
     The median of the list is the figure; their spread is the noise of the machine."""
-    from kbatch.training import actions, build_run
+    from kbatch.training import build_run
 
     with tempfile.TemporaryDirectory(prefix="kbatch-throughput-") as model_dir:
         run = build_run(timing_config(config, batch_size, steps, repeats, model_dir))
-        every_loop = [actions.CheckFinite(), actions.LogSteps()]
         try:
             run.run_loop()
-            return [_time_loops(run, every_loop, steps) for _ in range(repeats)]
+            return [seconds_per_update(run, steps) for _ in range(repeats)]
         finally:
             run.backend.close()
+            run.close()  # the input streams go now, not when the garbage collector finds them
 
 
-def _time_loops(run, every_loop, steps):
+def seconds_per_update(run, steps):
+    """Seconds per update of `run`'s loops over at least `steps` updates, each loop followed by
+    the actions every loop of training ends with (the finiteness check, the per-update
+    TensorBoard scalars)."""
+    from kbatch.training import actions
+
+    every_loop = [actions.CheckFinite(), actions.LogSteps()]
     started, done = time.perf_counter(), 0
     while done < steps:
         loop = run.run_loop()
