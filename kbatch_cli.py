@@ -11,6 +11,8 @@ which must import Keras (and with it TensorFlow or JAX) to register kbatch's ser
 TFDS builders. Free of kbatch, so `--help` and a bad flag are answered before TensorFlow starts,
 and the NumPy-only tools (stragglers, launch_local) never start it."""
 
+import _thread
+import contextlib
 import importlib
 import importlib.util
 import os
@@ -156,7 +158,8 @@ def reporting(program, main, codes=None, interrupted="interrupted at once (Ctrl-
     def run(argv):
         try:
             try:
-                return main(argv)
+                with interrupts_not_swallowed():
+                    return main(argv)
             finally:
                 ignore_late_interrupts()
         except KeyboardInterrupt:
@@ -170,6 +173,30 @@ def reporting(program, main, codes=None, interrupted="interrupted at once (Ctrl-
             return code
 
     return run
+
+
+@contextlib.contextmanager
+def interrupts_not_swallowed():
+    """Within: a Ctrl-C whose KeyboardInterrupt landed in a garbage collector's callback (a weakref's,
+    a `__del__`), where Python cannot raise it and prints a traceback instead, is delivered again to
+    the main thread 10 ms later, from a timer thread (from the hook itself it would be raised inside
+    the hook, and swallowed again), so it stops the process as any Ctrl-C does. Where SIGINT is
+    ignored by then (`ignore_late_interrupts`), it is dropped."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        if not issubclass(unraisable.exc_type, KeyboardInterrupt):
+            previous(unraisable)
+            return
+        again = threading.Timer(0.01, _thread.interrupt_main)
+        again.daemon = True
+        again.start()
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
 
 
 def _known_stops():

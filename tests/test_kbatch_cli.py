@@ -6,6 +6,8 @@ import os
 import signal
 import subprocess
 import sys
+import time
+import weakref
 
 import pytest
 
@@ -40,6 +42,51 @@ def test_a_stop_is_one_line_and_its_code_and_other_errors_are_not_hidden(capsys)
         kbatch_cli.reporting("tool", _raises(KeyError("k")), ((ValueError, 2),))([])
     assert kbatch_cli.reporting("tool", lambda argv: 0)([]) == 0
     assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # a late Ctrl-C cannot make it exit -2
+
+
+class _Collected:
+    pass
+
+
+def _interrupt_in_a_collector_callback():
+    """A Ctrl-C that lands in a weakref callback run by the garbage collector: Python cannot raise
+    it there, and hands it to `sys.unraisablehook`; then time for a signal to be delivered."""
+
+    def callback(_):
+        raise KeyboardInterrupt
+
+    collected = _Collected()
+    reference = weakref.ref(collected, callback)
+    del collected
+    time.sleep(0.2)
+    return reference
+
+
+def test_an_interrupt_the_garbage_collector_swallowed_is_raised_again(capsys, monkeypatch):
+    monkeypatch.setattr(sys, "unraisablehook", sys.__unraisablehook__)  # Python's, not pytest's
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    _interrupt_in_a_collector_callback()  # Python's own hook: printed, and the run goes on
+    assert "KeyboardInterrupt" in capsys.readouterr().err
+    with pytest.raises(KeyboardInterrupt), kbatch_cli.interrupts_not_swallowed():
+        _interrupt_in_a_collector_callback()
+    assert capsys.readouterr().err == ""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as the process leaves (`ignore_late_interrupts`): dropped
+    with kbatch_cli.interrupts_not_swallowed():
+        _interrupt_in_a_collector_callback()
+    assert capsys.readouterr().err == ""
+
+
+def test_a_command_stops_in_one_line_on_a_ctrl_c_the_garbage_collector_swallowed(capsys):
+    """Finding 13 of issue 31, in the CI run of 2026-12-05: a second Ctrl-C landed in a weakref
+    callback while the first one's stop was leaving `main`, and Python printed a traceback."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def main(argv):
+        _interrupt_in_a_collector_callback()
+        return 0
+
+    assert kbatch_cli.reporting("tool", main, ((ValueError, 2),))([]) == 130
+    assert capsys.readouterr().err == "tool: interrupted at once (Ctrl-C).\n"
 
 
 def test_outputs_are_refused_unless_they_can_be_written(tmp_path):

@@ -3,11 +3,11 @@ are never written with a weight that is not finite, and SIGTERM or Ctrl-C save b
 
 import contextlib
 import signal
-import sys
 import threading
 
 import numpy as np
 
+import kbatch_cli
 from kbatch.training.actions.action import Action
 from kbatch.training.stops import Interrupted
 
@@ -67,7 +67,8 @@ class WatchInterrupt(Action):
     at once). Signal handlers can only be set on the main thread: elsewhere nothing watches."""
 
     def __init__(self):
-        self._previous, self._pressed, self._unraisable = None, False, None
+        self._previous, self._pressed = None, False
+        self._second_press = contextlib.ExitStack()
 
     def begin(self, run):
         # Several workers would each see Ctrl-C after a different loop, and a save is a
@@ -79,11 +80,8 @@ class WatchInterrupt(Action):
         signal.signal(signal.SIGINT, self._previous)
         self._pressed = True
         # A second Ctrl-C raises KeyboardInterrupt wherever the main thread is; where that is a
-        # garbage collector's callback, Python swallows it and prints a traceback: not that one.
-        self._unraisable = sys.unraisablehook
-        sys.unraisablehook = lambda unraisable: (
-            None if issubclass(unraisable.exc_type, KeyboardInterrupt) else self._unraisable(unraisable)
-        )
+        # garbage collector's callback, it is raised again where it can stop the run.
+        self._second_press.enter_context(kbatch_cli.interrupts_not_swallowed())
 
     def after_loop(self, run, loop):
         if self._pressed:
@@ -93,5 +91,4 @@ class WatchInterrupt(Action):
     def close(self, run):
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
-        if self._unraisable is not None:
-            sys.unraisablehook = self._unraisable
+        self._second_press.close()
