@@ -181,11 +181,13 @@ def interrupts_not_swallowed():
     a `__del__`), where Python cannot raise it and prints a traceback instead, is delivered again to
     the main thread 10 ms later, from a timer thread (from the hook itself it would be raised inside
     the hook, and swallowed again), so it stops the process as any Ctrl-C does. Where SIGINT is
-    ignored by then (`ignore_late_interrupts`), it is dropped."""
-    previous = sys.unraisablehook
+    ignored by then (`ignore_late_interrupts`), it is dropped. On leaving, a `sys.unraisablehook`
+    installed over this one meanwhile (Orbax's, `orbax_checkpoints`) stays: this one then passes
+    every report on."""
+    previous, within = sys.unraisablehook, [True]
 
     def hook(unraisable):
-        if not issubclass(unraisable.exc_type, KeyboardInterrupt):
+        if not (within[0] and issubclass(unraisable.exc_type, KeyboardInterrupt)):
             previous(unraisable)
             return
         again = threading.Timer(0.01, _thread.interrupt_main)
@@ -196,7 +198,9 @@ def interrupts_not_swallowed():
     try:
         yield
     finally:
-        sys.unraisablehook = previous
+        within[0] = False
+        if sys.unraisablehook is hook:
+            sys.unraisablehook = previous
 
 
 def _known_stops():

@@ -76,6 +76,20 @@ def test_an_interrupt_the_garbage_collector_swallowed_is_raised_again(capsys, mo
     assert capsys.readouterr().err == ""
 
 
+def test_a_hook_installed_meanwhile_stays_and_sees_the_reports(monkeypatch):
+    """Orbax's checkpoints install a hook (dropping its "Event loop is closed" noise) during a
+    command: leaving must not drop it, or its noise comes back as the process exits (CI, 2026-12-05)."""
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", seen.append)
+    with kbatch_cli.interrupts_not_swallowed():
+        below = sys.unraisablehook
+        sys.unraisablehook = lambda unraisable: below(unraisable) if unraisable.exc_type is not RuntimeError else None
+        installed = sys.unraisablehook
+    assert sys.unraisablehook is installed
+    _interrupt_in_a_collector_callback()  # no longer redelivered: reaches the first hook
+    assert [report.exc_type for report in seen] == [KeyboardInterrupt]
+
+
 def test_a_command_stops_in_one_line_on_a_ctrl_c_the_garbage_collector_swallowed(capsys):
     """Finding 13 of issue 31, in the CI run of 2026-12-05: a second Ctrl-C landed in a weakref
     callback while the first one's stop was leaving `main`, and Python printed a traceback."""
