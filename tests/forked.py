@@ -1,15 +1,18 @@
-"""`kbatch-train` as a real separate process that skips importing TensorFlow, Keras and kbatch:
-forked from a server that imported them once (`multiprocessing`'s forkserver, started by the
-first call in each pytest worker). `Popen` and `run` stand in for `subprocess`'s:
+"""`kbatch-train`, or a script of tools/ or benchmarks/, as a real separate process that skips
+importing TensorFlow, Keras and kbatch: forked from a server that imported them once
+(`multiprocessing`'s forkserver, started by the first call in each pytest worker). `Popen` and
+`run` stand in for `subprocess`'s:
 
   forked.run(["kbatch-train", *flags], cwd=..., env=..., timeout=300)      # a CompletedProcess
   process = forked.Popen(["kbatch-train", *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
   forked.run([...], fault="state_file:8")    # tests/fault_run.py's fault planted first
+  forked.run(["/repo/tools/sweep.py", *flags])  # the script as `python script.py` runs it
 
 The child is its own session (a process-group signal reaches it alone), gets SIGKILL when the
 server dies (the server ends with the pytest worker), takes `cwd`, `env` (os.environ replaced),
 stdin /dev/null and its stdout/stderr (a pipe's text is read from a file once it ends) before it
-runs `kbatch.train.main()`; its exit code is the command's (-N for a signal), the handlers it
+runs `kbatch.train.main()` (a script: `runpy` runs it as `__main__`, its folder first on
+sys.path, as `python script.py` puts it); its exit code is the command's (-N for a signal), the handlers it
 registers with `atexit` run, the server's do not.
 
 Only for runs whose environment differs from the server's in variables read at run time
@@ -32,6 +35,7 @@ import multiprocessing
 import multiprocessing.forkserver
 import multiprocessing.resource_tracker
 import os
+import runpy
 import signal
 import subprocess
 import sys
@@ -112,22 +116,29 @@ def _child(argv, cwd, env, outputs, fault):
             import fault_run
 
             fault_run.plant(fault)
-        from kbatch import train
+        if argv[0] == PROGRAM:
+            from kbatch import train
 
-        train.main()
+            train.main()
+        else:
+            sys.path.insert(0, os.path.dirname(os.path.abspath(argv[0])))
+            runpy.run_path(argv[0], run_name="__main__")
     finally:
         atexit._run_exitfuncs()
 
 
 class Popen:
-    """A forked `kbatch-train argv[1:]`, with subprocess.Popen's pid, poll, wait, send_signal,
-    kill, returncode and communicate (text); stdout/stderr None (inherit), PIPE or DEVNULL."""
+    """A forked `kbatch-train argv[1:]` (or `python argv[0] argv[1:]` for a script), with
+    subprocess.Popen's pid, poll, wait, send_signal, kill, returncode and communicate (text);
+    stdout/stderr None (inherit), PIPE or DEVNULL."""
 
     def __init__(self, argv, *, cwd=None, env=None, stdout=None, stderr=None, fault=None, text=True):
         env = dict(os.environ if env is None else env)
         changed = [name for name in IMPORT_TIME if env.get(name) != os.environ.get(name)]
-        if argv[0] != PROGRAM or changed or not text:
-            raise ValueError(f"forked runs {PROGRAM} in text mode in this environment; use subprocess for {changed}")
+        if not (argv[0] == PROGRAM or argv[0].endswith(".py")) or changed or not text:
+            raise ValueError(
+                f"forked runs {PROGRAM} or a script in text mode in this environment; use subprocess for {changed}"
+            )
         self._folder = tempfile.TemporaryDirectory(prefix="forked-")
         self._pipes, outputs = {}, {}
         for fd, how in ((1, stdout), (2, stderr)):

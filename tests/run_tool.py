@@ -1,20 +1,14 @@
-"""Run one of the scripts in tools/ as a user would: its own process, from the repository root."""
+"""Run one of the scripts in tools/ or benchmarks/ as a user would: its own process, from the
+repository root; forked from a server that imported TensorFlow, Keras and kbatch once
+(tests/forked.py), so a run costs its own work and not those imports again."""
 
 import os
-import subprocess
-import sys
+
+import forked
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_tool(script, flags, timeout=300, folder="tools"):
     """`python <folder>/<script> <flags>` (tools/ by default); the CompletedProcess, output captured as text."""
-    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run(
-        [sys.executable, os.path.join(REPO, folder, script), *flags],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-        cwd=REPO,
-    )
+    return forked.run([os.path.join(REPO, folder, script), *flags], cwd=REPO, timeout=timeout)
