@@ -11,7 +11,9 @@ BN, ...): each backend's run deselects the other's, so each runs exactly where i
 A skipped test fails the run: every test here runs on the backend that collects it.
 """
 
+import functools
 import os
+import re
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # One intra-op thread per TensorFlow process (this one and every process a test starts, which
@@ -25,6 +27,7 @@ if os.environ.get("KERAS_BACKEND") == "jax":
 
 import keras  # noqa: E402
 import pytest  # noqa: E402
+from xdist.scheduler import LoadScopeScheduling  # noqa: E402
 
 import kbatch  # noqa: E402
 
@@ -66,7 +69,6 @@ def pytest_sessionfinish(session):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
     backend = keras.backend.backend()
     other = [
@@ -79,15 +81,35 @@ def pytest_collection_modifyitems(config, items):
 
 
 def _schedule_for_two_workers(items):
-    """`--dist loadgroup` (pyproject's addopts) hands the workers one test at a time, except the
-    tests that share a module-scoped fixture: those form one group, so the fixture is built once.
-    The tests outside the fast tier run first, so the run ends on short tests and both workers
-    finish together instead of one idling while the other runs a two-minute test."""
-    for item in items:
-        scopes = {d.scope for defs in item._fixtureinfo.name2fixturedefs.values() for d in defs}
-        if "module" in scopes:
-            item.add_marker(pytest.mark.xdist_group(item.path.stem))
+    """The tests outside the fast tier run first, so the run ends on short tests and both workers
+    finish together instead of one idling while the other runs a two-minute test (the order in
+    which `_SharedFixtureScheduling` hands them out)."""
     items.sort(key=lambda item: item.get_closest_marker("fast") is not None)
+
+
+MODULE_FIXTURE = re.compile(r"""scope=["']module["']""")
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadgroup` (pyproject's addopts), done here: pytest-xdist 3.8 groups the tests of an
+    `xdist_group` mark by renaming their node ids, which pytest 9 no longer lets it do (each test
+    went to whichever worker was free, and a module-scoped fixture was built on both)."""
+    return SharedFixtureScheduling(config, log) if config.getvalue("dist") == "loadgroup" else None
+
+
+class SharedFixtureScheduling(LoadScopeScheduling):
+    """One test at a time to whichever worker is free, except that a test file defining a
+    module-scoped fixture goes whole to one worker, so the fixture is built once."""
+
+    def _split_scope(self, nodeid):
+        path = nodeid.split("::", 1)[0]
+        return path if _defines_a_module_fixture(self.config.rootpath / path) else nodeid
+
+
+@functools.cache
+def _defines_a_module_fixture(path):
+    return path.suffix == ".py" and bool(MODULE_FIXTURE.search(path.read_text()))
 
 
 def small_config(model_dir, **overrides):
