@@ -8,9 +8,9 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
+import forked
 import matplotlib.image
 import psutil
 import pytest
@@ -108,14 +108,11 @@ def test_the_plot_opens_and_the_hparams_read_back_through_tensorboard(tiny_sweep
 def test_a_killed_sweep_continues_where_it_stopped(tmp_path):
     sweep_dir = tmp_path / "s"
     flags = [f"--sweep_dir={sweep_dir}", *BASE, "--config.num_epochs=2", "--grid=batch_size=128,256,512"]
-    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
-    process = subprocess.Popen(
-        [sys.executable, os.path.join(REPO, "tools", "sweep.py"), *flags],
+    process = forked.Popen(  # its own session, as the sweep's workers are its children
+        [os.path.join(REPO, "tools", "sweep.py"), *flags],
         cwd=REPO,
-        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        start_new_session=True,
     )
     first = sweep_dir / "runs" / "batch_size=128" / "result.json"
     deadline = time.time() + 240
@@ -152,14 +149,8 @@ def test_a_sweep_in_worker_processes_stopped_leaves_no_worker_running(tmp_path, 
     kernel sends the workers SIGTERM. No worker is left running in any case."""
     sweep_dir = tmp_path / "s"
     flags = [f"--sweep_dir={sweep_dir}", *BASE, "--config.num_epochs=50", "--grid=batch_size=128,256", "--processes=2"]
-    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
-    process = subprocess.Popen(
-        [sys.executable, os.path.join(REPO, "tools", "sweep.py"), *flags],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+    process = forked.Popen(
+        [os.path.join(REPO, "tools", "sweep.py"), *flags], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     started = [sweep_dir / "runs" / f"batch_size={b}" / "config.json" for b in (128, 256)]
     deadline = time.time() + 240
