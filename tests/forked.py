@@ -104,6 +104,10 @@ def _child(argv, cwd, env, outputs, fault):
     if os.getppid() == 1:  # the server died before prctl
         os._exit(1)
     atexit._clear()  # the server's handlers; the command's own run at its end, as in a real process
+    # Ctrl-C raises KeyboardInterrupt, as in a command started from a shell: the server keeps the
+    # disposition it was started with, SIG_IGN where the pytest worker ignored SIGINT then (a sweep
+    # sent SIGINT ran on to the end, in CI).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)

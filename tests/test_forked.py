@@ -120,3 +120,26 @@ def test_nothing_outlives_the_test_process_killed(tmp_path):
         _until(lambda: not any(_alive(pid) for pid in pids), 30)
     finally:
         holder.kill()
+
+
+SCRIPT = "import signal\nprint(signal.getsignal(signal.SIGINT) is signal.default_int_handler)\n"
+STARTER = """
+import sys, forked
+print(forked.run([sys.argv[1]]).stdout.strip(), flush=True)
+"""
+
+
+def test_a_script_runs_as_python_runs_it_and_ctrl_c_reaches_it_where_its_server_ignored_it(tmp_path):
+    """A script forked as `python script.py` runs it, with Python's Ctrl-C handler even where the
+    server started with SIGINT ignored (a sweep sent SIGINT ran on to its end, in CI)."""
+    script = tmp_path / "script.py"
+    script.write_text(SCRIPT)
+    started = subprocess.run(
+        [sys.executable, "-c", STARTER, str(script)],
+        cwd=os.path.dirname(forked.__file__),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    assert started.stdout.strip() == "True", started.stderr[-2000:]
