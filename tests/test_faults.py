@@ -10,6 +10,7 @@ import pathlib
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import forked
@@ -21,6 +22,7 @@ from stop_run import signal_at_checkpoint
 
 import kbatch  # registers the layers for load_model
 import kbatch.configs.mnist1d_cnn
+from kbatch.training.run_files import run_lock
 
 # Two epochs of mnist1d/original at batch 256: 32 updates, a checkpoint every 4.
 FLAGS = [
@@ -465,3 +467,27 @@ def test_a_data_dir_on_a_read_only_mount_is_one_line(tmp_path):
         (line,) = _stop_lines(run.stderr)
         assert f"config.data_dir='{data}': preparing mnist1d/original" in line and "Read-only file system" in line
         assert "Traceback" not in run.stderr and not (tmp_path / "run").exists()
+
+
+UNCLOSED = """
+import sys
+from absl import flags
+from kbatch.configs import mnist1d_cnn
+from kbatch.training import build_run
+
+flags.FLAGS(sys.argv[:1])
+config = mnist1d_cnn.get_config()
+config.update(dataset="mnist1d/original", batch_size=256, steps_per_loop=4, model_dir=sys.argv[1])
+run = build_run(config)
+run.run_loop()  # neither trained to the end nor closed: Python frees it as it exits
+"""
+
+
+def test_a_run_left_open_at_exit_lets_go_of_its_folder_without_a_traceback(tmp_path):
+    """A script that builds a run and ends without `close()` printed `AttributeError: 'NoneType'
+    object has no attribute 'close'` from the folder lock's `__del__`, run after `os` was cleared."""
+    ended = subprocess.run(
+        [sys.executable, "-c", UNCLOSED, str(tmp_path / "run")], capture_output=True, text=True, timeout=300
+    )
+    assert ended.returncode == 0 and "Traceback" not in ended.stderr, ended.stderr[-2000:]
+    run_lock.acquire(str(tmp_path / "run")).release()  # the folder is free

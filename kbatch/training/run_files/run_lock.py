@@ -19,6 +19,9 @@ LOCK_FILE = ".kbatch.lock"
 class RunLock:
     """The held lock of one `model_dir` (see `acquire`); `release()` drops it (idempotent)."""
 
+    # Kept here: a Run still alive at interpreter exit is freed after the modules' globals (`os`) are cleared.
+    _close = staticmethod(os.close)
+
     def __init__(self, model_dir, fd, made_dir):
         self.model_dir, self._fd, self._made_dir = model_dir, fd, made_dir
 
@@ -30,7 +33,7 @@ class RunLock:
         into is removed again, so a refused run leaves nothing behind."""
         if self._fd is None:
             return
-        os.close(self._fd)
+        self._close(self._fd)
         self._fd = None
         if discard_empty and self._made_dir and os.listdir(self.model_dir) == [LOCK_FILE]:
             os.remove(os.path.join(self.model_dir, LOCK_FILE))
