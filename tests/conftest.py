@@ -83,7 +83,7 @@ def pytest_collection_modifyitems(config, items):
 def _schedule_for_two_workers(items):
     """The tests outside the fast tier run first, so the run ends on short tests and both workers
     finish together instead of one idling while the other runs a two-minute test (the order in
-    which `_SharedFixtureScheduling` hands them out)."""
+    which `SharedFixtureScheduling` hands them out)."""
     items.sort(key=lambda item: item.get_closest_marker("fast") is not None)
 
 
