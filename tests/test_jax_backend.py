@@ -66,6 +66,29 @@ def test_one_device_four_devices_and_four_micro_batches_end_with_the_same_weight
             np.testing.assert_allclose(b, a, atol=1e-5, err_msg=name)
 
 
+def _per_update(model_dir, tag):
+    values = {}
+    for name in os.listdir(model_dir / "train"):
+        for event in tf.compat.v1.train.summary_iterator(str(model_dir / "train" / name)):
+            for value in event.summary.value:
+                if value.tag == tag:
+                    values[event.step] = value.simple_value
+    return [values[step] for step in sorted(values)]
+
+
+def test_updates_compiled_several_to_a_call_are_the_single_updates(tmp_path):
+    # 3 to a call over loops of 10: three calls of 3 and a single update per loop, a remainder
+    # included; the same weights and per-update records as one update per call, to float rounding.
+    for count in (1, 3):
+        _jax(1, "train", str(tmp_path / str(count)), json.dumps({"updates_per_call": count}))
+    for a, b in zip(_weights(tmp_path / "1"), _weights(tmp_path / "3")):
+        np.testing.assert_allclose(b, a, atol=1e-6)
+    for tag in ("loss", "gradient_norm", "learning_rate"):
+        single, several = _per_update(tmp_path / "1", tag), _per_update(tmp_path / "3", tag)
+        assert len(single) == 32
+        np.testing.assert_allclose(several, single, rtol=1e-5, err_msg=tag)
+
+
 @pytest.mark.parametrize("accumulation_steps", [1, 2])
 def test_the_jax_step_takes_the_tensorflow_steps_on_the_same_batches(tmp_path, accumulation_steps):
     steps, batch, rate = 4, 64, 0.05

@@ -38,10 +38,10 @@ from kbatch.training.run_files import run_dir
 from kbatch.training.run_files.event_writer import EventWriter
 
 KEEP = 3  # checkpoints kept, as the TensorFlow backend's CheckpointManager
-# Steps dispatched ahead of the newest finished one on several processes. On XLA:CPU with gloo
-# collectives a loop of 50 steps dispatched at once hung in every try (2 processes x 2 devices),
-# with at most 4 queued none did; two keep the devices busy while the host prepares the next.
-QUEUED_STEPS = 2
+# Calls dispatched ahead of the newest finished one on several processes. On XLA:CPU with gloo
+# collectives a loop of 50 single-update calls dispatched at once hung in every try (2 processes x
+# 2 devices), with at most 4 queued none did; two keep the devices busy while the host prepares the next.
+QUEUED_CALLS = 2
 PARTS = ("trainable", "non_trainable", "optimizer")  # the state's parts, named in the checkpoint
 
 
@@ -134,19 +134,26 @@ class JaxBackend(backend.Backend):
         s = self.settings
         size = phase.batch_size
         local = jax_input.local_train_batches(self.source, size, s.seed, start_example, self._rows(size))
-        stream = jax_input.ahead(jax_input.global_arrays(self.distribution, size, batch) for batch in local)
+        calls = {n: jax_step.unrolled(step, n) for n in {s.updates_per_call, 1}}
+
+        def batches(n):
+            return jax_input.stacked_global_arrays(self.distribution, size, [next(local) for _ in range(n)])
 
         def loop(num_steps):
-            # One jitted call per update, dispatched asynchronously; the records are read at the
-            # end. (One `lax.scan` over all the loop's batches ran 13x slower on XLA:CPU, measured.)
-            state, records = self._state(), []
-            for _ in range(num_steps):
-                state, record = step(state, *next(stream))
-                if self.multi_worker and len(records) >= QUEUED_STEPS:
-                    jax.block_until_ready(records[-QUEUED_STEPS])
+            # Calls of `updates_per_call` updates, dispatched asynchronously: the next call's batches
+            # are read and sent while the current one runs; the records are read at the end.
+            sizes = jax_step.call_sizes(num_steps, s.updates_per_call)
+            state, records, ahead = self._state(), [], batches(sizes[0])
+            for i, n in enumerate(sizes):
+                state, record = calls[n](state, *ahead)
+                if self.multi_worker and len(records) >= QUEUED_CALLS:
+                    jax.block_until_ready(records[-QUEUED_CALLS])
                 records.append(record)
+                if i + 1 < len(sizes):
+                    ahead = batches(sizes[i + 1])
             self._write_back(state)
-            return {name: np.array([float(r[name]) for r in records], np.float32) for name in records[0]}
+            records = jax.device_get(records)
+            return {name: np.concatenate([r[name] for r in records]).astype(np.float32) for name in records[0]}
 
         return loop
 

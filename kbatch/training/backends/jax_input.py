@@ -10,10 +10,9 @@ is the same examples whatever the number of processes. A source that cannot say 
 position holds (a user's iterable) is read whole by every process, each keeping its rows.
 """
 
-import collections
-
 import jax
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 from kbatch.data.sources.base import PositionalSource
 
@@ -60,21 +59,25 @@ def local_eval_batches(source, global_batch_size, rows):
 def global_arrays(distribution, global_batch_size, local):
     """The global arrays of one batch from this process's rows `local` (a tuple of arrays), split
     along the batch axis over the distribution's devices."""
-    return [
-        jax.make_array_from_process_local_data(
-            distribution.get_data_layout((global_batch_size, *np.shape(a)[1:])).backend_layout,
-            a,
-            (global_batch_size, *np.shape(a)[1:]),
-        )
-        for a in local
-    ]
+    arrays = []
+    for a in local:
+        shape = (global_batch_size, *np.shape(a)[1:])
+        arrays.append(jax.make_array_from_process_local_data(_sharding(distribution, shape), a, shape))
+    return arrays
 
 
-def ahead(batches, depth=2):
-    """The items of `batches` with `depth` more already made: global arrays start their transfer
-    when made, so the next batches are read and sent while the current step runs."""
-    waiting = collections.deque()
-    for batch in batches:
-        waiting.append(batch)
-        if len(waiting) > depth:
-            yield waiting.popleft()
+def stacked_global_arrays(distribution, global_batch_size, batches):
+    """The global arrays of several batches stacked along a new leading axis, from this process's
+    rows of each (`batches`, a list of tuples of arrays): split along the batch axis (the second)."""
+    arrays = []
+    for parts in zip(*batches):
+        shape = (global_batch_size, *np.shape(parts[0])[1:])
+        batch_sharding = _sharding(distribution, shape)
+        stacked = NamedSharding(batch_sharding.mesh, PartitionSpec(None, *batch_sharding.spec))
+        arrays.append(jax.make_array_from_process_local_data(stacked, np.stack(parts), (len(parts), *shape)))
+    return arrays
+
+
+def _sharding(distribution, shape):
+    """The distribution's sharding of a batch of `shape` (split along its first axis)."""
+    return distribution.get_data_layout(shape).backend_layout

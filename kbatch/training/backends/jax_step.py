@@ -108,6 +108,31 @@ def make_train_step(model, optimizer, task, chain, geometry):
     return jax.jit(step, donate_argnums=0)
 
 
+def call_sizes(num_steps, updates_per_call):
+    """The updates of each compiled call of a loop of `num_steps`: calls of `updates_per_call`,
+    then single updates for the rest (a loop ends where the run's plan stops)."""
+    whole, rest = divmod(num_steps, updates_per_call)
+    return [updates_per_call] * whole + [1] * rest
+
+
+def unrolled(step, updates):
+    """`call(state, xs, labels) -> (state, records)`: `updates` updates of `step` in one compiled
+    program, over `updates` batches stacked along a leading axis; each record field stacked
+    ([updates]). Fewer, longer programs: on XLA:CPU each execution costs about half a
+    millisecond of its own (MNIST-1D CNN, batch 256: 7.5 ms per update alone, 7.1 ms five to a
+    call); a `lax.scan` over the updates instead ran 17x slower there. The result equals single
+    updates to float rounding (XLA fuses across the updates), not bitwise."""
+
+    def call(state, xs, labels):
+        records = []
+        for i in range(updates):
+            state, record = step(state, xs[i], labels[i])
+            records.append(record)
+        return state, {name: jnp.stack([r[name] for r in records]) for name in records[0]}
+
+    return jax.jit(call, donate_argnums=0)
+
+
 def make_eval_step(model, task):
     """`evaluate(trainable, non_trainable, x, labels, weights) -> sums` (and `count`), jitted."""
 

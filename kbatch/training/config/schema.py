@@ -328,7 +328,18 @@ FIELDS = (
         "`parameter_server` (asynchronous), `one_device`, `cpu:N`",
     ),
     _F("accumulation_steps", 1, checks.positive_int, "micro-batches per update, summed in the step"),
-    _F("steps_per_loop", 50, checks.positive_int, "updates per compiled loop call"),
+    _F(
+        "steps_per_loop",
+        50,
+        checks.positive_int,
+        "updates per loop, the actions run between loops (TensorFlow: one compiled call)",
+    ),
+    _F(
+        "updates_per_call",
+        5,
+        checks.positive_int,
+        "JAX: updates compiled into one XLA program (fewer dispatches, a longer compile)",
+    ),
     _F("jit_compile", True, checks.boolean, "XLA: the whole update on one replica, the gradient on several"),
     _F(
         "mixed_precision",
@@ -400,6 +411,7 @@ MAY_CHANGE_ON_RESUME = (
     "base_learning_rate",
     "clip_global_norm",
     "steps_per_loop",
+    "updates_per_call",
     "jit_compile",
     "deterministic",
     "evals_per_epoch",
