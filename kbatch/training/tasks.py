@@ -30,11 +30,17 @@ class Task:
       from_logits: True if the task takes logits (and applies the softmax itself): the trainer
         then refuses a model that ends in a softmax or sigmoid. False by default: a task of your
         own may take probabilities.
+      over_batch: True if an example's values depend on the other examples of the batch (a
+        contrastive loss's negatives): `per_example` is then given the labels and outputs of the
+        whole global batch on every backend (gathered across replicas on TensorFlow, the global
+        array on JAX), and the trainer refuses what would split the batch (accumulation, the
+        noise scale's parts, parameter servers). False by default.
     """
 
     monitor = "loss"
     mode = "min"
     from_logits = False
+    over_batch = False
 
     def per_example(self, labels, outputs):
         """{name: [batch] values}; "loss" is required. Values are cast to float32 by the step."""

@@ -34,10 +34,36 @@ def _loss_scale(optimizer):
 
 def _sums(task, labels, outputs, weights=None):
     """The task's values summed over a micro-batch (float32 whatever the policy)."""
-    values = task.per_example(labels, outputs)
+    values = _replica_values(task, labels, outputs)
     if weights is None:
         return {name: tf.reduce_sum(tf.cast(v, tf.float32)) for name, v in values.items()}
     return {name: tf.reduce_sum(tf.cast(v, tf.float32) * weights) for name, v in values.items()}
+
+
+def _replica_values(task, labels, outputs):
+    """The task's per-example values of this replica's examples. A task whose loss couples the
+    examples of the global batch (`Task.over_batch`: a contrastive loss's negatives) is given every
+    replica's labels and outputs in the global batch's row order (`tf_adapter`: replica r holds
+    rows [r b, (r + 1) b)), and this replica keeps its own rows' values."""
+    context = tf.distribute.get_replica_context()
+    if not task.over_batch or context is None or context.num_replicas_in_sync == 1:
+        return task.per_example(labels, outputs)
+    values = task.per_example(_gathered(context, labels), _gathered(context, outputs))
+    rows = tf.shape(labels)[0]
+    start = context.replica_id_in_sync_group * rows
+    return {name: value[start : start + rows] for name, value in values.items()}
+
+
+def _gathered(context, value):
+    """Every replica's `value`, concatenated in replica order, as a sum: each replica puts its own
+    in its slot of zeros (google-research/simclr's cross-replica concat). The sum's gradient is the
+    summed gradient, so each replica's share of the loss reaches the replica whose outputs it used.
+    (`ReplicaContext.all_gather` fails inside the loop's graph under MultiWorkerMirroredStrategy,
+    TF 2.21: "destinations can not be empty".)"""
+    slots = tf.one_hot(context.replica_id_in_sync_group, context.num_replicas_in_sync, dtype=value.dtype)
+    placed = tf.reshape(slots, [-1] + [1] * len(value.shape)) * value[tf.newaxis]
+    summed = context.all_reduce(tf.distribute.ReduceOp.SUM, placed)
+    return tf.reshape(summed, tf.concat([[-1], tf.shape(value)[1:]], 0))
 
 
 def _has_synchronized_layers(model):
@@ -59,15 +85,16 @@ def _micro_gradients_fn(strategy, model, optimizer, task, global_batch_size, acc
 
     return (
         micro_gradients
-        if _cross_replica_forward(strategy, model)
+        if _cross_replica_forward(strategy, model, task)
         else tf.function(micro_gradients, jit_compile=jit_compile)
     )
 
 
-def _cross_replica_forward(strategy, model):
-    # A forward pass that talks to the other replicas (synchronized batch norm) may not sit in
-    # a nested tf.function or a graph loop: TF's `merge_call` refuses both.
-    return strategy.num_replicas_in_sync > 1 and _has_synchronized_layers(model)
+def _cross_replica_forward(strategy, model, task):
+    # A forward pass or loss that talks to the other replicas (synchronized batch norm, a loss
+    # over the global batch) may not sit in a nested tf.function or a graph loop: TF's
+    # `merge_call` refuses both.
+    return strategy.num_replicas_in_sync > 1 and (_has_synchronized_layers(model) or task.over_batch)
 
 
 def squared_norm(grads):
@@ -117,7 +144,7 @@ def make_train_step(strategy, model, optimizer, task, chain, geometry, jit_compi
         strategy, model, optimizer, task, geometry.global_batch_size, accumulation_steps, jit_compile
     )
     # The two halves unrolled: a graph loop under XLA on a CPU ran the update 5.8x slower (measured).
-    python_loop = _cross_replica_forward(strategy, model) or halves
+    python_loop = _cross_replica_forward(strategy, model, task) or halves
 
     def train_step(batch):
         x, labels = batch

@@ -217,3 +217,19 @@ def _check_parameter_server(s):
     for field, value, why in refused:
         if value:
             raise ValueError(f"{where} with config.{field}={getattr(s, field)!r}: {why}.")
+
+
+def check_over_batch(s, task):
+    """What would split the batch of a task whose loss couples its examples (`Task.over_batch`):
+    each part would see fewer negatives, another loss than the global batch's."""
+    if not getattr(task, "over_batch", False):
+        return
+    who = f"{type(task).__name__}'s loss couples the examples of a batch (Task.over_batch)"
+    splits = (
+        (s.accumulation_steps > 1, "accumulation_steps", "micro-batches would see fewer negatives", "set it to 1"),
+        (s.noise_scale_every > 0, "noise_scale_every", "the noise scale's parts would be other losses", "set it to 0"),
+        (s.strategy == "parameter_server", "strategy", "its workers compute their batches apart", "use another"),
+    )
+    for split, field, why, fix in splits:
+        if split:
+            raise ValueError(f"config.{field}={getattr(s, field)!r}: {who}, and {why}: {fix}.")

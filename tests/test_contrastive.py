@@ -1,0 +1,124 @@
+"""The contrastive task (SimCLR's NT-Xent) against a NumPy formula, and its negatives from the
+whole global batch on every backend: trained on one device, `cpu:2` and `cpu:4` (TensorFlow's
+replicas gather every replica's projections; JAX's step sees the global array), the loss of each
+update and the weights after it are the one-device run's; a loss over each replica's own batch
+(no gather) is not. A linear projection keeps float rounding from growing."""
+
+import io
+import os
+import pathlib
+import sys
+
+import keras
+import numpy as np
+import pytest
+from contrastive_setup import BATCH, TEMPERATURE, contrastive_config, projection, two_view_data
+
+import kbatch
+from kbatch.launcher import launch
+from kbatch.training import Contrastive
+
+pytestmark = pytest.mark.components
+
+
+def nt_xent(z, temperature):
+    """NT-Xent (Chen et al. 2020, eq. 1) view by view: [n] mean of each example's two views' losses,
+    and whether each view's most similar other view is its partner (mean of the two)."""
+    n = len(z)
+    views = np.concatenate([z[:, 0], z[:, 1]]).astype(np.float64)
+    views /= np.linalg.norm(views, axis=1, keepdims=True)
+    losses, correct = np.zeros(2 * n), np.zeros(2 * n)
+    for i in range(2 * n):
+        partner = (i + n) % (2 * n)
+        others = [k for k in range(2 * n) if k != i]
+        similarity = {k: views[i] @ views[k] / temperature for k in others}
+        losses[i] = np.log(sum(np.exp(s) for s in similarity.values())) - similarity[partner]
+        correct[i] = max(others, key=similarity.get) == partner
+    return (losses[:n] + losses[n:]) / 2, (correct[:n] + correct[n:]) / 2
+
+
+def test_per_example_is_nt_xent():
+    z = np.random.default_rng(0).normal(size=(5, 2, 3)).astype(np.float32)
+    z[3, 1] = z[3, 0] + 0.01  # one example whose views agree: its views find each other
+    values = Contrastive(temperature=0.2).per_example(np.zeros(5), z)
+    loss, accuracy = nt_xent(z, 0.2)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(values["loss"]), loss, rtol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(values["accuracy"]), accuracy)
+    assert accuracy[3] == 1.0
+
+
+class PerReplicaNegatives(Contrastive):
+    """The same loss over each replica's own examples: what a per-replica loss computes."""
+
+    over_batch = False
+
+
+def _train(make_config, strategy, task, updates=4):
+    config = make_config(**contrastive_config(strategy, updates))
+    run = kbatch.training.build_run(config, model_fn=projection, task=task, data=two_view_data())
+    initial = [w.copy() for w in run.model.get_weights()]
+    try:
+        loop = run.run_loop()
+        return initial, loop.records["loss"] / loop.records["count"], run.model.get_weights()
+    finally:
+        run.close()
+
+
+def test_negatives_come_from_the_whole_global_batch_on_every_replica_count(make_config):
+    task = Contrastive(temperature=TEMPERATURE)
+    initial, losses, weights = _train(make_config, "one_device", task)
+    kernel, bias = initial
+    first = two_view_data().examples_at(0, BATCH, 0)[0]
+    expected, _ = nt_xent(first @ kernel + bias, TEMPERATURE)
+    np.testing.assert_allclose(losses[0], expected.mean(), rtol=1e-5)  # the first update's loss, by NumPy
+    assert not np.allclose(weights[0], kernel)
+    for strategy in ("cpu:2", "cpu:4"):
+        _, replica_losses, replica_weights = _train(make_config, strategy, task)
+        np.testing.assert_allclose(replica_losses, losses, rtol=1e-5, err_msg=strategy)
+        for got, want in zip(replica_weights, weights):
+            np.testing.assert_allclose(got, want, atol=1e-5, err_msg=strategy)
+
+
+@pytest.mark.tensorflow_only
+def test_a_loss_over_each_replicas_own_batch_is_another_loss(make_config):
+    """On TensorFlow without the gather each replica's examples meet only each other (on JAX the
+    step always sees the global array, so there is nothing to compare)."""
+    _, losses, weights = _train(make_config, "one_device", Contrastive(temperature=TEMPERATURE))
+    _, apart, apart_weights = _train(make_config, "cpu:2", PerReplicaNegatives(temperature=TEMPERATURE))
+    assert np.all(apart < losses - 1e-3)  # fewer negatives: an easier, smaller loss
+    assert np.abs(apart_weights[0] - weights[0]).max() > 1e-4
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("accumulation_steps", 2), ("noise_scale_every", 5)],
+)
+def test_what_would_split_the_batch_is_refused_in_one_line(make_config, field, value):
+    config = make_config(batch_size=BATCH, base_batch_size=BATCH, norm="none", **{field: value})
+    with pytest.raises(ValueError, match=rf"^config.{field}={value}: Contrastive's loss couples the examples"):
+        kbatch.training.build_run(config, model_fn=projection, task=Contrastive(), data=two_view_data())
+
+
+def test_outputs_that_are_not_two_views_are_refused():
+    with pytest.raises(ValueError, match=r"must be \[batch, 2, dim\]"):
+        Contrastive().per_example(np.zeros(4), np.zeros((4, 3), np.float32))
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        Contrastive(temperature=0)
+
+
+@pytest.mark.tensorflow_only
+def test_two_workers_gather_the_negatives_of_both(make_config, tmp_path):
+    config = make_config(**contrastive_config("multiworker", 4))
+    worker = str(pathlib.Path(__file__).resolve().parent / "contrastive_worker.py")
+    out = io.StringIO()
+    code = launch([sys.executable, worker, config.to_json()], 2, timeout_s=150, grace_s=2.0, stdout=out, stderr=out)
+    assert code == 0, out.getvalue()[-4000:]
+    reference = make_config(**contrastive_config("one_device", 4))
+    task = Contrastive(temperature=TEMPERATURE)
+    kbatch.training.train(reference, model_fn=projection, task=task, data=two_view_data(), verbose=False)
+    for got, want in zip(_weights(config.model_dir), _weights(reference.model_dir)):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def _weights(model_dir):
+    return keras.models.load_model(os.path.join(model_dir, "model.keras")).get_weights()
