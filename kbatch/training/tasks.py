@@ -4,8 +4,8 @@ values, the loss and any metrics, written with `keras.ops` so every backend runs
 The step adds them up: the loss it differentiates is sum(loss) / global batch, so a gradient
 summed over micro-batches and replicas is exactly the gradient of the mean over the global
 batch; the logs show each value's mean over the examples it covered. A loss that couples the
-examples of a batch (a contrastive loss) gives each example its own term; its gradient is then
-exact for the micro-batch it was computed on.
+examples of a batch (a contrastive loss) sets `over_batch`: it is then given the whole global
+batch (`kbatch.training.contrastive`).
 
     class Regression(kbatch.training.Task):
         monitor, mode = "loss", "min"
