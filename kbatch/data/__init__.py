@@ -5,7 +5,7 @@ first use); `numpy_source` serves the JAX backend (MNIST-1D without TensorFlow),
 
 from kbatch import frameworks
 from kbatch.data.names import DATASETS, DatasetInfo, FeatureSpec, dataset_family
-from kbatch.data.sources import Source, from_arrays, from_iterable, from_tf_dataset, from_tfds
+from kbatch.data.sources import Source, from_arrays, from_iterable, from_tf_dataset, from_tfds, two_views
 
 if frameworks.uses_tensorflow():
     from kbatch.data.mnist1d import Mnist1d

@@ -5,6 +5,7 @@ from kbatch.data import names
 from kbatch.data.sources.arrays import ArraySource, from_arrays
 from kbatch.data.sources.base import Guarantees, PositionalSource, Source, weighted_batches
 from kbatch.data.sources.iterable import IterableSource, from_iterable
+from kbatch.data.sources.views import two_views
 
 
 def from_tf_dataset(*args, **kwargs):
@@ -53,5 +54,6 @@ __all__ = [
     "from_tf_dataset",
     "from_tfds",
     "get",
+    "two_views",
     "weighted_batches",
 ]
