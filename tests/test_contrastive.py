@@ -122,3 +122,20 @@ def test_two_workers_gather_the_negatives_of_both(make_config, tmp_path):
 
 def _weights(model_dir):
     return keras.models.load_model(os.path.join(model_dir, "model.keras")).get_weights()
+
+
+def test_the_contrastive_config_trains_and_reports_the_linear_probe(make_config):
+    config = make_config(task="contrastive", num_epochs=1, probe_examples=1000, projection_dims=(32, 16))
+    result = kbatch.training.train(config, verbose=False)
+    assert 0.1 < result["final_eval_probe_accuracy"] <= 1.0  # chance: 0.1
+    assert result["final_eval_loss"] < np.log(2 * 128 - 1) - 0.3  # below picking the partner at random
+    model = keras.models.load_model(os.path.join(config.model_dir, "model.keras"))  # saved whole, reloaded
+    views = np.random.default_rng(0).normal(size=(3, 2, 40, 1)).astype(np.float32)
+    assert keras.ops.convert_to_numpy(model(views)).shape == (3, 2, 16)
+    assert keras.ops.convert_to_numpy(model.represent(views[:, 0])).shape == (3, 1280)
+
+
+def test_a_contrastive_config_on_data_it_cannot_augment_is_one_line(make_config):
+    config = make_config(task="contrastive", dataset="pystdlib_bytes/seq128", model="transformer_lm", norm="layer")
+    with pytest.raises(ValueError, match=r"^config.task='contrastive' augments signals"):
+        kbatch.training.build_run(config)

@@ -5,6 +5,7 @@ batch of inputs to logits.
 """
 
 from kbatch import checks
+from kbatch.models.contrastive import ContrastiveModel, contrastive_model, projection_head
 from kbatch.models.mnist1d_cnn import mnist1d_cnn
 from kbatch.models.resnet import cifar_resnet, resnet50
 from kbatch.models.text_classifier import text_classifier

@@ -15,6 +15,7 @@ replica included, which is what makes the loss a function of the global batch si
 
 from keras import ops
 
+from kbatch.data.sources.views import two_views
 from kbatch.training.tasks import Task
 
 
@@ -56,3 +57,20 @@ class Contrastive(Task):
 def _per_example(per_view):
     """[2N] values of the first views, then the second, as [N] means of each example's two."""
     return ops.mean(ops.reshape(per_view, (2, -1)), axis=0)
+
+
+def views_of(settings, source):
+    """`source` as two augmented views of each example for `task="contrastive"` (its inputs' rank
+    picks the augmentation: a signal [length, channels] or an image [height, width, channels]);
+    `source` itself for any other task."""
+    if settings.task != "contrastive":
+        return source
+    shape = source.describe().input_shape
+    augment = {2: "signal", 3: "image"}.get(len(shape) if isinstance(shape, tuple) else None)
+    if augment is None:
+        raise ValueError(
+            f"config.task='contrastive' augments signals [length, channels] and images [height, width, channels]; "
+            f"config.dataset={settings.dataset!r} has inputs of shape {shape}: pass two views of your own "
+            "(data=kbatch.data.two_views(source, augment=your_function))."
+        )
+    return two_views(source, augment)

@@ -22,6 +22,7 @@ from kbatch import ledger, models, optimizers, runtime
 from kbatch.data import names, sources
 from kbatch.diagnostics import noise_scale
 from kbatch.training import actions as actions_lib
+from kbatch.training import contrastive
 from kbatch.training.actions import action as action_lib
 from kbatch.training.config import apply_recipe, arguments, cross_checks, fine_tuning, probabilities, recipe, schema
 from kbatch.training.config.plan import Plan
@@ -127,6 +128,15 @@ def kbatch_model(run_recipe, input_shape, num_classes):
             f"{settings.model!r} gives one per example: use {', '.join(models.SEQUENCE_MODELS)} "
             "(or a model_fn of your own)."
         )
+    if settings.task == "contrastive":  # the encoder takes one view; the model, two
+        encoder = _named_model(run_recipe, input_shape[1:], num_classes)
+        return models.contrastive_model(encoder, settings.projection_dims)
+    return _named_model(run_recipe, input_shape, num_classes)
+
+
+def _named_model(run_recipe, input_shape, num_classes):
+    """`settings.model` built for `input_shape` and `num_classes`, its size fields named on error."""
+    settings = run_recipe.settings
     sizes = {arg: getattr(settings, field) for arg, field in MODEL_SIZES.items() if getattr(settings, field)}
     try:
         return models.get(
@@ -160,13 +170,18 @@ def check_model(settings):
     `kbatch-train --check` runs): a ValueError naming the field when it cannot be built. The input
     is a stand-in of the model's kind (a sequence, token ids or an image): no channel count depends on it."""
     stand_in = {"mnist1d_cnn": (40, 1), "text_classifier": (settings.text_sequence_length,), "transformer_lm": (128,)}
-    kbatch_model(recipe.RunRecipe.from_settings(settings), stand_in.get(settings.model, (32, 32, 3)), num_classes=10)
+    shape = stand_in.get(settings.model, (32, 32, 3))
+    shape = (2, *shape) if settings.task == "contrastive" else shape
+    kbatch_model(recipe.RunRecipe.from_settings(settings), shape, num_classes=10)
 
 
 def default_task(settings):
-    """The task `config.task` names: `NextToken`, masking the data set's padding, or `Classification`."""
+    """The task `config.task` names: `NextToken`, masking the data set's padding, `Contrastive` or
+    `Classification`."""
     if settings.task == "next_token":
         return NextToken(pad_id=names.pad_id(settings.dataset))
+    if settings.task == "contrastive":
+        return contrastive.Contrastive(settings.temperature)
     return Classification()
 
 
@@ -224,11 +239,14 @@ def build_run(config, strategy=None, model_fn=None, task=None, data=None):
     try:
         backend.use_source(
             data
-            or sources.get(
-                settings.dataset,
-                settings.data_dir,
-                text_vocabulary_size=settings.text_vocabulary_size,
-                text_sequence_length=settings.text_sequence_length,
+            or contrastive.views_of(
+                settings,
+                sources.get(
+                    settings.dataset,
+                    settings.data_dir,
+                    text_vocabulary_size=settings.text_vocabulary_size,
+                    text_sequence_length=settings.text_sequence_length,
+                ),
             )
         )
         return _build_locked_run(recipe.RunRecipe.from_settings(settings), backend, model_fn, task, lock)

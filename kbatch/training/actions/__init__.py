@@ -7,6 +7,7 @@ from kbatch.training.actions.batch_control import AdaptBatchSize
 from kbatch.training.actions.callbacks import KerasCallbacks
 from kbatch.training.actions.evaluation import AverageMovingStatistics, Evaluate
 from kbatch.training.actions.measurements import MeasureNoiseScale, MeasureSharpness
+from kbatch.training.actions.probe import LinearProbe
 from kbatch.training.actions.progress import Progress
 from kbatch.training.actions.records import LogSteps, RecordStaleness, ReportLossSpikes
 from kbatch.training.actions.safety import CheckFinite, Checkpoint, WatchInterrupt, WatchPreemption, diverged
@@ -20,6 +21,7 @@ __all__ = [
     "Checkpoint",
     "Evaluate",
     "KerasCallbacks",
+    "LinearProbe",
     "LogSteps",
     "MeasureNoiseScale",
     "MeasureSharpness",

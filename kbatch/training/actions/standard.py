@@ -3,6 +3,7 @@
 from kbatch.training.actions.batch_control import AdaptBatchSize
 from kbatch.training.actions.evaluation import AverageMovingStatistics, Evaluate
 from kbatch.training.actions.measurements import MeasureNoiseScale, MeasureSharpness
+from kbatch.training.actions.probe import LinearProbe
 from kbatch.training.actions.progress import Progress
 from kbatch.training.actions.records import LogSteps, RecordStaleness, ReportLossSpikes
 from kbatch.training.actions.safety import CheckFinite, Checkpoint, WatchInterrupt, WatchPreemption
@@ -20,6 +21,7 @@ def standard(settings, verbose=True):
         *([AdaptBatchSize(s.max_batch_size, verbose)] if s.batch_schedule == "adaptive" else []),
         AverageMovingStatistics(),
         Evaluate(),
+        *([LinearProbe(s.probe_examples)] if s.task == "contrastive" else []),
         *([MeasureSharpness(s.sharpness_every, verbose)] if s.sharpness_every else []),
         *([Progress()] if verbose else []),
         Checkpoint(),

@@ -25,7 +25,7 @@ from kbatch.training.config import cross_checks
 DECAYS = ("cosine", "linear", "polynomial", "step", "constant")
 MIXED_PRECISION = (None, "float32", "mixed_float16", "mixed_bfloat16")
 BACKENDS = ("tensorflow", "jax", "auto")
-TASKS = ("classification", "next_token")
+TASKS = ("classification", "next_token", "contrastive")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +90,13 @@ def _batch_sizes(name, value):
     if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
         checks.fail(name, value, "a tuple of positive integers")
     return tuple(checks.positive_int(f"{name}[{i}]", b) for i, b in enumerate(value))
+
+
+def _projection_dims(name, value):
+    dims = _batch_sizes(name, value)
+    if not dims:
+        checks.fail(name, value, "at least one layer width")
+    return dims
 
 
 def _patterns(name, value):
@@ -183,7 +190,22 @@ FIELDS = (
         "classification",
         _choice(TASKS),
         "what the model is trained for: `classification` (cross-entropy, "
-        "accuracy) or `next_token` (a language model: a label per position, padding masked, perplexity)",
+        "accuracy), `next_token` (a language model: a label per position, padding masked, perplexity) "
+        "or `contrastive` (SimCLR: two augmented views, NT-Xent, a linear probe)",
+    ),
+    _F("temperature", 0.5, _real(low=0, low_open=True), "`task=contrastive`: NT-Xent's temperature"),
+    _F(
+        "projection_dims",
+        (128, 64),
+        _projection_dims,
+        "`task=contrastive`: the projection head's layer widths (the last one linear)",
+        tuple,
+    ),
+    _F(
+        "probe_examples",
+        5000,
+        checks.positive_int,
+        "`task=contrastive`: labelled training examples the linear probe is fitted on at each evaluation",
     ),
     _F("norm", "batch", _choice(layers.NAMES), "any `kbatch.layers.get` name"),
     _F(

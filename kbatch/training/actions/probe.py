@@ -1,0 +1,48 @@
+"""The linear probe as a run's evaluation metric, for a contrastive run (`task="contrastive"`)."""
+
+import keras
+import numpy as np
+
+from kbatch.data.sources.views import TwoViews
+from kbatch.diagnostics import linear_probe
+from kbatch.training.actions.action import Action
+
+CHUNK = 1024  # examples represented at once
+
+
+class LinearProbe(Action):
+    """At each evaluation, a linear probe (`kbatch.diagnostics.linear_probe`) fitted on the
+    representation h = f(x) (`ContrastiveModel.represent`) of the first `examples` examples of the
+    training stream, un-augmented, and read on the evaluation split's: `eval_probe_accuracy` in
+    the evaluation's entry (so `result.json` has `final_eval_probe_accuracy`) and TensorBoard."""
+
+    after = ("Evaluate",)
+
+    def __init__(self, examples):
+        self.examples = examples
+
+    def after_loop(self, run, loop):
+        if not run.evaluated(loop):
+            return
+        source = run.backend.source
+        if not isinstance(source, TwoViews) or not hasattr(run.model, "represent"):
+            raise TypeError(
+                "LinearProbe: the run must train a ContrastiveModel on kbatch.data.two_views(source): "
+                "the probe reads the source's un-augmented, labelled examples."
+            )
+        single = source.source
+        count = min(self.examples, run.info.num_train_examples)
+        x, y = single.examples_at(0, count, run.settings.seed)
+        eval_parts = list(single.eval_chunks())
+        x_eval, y_eval = np.concatenate([p[0] for p in eval_parts]), np.concatenate([p[1] for p in eval_parts])
+        accuracy = linear_probe.probe_accuracy(
+            _represent(run.model, x), y, _represent(run.model, x_eval), y_eval, run.info.num_classes
+        )
+        run.last_evaluation["eval_probe_accuracy"] = accuracy
+        run.backend.summaries.scalars("eval", run.step, {"probe_accuracy": accuracy})
+
+
+def _represent(model, x):
+    """The representation of examples `x`, in chunks, as float64 NumPy."""
+    parts = [keras.ops.convert_to_numpy(model.represent(x[i : i + CHUNK])) for i in range(0, len(x), CHUNK)]
+    return np.concatenate(parts).astype(np.float64)
