@@ -139,3 +139,24 @@ def test_a_contrastive_config_on_data_it_cannot_augment_is_one_line(make_config)
     config = make_config(task="contrastive", dataset="pystdlib_bytes/seq128", model="transformer_lm", norm="layer")
     with pytest.raises(ValueError, match=r"^config.task='contrastive' augments signals"):
         kbatch.training.build_run(config)
+
+
+class _Crash(kbatch.training.Action):
+    """Dies after the loop that ends at update 20 (its checkpoint, every 10 updates, is written)."""
+
+    def after_loop(self, run, loop):
+        if run.step >= 20:
+            raise RuntimeError("crashed at update 20")
+
+
+def test_a_contrastive_run_resumes_bitwise(make_config):
+    fields = dict(task="contrastive", num_epochs=1, checkpoint_every=10, probe_examples=500, projection_dims=(16,))
+    whole = make_config(**fields)
+    kbatch.training.train(whole, verbose=False)
+    resumed = make_config(**fields)
+    with pytest.raises(RuntimeError, match="crashed at update 20"):
+        kbatch.training.train(resumed, actions=[_Crash()], verbose=False)
+    result = kbatch.training.train(resumed, verbose=False)  # restores update 20: weights, views, stream
+    assert result["steps"] > 20
+    for a, b in zip(_weights(whole.model_dir), _weights(resumed.model_dir)):
+        np.testing.assert_array_equal(b, a)
