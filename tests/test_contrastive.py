@@ -91,7 +91,7 @@ def test_a_loss_over_each_replicas_own_batch_is_another_loss(make_config):
 
 @pytest.mark.parametrize(
     "field, value",
-    [("accumulation_steps", 2), ("noise_scale_every", 5)],
+    [("accumulation_steps", 2), ("noise_scale_every", 5)],  # the noise scale: on one device (two halves)
 )
 def test_what_would_split_the_batch_is_refused_in_one_line(make_config, field, value):
     config = make_config(batch_size=BATCH, base_batch_size=BATCH, norm="none", **{field: value})
@@ -160,3 +160,29 @@ def test_a_contrastive_run_resumes_bitwise(make_config):
     assert result["steps"] > 20
     for a, b in zip(_weights(whole.model_dir), _weights(resumed.model_dir)):
         np.testing.assert_array_equal(b, a)
+
+
+@pytest.mark.tensorflow_only
+def test_on_replicas_the_noise_scales_parts_are_the_global_loss_through_each_replicas_examples(make_config):
+    """Each replica's gradient is the global loss's through its own examples' outputs: by two
+    copies of the weights, one for each half of the batch, differentiated apart (one device)."""
+    import tensorflow as tf
+
+    config = make_config(**contrastive_config("cpu:2", 2), noise_scale_every=1)
+    run = kbatch.training.build_run(config, model_fn=projection, task=Contrastive(TEMPERATURE), data=two_view_data())
+    kernel, bias = (tf.constant(w) for w in run.model.get_weights())
+    try:
+        recorded = run.run_loop().records["small_grad_sq"][0]
+    finally:
+        run.close()
+    x = tf.constant(two_view_data().examples_at(0, BATCH, 0)[0])
+    copies = [tf.Variable(kernel), tf.Variable(bias), tf.Variable(kernel), tf.Variable(bias)]
+    with tf.GradientTape() as tape:
+        half = BATCH // 2
+        outputs = tf.concat([x[:half] @ copies[0] + copies[1], x[half:] @ copies[2] + copies[3]], 0)
+        loss = tf.reduce_sum(Contrastive(TEMPERATURE).per_example(None, outputs)["loss"]) / BATCH
+    grads = tape.gradient(loss, copies)
+    first, second = (sum(float(tf.reduce_sum(g**2)) for g in pair) for pair in (grads[:2], grads[2:]))
+    np.testing.assert_allclose(recorded, 2 * (first + second), rtol=1e-4)  # parts x the parts' summed squares
+    whole = sum(float(tf.reduce_sum((a + b) ** 2)) for a, b in zip(grads[:2], grads[2:]))
+    assert abs(whole - (first + second)) > 1e-3 * whole  # the parts are not the whole

@@ -270,7 +270,7 @@ def _build_locked_run(run_recipe, backend, model_fn, task, lock):
     keras.mixed_precision.set_global_policy(settings.mixed_precision or "float32")
     runtime.set_random_seed(settings.seed)
     task = task or default_task(settings)
-    cross_checks.check_over_batch(settings, task)
+    cross_checks.check_over_batch(settings, task, halves)
     source = init_from.load(settings.init_from) if settings.init_from is not None else None
     with backend.scope():
         model, optimizer = _build_model_and_optimizer(run_recipe, info, batches, model_fn, source)
