@@ -199,10 +199,10 @@ def _run(argv):
     from kbatch.training import train
 
     if flags.FLAGS.check:
-        from kbatch.training import runner
+        from kbatch.training import models_of_config
 
         s = _settings()
-        runner.check_model(s)  # what building the model checks (norm_groups against its channels)
+        models_of_config.check_model(s)  # what building the model checks (norm_groups against its channels)
         print(
             f"kbatch-train: the config is valid: {s.model} on {s.dataset}, global batch {s.batch_size}, "
             f"{s.num_epochs} epochs, strategy {s.strategy}, model_dir {s.model_dir} (nothing was run or written)."

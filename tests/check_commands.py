@@ -13,7 +13,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from kbatch import runtime, train
-from kbatch.training import resolve_settings, runner
+from kbatch.training import models_of_config, resolve_settings
 
 
 def check(args):
@@ -26,7 +26,7 @@ def check(args):
         raise ValueError(f"unexpected arguments {' '.join(rest[1:])}")
     settings = resolve_settings(values.config)
     runtime.check_backend(settings.backend)
-    runner.check_model(settings)
+    models_of_config.check_model(settings)
     return "ok"
 
 
