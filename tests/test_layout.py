@@ -14,12 +14,12 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 TRAINING = REPO / "kbatch" / "training"
 # Lowest first: a module may import the trainer's modules of its own layer or of a layer before it.
 LAYERS = (
-    ("stops", "tasks", "transforms"),
+    ("stops", "tasks", "contrastive", "transforms"),
     ("actions",),
     ("config",),
     ("run_files",),
     ("backends",),
-    ("runner", "__init__"),
+    ("models_of_config", "runner", "__init__"),
 )
 IMPORTS_TENSORFLOW = {
     "backends/tf_backend.py",
