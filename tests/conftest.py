@@ -123,9 +123,6 @@ def small_config(model_dir, **overrides):
     config.num_epochs = 2
     config.warmup_epochs = 0.5
     config.steps_per_loop = 10
-    # One update to a compiled call on JAX: the compile of five (the default) doubles these runs' time;
-    # tests/test_jax_backend.py checks five to a call against one, and its runs keep the default.
-    config.updates_per_call = 1
     config.strategy = "one_device"
     config.model_dir = str(model_dir)
     config.deterministic = True

@@ -76,6 +76,14 @@ def _per_update(model_dir, tag):
     return [values[step] for step in sorted(values)]
 
 
+def test_how_many_updates_a_call_makes():
+    from kbatch.training.backends import jax_step
+
+    assert [jax_step.updates_per_call(0, n) for n in (10, 999, 1000, 5000)] == [1, 1, 5, 5]  # 0: by the phase
+    assert jax_step.updates_per_call(3, 10) == 3
+    assert jax_step.call_sizes(12, 5) == [5, 5, 1, 1] and jax_step.call_sizes(4, 1) == [1, 1, 1, 1]
+
+
 def test_updates_compiled_several_to_a_call_are_the_single_updates(tmp_path):
     # 3 to a call over loops of 10: three calls of 3 and a single update per loop, a remainder
     # included; the same weights and per-update records as one update per call, to float rounding.
@@ -131,6 +139,7 @@ FLAGS = [
     "--config.num_epochs=2",
     "--config.warmup_epochs=0.5",
     "--config.steps_per_loop=2",
+    "--config.updates_per_call=2",  # resumed with two updates to a compiled call
     "--config.checkpoint_every=4",
     "--config.norm=group",
 ]
@@ -269,7 +278,7 @@ def _killed_after(model_dir, step, devices, overrides):
     assert not (model_dir / "result.json").exists()
 
 
-RESUMED = {"num_epochs": 2, "checkpoint_every": 4, "steps_per_loop": 2}
+RESUMED = {"num_epochs": 2, "checkpoint_every": 4, "steps_per_loop": 2, "updates_per_call": 2}
 
 
 def test_a_checkpoint_written_on_four_devices_resumes_on_four_two_and_one(tmp_path):

@@ -19,7 +19,7 @@ import pytest
 from kbatch import launcher
 
 HERE = pathlib.Path(__file__).resolve().parent
-OVERRIDES = {"strategy": "auto", "checkpoint_every": 4, "steps_per_loop": 2}
+OVERRIDES = {"strategy": "auto", "checkpoint_every": 4, "steps_per_loop": 2, "updates_per_call": 2}
 
 
 def _start(processes, devices, model_dir, overrides=None):

@@ -134,15 +134,16 @@ class JaxBackend(backend.Backend):
         s = self.settings
         size = phase.batch_size
         local = jax_input.local_train_batches(self.source, size, s.seed, start_example, self._rows(size))
-        calls = {n: jax_step.unrolled(step, n) for n in {s.updates_per_call, 1}}
+        count = jax_step.updates_per_call(s.updates_per_call, phase.num_steps)
+        calls = {n: jax_step.unrolled(step, n) for n in {count, 1}}
 
         def batches(n):
             return jax_input.stacked_global_arrays(self.distribution, size, [next(local) for _ in range(n)])
 
         def loop(num_steps):
-            # Calls of `updates_per_call` updates, dispatched asynchronously: the next call's batches
+            # Calls of `count` updates, dispatched asynchronously: the next call's batches
             # are read and sent while the current one runs; the records are read at the end.
-            sizes = jax_step.call_sizes(num_steps, s.updates_per_call)
+            sizes = jax_step.call_sizes(num_steps, count)
             state, records, ahead = self._state(), [], batches(sizes[0])
             for i, n in enumerate(sizes):
                 state, record = calls[n](state, *ahead)

@@ -358,9 +358,10 @@ FIELDS = (
     ),
     _F(
         "updates_per_call",
-        5,
-        checks.positive_int,
-        "JAX: updates compiled into one XLA program (fewer dispatches, a longer compile)",
+        0,
+        _non_negative_int,
+        "JAX: updates compiled into one XLA program (fewer dispatches, a longer compile); "
+        "0: 5 in a batch phase of 1,000 updates or more, else 1",
     ),
     _F("jit_compile", True, checks.boolean, "XLA: the whole update on one replica, the gradient on several"),
     _F(
