@@ -190,3 +190,20 @@ def test_two_processes_save_together_and_the_checkpoint_restores_on_two_or_one(t
     for count, devices in ((2, 2), (1, 1)):
         for out in _processes(count, devices, tmp_path, "load"):
             assert out.strip().splitlines()[-1] == "restored 8 True", (count, out)
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize(
+    "raised",
+    [
+        OSError(28, "No space left on device"),  # Python's own write, in Orbax's metadata files
+        ValueError("write failed [os_error_code='28'] while writing array"),  # tensorstore's
+    ],
+)
+def test_a_full_disk_reads_the_same_whichever_write_meets_it(raised):
+    from kbatch.training.backends.orbax_checkpoints import _write_errors_as_os_errors
+
+    with pytest.raises(OSError) as caught:
+        with _write_errors_as_os_errors():
+            raise raised
+    assert (caught.value.errno, caught.value.strerror) == (28, "No space left on device")

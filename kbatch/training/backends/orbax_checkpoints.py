@@ -107,11 +107,14 @@ class OrbaxCheckpoints:
 
 @contextlib.contextmanager
 def _write_errors_as_os_errors():
-    """Orbax's write errors (tensorstore's ValueError: a full disk, a folder made read-only) as the
-    OSError a backend's `save` raises, with the system's words when it names an errno."""
+    """Orbax's write errors (tensorstore's ValueError: a full disk, a folder made read-only; or
+    Python's own OSError from Orbax's metadata files) as the OSError a backend's `save` raises,
+    with the system's words when it names an errno."""
     try:
         yield
     except (OSError, ValueError) as error:
+        if isinstance(error, OSError) and error.strerror:  # which write fills the disk first varies
+            raise OSError(error.errno, error.strerror) from None
         text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         code = re.search(r"os_error_code='(\d+)'", text)
         raise (OSError(int(code.group(1)), os.strerror(int(code.group(1)))) if code else OSError(text[:200])) from None
