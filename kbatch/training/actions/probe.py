@@ -19,11 +19,22 @@ class LinearProbe(Action):
     after = ("Evaluate",)
 
     def __init__(self, examples):
-        self.examples = examples
+        self.examples, self._examples = examples, None
 
     def after_loop(self, run, loop):
         if not run.evaluated(loop):
             return
+        if self._examples is None:  # the same examples at every evaluation: read once
+            self._examples = self._read(run)
+        x, y, x_eval, y_eval = self._examples
+        accuracy = linear_probe.probe_accuracy(
+            _represent(run.model, x), y, _represent(run.model, x_eval), y_eval, run.info.num_classes
+        )
+        run.last_evaluation["eval_probe_accuracy"] = accuracy
+        run.backend.summaries.scalars("eval", run.step, {"probe_accuracy": accuracy})
+
+    def _read(self, run):
+        """(x, y, x_eval, y_eval): the probe's training examples and the evaluation split, un-augmented."""
         source = run.backend.source
         if not isinstance(source, TwoViews) or not hasattr(run.model, "represent"):
             raise TypeError(
@@ -31,15 +42,9 @@ class LinearProbe(Action):
                 "the probe reads the source's un-augmented, labelled examples."
             )
         single = source.source
-        count = min(self.examples, run.info.num_train_examples)
-        x, y = single.examples_at(0, count, run.settings.seed)
+        x, y = single.examples_at(0, min(self.examples, run.info.num_train_examples), run.settings.seed)
         eval_parts = list(single.eval_chunks())
-        x_eval, y_eval = np.concatenate([p[0] for p in eval_parts]), np.concatenate([p[1] for p in eval_parts])
-        accuracy = linear_probe.probe_accuracy(
-            _represent(run.model, x), y, _represent(run.model, x_eval), y_eval, run.info.num_classes
-        )
-        run.last_evaluation["eval_probe_accuracy"] = accuracy
-        run.backend.summaries.scalars("eval", run.step, {"probe_accuracy": accuracy})
+        return x, y, np.concatenate([p[0] for p in eval_parts]), np.concatenate([p[1] for p in eval_parts])
 
 
 def _represent(model, x):
