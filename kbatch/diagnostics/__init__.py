@@ -1,6 +1,7 @@
 """Why a batch size works or breaks, measured: the gradient noise scale (`noise_scale`) and
 the sharpness of the loss (`hessian.sharpness`), the critical batch fitted from a
-steps-to-target curve (`critical_batch`), and the linear probe of a representation (`linear_probe`)."""
+steps-to-target curve (`critical_batch`), the linear probe of a representation (`linear_probe`),
+and BN's coupling of a batch's examples (`bn_coupling.coupling`)."""
 
 from kbatch.diagnostics.critical_batch import CriticalBatch, fit_critical_batch
 from kbatch.diagnostics.hessian import hessian_vector_product, sharpness, top_eigenvalue

@@ -81,9 +81,7 @@ class GhostBatchNormalization(keras.layers.BatchNormalization):
         # Ghost layout (G, V, ...features): statistics over V and the non-channel feature axes.
         axes = [1] + [a + 1 for a in range(1, rank) if a != channel]
         count = ops.sum(weights, axis=axes, keepdims=True)
-        safe_count = ops.maximum(count, 1.0)
-        mean = ops.sum(ghosts * weights, axis=axes, keepdims=True) / safe_count
-        variance = ops.sum(weights * ops.square(ghosts - mean), axis=axes, keepdims=True) / safe_count
+        mean, variance = self._ghost_moments(ghosts, weights, axes, count)
 
         outputs = self._normalize(ghosts, mean, variance, channel)
         outputs = ops.reshape(outputs, [-1] + list(ops.shape(x)[1:]))[: ops.shape(x)[0]]
@@ -106,6 +104,14 @@ class GhostBatchNormalization(keras.layers.BatchNormalization):
         ghosts = ops.reshape(ops.pad(x, padding), ghost_shape)
         weights = ops.reshape(ops.pad(ops.broadcast_to(weights, ops.shape(x)), padding), ghost_shape)
         return ghosts, weights
+
+    def _ghost_moments(self, ghosts, weights, axes, count):
+        """Each ghost batch's mean and (biased) variance over `axes`, its padding left out
+        (`kbatch.diagnostics.bn_coupling` holds them fixed through this method)."""
+        safe_count = ops.maximum(count, 1.0)
+        mean = ops.sum(ghosts * weights, axis=axes, keepdims=True) / safe_count
+        variance = ops.sum(weights * ops.square(ghosts - mean), axis=axes, keepdims=True) / safe_count
+        return mean, variance
 
     def _normalize(self, ghosts, mean, variance, channel):
         """Each ghost batch normalized by its own statistics, then scaled and centered."""

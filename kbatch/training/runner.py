@@ -203,6 +203,8 @@ def _build_locked_run(run_recipe, backend, model_fn, task, lock):
             "micro-batch is then its own BN batch, as it is without the noise scale), train on several replicas "
             "(TensorFlow), or use a norm without batch statistics."
         )
+    if settings.bn_coupling_every:
+        actions_lib.measurements.check_bn_coupling(model, settings.bn_coupling_every)
     run = Run(run_recipe, backend, task, info, model, optimizer, plan, changed, lock)
     if backend.is_chief:
         with run_dir.writing(settings.model_dir, "config.json", lambda: backend.latest_checkpoint):

@@ -6,7 +6,7 @@ from kbatch.training.actions.action import Action
 from kbatch.training.actions.batch_control import AdaptBatchSize
 from kbatch.training.actions.callbacks import KerasCallbacks
 from kbatch.training.actions.evaluation import AverageMovingStatistics, Evaluate
-from kbatch.training.actions.measurements import MeasureNoiseScale, MeasureSharpness
+from kbatch.training.actions.measurements import MeasureBNCoupling, MeasureNoiseScale, MeasureSharpness
 from kbatch.training.actions.probe import LinearProbe
 from kbatch.training.actions.progress import Progress
 from kbatch.training.actions.records import LogSteps, RecordStaleness, ReportLossSpikes
@@ -23,6 +23,7 @@ __all__ = [
     "KerasCallbacks",
     "LinearProbe",
     "LogSteps",
+    "MeasureBNCoupling",
     "MeasureNoiseScale",
     "MeasureSharpness",
     "Progress",

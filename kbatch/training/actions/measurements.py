@@ -1,9 +1,9 @@
-"""The diagnostics measured while training: the gradient noise scale and the sharpness."""
+"""The diagnostics measured while training: the gradient noise scale, the sharpness and BN's coupling."""
 
 import keras
 
 from kbatch import optimizers
-from kbatch.diagnostics import hessian, noise_scale
+from kbatch.diagnostics import bn_coupling, hessian, noise_scale
 from kbatch.training.actions.action import Action
 
 
@@ -88,3 +88,52 @@ class MeasureSharpness(Action):
                 flush=True,
             )
         self._above = above
+
+
+class MeasureBNCoupling(Action):
+    """With `bn_coupling_every` N > 0: at every N-th evaluation, BN's coupling of a batch's examples
+    (`kbatch.diagnostics.bn_coupling`): the norm ratio |g_batch| / |g_fixed| and the cosine of the
+    task's loss's gradients through the batch statistics and with them held fixed, on the first
+    examples of the evaluation split, as many as one BN normalizes over in a training step
+    (`bn_batch`). Logged to TensorBoard (`diagnostics/bn_gradient_ratio`, `bn_gradient_cosine`) and
+    the history (`result.json`'s `bn_coupling`)."""
+
+    after = ("Evaluate",)
+
+    def __init__(self, every):
+        self.every, self._pair, self._probes = every, None, {}
+
+    def begin(self, run):
+        task = run.task
+        loss = lambda y, out: keras.ops.mean(task.per_example(y, out)["loss"])  # noqa: E731
+        self._pair = bn_coupling.gradient_pair(run.model, loss)
+
+    def after_loop(self, run, loop):
+        if not run.evaluated(loop) or len(run.history.evals) % self.every:
+            return
+        size = bn_batch(run, loop.phase.batch_size)
+        if size not in self._probes:
+            self._probes[size] = run.backend.probe_batch(size)
+        x, y = self._probes[size]
+        _, g_batch, g_fixed = self._pair(x, y)
+        ratio, cosine = bn_coupling.compare(g_batch, g_fixed)
+        point = {"bn_gradient_ratio": ratio, "bn_gradient_cosine": cosine}
+        run.history.bn_coupling.append({"step": run.step, "examples": len(x), **point})
+        run.backend.summaries.scalars("diagnostics", run.step, point)
+
+
+def bn_batch(run, batch_size):
+    """The examples one BN layer normalizes over in a training step at global batch `batch_size`:
+    a micro-batch (`accumulation_steps`), one replica's on TensorFlow unless every BN is synchronized
+    (JAX's `DataParallel` normalizes over the global batch; a ghost batch norm cuts it further itself)."""
+    micro = batch_size // run.settings.accumulation_steps
+    synchronized = all(getattr(layer, "synchronized", False) for layer in bn_coupling.batch_norms(run.model))
+    return micro if run.settings.backend == "jax" or synchronized else micro // run.backend.num_replicas
+
+
+def check_bn_coupling(model, every):
+    """A one-line ValueError naming `bn_coupling_every` when `model` has no batch norm to measure."""
+    try:
+        bn_coupling.batch_norms(model)
+    except ValueError as error:
+        raise ValueError(f"config.bn_coupling_every={every}: {error} Set it to 0 (off).") from None

@@ -2,7 +2,7 @@
 
 from kbatch.training.actions.batch_control import AdaptBatchSize
 from kbatch.training.actions.evaluation import AverageMovingStatistics, Evaluate
-from kbatch.training.actions.measurements import MeasureNoiseScale, MeasureSharpness
+from kbatch.training.actions.measurements import MeasureBNCoupling, MeasureNoiseScale, MeasureSharpness
 from kbatch.training.actions.probe import LinearProbe
 from kbatch.training.actions.progress import Progress
 from kbatch.training.actions.records import LogSteps, RecordStaleness, ReportLossSpikes
@@ -23,6 +23,7 @@ def standard(settings, verbose=True):
         Evaluate(),
         *([LinearProbe(s.probe_examples)] if s.task == "contrastive" else []),
         *([MeasureSharpness(s.sharpness_every, verbose)] if s.sharpness_every else []),
+        *([MeasureBNCoupling(s.bn_coupling_every)] if s.bn_coupling_every else []),
         *([Progress()] if verbose else []),
         Checkpoint(),
         WatchPreemption(),

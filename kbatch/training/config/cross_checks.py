@@ -75,11 +75,12 @@ def check_plan(settings, plan, replicas):
             f"would be measured: at most {total} (0: off)."
         )
     evaluations = len(plan.eval_points)
-    if s.sharpness_every > evaluations:
-        raise ValueError(
-            f"config.sharpness_every={s.sharpness_every}: counts evaluations and the run has "
-            f"{evaluations}, so none would be measured: at most {evaluations} (0: off)."
-        )
+    for field in ("sharpness_every", "bn_coupling_every"):
+        if getattr(s, field) > evaluations:
+            raise ValueError(
+                f"config.{field}={getattr(s, field)}: counts evaluations and the run has "
+                f"{evaluations}, so none would be measured: at most {evaluations} (0: off)."
+            )
     _check_ghost_batches(s, [phase.batch_size for phase in plan.phases], replicas)
 
 

@@ -425,6 +425,13 @@ FIELDS = (
         _non_negative_int,
         "evaluations between measurements of the sharpness lambda_max on a fixed evaluation batch (0: off)",
     ),
+    _F(
+        "bn_coupling_every",
+        0,
+        _non_negative_int,
+        "evaluations between measurements of BN's gradient through batch statistics against fixed ones, "
+        "norm ratio and cosine, on a fixed evaluation batch of the training batch's size (0: off)",
+    ),
 )
 NAMES = tuple(f.name for f in FIELDS)
 # What a resumed run may change: how it is run and watched, and the learning rate from the

@@ -18,13 +18,15 @@ _OLD_STATE = {
 class History:
     """`evals`: one dict per evaluation (step, epoch, examples, eval_<metric>, learning rate,
     global batch, examples/s); `noise_scale`: one dict per noise-scale point (step, b_simple, ...); `sharpness`: one per
-    sharpness measurement; `loss_spikes`: one per update the loss-spike guard scaled;
+    sharpness measurement; `bn_coupling`: one per measurement of BN's coupling; `loss_spikes`: one per
+    update the loss-spike guard scaled;
     `actions`: {action name: its `state()`}, what the actions need to go on exactly after a resume;
     `wall_seconds`: training time before this process started."""
 
     def __init__(self, directory):
         self.path = os.path.join(directory, HISTORY_FILE)
         self.evals, self.noise_scale, self.sharpness, self.loss_spikes = [], [], [], []
+        self.bn_coupling = []
         self.actions, self.wall_seconds = {}, 0.0
 
     def load(self, restored_step, directory):
@@ -42,6 +44,7 @@ class History:
         self.evals = [e for e in saved["evals"] if e["step"] <= restored_step]
         self.noise_scale = [p for p in saved.get("noise_scale", []) if p["step"] <= restored_step]
         self.sharpness = [p for p in saved.get("sharpness", []) if p["step"] <= restored_step]
+        self.bn_coupling = [p for p in saved.get("bn_coupling", []) if p["step"] <= restored_step]
         self.loss_spikes = [p for p in saved.get("loss_spikes", []) if p["step"] <= restored_step]
         self.actions, self.wall_seconds = _actions(saved), saved["wall_seconds"]
 
@@ -52,6 +55,7 @@ class History:
                 "evals": self.evals,
                 "noise_scale": self.noise_scale,
                 "sharpness": self.sharpness,
+                "bn_coupling": self.bn_coupling,
                 "loss_spikes": self.loss_spikes,
                 "actions": self.actions,
                 "wall_seconds": wall_seconds,
@@ -61,7 +65,7 @@ class History:
 
 def _checked(saved, path):
     """`saved` if it has the shape `History.save` writes, else a ValueError naming the file."""
-    records = [saved.get(name, []) for name in ("evals", "noise_scale", "sharpness", "loss_spikes")]
+    records = [saved.get(name, []) for name in ("evals", "noise_scale", "sharpness", "bn_coupling", "loss_spikes")]
     well_formed = (
         isinstance(saved.get("evals"), list)
         and isinstance(saved.get("state", {}), dict)
@@ -122,6 +126,7 @@ def result(run, wall_seconds):
             "history": evals,
             "noise_scale": run.history.noise_scale,
             "sharpness": run.history.sharpness,
+            "bn_coupling": run.history.bn_coupling,
             "loss_spikes": run.history.loss_spikes,
             "staleness": staleness_summary(run.staleness_counts),
         }
