@@ -40,15 +40,27 @@ def test_describe_and_evaluation_give_two_views_too():
     np.testing.assert_array_equal(x, again[0])  # fixed views for every evaluation
 
 
-def test_the_signal_augmentation_is_a_shift_a_scale_and_a_little_noise():
+def test_the_signal_augmentation_is_a_shift_a_scale_a_shear_and_noise_smooth_and_white():
     x, _ = _signals(n=1)
-    out = views.augment_signal(x, np.random.default_rng(5), noise=0.0)
+    out = views.augment_signal(x, np.random.default_rng(5), smooth_noise=0.0, noise=0.0)
     replay = np.random.default_rng(5)  # the same draws, in the function's order
-    shift, factor = replay.integers(-4, 5, size=1)[0], replay.uniform(0.8, 1.2, size=(1, 1, 1)).item()
-    np.testing.assert_allclose(out[0], np.roll(x[0], shift, axis=0) * factor, rtol=1e-6)
-    noisy = views.augment_signal(x, np.random.default_rng(5), noise=0.05)
-    residual = noisy - out
-    assert 0.02 < residual.std() / x.std() < 0.08
+    shift, factor = replay.integers(-8, 9, size=1)[0], replay.uniform(0.8, 1.2, size=(1, 1, 1)).item()
+    shear = replay.uniform(-1.0, 1.0, size=(1, 1, 1)).item()
+    ramp = np.linspace(-0.5, 0.5, 40)[:, None]
+    np.testing.assert_allclose(out[0], np.roll(x[0], shift, axis=0) * factor - shear * ramp, rtol=1e-5, atol=1e-6)
+    silent = np.zeros((2000, 40, 1), np.float32)  # the smooth noise alone
+    smooth = views.augment_signal(silent, np.random.default_rng(6), shear=0.0, smooth_noise=0.5, noise=0.0)[..., 0]
+    assert 0.48 < smooth.std() < 0.52
+    assert 0.85 < _correlation(smooth, 1) < 0.95 and abs(_correlation(smooth, 10)) < 0.05  # neighbours alike
+    signals, _ = _signals(n=2000)
+    plain, noisy = (views.augment_signal(signals, np.random.default_rng(7), noise=noise) for noise in (0.0, 0.05))
+    white = (noisy - plain)[..., 0]
+    assert 0.045 < white.std() / signals.std() < 0.055 and abs(_correlation(white, 1)) < 0.05
+
+
+def _correlation(values, lag):
+    """The correlation of positions `lag` apart (circularly) over examples [n, length]."""
+    return np.corrcoef(values.ravel(), np.roll(values, lag, axis=1).ravel())[0, 1]
 
 
 def test_the_image_augmentation_is_a_crop_of_the_padded_image_maybe_flipped():
