@@ -1,10 +1,11 @@
-"""SimCLR on MNIST-1D (Chen et al. 2020): two augmented views of each example (a circular shift,
-a scale, a little noise), the MNIST-1D CNN as the encoder with a two-layer projection head, the
-NT-Xent loss over every view of the global batch (the other replicas' included), LARS with
-SimCLR's exclusions (biases and norm parameters: no weight decay, no trust ratio), and a linear
-probe on the frozen representation as the evaluation metric (`final_eval_probe_accuracy`).
+"""SimCLR on MNIST-1D (Chen et al. 2020): two augmented views of each example (MNIST-1D's own
+nuisances: a shift, a scale, a shear, smooth and white noise; `kbatch.data.sources.views`), the
+MNIST-1D CNN as the encoder with a two-layer projection head, the NT-Xent loss over every view of
+the global batch (the other replicas' included), LARS with SimCLR's exclusions (biases and norm
+parameters: no weight decay, no trust ratio), and a linear probe on the frozen representation as
+the run's accuracy (`final_eval_accuracy`; the contrastive task's own is `partner_accuracy`).
 
-  kbatch-train --config=configs/simclr_mnist1d.py
+  KERAS_BACKEND=jax kbatch-train --config=configs/simclr_mnist1d.py --config.backend=jax
   kbatch-train --config=configs/simclr_mnist1d.py --config.batch_size=1024 --config.strategy=cpu:4
 """
 

@@ -10,4 +10,10 @@ from kbatch.training import Contrastive, train
 
 if __name__ == "__main__":
     config = ml_collections.ConfigDict(json.loads(sys.argv[1]))
-    train(config, model_fn=projection, task=Contrastive(temperature=TEMPERATURE), data=two_view_data(), verbose=False)
+    train(
+        config,
+        model_fn=projection,
+        task=Contrastive(temperature=TEMPERATURE, probe=False),
+        data=two_view_data(),
+        verbose=False,
+    )

@@ -37,14 +37,30 @@ def nt_xent(z, temperature):
     return (losses[:n] + losses[n:]) / 2, (correct[:n] + correct[n:]) / 2
 
 
+def _values(task, z, **weights):
+    values = task.per_example(np.zeros(len(z)), z, **weights)
+    return keras.ops.convert_to_numpy(values["loss"]), keras.ops.convert_to_numpy(values["partner_accuracy"])
+
+
 def test_per_example_is_nt_xent():
     z = np.random.default_rng(0).normal(size=(5, 2, 3)).astype(np.float32)
     z[3, 1] = z[3, 0] + 0.01  # one example whose views agree: its views find each other
-    values = Contrastive(temperature=0.2).per_example(np.zeros(5), z)
+    got_loss, got_accuracy = _values(Contrastive(temperature=0.2), z)
     loss, accuracy = nt_xent(z, 0.2)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(values["loss"]), loss, rtol=1e-5)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(values["accuracy"]), accuracy)
+    np.testing.assert_allclose(got_loss, loss, rtol=1e-5)
+    np.testing.assert_allclose(got_accuracy, accuracy)
     assert accuracy[3] == 1.0
+
+
+def test_padding_is_nobodys_negative_and_groups_keep_their_own():
+    z = np.random.default_rng(1).normal(size=(6, 2, 3)).astype(np.float32)
+    weights = np.array([1, 1, 0, 1, 0, 1], np.float32)  # the evaluation's padded copies: weight 0
+    real = weights > 0
+    got, _ = _values(Contrastive(0.3), z, weights=weights)
+    np.testing.assert_allclose(got[real], nt_xent(z[real], 0.3)[0], rtol=1e-5)
+    apart, _ = _values(Contrastive(0.3, groups=2), z)  # rows [0, 3) and [3, 6): as on two replicas
+    np.testing.assert_allclose(apart, np.concatenate([nt_xent(z[:3], 0.3)[0], nt_xent(z[3:], 0.3)[0]]), rtol=1e-5)
+    assert np.all(apart < _values(Contrastive(0.3), z)[0])  # fewer negatives, a smaller loss
 
 
 class PerReplicaNegatives(Contrastive):
@@ -80,22 +96,23 @@ def test_negatives_come_from_the_whole_global_batch_on_every_replica_count(make_
 
 
 @pytest.mark.tensorflow_only
-def test_a_loss_over_each_replicas_own_batch_is_another_loss(make_config):
-    """On TensorFlow without the gather each replica's examples meet only each other (on JAX the
-    step always sees the global array, so there is nothing to compare)."""
+def test_a_loss_over_each_replicas_own_batch_is_another_loss_and_groups_compute_it(make_config):
+    """On TensorFlow without the gather each replica's examples meet only each other: another
+    loss, which `groups` (config.negatives="replica") computes on one device (on JAX the step
+    always sees the global array, so there is no per-replica loss to compare with)."""
     _, losses, weights = _train(make_config, "one_device", Contrastive(temperature=TEMPERATURE))
     _, apart, apart_weights = _train(make_config, "cpu:2", PerReplicaNegatives(temperature=TEMPERATURE))
     assert np.all(apart < losses - 1e-3)  # fewer negatives: an easier, smaller loss
     assert np.abs(apart_weights[0] - weights[0]).max() > 1e-4
+    _, grouped, grouped_weights = _train(make_config, "one_device", Contrastive(temperature=TEMPERATURE, groups=2))
+    np.testing.assert_allclose(grouped, apart, rtol=1e-5)
+    for got, want in zip(grouped_weights, apart_weights):
+        np.testing.assert_allclose(got, want, atol=1e-5)
 
 
-@pytest.mark.parametrize(
-    "field, value",
-    [("accumulation_steps", 2), ("noise_scale_every", 5)],  # the noise scale: on one device (two halves)
-)
-def test_what_would_split_the_batch_is_refused_in_one_line(make_config, field, value):
-    config = make_config(batch_size=BATCH, base_batch_size=BATCH, norm="none", **{field: value})
-    with pytest.raises(ValueError, match=rf"^config.{field}={value}: Contrastive's loss couples the examples"):
+def test_accumulation_which_would_split_the_batch_is_refused_in_one_line(make_config):
+    config = make_config(batch_size=BATCH, base_batch_size=BATCH, norm="none", accumulation_steps=2)
+    with pytest.raises(ValueError, match=r"^config.accumulation_steps=2: Contrastive's loss couples the examples"):
         kbatch.training.build_run(config, model_fn=projection, task=Contrastive(), data=two_view_data())
 
 
@@ -114,7 +131,7 @@ def test_two_workers_gather_the_negatives_of_both(make_config, tmp_path):
     code = launch([sys.executable, worker, config.to_json()], 2, timeout_s=150, grace_s=2.0, stdout=out, stderr=out)
     assert code == 0, out.getvalue()[-4000:]
     reference = make_config(**contrastive_config("one_device", 4))
-    task = Contrastive(temperature=TEMPERATURE)
+    task = Contrastive(temperature=TEMPERATURE, probe=False)
     kbatch.training.train(reference, model_fn=projection, task=task, data=two_view_data(), verbose=False)
     for got, want in zip(_weights(config.model_dir), _weights(reference.model_dir)):
         np.testing.assert_allclose(got, want, atol=1e-5)
@@ -122,17 +139,6 @@ def test_two_workers_gather_the_negatives_of_both(make_config, tmp_path):
 
 def _weights(model_dir):
     return keras.models.load_model(os.path.join(model_dir, "model.keras")).get_weights()
-
-
-def test_the_contrastive_config_trains_and_reports_the_linear_probe(make_config):
-    config = make_config(task="contrastive", num_epochs=1, probe_examples=1000, projection_dims=(32, 16))
-    result = kbatch.training.train(config, verbose=False)
-    assert 0.1 < result["final_eval_probe_accuracy"] <= 1.0  # chance: 0.1
-    assert result["final_eval_loss"] < np.log(2 * 128 - 1) - 0.3  # below picking the partner at random
-    model = keras.models.load_model(os.path.join(config.model_dir, "model.keras"))  # saved whole, reloaded
-    views = np.random.default_rng(0).normal(size=(3, 2, 40, 1)).astype(np.float32)
-    assert keras.ops.convert_to_numpy(model(views)).shape == (3, 2, 16)
-    assert keras.ops.convert_to_numpy(model.represent(views[:, 0])).shape == (3, 1280)
 
 
 def test_a_contrastive_config_on_data_it_cannot_augment_is_one_line(make_config):
@@ -149,40 +155,73 @@ class _Crash(kbatch.training.Action):
             raise RuntimeError("crashed at update 20")
 
 
-def test_a_contrastive_run_resumes_bitwise(make_config):
-    fields = dict(task="contrastive", num_epochs=1, checkpoint_every=10, probe_examples=500, projection_dims=(16,))
+def test_the_contrastive_config_trains_reports_the_probe_measures_the_noise_and_resumes_bitwise(make_config):
+    """`task="contrastive"` on MNIST-1D with batch norm: the linear probe is the run's accuracy,
+    the noise scale is measured (its parts: the global loss through each half), the model saves
+    whole and reloads, and a run killed after update 20 resumes to the same weights bitwise."""
+    fields = dict(
+        task="contrastive",
+        num_epochs=1,
+        checkpoint_every=10,
+        probe_examples=1000,
+        projection_dims=(32, 16),
+        noise_scale_every=10,
+    )
     whole = make_config(**fields)
-    kbatch.training.train(whole, verbose=False)
+    result = kbatch.training.train(whole, verbose=False)
+    assert 0.1 < result["final_eval_accuracy"] <= 1.0  # the probe's; chance: 0.1
+    assert result["monitor"] == "accuracy" and result["best_eval_accuracy"] >= result["final_eval_accuracy"]
+    assert result["final_eval_loss"] < np.log(2 * 128 - 1) - 0.3  # below picking the partner at random
+    assert result["noise_scale"] and all(np.isfinite(p["b_simple"]) for p in result["noise_scale"])
+    model = keras.models.load_model(os.path.join(whole.model_dir, "model.keras"))  # saved whole, reloaded
+    views = np.random.default_rng(0).normal(size=(3, 2, 40, 1)).astype(np.float32)
+    assert keras.ops.convert_to_numpy(model(views)).shape == (3, 2, 16)
+    assert keras.ops.convert_to_numpy(model.represent(views[:, 0])).shape == (3, 1280)
     resumed = make_config(**fields)
     with pytest.raises(RuntimeError, match="crashed at update 20"):
         kbatch.training.train(resumed, actions=[_Crash()], verbose=False)
-    result = kbatch.training.train(resumed, verbose=False)  # restores update 20: weights, views, stream
-    assert result["steps"] > 20
+    assert kbatch.training.train(resumed, verbose=False)["steps"] > 20  # restores update 20: weights, views, stream
     for a, b in zip(_weights(whole.model_dir), _weights(resumed.model_dir)):
         np.testing.assert_array_equal(b, a)
 
 
-@pytest.mark.tensorflow_only
-def test_on_replicas_the_noise_scales_parts_are_the_global_loss_through_each_replicas_examples(make_config):
-    """Each replica's gradient is the global loss's through its own examples' outputs: by two
-    copies of the weights, one for each half of the batch, differentiated apart (one device)."""
+def _half_gradients(kernel, bias, x):
+    """The global loss's gradients through two copies of the weights, one for each half of the
+    batch (the backend's own autodiff: TensorFlow's tape or `jax.grad`): two [kernel, bias]."""
+
+    def loss(first, second):
+        half = BATCH // 2
+        outputs = keras.ops.concatenate([x[:half] @ first[0] + first[1], x[half:] @ second[0] + second[1]], 0)
+        return keras.ops.sum(Contrastive(TEMPERATURE).per_example(None, outputs)["loss"]) / BATCH
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return [
+            [np.asarray(g) for g in part] for part in jax.grad(loss, argnums=(0, 1))([kernel, bias], [kernel, bias])
+        ]
     import tensorflow as tf
 
-    config = make_config(**contrastive_config("cpu:2", 2), noise_scale_every=1)
+    copies = [[tf.Variable(kernel), tf.Variable(bias)] for _ in range(2)]
+    with tf.GradientTape() as tape:
+        value = loss(*copies)
+    return [[g.numpy() for g in part] for part in tape.gradient(value, copies)]
+
+
+@pytest.mark.parametrize("strategy", ["one_device", "cpu:2"])
+def test_the_noise_scales_parts_are_the_global_loss_through_each_halfs_examples(make_config, strategy):
+    """Each part's gradient is the global loss's through its own examples' outputs (a replica's on
+    TensorFlow's cpu:2, a half of the batch's on one device and on JAX): by two copies of the
+    weights, one for each half of the batch, differentiated apart."""
+    config = make_config(**contrastive_config(strategy, 2), noise_scale_every=1)
     run = kbatch.training.build_run(config, model_fn=projection, task=Contrastive(TEMPERATURE), data=two_view_data())
-    kernel, bias = (tf.constant(w) for w in run.model.get_weights())
+    kernel, bias = run.model.get_weights()
     try:
         recorded = run.run_loop().records["small_grad_sq"][0]
     finally:
         run.close()
-    x = tf.constant(two_view_data().examples_at(0, BATCH, 0)[0])
-    copies = [tf.Variable(kernel), tf.Variable(bias), tf.Variable(kernel), tf.Variable(bias)]
-    with tf.GradientTape() as tape:
-        half = BATCH // 2
-        outputs = tf.concat([x[:half] @ copies[0] + copies[1], x[half:] @ copies[2] + copies[3]], 0)
-        loss = tf.reduce_sum(Contrastive(TEMPERATURE).per_example(None, outputs)["loss"]) / BATCH
-    grads = tape.gradient(loss, copies)
-    first, second = (sum(float(tf.reduce_sum(g**2)) for g in pair) for pair in (grads[:2], grads[2:]))
-    np.testing.assert_allclose(recorded, 2 * (first + second), rtol=1e-4)  # parts x the parts' summed squares
-    whole = sum(float(tf.reduce_sum((a + b) ** 2)) for a, b in zip(grads[:2], grads[2:]))
-    assert abs(whole - (first + second)) > 1e-3 * whole  # the parts are not the whole
+    first, second = _half_gradients(kernel, bias, two_view_data().examples_at(0, BATCH, 0)[0])
+    squares = [sum(float(np.sum(g**2)) for g in part) for part in (first, second)]
+    np.testing.assert_allclose(recorded, 2 * sum(squares), rtol=1e-4)  # parts x the parts' summed squares
+    whole = sum(float(np.sum((a + b) ** 2)) for a, b in zip(first, second))
+    assert abs(whole - sum(squares)) > 1e-3 * whole  # the parts are not the whole

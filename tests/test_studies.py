@@ -5,6 +5,7 @@ analysis of it writes lr_search.md and .png; lr_search.summary_markdown and theo
 on rows made by hand."""
 
 import csv
+import json
 import os
 
 import pytest
@@ -39,6 +40,29 @@ def test_a_sweep_from_python_trains_reports_and_is_read_back(tmp_path):
     assert list(fits) == [("momentum",)] and fits["momentum",][0] is not None
     assert (tmp_path / "s" / "lr_search.png").exists()
     assert (tmp_path / "s" / "lr_search.md").read_text().startswith("Best peak learning rate per batch")
+
+
+def test_an_lr_search_of_a_contrastive_config_reads_the_linear_probes_accuracy(tmp_path):
+    """A sweep of SimCLR on MNIST-1D: its runs' accuracy is the linear probe's (the task's
+    monitor), so the steps to a target probe accuracy and the best rate per batch come out."""
+    config = _base()
+    config.task, config.probe_examples, config.projection_dims, config.optimizer = "contrastive", 500, (16,), "lars"
+    config.base_batch_size, config.base_learning_rate, config.evals_per_epoch = 64, 0.3, 2
+    fits = studies.lr_search(tmp_path / "s", config, {"lars": [0.3]}, [64, 128], [0.3], log=lambda line: None)
+    with open(tmp_path / "s" / "report.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert [row["state"] for row in rows] == ["finished", "finished"]
+    for row, result in zip(rows, (_result(row) for row in rows)):
+        assert (
+            float(row["final_eval_accuracy"]) == result["final_eval_accuracy"] == result["history"][-1]["eval_accuracy"]
+        )
+        assert 0.3 < result["final_eval_accuracy"] and row["steps_to_0.3"]  # above chance (0.1) within an epoch
+    assert fits["lars",][0] is not None and (tmp_path / "s" / "lr_search.md").exists()
+
+
+def _result(row):
+    with open(os.path.join(row["model_dir"], "result.json")) as file:
+        return json.load(file)
 
 
 def test_a_bad_sweep_or_search_is_a_value_error_before_training(tmp_path):

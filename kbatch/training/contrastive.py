@@ -18,22 +18,45 @@ from keras import ops
 from kbatch.data.sources.views import two_views
 from kbatch.training.tasks import Task
 
+NEGATIVES = ("global", "replica")
+
 
 class Contrastive(Task):
-    """NT-Xent over the two views of each example; an example's "loss" is the mean of its two
-    views' losses (so the batch's mean is SimCLR's mean over 2N views) and its "accuracy" the
-    fraction of its views whose nearest other view is the partner. Labels are not used."""
+    """NT-Xent over the two views of each example. An example's "loss" is the mean of its two
+    views' losses (so the batch's mean is SimCLR's mean over 2N views) and its "partner_accuracy"
+    the fraction of its views whose nearest other view is the partner. Labels are not used.
 
-    monitor = "loss"
-    mode = "min"
+    The run's "accuracy" is the linear probe's (`kbatch.training.actions.LinearProbe`, which a
+    `task="contrastive"` config runs at each evaluation): the monitor that picks the best
+    evaluation, that `target_accuracy`, sweeps and LR searches read.
+
+    Args:
+      temperature: t above.
+      groups: 1 (SimCLR): every view of the global batch is a negative. G > 1: the batch's rows
+        in G consecutive groups, and only the views of a view's own group are its negatives, which
+        is what a loss over each replica's own batch computes on G replicas (replica r holds rows
+        [r b, (r + 1) b)): the comparison that shows what gathering the negatives is worth.
+      probe: False for a run without the linear probe (its source has no labels, or its model no
+        `represent`): the contrastive loss is then the monitor.
+    """
+
+    monitor = "accuracy"
+    mode = "max"
+    monitor_from = "LinearProbe"
     over_batch = True
 
-    def __init__(self, temperature=0.1):
+    def __init__(self, temperature=0.1, groups=1, probe=True):
         if not temperature > 0:
             raise ValueError(f"Contrastive: temperature must be > 0, got {temperature!r}.")
-        self.temperature = temperature
+        if not (isinstance(groups, int) and groups >= 1):
+            raise ValueError(f"Contrastive: groups must be a positive integer, got {groups!r}.")
+        self.temperature, self.groups = temperature, groups
+        if not probe:  # no labelled examples to probe with, or a model without `represent`
+            self.monitor, self.mode, self.monitor_from = "loss", "min", None
 
-    def per_example(self, labels, outputs):
+    def per_example(self, labels, outputs, weights=None):
+        """`weights` [batch] (None: all 1): an example of weight 0 (the evaluation's padding) is
+        nobody's negative."""
         del labels
         if len(outputs.shape) != 3 or outputs.shape[1] != 2:
             raise ValueError(
@@ -45,18 +68,37 @@ class Contrastive(Task):
         views = ops.concatenate([z[:, 0], z[:, 1]], axis=0)  # [2N, dim]: the first views, then the second
         n = ops.shape(z)[0]
         logits = ops.matmul(views, ops.transpose(views)) / self.temperature
-        logits = logits - 1e9 * ops.eye(2 * n, dtype="float32")  # a view is not its own negative
+        logits = logits - 1e9 * self._not_negatives(n, weights)
         partner = ops.concatenate([ops.arange(n) + n, ops.arange(n)], axis=0)
         picked = ops.take_along_axis(logits, ops.expand_dims(partner, -1), axis=-1)[:, 0]
         loss = ops.logsumexp(logits, axis=-1) - picked
         nearest = ops.argmax(logits, axis=-1)
         correct = ops.cast(ops.equal(nearest, ops.cast(partner, nearest.dtype)), "float32")
-        return {"loss": _per_example(loss), "accuracy": _per_example(correct)}
+        return {"loss": _per_example(loss), "partner_accuracy": _per_example(correct)}
+
+    def _not_negatives(self, n, weights):
+        """[2N, 2N]: 1 where view k is not view i's to compare with: itself, a view of weight 0, or
+        (with `groups`) a view of another group."""
+        excluded = ops.eye(2 * n, dtype="float32")
+        if weights is not None:
+            absent = 1.0 - ops.cast(ops.concatenate([weights, weights], axis=0), "float32")
+            excluded = ops.maximum(excluded, ops.expand_dims(absent, 0))
+        if self.groups > 1:
+            group = ops.tile(ops.arange(n) // (n // self.groups), 2)
+            apart = ops.not_equal(ops.expand_dims(group, 0), ops.expand_dims(group, 1))
+            excluded = ops.maximum(excluded, ops.cast(apart, "float32"))
+        return excluded
 
 
 def _per_example(per_view):
     """[2N] values of the first views, then the second, as [N] means of each example's two."""
     return ops.mean(ops.reshape(per_view, (2, -1)), axis=0)
+
+
+def task_of(settings, replicas):
+    """The `Contrastive` task of a `task="contrastive"` config: `negatives="replica"` keeps each
+    replica's negatives to its own examples (`groups` = the replicas)."""
+    return Contrastive(settings.temperature, groups=replicas if settings.negatives == "replica" else 1)
 
 
 def views_of(settings, source):

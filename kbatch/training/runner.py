@@ -91,13 +91,13 @@ def _check_plan(settings, batches, replicas, info):
     return plan
 
 
-def default_task(settings):
-    """The task `config.task` names: `NextToken`, masking the data set's padding, `Contrastive` or
-    `Classification`."""
+def default_task(settings, replicas):
+    """The task `config.task` names: `NextToken`, masking the data set's padding, `Contrastive`
+    (negatives from the global batch or each of the `replicas`' own) or `Classification`."""
     if settings.task == "next_token":
         return NextToken(pad_id=names.pad_id(settings.dataset))
     if settings.task == "contrastive":
-        return contrastive.Contrastive(settings.temperature)
+        return contrastive.task_of(settings, replicas)
     return Classification()
 
 
@@ -185,8 +185,8 @@ def _build_locked_run(run_recipe, backend, model_fn, task, lock):
     cross_checks.check_plan(settings, plan, replicas)
     keras.mixed_precision.set_global_policy(settings.mixed_precision or "float32")
     runtime.set_random_seed(settings.seed)
-    task = task or default_task(settings)
-    cross_checks.check_over_batch(settings, task, halves)
+    task = task or default_task(settings, replicas)
+    cross_checks.check_over_batch(settings, task)
     source = init_from.load(settings.init_from) if settings.init_from is not None else None
     with backend.scope():
         model, optimizer = models_of_config.build_model_and_optimizer(run_recipe, info, batches, model_fn, source)
@@ -196,7 +196,7 @@ def _build_locked_run(run_recipe, backend, model_fn, task, lock):
     who = "model_fn's model" if model_fn is not None else "the model"
     arguments.check_outputs(model, task, info, model_fn is not None)
     probabilities.check_logits_not_probabilities(model, task, lambda: backend.probe_batch(2)[0], who)
-    if halves == 2 and any("moving_mean" in v.path for v in model.non_trainable_variables):
+    if halves == 2 and not task.over_batch and any("moving_mean" in v.path for v in model.non_trainable_variables):
         raise ValueError(
             f"config.noise_scale_every={settings.noise_scale_every}: here it compares the two halves of each batch, "
             "which would give this model's batch normalization half batches: set accumulation_steps >= 2 (each "
@@ -318,14 +318,18 @@ class Run:
         """Train to the end of the plan (or until a callback sets `model.stop_training`), then
         write `model.keras` and `result.json`; returns the result (a finished run's, untouched).
 
-        `actions` run after the standard ones (`actions_lib.standard(settings, verbose)`), and
+        `actions` run after the standard ones (`actions_lib.standard(settings, verbose, task)`), and
         `callbacks` (`keras.callbacks.Callback`s) after those; a ValueError if an action comes
         before one it must run after (`Action.after`)."""
         try:
             finished = run_dir.intact_result(self.settings.model_dir)  # build_run checked the folder
             if self.step >= self.plan.total_steps and finished is not None:
                 return finished  # a finished run is left as it is
-            every = [*actions_lib.standard(self.settings, verbose), *actions, actions_lib.KerasCallbacks(callbacks)]
+            every = [
+                *actions_lib.standard(self.settings, verbose, self.task),
+                *actions,
+                actions_lib.KerasCallbacks(callbacks),
+            ]
             action_lib.check_order(every)
             result = self._train(every)
         finally:

@@ -27,6 +27,8 @@ class Task:
       monitor: the metric that picks the best evaluation and that `target_accuracy` is read
         against ("accuracy" by default; "loss" for a task without one).
       mode: "max" if a larger `monitor` is better, "min" if smaller.
+      monitor_from: None, or the name of the action that adds `monitor` to each evaluation when
+        `per_example` has no such value (`Contrastive`: "LinearProbe", the probe's accuracy).
       from_logits: True if the task takes logits (and applies the softmax itself): the trainer
         then refuses a model that ends in a softmax or sigmoid. False by default: a task of your
         own may take probabilities.
@@ -34,11 +36,14 @@ class Task:
         contrastive loss's negatives): `per_example` is then given the labels and outputs of the
         whole global batch on every backend (gathered across replicas on TensorFlow, the global
         array on JAX), and the trainer refuses what would split the batch (accumulation, the
-        noise scale's parts, parameter servers). False by default.
+        noise scale's parts, parameter servers). In evaluation it is also given `weights` [batch]
+        (0 for the padded copies that fill the last batch), which must not act on the others.
+        False by default.
     """
 
     monitor = "loss"
     mode = "min"
+    monitor_from = None
     from_logits = False
     over_batch = False
 

@@ -13,13 +13,23 @@ CHUNK = 1024  # examples represented at once
 class LinearProbe(Action):
     """At each evaluation, a linear probe (`kbatch.diagnostics.linear_probe`) fitted on the
     representation h = f(x) (`ContrastiveModel.represent`) of the first `examples` examples of the
-    training stream, un-augmented, and read on the evaluation split's: `eval_probe_accuracy` in
-    the evaluation's entry (so `result.json` has `final_eval_probe_accuracy`) and TensorBoard."""
+    training stream, un-augmented, and read on the evaluation split's: the evaluation's
+    `eval_accuracy` (the run's monitor: `result.json`'s `final_eval_accuracy`), and TensorBoard's
+    `eval/accuracy`."""
 
     after = ("Evaluate",)
 
     def __init__(self, examples):
         self.examples, self._examples = examples, None
+
+    def begin(self, run):
+        source = run.backend.source
+        if not isinstance(source, TwoViews) or not hasattr(run.model, "represent"):
+            raise TypeError(
+                "LinearProbe: the run must train a ContrastiveModel (kbatch.models.contrastive_model) on "
+                "kbatch.data.two_views(source): the probe reads the representation of the source's un-augmented, "
+                "labelled examples. Without labels or such a model, train with Contrastive(probe=False)."
+            )
 
     def after_loop(self, run, loop):
         if not run.evaluated(loop):
@@ -30,18 +40,12 @@ class LinearProbe(Action):
         accuracy = linear_probe.probe_accuracy(
             _represent(run.model, x), y, _represent(run.model, x_eval), y_eval, run.info.num_classes
         )
-        run.last_evaluation["eval_probe_accuracy"] = accuracy
-        run.backend.summaries.scalars("eval", run.step, {"probe_accuracy": accuracy})
+        run.last_evaluation["eval_accuracy"] = accuracy
+        run.backend.summaries.scalars("eval", run.step, {"accuracy": accuracy})
 
     def _read(self, run):
         """(x, y, x_eval, y_eval): the probe's training examples and the evaluation split, un-augmented."""
-        source = run.backend.source
-        if not isinstance(source, TwoViews) or not hasattr(run.model, "represent"):
-            raise TypeError(
-                "LinearProbe: the run must train a ContrastiveModel on kbatch.data.two_views(source): "
-                "the probe reads the source's un-augmented, labelled examples."
-            )
-        single = source.source
+        single = run.backend.source.source
         x, y = single.examples_at(0, min(self.examples, run.info.num_train_examples), run.settings.seed)
         eval_parts = list(single.eval_chunks())
         return x, y, np.concatenate([p[0] for p in eval_parts]), np.concatenate([p[1] for p in eval_parts])

@@ -1,4 +1,4 @@
-"""`standard(settings)`: the actions a config turns on, with their parameters, in the order they run."""
+"""`standard(settings, verbose, task)`: the actions a config turns on, with their parameters, in the order they run."""
 
 from kbatch.training.actions.batch_control import AdaptBatchSize
 from kbatch.training.actions.evaluation import AverageMovingStatistics, Evaluate
@@ -9,8 +9,9 @@ from kbatch.training.actions.records import LogSteps, RecordStaleness, ReportLos
 from kbatch.training.actions.safety import CheckFinite, Checkpoint, WatchInterrupt, WatchPreemption
 
 
-def standard(settings, verbose=True):
-    """The actions `settings` (`Settings`) turn on, each with its parameters, in the order they run."""
+def standard(settings, verbose=True, task=None):
+    """The actions `settings` (`Settings`) turn on, each with its parameters, in the order they run
+    (and the action that adds the `task`'s monitor to each evaluation, `Task.monitor_from`)."""
     s = settings
     return [
         CheckFinite(),
@@ -21,7 +22,7 @@ def standard(settings, verbose=True):
         *([AdaptBatchSize(s.max_batch_size, verbose)] if s.batch_schedule == "adaptive" else []),
         AverageMovingStatistics(),
         Evaluate(),
-        *([LinearProbe(s.probe_examples)] if s.task == "contrastive" else []),
+        *([LinearProbe(s.probe_examples)] if getattr(task, "monitor_from", None) == "LinearProbe" else []),
         *([MeasureSharpness(s.sharpness_every, verbose)] if s.sharpness_every else []),
         *([MeasureBNCoupling(s.bn_coupling_every)] if s.bn_coupling_every else []),
         *([Progress()] if verbose else []),

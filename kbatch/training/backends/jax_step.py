@@ -24,7 +24,10 @@ from kbatch.training import transforms
 
 
 def _sums(task, labels, outputs, weights=None):
-    values = task.per_example(labels, outputs)
+    if task.over_batch and weights is not None:  # its padding must not act on the others
+        values = task.per_example(labels, outputs, weights=weights)
+    else:
+        values = task.per_example(labels, outputs)
     if weights is None:
         return {name: jnp.sum(v.astype("float32")) for name, v in values.items()}
     return {name: jnp.sum(v.astype("float32") * weights) for name, v in values.items()}
@@ -66,6 +69,36 @@ def _accumulate(gradient, trainable, non_trainable, x, labels, k, unroll=False):
     return grads, sums, squares, non_trainable
 
 
+def _halves_of_the_global_loss(model, task, global_batch_size):
+    """For a task whose loss couples the batch (`Task.over_batch`), the noise scale's two parts:
+    the gradient of the global batch's loss through each half's outputs (one forward pass over the
+    whole batch, its batch statistics and negatives included; two backward passes, each from the
+    outputs' cotangent of one half). They sum to the gradient, as a replica's part does on
+    TensorFlow. Returns `gradient(...) -> (grads, sums, squares, non_trainable)`."""
+
+    def forward(trainable, non_trainable, x):
+        outputs, non_trainable, losses = model.stateless_call(
+            trainable, non_trainable, x, training=True, return_losses=True
+        )
+        regularizers = sum(losses) if losses else jnp.zeros((), "float32")
+        return (outputs, jnp.asarray(regularizers, "float32")), non_trainable
+
+    def loss_of_outputs(outputs, labels):
+        sums = _sums(task, labels, outputs)
+        return sums["loss"] / global_batch_size, sums
+
+    def gradient(trainable, non_trainable, x, labels):
+        (outputs, _), backward, non_trainable = jax.vjp(lambda t: forward(t, non_trainable, x), trainable, has_aux=True)
+        d_outputs, sums = jax.grad(loss_of_outputs, has_aux=True)(outputs, labels)
+        first = (jnp.arange(outputs.shape[0]) < outputs.shape[0] // 2).reshape((-1,) + (1,) * (outputs.ndim - 1))
+        one_half = jnp.asarray(0.5, "float32")  # the regularizers: one copy per update, split over the parts
+        parts = [backward((d_outputs * mask.astype(d_outputs.dtype), one_half))[0] for mask in (first, ~first)]
+        grads = jax.tree.map(jnp.add, *parts)
+        return grads, sums, sum(_squared_norm(part) for part in parts), non_trainable
+
+    return gradient
+
+
 def make_train_step(model, optimizer, task, chain, geometry):
     """`step(state, x, labels) -> (state, record)`, jitted, the state's buffers donated. `chain`:
     the gradient transforms (`kbatch.training.transforms`), their optimizer variables threaded
@@ -75,13 +108,19 @@ def make_train_step(model, optimizer, task, chain, geometry):
     if halves:
         accumulation_steps = 2  # the two halves, unrolled (a loop of 2 is slow on XLA:CPU)
     gradient = _gradient_fn(model, task, geometry.global_batch_size, accumulation_steps)
+    over_batch_halves = (
+        halves and task.over_batch and _halves_of_the_global_loss(model, task, geometry.global_batch_size)
+    )
 
     def step(state, x, labels):
         trainable, non_trainable, optimizer_variables = state
         context = transforms.Context(
             optimizer, geometry, accumulation_steps, values=zip(optimizer.variables, optimizer_variables)
         )
-        if accumulation_steps == 1:
+        if over_batch_halves:
+            grads, sums, squares, non_trainable = over_batch_halves(trainable, non_trainable, x, labels)
+            context.took(sums, squares)
+        elif accumulation_steps == 1:
             grads, (sums, non_trainable) = gradient(trainable, non_trainable, x, labels)
             context.took(sums)
         else:

@@ -34,21 +34,24 @@ def _loss_scale(optimizer):
 
 def _sums(task, labels, outputs, weights=None):
     """The task's values summed over a micro-batch (float32 whatever the policy)."""
-    values = _replica_values(task, labels, outputs)
+    values = _replica_values(task, labels, outputs, weights)
     if weights is None:
         return {name: tf.reduce_sum(tf.cast(v, tf.float32)) for name, v in values.items()}
     return {name: tf.reduce_sum(tf.cast(v, tf.float32) * weights) for name, v in values.items()}
 
 
-def _replica_values(task, labels, outputs):
+def _replica_values(task, labels, outputs, weights=None):
     """The task's per-example values of this replica's examples. A task whose loss couples the
     examples of the global batch (`Task.over_batch`: a contrastive loss's negatives) is given every
-    replica's labels and outputs in the global batch's row order (`tf_adapter`: replica r holds
-    rows [r b, (r + 1) b)), and this replica keeps its own rows' values."""
-    context = tf.distribute.get_replica_context()
-    if not task.over_batch or context is None or context.num_replicas_in_sync == 1:
+    replica's labels and outputs (and evaluation `weights`) in the global batch's row order
+    (`tf_adapter`: replica r holds rows [r b, (r + 1) b)), and this replica keeps its own rows' values."""
+    if not task.over_batch:
         return task.per_example(labels, outputs)
-    values = task.per_example(_gathered(context, labels), _gathered(context, outputs))
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return task.per_example(labels, outputs, **({} if weights is None else {"weights": weights}))
+    gathered = {} if weights is None else {"weights": _gathered(context, weights)}
+    values = task.per_example(_gathered(context, labels), _gathered(context, outputs), **gathered)
     rows = tf.shape(labels)[0]
     start = context.replica_id_in_sync_group * rows
     return {name: value[start : start + rows] for name, value in values.items()}
@@ -127,24 +130,78 @@ def _accumulate(micro_gradients, x, labels, variables, accumulation_steps, pytho
     return grads, sums, squares
 
 
-def make_train_step(strategy, model, optimizer, task, chain, geometry, jit_compile=False):
-    """The replica function of one optimizer update; returns its record (a dict). `chain`: the
-    gradient transforms (`kbatch.training.transforms`) between the summed gradients and the
-    optimizer; `geometry`: the global batch and its accumulation steps; `jit_compile`: XLA for the
-    whole update on one replica, for the micro-batch gradient on several."""
+def _halves_of_the_global_loss(model, optimizer, task, global_batch_size):
+    """For a task whose loss couples the batch (`Task.over_batch`) on one replica, the noise
+    scale's two parts: the gradient of the global batch's loss through each half's outputs (one
+    forward pass over the whole batch, its batch statistics and negatives included; two backward
+    passes, each from the outputs' gradient on one half). They sum to the gradient, as the
+    replicas' parts do. `gradient(x, labels) -> (grads, sums, squares)`."""
+    variables = model.trainable_variables
+
+    def gradient(x, labels):
+        scale = _loss_scale(optimizer)
+        with tf.GradientTape(persistent=True) as tape:
+            outputs = model(x, training=True)
+            regularizers = tf.add_n(model.losses) / 2 if model.losses else None  # one copy, split over the parts
+            with tf.GradientTape() as on_outputs:
+                on_outputs.watch(outputs)
+                sums = _sums(task, labels, outputs)
+                loss = sums["loss"] / global_batch_size * scale
+        d_outputs = on_outputs.gradient(loss, outputs)
+        first = tf.reshape(
+            tf.range(tf.shape(outputs)[0]) < tf.shape(outputs)[0] // 2, [-1] + [1] * (outputs.shape.rank - 1)
+        )
+        parts = []
+        for mask in (first, tf.logical_not(first)):
+            part = tape.gradient(outputs, variables, output_gradients=d_outputs * tf.cast(mask, d_outputs.dtype))
+            if regularizers is not None:
+                part = [g + r for g, r in zip(part, tape.gradient(regularizers * scale, variables))]
+            parts.append(part)
+        del tape
+        grads = [a + b for a, b in zip(*parts)]
+        return grads, sums, squared_norm(parts[0]) + squared_norm(parts[1])
+
+    return gradient
+
+
+def _batch_gradients_fn(strategy, model, optimizer, task, chain, geometry, jit_compile):
+    """`gradients(x, labels) -> (grads, sums, squares)` of one replica's batch, and the noise
+    scale's parts: the micro-batches of accumulation (`squares`: their gradients' summed squared
+    norms; None where nothing needs them), or the two halves of one replica's batch."""
     variables = model.trainable_variables
     replicas, accumulation_steps = strategy.num_replicas_in_sync, geometry.accumulation_steps
     halves = chain.needs_parts and replicas * accumulation_steps == 1
-    parts, accumulation_steps = (
-        noise_parts(replicas, accumulation_steps)
-        if chain.needs_parts
-        else (replicas * accumulation_steps, accumulation_steps)
-    )
+    if halves and task.over_batch:
+        return _halves_of_the_global_loss(model, optimizer, task, geometry.global_batch_size)
+    if chain.needs_parts:
+        accumulation_steps = noise_parts(replicas, accumulation_steps)[1]
     micro_gradients = _micro_gradients_fn(
         strategy, model, optimizer, task, geometry.global_batch_size, accumulation_steps, jit_compile
     )
     # The two halves unrolled: a graph loop under XLA on a CPU ran the update 5.8x slower (measured).
     python_loop = _cross_replica_forward(strategy, model, task) or halves
+
+    def gradients(x, labels):
+        if accumulation_steps > 1:
+            return _accumulate(micro_gradients, x, labels, variables, accumulation_steps, python_loop)
+        grads, sums = micro_gradients(x, labels)
+        return grads, sums, squared_norm(grads) if chain.needs_parts else None
+
+    return gradients
+
+
+def make_train_step(strategy, model, optimizer, task, chain, geometry, jit_compile=False):
+    """The replica function of one optimizer update; returns its record (a dict). `chain`: the
+    gradient transforms (`kbatch.training.transforms`) between the summed gradients and the
+    optimizer; `geometry`: the global batch and its accumulation steps; `jit_compile`: XLA for the
+    whole update on one replica, for the micro-batch gradient on several."""
+    variables, replicas = model.trainable_variables, strategy.num_replicas_in_sync
+    parts = (
+        noise_parts(replicas, geometry.accumulation_steps)[0]
+        if chain.needs_parts
+        else replicas * geometry.accumulation_steps
+    )
+    gradients = _batch_gradients_fn(strategy, model, optimizer, task, chain, geometry, jit_compile)
 
     def train_step(batch):
         x, labels = batch
@@ -153,12 +210,8 @@ def make_train_step(strategy, model, optimizer, task, chain, geometry, jit_compi
         if first_reads:
             with tf.control_dependencies(first_reads):  # the weights are read after these
                 x = tf.identity(x)
-        if accumulation_steps == 1:
-            grads, sums = micro_gradients(x, labels)
-            context.took(sums, squared_norm(grads) if chain.needs_parts else None)
-        else:
-            grads, sums, squares = _accumulate(micro_gradients, x, labels, variables, accumulation_steps, python_loop)
-            context.took(sums, squares)
+        grads, sums, squares = gradients(x, labels)
+        context.took(sums, squares)
         grads, record = chain.apply(grads, context)
         learning_rate = tf.cast(optimizer.learning_rate, tf.float32)
         optimizer.apply(context.ordered(grads), variables)

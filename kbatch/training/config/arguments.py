@@ -98,7 +98,7 @@ def check_outputs(model, task, info, from_model_fn):
             f"{name} returned no 'loss' (only {', '.join(map(repr, values)) or 'nothing'}): the loss "
             "to train is required."
         )
-    if task.monitor not in values:
+    if task.monitor not in values and task.monitor_from is None:
         raise ValueError(
             f"task.monitor={task.monitor!r}: not one of the values {type(task).__name__}.per_example "
             f"returns ({', '.join(map(repr, values))})."

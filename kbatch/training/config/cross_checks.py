@@ -220,23 +220,15 @@ def _check_parameter_server(s):
             raise ValueError(f"{where} with config.{field}={getattr(s, field)!r}: {why}.")
 
 
-def check_over_batch(s, task, halves):
+def check_over_batch(s, task):
     """What would split the batch of a task whose loss couples its examples (`Task.over_batch`):
-    each part would see fewer negatives, another loss than the global batch's. The noise scale's
-    parts are allowed where they are the replicas (`halves` 1): each replica's gradient is then the
-    global loss's through its own examples, and the replicas' sum the global gradient."""
+    each part would see fewer negatives, another loss than the global batch's. (The noise scale's
+    parts are the global loss's gradient through each replica's or half's examples: allowed.)"""
     if not getattr(task, "over_batch", False):
         return
     who = f"{type(task).__name__}'s loss couples the examples of a batch (Task.over_batch)"
-    halves_why = "here the noise scale compares two halves of each batch, each with fewer negatives"
     splits = (
         (s.accumulation_steps > 1, "accumulation_steps", "micro-batches would see fewer negatives", "set it to 1"),
-        (
-            s.noise_scale_every > 0 and halves > 1,
-            "noise_scale_every",
-            halves_why,
-            "set it to 0, or train on several replicas on TensorFlow (its parts are then the replicas')",
-        ),
         (s.strategy == "parameter_server", "strategy", "its workers compute their batches apart", "use another"),
     )
     for split, field, why, fix in splits:

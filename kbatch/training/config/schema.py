@@ -207,6 +207,13 @@ FIELDS = (
         checks.positive_int,
         "`task=contrastive`: labelled training examples the linear probe is fitted on at each evaluation",
     ),
+    _F(
+        "negatives",
+        "global",
+        _choice(("global", "replica")),
+        "`task=contrastive`: `global` (every view of the global batch, gathered from every replica) or "
+        "`replica` (each replica's own examples only: the comparison the gather is measured against)",
+    ),
     _F("norm", "batch", _choice(layers.NAMES), "any `kbatch.layers.get` name"),
     _F(
         "bn_momentum",
