@@ -19,7 +19,7 @@ LAYERS = (
     ("config",),
     ("run_files",),
     ("backends",),
-    ("models_of_config", "runner", "__init__"),
+    ("models_of_config", "self_training", "runner", "__init__"),
 )
 IMPORTS_TENSORFLOW = {
     "backends/tf_backend.py",

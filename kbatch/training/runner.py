@@ -22,7 +22,7 @@ from kbatch import ledger, optimizers, runtime
 from kbatch.data import names, sources
 from kbatch.diagnostics import noise_scale
 from kbatch.training import actions as actions_lib
-from kbatch.training import contrastive, models_of_config
+from kbatch.training import contrastive, models_of_config, self_training
 from kbatch.training.actions import action as action_lib
 from kbatch.training.config import apply_recipe, arguments, cross_checks, fine_tuning, probabilities, recipe, schema
 from kbatch.training.config.plan import Plan
@@ -145,31 +145,35 @@ def build_run(config, strategy=None, model_fn=None, task=None, data=None):
     arguments.check_arguments(config, strategy, model_fn, task, data=data)
     settings = resolve_settings(config, data)
     arguments.warn_unused_norm_fields(settings, model_fn)
-    if settings.init_from is not None:
-        init_from.model_path(settings.init_from)
+    for field in ("init_from", "teacher"):
+        if getattr(settings, field) is not None:
+            init_from.model_path(getattr(settings, field), field)
     if strategy is None:
         run_dir.check_one_process(settings.strategy)
     run_dir.check(settings.model_dir, settings)
     backend = _backend(settings, strategy)
     lock = run_lock.acquire(settings.model_dir) if backend.is_chief else None
     try:
-        backend.use_source(
-            data
-            or contrastive.views_of(
-                settings,
-                sources.get(
-                    settings.dataset,
-                    settings.data_dir,
-                    text_vocabulary_size=settings.text_vocabulary_size,
-                    text_sequence_length=settings.text_sequence_length,
-                ),
-            )
-        )
+        backend.use_source(_source(settings, data, backend.is_chief))
         return _build_locked_run(recipe.RunRecipe.from_settings(settings), backend, model_fn, task, lock)
     except BaseException:
         if lock:
             lock.release(discard_empty=True)
         raise
+
+
+def _source(settings, data, is_chief):
+    """What the run trains on: `data`, or `config.dataset`'s source as two views for a contrastive
+    task; either as self-training asks (`labelled_examples`, `teacher`)."""
+    if data is None:
+        data = sources.get(
+            settings.dataset,
+            settings.data_dir,
+            text_vocabulary_size=settings.text_vocabulary_size,
+            text_sequence_length=settings.text_sequence_length,
+        )
+        data = contrastive.views_of(settings, data)
+    return self_training.source_of(settings, data, say=print if is_chief else lambda *args, **kwargs: None)
 
 
 def _build_locked_run(run_recipe, backend, model_fn, task, lock):

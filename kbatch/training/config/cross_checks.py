@@ -47,10 +47,7 @@ def check(settings):
         )
     if s.strategy == "parameter_server":
         _check_parameter_server(s)
-    if s.init_exclude is not None and s.init_from is None:
-        raise ValueError(
-            f"config.init_exclude={s.init_exclude!r}: leaves weights out of config.init_from, which is not set."
-        )
+    _check_other_models(s)
     _check_task(s)
     # The replica count is known now for cpu:N; for the others it is checked again once the
     # strategy exists (still before anything is written).
@@ -218,6 +215,25 @@ def _check_parameter_server(s):
     for field, value, why in refused:
         if value:
             raise ValueError(f"{where} with config.{field}={getattr(s, field)!r}: {why}.")
+
+
+def _check_other_models(s):
+    """The fields that use another run's model: `init_exclude` needs `init_from`; a teacher needs a
+    labelled part to keep, and self-training pseudo-labels classes."""
+    if s.init_exclude is not None and s.init_from is None:
+        raise ValueError(
+            f"config.init_exclude={s.init_exclude!r}: leaves weights out of config.init_from, which is not set."
+        )
+    if s.teacher is not None and not s.labelled_examples:
+        raise ValueError(
+            f"config.teacher={s.teacher!r}: needs config.labelled_examples > 0, the examples that keep their "
+            "labels (the teacher labels the rest)."
+        )
+    if (s.teacher is not None or s.labelled_examples) and s.task != "classification":
+        raise ValueError(
+            f"config.task={s.task!r}: self-training (labelled_examples, teacher) pseudo-labels classes: "
+            "task='classification' only."
+        )
 
 
 def check_over_batch(s, task):

@@ -238,6 +238,28 @@ FIELDS = (
         "(its `model.keras`); weights paired in order, shapes checked; a resumed run starts from its checkpoint",
         str,
     ),
+    # Self-training (docs/training.md): a labelled subset, and a teacher's confident pseudo-labels for the rest.
+    _F(
+        "labelled_examples",
+        0,
+        _non_negative_int,
+        "self-training: the training examples that keep their labels (0: all); without `teacher` the run "
+        "trains on them alone",
+    ),
+    _F(
+        "teacher",
+        None,
+        _folder,
+        "self-training: a finished run's folder or a `.keras` file whose predictions label the examples "
+        "past `labelled_examples`",
+        str,
+    ),
+    _F(
+        "pseudo_label_threshold",
+        0.9,
+        _real(low=0, high=1),
+        "self-training: the teacher's class probability an example needs to be kept with that class",
+    ),
     _F(
         "init_exclude",
         None,

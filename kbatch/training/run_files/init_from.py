@@ -10,10 +10,10 @@ import keras
 from kbatch.training.run_files import run_dir
 
 
-def model_path(init_from):
+def model_path(init_from, field="init_from"):
     """The `.keras` file `init_from` names (a run folder: its `model.keras`); a ValueError in one
-    line when there is none, or it is not a Keras model file."""
-    where = f"config.init_from={init_from!r}"
+    line, naming `config.<field>`, when there is none, or it is not a Keras model file."""
+    where = f"config.{field}={init_from!r}"
     path = os.path.join(init_from, run_dir.MODEL_FILE) if os.path.isdir(init_from) else init_from
     if os.path.isdir(init_from) and not os.path.isfile(path):
         raise ValueError(
@@ -29,11 +29,11 @@ def model_path(init_from):
     return path
 
 
-def load(init_from):
+def load(init_from, field="init_from"):
     """The model saved at `init_from` (see `model_path`), uncompiled."""
-    path = model_path(init_from)
+    path = model_path(init_from, field)
     try:
         return keras.models.load_model(path, compile=False)
     except Exception as error:  # Keras raises many kinds for a file it cannot read
         first = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
-        raise ValueError(f"config.init_from={init_from!r}: {path} does not load as a Keras model ({first}).") from None
+        raise ValueError(f"config.{field}={init_from!r}: {path} does not load as a Keras model ({first}).") from None
