@@ -72,3 +72,33 @@ def test_synchronized_batch_norm_trains_with_accumulation_under_cpu2(make_config
     for variable in seen["model"].non_trainable_variables:
         copies = strategy.experimental_local_results(variable.value)
         np.testing.assert_allclose(copies[0].numpy(), copies[1].numpy(), atol=1e-6)
+
+
+def test_a_contrastive_model_on_cpu2_with_sync_batch_is_the_one_device_model(make_config):
+    """SimCLR's global batch norm on TensorFlow: a `ContrastiveModel` sends both views of each
+    replica's examples through its encoder, and `sync_batch` gives it the statistics of every view
+    of the global batch, as batch norm on one device has; with the gathered negatives the losses
+    and weights of 3 updates are the one device's (a small rate keeps the ReLU CNN's rounding small)."""
+
+    def run(norm, strategy):
+        config = make_config(
+            task="contrastive",
+            norm=norm,
+            strategy=strategy,
+            projection_dims=(16,),
+            base_learning_rate=0.01,
+            steps_per_loop=3,
+        )
+        built = kbatch.training.build_run(config)
+        try:
+            loop = built.run_loop()
+            return loop.records["loss"] / loop.records["count"], [w.numpy() for w in built.model.weights]
+        finally:
+            built.close()
+
+    losses, weights = run("batch", "one_device")
+    synchronized, synchronized_weights = run("sync_batch", "cpu:2")
+    np.testing.assert_allclose(synchronized, losses, rtol=1e-5)
+    assert _max_difference(synchronized_weights, weights) < 1e-4
+    apart, _ = run("batch", "cpu:2")  # each replica's own statistics: another loss
+    assert np.abs(apart - losses).max() > 1e-4
