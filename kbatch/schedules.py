@@ -258,7 +258,15 @@ class BatchSizeSchedule:
 
     @classmethod
     def from_step_decay(
-        cls, learning_rate, batch_size, boundaries, factor, max_batch_size=None, rule="linear", multiple_of=1
+        cls,
+        learning_rate,
+        batch_size,
+        boundaries,
+        factor,
+        max_batch_size=None,
+        rule="linear",
+        multiple_of=1,
+        growth=None,
     ):
         """Smith et al. 2018, "Don't Decay the Learning Rate, Increase the Batch Size".
 
@@ -268,6 +276,8 @@ class BatchSizeSchedule:
         moved from `batch_size` to B_i by `rule`. Until the cap the rate stays `learning_rate`;
         after it the rate decays instead. Every phase keeps the step schedule's lr**(1/alpha) / B
         (lr / B for the linear rule, lr**2 / B for "sqrt"); `decay_twin(rule)` is that schedule.
+        `growth` (default 1 / alpha) sets the batch's growth apart: B_i = batch_size * factor**(i * growth)
+        (`seesaw`).
         """
         alpha = scaling.scaling_exponent(rule)
         if alpha <= 0:
@@ -283,11 +293,26 @@ class BatchSizeSchedule:
         if cap < batch_size:
             checks.fail("max_batch_size", max_batch_size, f"at least batch_size={batch_size}")
         batches, rates = [], []
+        growth = 1 / alpha if growth is None else checks.real("growth", growth, low=0, low_open=True)
         for i in range(len(boundaries) + 1):
-            grown = multiple_of * max(1, round(batch_size * factor ** (i / alpha) / multiple_of))
+            grown = multiple_of * max(1, round(batch_size * factor ** (i * growth) / multiple_of))
             batches.append(int(min(grown, cap)))
             rates.append(scaling.scale_learning_rate(learning_rate / factor**i, batch_size, batches[-1], rule))
         return cls(batches, boundaries, rates)
+
+    @classmethod
+    def seesaw(cls, learning_rate, batch_size, boundaries, factor=2.0, max_batch_size=None, multiple_of=1):
+        """Meterez et al. 2025, "Seesaw": where `step_decay` divides the rate by `factor`, multiply
+        the batch by `factor` and divide the rate by sqrt(factor) only. Phase i trains at
+        B_i = batch_size * factor**i (rounded to a multiple of `multiple_of`, at most
+        `max_batch_size`) and at the step schedule's rate moved from `batch_size` to B_i by the
+        square-root rule, learning_rate / factor**i * sqrt(B_i / batch_size): past the cap the
+        rate decays as the step schedule's. Their claim: the loss per example of the step (or
+        cosine) schedule with fewer updates, ~36% less wall-clock where a larger batch costs
+        little more time per update."""
+        return cls.from_step_decay(
+            learning_rate, batch_size, boundaries, factor, max_batch_size, "sqrt", multiple_of, growth=1.0
+        )
 
     @classmethod
     def scaled(cls, learning_rate, base_batch_size, batch_sizes, boundaries=(), rule="linear"):

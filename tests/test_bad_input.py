@@ -62,6 +62,11 @@ def test_bad_field_is_named_and_nothing_is_written(make_config, field, value, me
         (dict(batch_boundaries=(1.0,), batch_sizes=()), r"config.batch_sizes \(0 entries\) must have one global batch"),
         (dict(batch_boundaries=(1.0,), batch_sizes=(0,)), r"config.batch_sizes\[0\]=0: must be a positive integer"),
         (dict(anneal_batch=True), r'config.anneal_batch=True .* needs config.decay="step"'),
+        (dict(batch_schedule="seesaw"), r"config.batch_schedule='seesaw' doubles the batch .* needs config.decay"),
+        (
+            dict(decay="step", decay_boundaries=(1.0,), batch_schedule="seesaw", max_batch_size=64),
+            "config.max_batch_size=64: must be None or an integer >= batch_size=128",
+        ),
         (
             dict(decay="step", decay_boundaries=(1.0,), anneal_batch=True, lr_scaling="none"),
             "config.anneal_batch=True needs an lr_scaling that grows",

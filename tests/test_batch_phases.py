@@ -26,7 +26,8 @@ def _scalars(model_dir, run):
     for name in os.listdir(directory):
         for event in tf.compat.v1.train.summary_iterator(os.path.join(directory, name)):
             for value in event.summary.value:
-                values.setdefault(value.tag, {})[event.step] = float(tf.make_ndarray(value.tensor))
+                number = tf.make_ndarray(value.tensor) if value.HasField("tensor") else value.simple_value
+                values.setdefault(value.tag, {})[event.step] = float(number)  # TF's writer; kbatch's own on JAX
     return values
 
 
@@ -88,6 +89,29 @@ def test_batch_annealing_and_its_lr_decay_twin_see_the_same_lr_per_batch(make_co
         want = 0.05 / 2 ** sum(epoch >= b for b in (1.0, 2.0)) * min(epoch / 0.5, 1.0) / 128
         assert ratio == pytest.approx(want, rel=1e-4, abs=1e-12), seen
         assert ratio == pytest.approx(decay_ratio[seen], rel=1e-4, abs=1e-12), seen
+
+
+@pytest.mark.components
+def test_a_seesaw_run_trains_each_phase_at_its_batch_and_rate(make_config):
+    """batch_schedule="seesaw": at each step-decay boundary the batch doubles and the rate is
+    divided by sqrt(2) (the step schedule would halve it), read back from every update's record."""
+    config = make_config(
+        decay="step",
+        decay_boundaries=(1.0, 2.0),
+        decay_factor=2.0,
+        num_epochs=3,
+        warmup_epochs=0.5,
+        batch_schedule="seesaw",
+    )
+    result = train(config, verbose=False)
+    assert result["batch_sizes"] == [128, 256, 512]
+    values = _scalars(config.model_dir, "examples")
+    for seen, batch in values["global_batch_size"].items():
+        epoch = seen / N
+        phase = sum(epoch >= b for b in (1.0, 2.0))
+        assert batch == 128 * 2**phase, seen
+        want = 0.05 / 2 ** (phase / 2) * min(epoch / 0.5, 1.0)
+        assert values["learning_rate"][seen] == pytest.approx(want, rel=1e-4, abs=1e-9), seen
 
 
 @pytest.mark.parametrize("rescale", [True, False])

@@ -141,6 +141,19 @@ def test_batch_annealing_and_its_decay_twin_see_the_same_rate_to_batch_ratio(
     np.testing.assert_allclose(np.array([anneal.learning_rate(e) for e in epochs])[uncapped], lr, rtol=1e-12)
 
 
+def test_seesaw_doubles_the_batch_and_divides_the_rate_by_root_two_where_step_decay_halves_it():
+    """Meterez et al. 2025, by hand: 0.1 at 128, then (256, 0.1 / sqrt 2), (512, 0.05), and at the
+    cap of 512 the rate halves as the step schedule's (0.025); rounding keeps the sqrt rule's rate."""
+    seesaw = Schedule.seesaw(0.1, 128, [2, 4, 6], factor=2.0, max_batch_size=512)
+    assert seesaw.batch_sizes == [128, 256, 512, 512]
+    np.testing.assert_allclose(seesaw.learning_rates, [0.1, 0.1 / np.sqrt(2), 0.05, 0.025], rtol=1e-12)
+    rounded = Schedule.seesaw(0.3, 64, [1, 2], factor=1.7, multiple_of=16)
+    assert rounded.batch_sizes == [64, 112, 192]  # 108.8 and 184.96 to the nearest multiples of 16
+    np.testing.assert_allclose(
+        rounded.learning_rates, [0.3 / 1.7**i * np.sqrt(b / 64) for i, b in enumerate([64, 112, 192])], rtol=1e-12
+    )
+
+
 def test_batch_annealing_run_needs_fewer_updates_for_the_same_rate_to_batch_ratio_per_step():
     # Smith et al.'s CIFAR-10 shape: lr 0.1 at 128, factor 5 at epochs 60, 120, 160, 200 epochs.
     n = 50000

@@ -105,6 +105,11 @@ def _check_epochs(s, field):
 
 
 def _check_decay(s):
+    if s.batch_schedule == "seesaw" and (s.decay != "step" or s.anneal_batch):
+        raise ValueError(
+            "config.batch_schedule='seesaw' doubles the batch where a step decay halves the LR (Meterez et al. "
+            f'2025): it needs config.decay="step" (got {s.decay!r}) and config.anneal_batch=False.'
+        )
     if s.decay == "step":
         if not s.decay_boundaries:
             raise ValueError('config.decay="step" needs config.decay_boundaries (epochs where the LR drops).')
@@ -113,6 +118,8 @@ def _check_decay(s):
                 'config.batch_boundaries cannot be combined with config.decay="step": use '
                 "config.anneal_batch=True to grow the batch at the decay boundaries, or another decay."
             )
+    if s.anneal_batch or s.batch_schedule == "seesaw":
+        _check_max_batch(s)
     if s.anneal_batch:
         if s.decay != "step":
             raise ValueError(
@@ -123,10 +130,13 @@ def _check_decay(s):
             raise ValueError(
                 f"config.anneal_batch=True needs an lr_scaling that grows the LR with the batch, got {s.lr_scaling!r}."
             )
-        if s.max_batch_size is not None and s.max_batch_size < s.batch_size:
-            raise ValueError(
-                f"config.max_batch_size={s.max_batch_size}: must be None or an integer >= batch_size={s.batch_size}."
-            )
+
+
+def _check_max_batch(s):
+    if s.max_batch_size is not None and s.max_batch_size < s.batch_size:
+        raise ValueError(
+            f"config.max_batch_size={s.max_batch_size}: must be None or an integer >= batch_size={s.batch_size}."
+        )
 
 
 def _check_adaptive(s):

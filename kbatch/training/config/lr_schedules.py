@@ -24,7 +24,9 @@ def batch_schedule(settings, rule, base, multiple_of=1):
 
     - `decay="step"`: the rate is divided by `decay_factor` at each of `decay_boundaries`; with
       `anneal_batch` the batch is multiplied instead (Smith et al. 2018), rounded to a multiple of
-      `multiple_of` (replicas x accumulation steps), up to `max_batch_size`.
+      `multiple_of` (replicas x accumulation steps), up to `max_batch_size`; with
+      `batch_schedule="seesaw"` the batch is multiplied and the rate divided by the factor's
+      square root (Meterez et al. 2025).
     - `batch_boundaries` / `batch_sizes`: phase i > 0 trains at `batch_sizes[i - 1]`, its rate
       moved from the base batch by `rule`.
     - otherwise one phase at `batch_size`.
@@ -32,6 +34,15 @@ def batch_schedule(settings, rule, base, multiple_of=1):
     s = settings
     if s.decay == "step":
         peak = peak_learning_rate(s, rule, base)
+        if s.batch_schedule == "seesaw":
+            return schedules.BatchSizeSchedule.seesaw(
+                peak,
+                s.batch_size,
+                s.decay_boundaries,
+                s.decay_factor,
+                max_batch_size=s.max_batch_size,
+                multiple_of=multiple_of,
+            )
         if s.anneal_batch:
             return schedules.BatchSizeSchedule.from_step_decay(
                 peak,

@@ -316,15 +316,17 @@ FIELDS = (
         "max_batch_size",
         None,
         _optional_positive_int,
-        "`anneal_batch`, `batch_schedule=adaptive`: the largest batch",
+        "`anneal_batch`, `batch_schedule=adaptive` or `seesaw`: the largest batch",
         int,
     ),
     _F(
         "batch_schedule",
         "fixed",
-        _choice(("fixed", "adaptive")),
+        _choice(("fixed", "adaptive", "seesaw")),
         "`adaptive`: double the batch at an epoch's end "
-        "while the noise scale B_simple is above it (needs `noise_scale_every`, `max_batch_size`)",
+        "while the noise scale B_simple is above it (needs `noise_scale_every`, `max_batch_size`); "
+        "`seesaw`: where `decay=step` divides the LR by `decay_factor`, multiply the batch by it and divide "
+        "the LR by its square root (Meterez et al. 2025), up to `max_batch_size`",
     ),
     _F("num_epochs", 8, checks.positive_int, "epochs of training (an epoch is N examples of one stream)"),
     # The optimizer.
