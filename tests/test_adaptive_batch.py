@@ -14,6 +14,7 @@ from conftest import small_config
 from smooth_model import linear_model
 
 from kbatch.training import build_run, train
+from kbatch.training.actions.batch_control import next_batch
 
 pytestmark = pytest.mark.components  # CI runs them again under KERAS_BACKEND=jax
 
@@ -45,11 +46,43 @@ class StopAfterEpoch(keras.callbacks.Callback):
 @pytest.fixture(scope="module")
 def adaptive_run(tmp_path_factory):
     """One whole adaptive run, shared by the tests that read it: its config, result and printed lines."""
-    config = small_config(tmp_path_factory.mktemp("adaptive") / "run", **ADAPTIVE)
+    return _whole_run(tmp_path_factory, ADAPTIVE)
+
+
+WARMUP = {**ADAPTIVE, "batch_schedule": "warmup", "batch_warmup_multiple": 2.0}
+
+
+@pytest.fixture(scope="module")
+def warmup_run(tmp_path_factory):
+    return _whole_run(tmp_path_factory, WARMUP)
+
+
+def _whole_run(tmp_path_factory, fields):
+    config = small_config(tmp_path_factory.mktemp(fields["batch_schedule"]) / "run", **fields)
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         result = train(config, model_fn=linear_model, verbose=True)
     return config, result, printed.getvalue()
+
+
+def test_next_batch_doubles_or_follows_the_multiple_of_the_noise_scale_by_hand():
+    assert [next_batch("adaptive", 128, b, 4096) for b in (100, 129, 5000)] == [128, 256, 256]
+    assert next_batch("adaptive", 2048, 5000, 4096) == 4096 and next_batch("adaptive", 4096, 9e9, 4096) == 4096
+    assert [next_batch("warmup", 128, b, 4096) for b in (100, 255, 256, 1000, 1e6)] == [128, 128, 256, 512, 4096]
+    assert next_batch("warmup", 128, 300, 4096, multiple=4.0) == 1024  # 4 x 300 = 1,200: 128 x 2**3
+    assert next_batch("warmup", 96, 400, 1000) == 384  # doublings of 96: 192, 384 (768 > 400)
+
+
+def test_the_batch_warmup_jumps_to_the_multiple_of_the_noise_scale(warmup_run):
+    _, result, printed = warmup_run
+    pattern = r"kbatch: batch warmup: 2 x B_simple = ([\d,]+) at epoch (\d+): the batch grows from (\d+) to (\d+)"
+    decisions = [m for m in map(re.compile(pattern).match, printed.splitlines()) if m]
+    assert decisions, "the batch never grew"
+    assert result["batch_sizes"] == [32] + [int(m.group(4)) for m in decisions]
+    for m in decisions:
+        target, before, after = float(m.group(1).replace(",", "")), int(m.group(3)), int(m.group(4))
+        assert after == next_batch("warmup", before, target / 2, 256, multiple=2.0)  # the largest doubling below
+    assert any(int(m.group(4)) >= 4 * int(m.group(3)) for m in decisions) or max(result["batch_sizes"]) == 256
 
 
 def test_the_batch_doubles_while_the_noise_scale_is_above_it(adaptive_run):
@@ -73,10 +106,11 @@ def test_the_batch_doubles_while_the_noise_scale_is_above_it(adaptive_run):
         assert entry["learning_rate"] / entry["global_batch_size"] == pytest.approx(0.05 / 32, rel=1e-5)
 
 
-def test_a_resumed_run_follows_the_phases_it_chose(make_config, adaptive_run):
-    whole, reference, _ = adaptive_run
+@pytest.mark.parametrize("schedule", ["adaptive", "warmup"])
+def test_a_resumed_run_follows_the_phases_it_chose(make_config, request, schedule):
+    whole, reference, _ = request.getfixturevalue(f"{schedule}_run")
     assert len(reference["batch_sizes"]) >= 2
-    stopped = make_config(**ADAPTIVE)
+    stopped = make_config(**(ADAPTIVE if schedule == "adaptive" else WARMUP))
     build_run(stopped, model_fn=linear_model).train(callbacks=[StopAfterEpoch(3)], verbose=False)
     resumed = build_run(stopped, model_fn=linear_model)
     assert resumed.step > 0 and resumed.plan.phases[-1].batch_size >= 64

@@ -1,4 +1,4 @@
-"""The batch as a controlled quantity: the adaptive batch that follows the noise scale."""
+"""The batch as a controlled quantity: the adaptive batch and the batch warmup, which follow the noise scale."""
 
 import math
 
@@ -11,17 +11,30 @@ def _above(value, bound):
     return f"{value:,.{digits}f}"
 
 
+def next_batch(schedule, batch, b_simple, limit, multiple=1.0):
+    """The global batch after an epoch's end at `batch`, with the noise scale `b_simple`, never
+    past `limit` and never smaller: "adaptive" doubles it while B_simple is above it (McCandlish et
+    al. 2018); "warmup" grows it by doublings to the largest at most `multiple` x B_simple
+    (Merrill et al. 2025: the critical batch rises early in training, and the batch can follow
+    it). Doublings keep it a multiple of what the replicas and accumulation need."""
+    if schedule == "adaptive":
+        return 2 * batch if b_simple > batch and 2 * batch <= limit else batch
+    grown = batch
+    while 2 * grown <= min(limit, multiple * b_simple):
+        grown *= 2
+    return grown
+
+
 class AdaptBatchSize(Action):
-    """With `batch_schedule="adaptive"`: at the end of each epoch but the last, double the global
-    batch (up to `max_batch_size`) if the noise scale B_simple is above it (McCandlish et al. 2018:
-    below B_simple a larger batch still cuts the updates nearly in proportion), the rate moved by
-    `lr_scaling` (`Run.adapt`). The decisions (`run.batch_decisions`) are its state, so a resumed
-    run follows them exactly (`Run` re-plans with them when it is built), and each is one console line."""
+    """With `batch_schedule="adaptive"` or `"warmup"`: at the end of each epoch but the last, the
+    global batch `next_batch` gives (up to `max_batch_size`), the rate moved by `lr_scaling`
+    (`Run.adapt`). The decisions (`run.batch_decisions`) are its state, so a resumed run follows
+    them exactly (`Run` re-plans with them when it is built), and each is one console line."""
 
     after = ("MeasureNoiseScale",)
 
-    def __init__(self, max_batch_size, verbose=True):
-        self.max_batch_size, self.verbose = max_batch_size, verbose
+    def __init__(self, max_batch_size, verbose=True, schedule="adaptive", multiple=1.0):
+        self.max_batch_size, self.verbose, self.schedule, self.multiple = max_batch_size, verbose, schedule, multiple
         self._decisions = []
 
     def state(self):
@@ -35,15 +48,28 @@ class AdaptBatchSize(Action):
         if run.step not in epoch_ends:
             return
         batch, b_simple = loop.phase.batch_size, run.noise_scale
-        if not (b_simple > batch and 2 * batch <= min(self.max_batch_size, run.info.num_train_examples)):
+        limit = min(self.max_batch_size, run.info.num_train_examples)
+        grown = next_batch(self.schedule, batch, b_simple, limit, self.multiple)
+        if grown == batch:
             return
         epoch = epoch_ends.index(run.step) + 1
         before = float(loop.records["learning_rate"][-1])
-        self._decisions.append({"epoch": epoch, "batch": 2 * batch, "step": run.step})
+        self._decisions.append({"epoch": epoch, "batch": grown, "step": run.step})
         run.adapt(self._decisions)
         if self.verbose and run.backend.is_chief:
             print(
-                f"kbatch: adaptive batch: B_simple {_above(b_simple, batch)} > batch {batch} at epoch {epoch}: the "
-                f"batch doubles to {2 * batch} (lr by the {run.settings.lr_scaling} rule; was {before:.4g})",
+                f"kbatch: {self._why(b_simple, batch, epoch, grown)} (lr by the {run.settings.lr_scaling} rule; "
+                f"was {before:.4g})",
                 flush=True,
             )
+
+    def _why(self, b_simple, batch, epoch, grown):
+        if self.schedule == "adaptive":
+            return (
+                f"adaptive batch: B_simple {_above(b_simple, batch)} > batch {batch} at epoch {epoch}: the "
+                f"batch doubles to {grown}"
+            )
+        return (
+            f"batch warmup: {self.multiple:g} x B_simple = {self.multiple * b_simple:,.0f} at epoch {epoch}: "
+            f"the batch grows from {batch} to {grown}"
+        )

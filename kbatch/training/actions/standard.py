@@ -19,7 +19,11 @@ def standard(settings, verbose=True, task=None):
         *([ReportLossSpikes(verbose)] if s.loss_spike_guard else []),
         *([RecordStaleness()] if s.strategy == "parameter_server" else []),
         *([MeasureNoiseScale(s.noise_scale_every, s.noise_scale_decay)] if s.noise_scale_every else []),
-        *([AdaptBatchSize(s.max_batch_size, verbose)] if s.batch_schedule == "adaptive" else []),
+        *(
+            [AdaptBatchSize(s.max_batch_size, verbose, s.batch_schedule, s.batch_warmup_multiple)]
+            if s.batch_schedule in ("adaptive", "warmup")
+            else []
+        ),
         AverageMovingStatistics(),
         Evaluate(),
         *([LinearProbe(s.probe_examples)] if getattr(task, "monitor_from", None) == "LinearProbe" else []),

@@ -23,7 +23,7 @@ def check(settings):
             "config.norm='ghost_batch' needs config.virtual_batch_size (examples per ghost "
             "batch; it must divide the per-replica micro-batch)."
         )
-    if s.batch_schedule == "adaptive":
+    if s.batch_schedule in ("adaptive", "warmup"):
         _check_adaptive(s)
     if s.loss_spike_guard is not None and s.optimizer not in ("sgd", "momentum", "nesterov"):
         raise ValueError(
@@ -140,20 +140,19 @@ def _check_max_batch(s):
 
 
 def _check_adaptive(s):
+    name = f"config.batch_schedule={s.batch_schedule!r}"
     if not s.noise_scale_every:
         raise ValueError(
-            "config.batch_schedule='adaptive' reads the noise scale: set config.noise_scale_every "
-            "(updates between its points, e.g. 10)."
+            f"{name} reads the noise scale: set config.noise_scale_every (updates between its points, e.g. 10)."
         )
     if s.max_batch_size is None or s.max_batch_size < 2 * s.batch_size:
         raise ValueError(
-            f"config.batch_schedule='adaptive' doubles the batch up to config.max_batch_size, which "
+            f"{name} doubles the batch up to config.max_batch_size, which "
             f"must be at least 2 x batch_size={2 * s.batch_size} (it is {s.max_batch_size})."
         )
     if s.batch_boundaries or s.anneal_batch:
         raise ValueError(
-            "config.batch_schedule='adaptive' chooses the phases itself: leave config.batch_boundaries "
-            "empty and config.anneal_batch off."
+            f"{name} chooses the phases itself: leave config.batch_boundaries empty and config.anneal_batch off."
         )
 
 

@@ -316,17 +316,25 @@ FIELDS = (
         "max_batch_size",
         None,
         _optional_positive_int,
-        "`anneal_batch`, `batch_schedule=adaptive` or `seesaw`: the largest batch",
+        "`anneal_batch`, `batch_schedule` adaptive, warmup or seesaw: the largest batch",
         int,
     ),
     _F(
         "batch_schedule",
         "fixed",
-        _choice(("fixed", "adaptive", "seesaw")),
+        _choice(("fixed", "adaptive", "warmup", "seesaw")),
         "`adaptive`: double the batch at an epoch's end "
         "while the noise scale B_simple is above it (needs `noise_scale_every`, `max_batch_size`); "
+        "`warmup`: at an epoch's end, double it as many times as `batch_warmup_multiple` x B_simple allows "
+        "(Merrill et al. 2025; the same needs); "
         "`seesaw`: where `decay=step` divides the LR by `decay_factor`, multiply the batch by it and divide "
         "the LR by its square root (Meterez et al. 2025), up to `max_batch_size`",
+    ),
+    _F(
+        "batch_warmup_multiple",
+        1.0,
+        _real(low=0, low_open=True),
+        "`batch_schedule=warmup`: the batch follows this multiple of the noise scale B_simple",
     ),
     _F("num_epochs", 8, checks.positive_int, "epochs of training (an epoch is N examples of one stream)"),
     # The optimizer.
