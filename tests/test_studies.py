@@ -11,7 +11,7 @@ import os
 import pytest
 
 from kbatch.configs import mnist1d_cnn
-from kbatch.study import lr_search, studies, sweep, theory
+from kbatch.study import lr_search, probe_report, studies, sweep, theory
 
 pytestmark = pytest.mark.fast
 
@@ -58,6 +58,9 @@ def test_an_lr_search_of_a_contrastive_config_reads_the_linear_probes_accuracy(t
         )
         assert 0.3 < result["final_eval_accuracy"] and row["steps_to_0.3"]  # above chance (0.1) within an epoch
     assert fits["lars",][0] is not None and (tmp_path / "s" / "lr_search.md").exists()
+    again = probe_report.rows(tmp_path / "s", examples=500)  # the saved models, probed as the runs did
+    own = {row["name"]: float(row["final_eval_accuracy"]) for row in rows}
+    assert {row["name"]: row["probe_500"] for row in again} == pytest.approx(own)
 
 
 def _result(row):

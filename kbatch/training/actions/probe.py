@@ -38,7 +38,7 @@ class LinearProbe(Action):
             self._examples = self._read(run)
         x, y, x_eval, y_eval = self._examples
         accuracy = linear_probe.probe_accuracy(
-            _represent(run.model, x), y, _represent(run.model, x_eval), y_eval, run.info.num_classes
+            represent(run.model, x), y, represent(run.model, x_eval), y_eval, run.info.num_classes
         )
         run.last_evaluation["eval_accuracy"] = accuracy
         run.backend.summaries.scalars("eval", run.step, {"accuracy": accuracy})
@@ -51,7 +51,7 @@ class LinearProbe(Action):
         return x, y, np.concatenate([p[0] for p in eval_parts]), np.concatenate([p[1] for p in eval_parts])
 
 
-def _represent(model, x):
-    """The representation of examples `x`, in chunks, as float64 NumPy."""
+def represent(model, x):
+    """The representation of examples `x` (`model.represent`), in chunks, as float64 NumPy."""
     parts = [keras.ops.convert_to_numpy(model.represent(x[i : i + CHUNK])) for i in range(0, len(x), CHUNK)]
     return np.concatenate(parts).astype(np.float64)
