@@ -26,6 +26,7 @@ RESULTS = {  # spec (tools/sweeps/<spec>.py): its results (docs/results/<stem>.c
     "ghost_batch_norm": "ghost_batch_norm",
     "norms": "norms",
     "contrastive_negatives": "contrastive_negatives",
+    "self_training": "self_training",
 }
 PAGES = {**RESULTS, "ghost_batch_norm": "norms"}  # the page that shows them, docs/results/<page>.md
 TARGETS = {
@@ -34,6 +35,7 @@ TARGETS = {
     "norms": [0.9, 0.95],
     "ghost_batch_norm": [0.9, 0.95],
     "contrastive_negatives": [0.8, 0.85],
+    "self_training": [0.75, 0.8],
 }
 TRAIN_EXAMPLES = {"mnist1d/large": 60000, "mnist1d/original": 4000}  # docs/results/*.md
 

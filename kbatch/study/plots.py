@@ -61,11 +61,19 @@ def plot_sweep(path, table, axes, targets, title, theory=None):
     if len(targets) > 2:
         for ax in grid[2:, 2]:
             ax.axis("off")
-    # On the steps panel, unless no series reached the first target (then on the accuracy panel).
+    # On the steps panel, unless no series reached the first target (then on the accuracy panel);
+    # long labels (several swept fields) below the panels, where they cover no line.
     legend_ax = grid[0][0] if grid[0][0].get_legend_handles_labels()[0] else grid[0][2]
-    legend_ax.legend(fontsize=7, title="dashed: perfect scaling", title_fontsize=7)
+    handles, labels = legend_ax.get_legend_handles_labels()
+    legend = dict(fontsize=7, title="dashed: perfect scaling", title_fontsize=7)
+    bottom = 0.0
+    if max(map(len, labels), default=0) > 40:
+        fig.legend(handles, labels, loc="lower center", ncol=2, **legend)
+        bottom = (2 + (len(labels) + 1) // 2) * 0.16 / (4.2 * len(targets))
+    else:
+        legend_ax.legend(**legend)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     fig.savefig(path, dpi=110)
 
 
