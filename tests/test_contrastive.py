@@ -116,6 +116,15 @@ def test_accumulation_which_would_split_the_batch_is_refused_in_one_line(make_co
         kbatch.training.build_run(config, model_fn=projection, task=Contrastive(), data=two_view_data())
 
 
+def test_data_of_three_views_is_one_line_before_anything_is_written(make_config):
+    views = np.zeros((64, 3, 40, 1), np.float32)  # three views of each example
+    data = kbatch.data.from_arrays(views, np.zeros(64, np.int32), eval=(views[:8], np.zeros(8, np.int32)))
+    config = make_config(task="contrastive", batch_size=32, base_batch_size=32)
+    with pytest.raises(ValueError, match=r"^config.task='contrastive' takes two views .* shape \(3, 40, 1\)"):
+        kbatch.training.build_run(config, data=data)
+    assert not os.path.exists(config.model_dir)
+
+
 def test_outputs_that_are_not_two_views_are_refused():
     with pytest.raises(ValueError, match=r"must be \[batch, 2, dim\]"):
         Contrastive().per_example(np.zeros(4), np.zeros((4, 3), np.float32))

@@ -20,6 +20,8 @@ class ContrastiveModel(keras.Model):
         self.built = True
 
     def call(self, views, training=False):
+        if views.shape[1] != 2:
+            raise ValueError(f"ContrastiveModel: inputs must be [n, 2, ...], two views of each example: {views.shape}.")
         both = ops.concatenate([views[:, 0], views[:, 1]], axis=0)  # [2n, ...]: first views, then second
         z = self.head(self.encoder(both, training=training), training=training)
         return ops.transpose(ops.reshape(z, (2, -1, z.shape[-1])), (1, 0, 2))

@@ -46,6 +46,11 @@ def kbatch_model(run_recipe, input_shape, num_classes):
             "(or a model_fn of your own)."
         )
     if settings.task == "contrastive":  # the encoder takes one view; the model, two
+        if len(input_shape) < 2 or input_shape[0] != 2:
+            raise ValueError(
+                f"config.task='contrastive' takes two views of each example, inputs [n, 2, ...]; the data's "
+                f"examples have shape {tuple(input_shape)} (kbatch.data.two_views makes two)."
+            )
         encoder = _named_model(run_recipe, input_shape[1:], num_classes)
         return models.contrastive_model(encoder, settings.projection_dims)
     return _named_model(run_recipe, input_shape, num_classes)
