@@ -47,8 +47,8 @@ def test_an_lr_search_of_a_contrastive_config_reads_the_linear_probes_accuracy(t
     monitor), so the steps to a target probe accuracy and the best rate per batch come out."""
     config = _base()
     config.task, config.probe_examples, config.projection_dims, config.optimizer = "contrastive", 500, (16,), "lars"
-    config.base_batch_size, config.base_learning_rate, config.evals_per_epoch = 64, 0.3, 2
-    fits = studies.lr_search(tmp_path / "s", config, {"lars": [0.3]}, [64, 128], [0.3], log=lambda line: None)
+    config.base_batch_size, config.base_learning_rate, config.evals_per_epoch = 256, 0.3, 2
+    fits = studies.lr_search(tmp_path / "s", config, {"lars": [0.3]}, [256, 512], [0.3], log=lambda line: None)
     with open(tmp_path / "s" / "report.csv") as file:
         rows = list(csv.DictReader(file))
     assert [row["state"] for row in rows] == ["finished", "finished"]
