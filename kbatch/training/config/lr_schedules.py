@@ -8,6 +8,8 @@ is a function of epochs, so runs at different batch sizes follow the same curve 
 examples seen.
 """
 
+import functools
+
 import keras
 
 from kbatch import scaling, schedules
@@ -34,23 +36,18 @@ def batch_schedule(settings, rule, base, multiple_of=1):
     s = settings
     if s.decay == "step":
         peak = peak_learning_rate(s, rule, base)
-        if s.batch_schedule == "seesaw":
-            return schedules.BatchSizeSchedule.seesaw(
-                peak,
-                s.batch_size,
-                s.decay_boundaries,
-                s.decay_factor,
-                max_batch_size=s.max_batch_size,
-                multiple_of=multiple_of,
+        if s.batch_schedule == "seesaw" or s.anneal_batch:
+            grow = (
+                schedules.BatchSizeSchedule.seesaw
+                if s.batch_schedule == "seesaw"
+                else functools.partial(schedules.BatchSizeSchedule.from_step_decay, rule=rule)
             )
-        if s.anneal_batch:
-            return schedules.BatchSizeSchedule.from_step_decay(
+            return grow(
                 peak,
                 s.batch_size,
                 s.decay_boundaries,
                 s.decay_factor,
                 max_batch_size=s.max_batch_size,
-                rule=rule,
                 multiple_of=multiple_of,
             )
         return schedules.BatchSizeSchedule.step_decay(peak, s.batch_size, s.decay_boundaries, s.decay_factor)
