@@ -61,6 +61,8 @@ def test_padding_is_nobodys_negative_and_groups_keep_their_own():
     apart, _ = _values(Contrastive(0.3, groups=2), z)  # rows [0, 3) and [3, 6): as on two replicas
     np.testing.assert_allclose(apart, np.concatenate([nt_xent(z[:3], 0.3)[0], nt_xent(z[3:], 0.3)[0]]), rtol=1e-5)
     assert np.all(apart < _values(Contrastive(0.3), z)[0])  # fewer negatives, a smaller loss
+    alone, _ = _values(Contrastive(0.3, groups=4), z[:2])  # more groups than rows (a 2-example check)
+    np.testing.assert_array_equal(alone, [0.0, 0.0])  # each view's only candidate is its partner
 
 
 class PerReplicaNegatives(Contrastive):

@@ -84,7 +84,7 @@ class Contrastive(Task):
             absent = 1.0 - ops.cast(ops.concatenate([weights, weights], axis=0), "float32")
             excluded = ops.maximum(excluded, ops.expand_dims(absent, 0))
         if self.groups > 1:
-            group = ops.tile(ops.arange(n) // (n // self.groups), 2)
+            group = ops.tile(ops.arange(n) * self.groups // n, 2)  # row i of n in group floor(i G / n)
             apart = ops.not_equal(ops.expand_dims(group, 0), ops.expand_dims(group, 1))
             excluded = ops.maximum(excluded, ops.cast(apart, "float32"))
         return excluded
