@@ -15,12 +15,11 @@ import json
 import os
 
 import keras
-import numpy as np
 
 from kbatch.data import sources
 from kbatch.diagnostics import linear_probe
 from kbatch.study import sweep as sweep_lib
-from kbatch.training.actions.probe import represent
+from kbatch.training.actions.probe import probe_examples, represent
 
 
 def probe_again(model_dir, examples):
@@ -30,9 +29,7 @@ def probe_again(model_dir, examples):
     with open(os.path.join(model_dir, "config.json")) as file:
         config = json.load(file)
     source = sources.get(config["dataset"], config.get("data_dir"))
-    x, y = source.examples_at(0, min(examples, source.describe().num_train_examples), config["seed"])
-    eval_parts = list(source.eval_chunks())
-    x_eval, y_eval = np.concatenate([p[0] for p in eval_parts]), np.concatenate([p[1] for p in eval_parts])
+    x, y, x_eval, y_eval = probe_examples(source, examples, config["seed"])
     model = keras.models.load_model(os.path.join(model_dir, "model.keras"))
     return linear_probe.probe_accuracy(
         represent(model, x), y, represent(model, x_eval), y_eval, source.describe().num_classes

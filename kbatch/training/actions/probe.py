@@ -44,11 +44,15 @@ class LinearProbe(Action):
         run.backend.summaries.scalars("eval", run.step, {"accuracy": accuracy})
 
     def _read(self, run):
-        """(x, y, x_eval, y_eval): the probe's training examples and the evaluation split, un-augmented."""
-        single = run.backend.source.source
-        x, y = single.examples_at(0, min(self.examples, run.info.num_train_examples), run.settings.seed)
-        eval_parts = list(single.eval_chunks())
-        return x, y, np.concatenate([p[0] for p in eval_parts]), np.concatenate([p[1] for p in eval_parts])
+        return probe_examples(run.backend.source.source, self.examples, run.settings.seed)
+
+
+def probe_examples(source, examples, seed):
+    """(x, y, x_eval, y_eval): the first `examples` training examples of `source`'s stream of
+    `seed` and its evaluation split, as the probe reads them (un-augmented)."""
+    x, y = source.examples_at(0, min(examples, source.describe().num_train_examples), seed)
+    eval_parts = list(source.eval_chunks())
+    return x, y, np.concatenate([p[0] for p in eval_parts]), np.concatenate([p[1] for p in eval_parts])
 
 
 def represent(model, x):
