@@ -4,6 +4,8 @@ half-written (temporary) folder is never a candidate, a damaged step is `Damaged
 another model's `CheckpointMismatch`, and the `.npz` files kbatch wrote before still read; and
 in several JAX processes (gloo on 127.0.0.1), a checkpoint they save together restores on fewer."""
 
+import asyncio
+import gc
 import os
 import pathlib
 import re
@@ -93,6 +95,28 @@ def test_a_damaged_step_is_a_damaged_checkpoint_from_orbaxs_error(tmp_path, dama
         checkpoints.load(checkpoints.path(4), _state(0))
     assert error.value.__cause__ is not None
     checkpoints.close()
+
+
+@pytest.mark.fast
+def test_asyncios_report_of_an_abandoned_read_error_is_dropped_and_others_pass(tmp_path, caplog):
+    """Orbax abandons the other reads of a damaged checkpoint; when asyncio collects one, it logs
+    "Task exception was never retrieved" with a traceback (a CI run's stderr had one after the
+    one-line refusal). A read error's report is dropped; any other error's still passes."""
+    OrbaxCheckpoints(str(tmp_path), keep=3)._open(create=True)  # installs the filter
+    loop = asyncio.new_event_loop()
+
+    async def fail(error):
+        raise error
+
+    for error in (ValueError("OUT_OF_RANGE: Error reading byte range"), ZeroDivisionError("not a read")):
+        task = loop.create_task(fail(error))
+        loop.run_until_complete(asyncio.sleep(0))
+        assert task.done()
+        del task
+        gc.collect()
+    loop.close()
+    reports = [r for r in caplog.records if r.name == "asyncio" and "never retrieved" in r.getMessage()]
+    assert [r.exc_info[0] for r in reports] == [ZeroDivisionError]
 
 
 @pytest.mark.fast

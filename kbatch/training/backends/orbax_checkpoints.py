@@ -11,6 +11,7 @@ the arrays are copied off the devices and writes the files while training goes o
 
 import contextlib
 import glob
+import logging
 import os
 import re
 import sys
@@ -121,10 +122,11 @@ def _write_errors_as_os_errors():
 
 
 def _quiet_abandoned_operations():
-    """From now on, drop the "Event loop is closed" noise of a failed read or write: Orbax closes its
-    event loop at the first error while the other reads or writes are still under way, and each of
-    them, finishing (then or later), reports a RuntimeError to `sys.unraisablehook`: a traceback on
-    stderr each. Every other report passes on."""
+    """From now on, drop the noise of a failed read or write, which kbatch reports in one line: Orbax
+    closes its event loop at the first error while the other reads or writes are still under way.
+    Each of them, finishing (then or later), reports "Event loop is closed" to `sys.unraisablehook`,
+    or asyncio logs its read error as "exception was never retrieved" when it is collected: a
+    traceback on stderr each. Every other report passes on."""
     previous = sys.unraisablehook
     if getattr(previous, "kbatch_quiet", False):
         return
@@ -135,6 +137,13 @@ def _quiet_abandoned_operations():
 
     hook.kbatch_quiet = True
     sys.unraisablehook = hook
+    logging.getLogger("asyncio").addFilter(_abandoned_read_or_write)
+
+
+def _abandoned_read_or_write(record):
+    """False (drop it) for asyncio's report of a task's read or write error that nobody awaited."""
+    abandoned = record.getMessage().split("\n", 1)[0].endswith("exception was never retrieved")
+    return not (abandoned and record.exc_info and issubclass(record.exc_info[0], READ_ERRORS))
 
 
 def _check_same_arrays(saved, like):
