@@ -115,10 +115,11 @@ def test_the_sharpness_table_has_the_gap_and_the_peak_epoch():
 
 
 def test_the_throughput_tables_are_the_timings_their_fit_and_the_wall_time(tmp_path):
+    from kbatch.diagnostics import update_time
     from kbatch.study import throughput, throughput_report
 
     timings = {b: [2e-3 + 1e-5 * b, 2e-3 + 1e-5 * b] for b in (16, 32, 64)}  # T0 = 2 ms, k = 0.01 ms, gamma = 1
-    fit = throughput.fit_update_time(list(timings), [t[0] for t in timings.values()])
+    fit = update_time.fit_update_time(list(timings), [t[0] for t in timings.values()])
     rows = throughput.wall_time_to_target(fit, {16: 1000, 64: None})
     throughput_report.write_csv(tmp_path / "t.csv", timings, fit, {r["batch"]: r for r in rows}, "steps_to_0.9")
     table = [line.split(",") for line in (tmp_path / "t.csv").read_text().splitlines()]

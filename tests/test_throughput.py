@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from run_tool import run_tool
 
+from kbatch.diagnostics import update_time
 from kbatch.study import throughput
 
 BATCHES = np.array([16, 32, 64, 128, 256, 512, 1024, 2048])
@@ -23,7 +24,7 @@ def _formula(t0, k, gamma, batches=BATCHES):
 
 @pytest.mark.parametrize("t0, k, gamma", PARAMETERS[:4])
 def test_the_fit_recovers_the_parameters_of_noiseless_data(t0, k, gamma):
-    fit = throughput.fit_update_time(BATCHES, _formula(t0, k, gamma))
+    fit = update_time.fit_update_time(BATCHES, _formula(t0, k, gamma))
     assert fit.t0 == pytest.approx(t0, abs=1e-9) and fit.k == pytest.approx(k, rel=1e-6)
     assert fit.gamma == pytest.approx(gamma, abs=1e-6) and fit.residual < 1e-8
     np.testing.assert_allclose(fit.seconds(BATCHES), _formula(t0, k, gamma), rtol=1e-8)
@@ -31,7 +32,7 @@ def test_the_fit_recovers_the_parameters_of_noiseless_data(t0, k, gamma):
 
 
 def test_a_time_that_does_not_grow_with_the_batch_is_all_t0():
-    fit = throughput.fit_update_time(BATCHES, _formula(*PARAMETERS[4]))
+    fit = update_time.fit_update_time(BATCHES, _formula(*PARAMETERS[4]))
     assert fit.t0 == pytest.approx(4e-3) and fit.k == pytest.approx(0, abs=1e-12)
 
 
@@ -40,24 +41,24 @@ def test_the_fit_under_2_percent_noise_stays_near(t0, k, gamma):
     rng, repeated = np.random.default_rng(0), np.repeat(BATCHES, 3)  # three timings at each batch
     for _ in range(5):
         noisy = _formula(t0, k, gamma, repeated) * (1 + 0.02 * rng.standard_normal(len(repeated)))
-        fit = throughput.fit_update_time(repeated, noisy)
+        fit = update_time.fit_update_time(repeated, noisy)
         assert abs(fit.gamma - gamma) < 0.1 and 0.01 < fit.residual < 0.03
         np.testing.assert_allclose(fit.seconds(BATCHES), _formula(t0, k, gamma), rtol=0.03)
 
 
 def test_a_gamma_past_the_range_searched_is_flagged():
-    assert throughput.fit_update_time(BATCHES, _formula(1e-3, 1e-9, 2.6)).gamma_at_search_edge
-    assert not throughput.fit_update_time(BATCHES, _formula(1e-3, 1e-6, 1.0)).gamma_at_search_edge
+    assert update_time.fit_update_time(BATCHES, _formula(1e-3, 1e-9, 2.6)).gamma_at_search_edge
+    assert not update_time.fit_update_time(BATCHES, _formula(1e-3, 1e-6, 1.0)).gamma_at_search_edge
 
 
 @pytest.mark.parametrize("batches", [[64, 128], [64, 64, 128, 128]])
 def test_fewer_than_3_batch_sizes_cannot_be_fitted(batches):
     with pytest.raises(ValueError, match="2 distinct batch sizes; the fit has 3 parameters"):
-        throughput.fit_update_time(batches, [1.0] * len(batches))
+        update_time.fit_update_time(batches, [1.0] * len(batches))
 
 
 def test_wall_time_to_target_is_the_steps_times_the_fitted_update():
-    fit = throughput.UpdateTimeFit(t0=2e-3, k=3e-5, gamma=0.9, residual=0.0)
+    fit = update_time.UpdateTimeFit(t0=2e-3, k=3e-5, gamma=0.9, residual=0.0)
     steps = {1024: 120, 16: 9000, 256: None, 64: 2600}
     rows = throughput.wall_time_to_target(fit, steps)
     batches = np.array([16, 64, 256, 1024])

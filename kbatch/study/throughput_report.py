@@ -11,6 +11,7 @@ import numpy as np
 from matplotlib.figure import Figure  # not pyplot: drawing a file leaves a notebook's plotting backend alone
 from matplotlib.ticker import FuncFormatter
 
+from kbatch.diagnostics import update_time
 from kbatch.study import throughput
 from kbatch.study.axes import batch_axis
 from kbatch.training import validate
@@ -225,7 +226,7 @@ def report(config, batches, steps, repeats, paths, sweep_csv=None, target_column
         timings[batch] = throughput.time_updates(config, batch, steps, repeats)
         median = float(np.median(timings[batch]))
         print(f"throughput: batch {batch}: {1e3 * median:.3f} ms/update, {batch / median:,.0f} examples/s", flush=True)
-    fit = throughput.fit_update_time(batches, [np.median(timings[b]) for b in batches])
+    fit = update_time.fit_update_time(batches, [np.median(timings[b]) for b in batches])
     rows = None if steps_by_batch is None else throughput.wall_time_to_target(fit, steps_by_batch)
     best = None if rows is None else throughput.fastest(rows)
     title = f"{config.model} on {config.dataset}, Keras {device_description()}"

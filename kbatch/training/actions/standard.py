@@ -20,8 +20,8 @@ def standard(settings, verbose=True, task=None):
         *([RecordStaleness()] if s.strategy == "parameter_server" else []),
         *([MeasureNoiseScale(s.noise_scale_every, s.noise_scale_decay)] if s.noise_scale_every else []),
         *(
-            [AdaptBatchSize(s.max_batch_size, verbose, s.batch_schedule, s.batch_warmup_multiple)]
-            if s.batch_schedule in ("adaptive", "warmup")
+            [AdaptBatchSize(s.max_batch_size, verbose, s.batch_schedule, s.batch_warmup_multiple, s.update_time_model)]
+            if s.batch_schedule in ("adaptive", "warmup", "goodput")
             else []
         ),
         AverageMovingStatistics(),

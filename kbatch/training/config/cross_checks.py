@@ -23,7 +23,7 @@ def check(settings):
             "config.norm='ghost_batch' needs config.virtual_batch_size (examples per ghost "
             "batch; it must divide the per-replica micro-batch)."
         )
-    if s.batch_schedule in ("adaptive", "warmup"):
+    if s.batch_schedule in ("adaptive", "warmup", "goodput"):
         _check_adaptive(s)
     if s.loss_spike_guard is not None and s.optimizer not in ("sgd", "momentum", "nesterov"):
         raise ValueError(

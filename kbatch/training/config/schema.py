@@ -92,6 +92,16 @@ def _batch_sizes(name, value):
     return tuple(checks.positive_int(f"{name}[{i}]", b) for i, b in enumerate(value))
 
 
+def _update_time_model(name, value):
+    """() (time the updates), or (T0 seconds, k seconds, gamma) of T_update(B) = T0 + k B**gamma."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) not in (0, 3):
+        checks.fail(name, value, "() to time the updates, or (T0, k, gamma): T_update(B) = T0 + k x B**gamma seconds")
+    if not value:
+        return ()
+    t0, k = (checks.real(f"{name}[{i}]", v, low=0) for i, v in enumerate(value[:2]))
+    return (t0, k, checks.real(f"{name}[2]", value[2], low=0, low_open=True))
+
+
 def _projection_dims(name, value):
     dims = _batch_sizes(name, value)
     if not dims:
@@ -322,19 +332,28 @@ FIELDS = (
     _F(
         "batch_schedule",
         "fixed",
-        _choice(("fixed", "adaptive", "warmup", "seesaw")),
+        _choice(("fixed", "adaptive", "warmup", "seesaw", "goodput")),
         "`adaptive`: double the batch at an epoch's end "
         "while the noise scale B_simple is above it (needs `noise_scale_every`, `max_batch_size`); "
         "`warmup`: at an epoch's end, double it as many times as `batch_warmup_multiple` x B_simple allows "
         "(Merrill et al. 2025; the same needs); "
         "`seesaw`: where `decay=step` divides the LR by `decay_factor`, multiply the batch by it and divide "
-        "the LR by its square root (Meterez et al. 2025), up to `max_batch_size`",
+        "the LR by its square root (Meterez et al. 2025), up to `max_batch_size`; "
+        "`goodput`: at an epoch's end, the doubling with the most examples/s x statistical efficiency (Qiao et al. "
+        "2021; the same needs)",
     ),
     _F(
         "batch_warmup_multiple",
         1.0,
         _real(low=0, low_open=True),
         "`batch_schedule=warmup`: the batch follows this multiple of the noise scale B_simple",
+    ),
+    _F(
+        "update_time_model",
+        (),
+        _update_time_model,
+        "`batch_schedule=goodput`: () times the updates; (T0, k, gamma) takes T_update(B) = T0 + k B^gamma "
+        "seconds as given (an accelerator's curve, or a deterministic run)",
     ),
     _F("num_epochs", 8, checks.positive_int, "epochs of training (an epoch is N examples of one stream)"),
     # The optimizer.
