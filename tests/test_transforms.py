@@ -125,7 +125,14 @@ def test_the_noise_record_is_the_parts_mean_squared_norm(mode):
 
 def _settings(**fields):
     defaults = dict(
-        clip_global_norm=None, log_gradient_norm=False, noise_scale_every=0, loss_spike_guard=None, staleness=0
+        clip_global_norm=None,
+        log_gradient_norm=False,
+        noise_scale_every=0,
+        loss_spike_guard=None,
+        staleness=0,
+        lr_gain="none",
+        base_batch_size=8,
+        noise_scale_decay=0.99,
     )
     return types.SimpleNamespace(**{**defaults, **fields})
 
@@ -140,13 +147,14 @@ def _settings(**fields):
             {"clip_global_norm": 1.0, "loss_spike_guard": 3.0, "staleness": 2},
             ["GlobalNorm", "ClipByGlobalNorm", "SpikeGuard", "DelayLine"],
         ),
+        ({"noise_scale_every": 5, "lr_gain": "adascale"}, ["GlobalNorm", "NoiseRecord", "AdaScaleGain"]),
     ],
 )
 def test_the_settings_build_the_chain_in_its_order(fields, kinds):
     optimizer, variables = _optimizer()
     before = len(optimizer.variables)
     model = types.SimpleNamespace(trainable_variables=variables)
-    chain = transforms.from_settings(_settings(**fields), optimizer, model)
+    chain = transforms.from_settings(_settings(**fields), optimizer, model, 4000)
     assert [type(t).__name__ for t in chain] == kinds
     added = [v for t in chain for v in t.variables]
     assert len(optimizer.variables) == before + len(added)  # the state is the optimizer's (checkpointed)

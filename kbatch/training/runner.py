@@ -13,6 +13,7 @@ TensorFlow or JAX.
 """
 
 import dataclasses
+import math
 import os
 import time
 
@@ -22,14 +23,31 @@ from kbatch import ledger, optimizers, runtime
 from kbatch.data import names, sources
 from kbatch.diagnostics import noise_scale
 from kbatch.training import actions as actions_lib
-from kbatch.training import contrastive, models_of_config, self_training
+from kbatch.training import contrastive, models_of_config, self_training, transforms
 from kbatch.training.actions import action as action_lib
-from kbatch.training.config import apply_recipe, arguments, cross_checks, fine_tuning, probabilities, recipe, schema
+from kbatch.training.config import (
+    apply_recipe,
+    arguments,
+    cross_checks,
+    fine_tuning,
+    lr_schedules,
+    probabilities,
+    recipe,
+    schema,
+)
 from kbatch.training.config.plan import Plan
 from kbatch.training.run_files import event_writer, history, init_from, run_dir, run_lock
 from kbatch.training.tasks import Classification, NextToken
 
-NOT_TASK_VALUES = ("count", "grad_norm", "learning_rate", "spike_factor", "staleness", noise_scale.RECORD)
+NOT_TASK_VALUES = (
+    "count",
+    "grad_norm",
+    "learning_rate",
+    "spike_factor",
+    "staleness",
+    noise_scale.RECORD,
+    *transforms.adascale.RECORDS,
+)
 
 
 @dataclasses.dataclass
@@ -77,11 +95,18 @@ def _backend(settings, strategy):
     return tf_backend.TensorFlowBackend(settings, strategy)
 
 
+def planned_epochs(settings):
+    """The epochs of data a run may take: `num_epochs`, or with AdaScale's gain, whose progress per
+    update is r >= 1 base updates, as many as its least progress (r = 1) would need."""
+    if settings.lr_gain == "adascale":
+        return settings.num_epochs * math.ceil(settings.batch_size / settings.base_batch_size)
+    return settings.num_epochs
+
+
 def _check_plan(settings, batches, replicas, info):
-    batches.check_divisible(replicas, settings.accumulation_steps, settings.num_epochs)
-    plan = Plan.make(
-        batches, info.num_train_examples, settings.num_epochs, settings.evals_per_epoch, settings.checkpoint_every
-    )
+    epochs = planned_epochs(settings)
+    batches.check_divisible(replicas, settings.accumulation_steps, epochs)
+    plan = Plan.make(batches, info.num_train_examples, epochs, settings.evals_per_epoch, settings.checkpoint_every)
     for phase in plan.phases:
         if phase.batch_size > info.num_train_examples:
             raise ValueError(
@@ -89,6 +114,19 @@ def _check_plan(settings, batches, replicas, info):
                 f"{info.num_train_examples} training examples of {info.name}."
             )
     return plan
+
+
+def _follow_adascale(run_recipe, backend, info):
+    """With `lr_gain="adascale"`, the optimizer's rate is AdaScale's `ProgressSchedule`: its gain x
+    the base rate x the epoch schedule at the progress."""
+    gain = backend.chain.get(transforms.AdaScaleGain)
+    if gain is not None:
+        schedule = gain.schedule(
+            run_recipe.base_learning_rate,
+            lr_schedules.epoch_schedule(run_recipe.settings),
+            run_recipe.settings.num_epochs,
+        )
+        optimizers.unwrap(backend.optimizer).learning_rate = schedule
 
 
 def default_task(settings, replicas):
@@ -195,6 +233,7 @@ def _build_locked_run(run_recipe, backend, model_fn, task, lock):
     with backend.scope():
         model, optimizer = models_of_config.build_model_and_optimizer(run_recipe, info, batches, model_fn, source)
         backend.attach(model, optimizer, task)
+        _follow_adascale(run_recipe, backend, info)
         if source is not None and not backend.has_checkpoint():  # a resumed run starts from its checkpoint
             fine_tuning.copy_weights(source, model, settings.init_exclude)
     who = "model_fn's model" if model_fn is not None else "the model"
@@ -229,6 +268,7 @@ class Run:
         self.recipe, self.settings = run_recipe, run_recipe.settings
         self.backend, self.task, self.info = backend, task, info
         self.model, self.optimizer, self.plan, self.changed = model, optimizer, plan, changed
+        self._whole_plan = plan
         self.lock = lock
         self.momenta = apply_recipe.moving_average_momenta(model, run_recipe.base.batch_size)
         self.history = history.History(backend.write_dir)
@@ -245,6 +285,9 @@ class Run:
         decisions = [d for d in saved if d["step"] <= self.step]
         if decisions:  # a resumed adaptive run: the phases it chose, exactly (AdaptBatchSize's state)
             self.adapt(decisions)
+        end = self.history.actions.get("AdaScaleProgress", {}).get("end_step")
+        if end is not None and end <= self.step:  # a finished AdaScale run ended there
+            self.end_at(end)
         if changed is not None and backend.is_chief:  # points logged after the checkpoint are logged again
             event_writer.drop_events_from(
                 self.settings.model_dir, self.step + 1, {"examples": self.plan.ledger.examples_seen(self.step)}
@@ -264,6 +307,10 @@ class Run:
         )
         self.batch_decisions = list(decisions)
         self._phase = None  # the next loop starts the new phase (a new compiled step)
+
+    def end_at(self, step):
+        """End the run after `step` updates of its plan as built (AdaScale's progress decides where)."""
+        self.plan = self._whole_plan.ended_at(min(step, self._whole_plan.total_steps))
 
     def publish(self, name, value):
         """Set what an action found out for the others (one of the names the run shows)."""

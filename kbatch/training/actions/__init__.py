@@ -3,6 +3,7 @@
 turns on, in order."""
 
 from kbatch.training.actions.action import Action
+from kbatch.training.actions.adascale import AdaScaleProgress
 from kbatch.training.actions.batch_control import AdaptBatchSize
 from kbatch.training.actions.callbacks import KerasCallbacks
 from kbatch.training.actions.evaluation import AverageMovingStatistics, Evaluate
@@ -15,6 +16,7 @@ from kbatch.training.actions.standard import standard
 
 __all__ = [
     "Action",
+    "AdaScaleProgress",
     "AdaptBatchSize",
     "AverageMovingStatistics",
     "CheckFinite",

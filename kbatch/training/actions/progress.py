@@ -29,7 +29,7 @@ class Progress(Action):
         sizes = " -> ".join(str(p.batch_size) for p in run.plan.phases)
         print(
             f"kbatch: {state}; {run.backend.layout}, global batch {sizes}, "
-            f"{run.plan.total_steps} steps in {run.settings.num_epochs} epochs. "
+            f"{_length(run)}. "
             f"TensorBoard: tensorboard --logdir {shlex.quote(run.settings.model_dir)}",
             flush=True,
         )
@@ -42,7 +42,7 @@ class Progress(Action):
         epoch = plan.epoch_at(loop.first_step)
         start = plan.epoch_starts[epoch]
         if epoch != self._epoch:
-            print(f"epoch {epoch + 1}/{run.settings.num_epochs}, global batch {_batches(plan, epoch)}", flush=True)
+            print(f"epoch {epoch + 1}/{len(plan.epoch_starts) - 1}, global batch {_batches(plan, epoch)}", flush=True)
             self._epoch, self._examples, self._seconds = epoch, 0, 0.0
         self._examples += loop.num_steps * loop.phase.batch_size
         self._seconds += loop.seconds
@@ -54,7 +54,7 @@ class Progress(Action):
             "examples/s": self._examples / max(self._seconds, 1e-9),
         }
         self._bar.update(loop.last_step - start, values=list(values.items()))
-        if loop.last_step == plan.epoch_starts[epoch + 1] and epoch + 1 < run.settings.num_epochs:
+        if loop.last_step == plan.epoch_starts[epoch + 1] and epoch + 2 < len(plan.epoch_starts):
             self._bar = _new_bar(plan, epoch + 1)  # the next epoch starts now
         if run.evaluated(loop):
             e = run.last_evaluation
@@ -92,3 +92,13 @@ def _batches(plan, epoch):
     first, end = plan.epoch_starts[epoch], plan.epoch_starts[epoch + 1]
     sizes = [p.batch_size for p in plan.phases if p.start_step < end and p.start_step + p.num_steps > first]
     return " -> ".join(str(size) for size in sizes)
+
+
+def _length(run):
+    """`625 steps in 5 epochs`; with AdaScale's gain, whose progress decides where the run ends, at most so many."""
+    s, total, epochs = run.settings, run.plan.total_steps, len(run.plan.epoch_starts) - 1
+    if s.lr_gain == "adascale":
+        return (
+            f"at most {total} steps in {epochs} epochs (until {s.num_epochs} epochs of progress at {s.base_batch_size})"
+        )
+    return f"{total} steps in {s.num_epochs} epochs"

@@ -1,5 +1,6 @@
 """`standard(settings, verbose, task)`: the actions a config turns on, with their parameters, in the order they run."""
 
+from kbatch.training.actions.adascale import AdaScaleProgress
 from kbatch.training.actions.batch_control import AdaptBatchSize
 from kbatch.training.actions.evaluation import AverageMovingStatistics, Evaluate
 from kbatch.training.actions.measurements import MeasureBNCoupling, MeasureNoiseScale, MeasureSharpness
@@ -19,6 +20,7 @@ def standard(settings, verbose=True, task=None):
         *([ReportLossSpikes(verbose)] if s.loss_spike_guard else []),
         *([RecordStaleness()] if s.strategy == "parameter_server" else []),
         *([MeasureNoiseScale(s.noise_scale_every, s.noise_scale_decay)] if s.noise_scale_every else []),
+        *([AdaScaleProgress(verbose)] if s.lr_gain == "adascale" else []),
         *(
             [AdaptBatchSize(s.max_batch_size, verbose, s.batch_schedule, s.batch_warmup_multiple, s.update_time_model)]
             if s.batch_schedule in ("adaptive", "warmup", "goodput")

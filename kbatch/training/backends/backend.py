@@ -74,7 +74,7 @@ class Backend(abc.ABC):
         (call inside `scope()`, once)."""
         self.model, self.optimizer, self.task = model, optimizer, task
         optimizer.build(model.trainable_variables)
-        self.chain = transforms.from_settings(self.settings, optimizer, model)
+        self.chain = transforms.from_settings(self.settings, optimizer, model, self.describe_data().num_train_examples)
         self._attach_checkpoints()
 
     @abc.abstractmethod

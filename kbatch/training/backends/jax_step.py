@@ -129,12 +129,13 @@ def make_train_step(model, optimizer, task, chain, geometry):
             )
             context.took(sums, squares)
         grads, record = chain.apply(grads, context)
-        with keras.StatelessScope(state_mapping=list(zip(optimizer.variables, optimizer_variables))):
-            learning_rate = jnp.asarray(optimizer.learning_rate, "float32")
-        trainable, optimizer_variables = optimizer.stateless_apply(optimizer_variables, grads, trainable)
+        # The transforms' writes first: the rate may read them (AdaScale's gain and progress).
         optimizer_variables = [
             context.written.get(id(v), value) for v, value in zip(optimizer.variables, optimizer_variables)
         ]
+        with keras.StatelessScope(state_mapping=list(zip(optimizer.variables, optimizer_variables))):
+            learning_rate = jnp.asarray(optimizer.learning_rate, "float32")
+        trainable, optimizer_variables = optimizer.stateless_apply(optimizer_variables, grads, trainable)
         record = {
             **sums,
             "count": jnp.asarray(labels.shape[0], "float32"),

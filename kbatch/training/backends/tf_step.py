@@ -23,7 +23,7 @@ import tensorflow as tf
 from kbatch.training import transforms
 
 # The same on every replica; every other record field adds up.
-SHARED = ("grad_norm", "learning_rate", "spike_factor", "staleness")
+SHARED = ("grad_norm", "learning_rate", "spike_factor", "staleness", *transforms.adascale.RECORDS)
 
 
 def _loss_scale(optimizer):

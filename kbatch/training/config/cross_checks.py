@@ -25,6 +25,8 @@ def check(settings):
         )
     if s.batch_schedule in ("adaptive", "warmup", "goodput"):
         _check_adaptive(s)
+    if s.lr_gain == "adascale":
+        _check_adascale(s)
     if s.loss_spike_guard is not None and s.optimizer not in ("sgd", "momentum", "nesterov"):
         raise ValueError(
             f"config.loss_spike_guard={s.loss_spike_guard}: scales the update's gradient, which is its "
@@ -137,6 +139,32 @@ def _check_max_batch(s):
         raise ValueError(
             f"config.max_batch_size={s.max_batch_size}: must be None or an integer >= batch_size={s.batch_size}."
         )
+
+
+def _check_adascale(s):
+    """AdaScale's gain is SGD's learning rate over a fixed batch above the base batch, its progress a
+    function of epochs (Johnson et al. 2020)."""
+    name = "config.lr_gain='adascale'"
+    needs = [
+        (not s.noise_scale_every, "reads the noise scale's estimates: set config.noise_scale_every (e.g. 10)"),
+        (
+            s.optimizer not in ("sgd", "momentum", "nesterov"),
+            f"is SGD's gain (sgd, momentum, nesterov), not {s.optimizer}'s",
+        ),
+        (
+            s.batch_size < s.base_batch_size,
+            f"scales from base_batch_size={s.base_batch_size} up: batch_size={s.batch_size} is below it",
+        ),
+        (s.decay == "step", "follows a schedule of epochs: use decay cosine, linear, polynomial or constant, not step"),
+        (
+            s.batch_schedule != "fixed" or s.anneal_batch or s.batch_boundaries,
+            "sets the rate for one batch: leave batch_schedule fixed, anneal_batch off and batch_boundaries empty",
+        ),
+        (s.strategy == "parameter_server", "needs the parts of one synchronous update, which parameter servers lack"),
+    ]
+    for failed, why in needs:
+        if failed:
+            raise ValueError(f"{name} {why}.")
 
 
 def _check_adaptive(s):

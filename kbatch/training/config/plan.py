@@ -40,6 +40,21 @@ class Plan:
             checkpoints = set(epoch_starts[1:])
         return cls(phases, total, epoch_starts, tuple(sorted(evals - {0})), tuple(sorted(checkpoints - {0})), ledger)
 
+    def ended_at(self, end):
+        """This plan stopped after `end` updates (a run whose length is decided while it trains,
+        `lr_gain="adascale"`): its phases cut there, and an evaluation and a checkpoint at `end`."""
+        phases = tuple(
+            p._replace(num_steps=min(p.num_steps, end - p.start_step)) for p in self.phases if p.start_step < end
+        )
+        return dataclasses.replace(
+            self,
+            phases=phases,
+            total_steps=end,
+            epoch_starts=(*(s for s in self.epoch_starts if s < end), end),
+            eval_points=(*(p for p in self.eval_points if p < end), end),
+            checkpoint_points=(*(p for p in self.checkpoint_points if p < end), end),
+        )
+
     def phase_at(self, step):
         """The phase that the update after `step` updates belongs to."""
         for phase in self.phases:

@@ -298,6 +298,13 @@ FIELDS = (
         "an exponent alpha (lr x (B/B0)^alpha), or `staleness`: linear, lowered for `staleness` (docs/schedules.md)",
     ),
     _F(
+        "lr_gain",
+        "none",
+        _choice(("none", "adascale")),
+        "`adascale`: each update's LR is AdaScale's gain r in [1, B/B0] x the base schedule at the progress "
+        "sum(r) (Johnson et al. 2020), ending when that reaches `num_epochs` (needs `noise_scale_every`, SGD)",
+    ),
+    _F(
         "rescale_recipe",
         True,
         checks.boolean,
