@@ -16,7 +16,7 @@ from kbatch.training.transforms import adascale
 
 pytestmark = pytest.mark.components  # CI runs them again under KERAS_BACKEND=jax
 
-N, SHORT, DIM, CLASSES = 32768, 4096, 8, 4  # the closed form's examples; the other tests' (fewer updates)
+N, SHORT, DIM, CLASSES = 32768, 2048, 8, 4  # the closed form's examples; the other tests' (fewer updates)
 
 
 def _data(n=N):

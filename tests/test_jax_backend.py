@@ -285,7 +285,7 @@ def test_a_checkpoint_written_on_four_devices_resumes_on_four_two_and_one(tmp_pa
     """Orbax restores onto the resumed run's shardings: at the same global batch the run ends with
     the uninterrupted run's weights, bitwise on 4 devices, within float rounding (1e-5, as 1 device
     against 4 in the first test) on 2 and 1; and kbatch's former `.npz` checkpoint resumes bitwise,
-    the next checkpoint then Orbax's."""
+    the next checkpoint then Orbax's. Asynchronous checkpoints end with the same weights."""
     overrides = json.dumps(RESUMED)
     _jax(4, "train", str(tmp_path / "whole"), overrides)
     _killed_after(tmp_path / "on 4", 12, 4, RESUMED)
@@ -305,21 +305,22 @@ def test_a_checkpoint_written_on_four_devices_resumes_on_four_two_and_one(tmp_pa
                 np.testing.assert_allclose(b, a, atol=1e-5, err_msg=name)
     assert (tmp_path / "legacy" / "checkpoints" / f"ckpt-{legacy_step}.npz").exists()
     assert [p.name for p in _steps(tmp_path / "legacy")] == ["ckpt_56", "ckpt_60", "ckpt_63"]
+    _asynchronous_checkpoints_hold_what_synchronous_ones_do(tmp_path, tmp_path / "whole")
 
 
-def test_asynchronous_checkpoints_hold_what_synchronous_ones_do(tmp_path):
-    """With async_checkpoints Orbax writes while training goes on: the same final weights, and the
-    last checkpoint, restored alone (model.keras and result.json removed), is the same weights."""
-    _jax(4, "train", str(tmp_path / "sync"), json.dumps(RESUMED))
+def _asynchronous_checkpoints_hold_what_synchronous_ones_do(tmp_path, whole):
+    """With async_checkpoints Orbax writes while training goes on: the same final weights as the
+    synchronous run `whole`, and the last checkpoint, restored alone (model.keras and result.json
+    removed), is the same weights."""
     _jax(4, "train", str(tmp_path / "async"), json.dumps({**RESUMED, "async_checkpoints": True}))
-    for a, b in zip(_weights(tmp_path / "sync"), _weights(tmp_path / "async")):
+    for a, b in zip(_weights(whole), _weights(tmp_path / "async")):
         np.testing.assert_array_equal(b, a)
     assert [p.name for p in _steps(tmp_path / "async")] == ["ckpt_56", "ckpt_60", "ckpt_63"]
     for written in ("model.keras", "result.json"):
         (tmp_path / "async" / written).unlink()
     again = _jax(2, "train", str(tmp_path / "async"), json.dumps({**RESUMED, "async_checkpoints": True}))
     assert json.loads(again.strip().splitlines()[-1])["resumed_at"] == 63
-    for a, b in zip(_weights(tmp_path / "sync"), _weights(tmp_path / "async")):
+    for a, b in zip(_weights(whole), _weights(tmp_path / "async")):
         np.testing.assert_array_equal(b, a)
 
 

