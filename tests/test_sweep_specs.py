@@ -27,8 +27,9 @@ RESULTS = {  # spec (tools/sweeps/<spec>.py): its results (docs/results/<stem>.c
     "norms": "norms",
     "contrastive_negatives": "contrastive_negatives",
     "self_training": "self_training",
+    "batch_controllers": "batch_controllers_runs",
 }
-PAGES = {**RESULTS, "ghost_batch_norm": "norms"}  # the page that shows them, docs/results/<page>.md
+PAGES = {**RESULTS, "ghost_batch_norm": "norms", "batch_controllers": "batch_controllers"}  # the page that shows them, docs/results/<page>.md
 TARGETS = {
     "scaling": [0.97, 0.99],
     "lars_vs_sgd": [0.95, 0.97],
@@ -36,6 +37,7 @@ TARGETS = {
     "ghost_batch_norm": [0.9, 0.95],
     "contrastive_negatives": [0.8, 0.85],
     "self_training": [0.75, 0.8],
+    "batch_controllers": [0.985, 0.99],
 }
 TRAIN_EXAMPLES = {"mnist1d/large": 60000, "mnist1d/original": 4000}  # docs/results/*.md
 

@@ -6,8 +6,8 @@ over the updates at each batch.
 
   python -m kbatch.study.controllers SWEEP_DIR --output=PREFIX [--targets=0.95,0.97] [--curve=T0,k,gamma]
 
-writes PREFIX.md (the table), PREFIX.csv and PREFIX.png (test accuracy against updates, examples and
-predicted seconds, one line per controller) and prints the table.
+writes PREFIX.csv and PREFIX.png (test accuracy against updates, examples and predicted seconds, one
+line per controller) and prints the table in markdown (for the result page, PREFIX.md).
 """
 
 import argparse
@@ -117,7 +117,7 @@ def draw(found, path, curve):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep_dir")
-    parser.add_argument("--output", required=True, help="prefix of the .md, .csv and .png written")
+    parser.add_argument("--output", required=True, help="prefix of the .csv and .png written")
     parser.add_argument("--targets", default="0.95,0.97", help="comma-separated test accuracies")
     parser.add_argument("--curve", default=",".join(map(str, ACCELERATOR)), help="T0,k,gamma of T(B) in seconds")
     args = parser.parse_args(argv)
@@ -131,11 +131,9 @@ def main(argv=None):
         writer = csv.DictWriter(file, list(table[0]))
         writer.writeheader()
         writer.writerows(table)
-    with open(args.output + ".md", "w") as file:
-        file.write(markdown(table))
     draw(found, args.output + ".png", curve)
     print(markdown(table), end="")
-    print(f"controllers: wrote {', '.join(args.output + s for s in ('.md', '.csv', '.png'))}", flush=True)
+    print(f"controllers: wrote {args.output}.csv and {args.output}.png", flush=True)
 
 
 if __name__ == "__main__":
