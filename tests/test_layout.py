@@ -14,7 +14,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 TRAINING = REPO / "kbatch" / "training"
 # Lowest first: a module may import the trainer's modules of its own layer or of a layer before it.
 LAYERS = (
-    ("stops", "tasks", "contrastive", "transforms"),
+    ("stops", "tasks", "contrastive", "transforms", "rate_cap"),
     ("actions",),
     ("config",),
     ("run_files",),

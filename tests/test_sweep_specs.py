@@ -29,7 +29,11 @@ RESULTS = {  # spec (tools/sweeps/<spec>.py): its results (docs/results/<stem>.c
     "self_training": "self_training",
     "batch_controllers": "batch_controllers_runs",
 }
-PAGES = {**RESULTS, "ghost_batch_norm": "norms", "batch_controllers": "batch_controllers"}  # the page that shows them, docs/results/<page>.md
+PAGES = {
+    **RESULTS,
+    "ghost_batch_norm": "norms",
+    "batch_controllers": "batch_controllers",
+}  # the page that shows them, docs/results/<page>.md
 TARGETS = {
     "scaling": [0.97, 0.99],
     "lars_vs_sgd": [0.95, 0.97],

@@ -23,7 +23,7 @@ from kbatch import ledger, optimizers, runtime
 from kbatch.data import names, sources
 from kbatch.diagnostics import noise_scale
 from kbatch.training import actions as actions_lib
-from kbatch.training import contrastive, models_of_config, self_training, transforms
+from kbatch.training import contrastive, models_of_config, rate_cap, self_training, transforms
 from kbatch.training.actions import action as action_lib
 from kbatch.training.config import (
     apply_recipe,
@@ -234,6 +234,11 @@ def _build_locked_run(run_recipe, backend, model_fn, task, lock):
         model, optimizer = models_of_config.build_model_and_optimizer(run_recipe, info, batches, model_fn, source)
         backend.attach(model, optimizer, task)
         _follow_adascale(run_recipe, backend, info)
+        cap = (
+            rate_cap.add_cap(optimizer, run_recipe.learning_rate_schedule(info.num_train_examples, batches))
+            if settings.stability_cap
+            else None
+        )
         if source is not None and not backend.has_checkpoint():  # a resumed run starts from its checkpoint
             fine_tuning.copy_weights(source, model, settings.init_exclude)
     who = "model_fn's model" if model_fn is not None else "the model"
@@ -248,7 +253,7 @@ def _build_locked_run(run_recipe, backend, model_fn, task, lock):
         )
     if settings.bn_coupling_every:
         actions_lib.measurements.check_bn_coupling(model, settings.bn_coupling_every)
-    run = Run(run_recipe, backend, task, info, model, optimizer, plan, changed, lock)
+    run = Run(run_recipe, backend, task, info, model, optimizer, plan, changed, lock, cap)
     if backend.is_chief:
         with run_dir.writing(settings.model_dir, "config.json", lambda: backend.latest_checkpoint):
             run_dir.write_json(os.path.join(settings.model_dir, run_dir.CONFIG_FILE), schema.as_json(settings))
@@ -262,14 +267,15 @@ class Run:
     the held `run_lock.RunLock` of `model_dir` (None off the chief), released when training ends
     or by `close()`. What the actions publish (`publish`) it shows read-only: `last_evaluation`,
     `noise_scale`, `staleness_counts`. `batch_decisions`: the adaptive batch's decisions its plan
-    follows (`adapt`; saved as `AdaptBatchSize`'s state, so a resumed run re-plans when built)."""
+    follows (`adapt`; saved as `AdaptBatchSize`'s state, so a resumed run re-plans when built).
+    `rate_cap`: with `stability_cap`, the variable that bounds the rate (`rate_cap`), else None."""
 
-    def __init__(self, run_recipe, backend, task, info, model, optimizer, plan, changed, lock=None):
+    def __init__(self, run_recipe, backend, task, info, model, optimizer, plan, changed, lock=None, cap=None):
         self.recipe, self.settings = run_recipe, run_recipe.settings
         self.backend, self.task, self.info = backend, task, info
         self.model, self.optimizer, self.plan, self.changed = model, optimizer, plan, changed
         self._whole_plan = plan
-        self.lock = lock
+        self.lock, self.rate_cap = lock, cap
         self.momenta = apply_recipe.moving_average_momenta(model, run_recipe.base.batch_size)
         self.history = history.History(backend.write_dir)
         self.step = backend.restore()
@@ -302,9 +308,10 @@ class Run:
         halves = _check_halves(s, self.backend)
         batches = self.recipe.batch_schedule(self.backend.num_replicas * s.accumulation_steps * halves, decisions)
         self.plan = _check_plan(s, batches, self.backend.num_replicas, self.info)
-        optimizers.unwrap(self.optimizer).learning_rate = self.recipe.learning_rate_schedule(
-            self.info.num_train_examples, batches
-        )
+        schedule = self.recipe.learning_rate_schedule(self.info.num_train_examples, batches)
+        if self.rate_cap is not None:
+            schedule = rate_cap.CappedSchedule(schedule, self.rate_cap)
+        optimizers.unwrap(self.optimizer).learning_rate = schedule
         self.batch_decisions = list(decisions)
         self._phase = None  # the next loop starts the new phase (a new compiled step)
 

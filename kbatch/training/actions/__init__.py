@@ -7,7 +7,7 @@ from kbatch.training.actions.adascale import AdaScaleProgress
 from kbatch.training.actions.batch_control import AdaptBatchSize
 from kbatch.training.actions.callbacks import KerasCallbacks
 from kbatch.training.actions.evaluation import AverageMovingStatistics, Evaluate
-from kbatch.training.actions.measurements import MeasureBNCoupling, MeasureNoiseScale, MeasureSharpness
+from kbatch.training.actions.measurements import CapTheRate, MeasureBNCoupling, MeasureNoiseScale, MeasureSharpness
 from kbatch.training.actions.probe import LinearProbe
 from kbatch.training.actions.progress import Progress
 from kbatch.training.actions.records import LogSteps, RecordStaleness, ReportLossSpikes
@@ -19,6 +19,7 @@ __all__ = [
     "AdaScaleProgress",
     "AdaptBatchSize",
     "AverageMovingStatistics",
+    "CapTheRate",
     "CheckFinite",
     "Checkpoint",
     "Evaluate",

@@ -4,6 +4,7 @@ import keras
 
 from kbatch import optimizers
 from kbatch.diagnostics import bn_coupling, hessian, noise_scale
+from kbatch.training import rate_cap
 from kbatch.training.actions.action import Action
 
 
@@ -67,9 +68,7 @@ class MeasureSharpness(Action):
         if not run.evaluated(loop) or len(run.history.evals) % self.every:
             return
         if self._hvp is None:  # built (and traced) once; it reads the weights as they are
-            task = run.task
-            loss = lambda y, out: keras.ops.mean(task.per_example(y, out)["loss"])  # noqa: E731
-            self._hvp = hessian.hessian_vector_product(run.model, loss, run.backend.probe_batch(self.PROBE_EXAMPLES))
+            self._hvp = sharpness_probe(run, self.PROBE_EXAMPLES)
         value = hessian.top_eigenvalue(self._hvp, [v.shape for v in run.model.trainable_variables])
         lr = float(loop.records["learning_rate"][-1])
         sgd = optimizers.kind(run.optimizer) == "sgd"
@@ -88,6 +87,50 @@ class MeasureSharpness(Action):
                 flush=True,
             )
         self._above = above
+
+
+def sharpness_probe(run, examples):
+    """The Hessian-vector product of the task's mean loss on the first `examples` of the evaluation split."""
+    task = run.task
+    loss = lambda y, out: keras.ops.mean(task.per_example(y, out)["loss"])  # noqa: E731
+    return hessian.hessian_vector_product(run.model, loss, run.backend.probe_batch(examples))
+
+
+class CapTheRate(Action):
+    """With `stability_cap` c: the rate's cap (`kbatch.training.rate_cap`), c x the largest rate
+    stable at the sharpness for the run's momentum and `staleness`, set at the start (measured here,
+    as `MeasureSharpness` measures) and at each of `MeasureSharpness`'s points; to TensorBoard
+    (`diagnostics/rate_cap`), beside the sharpness in the history (`rate_cap`), and one console line
+    at the start. A resumed run goes on with the cap its checkpoint holds."""
+
+    after = ("MeasureSharpness",)
+
+    def __init__(self, fraction, verbose=True):
+        self.fraction, self.verbose = fraction, verbose
+
+    def begin(self, run):
+        if run.step:
+            return
+        hvp = sharpness_probe(run, MeasureSharpness.PROBE_EXAMPLES)
+        value = hessian.top_eigenvalue(hvp, [v.shape for v in run.model.trainable_variables])
+        cap = self._set(run, value)
+        if self.verbose and run.backend.is_chief:
+            print(
+                f"kbatch: stability cap: lambda_max {value:.4g} at the start: the rate at most {cap:.4g}.", flush=True
+            )
+
+    def after_loop(self, run, loop):
+        entries = run.history.sharpness
+        if entries and entries[-1]["step"] == run.step:
+            entries[-1]["rate_cap"] = self._set(run, entries[-1]["sharpness"])
+
+    def _set(self, run, sharpness):
+        s = run.settings
+        momentum = s.momentum if s.optimizer == "momentum" else 0.0
+        cap = rate_cap.cap_value(self.fraction, sharpness, momentum, s.staleness)
+        run.rate_cap.assign(cap)
+        run.backend.summaries.scalars("diagnostics", run.step, {"rate_cap": cap})
+        return cap
 
 
 class MeasureBNCoupling(Action):

@@ -3,7 +3,7 @@
 from kbatch.training.actions.adascale import AdaScaleProgress
 from kbatch.training.actions.batch_control import AdaptBatchSize
 from kbatch.training.actions.evaluation import AverageMovingStatistics, Evaluate
-from kbatch.training.actions.measurements import MeasureBNCoupling, MeasureNoiseScale, MeasureSharpness
+from kbatch.training.actions.measurements import CapTheRate, MeasureBNCoupling, MeasureNoiseScale, MeasureSharpness
 from kbatch.training.actions.probe import LinearProbe
 from kbatch.training.actions.progress import Progress
 from kbatch.training.actions.records import LogSteps, RecordStaleness, ReportLossSpikes
@@ -30,6 +30,7 @@ def standard(settings, verbose=True, task=None):
         Evaluate(),
         *([LinearProbe(s.probe_examples)] if getattr(task, "monitor_from", None) == "LinearProbe" else []),
         *([MeasureSharpness(s.sharpness_every, verbose)] if s.sharpness_every else []),
+        *([CapTheRate(s.stability_cap, verbose)] if s.stability_cap else []),
         *([MeasureBNCoupling(s.bn_coupling_every)] if s.bn_coupling_every else []),
         *([Progress()] if verbose else []),
         Checkpoint(),

@@ -23,10 +23,7 @@ def check(settings):
             "config.norm='ghost_batch' needs config.virtual_batch_size (examples per ghost "
             "batch; it must divide the per-replica micro-batch)."
         )
-    if s.batch_schedule in ("adaptive", "warmup", "goodput"):
-        _check_adaptive(s)
-    if s.lr_gain == "adascale":
-        _check_adascale(s)
+    _check_controllers(s)
     if s.loss_spike_guard is not None and s.optimizer not in ("sgd", "momentum", "nesterov"):
         raise ValueError(
             f"config.loss_spike_guard={s.loss_spike_guard}: scales the update's gradient, which is its "
@@ -139,6 +136,27 @@ def _check_max_batch(s):
         raise ValueError(
             f"config.max_batch_size={s.max_batch_size}: must be None or an integer >= batch_size={s.batch_size}."
         )
+
+
+def _check_controllers(s):
+    """The fields that steer the batch or the rate while training."""
+    if s.batch_schedule in ("adaptive", "warmup", "goodput"):
+        _check_adaptive(s)
+    if s.lr_gain == "adascale":
+        _check_adascale(s)
+    if s.stability_cap:
+        _check_stability_cap(s)
+
+
+def _check_stability_cap(s):
+    """The cap is heavy ball's stability limit at the measured sharpness (`kbatch.training.rate_cap`)."""
+    name = f"config.stability_cap={s.stability_cap:g}"
+    if not s.sharpness_every:
+        raise ValueError(f"{name} caps the rate at the measured sharpness: set config.sharpness_every (e.g. 1).")
+    if s.optimizer not in ("sgd", "momentum") or s.nesterov:
+        raise ValueError(f"{name} is heavy ball's limit (sgd, momentum without nesterov), not {s.optimizer}'s.")
+    if s.lr_gain != "none":
+        raise ValueError(f"{name} bounds a planned rate; config.lr_gain={s.lr_gain!r} sets its own: use one of them.")
 
 
 def _check_adascale(s):

@@ -298,6 +298,14 @@ FIELDS = (
         "an exponent alpha (lr x (B/B0)^alpha), or `staleness`: linear, lowered for `staleness` (docs/schedules.md)",
     ),
     _F(
+        "stability_cap",
+        0.0,
+        _real(low=0),
+        "c > 0: the LR never above c x the largest rate stable on a quadratic of the measured sharpness, "
+        "(2 + 2 momentum) F(staleness, momentum) / lambda_max, measured at the start and at each `sharpness_every` "
+        "point (needs it; sgd or momentum); with `linear` the capped staleness rule; 0: off",
+    ),
+    _F(
         "lr_gain",
         "none",
         _choice(("none", "adascale")),
