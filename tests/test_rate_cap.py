@@ -52,6 +52,7 @@ def test_the_cap_is_c_times_the_closed_form_limit_over_the_sharpness():
     assert cap_value(0.5, 10.0, 0.9, 0) == pytest.approx(0.5 * 3.8 / 10)
     assert cap_value(0.5, 10.0, 0.9, 1) == pytest.approx(0.5 * 0.1 / 10)  # z^2 - (1 + m) z + m + a: a* = 1 - m
     assert cap_value(1.0, 4.0, 0.0, 2) == pytest.approx(2 * math.sin(math.pi / 10) / 4)  # Levin & May 1976
+    assert cap_value(0.5, -3.0, 0.9, 1) == cap_value(0.5, float("nan"), 0.9, 1) == math.inf  # no quadratic limit
 
 
 def test_each_rate_is_the_plan_bounded_by_the_last_measured_cap(tmp_path):

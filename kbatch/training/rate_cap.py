@@ -54,5 +54,9 @@ def add_cap(optimizer, schedule):
 
 
 def cap_value(fraction, sharpness, momentum, staleness):
-    """c x the largest stable rate at `sharpness` for heavy ball with `momentum`, `staleness` updates late."""
+    """c x the largest stable rate at `sharpness` for heavy ball with `momentum`, `staleness` updates
+    late; +inf (no cap) where the top eigenvalue found is not positive (the loss curves down most
+    there: no quadratic limit) or not a number."""
+    if not sharpness > 0:
+        return math.inf
     return fraction * scaling.max_stable_learning_rate(sharpness, momentum, staleness)

@@ -1,5 +1,7 @@
 """The diagnostics measured while training: the gradient noise scale, the sharpness and BN's coupling."""
 
+import math
+
 import keras
 
 from kbatch import optimizers
@@ -122,14 +124,16 @@ class CapTheRate(Action):
     def after_loop(self, run, loop):
         entries = run.history.sharpness
         if entries and entries[-1]["step"] == run.step:
-            entries[-1]["rate_cap"] = self._set(run, entries[-1]["sharpness"])
+            cap = self._set(run, entries[-1]["sharpness"])
+            entries[-1]["rate_cap"] = cap if math.isfinite(cap) else None  # None: no cap (lambda_max <= 0)
 
     def _set(self, run, sharpness):
         s = run.settings
         momentum = s.momentum if s.optimizer == "momentum" else 0.0
         cap = rate_cap.cap_value(self.fraction, sharpness, momentum, s.staleness)
         run.rate_cap.assign(cap)
-        run.backend.summaries.scalars("diagnostics", run.step, {"rate_cap": cap})
+        if math.isfinite(cap):
+            run.backend.summaries.scalars("diagnostics", run.step, {"rate_cap": cap})
         return cap
 
 
