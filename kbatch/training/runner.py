@@ -116,17 +116,18 @@ def _check_plan(settings, batches, replicas, info):
     return plan
 
 
-def _follow_adascale(run_recipe, backend, info):
-    """With `lr_gain="adascale"`, the optimizer's rate is AdaScale's `ProgressSchedule`: its gain x
-    the base rate x the epoch schedule at the progress."""
+def _steered_rate(run_recipe, backend, info, batches):
+    """The optimizer's rate where a measurement steers it, set in place; the stability cap's variable
+    (or None). `lr_gain="adascale"`: AdaScale's `ProgressSchedule` (its gain x the base rate x the
+    epoch schedule at the progress); `stability_cap`: the planned schedule bounded by the cap."""
+    s, optimizer = run_recipe.settings, backend.optimizer
     gain = backend.chain.get(transforms.AdaScaleGain)
     if gain is not None:
-        schedule = gain.schedule(
-            run_recipe.base_learning_rate,
-            lr_schedules.epoch_schedule(run_recipe.settings),
-            run_recipe.settings.num_epochs,
-        )
-        optimizers.unwrap(backend.optimizer).learning_rate = schedule
+        schedule = gain.schedule(run_recipe.base_learning_rate, lr_schedules.epoch_schedule(s), s.num_epochs)
+        optimizers.unwrap(optimizer).learning_rate = schedule
+    if s.stability_cap:
+        return rate_cap.add_cap(optimizer, run_recipe.learning_rate_schedule(info.num_train_examples, batches))
+    return None
 
 
 def default_task(settings, replicas):
@@ -233,12 +234,7 @@ def _build_locked_run(run_recipe, backend, model_fn, task, lock):
     with backend.scope():
         model, optimizer = models_of_config.build_model_and_optimizer(run_recipe, info, batches, model_fn, source)
         backend.attach(model, optimizer, task)
-        _follow_adascale(run_recipe, backend, info)
-        cap = (
-            rate_cap.add_cap(optimizer, run_recipe.learning_rate_schedule(info.num_train_examples, batches))
-            if settings.stability_cap
-            else None
-        )
+        cap = _steered_rate(run_recipe, backend, info, batches)
         if source is not None and not backend.has_checkpoint():  # a resumed run starts from its checkpoint
             fine_tuning.copy_weights(source, model, settings.init_exclude)
     who = "model_fn's model" if model_fn is not None else "the model"
