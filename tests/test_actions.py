@@ -99,11 +99,12 @@ def fake_run(**fields):
     published = {}
     run = types.SimpleNamespace(
         backend=types.SimpleNamespace(
-            noise_parts=lambda: (2, True),
+            noise_parts=lambda accumulation_steps: (2, True),
             is_chief=True,
             summaries=types.SimpleNamespace(scalars=lambda *a: None, histogram=lambda *a: None),
         ),
         history=history.History("."),
+        accumulation_at=lambda phase: 1,
         published=published,
         publish=published.__setitem__,
         **fields,

@@ -142,7 +142,7 @@ def default_task(settings, replicas):
 
 def _check_halves(settings, backend):
     """2 if the noise scale splits each replica's batch into halves (their batch must be even), else 1."""
-    if not settings.noise_scale_every or not backend.noise_parts()[1]:
+    if not settings.noise_scale_every or not backend.noise_parts(settings.accumulation_steps)[1]:
         return 1
     if settings.batch_size % (2 * backend.num_replicas):
         raise ValueError(
@@ -240,7 +240,7 @@ def _build_locked_run(run_recipe, backend, model_fn, task, lock):
     who = "model_fn's model" if model_fn is not None else "the model"
     arguments.check_outputs(model, task, info, model_fn is not None)
     probabilities.check_logits_not_probabilities(model, task, lambda: backend.probe_batch(2)[0], who)
-    if halves == 2 and not task.over_batch and any("moving_mean" in v.path for v in model.non_trainable_variables):
+    if halves == 2 and actions_lib.measurements.halves_meet_batch_norm(model, task):
         raise ValueError(
             f"config.noise_scale_every={settings.noise_scale_every}: here it compares the two halves of each batch, "
             "which would give this model's batch normalization half batches: set accumulation_steps >= 2 (each "
@@ -297,8 +297,9 @@ class Run:
         self._started = time.time()
 
     def adapt(self, decisions):
-        """Re-plan with the adaptive batch's `decisions` ([{"epoch", "batch", "step"}], in order):
-        phase i + 1 trains at decisions[i]'s batch from its epoch on, its rate moved by `lr_scaling`.
+        """Re-plan with the adaptive batch's `decisions` ([{"epoch", "batch", "step"}, and goodput's
+        "accumulation_steps" where it decides them], in order): phase i + 1 trains at decisions[i]'s
+        batch from its epoch on, its rate moved by `lr_scaling`.
         The plan and the optimizer's rate schedule are rebuilt; the past keeps its steps and rates."""
         s = self.settings
         halves = _check_halves(s, self.backend)
@@ -310,6 +311,16 @@ class Run:
         optimizers.unwrap(self.optimizer).learning_rate = schedule
         self.batch_decisions = list(decisions)
         self._phase = None  # the next loop starts the new phase (a new compiled step)
+
+    def accumulation_at(self, phase):
+        """`phase`'s accumulation steps: the latest batch decision's up to its start (goodput under a
+        device's memory decides them), else `accumulation_steps`."""
+        chosen = [
+            d["accumulation_steps"]
+            for d in self.batch_decisions
+            if "accumulation_steps" in d and d["step"] <= phase.start_step
+        ]
+        return chosen[-1] if chosen else self.settings.accumulation_steps
 
     def end_at(self, step):
         """End the run after `step` updates of its plan as built (AdaScale's progress decides where)."""
@@ -359,7 +370,9 @@ class Run:
         phase = self.plan.phase_at(self.step)
         if phase is not self._phase:
             apply_recipe.apply_phase(self.recipe, phase.batch_size, self.momenta, self.optimizer)
-            self._loop = self.backend.start_phase(phase, self.plan.ledger.examples_seen(self.step))
+            self._loop = self.backend.start_phase(
+                phase, self.plan.ledger.examples_seen(self.step), self.accumulation_at(phase)
+            )
             self._phase = phase
         num_steps = self.plan.next_stop(self.step, self.settings.steps_per_loop)
         started = time.perf_counter()

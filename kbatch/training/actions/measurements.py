@@ -28,15 +28,11 @@ class MeasureNoiseScale(Action):
     def restore_state(self, state):
         self.estimate = noise_scale.NoiseScale(self.estimate.decay, state["averages"])
 
-    def begin(self, run):
-        self.parts = run.backend.noise_parts()[0]
-
     def after_loop(self, run, loop):
         records, batch = loop.records, loop.phase.batch_size
+        parts = run.backend.noise_parts(run.accumulation_at(loop.phase))[0]
         for i in range(loop.num_steps):
-            self.estimate.update(
-                records[noise_scale.RECORD][i], records["grad_norm"][i] ** 2, batch / self.parts, batch
-            )
+            self.estimate.update(records[noise_scale.RECORD][i], records["grad_norm"][i] ** 2, batch / parts, batch)
             step = loop.first_step + i + 1
             if step % self.every == 0:
                 b_simple = self.estimate.simple
@@ -158,7 +154,7 @@ class MeasureBNCoupling(Action):
     def after_loop(self, run, loop):
         if not run.evaluated(loop) or len(run.history.evals) % self.every:
             return
-        size = bn_batch(run, loop.phase.batch_size)
+        size = bn_batch(run, loop.phase)
         if size not in self._probes:
             self._probes[size] = run.backend.probe_batch(size)
         x, y = self._probes[size]
@@ -169,13 +165,19 @@ class MeasureBNCoupling(Action):
         run.backend.summaries.scalars("diagnostics", run.step, point)
 
 
-def bn_batch(run, batch_size):
-    """The examples one BN layer normalizes over in a training step at global batch `batch_size`:
-    a micro-batch (`accumulation_steps`), one replica's on TensorFlow unless every BN is synchronized
-    (JAX's `DataParallel` normalizes over the global batch; a ghost batch norm cuts it further itself)."""
-    micro = batch_size // run.settings.accumulation_steps
+def bn_batch(run, phase):
+    """The examples one BN layer normalizes over in a training step of `phase`: a micro-batch
+    (`run.accumulation_at`), one replica's on TensorFlow unless every BN is synchronized (JAX's
+    `DataParallel` normalizes over the global batch; a ghost batch norm cuts it further itself)."""
+    micro = phase.batch_size // run.accumulation_at(phase)
     synchronized = all(getattr(layer, "synchronized", False) for layer in bn_coupling.batch_norms(run.model))
     return micro if run.settings.backend == "jax" or synchronized else micro // run.backend.num_replicas
+
+
+def halves_meet_batch_norm(model, task):
+    """Whether splitting a batch into halves for the noise scale would give `model`'s batch
+    normalization half batches (a loss over the whole batch computes its halves apart)."""
+    return not task.over_batch and any("moving_mean" in v.path for v in model.non_trainable_variables)
 
 
 def check_bn_coupling(model, every):

@@ -50,9 +50,9 @@ class Backend(abc.ABC):
         self._evaluation, self.source, self._info = None, None, None
 
     @abc.abstractmethod
-    def noise_parts(self):
+    def noise_parts(self, accumulation_steps):
         """(parts, halves): how many gradients of a part of the global batch the noise scale
-        compares with the whole, and whether that splits one batch into halves."""
+        compares with the whole at `accumulation_steps`, and whether that splits one batch into halves."""
 
     def use_source(self, source):
         """The `kbatch.data.Source` this backend trains and evaluates on (set once, before `describe_data`)."""
@@ -81,15 +81,26 @@ class Backend(abc.ABC):
     def _attach_checkpoints(self):
         """What this backend needs to save and restore the attached model and optimizer."""
 
-    def start_phase(self, phase, start_example):
+    def start_phase(self, phase, start_example, accumulation_steps):
         """`loop(num_steps)` -> {field: [num_steps] NumPy array}: `num_steps` updates at `phase`'s
-        batch size over the input stream from `start_example` on, one record each. Built anew
-        per phase (the recipe's Python numbers, BN momenta among them, are read now)."""
-        return self._loop(self._train_step(phase), phase, start_example)
+        batch size in `accumulation_steps` micro-batches over the input stream from `start_example`
+        on, one record each. Built anew per phase (the recipe's Python numbers, BN momenta among
+        them, are read now)."""
+        return self._loop(self._train_step(phase, accumulation_steps), phase, start_example)
 
     @abc.abstractmethod
-    def _train_step(self, phase):
+    def _train_step(self, phase, accumulation_steps):
         """One update at `phase`'s batch size, as this backend's `_loop` runs it."""
+
+    def memory_budget_bytes(self):
+        """The bytes one update may take on a device (`device_memory_gib`, else the device's own
+        limit where the backend knows it), or None: no bound."""
+        return None
+
+    def step_memory_bytes(self, micro_batch):
+        """The bytes one update takes on a device with micro-batches of `micro_batch` examples
+        there, from the compiled step (only backends with `memory_budget_bytes` measure it)."""
+        raise NotImplementedError(f"{type(self).__name__} does not measure a step's memory.")
 
     @abc.abstractmethod
     def _loop(self, step, phase, start_example):

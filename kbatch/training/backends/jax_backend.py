@@ -26,6 +26,7 @@ import shutil
 import signal
 import tempfile
 import threading
+import types
 
 import jax
 import keras
@@ -43,6 +44,11 @@ KEEP = 3  # checkpoints kept, as the TensorFlow backend's CheckpointManager
 # 2 devices), with at most 4 queued none did; two keep the devices busy while the host prepares the next.
 QUEUED_CALLS = 2
 PARTS = ("trainable", "non_trainable", "optimizer")  # the state's parts, named in the checkpoint
+
+
+def _abstract(array):
+    """The shape, dtype and sharding of `array`, for compiling without its values."""
+    return jax.ShapeDtypeStruct(array.shape, array.dtype, sharding=array.sharding)
 
 
 def select_devices(strategy):
@@ -88,11 +94,45 @@ class JaxBackend(backend.Backend):
             os.path.join(settings.model_dir, "checkpoints"), KEEP, settings.async_checkpoints
         )
 
-    def noise_parts(self):
+    def noise_parts(self, accumulation_steps):
         """(parts, halves): the micro-batches the noise scale compares with the whole batch (the
         jitted step sees the global batch, so the devices' shares are not separate gradients)."""
-        k = self.settings.accumulation_steps
+        k = accumulation_steps
         return (2, True) if k == 1 else (k, False)
+
+    def memory_budget_bytes(self):
+        """`device_memory_gib`, else the first device's `bytes_limit` (GPU, TPU; None on CPU)."""
+        if self.settings.device_memory_gib:
+            return self.settings.device_memory_gib * 2**30
+        stats = self.devices[0].memory_stats() or {}
+        return stats.get("bytes_limit")
+
+    def step_memory_bytes(self, micro_batch):
+        """What XLA's buffer assignment gives one update of two accumulated micro-batches of
+        `micro_batch` examples per device (arguments + outputs - the donated state they share +
+        temporaries; more steps loop over the same buffers), compiled, not run."""
+        size = 2 * micro_batch * self.num_replicas
+        compiled = (
+            self._train_step(types.SimpleNamespace(batch_size=size), 2)
+            .lower(jax.tree.map(_abstract, self._state()), *self._abstract_batch(size))
+            .compile()
+        )
+        stats = compiled.memory_analysis()
+        return (
+            stats.argument_size_in_bytes
+            + stats.output_size_in_bytes
+            - stats.alias_size_in_bytes
+            + (stats.temp_size_in_bytes)
+        )
+
+    def _abstract_batch(self, size):
+        """Shapes, dtypes and shardings of a global batch of `size` (x, labels), as the loop sends it."""
+        shapes = []
+        for example in self.probe_batch(1):
+            shape = (size, *np.shape(example)[1:])
+            sharding = self.distribution.get_data_layout(shape).backend_layout
+            shapes.append(jax.ShapeDtypeStruct(shape, np.asarray(example).dtype, sharding=sharding))
+        return shapes
 
     def scope(self):
         return self.distribution.scope()
@@ -120,15 +160,9 @@ class JaxBackend(backend.Backend):
             self.distribution.get_data_layout((global_batch_size,)).backend_layout, global_batch_size
         )
 
-    def _train_step(self, phase):
-        s = self.settings
-        return jax_step.make_train_step(
-            self.model,
-            self.optimizer,
-            self.task,
-            self.chain,
-            transforms.Geometry(phase.batch_size, s.accumulation_steps),
-        )
+    def _train_step(self, phase, accumulation_steps):
+        geometry = transforms.Geometry(phase.batch_size, accumulation_steps)
+        return jax_step.make_train_step(self.model, self.optimizer, self.task, self.chain, geometry)
 
     def _loop(self, step, phase, start_example):
         s = self.settings

@@ -61,7 +61,7 @@ class ParameterServerBackend(tf_backend.TensorFlowBackend):
         self._applied.assign(step)
         return step
 
-    def _train_step(self, phase):
+    def _train_step(self, phase, accumulation_steps):
         chain = transforms.Chain([*self.chain, tf_step.CountStaleness(self._applied)])
         return tf_step.make_train_step(
             self.strategy, self.model, self.optimizer, self.task, chain, transforms.Geometry(phase.batch_size)

@@ -33,10 +33,10 @@ class TensorFlowBackend(backend.Backend):
             settings, self.strategy.num_replicas_in_sync, run_dir.is_chief(self.strategy), Summaries, multi_worker
         )
 
-    def noise_parts(self):
+    def noise_parts(self, accumulation_steps):
         """(parts, halves): replicas x micro-batches, and whether that splits one batch."""
-        parts, _ = tf_step.noise_parts(self.num_replicas, self.settings.accumulation_steps)
-        return parts, self.num_replicas * self.settings.accumulation_steps == 1
+        parts, _ = tf_step.noise_parts(self.num_replicas, accumulation_steps)
+        return parts, self.num_replicas * accumulation_steps == 1
 
     def use_source(self, source):
         source.tf_prepare()
@@ -105,16 +105,15 @@ class TensorFlowBackend(backend.Backend):
     def latest_checkpoint(self):
         return self._manager.latest_checkpoint
 
-    def _train_step(self, phase):
-        s = self.settings
+    def _train_step(self, phase, accumulation_steps):
         return tf_step.make_train_step(
             self.strategy,
             self.model,
             self.optimizer,
             self.task,
             self.chain,
-            transforms.Geometry(phase.batch_size, s.accumulation_steps),
-            s.jit_compile,
+            transforms.Geometry(phase.batch_size, accumulation_steps),
+            self.settings.jit_compile,
         )
 
     def _loop(self, step, phase, start_example):

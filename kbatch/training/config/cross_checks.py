@@ -146,6 +146,20 @@ def _check_controllers(s):
         _check_adascale(s)
     if s.stability_cap:
         _check_stability_cap(s)
+    if s.device_memory_gib:
+        _check_device_memory(s)
+
+
+def _check_device_memory(s):
+    """A step's memory is read from XLA's compiled program, which only the JAX backend has."""
+    name = f"config.device_memory_gib={s.device_memory_gib:g}"
+    if s.batch_schedule != "goodput":
+        raise ValueError(f"{name} bounds the accumulation that batch_schedule='goodput' decides: set it, or leave 0.")
+    if s.backend != "jax":
+        raise ValueError(
+            f"{name} is measured on the compiled JAX step (TensorFlow reports a step's memory only after it "
+            "ran, on GPU): set config.backend='jax', or leave 0."
+        )
 
 
 def _check_stability_cap(s):

@@ -368,7 +368,15 @@ FIELDS = (
         (),
         _update_time_model,
         "`batch_schedule=goodput`: () times the updates; (T0, k, gamma) takes T_update(B) = T0 + k B^gamma "
-        "seconds as given (an accelerator's curve, or a deterministic run)",
+        "seconds of an update without accumulation, as given (an accelerator's curve, or a deterministic run)",
+    ),
+    _F(
+        "device_memory_gib",
+        0.0,
+        _real(low=0),
+        "`batch_schedule=goodput` on JAX: a device's memory for one update; each batch takes the fewest "
+        "accumulation steps whose micro-batch fits, by the compiled update's memory (XLA's figure). 0: the "
+        "device's own limit where JAX reports one (GPU, TPU), none on CPU",
     ),
     _F("num_epochs", 8, checks.positive_int, "epochs of training (an epoch is N examples of one stream)"),
     # The optimizer.
