@@ -16,7 +16,7 @@ import sys
 import pytest
 from run_tool import REPO
 
-from kbatch.configs import mnist1d_cnn
+from kbatch.configs import lm_bytes, mnist1d_cnn
 from kbatch.study import grid, report, sweep
 from kbatch.training.config import recipe, schema
 
@@ -28,11 +28,13 @@ RESULTS = {  # spec (tools/sweeps/<spec>.py): its results (docs/results/<stem>.c
     "contrastive_negatives": "contrastive_negatives",
     "self_training": "self_training",
     "batch_controllers": "batch_controllers_runs",
+    "batch_controllers_lm": "batch_controllers_lm_runs",
 }
 PAGES = {
     **RESULTS,
     "ghost_batch_norm": "norms",
     "batch_controllers": "batch_controllers",
+    "batch_controllers_lm": "batch_controllers_lm",
 }  # the page that shows them, docs/results/<page>.md
 TARGETS = {
     "scaling": [0.97, 0.99],
@@ -42,8 +44,12 @@ TARGETS = {
     "contrastive_negatives": [0.8, 0.85],
     "self_training": [0.75, 0.8],
     "batch_controllers": [0.985, 0.99],
+    "batch_controllers_lm": [0.41, 0.45],  # eval token accuracy
 }
-TRAIN_EXAMPLES = {"mnist1d/large": 60000, "mnist1d/original": 4000}  # docs/results/*.md
+TRAIN_EXAMPLES = {"mnist1d/large": 60000, "mnist1d/original": 4000, "pystdlib_bytes/seq128": 11263}  # docs/results/*.md
+# Specs over another config's recipe, written as its fields over the default config: {spec: (config, the
+# fields the study changes)}.
+RECIPES = {"batch_controllers_lm": (lm_bytes, {"num_epochs", "evals_per_epoch", "backend"})}
 
 # Each spec as tools/sweep.py itself reads it (its flags, kbatch.study.sweep_command.build_sweep), nothing trained:
 # {spec: {"names", "targets", "configs"}}.
@@ -171,6 +177,15 @@ def test_the_csv_is_one_finished_row_per_point_with_its_config(sweeps, spec):
         assert float(row["peak_learning_rate"]) == pytest.approx(peak, rel=1e-12), row["name"]
         for target in TARGETS[spec]:
             assert all(column in row for column in report.target_columns(target))
+
+
+@pytest.mark.parametrize("spec", RECIPES)
+def test_a_spec_over_another_recipe_is_that_config_but_the_fields_it_changes(sweeps, spec):
+    """e.g. batch_controllers_lm: configs/lm_bytes.py at 3 epochs, 4 evaluations an epoch, on JAX."""
+    config, changed = RECIPES[spec]
+    base, recipe_fields = (json.loads(json.dumps(dict(c))) for c in (sweeps[spec].base, config.get_config().to_dict()))
+    differs = sorted(field for field in _differences(base, recipe_fields) if field != "model_dir")  # lists as tuples
+    assert differs == sorted(changed)
 
 
 @pytest.mark.parametrize("spec", RESULTS)
