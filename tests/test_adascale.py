@@ -12,6 +12,7 @@ from test_adaptive_batch import StopAfterEpoch
 
 import kbatch
 from kbatch.training import Action, Task, build_run, train
+from kbatch.training.config import recipe, schema
 from kbatch.training.transforms import adascale
 
 pytestmark = pytest.mark.components  # CI runs them again under KERAS_BACKEND=jax
@@ -87,6 +88,16 @@ def test_the_gain_is_the_formula_and_stays_in_one_to_the_scale():
         assert float(adascale.gain(g, t, b0, b)) == pytest.approx(want, rel=1e-6)
     assert float(adascale.gain(-1.0, 5.0, 8, 64)) == pytest.approx(8.0)  # |G|^2 read as 0: all noise, r = S
     assert float(adascale.gain(1.0, -5.0, 8, 64)) == pytest.approx(1.0)  # no noise: r = 1
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("rule", ["linear", "sqrt"])
+def test_the_recorded_peak_rate_is_the_gains_bound_whatever_the_rule(rule):
+    fields = dict(batch_size=1024, base_batch_size=128, base_learning_rate=0.1, lr_scaling=rule)
+    plain = recipe.RunRecipe.from_settings(schema.resolve(fields)).peak_learning_rate()
+    adascale = {**fields, "lr_gain": "adascale", "noise_scale_every": 10, "optimizer": "momentum"}
+    gained = recipe.RunRecipe.from_settings(schema.resolve(adascale)).peak_learning_rate()
+    assert gained == pytest.approx(0.1 * 8) and plain == pytest.approx(0.1 * (8 if rule == "linear" else 8**0.5))
 
 
 def test_on_a_quadratic_the_measured_gain_is_the_closed_form(make_config):

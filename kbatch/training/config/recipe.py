@@ -102,8 +102,13 @@ class RunRecipe:
         return kwargs
 
     def peak_learning_rate(self):
-        """The base learning rate moved to the run's (first) global batch by the rule."""
-        return lr_schedules.peak_learning_rate(self.settings, self.rule, self.base_learning_rate)
+        """The base learning rate moved to the run's (first) global batch by the rule; with
+        AdaScale's gain, which sets the rate itself whatever `lr_scaling` says, its bound: the scale
+        S = batch / base batch times the base rate (the gain r is at most S)."""
+        s = self.settings
+        if s.lr_gain == "adascale":
+            return self.base_learning_rate * s.batch_size / s.base_batch_size
+        return lr_schedules.peak_learning_rate(s, self.rule, self.base_learning_rate)
 
     def batch_schedule(self, multiple_of=1, decisions=None):
         """The run's `BatchSizeSchedule` (`lr_schedules.batch_schedule`); with the adaptive batch's
