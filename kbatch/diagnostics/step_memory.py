@@ -12,13 +12,19 @@ proportion, as XLA fuses and reuses buffers differently at each size) finds the 
 per-device batch and its accumulation with the global batch. NumPy only.
 """
 
-GIB = 2**30
-
 
 def in_words(size):
     """`size` bytes as KiB, MiB or GiB, three significant digits: 57,300 -> "56 KiB"."""
-    unit = next((u for u in ("GiB", "MiB") if size >= 2 ** (10 * ("KMG".index(u[0]) + 1))), "KiB")
-    return f"{size / 2 ** (10 * ('KMG'.index(unit[0]) + 1)):.3g} {unit}"
+    for unit, power in (("GiB", 3), ("MiB", 2)):
+        if size >= 1024**power:
+            return f"{size / 1024**power:.3g} {unit}"
+    return f"{size / 1024:.3g} KiB"
+
+
+def passes(accumulation_steps, halves_at_one=False):
+    """The passes of one update over its batch: its accumulation steps, or 2 for one step that the
+    noise scale splits in halves (`halves_at_one`, one device measuring it)."""
+    return 2 if accumulation_steps == 1 and halves_at_one else accumulation_steps
 
 
 def largest_micro_batch(measure, start, most, budget_bytes):
@@ -52,9 +58,9 @@ def accumulation_for(batch, replicas, largest, smallest=1, halves_at_one=False):
     scale's on one device), so k = 1 holds half the batch at a time, as k = 2 does."""
     k = smallest
     while True:
-        passes = 2 if k == 1 and halves_at_one else k
-        if batch % (replicas * passes):
+        split = replicas * passes(k, halves_at_one)
+        if batch % split:
             return None
-        if largest is None or batch // (replicas * passes) <= largest:
+        if largest is None or batch // split <= largest:
             return k
         k *= 2

@@ -23,7 +23,7 @@ def probe_memory(run, budget, limit, verbose):
     to a global `limit`) and the bytes measured; a console line saying what it found."""
     s, replicas = run.settings, run.backend.num_replicas
     halves = run.backend.noise_parts(s.accumulation_steps)[1]
-    first = s.batch_size // (replicas * (2 if halves else s.accumulation_steps))
+    first = s.batch_size // (replicas * step_memory.passes(s.accumulation_steps, halves))
     largest, measured = step_memory.largest_micro_batch(run.backend.step_memory_bytes, first, limit // replicas, budget)
     if verbose and run.backend.is_chief:
         sizes = ", ".join(f"{m:,}: {step_memory.in_words(b)}" for m, b in sorted(measured.items()))

@@ -97,8 +97,7 @@ class JaxBackend(backend.Backend):
     def noise_parts(self, accumulation_steps):
         """(parts, halves): the micro-batches the noise scale compares with the whole batch (the
         jitted step sees the global batch, so the devices' shares are not separate gradients)."""
-        k = accumulation_steps
-        return (2, True) if k == 1 else (k, False)
+        return (2, True) if accumulation_steps == 1 else (accumulation_steps, False)
 
     def memory_budget_bytes(self):
         """`device_memory_gib`, else the first device's `bytes_limit` (GPU, TPU; None on CPU)."""
@@ -118,12 +117,8 @@ class JaxBackend(backend.Backend):
             .compile()
         )
         stats = compiled.memory_analysis()
-        return (
-            stats.argument_size_in_bytes
-            + stats.output_size_in_bytes
-            - stats.alias_size_in_bytes
-            + (stats.temp_size_in_bytes)
-        )
+        arguments = stats.argument_size_in_bytes + stats.output_size_in_bytes - stats.alias_size_in_bytes
+        return arguments + stats.temp_size_in_bytes
 
     def _abstract_batch(self, size):
         """Shapes, dtypes and shardings of a global batch of `size` (x, labels), as the loop sends it."""
